@@ -1,0 +1,155 @@
+//! Command-line interface and configuration.
+//!
+//! Every setting has a flag and an environment variable, and a default that makes
+//! `inferlog serve` work from the repository root with no setup. `main` loads `.env` (through
+//! dotenvy) before clap reads the environment, so `.env.example` copied to `.env` is honoured.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Serve smartcore model predictions with every request logged and audited.
+#[derive(Debug, Parser)]
+#[command(
+    name = "inferlog",
+    version,
+    about,
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    /// Settings for `serve`, which also runs when no subcommand is given.
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve predictions over HTTP (the default).
+    Serve(ServeArgs),
+    /// Train a model and write its artifact (a JSON file) for `serve` to load.
+    Train(TrainArgs),
+}
+
+/// Everything the HTTP service needs to start.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address and port to listen on (port 0 picks a free port).
+    #[arg(long, env = "INFERLOG_BIND", default_value = "127.0.0.1:8080")]
+    pub bind: SocketAddr,
+
+    /// Folder of model artifacts (`*.json`); every one is loaded at start-up.
+    #[arg(long, env = "INFERLOG_MODELS", default_value = "models")]
+    pub models: PathBuf,
+
+    /// Model that answers `POST /predict`.
+    #[arg(long, env = "INFERLOG_DEFAULT_MODEL", default_value = "iris")]
+    pub default_model: String,
+
+    /// Audit database (SQLite); the file is created when missing.
+    #[arg(long, env = "DATABASE_URL", default_value = "sqlite://inferlog.db")]
+    pub database_url: String,
+
+    #[command(flatten)]
+    pub log: LogArgs,
+
+    /// Largest request body accepted, in bytes (larger gets 413).
+    #[arg(long, env = "INFERLOG_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
+    pub max_body_bytes: usize,
+
+    /// Most rows one `/predict` batch may carry (more gets 413).
+    #[arg(long, env = "INFERLOG_MAX_BATCH", default_value_t = 1000)]
+    pub max_batch: usize,
+
+    /// HTTP worker threads (default: one per CPU core).
+    #[arg(long, env = "INFERLOG_WORKERS")]
+    pub workers: Option<usize>,
+
+    /// Seconds given to in-flight requests to finish after SIGTERM/SIGINT.
+    #[arg(long, env = "INFERLOG_SHUTDOWN_TIMEOUT", default_value_t = 30)]
+    pub shutdown_timeout: u64,
+}
+
+/// Where log lines go and how they look.
+#[derive(Debug, Clone, Args)]
+pub struct LogArgs {
+    /// Write log lines to this file (appending) instead of stderr.
+    #[arg(long, env = "LOG_FILE")]
+    pub log_file: Option<PathBuf>,
+
+    /// `term` for people, `json` (one object per line) for log shippers.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Term)]
+    pub log_format: LogFormat,
+
+    /// Least severe level written: trace, debug, info, warn, error or critical.
+    #[arg(long, env = "LOG_LEVEL", default_value = "info", value_parser = parse_level)]
+    pub log_level: slog::Level,
+
+    /// Log records the async queue holds before it drops (and counts) new ones.
+    #[arg(long, env = "LOG_QUEUE_SIZE", default_value_t = 65_536)]
+    pub log_queue_size: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Term,
+    Json,
+}
+
+fn parse_level(s: &str) -> Result<slog::Level, String> {
+    s.parse::<slog::Level>().map_err(|()| {
+        format!("unknown log level {s:?}: use trace, debug, info, warn, error or critical")
+    })
+}
+
+/// Training options; see `inferlog train --help`.
+#[derive(Debug, Clone, Args)]
+pub struct TrainArgs {
+    /// A dataset that ships inside smartcore.
+    #[arg(
+        long,
+        value_enum,
+        conflicts_with = "csv",
+        required_unless_present = "csv"
+    )]
+    pub dataset: Option<Dataset>,
+
+    /// A CSV file with a header row: numeric feature columns plus one label column.
+    #[arg(long, requires = "target")]
+    pub csv: Option<PathBuf>,
+
+    /// Name of the label column in `--csv`.
+    #[arg(long)]
+    pub target: Option<String>,
+
+    #[arg(long, value_enum, default_value_t = Algorithm::RandomForest)]
+    pub algorithm: Algorithm,
+
+    /// Model name (default: the dataset name or the CSV file's stem).
+    #[arg(long)]
+    pub name: Option<String>,
+
+    /// Output file (default: `models/<name>.json`).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+
+    /// Seed for the split and the algorithm: the same command writes the same model.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+
+    /// Share of rows held out to measure accuracy.
+    #[arg(long, default_value_t = 0.2)]
+    pub test_size: f32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Dataset {
+    Iris,
+    BreastCancer,
+    Digits,
+}
+
+pub use crate::model::Algorithm;

@@ -1,0 +1,20 @@
+//! inferlog: serve smartcore model predictions over HTTP, with every request logged.
+//!
+//! Layout:
+//! - [`cli`]: command line and configuration (flags with environment variables).
+//! - [`telemetry`]: slog set-up (term or JSON, through an async drain) and the `log` bridge.
+//! - [`startup`]: builds the actix application from the settings and runs it.
+//! - [`middleware`]: request id, the per-request log line and JSON error bodies.
+//! - [`routes`]: the HTTP handlers, one file per resource.
+//! - [`input`]: parsing and validation of prediction requests.
+//! - [`model`]: the model artifact format, loading, prediction and training.
+//! - [`error`]: the HTTP error type and its JSON body.
+
+pub mod cli;
+pub mod error;
+pub mod input;
+pub mod middleware;
+pub mod model;
+pub mod routes;
+pub mod startup;
+pub mod telemetry;

@@ -1,0 +1,139 @@
+//! The training baseline: per-feature statistics and class proportions of the rows a model was
+//! trained on. Outlier checks use the range and spread; drift checks compare live inputs with the
+//! decile bins and the class proportions.
+
+use serde::{Deserialize, Serialize};
+
+/// Statistics of one feature over the training rows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FeatureStats {
+    pub name: String,
+    pub min: f64,
+    pub max: f64,
+    pub mean: f64,
+    /// Sample standard deviation (n − 1).
+    pub std: f64,
+    /// Interior cut points at the deciles, ascending, with repeats removed (features with many
+    /// equal values get fewer bins). Bin 0 is `(-inf, e0)`, bin i is `[e(i-1), e(i))`, the last
+    /// bin is `[e(k-1), +inf)`, so every real value falls in exactly one bin.
+    pub bin_edges: Vec<f64>,
+    /// Share of training rows in each bin; `bin_edges.len() + 1` values summing to 1.
+    pub bin_proportions: Vec<f64>,
+}
+
+/// What a model's inputs and outputs looked like at training time.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Baseline {
+    pub features: Vec<FeatureStats>,
+    /// Share of training rows in each class, in `class_names` order.
+    pub class_proportions: Vec<f64>,
+}
+
+/// Index of the bin `value` falls in, for `edges` as described on [`FeatureStats::bin_edges`].
+pub fn bin_index(edges: &[f64], value: f64) -> usize {
+    edges.partition_point(|&e| e <= value)
+}
+
+impl FeatureStats {
+    /// Computes the statistics of one column. `values` must be non-empty and finite.
+    pub fn from_values(name: &str, values: &[f64]) -> FeatureStats {
+        let n = values.len() as f64;
+        let mut sorted = values.to_vec();
+        sorted.sort_by(f64::total_cmp);
+        let mean = values.iter().sum::<f64>() / n;
+        let var = if values.len() > 1 {
+            values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0)
+        } else {
+            0.0
+        };
+        let mut bin_edges: Vec<f64> = (1..10)
+            .map(|i| quantile(&sorted, i as f64 / 10.0))
+            .collect();
+        bin_edges.dedup();
+        let mut counts = vec![0usize; bin_edges.len() + 1];
+        for &v in values {
+            counts[bin_index(&bin_edges, v)] += 1;
+        }
+        FeatureStats {
+            name: name.to_string(),
+            min: sorted[0],
+            max: sorted[sorted.len() - 1],
+            mean,
+            std: var.sqrt(),
+            bin_edges,
+            bin_proportions: counts.iter().map(|&c| c as f64 / n).collect(),
+        }
+    }
+}
+
+/// Linear-interpolated quantile of sorted values (numpy's default method).
+fn quantile(sorted: &[f64], q: f64) -> f64 {
+    let pos = q * (sorted.len() - 1) as f64;
+    let lo = pos.floor() as usize;
+    let hi = pos.ceil() as usize;
+    sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo as f64)
+}
+
+impl Baseline {
+    /// Baseline of row-major `x` (`n_rows` × `names.len()`) and class indices `y`.
+    pub fn compute(names: &[String], x: &[f64], y: &[u32], n_classes: usize) -> Baseline {
+        let cols = names.len();
+        let rows = y.len();
+        let features = names
+            .iter()
+            .enumerate()
+            .map(|(j, name)| {
+                let column: Vec<f64> = (0..rows).map(|i| x[i * cols + j]).collect();
+                FeatureStats::from_values(name, &column)
+            })
+            .collect();
+        let mut counts = vec![0usize; n_classes];
+        for &c in y {
+            counts[c as usize] += 1;
+        }
+        Baseline {
+            features,
+            class_proportions: counts.iter().map(|&c| c as f64 / rows as f64).collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stats_of_one_to_ten() {
+        let v: Vec<f64> = (1..=10).map(f64::from).collect();
+        let s = FeatureStats::from_values("x", &v);
+        assert_eq!((s.min, s.max, s.mean), (1.0, 10.0, 5.5));
+        // sample variance of 1..=10 is 55/6
+        assert!((s.std - (55.0f64 / 6.0).sqrt()).abs() < 1e-12);
+        // deciles of 1..=10 with linear interpolation: 1.9, 2.8, ..., 9.1
+        assert_eq!(s.bin_edges.len(), 9);
+        assert!((s.bin_edges[0] - 1.9).abs() < 1e-12);
+        assert!((s.bin_edges[8] - 9.1).abs() < 1e-12);
+        assert_eq!(s.bin_proportions.len(), 10);
+        assert!((s.bin_proportions.iter().sum::<f64>() - 1.0).abs() < 1e-12);
+        assert!(s.bin_proportions.iter().all(|&p| (p - 0.1).abs() < 1e-12));
+    }
+
+    #[test]
+    fn repeated_values_collapse_bins() {
+        let v = [3.0; 20];
+        let s = FeatureStats::from_values("x", &v);
+        assert_eq!(s.bin_edges, vec![3.0]);
+        assert_eq!(s.bin_proportions, vec![0.0, 1.0]);
+        assert_eq!(s.std, 0.0);
+    }
+
+    #[test]
+    fn bin_index_is_left_closed() {
+        let edges = [1.0, 2.0];
+        assert_eq!(bin_index(&edges, 0.5), 0);
+        assert_eq!(bin_index(&edges, 1.0), 1);
+        assert_eq!(bin_index(&edges, 1.5), 1);
+        assert_eq!(bin_index(&edges, 2.0), 2);
+        assert_eq!(bin_index(&edges, 99.0), 2);
+    }
+}

@@ -1,0 +1,324 @@
+//! Models: the artifact format, loading, prediction and (in [`train`]) training.
+//!
+//! An artifact is one JSON file holding everything needed to serve and to monitor a model: its
+//! identity (name, content-hash version, algorithm, creation time), the feature and class names
+//! that give inputs and outputs their meaning, a training summary, the training baseline that
+//! drift and outlier monitoring compare against ([`baseline`]), and the fitted smartcore model.
+//! serde_json's `float_roundtrip` feature makes a reloaded model bit-identical to the saved one.
+
+pub mod baseline;
+pub mod train;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use smartcore::ensemble::random_forest_classifier::RandomForestClassifier;
+use smartcore::linalg::basic::matrix::DenseMatrix;
+use smartcore::linear::logistic_regression::LogisticRegression;
+use smartcore::metrics::distance::euclidian::Euclidian;
+use smartcore::neighbors::knn_classifier::KNNClassifier;
+use smartcore::tree::decision_tree_classifier::DecisionTreeClassifier;
+
+pub use baseline::{Baseline, FeatureStats};
+
+/// Version of the artifact layout this build reads and writes.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// The learning algorithms `inferlog train` offers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Algorithm {
+    RandomForest,
+    LogisticRegression,
+    DecisionTree,
+    Knn,
+}
+
+impl fmt::Display for Algorithm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Algorithm::RandomForest => "random-forest",
+            Algorithm::LogisticRegression => "logistic-regression",
+            Algorithm::DecisionTree => "decision-tree",
+            Algorithm::Knn => "knn",
+        })
+    }
+}
+
+type Matrix = DenseMatrix<f64>;
+type Labels = Vec<u32>;
+
+/// A fitted smartcore classifier. Classes are indices into [`Artifact::class_names`].
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Classifier {
+    RandomForest(RandomForestClassifier<f64, u32, Matrix, Labels>),
+    LogisticRegression(LogisticRegression<f64, u32, Matrix, Labels>),
+    DecisionTree(DecisionTreeClassifier<f64, u32, Matrix, Labels>),
+    Knn(KNNClassifier<f64, u32, Matrix, Labels, Euclidian<f64>>),
+}
+
+impl Classifier {
+    pub fn algorithm(&self) -> Algorithm {
+        match self {
+            Classifier::RandomForest(_) => Algorithm::RandomForest,
+            Classifier::LogisticRegression(_) => Algorithm::LogisticRegression,
+            Classifier::DecisionTree(_) => Algorithm::DecisionTree,
+            Classifier::Knn(_) => Algorithm::Knn,
+        }
+    }
+
+    fn predict(&self, x: &Matrix) -> Result<Labels, smartcore::error::Failed> {
+        match self {
+            Classifier::RandomForest(m) => m.predict(x),
+            Classifier::LogisticRegression(m) => m.predict(x),
+            Classifier::DecisionTree(m) => m.predict(x),
+            Classifier::Knn(m) => m.predict(x),
+        }
+    }
+}
+
+/// How the model was trained and how well it did on rows it never saw.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainingSummary {
+    /// Where the rows came from (`smartcore:iris`, `csv:flowers.csv`).
+    pub source: String,
+    pub rows: usize,
+    pub train_rows: usize,
+    pub test_rows: usize,
+    pub seed: u64,
+    pub held_out_accuracy: f64,
+}
+
+/// One model file, as written by `inferlog train` and read by `inferlog serve`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Artifact {
+    pub format_version: u32,
+    pub name: String,
+    /// First 16 hex digits of a SHA-256 over everything that determines predictions (not the
+    /// creation time), so retraining the same data the same way gives the same version.
+    pub version: String,
+    pub algorithm: Algorithm,
+    /// UTC RFC 3339; taken from `SOURCE_DATE_EPOCH` when set, for reproducible files.
+    pub created_at: String,
+    pub feature_names: Vec<String>,
+    pub class_names: Vec<String>,
+    pub training: TrainingSummary,
+    pub baseline: Baseline,
+    pub model: Classifier,
+}
+
+impl Artifact {
+    /// The content hash that becomes [`Artifact::version`].
+    pub fn content_version(&self) -> anyhow::Result<String> {
+        #[derive(Serialize)]
+        struct Content<'a> {
+            format_version: u32,
+            algorithm: Algorithm,
+            feature_names: &'a [String],
+            class_names: &'a [String],
+            training: &'a TrainingSummary,
+            baseline: &'a Baseline,
+            model: &'a Classifier,
+        }
+        let bytes = serde_json::to_vec(&Content {
+            format_version: self.format_version,
+            algorithm: self.algorithm,
+            feature_names: &self.feature_names,
+            class_names: &self.class_names,
+            training: &self.training,
+            baseline: &self.baseline,
+            model: &self.model,
+        })?;
+        let digest = Sha256::digest(&bytes);
+        Ok(digest[..8].iter().map(|b| format!("{b:02x}")).collect())
+    }
+
+    /// Writes the artifact as pretty JSON (it is meant to be read by people too).
+    pub fn save(&self, path: &Path) -> anyhow::Result<()> {
+        let mut bytes = serde_json::to_vec_pretty(self).context("serialising the model")?;
+        bytes.push(b'\n');
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("creating folder {}", dir.display()))?;
+        }
+        std::fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))
+    }
+
+    /// Reads and checks an artifact; every error names what is wrong with the file.
+    pub fn load(path: &Path) -> anyhow::Result<Artifact> {
+        let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        let artifact: Artifact = serde_json::from_slice(&bytes)
+            .with_context(|| format!("{} is not a valid model artifact", path.display()))?;
+        artifact
+            .check()
+            .with_context(|| format!("{} is not a valid model artifact", path.display()))?;
+        Ok(artifact)
+    }
+
+    fn check(&self) -> anyhow::Result<()> {
+        if self.format_version != FORMAT_VERSION {
+            bail!(
+                "format_version {} is not supported (this build reads {FORMAT_VERSION})",
+                self.format_version
+            );
+        }
+        if self.name.is_empty() {
+            bail!("name is empty");
+        }
+        if self.feature_names.is_empty() {
+            bail!("feature_names is empty");
+        }
+        let mut names: Vec<&String> = self.feature_names.iter().collect();
+        names.sort();
+        if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
+            bail!("feature name {:?} appears twice", w[0]);
+        }
+        if self.class_names.is_empty() {
+            bail!("class_names is empty");
+        }
+        if self.algorithm != self.model.algorithm() {
+            bail!(
+                "algorithm says {} but the model is {}",
+                self.algorithm,
+                self.model.algorithm()
+            );
+        }
+        if self.baseline.features.len() != self.feature_names.len() {
+            bail!(
+                "baseline has {} features, feature_names has {}",
+                self.baseline.features.len(),
+                self.feature_names.len()
+            );
+        }
+        Ok(())
+    }
+}
+
+/// A loaded model, shared by all workers.
+#[derive(Debug)]
+pub struct Model {
+    pub artifact: Artifact,
+    /// The file it came from, for messages.
+    pub path: PathBuf,
+}
+
+/// Why a prediction could not be made although the input was valid.
+#[derive(Debug, thiserror::Error)]
+#[error("model {model} failed to predict: {reason}")]
+pub struct PredictError {
+    model: String,
+    reason: String,
+}
+
+impl Model {
+    pub fn name(&self) -> &str {
+        &self.artifact.name
+    }
+
+    pub fn n_features(&self) -> usize {
+        self.artifact.feature_names.len()
+    }
+
+    /// Predicts class indices for `rows` rows stored row-major in `values`.
+    ///
+    /// The caller has validated the shape and that every value is finite.
+    pub fn predict(&self, rows: usize, values: &[f64]) -> Result<Vec<u32>, PredictError> {
+        let fail = |reason: String| PredictError {
+            model: self.artifact.name.clone(),
+            reason,
+        };
+        let x = DenseMatrix::new(rows, self.n_features(), values.to_vec(), false)
+            .map_err(|e| fail(e.to_string()))?;
+        let y = self
+            .artifact
+            .model
+            .predict(&x)
+            .map_err(|e| fail(e.to_string()))?;
+        if let Some(bad) = y
+            .iter()
+            .find(|&&c| c as usize >= self.artifact.class_names.len())
+        {
+            return Err(fail(format!("class index {bad} has no name")));
+        }
+        Ok(y)
+    }
+
+    /// The class name of a predicted index (indices come from [`Model::predict`], which checks
+    /// they are in range).
+    pub fn label(&self, class: u32) -> &str {
+        &self.artifact.class_names[class as usize]
+    }
+}
+
+/// All models loaded at start-up, by name, plus the one `/predict` uses.
+#[derive(Debug)]
+pub struct ModelRegistry {
+    models: HashMap<String, Arc<Model>>,
+    default: Arc<Model>,
+}
+
+impl ModelRegistry {
+    /// Loads every `*.json` artifact in `dir`. Any unreadable or invalid file is an error naming
+    /// it: serving a partial set of models would silently change what clients get.
+    pub fn load_dir(dir: &Path, default_model: &str) -> anyhow::Result<ModelRegistry> {
+        let entries = std::fs::read_dir(dir)
+            .with_context(|| format!("reading the models folder {}", dir.display()))?;
+        let mut paths = Vec::new();
+        for entry in entries {
+            let path = entry
+                .with_context(|| format!("reading the models folder {}", dir.display()))?
+                .path();
+            if path.extension().is_some_and(|e| e == "json") {
+                paths.push(path);
+            }
+        }
+        paths.sort();
+        let mut models: HashMap<String, Arc<Model>> = HashMap::new();
+        for path in paths {
+            let artifact = Artifact::load(&path)?;
+            if let Some(other) = models.get(&artifact.name) {
+                bail!(
+                    "{} and {} both hold a model named {:?}",
+                    other.path.display(),
+                    path.display(),
+                    artifact.name
+                );
+            }
+            models.insert(artifact.name.clone(), Arc::new(Model { artifact, path }));
+        }
+        if models.is_empty() {
+            bail!("no model artifacts (*.json) in {}", dir.display());
+        }
+        let Some(default) = models.get(default_model).cloned() else {
+            let mut names: Vec<&str> = models.keys().map(String::as_str).collect();
+            names.sort_unstable();
+            bail!(
+                "default model {default_model:?} is not in {} (found: {})",
+                dir.display(),
+                names.join(", ")
+            );
+        };
+        Ok(ModelRegistry { models, default })
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Arc<Model>> {
+        self.models.get(name)
+    }
+
+    pub fn default_model(&self) -> &Arc<Model> {
+        &self.default
+    }
+
+    /// Models sorted by name.
+    pub fn all(&self) -> Vec<&Arc<Model>> {
+        let mut all: Vec<_> = self.models.values().collect();
+        all.sort_by(|a, b| a.name().cmp(b.name()));
+        all
+    }
+}

@@ -1,0 +1,176 @@
+//! Logging: slog set up for people (slog-term) or machines (slog-json), always through
+//! slog-async so that formatting and writing never happen on a request thread.
+//!
+//! The chain is `LevelFilter → CountingAsync → AsyncCore → format → sink`: records below the
+//! configured level are dropped before they cost a queue slot; the queue is sized for the real
+//! request rate (slog-async's default of 128 drops most lines under load); when it is full anyway
+//! the record is dropped and counted, and the count is reported in the stream as soon as there is
+//! room. Logs may drop under overload; the audit store is the record of truth and never does.
+//! [`Telemetry`] owns the async guard: dropping it (at the very end of `main`) flushes the queue.
+
+use std::fs::OpenOptions;
+use std::io::{BufWriter, Write};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use anyhow::Context;
+use slog::{Drain, Level, Logger, OwnedKVList, Record, o};
+use slog_async::{AsyncCore, AsyncGuard};
+
+use crate::cli::{LogArgs, LogFormat};
+use crate::error::escape_controls;
+
+/// The process's root logger and what keeps it flowing.
+pub struct Telemetry {
+    pub logger: Logger,
+    /// Records dropped because the queue was full, since start.
+    pub dropped: Arc<AtomicU64>,
+    /// Joins the writer thread when dropped, after it has written every queued record.
+    _guard: AsyncGuard,
+}
+
+/// Builds the logger described by `args`.
+pub fn init(args: &LogArgs) -> anyhow::Result<Telemetry> {
+    let (core, guard) = match (&args.log_file, args.log_format) {
+        (Some(path), format) => {
+            let file = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .with_context(|| format!("opening log file {}", path.display()))?;
+            let out = BufWriter::with_capacity(64 * 1024, file);
+            match format {
+                LogFormat::Term => async_core(term_plain(out), args.log_queue_size),
+                LogFormat::Json => async_core(json(out), args.log_queue_size),
+            }
+        }
+        (None, LogFormat::Term) => {
+            let decorator = slog_term::TermDecorator::new().stderr().build();
+            let drain = slog_term::FullFormat::new(decorator)
+                .use_utc_timestamp()
+                .build()
+                .ignore_res();
+            async_core(drain, args.log_queue_size)
+        }
+        (None, LogFormat::Json) => async_core(json(std::io::stderr()), args.log_queue_size),
+    };
+    let dropped = Arc::new(AtomicU64::new(0));
+    let drain = CountingAsync {
+        core,
+        dropped: Arc::clone(&dropped),
+        unreported: AtomicU64::new(0),
+    };
+    let drain = slog::LevelFilter::new(drain, args.log_level).ignore_res();
+    let logger = Logger::root(drain, o!());
+    Ok(Telemetry {
+        logger,
+        dropped,
+        _guard: guard,
+    })
+}
+
+fn term_plain<W: Write + Send + 'static>(out: W) -> impl Drain<Ok = (), Err = slog::Never> {
+    let decorator = slog_term::PlainDecorator::new(out);
+    slog_term::FullFormat::new(decorator)
+        .use_utc_timestamp()
+        .build()
+        .ignore_res()
+}
+
+fn json<W: Write + Send + 'static>(out: W) -> impl Drain<Ok = (), Err = slog::Never> {
+    slog_json::Json::new(out)
+        .set_newlines(true)
+        .set_flush(true)
+        .add_default_keys()
+        .build()
+        .ignore_res()
+}
+
+fn async_core<D>(drain: D, queue: usize) -> (AsyncCore, AsyncGuard)
+where
+    D: Drain<Ok = (), Err = slog::Never> + Send + 'static,
+{
+    slog_async::AsyncCore::custom(drain)
+        .chan_size(queue.max(1))
+        .thread_name("inferlog-log".to_string())
+        .build_with_guard()
+}
+
+/// Drops and counts records when the queue is full instead of blocking the request, and reports
+/// the count in the log stream once the queue has room again.
+struct CountingAsync {
+    core: AsyncCore,
+    dropped: Arc<AtomicU64>,
+    unreported: AtomicU64,
+}
+
+impl Drain for CountingAsync {
+    type Ok = ();
+    type Err = slog::Never;
+
+    fn log(&self, record: &Record, values: &OwnedKVList) -> Result<(), slog::Never> {
+        let unreported = self.unreported.swap(0, Ordering::Relaxed);
+        if unreported > 0 {
+            let report = self.core.log(
+                &slog::record!(
+                    Level::Warning,
+                    "",
+                    &format_args!("log records dropped: queue full"),
+                    slog::b!("count" => unreported)
+                ),
+                values,
+            );
+            if report.is_err() {
+                self.unreported.fetch_add(unreported, Ordering::Relaxed);
+            }
+        }
+        if self.core.log(record, values).is_err() {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            self.unreported.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+}
+
+/// Sends the `log` crate's records (actix-web, sqlx) into slog, so the process has one stream.
+/// Only the first call in a process takes effect.
+pub fn bridge_log_crate(logger: &Logger, level: Level) {
+    let max = match level {
+        Level::Trace => log::LevelFilter::Trace,
+        Level::Debug => log::LevelFilter::Debug,
+        Level::Info => log::LevelFilter::Info,
+        Level::Warning => log::LevelFilter::Warn,
+        Level::Error | Level::Critical => log::LevelFilter::Error,
+    };
+    let bridge = LogBridge {
+        logger: logger.new(o!("component" => "lib")),
+    };
+    if log::set_boxed_logger(Box::new(bridge)).is_ok() {
+        log::set_max_level(max);
+    }
+}
+
+struct LogBridge {
+    logger: Logger,
+}
+
+impl log::Log for LogBridge {
+    fn enabled(&self, _: &log::Metadata) -> bool {
+        true
+    }
+
+    fn log(&self, r: &log::Record) {
+        let msg = r.args().to_string();
+        let msg = escape_controls(&msg);
+        let target = r.target();
+        match r.level() {
+            log::Level::Error => slog::error!(self.logger, "{}", msg; "target" => target),
+            log::Level::Warn => slog::warn!(self.logger, "{}", msg; "target" => target),
+            log::Level::Info => slog::info!(self.logger, "{}", msg; "target" => target),
+            log::Level::Debug => slog::debug!(self.logger, "{}", msg; "target" => target),
+            log::Level::Trace => slog::trace!(self.logger, "{}", msg; "target" => target),
+        }
+    }
+
+    fn flush(&self) {}
+}

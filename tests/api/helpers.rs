@@ -1,0 +1,288 @@
+//! Test harness: a real inferlog server on a free port, with its own temporary folder (models,
+//! log file), and a small HTTP/1.1 client that can also send malformed bytes on purpose.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use actix_web::dev::ServerHandle;
+use clap::Parser;
+use inferlog::cli::Cli;
+use inferlog::startup::Application;
+use inferlog::telemetry;
+use tempfile::TempDir;
+
+/// The shipped iris model.
+pub fn shipped_model() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("models/iris.json")
+}
+
+pub struct TestApp {
+    pub port: u16,
+    pub dir: TempDir,
+    pub log_path: PathBuf,
+    handle: ServerHandle,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// Starts a server on port 0 serving the shipped iris model, logging to a file in its folder.
+pub fn spawn_app() -> TestApp {
+    spawn_app_with(&[])
+}
+
+/// Like [`spawn_app`], with extra command-line flags (`["--max-batch", "5"]`).
+pub fn spawn_app_with(extra: &[&str]) -> TestApp {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let models = dir.path().join("models");
+    std::fs::create_dir(&models).unwrap();
+    std::fs::copy(shipped_model(), models.join("iris.json")).unwrap();
+    let log_path = dir.path().join("inferlog.log");
+    let db = format!("sqlite://{}", dir.path().join("audit.db").display());
+    let mut argv: Vec<String> = [
+        "inferlog",
+        "--bind",
+        "127.0.0.1:0",
+        "--workers",
+        "1",
+        "--models",
+        models.to_str().unwrap(),
+        "--default-model",
+        "iris",
+        "--database-url",
+        &db,
+        "--log-file",
+        log_path.to_str().unwrap(),
+        "--log-level",
+        "debug",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    argv.extend(extra.iter().map(|s| s.to_string()));
+    let cli = Cli::parse_from(argv);
+    let args = cli.serve;
+
+    let (tx, rx) = std::sync::mpsc::channel();
+    let thread = std::thread::spawn(move || {
+        let telemetry = telemetry::init(&args.log).expect("logger");
+        let logger = telemetry.logger.clone();
+        actix_web::rt::System::new().block_on(async move {
+            let app = Application::build(&args, logger).await.expect("app builds");
+            tx.send((app.port(), app.handle())).unwrap();
+            app.run_until_stopped().await.expect("server runs");
+        });
+        drop(telemetry);
+    });
+    let (port, handle) = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("server started");
+    TestApp {
+        port,
+        dir,
+        log_path,
+        handle,
+        thread: Some(thread),
+    }
+}
+
+impl TestApp {
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn post_predict(&self, body: &str) -> Response {
+        self.post_json("/predict", body)
+    }
+
+    pub fn post_json(&self, path: &str, body: &str) -> Response {
+        self.request(
+            "POST",
+            path,
+            &[("Content-Type", "application/json")],
+            body.as_bytes(),
+        )
+    }
+
+    pub fn get(&self, path: &str) -> Response {
+        self.request("GET", path, &[], b"")
+    }
+
+    /// A well-formed request with the given headers; Content-Length is added.
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Response {
+        let mut raw = format!("{method} {path} HTTP/1.1\r\nHost: {}\r\n", self.addr()).into_bytes();
+        for (k, v) in headers {
+            raw.extend_from_slice(format!("{k}: {v}\r\n").as_bytes());
+        }
+        raw.extend_from_slice(
+            format!("Content-Length: {}\r\nConnection: close\r\n\r\n", body.len()).as_bytes(),
+        );
+        raw.extend_from_slice(body);
+        self.raw(&raw)
+    }
+
+    /// Sends bytes exactly as given and reads the response until the server closes.
+    pub fn raw(&self, bytes: &[u8]) -> Response {
+        send_raw(&self.addr(), bytes)
+    }
+
+    /// Waits until the log file has a line containing every one of `needles`, and returns it.
+    pub fn wait_for_log_line(&self, needles: &[&str]) -> String {
+        wait_for_line(&self.log_path, needles)
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        let handle = self.handle.clone();
+        if let Ok(rt) = tokio::runtime::Builder::new_current_thread().build() {
+            rt.block_on(handle.stop(true));
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+pub fn wait_for_line(path: &Path, needles: &[&str]) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if let Some(line) = text.lines().find(|l| needles.iter().all(|n| l.contains(n))) {
+            return line.to_string();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no log line with {needles:?} in {}:\n{text}",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+pub fn send_raw(addr: &str, bytes: &[u8]) -> Response {
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    // The server may answer (413, 400) and close before it has read everything we send.
+    let _ = stream.write_all(bytes);
+    read_response(&mut stream)
+}
+
+pub fn read_response(stream: &mut TcpStream) -> Response {
+    let mut buf = Vec::new();
+    let _ = stream.read_to_end(&mut buf);
+    Response::parse(&buf)
+}
+
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    fn parse(buf: &[u8]) -> Response {
+        let split = buf
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .unwrap_or_else(|| panic!("no HTTP response in {:?}", String::from_utf8_lossy(buf)));
+        let head = String::from_utf8_lossy(&buf[..split]).to_string();
+        let mut lines = head.split("\r\n");
+        let status_line = lines.next().unwrap();
+        let status = status_line
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
+        let headers: Vec<(String, String)> = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+            .collect();
+        let mut body = buf[split + 4..].to_vec();
+        let chunked = headers
+            .iter()
+            .any(|(k, v)| k == "transfer-encoding" && v.contains("chunked"));
+        if chunked {
+            body = dechunk(&body);
+        }
+        Response {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        let name = name.to_ascii_lowercase();
+        self.headers
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).to_string()
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {}", self.text()))
+    }
+
+    /// Asserts this is an error response in the service's JSON shape and returns its code.
+    pub fn error_code(&self) -> String {
+        let body = self.json();
+        let err = &body["error"];
+        let code = err["code"].as_str().unwrap_or_else(|| panic!("no error.code in {body}"));
+        assert!(
+            err["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "no error.message in {body}"
+        );
+        assert_eq!(
+            err["request_id"].as_str(),
+            self.header("x-request-id"),
+            "error body and header disagree on the request id"
+        );
+        code.to_string()
+    }
+}
+
+fn dechunk(mut data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let Some(eol) = data.windows(2).position(|w| w == b"\r\n") else {
+            return out;
+        };
+        let size_text = String::from_utf8_lossy(&data[..eol]);
+        let size = usize::from_str_radix(size_text.split(';').next().unwrap().trim(), 16).unwrap_or(0);
+        if size == 0 {
+            return out;
+        }
+        out.extend_from_slice(&data[eol + 2..eol + 2 + size]);
+        data = &data[eol + 2 + size + 2..];
+    }
+}
+
+/// The model version of the shipped artifact, read once.
+pub fn shipped_version() -> &'static str {
+    static V: OnceLock<String> = OnceLock::new();
+    V.get_or_init(|| {
+        let a: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(shipped_model()).unwrap()).unwrap();
+        a["version"].as_str().unwrap().to_string()
+    })
+}

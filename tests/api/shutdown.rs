@@ -1,0 +1,123 @@
+//! The real binary: graceful shutdown on SIGTERM, and start-up failing loudly on a bad model.
+
+use std::io::Write;
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::helpers::{read_response, shipped_model, wait_for_line};
+
+fn binary() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_inferlog"));
+    // Keep the developer's or CI's environment (and any .env) out of the child's settings.
+    for var in [
+        "INFERLOG_BIND",
+        "INFERLOG_MODELS",
+        "INFERLOG_DEFAULT_MODEL",
+        "DATABASE_URL",
+        "LOG_FILE",
+        "LOG_FORMAT",
+        "LOG_LEVEL",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd
+}
+
+#[test]
+fn sigterm_lets_in_flight_request_finish_then_exits_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let models = dir.path().join("models");
+    std::fs::create_dir(&models).unwrap();
+    std::fs::copy(shipped_model(), models.join("iris.json")).unwrap();
+    let log = dir.path().join("server.log");
+    let mut child = binary()
+        .current_dir(dir.path())
+        .args(["serve", "--bind", "127.0.0.1:0", "--models"])
+        .arg(&models)
+        .arg("--log-file")
+        .arg(&log)
+        .args(["--database-url", "sqlite://audit.db"])
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("binary starts");
+
+    let line = wait_for_line(&log, &["listening", "addr: 127.0.0.1:"]);
+    let addr = line.split("addr: ").nth(1).unwrap().split([',', ' ']).next().unwrap().to_string();
+
+    // A request whose body is only half sent is in flight when SIGTERM arrives.
+    let body = br#"{"features": [5.8, 2.7, 5.1, 1.9]}"#;
+    let mut stream = TcpStream::connect(&addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    write!(
+        stream,
+        "POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    stream.write_all(&body[..10]).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    wait_for_line(&log, &["SIGTERM received"]);
+
+    stream.write_all(&body[10..]).unwrap();
+    let res = read_response(&mut stream);
+    assert_eq!(res.status, 200, "in-flight request answered: {}", res.text());
+    assert_eq!(res.json()["labels"], serde_json::json!(["virginica"]));
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let exit = loop {
+        if let Some(exit) = child.try_wait().unwrap() {
+            break exit;
+        }
+        assert!(Instant::now() < deadline, "server did not exit after SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(exit.success(), "exit status {exit}");
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("shutdown complete"), "{text}");
+    assert!(TcpStream::connect(&addr).is_err(), "still accepting after exit");
+}
+
+#[test]
+fn corrupt_artifact_stops_start_up_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let models = dir.path().join("models");
+    std::fs::create_dir(&models).unwrap();
+    std::fs::copy(shipped_model(), models.join("iris.json")).unwrap();
+    std::fs::write(models.join("broken.json"), b"{\"format_version\": 1, \"name\": ").unwrap();
+    let out = binary()
+        .current_dir(dir.path())
+        .args(["serve", "--bind", "127.0.0.1:0", "--models"])
+        .arg(&models)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("broken.json"), "{stderr}");
+    assert!(stderr.contains("not a valid model artifact"), "{stderr}");
+}
+
+#[test]
+fn missing_default_model_stops_start_up_listing_what_exists() {
+    let dir = tempfile::tempdir().unwrap();
+    let models = dir.path().join("models");
+    std::fs::create_dir(&models).unwrap();
+    std::fs::copy(shipped_model(), models.join("iris.json")).unwrap();
+    let out = binary()
+        .current_dir(dir.path())
+        .args(["serve", "--bind", "127.0.0.1:0", "--default-model", "wine", "--models"])
+        .arg(&models)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("\"wine\"") && stderr.contains("found: iris"), "{stderr}");
+}
