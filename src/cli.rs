@@ -32,6 +32,8 @@ pub enum Command {
     Serve(ServeArgs),
     /// Train a model and write its artifact (a JSON file) for `serve` to load.
     Train(TrainArgs),
+    /// Query the audit database directly (works while the server runs).
+    Audit(AuditCliArgs),
 }
 
 /// Everything the HTTP service needs to start.
@@ -56,6 +58,9 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub log: LogArgs,
 
+    #[command(flatten)]
+    pub audit: AuditSettings,
+
     /// Largest request body accepted, in bytes (larger gets 413).
     #[arg(long, env = "INFERLOG_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
     pub max_body_bytes: usize,
@@ -71,6 +76,85 @@ pub struct ServeArgs {
     /// Seconds given to in-flight requests to finish after SIGTERM/SIGINT.
     #[arg(long, env = "INFERLOG_SHUTDOWN_TIMEOUT", default_value_t = 30)]
     pub shutdown_timeout: u64,
+}
+
+/// How predictions are recorded in the audit store.
+#[derive(Debug, Clone, Args)]
+pub struct AuditSettings {
+    /// `durable`: answer only after the audit rows committed (503 if they cannot be).
+    /// `async`: answer at once; rows are queued and committed moments later.
+    #[arg(long, env = "INFERLOG_AUDIT_MODE", value_enum, default_value_t = AuditMode::Durable)]
+    pub audit_mode: AuditMode,
+
+    /// SQLite `synchronous`: `normal` survives process crashes, `full` also power loss.
+    #[arg(long, env = "INFERLOG_AUDIT_SYNC", value_enum, default_value_t = SyncLevel::Normal)]
+    pub audit_sync: SyncLevel,
+
+    /// How long a write waits for a lock held by another process before failing.
+    #[arg(long, env = "INFERLOG_AUDIT_BUSY_TIMEOUT_MS", default_value_t = 5000)]
+    pub audit_busy_timeout_ms: u64,
+
+    /// Requests whose rows may wait in the writer's queue.
+    #[arg(long, env = "INFERLOG_AUDIT_QUEUE", default_value_t = 16_384)]
+    pub audit_queue: usize,
+
+    /// How long a request waits for room in a full queue before a 503.
+    #[arg(long, env = "INFERLOG_AUDIT_QUEUE_TIMEOUT_MS", default_value_t = 1000)]
+    pub audit_queue_timeout_ms: u64,
+
+    /// Durable mode: how long a request waits for its commit before a 503.
+    #[arg(
+        long,
+        env = "INFERLOG_AUDIT_COMMIT_TIMEOUT_MS",
+        default_value_t = 10_000
+    )]
+    pub audit_commit_timeout_ms: u64,
+
+    /// Bearer token required by /audit. Unset: /audit answers loopback clients only.
+    #[arg(long, env = "AUDIT_TOKEN", hide_env_values = true)]
+    pub audit_token: Option<String>,
+}
+
+/// `inferlog audit`: the `/audit` query, run on the database file.
+#[derive(Debug, Clone, Args)]
+pub struct AuditCliArgs {
+    #[arg(long, env = "DATABASE_URL", default_value = "sqlite://inferlog.db")]
+    pub database_url: String,
+    /// Rows received at or after this RFC 3339 time.
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Rows received before this RFC 3339 time.
+    #[arg(long)]
+    pub until: Option<String>,
+    #[arg(long)]
+    pub model: Option<String>,
+    #[arg(long)]
+    pub model_version: Option<String>,
+    #[arg(long)]
+    pub label: Option<String>,
+    #[arg(long, value_enum, default_value_t = StatusFilter::All)]
+    pub status: StatusFilter,
+    #[arg(long)]
+    pub request_id: Option<String>,
+    #[arg(long)]
+    pub min_latency_us: Option<i64>,
+    #[arg(long, value_enum, default_value_t = Order::Desc)]
+    pub order: Order,
+    /// Most rows printed (default: all that match).
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Print a summary (counts and latency percentiles) instead of rows.
+    #[arg(long)]
+    pub summary: bool,
+    #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+    pub format: OutputFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    Table,
+    Csv,
+    Jsonl,
 }
 
 /// Where log lines go and how they look.
@@ -152,4 +236,5 @@ pub enum Dataset {
     Digits,
 }
 
+pub use crate::audit::{AuditMode, Order, StatusFilter, SyncLevel};
 pub use crate::model::Algorithm;

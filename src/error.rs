@@ -37,6 +37,15 @@ pub enum ApiError {
     #[error("{0}")]
     NotFound(String),
 
+    #[error(transparent)]
+    BadParameter(#[from] crate::audit::query::ParamError),
+
+    #[error("{0}")]
+    Unauthorized(String),
+
+    #[error("{0}")]
+    Forbidden(String),
+
     /// The service cannot do this right now (for example the audit store is failing).
     #[error("{message}")]
     Unavailable { code: &'static str, message: String },
@@ -63,6 +72,9 @@ impl ApiError {
             ApiError::BatchTooLarge { .. } => "batch_too_large",
             ApiError::UnknownModel(_) => "unknown_model",
             ApiError::NotFound(_) => "not_found",
+            ApiError::BadParameter(_) => "invalid_parameter",
+            ApiError::Unauthorized(_) => "unauthorized",
+            ApiError::Forbidden(_) => "forbidden",
             ApiError::Unavailable { code, .. } => code,
             ApiError::Internal(_) => "internal_error",
         }
@@ -88,7 +100,9 @@ pub struct ErrorInfo {
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
-            ApiError::MalformedJson(_) => StatusCode::BAD_REQUEST,
+            ApiError::MalformedJson(_) | ApiError::BadParameter(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::BodyTooLarge { .. } | ApiError::BatchTooLarge { .. } => {
@@ -105,7 +119,11 @@ impl ResponseError for ApiError {
             code: Cow::Borrowed(self.code()),
             message: escape_controls(&self.public_message()).into_owned(),
         };
-        let mut res = HttpResponse::build(self.status_code()).json(error_body(&info, None));
+        let mut builder = HttpResponse::build(self.status_code());
+        if matches!(self, ApiError::Unauthorized(_)) {
+            builder.insert_header((actix_web::http::header::WWW_AUTHENTICATE, "Bearer"));
+        }
+        let mut res = builder.json(error_body(&info, None));
         res.extensions_mut().insert(info);
         res
     }

@@ -8,8 +8,10 @@
 //! - [`routes`]: the HTTP handlers, one file per resource.
 //! - [`input`]: parsing and validation of prediction requests.
 //! - [`model`]: the model artifact format, loading, prediction and training.
+//! - [`audit`]: the audit store (SQLite through sqlx), its background writer and queries.
 //! - [`error`]: the HTTP error type and its JSON body.
 
+pub mod audit;
 pub mod cli;
 pub mod error;
 pub mod input;

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
-use inferlog::cli::{Cli, Command, ServeArgs, TrainArgs};
+use inferlog::cli::{AuditCliArgs, Cli, Command, ServeArgs, TrainArgs};
 use inferlog::model::train;
 use inferlog::startup::Application;
 use inferlog::telemetry;
@@ -20,6 +20,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Some(Command::Train(args)) => run_train(&args),
         Some(Command::Serve(args)) => run_serve(&args),
+        Some(Command::Audit(args)) => run_audit(&args),
         None => run_serve(&cli.serve),
     };
     match result {
@@ -47,6 +48,17 @@ fn run_serve(args: &ServeArgs) -> anyhow::Result<()> {
     drop(logger);
     drop(telemetry);
     result
+}
+
+fn run_audit(args: &AuditCliArgs) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    runtime.block_on(inferlog::audit::report::run(args, &mut out))?;
+    std::io::Write::flush(&mut out)?;
+    Ok(())
 }
 
 fn run_train(args: &TrainArgs) -> anyhow::Result<()> {

@@ -69,9 +69,31 @@ impl FromRequest for RequestId {
     }
 }
 
-/// When the request arrived, for latency measured from the first byte the service saw.
+/// When the request arrived: the clock for latency, the calendar for the audit trail.
 #[derive(Debug, Clone, Copy)]
-pub struct RequestStart(pub Instant);
+pub struct RequestStart {
+    pub instant: Instant,
+    pub received_at: chrono::DateTime<chrono::Utc>,
+}
+
+impl RequestStart {
+    pub fn now() -> RequestStart {
+        RequestStart {
+            instant: Instant::now(),
+            received_at: chrono::Utc::now(),
+        }
+    }
+}
+
+impl FromRequest for RequestStart {
+    type Error = actix_web::Error;
+    type Future = Ready<Result<RequestStart, actix_web::Error>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let start = req.extensions().get::<RequestStart>().copied();
+        ready(Ok(start.unwrap_or_else(RequestStart::now)))
+    }
+}
 
 /// What `/predict` leaves for the request's log line.
 pub struct PredictionLog {
@@ -84,20 +106,20 @@ pub async fn request_middleware(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
-    let start = Instant::now();
+    let start = RequestStart::now();
     let id = req
         .headers()
         .get(&REQUEST_ID_HEADER)
         .and_then(RequestId::from_client)
         .unwrap_or_else(RequestId::generate);
     req.extensions_mut().insert(id.clone());
-    req.extensions_mut().insert(RequestStart(start));
+    req.extensions_mut().insert(start);
 
     // Errors of the handlers arrive as responses; an `Err` here would come from actix itself
     // and is passed on as it is. (No clone of the request may be held across this call: the
     // router needs it unshared.)
-    let res = next.call(req).await?.map_into_boxed_body();
-    let latency_us = start.elapsed().as_micros() as u64;
+    let mut res = next.call(req).await?.map_into_boxed_body();
+    let latency_us = start.instant.elapsed().as_micros() as u64;
     let http_req = res.request().clone();
     let Some(state) = http_req.app_data::<web::Data<AppState>>() else {
         return Ok(res);
@@ -110,15 +132,21 @@ pub async fn request_middleware(
     let path = http_req.path();
 
     let mut res = if status.is_client_error() || status.is_server_error() {
-        let info = res
-            .response()
-            .extensions()
-            .get::<ErrorInfo>()
-            .cloned()
-            .unwrap_or_else(|| ErrorInfo {
-                code: code_for_status(status).into(),
-                message: fallback_message(&res),
-            });
+        let known = res.response().extensions().get::<ErrorInfo>().cloned();
+        // A handler's own JSON answer with an error status (readiness) is left as it is.
+        if known.is_none() && is_json(&res) {
+            if let Ok(v) = HeaderValue::from_str(id.as_str()) {
+                res.headers_mut().insert(REQUEST_ID_HEADER, v);
+            }
+            warn!(log, "request answered with an error status";
+                "latency_us" => latency_us, "status" => status.as_u16(), "path" => ?path,
+                "method" => method, "request_id" => %id);
+            return Ok(res);
+        }
+        let info = known.unwrap_or_else(|| ErrorInfo {
+            code: code_for_status(status).into(),
+            message: fallback_message(&res),
+        });
         if status.is_server_error() {
             let cause = res
                 .response()
@@ -160,6 +188,13 @@ pub async fn request_middleware(
         res.headers_mut().insert(REQUEST_ID_HEADER, v);
     }
     Ok(res)
+}
+
+fn is_json(res: &ServiceResponse<BoxBody>) -> bool {
+    res.headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"))
 }
 
 /// A message for actix's own errors: its error text, or the status's reason phrase.

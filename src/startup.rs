@@ -13,8 +13,11 @@ use actix_web::dev::{Server, ServerHandle};
 use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
 use anyhow::Context;
-use slog::{Logger, info};
+use sha2::{Digest, Sha256};
+use slog::{Logger, info, warn};
 
+use crate::audit::writer::{self, WriterHandle, WriterOptions};
+use crate::audit::{AuditSink, Store, StoreOptions};
 use crate::cli::ServeArgs;
 use crate::middleware::request_middleware;
 use crate::model::ModelRegistry;
@@ -28,12 +31,19 @@ pub struct AppState {
     pub max_body_bytes: usize,
     /// Most rows accepted in one `/predict` batch.
     pub max_batch: usize,
+    /// Hands audit rows to the background writer.
+    pub audit: AuditSink,
+    /// Reads for `/audit`.
+    pub store: Store,
+    /// SHA-256 of `AUDIT_TOKEN`, when set.
+    pub audit_token_digest: Option<[u8; 32]>,
 }
 
 pub struct Application {
     server: Server,
     port: u16,
     logger: Logger,
+    writer: WriterHandle,
 }
 
 impl Application {
@@ -44,11 +54,47 @@ impl Application {
                 "model" => m.name(), "version" => &m.artifact.version,
                 "algorithm" => %m.artifact.algorithm, "path" => %m.path.display());
         }
+        let a = &args.audit;
+        let store = Store::open(
+            &args.database_url,
+            &StoreOptions {
+                sync: a.audit_sync,
+                busy_timeout: Duration::from_millis(a.audit_busy_timeout_ms),
+                read_only: false,
+            },
+        )
+        .await?;
+        info!(logger, "audit store open";
+            "mode" => ?a.audit_mode, "database" => &args.database_url);
+        let (audit, writer) = writer::spawn(
+            store.clone(),
+            &WriterOptions {
+                mode: a.audit_mode,
+                queue_capacity: a.audit_queue,
+                queue_timeout: Duration::from_millis(a.audit_queue_timeout_ms),
+                commit_timeout: Duration::from_millis(a.audit_commit_timeout_ms),
+            },
+            logger.new(slog::o!("component" => "audit")),
+        );
+        let audit_token_digest = a
+            .audit_token
+            .as_deref()
+            .filter(|t| !t.trim().is_empty())
+            .map(|t| Sha256::digest(t.trim().as_bytes()).into());
+        if audit_token_digest.is_none() {
+            warn!(
+                logger,
+                "AUDIT_TOKEN is not set: /audit answers loopback clients only"
+            );
+        }
         let state = web::Data::new(AppState {
             models: Arc::new(models),
             logger: logger.clone(),
             max_body_bytes: args.max_body_bytes,
             max_batch: args.max_batch,
+            audit,
+            store,
+            audit_token_digest,
         });
         let listener =
             TcpListener::bind(args.bind).with_context(|| format!("binding {}", args.bind))?;
@@ -74,6 +120,7 @@ impl Application {
             server,
             port: addr.port(),
             logger,
+            writer,
         })
     }
 
@@ -86,10 +133,13 @@ impl Application {
         self.server.handle()
     }
 
-    /// Serves until stopped; in-flight requests finish before this returns.
+    /// Serves until stopped; in-flight requests finish, then every queued audit row is
+    /// committed, before this returns.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
-        self.server.await.context("running the HTTP server")?;
-        info!(self.logger, "server stopped");
-        Ok(())
+        let served = self.server.await.context("running the HTTP server");
+        info!(self.logger, "server stopped; draining the audit queue");
+        self.writer.shutdown().await;
+        info!(self.logger, "audit queue drained");
+        served
     }
 }

@@ -206,6 +206,15 @@ pub struct Model {
     pub artifact: Artifact,
     /// The file it came from, for messages.
     pub path: PathBuf,
+    /// Name, version and class names as shared strings, so audit rows reuse them.
+    pub shared: SharedNames,
+}
+
+#[derive(Debug, Clone)]
+pub struct SharedNames {
+    pub name: Arc<str>,
+    pub version: Arc<str>,
+    pub labels: Vec<Arc<str>>,
 }
 
 /// Why a prediction could not be made although the input was valid.
@@ -217,6 +226,23 @@ pub struct PredictError {
 }
 
 impl Model {
+    pub fn new(artifact: Artifact, path: PathBuf) -> Model {
+        let shared = SharedNames {
+            name: artifact.name.as_str().into(),
+            version: artifact.version.as_str().into(),
+            labels: artifact
+                .class_names
+                .iter()
+                .map(|c| c.as_str().into())
+                .collect(),
+        };
+        Model {
+            artifact,
+            path,
+            shared,
+        }
+    }
+
     pub fn name(&self) -> &str {
         &self.artifact.name
     }
@@ -290,7 +316,7 @@ impl ModelRegistry {
                     artifact.name
                 );
             }
-            models.insert(artifact.name.clone(), Arc::new(Model { artifact, path }));
+            models.insert(artifact.name.clone(), Arc::new(Model::new(artifact, path)));
         }
         if models.is_empty() {
             bail!("no model artifacts (*.json) in {}", dir.display());

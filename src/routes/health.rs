@@ -11,11 +11,19 @@ pub async fn live() -> HttpResponse {
 }
 
 /// The service can serve predictions: models are loaded (they always are once the server
-/// listens, since start-up fails otherwise).
+/// listens, since start-up fails otherwise) and the audit store's last commit worked.
 pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
+    if let Some(problem) = state.audit.health.problem() {
+        return HttpResponse::ServiceUnavailable().json(json!({
+            "status": "not_ready",
+            "reason": format!("audit store: {problem}"),
+        }));
+    }
     HttpResponse::Ok().json(json!({
         "status": "ready",
         "models": state.models.all().len(),
         "default_model": state.models.default_model().name(),
+        "audit_mode": state.audit.mode,
+        "audit_queue_depth": state.audit.queue_depth(),
     }))
 }

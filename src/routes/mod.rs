@@ -1,5 +1,6 @@
 //! HTTP routes, one file per resource.
 
+pub mod audit;
 pub mod health;
 pub mod models;
 pub mod predict;
@@ -16,6 +17,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         )
         .service(web::resource("/models").route(web::get().to(models::list)))
         .service(web::resource("/models/{name}").route(web::get().to(models::show)))
+        .service(web::resource("/audit").route(web::get().to(audit::list)))
+        .service(web::resource("/audit/summary").route(web::get().to(audit::summary)))
+        .service(web::resource("/audit/{request_id}").route(web::get().to(audit::by_request)))
         .service(web::resource("/health/live").route(web::get().to(health::live)))
         .service(web::resource("/health/ready").route(web::get().to(health::ready)))
         .default_service(web::to(not_found));

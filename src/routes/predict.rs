@@ -1,18 +1,23 @@
 //! `POST /predict` (the default model) and `POST /models/{name}/predict`.
 //!
 //! The body is read under the size limit, parsed and validated once into a [`PredictInput`],
-//! the model answers, and the same values feed the response and the request's log line.
+//! the model answers, and the same values feed the audit rows, the response and the request's
+//! log line. In durable audit mode the answer waits for the rows' commit; a request that cannot
+//! be audited is answered 503 and its prediction is not served. Rejected requests are audited
+//! too (status, error code, client address and the start of the body).
 
 use std::sync::Arc;
 
 use actix_web::http::header;
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 use futures_util::StreamExt;
 use serde::Serialize;
+use slog::warn;
 
+use crate::audit::{AuditRecord, cut_body};
 use crate::error::ApiError;
-use crate::input::parse_predict_body;
-use crate::middleware::{PredictionLog, RequestId};
+use crate::input::{PredictInput, parse_predict_body};
+use crate::middleware::{PredictionLog, RequestId, RequestStart};
 use crate::model::Model;
 use crate::startup::AppState;
 
@@ -25,9 +30,19 @@ pub async fn predict_default(
     body: web::Payload,
     state: web::Data<AppState>,
     id: RequestId,
+    start: RequestStart,
 ) -> Result<HttpResponse, ApiError> {
     let model = Arc::clone(state.models.default_model());
-    serve(req, body, &state, id, model).await
+    let name = model.shared.name.clone();
+    audited(
+        &req,
+        &state,
+        &id,
+        start,
+        name,
+        serve(&req, body, &state, &id, start, Ok(model)),
+    )
+    .await
 }
 
 pub async fn predict_named(
@@ -35,14 +50,73 @@ pub async fn predict_named(
     body: web::Payload,
     state: web::Data<AppState>,
     id: RequestId,
+    start: RequestStart,
     name: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let model = state
         .models
         .get(&name)
         .cloned()
-        .ok_or_else(|| ApiError::UnknownModel(name.into_inner()))?;
-    serve(req, body, &state, id, model).await
+        .ok_or_else(|| ApiError::UnknownModel(name.to_string()));
+    let name: Arc<str> = crate::error::escape_controls(&name).into();
+    audited(
+        &req,
+        &state,
+        &id,
+        start,
+        name,
+        serve(&req, body, &state, &id, start, model),
+    )
+    .await
+}
+
+/// A failed attempt, with whatever of the body was read (for the audit row).
+struct Failure {
+    error: ApiError,
+    body: Option<web::BytesMut>,
+}
+
+/// Runs `attempt`; a rejection is queued for the audit trail before it is answered.
+async fn audited(
+    req: &HttpRequest,
+    state: &AppState,
+    id: &RequestId,
+    start: RequestStart,
+    model_name: Arc<str>,
+    attempt: impl Future<Output = Result<HttpResponse, Failure>>,
+) -> Result<HttpResponse, ApiError> {
+    let Failure { error, body } = match attempt.await {
+        Ok(res) => return Ok(res),
+        Err(f) => f,
+    };
+    // An audit failure cannot itself be audited.
+    if matches!(error, ApiError::Unavailable { .. }) {
+        return Err(error);
+    }
+    let version = state
+        .models
+        .get(&model_name)
+        .map(|m| m.shared.version.clone());
+    let record = AuditRecord {
+        request_id: id.0.clone(),
+        item: 0,
+        received_at: start.received_at,
+        model: Some(model_name),
+        model_version: version,
+        features: None,
+        prediction: None,
+        label: None,
+        status: error.status_code().as_u16(),
+        error_code: Some(error.code().into()),
+        latency_us: start.instant.elapsed().as_micros() as u64,
+        client_addr: client_addr(req),
+        raw_body: body.map(|b| cut_body(&b)),
+    };
+    if let Err(e) = state.audit.submit_rejected(record).await {
+        warn!(state.logger, "audit row of a rejected request not queued";
+            "error" => %e, "request_id" => %id);
+    }
+    Err(error)
 }
 
 #[derive(Serialize)]
@@ -55,26 +129,38 @@ struct PredictResponse<'a> {
 }
 
 async fn serve(
-    req: HttpRequest,
-    body: web::Payload,
+    req: &HttpRequest,
+    payload: web::Payload,
     state: &AppState,
-    id: RequestId,
-    model: Arc<Model>,
-) -> Result<HttpResponse, ApiError> {
-    check_content_type(&req)?;
-    let body = read_body(&req, body, state.max_body_bytes).await?;
-    let input = Arc::new(parse_predict_body(&body, &model, state.max_batch)?);
+    id: &RequestId,
+    start: RequestStart,
+    model: Result<Arc<Model>, ApiError>,
+) -> Result<HttpResponse, Failure> {
+    let fail = |error| Failure { error, body: None };
+    let model = model.map_err(fail)?;
+    check_content_type(req).map_err(fail)?;
+    let body = read_body(req, payload, state.max_body_bytes)
+        .await
+        .map_err(fail)?;
+    let input = match parse_predict_body(&body, &model, state.max_batch) {
+        Ok(input) => Arc::new(input),
+        Err(error) => {
+            return Err(Failure {
+                error,
+                body: Some(body),
+            });
+        }
+    };
+    drop(body);
 
-    let classes: Arc<[u32]> = if input.rows <= INLINE_ROWS {
-        model.predict(input.rows, &input.values)
-    } else {
-        let (m, i) = (Arc::clone(&model), Arc::clone(&input));
-        web::block(move || m.predict(i.rows, &i.values))
-            .await
-            .map_err(|e| ApiError::Internal(anyhow::anyhow!("prediction task failed: {e}")))?
-    }
-    .map_err(|e| ApiError::Internal(e.into()))?
-    .into();
+    let classes: Arc<[u32]> = predict(&model, &input).await.map_err(fail)?.into();
+    let records = audit_records(req, id, start, &model, &input, &classes);
+    state.audit.submit(records).await.map_err(|e| {
+        fail(ApiError::Unavailable {
+            code: "audit_unavailable",
+            message: format!("the prediction was not served because it could not be audited: {e}"),
+        })
+    })?;
 
     let mut res = HttpResponse::Ok().json(PredictResponse {
         prediction: &classes,
@@ -89,6 +175,56 @@ async fn serve(
         classes,
     });
     Ok(res)
+}
+
+async fn predict(model: &Arc<Model>, input: &Arc<PredictInput>) -> Result<Vec<u32>, ApiError> {
+    if input.rows <= INLINE_ROWS {
+        return model
+            .predict(input.rows, &input.values)
+            .map_err(|e| ApiError::Internal(e.into()));
+    }
+    let (m, i) = (Arc::clone(model), Arc::clone(input));
+    web::block(move || m.predict(i.rows, &i.values))
+        .await
+        .map_err(|e| ApiError::Internal(anyhow::anyhow!("prediction task failed: {e}")))?
+        .map_err(|e| ApiError::Internal(e.into()))
+}
+
+/// One row per input row, built from the values that are returned and logged.
+fn audit_records(
+    req: &HttpRequest,
+    id: &RequestId,
+    start: RequestStart,
+    model: &Model,
+    input: &PredictInput,
+    classes: &[u32],
+) -> Vec<AuditRecord> {
+    let latency_us = start.instant.elapsed().as_micros() as u64;
+    let client = client_addr(req);
+    classes
+        .iter()
+        .enumerate()
+        .map(|(i, &class)| AuditRecord {
+            request_id: id.0.clone(),
+            item: i as u32,
+            received_at: start.received_at,
+            model: Some(model.shared.name.clone()),
+            model_version: Some(model.shared.version.clone()),
+            // Serialising a slice of finite f64 cannot fail.
+            features: Some(serde_json::to_string(input.row(i)).unwrap_or_default()),
+            prediction: Some(class),
+            label: Some(model.shared.labels[class as usize].clone()),
+            status: 200,
+            error_code: None,
+            latency_us,
+            client_addr: client.clone(),
+            raw_body: None,
+        })
+        .collect()
+}
+
+fn client_addr(req: &HttpRequest) -> Option<Arc<str>> {
+    req.peer_addr().map(|a| a.ip().to_string().into())
 }
 
 /// JSON is expected. A request without a Content-Type is read as JSON too (the tutorial's

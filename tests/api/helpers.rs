@@ -23,6 +23,7 @@ pub struct TestApp {
     pub port: u16,
     pub dir: TempDir,
     pub log_path: PathBuf,
+    pub db_path: PathBuf,
     handle: ServerHandle,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -39,7 +40,8 @@ pub fn spawn_app_with(extra: &[&str]) -> TestApp {
     std::fs::create_dir(&models).unwrap();
     std::fs::copy(shipped_model(), models.join("iris.json")).unwrap();
     let log_path = dir.path().join("inferlog.log");
-    let db = format!("sqlite://{}", dir.path().join("audit.db").display());
+    let db_path = dir.path().join("audit.db");
+    let db = format!("sqlite://{}", db_path.display());
     let mut argv: Vec<String> = [
         "inferlog",
         "--bind",
@@ -82,6 +84,7 @@ pub fn spawn_app_with(extra: &[&str]) -> TestApp {
         port,
         dir,
         log_path,
+        db_path,
         handle,
         thread: Some(thread),
     }
@@ -122,7 +125,11 @@ impl TestApp {
             raw.extend_from_slice(format!("{k}: {v}\r\n").as_bytes());
         }
         raw.extend_from_slice(
-            format!("Content-Length: {}\r\nConnection: close\r\n\r\n", body.len()).as_bytes(),
+            format!(
+                "Content-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            )
+            .as_bytes(),
         );
         raw.extend_from_slice(body);
         self.raw(&raw)
@@ -143,8 +150,10 @@ impl TestApp {
     }
 }
 
-impl Drop for TestApp {
-    fn drop(&mut self) {
+impl TestApp {
+    /// Stops the server gracefully (as SIGTERM does) and waits until it has exited, audit
+    /// queue drained.
+    pub fn stop(&mut self) {
         let handle = self.handle.clone();
         if let Ok(rt) = tokio::runtime::Builder::new_current_thread().build() {
             rt.block_on(handle.stop(true));
@@ -153,7 +162,44 @@ impl Drop for TestApp {
             let _ = t.join();
         }
     }
+
+    /// Runs `sql` on the audit database file; it must return one column of JSON text per row
+    /// (build it with `json_object(...)`).
+    pub fn db_json(&self, sql: &str) -> Vec<serde_json::Value> {
+        db_json(&self.db_path, sql)
+    }
 }
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Runs `sql` (one JSON text column) on an SQLite file through its own connection.
+pub fn db_json(path: &Path, sql: &str) -> Vec<serde_json::Value> {
+    use sqlx::{Connection, Row};
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let url = format!("sqlite://{}", path.display());
+        let mut conn = sqlx::SqliteConnection::connect(&url)
+            .await
+            .expect("open audit db");
+        let rows = sqlx::query(sql).fetch_all(&mut conn).await.expect(sql);
+        rows.iter()
+            .map(|r| {
+                let text: String = r.get(0);
+                serde_json::from_str(&text).expect("a JSON column")
+            })
+            .collect()
+    })
+}
+
+/// Every column of `prediction` as one JSON object, for [`db_json`].
+pub const ROW_JSON: &str = "json_object('id', id, 'request_id', request_id, 'item', item,     'received_at', received_at, 'model', model, 'model_version', model_version,     'features', json(features), 'prediction', prediction, 'label', label, 'status', status,     'error_code', error_code, 'latency_us', latency_us, 'client_addr', client_addr,     'raw_body', raw_body)";
 
 pub fn wait_for_line(path: &Path, needles: &[&str]) -> String {
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -247,7 +293,9 @@ impl Response {
     pub fn error_code(&self) -> String {
         let body = self.json();
         let err = &body["error"];
-        let code = err["code"].as_str().unwrap_or_else(|| panic!("no error.code in {body}"));
+        let code = err["code"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no error.code in {body}"));
         assert!(
             err["message"].as_str().is_some_and(|m| !m.is_empty()),
             "no error.message in {body}"
@@ -268,7 +316,8 @@ fn dechunk(mut data: &[u8]) -> Vec<u8> {
             return out;
         };
         let size_text = String::from_utf8_lossy(&data[..eol]);
-        let size = usize::from_str_radix(size_text.split(';').next().unwrap().trim(), 16).unwrap_or(0);
+        let size =
+            usize::from_str_radix(size_text.split(';').next().unwrap().trim(), 16).unwrap_or(0);
         if size == 0 {
             return out;
         }

@@ -55,7 +55,11 @@ fn header_with_newline_cannot_forge_a_log_line() {
             "POST /predict HTTP/1.1\r\nHost: x\r\nX-Request-Id: abc{sep}INFO forged line, request_id: evil\r\nContent-Type: application/json\r\nContent-Length: 35\r\nConnection: close\r\n\r\n{{\"features\": [5.8, 2.7, 5.1, 1.9]}}"
         );
         let res = app.raw(raw.as_bytes());
-        assert!(res.status == 200 || res.status == 400, "{sep:?}: {}", res.status);
+        assert!(
+            res.status == 200 || res.status == 400,
+            "{sep:?}: {}",
+            res.status
+        );
         if let Some(id) = res.header("x-request-id") {
             assert!(!id.contains("forged"), "{sep:?}: id {id:?} echoed");
         }

@@ -1,9 +1,12 @@
 //! Integration tests: the real server over HTTP on a free port.
 
+mod audit;
 mod helpers;
 mod logging;
 mod models;
 mod predict;
+mod readme;
 mod shutdown;
+mod store_props;
 mod train;
 mod validation;

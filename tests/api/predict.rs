@@ -19,7 +19,12 @@ fn tutorial_body_predicts_virginica() {
 #[test]
 fn accepts_a_body_without_content_type() {
     let app = spawn_app();
-    let res = app.request("POST", "/predict", &[], br#"{"features": [5.1, 3.5, 1.4, 0.2]}"#);
+    let res = app.request(
+        "POST",
+        "/predict",
+        &[],
+        br#"{"features": [5.1, 3.5, 1.4, 0.2]}"#,
+    );
     assert_eq!(res.status, 200, "{}", res.text());
     assert_eq!(res.json()["labels"], serde_json::json!(["setosa"]));
 }
@@ -94,7 +99,9 @@ fn named_batch_is_accepted() {
 #[test]
 fn large_batch_up_to_the_limit_is_served() {
     let app = spawn_app();
-    let rows: Vec<[f64; 4]> = (0..1000).map(|i| [5.0 + (i % 10) as f64 * 0.2, 3.0, 4.0, 1.3]).collect();
+    let rows: Vec<[f64; 4]> = (0..1000)
+        .map(|i| [5.0 + (i % 10) as f64 * 0.2, 3.0, 4.0, 1.3])
+        .collect();
     let res = app.post_predict(&serde_json::json!({ "features": rows }).to_string());
     assert_eq!(res.status, 200, "{}", res.text());
     assert_eq!(res.json()["prediction"].as_array().unwrap().len(), 1000);
@@ -103,7 +110,10 @@ fn large_batch_up_to_the_limit_is_served() {
 #[test]
 fn named_model_route_serves_that_model() {
     let app = spawn_app();
-    let res = app.post_json("/models/iris/predict", r#"{"features": [5.8, 2.7, 5.1, 1.9]}"#);
+    let res = app.post_json(
+        "/models/iris/predict",
+        r#"{"features": [5.8, 2.7, 5.1, 1.9]}"#,
+    );
     assert_eq!(res.status, 200, "{}", res.text());
     assert_eq!(res.json()["model"], "iris");
 }
@@ -111,7 +121,10 @@ fn named_model_route_serves_that_model() {
 #[test]
 fn unknown_model_is_404() {
     let app = spawn_app();
-    let res = app.post_json("/models/nope/predict", r#"{"features": [5.8, 2.7, 5.1, 1.9]}"#);
+    let res = app.post_json(
+        "/models/nope/predict",
+        r#"{"features": [5.8, 2.7, 5.1, 1.9]}"#,
+    );
     assert_eq!(res.status, 404);
     assert_eq!(res.error_code(), "unknown_model");
     assert!(res.text().contains("nope"));
@@ -123,7 +136,10 @@ fn client_request_id_is_echoed() {
     let res = app.request(
         "POST",
         "/predict",
-        &[("Content-Type", "application/json"), ("X-Request-Id", "client-42.a:b")],
+        &[
+            ("Content-Type", "application/json"),
+            ("X-Request-Id", "client-42.a:b"),
+        ],
         br#"{"features": [5.8, 2.7, 5.1, 1.9]}"#,
     );
     assert_eq!(res.status, 200);
@@ -134,12 +150,7 @@ fn client_request_id_is_echoed() {
 #[test]
 fn unsafe_request_ids_are_replaced_not_echoed() {
     let app = spawn_app();
-    for bad in [
-        "has space",
-        "tab\there",
-        "quote\"x",
-        &"a".repeat(200),
-    ] {
+    for bad in ["has space", "tab\there", "quote\"x", &"a".repeat(200)] {
         let res = app.request(
             "POST",
             "/predict",

@@ -41,16 +41,13 @@ fn every_algorithm_round_trips_with_identical_predictions() {
         }
         let path = dir.path().join(format!("{algorithm}.json"));
         artifact.save(&path).unwrap();
-        let before = Model {
-            artifact,
-            path: path.clone(),
-        };
-        let after = Model {
-            artifact: Artifact::load(&path).unwrap(),
-            path: path.clone(),
-        };
+        let before = Model::new(artifact, path.clone());
+        let after = Model::new(Artifact::load(&path).unwrap(), path.clone());
         assert_eq!(after.artifact.version, before.artifact.version);
-        assert_eq!(after.artifact.content_version().unwrap(), after.artifact.version);
+        assert_eq!(
+            after.artifact.content_version().unwrap(),
+            after.artifact.version
+        );
         let rows = data.y.len();
         let p1 = before.predict(rows, &data.x).unwrap();
         let p2 = after.predict(rows, &data.x).unwrap();
@@ -58,7 +55,10 @@ fn every_algorithm_round_trips_with_identical_predictions() {
         // And saving the reloaded model gives the same bytes (bit-identical floats).
         let again = dir.path().join(format!("{algorithm}-again.json"));
         after.artifact.save(&again).unwrap();
-        assert_eq!(std::fs::read(&path).unwrap(), std::fs::read(&again).unwrap());
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            std::fs::read(&again).unwrap()
+        );
     }
 }
 
@@ -79,14 +79,25 @@ fn baseline_describes_the_training_rows() {
 
 fn train_cli(out: &std::path::Path, epoch: Option<&str>) -> std::process::Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_inferlog"));
-    cmd.args(["train", "--dataset", "iris", "--algorithm", "random-forest", "--out"])
-        .arg(out);
+    cmd.args([
+        "train",
+        "--dataset",
+        "iris",
+        "--algorithm",
+        "random-forest",
+        "--out",
+    ])
+    .arg(out);
     match epoch {
         Some(e) => cmd.env("SOURCE_DATE_EPOCH", e),
         None => cmd.env_remove("SOURCE_DATE_EPOCH"),
     };
     let output = cmd.output().unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     output
 }
 
@@ -124,7 +135,10 @@ fn trains_from_csv_with_string_labels() {
     let mut text = String::from("a,b,species,c,d\n");
     for (i, &y) in iris.y.iter().enumerate() {
         let r = &iris.x[i * 4..i * 4 + 4];
-        text += &format!("{},{},{},{},{}\n", r[0], r[1], iris.class_names[y as usize], r[2], r[3]);
+        text += &format!(
+            "{},{},{},{},{}\n",
+            r[0], r[1], iris.class_names[y as usize], r[2], r[3]
+        );
     }
     std::fs::write(&csv, text).unwrap();
     let data = load_csv(&csv, "species").unwrap();

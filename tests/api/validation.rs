@@ -12,7 +12,13 @@ fn check(body: &[u8], status: u16, code: &str, message_part: &str) {
         &[("Content-Type", "application/json")],
         body,
     );
-    assert_eq!(res.status, status, "body {:?}: {}", String::from_utf8_lossy(body), res.text());
+    assert_eq!(
+        res.status,
+        status,
+        "body {:?}: {}",
+        String::from_utf8_lossy(body),
+        res.text()
+    );
     assert_eq!(res.error_code(), code, "{}", res.text());
     let message = res.json()["error"]["message"].as_str().unwrap().to_string();
     assert!(
@@ -180,7 +186,8 @@ fn rejects_batch_over_maximum_with_413() {
     let app = spawn_app_with(&["--max-batch", "5"]);
     let ok: Vec<[f64; 4]> = (0..5).map(|_| [5.8, 2.7, 5.1, 1.9]).collect();
     assert_eq!(
-        app.post_predict(&serde_json::json!({ "features": ok }).to_string()).status,
+        app.post_predict(&serde_json::json!({ "features": ok }).to_string())
+            .status,
         200
     );
     let over: Vec<[f64; 4]> = (0..6).map(|_| [5.8, 2.7, 5.1, 1.9]).collect();

@@ -1,0 +1,315 @@
+//! The SQLite backend: connection set-up, migrations, the batched insert and the queries.
+//!
+//! One connection writes (the background writer is the only writer, so it never waits on
+//! itself); a small read-only pool answers queries, which WAL lets run beside the writes.
+//! All SQL takes values as bound parameters; only fixed column names are ever spliced in.
+
+use std::str::FromStr;
+
+use anyhow::Context;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::{QueryBuilder, Row, Sqlite};
+
+use super::query::{AuditFilter, Count, Latency, Order, StatusFilter, Summary};
+use super::{AuditRecord, StoreOptions, StoredRecord, SyncLevel, format_time};
+
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    /// The single writing connection (absent when opened read-only).
+    write: Option<SqlitePool>,
+    /// Read-only connections for queries.
+    read: SqlitePool,
+}
+
+const COLUMNS: &str = "id, request_id, item, received_at, model, model_version, features, \
+                       prediction, label, status, error_code, latency_us, client_addr, raw_body";
+
+/// Rows per INSERT statement are powers of two up to this, so a handful of distinct statements
+/// (all in sqlx's statement cache) cover every batch size; 13 parameters a row stay far below
+/// SQLite's bound-parameter limit.
+const MAX_ROWS_PER_STATEMENT: usize = 512;
+
+impl SqliteStore {
+    pub async fn open(url: &str, opts: &StoreOptions) -> anyhow::Result<SqliteStore> {
+        let base = SqliteConnectOptions::from_str(url)
+            .with_context(|| format!("bad database URL {url:?}"))?
+            .busy_timeout(opts.busy_timeout);
+        if opts.read_only {
+            let read = SqlitePoolOptions::new()
+                .max_connections(2)
+                .connect_with(base.read_only(true))
+                .await
+                .with_context(|| format!("opening {url} read-only"))?;
+            return Ok(SqliteStore { write: None, read });
+        }
+        let sync = match opts.sync {
+            SyncLevel::Normal => SqliteSynchronous::Normal,
+            SyncLevel::Full => SqliteSynchronous::Full,
+        };
+        let write = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .connect_with(
+                base.clone()
+                    .create_if_missing(true)
+                    .journal_mode(SqliteJournalMode::Wal)
+                    .synchronous(sync),
+            )
+            .await
+            .with_context(|| format!("opening the audit database {url}"))?;
+        sqlx::migrate!("./migrations")
+            .run(&write)
+            .await
+            .with_context(|| format!("migrating the audit database {url}"))?;
+        let read = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(base.read_only(true))
+            .await
+            .with_context(|| format!("opening {url} for queries"))?;
+        Ok(SqliteStore {
+            write: Some(write),
+            read,
+        })
+    }
+
+    pub async fn write_batch(&self, records: &[&AuditRecord]) -> anyhow::Result<()> {
+        let pool = self
+            .write
+            .as_ref()
+            .context("the audit database was opened read-only")?;
+        let mut tx = pool
+            .begin()
+            .await
+            .context("starting an audit transaction")?;
+        let mut rest = records;
+        while !rest.is_empty() {
+            let n = chunk_len(rest.len());
+            let (chunk, tail) = rest.split_at(n);
+            rest = tail;
+            let mut qb = QueryBuilder::<Sqlite>::new(
+                "insert into prediction (request_id, item, received_at, model, model_version, \
+                 features, prediction, label, status, error_code, latency_us, client_addr, \
+                 raw_body) ",
+            );
+            qb.push_values(chunk, |mut b, r| {
+                b.push_bind(&*r.request_id)
+                    .push_bind(r.item as i64)
+                    .push_bind(format_time(&r.received_at))
+                    .push_bind(r.model.as_deref())
+                    .push_bind(r.model_version.as_deref())
+                    .push_bind(r.features.as_deref())
+                    .push_bind(r.prediction.map(i64::from))
+                    .push_bind(r.label.as_deref())
+                    .push_bind(i64::from(r.status))
+                    .push_bind(r.error_code.as_deref())
+                    .push_bind(r.latency_us as i64)
+                    .push_bind(r.client_addr.as_deref())
+                    .push_bind(r.raw_body.as_deref());
+            });
+            qb.build()
+                .execute(&mut *tx)
+                .await
+                .context("inserting audit rows")?;
+        }
+        tx.commit().await.context("committing audit rows")?;
+        Ok(())
+    }
+
+    pub async fn page(
+        &self,
+        filter: &AuditFilter,
+        after: Option<i64>,
+        limit: usize,
+    ) -> anyhow::Result<Vec<StoredRecord>> {
+        let mut qb = QueryBuilder::<Sqlite>::new(format!("select {COLUMNS} from prediction"));
+        push_where(&mut qb, filter);
+        if let Some(after) = after {
+            qb.push(match filter.order {
+                Order::Asc => " and id > ",
+                Order::Desc => " and id < ",
+            })
+            .push_bind(after);
+        }
+        qb.push(match filter.order {
+            Order::Asc => " order by id asc limit ",
+            Order::Desc => " order by id desc limit ",
+        })
+        .push_bind(limit as i64);
+        let rows = qb
+            .build()
+            .fetch_all(&self.read)
+            .await
+            .context("reading audit rows")?;
+        rows.iter().map(stored).collect()
+    }
+
+    pub async fn request(&self, request_id: &str) -> anyhow::Result<Vec<StoredRecord>> {
+        let rows = sqlx::query(&format!(
+            "select {COLUMNS} from prediction where request_id = ? order by item, id"
+        ))
+        .bind(request_id)
+        .fetch_all(&self.read)
+        .await
+        .context("reading a request's audit rows")?;
+        rows.iter().map(stored).collect()
+    }
+
+    pub async fn summary(&self, filter: &AuditFilter) -> anyhow::Result<Summary> {
+        let mut qb = QueryBuilder::<Sqlite>::new(
+            "select count(*), count(distinct request_id) from prediction",
+        );
+        push_where(&mut qb, filter);
+        let row = qb.build().fetch_one(&self.read).await?;
+        let rows: i64 = row.try_get(0)?;
+        let requests: i64 = row.try_get(1)?;
+
+        let mut counts = Vec::new();
+        for column in ["model", "label", "cast(status as text)", "error_code"] {
+            let mut qb = QueryBuilder::<Sqlite>::new(format!(
+                "select {column} as k, count(*) from prediction"
+            ));
+            push_where(&mut qb, filter);
+            qb.push(" group by k order by count(*) desc, k");
+            let list = qb
+                .build()
+                .fetch_all(&self.read)
+                .await?
+                .iter()
+                .map(|r| {
+                    Ok(Count {
+                        key: r.try_get(0)?,
+                        count: r.try_get(1)?,
+                    })
+                })
+                .collect::<Result<Vec<_>, sqlx::Error>>()?;
+            counts.push(list);
+        }
+
+        let mut latency = Latency::default();
+        if rows > 0 {
+            let nearest_rank = |p: f64| ((p * rows as f64).ceil() as i64 - 1).clamp(0, rows - 1);
+            let mut at = Vec::new();
+            for offset in [
+                nearest_rank(0.5),
+                nearest_rank(0.9),
+                nearest_rank(0.99),
+                rows - 1,
+            ] {
+                let mut qb = QueryBuilder::<Sqlite>::new("select latency_us from prediction");
+                push_where(&mut qb, filter);
+                qb.push(" order by latency_us limit 1 offset ")
+                    .push_bind(offset);
+                at.push(
+                    qb.build()
+                        .fetch_optional(&self.read)
+                        .await?
+                        .map(|r| r.get::<i64, _>(0)),
+                );
+            }
+            latency = Latency {
+                p50: at[0],
+                p90: at[1],
+                p99: at[2],
+                max: at[3],
+            };
+        }
+        let mut counts = counts.into_iter();
+        Ok(Summary {
+            rows,
+            requests,
+            by_model: counts.next().unwrap_or_default(),
+            by_label: counts.next().unwrap_or_default(),
+            by_status: counts.next().unwrap_or_default(),
+            by_error_code: counts.next().unwrap_or_default(),
+            latency_us: latency,
+        })
+    }
+
+    pub async fn close(&self) {
+        if let Some(w) = &self.write {
+            w.close().await;
+        }
+        self.read.close().await;
+    }
+}
+
+fn chunk_len(remaining: usize) -> usize {
+    let mut n = MAX_ROWS_PER_STATEMENT;
+    while n > remaining {
+        n /= 2;
+    }
+    n
+}
+
+fn push_where(qb: &mut QueryBuilder<'_, Sqlite>, f: &AuditFilter) {
+    qb.push(" where 1 = 1");
+    if let Some(t) = &f.since {
+        qb.push(" and received_at >= ").push_bind(format_time(t));
+    }
+    if let Some(t) = &f.until {
+        qb.push(" and received_at < ").push_bind(format_time(t));
+    }
+    if let Some(v) = &f.model {
+        qb.push(" and model = ").push_bind(v.clone());
+    }
+    if let Some(v) = &f.model_version {
+        qb.push(" and model_version = ").push_bind(v.clone());
+    }
+    if let Some(v) = &f.label {
+        qb.push(" and label = ").push_bind(v.clone());
+    }
+    if let Some(v) = &f.request_id {
+        qb.push(" and request_id = ").push_bind(v.clone());
+    }
+    if let Some(v) = f.min_latency_us {
+        qb.push(" and latency_us >= ").push_bind(v);
+    }
+    match f.status {
+        StatusFilter::Ok => {
+            qb.push(" and status = 200");
+        }
+        StatusFilter::Rejected => {
+            qb.push(" and status <> 200");
+        }
+        StatusFilter::All => {}
+    }
+}
+
+fn stored(row: &SqliteRow) -> anyhow::Result<StoredRecord> {
+    let features: Option<String> = row.try_get("features")?;
+    Ok(StoredRecord {
+        id: row.try_get("id")?,
+        request_id: row.try_get("request_id")?,
+        item: row.try_get("item")?,
+        received_at: row.try_get("received_at")?,
+        model: row.try_get("model")?,
+        model_version: row.try_get("model_version")?,
+        features: features
+            .map(serde_json::value::RawValue::from_string)
+            .transpose()
+            .context("a stored features value is not JSON")?,
+        prediction: row.try_get("prediction")?,
+        label: row.try_get("label")?,
+        status: row.try_get("status")?,
+        error_code: row.try_get("error_code")?,
+        latency_us: row.try_get("latency_us")?,
+        client_addr: row.try_get("client_addr")?,
+        raw_body: row.try_get("raw_body")?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::chunk_len;
+
+    #[test]
+    fn chunks_are_powers_of_two() {
+        assert_eq!(chunk_len(1), 1);
+        assert_eq!(chunk_len(3), 2);
+        assert_eq!(chunk_len(100), 64);
+        assert_eq!(chunk_len(5000), 512);
+    }
+}

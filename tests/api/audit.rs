@@ -1,0 +1,412 @@
+//! The audit store over HTTP and in the real SQLite file: every answered prediction has its
+//! rows with exactly what was returned, rejected requests are recorded, durable rows are
+//! readable when the answer arrives, async rows are all there after shutdown, and `/audit`
+//! filters, pages and exports them.
+
+use std::collections::HashSet;
+
+use serde_json::{Value, json};
+
+use crate::helpers::{ROW_JSON, spawn_app, spawn_app_with};
+
+fn rows_of(app: &crate::helpers::TestApp, request_id: &str) -> Vec<Value> {
+    app.db_json(&format!(
+        "select {ROW_JSON} from prediction where request_id = '{}' order by item",
+        request_id.replace('\'', "''")
+    ))
+}
+
+#[test]
+fn single_prediction_row_holds_exactly_what_was_returned() {
+    let app = spawn_app();
+    let res = app.post_predict(r#"{"features": [5.8, 2.7, 5.1, 1.9]}"#);
+    assert_eq!(res.status, 200);
+    let body = res.json();
+    let rows = rows_of(&app, body["request_id"].as_str().unwrap());
+    assert_eq!(
+        rows.len(),
+        1,
+        "durable: the row exists when the answer arrives"
+    );
+    let r = &rows[0];
+    assert_eq!(r["item"], 0);
+    assert_eq!(r["features"], json!([5.8, 2.7, 5.1, 1.9]));
+    assert_eq!(r["prediction"], body["prediction"][0]);
+    assert_eq!(r["label"], body["labels"][0]);
+    assert_eq!(r["model"], body["model"]);
+    assert_eq!(r["model_version"], body["model_version"]);
+    assert_eq!(r["status"], 200);
+    assert_eq!(r["error_code"], Value::Null);
+    assert_eq!(r["client_addr"], "127.0.0.1");
+    assert!(r["latency_us"].as_i64().unwrap() > 0);
+    let at = r["received_at"].as_str().unwrap();
+    assert!(
+        at.len() == 27 && at.ends_with('Z') && at.as_bytes()[19] == b'.',
+        "RFC 3339 UTC with microseconds: {at}"
+    );
+}
+
+#[test]
+fn batch_rows_share_the_request_id_and_keep_their_order() {
+    let app = spawn_app();
+    let rows_in: Vec<[f64; 4]> = (0..50)
+        .map(|i| {
+            [
+                4.5 + (i as f64) * 0.07,
+                3.0,
+                1.0 + (i as f64) * 0.1,
+                0.1 + (i as f64) * 0.045,
+            ]
+        })
+        .collect();
+    let res = app.post_predict(&json!({ "features": rows_in }).to_string());
+    assert_eq!(res.status, 200, "{}", res.text());
+    let body = res.json();
+    let rows = rows_of(&app, body["request_id"].as_str().unwrap());
+    assert_eq!(rows.len(), 50);
+    for (i, r) in rows.iter().enumerate() {
+        assert_eq!(r["item"], i);
+        assert_eq!(r["features"], json!(rows_in[i]), "row {i}");
+        assert_eq!(r["prediction"], body["prediction"][i], "row {i}");
+        assert_eq!(r["label"], body["labels"][i], "row {i}");
+    }
+}
+
+#[test]
+fn rejected_requests_are_audited_with_reason_and_body() {
+    let app = spawn_app();
+    let res = app.post_predict(r#"{"features": [5.8, "x", 5.1, 1.9]}"#);
+    assert_eq!(res.status, 422);
+    let rows = rows_of(&app, res.header("x-request-id").unwrap());
+    // Rejections are queued without waiting for their commit; give the writer a moment.
+    let rows = if rows.is_empty() {
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        rows_of(&app, res.header("x-request-id").unwrap())
+    } else {
+        rows
+    };
+    assert_eq!(rows.len(), 1);
+    let r = &rows[0];
+    assert_eq!(r["status"], 422);
+    assert_eq!(r["error_code"], "invalid_feature");
+    assert_eq!(r["raw_body"], r#"{"features": [5.8, "x", 5.1, 1.9]}"#);
+    assert_eq!(r["features"], Value::Null);
+    assert_eq!(r["prediction"], Value::Null);
+    assert_eq!(r["client_addr"], "127.0.0.1");
+
+    let res = app.post_json("/models/nope/predict", r#"{"features": [1, 2, 3, 4]}"#);
+    assert_eq!(res.status, 404);
+    let id = res.header("x-request-id").unwrap().to_string();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let rows = rows_of(&app, &id);
+    assert_eq!(rows[0]["model"], "nope");
+    assert_eq!(rows[0]["error_code"], "unknown_model");
+}
+
+#[test]
+fn raw_body_of_a_rejected_request_is_cut_to_4_kib() {
+    let app = spawn_app();
+    let body = format!(r#"{{"features": "{}"}}"#, "y".repeat(10_000));
+    let res = app.post_predict(&body);
+    assert_eq!(res.status, 422);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let rows = rows_of(&app, res.header("x-request-id").unwrap());
+    assert_eq!(rows[0]["raw_body"].as_str().unwrap().len(), 4096);
+}
+
+#[test]
+fn durable_rows_are_readable_the_moment_each_answer_arrives() {
+    let app = spawn_app();
+    for i in 0..40 {
+        let res = app.post_predict(&format!(
+            r#"{{"features": [5.{i}, 2.7, 5.1, 1.9]}}"#,
+            i = i % 10
+        ));
+        assert_eq!(res.status, 200);
+        let rows = rows_of(&app, res.header("x-request-id").unwrap());
+        assert_eq!(
+            rows.len(),
+            1,
+            "request {i}: row missing when the answer arrived"
+        );
+    }
+}
+
+#[test]
+fn async_mode_has_every_row_after_shutdown() {
+    let mut app = spawn_app_with(&["--audit-mode", "async"]);
+    let mut ids = HashSet::new();
+    for i in 0..200 {
+        let res = app.post_predict(&format!(
+            r#"{{"features": [[5.{}, 2.7, 5.1, 1.9], [5.0, 3.4, 1.5, 0.2]]}}"#,
+            i % 10
+        ));
+        assert_eq!(res.status, 200);
+        ids.insert(res.header("x-request-id").unwrap().to_string());
+    }
+    app.stop();
+    let stored: HashSet<String> = app
+        .db_json("select json_object('r', request_id) from prediction where status = 200")
+        .iter()
+        .map(|v| v["r"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(stored, ids);
+    let n = app.db_json("select json_object('n', count(*)) from prediction");
+    assert_eq!(n[0]["n"], 400);
+}
+
+#[test]
+fn audit_lists_newest_first_and_pages_without_gaps_or_repeats() {
+    let app = spawn_app();
+    let mut sent = Vec::new();
+    for _ in 0..25 {
+        let res = app.post_predict(r#"{"features": [5.8, 2.7, 5.1, 1.9]}"#);
+        sent.push(res.header("x-request-id").unwrap().to_string());
+    }
+    for order in ["desc", "asc"] {
+        let mut seen = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let mut path = format!("/audit?limit=7&order={order}&status=ok");
+            if let Some(c) = &cursor {
+                path += &format!("&cursor={c}");
+            }
+            let res = app.get(&path);
+            assert_eq!(res.status, 200, "{}", res.text());
+            let page = res.json();
+            let records = page["records"].as_array().unwrap();
+            assert!(records.len() <= 7);
+            seen.extend(
+                records
+                    .iter()
+                    .map(|r| r["request_id"].as_str().unwrap().to_string()),
+            );
+            match page["next_cursor"].as_str() {
+                Some(c) => cursor = Some(c.to_string()),
+                None => break,
+            }
+        }
+        let mut expected = sent.clone();
+        if order == "desc" {
+            expected.reverse();
+        }
+        assert_eq!(seen, expected, "order {order}");
+    }
+}
+
+#[test]
+fn audit_filters_by_model_label_status_and_time() {
+    let app = spawn_app();
+    let before = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    app.post_predict(r#"{"features": [5.1, 3.5, 1.4, 0.2]}"#); // setosa
+    app.post_predict(r#"{"features": [5.8, 2.7, 5.1, 1.9]}"#); // virginica
+    app.post_predict(r#"{"features": [5.8]}"#); // rejected
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let count = |q: &str| {
+        let res = app.get(&format!("/audit?{q}"));
+        assert_eq!(res.status, 200, "{q}: {}", res.text());
+        res.json()["records"].as_array().unwrap().len()
+    };
+    assert_eq!(count(""), 3);
+    assert_eq!(count("label=setosa"), 1);
+    assert_eq!(count("status=ok"), 2);
+    assert_eq!(count("status=rejected"), 1);
+    assert_eq!(count("model=iris&status=all"), 3);
+    assert_eq!(count("model=other"), 0);
+    assert_eq!(count(&format!("since={}", before.replace('+', "%2B"))), 3);
+    assert_eq!(count(&format!("until={}", before.replace('+', "%2B"))), 0);
+    assert_eq!(count("min_latency_us=100000000"), 0);
+}
+
+#[test]
+fn audit_of_one_request_and_unknown_request() {
+    let app = spawn_app();
+    let res = app.post_predict(r#"{"features": [[5.1, 3.5, 1.4, 0.2], [5.8, 2.7, 5.1, 1.9]]}"#);
+    let id = res.header("x-request-id").unwrap();
+    let got = app.get(&format!("/audit/{id}"));
+    assert_eq!(got.status, 200);
+    let body = got.json();
+    assert_eq!(body["request_id"], id);
+    assert_eq!(body["records"].as_array().unwrap().len(), 2);
+    assert_eq!(body["records"][1]["label"], "virginica");
+    let missing = app.get("/audit/no-such-request");
+    assert_eq!(missing.status, 404);
+    assert_eq!(missing.error_code(), "not_found");
+}
+
+#[test]
+fn audit_rejects_bad_parameters_naming_them() {
+    let app = spawn_app();
+    for (q, name) in [
+        ("since=yesterday", "since"),
+        ("limit=5000", "limit"),
+        ("status=maybe", "status"),
+        ("cursor=zzz", "cursor"),
+        ("order=sideways", "order"),
+        ("format=xml", "format"),
+        ("min_latency_us=abc", "min_latency_us"),
+        ("colour=red", "colour"),
+        ("model=x%27%20OR%20%271%27%3D%271&model=y", "model"),
+    ] {
+        let res = app.get(&format!("/audit?{q}"));
+        assert_eq!(res.status, 400, "{q}: {}", res.text());
+        assert_eq!(res.error_code(), "invalid_parameter");
+        assert!(res.text().contains(name), "{q}: {}", res.text());
+    }
+    // An injection attempt is only a value that matches nothing.
+    let res = app.get("/audit?model=x%27%20OR%20%271%27%3D%271");
+    assert_eq!(res.status, 200);
+    assert_eq!(res.json()["records"], json!([]));
+}
+
+#[test]
+fn csv_export_of_the_whole_range_parses_with_a_csv_reader() {
+    let app = spawn_app();
+    let rows_in: Vec<[f64; 4]> = (0..1000)
+        .map(|i| [5.0 + (i % 7) as f64 * 0.3, 3.0, 4.0, 1.2])
+        .collect();
+    for _ in 0..3 {
+        let res = app.post_predict(&json!({ "features": rows_in }).to_string());
+        assert_eq!(res.status, 200);
+    }
+    app.post_predict(r#"{"features": [1, "a,b\n\"quoted\""]}"#);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let res = app.get("/audit?format=csv&order=asc");
+    assert_eq!(res.status, 200);
+    assert!(res.header("content-type").unwrap().starts_with("text/csv"));
+    let mut reader = csv::Reader::from_reader(res.body.as_slice());
+    let headers = reader.headers().unwrap().clone();
+    assert_eq!(headers.get(0), Some("id"));
+    let records: Vec<csv::StringRecord> = reader.records().map(|r| r.unwrap()).collect();
+    assert_eq!(records.len(), 3001, "every row, across export pages");
+    let ids: Vec<i64> = records.iter().map(|r| r[0].parse().unwrap()).collect();
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "ascending, no repeats");
+    let features: Vec<f64> = serde_json::from_str(&records[0][6]).unwrap();
+    assert_eq!(features, rows_in[0]);
+    let last = records.last().unwrap();
+    assert_eq!(&last[13], r#"{"features": [1, "a,b\n\"quoted\""]}"#);
+
+    let res = app.get("/audit?format=jsonl&status=rejected");
+    let lines: Vec<Value> = res
+        .text()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 1);
+    assert_eq!(lines[0]["error_code"], "wrong_feature_count");
+}
+
+#[test]
+fn summary_counts_and_percentiles() {
+    let app = spawn_app();
+    app.post_predict(r#"{"features": [[5.1, 3.5, 1.4, 0.2], [5.8, 2.7, 5.1, 1.9]]}"#);
+    app.post_predict(r#"{"features": [5.8, 2.7, 5.1, 1.9]}"#);
+    app.post_predict(r#"{"features": []}"#);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let res = app.get("/audit/summary");
+    assert_eq!(res.status, 200, "{}", res.text());
+    let s = res.json();
+    assert_eq!(s["rows"], 4);
+    assert_eq!(s["requests"], 3);
+    let labels = s["by_label"].as_array().unwrap();
+    assert!(labels.contains(&json!({"key": "virginica", "count": 2})));
+    assert!(labels.contains(&json!({"key": "setosa", "count": 1})));
+    assert!(
+        s["by_status"]
+            .as_array()
+            .unwrap()
+            .contains(&json!({"key": "422", "count": 1}))
+    );
+    assert!(s["latency_us"]["p50"].as_i64().unwrap() <= s["latency_us"]["max"].as_i64().unwrap());
+}
+
+#[test]
+fn audit_token_is_required_when_set() {
+    let app = spawn_app_with(&["--audit-token", "s3cret-token"]);
+    let res = app.get("/audit");
+    assert_eq!(res.status, 401);
+    assert_eq!(res.error_code(), "unauthorized");
+    assert_eq!(res.header("www-authenticate"), Some("Bearer"));
+    let res = app.request("GET", "/audit", &[("Authorization", "Bearer wrong")], b"");
+    assert_eq!(res.status, 401);
+    let res = app.request(
+        "GET",
+        "/audit/summary",
+        &[("Authorization", "Bearer s3cret-token")],
+        b"",
+    );
+    assert_eq!(res.status, 200, "{}", res.text());
+    let res = app.request(
+        "GET",
+        "/audit",
+        &[("Authorization", "Bearer s3cret-token")],
+        b"",
+    );
+    assert_eq!(res.status, 200);
+    // The token never reaches the log.
+    let res = app.request(
+        "GET",
+        "/audit",
+        &[("Authorization", "Bearer s3cret-token")],
+        b"",
+    );
+    app.wait_for_log_line(&[res.header("x-request-id").unwrap()]);
+    assert!(!app.log_text().contains("s3cret-token"));
+}
+
+#[test]
+fn locked_store_makes_durable_predict_503_and_it_recovers_by_itself() {
+    let app = spawn_app_with(&["--audit-busy-timeout-ms", "200"]);
+    assert_eq!(
+        app.post_predict(r#"{"features": [5.8, 2.7, 5.1, 1.9]}"#)
+            .status,
+        200
+    );
+
+    // Another process takes the write lock and keeps it.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let url = format!("sqlite://{}", app.db_path.display());
+    let mut locker = rt.block_on(async {
+        use sqlx::Connection;
+        let mut c = sqlx::SqliteConnection::connect(&url).await.unwrap();
+        sqlx::query("begin exclusive")
+            .execute(&mut c)
+            .await
+            .unwrap();
+        c
+    });
+
+    let res = app.post_predict(r#"{"features": [5.8, 2.7, 5.1, 1.9]}"#);
+    assert_eq!(res.status, 503, "{}", res.text());
+    assert_eq!(res.error_code(), "audit_unavailable");
+    let ready = app.get("/health/ready");
+    assert_eq!(ready.status, 503);
+    assert!(
+        ready.json()["reason"]
+            .as_str()
+            .unwrap()
+            .contains("audit store")
+    );
+    let refused_id = res.header("x-request-id").unwrap().to_string();
+
+    rt.block_on(async {
+        sqlx::query("rollback").execute(&mut locker).await.unwrap();
+    });
+    drop(locker);
+
+    let res = app.post_predict(r#"{"features": [5.8, 2.7, 5.1, 1.9]}"#);
+    assert_eq!(res.status, 200, "recovered: {}", res.text());
+    assert_eq!(app.get("/health/ready").status, 200);
+    // The refused prediction has no "served" row; the two served ones do.
+    assert!(
+        rows_of(&app, &refused_id)
+            .iter()
+            .all(|r| r["status"] != 200)
+    );
+    let served =
+        app.db_json("select json_object('n', count(*)) from prediction where status = 200");
+    assert_eq!(served[0]["n"], 2);
+}

@@ -1,0 +1,80 @@
+//! The README's `sqlite3` recipes run as written against a database the service produced:
+//! through SQLite here (always), and through the `sqlite3` shell when it is installed (CI
+//! installs it).
+
+use std::process::Command;
+
+use crate::helpers::spawn_app;
+
+/// The recipe lines: shell commands starting with `sqlite3` that read `inferlog.db`.
+fn recipes() -> Vec<String> {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    readme
+        .lines()
+        .filter(|l| l.starts_with("sqlite3 ") && l.contains(" inferlog.db "))
+        .map(str::to_string)
+        .collect()
+}
+
+/// The SQL of a recipe line: what stands between its double quotes, as the shell passes it.
+fn sql_of(line: &str) -> String {
+    let start = line.find('"').unwrap() + 1;
+    let end = line.rfind('"').unwrap();
+    line[start..end].replace("\\$", "$")
+}
+
+#[test]
+fn readme_sqlite3_recipes_run_against_a_service_database() {
+    let recipes = recipes();
+    assert!(
+        recipes.len() >= 5,
+        "the README lists {} recipes",
+        recipes.len()
+    );
+
+    let mut app = spawn_app();
+    app.post_predict(r#"{"features": [5.8, 2.7, 5.1, 1.9]}"#);
+    app.post_predict(r#"{"features": [[5.1, 3.5, 1.4, 0.2], [6.0, 2.9, 4.5, 1.5]]}"#);
+    app.post_predict(r#"{"features": [5.8, 2.7]}"#);
+    app.post_predict(r#"{"features": [5.8, NaN, 1, 1]}"#);
+    app.stop();
+    std::os::unix::fs::symlink(&app.db_path, app.dir.path().join("inferlog.db")).unwrap();
+
+    for line in &recipes {
+        let sql = sql_of(line);
+        let rows = app.db_json(&format!("select json_object('n', count(*)) from ({sql})"));
+        let n = rows[0]["n"].as_i64().unwrap();
+        assert!(n > 0, "recipe returned no rows: {line}");
+    }
+
+    let shell = Command::new("sqlite3").arg("--version").output();
+    if shell.is_ok_and(|o| o.status.success()) {
+        for line in &recipes {
+            let out = Command::new("bash")
+                .arg("-c")
+                .arg(line)
+                .current_dir(app.dir.path())
+                .output()
+                .unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                out.status.success() && stderr.is_empty(),
+                "{line}: {stderr}"
+            );
+            let produced = !out.stdout.is_empty()
+                || line.contains('>')
+                    && app
+                        .dir
+                        .path()
+                        .join("last-hour.csv")
+                        .metadata()
+                        .unwrap()
+                        .len()
+                        > 0;
+            assert!(produced, "no output from {line}");
+        }
+    } else {
+        eprintln!("sqlite3 shell not installed: recipes checked through SQLite only");
+    }
+}
