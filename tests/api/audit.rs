@@ -77,14 +77,8 @@ fn rejected_requests_are_audited_with_reason_and_body() {
     let app = spawn_app();
     let res = app.post_predict(r#"{"features": [5.8, "x", 5.1, 1.9]}"#);
     assert_eq!(res.status, 422);
+    app.wait_for_rows(1);
     let rows = rows_of(&app, res.header("x-request-id").unwrap());
-    // Rejections are queued without waiting for their commit; give the writer a moment.
-    let rows = if rows.is_empty() {
-        std::thread::sleep(std::time::Duration::from_millis(300));
-        rows_of(&app, res.header("x-request-id").unwrap())
-    } else {
-        rows
-    };
     assert_eq!(rows.len(), 1);
     let r = &rows[0];
     assert_eq!(r["status"], 422);
@@ -97,7 +91,7 @@ fn rejected_requests_are_audited_with_reason_and_body() {
     let res = app.post_json("/models/nope/predict", r#"{"features": [1, 2, 3, 4]}"#);
     assert_eq!(res.status, 404);
     let id = res.header("x-request-id").unwrap().to_string();
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    app.wait_for_rows(2);
     let rows = rows_of(&app, &id);
     assert_eq!(rows[0]["model"], "nope");
     assert_eq!(rows[0]["error_code"], "unknown_model");
@@ -109,7 +103,7 @@ fn raw_body_of_a_rejected_request_is_cut_to_4_kib() {
     let body = format!(r#"{{"features": "{}"}}"#, "y".repeat(10_000));
     let res = app.post_predict(&body);
     assert_eq!(res.status, 422);
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    app.wait_for_rows(1);
     let rows = rows_of(&app, res.header("x-request-id").unwrap());
     assert_eq!(rows[0]["raw_body"].as_str().unwrap().len(), 4096);
 }
@@ -201,7 +195,7 @@ fn audit_filters_by_model_label_status_and_time() {
     app.post_predict(r#"{"features": [5.1, 3.5, 1.4, 0.2]}"#); // setosa
     app.post_predict(r#"{"features": [5.8, 2.7, 5.1, 1.9]}"#); // virginica
     app.post_predict(r#"{"features": [5.8]}"#); // rejected
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    app.wait_for_rows(3);
     let count = |q: &str| {
         let res = app.get(&format!("/audit?{q}"));
         assert_eq!(res.status, 200, "{q}: {}", res.text());
@@ -270,7 +264,7 @@ fn csv_export_of_the_whole_range_parses_with_a_csv_reader() {
         assert_eq!(res.status, 200);
     }
     app.post_predict(r#"{"features": [1, "a,b\n\"quoted\""]}"#);
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    app.wait_for_rows(3001);
     let res = app.get("/audit?format=csv&order=asc");
     assert_eq!(res.status, 200);
     assert!(res.header("content-type").unwrap().starts_with("text/csv"));
@@ -302,7 +296,7 @@ fn summary_counts_and_percentiles() {
     app.post_predict(r#"{"features": [[5.1, 3.5, 1.4, 0.2], [5.8, 2.7, 5.1, 1.9]]}"#);
     app.post_predict(r#"{"features": [5.8, 2.7, 5.1, 1.9]}"#);
     app.post_predict(r#"{"features": []}"#);
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    app.wait_for_rows(4);
     let res = app.get("/audit/summary");
     assert_eq!(res.status, 200, "{}", res.text());
     let s = res.json();

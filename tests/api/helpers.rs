@@ -163,6 +163,25 @@ impl TestApp {
         }
     }
 
+    /// Waits until the audit table holds at least `n` rows (rejected requests are queued
+    /// without waiting for their commit).
+    pub fn wait_for_rows(&self, n: i64) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let got = self.db_json("select json_object('n', count(*)) from prediction")[0]["n"]
+                .as_i64()
+                .unwrap();
+            if got >= n {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "audit table has {got} rows, expected {n}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Runs `sql` on the audit database file; it must return one column of JSON text per row
     /// (build it with `json_object(...)`).
     pub fn db_json(&self, sql: &str) -> Vec<serde_json::Value> {
@@ -217,6 +236,20 @@ pub fn wait_for_line(path: &Path, needles: &[&str]) -> String {
     }
 }
 
+/// Like [`send_raw`], but `None` when the connection fails or no full response comes back.
+pub fn try_send_raw(addr: &str, bytes: &[u8]) -> Option<Response> {
+    let mut stream = TcpStream::connect(addr).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .ok()?;
+    stream.write_all(bytes).ok()?;
+    let mut buf = Vec::new();
+    stream.read_to_end(&mut buf).ok()?;
+    buf.windows(4)
+        .any(|w| w == b"\r\n\r\n")
+        .then(|| Response::parse(&buf))
+}
+
 pub fn send_raw(addr: &str, bytes: &[u8]) -> Response {
     let mut stream = TcpStream::connect(addr).expect("connect");
     stream
@@ -225,6 +258,31 @@ pub fn send_raw(addr: &str, bytes: &[u8]) -> Response {
     // The server may answer (413, 400) and close before it has read everything we send.
     let _ = stream.write_all(bytes);
     read_response(&mut stream)
+}
+
+/// Reads exactly one response (by its Content-Length) and leaves the connection open.
+pub fn read_one_response(stream: &mut TcpStream) -> Response {
+    let mut buf = Vec::new();
+    let mut byte = [0u8; 1];
+    while !buf.ends_with(b"\r\n\r\n") {
+        let n = stream.read(&mut byte).expect("read response head");
+        assert!(
+            n == 1,
+            "connection closed in the response head: {:?}",
+            String::from_utf8_lossy(&buf)
+        );
+        buf.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&buf).to_ascii_lowercase();
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .map(|v| v.trim().parse().unwrap())
+        .unwrap_or(0);
+    let mut body = vec![0u8; length];
+    stream.read_exact(&mut body).expect("read response body");
+    buf.extend_from_slice(&body);
+    Response::parse(&buf)
 }
 
 pub fn read_response(stream: &mut TcpStream) -> Response {

@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
-use crate::helpers::{db_json, read_response, send_raw, shipped_model, wait_for_line};
+use crate::helpers::{
+    db_json, read_one_response, read_response, shipped_model, try_send_raw, wait_for_line,
+};
 
 fn binary() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_inferlog"));
@@ -55,20 +57,27 @@ fn sigterm_lets_in_flight_request_finish_then_exits_cleanly() {
         .unwrap()
         .to_string();
 
-    // A request whose body is only half sent is in flight when SIGTERM arrives.
+    // A request whose body is only half sent is in flight when SIGTERM arrives. A first,
+    // complete request on the same keep-alive connection makes sure a worker owns the
+    // connection (actix drops connections still waiting for a worker when it stops).
     let body = br#"{"features": [5.8, 2.7, 5.1, 1.9]}"#;
     let mut stream = TcpStream::connect(&addr).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(20)))
         .unwrap();
-    write!(
-        stream,
-        "POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    )
-    .unwrap();
+    let head = |close: bool| {
+        format!(
+            "POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{}\r\n",
+            body.len(),
+            if close { "Connection: close\r\n" } else { "" }
+        )
+    };
+    stream.write_all(head(false).as_bytes()).unwrap();
+    stream.write_all(body).unwrap();
+    assert_eq!(read_one_response(&mut stream).status, 200);
+    stream.write_all(head(true).as_bytes()).unwrap();
     stream.write_all(&body[..10]).unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    std::thread::sleep(Duration::from_millis(200));
 
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
@@ -239,7 +248,7 @@ fn sigterm_under_load_loses_nothing(mode: &str) {
                         "POST /predict HTTP/1.1\r\nHost: x\r\nX-Request-Id: t{t}-{i}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
                         body.len()
                     );
-                    let Ok(res) = std::panic::catch_unwind(|| send_raw(&addr, raw.as_bytes())) else {
+                    let Some(res) = try_send_raw(&addr, raw.as_bytes()) else {
                         continue; // refused or reset: the server is going away
                     };
                     if res.status == 200 {

@@ -1,0 +1,217 @@
+//! A small HTTP/1.1 load generator for inferlog's benchmarks (`bench/run.sh` drives it).
+//!
+//! Each of `--connections` keep-alive connections sends one request, reads the whole response,
+//! and repeats until `--duration` has passed; the last response is always read, so "answered"
+//! counts are exact and can be checked against the audit rows. Prints one JSON object:
+//! requests, ok (2xx), non_2xx, errors, duration_s, rps, p50/p90/p99/max latency in µs.
+//!
+//! Usage: loadgen --addr 127.0.0.1:8080 [--method POST] [--path /predict] [--body JSON]
+//!                [--connections 64] [--duration 10] [--threads 1]
+//!        loadgen --addr 127.0.0.1:8080 --wait-ready 30   (waits for /health/ready)
+
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+struct Opts {
+    addr: String,
+    method: String,
+    path: String,
+    body: String,
+    connections: usize,
+    duration: Duration,
+    threads: usize,
+    wait_ready: Option<u64>,
+}
+
+fn opts() -> Opts {
+    let mut o = Opts {
+        addr: "127.0.0.1:8080".into(),
+        method: "GET".into(),
+        path: "/health/live".into(),
+        body: String::new(),
+        connections: 64,
+        duration: Duration::from_secs(10),
+        threads: 1,
+        wait_ready: None,
+    };
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut i = 0;
+    while i < args.len() {
+        let v = args.get(i + 1).cloned().unwrap_or_default();
+        match args[i].as_str() {
+            "--addr" => o.addr = v,
+            "--method" => o.method = v,
+            "--path" => o.path = v,
+            "--body" => o.body = v,
+            "--body-file" => o.body = std::fs::read_to_string(&v).expect("body file"),
+            "--connections" => o.connections = v.parse().expect("connections"),
+            "--duration" => o.duration = Duration::from_secs_f64(v.parse().expect("duration")),
+            "--threads" => o.threads = v.parse().expect("threads"),
+            "--wait-ready" => o.wait_ready = Some(v.parse().expect("seconds")),
+            other => panic!("unknown option {other}"),
+        }
+        i += 2;
+    }
+    o
+}
+
+#[derive(Default)]
+struct Tally {
+    ok: u64,
+    non_2xx: u64,
+    errors: u64,
+    latencies_us: Vec<u32>,
+}
+
+/// Reads one response; returns its status.
+async fn read_response(stream: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<u16> {
+    buf.clear();
+    let mut chunk = [0u8; 16 * 1024];
+    let head_end = loop {
+        if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break p + 4;
+        }
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = std::str::from_utf8(&buf[..head_end]).map_err(std::io::Error::other)?;
+    let status: u16 = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::other("bad status line"))?;
+    let length: usize = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse().ok())?
+        })
+        .unwrap_or(0);
+    while buf.len() < head_end + length {
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    Ok(status)
+}
+
+async fn connection(addr: String, request: std::sync::Arc<Vec<u8>>, deadline: Instant) -> Tally {
+    let mut tally = Tally::default();
+    let mut buf = Vec::with_capacity(4096);
+    'outer: while Instant::now() < deadline {
+        let Ok(mut stream) = TcpStream::connect(&addr).await else {
+            tally.errors += 1;
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        while Instant::now() < deadline {
+            let started = Instant::now();
+            if stream.write_all(&request).await.is_err() {
+                tally.errors += 1;
+                continue 'outer;
+            }
+            match read_response(&mut stream, &mut buf).await {
+                Ok(status) => {
+                    let us = started.elapsed().as_micros().min(u32::MAX as u128) as u32;
+                    tally.latencies_us.push(us);
+                    if (200..300).contains(&status) {
+                        tally.ok += 1;
+                    } else {
+                        tally.non_2xx += 1;
+                    }
+                }
+                Err(_) => {
+                    tally.errors += 1;
+                    continue 'outer;
+                }
+            }
+        }
+    }
+    tally
+}
+
+fn percentile(sorted: &[u32], p: f64) -> u32 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let rank = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
+}
+
+async fn wait_ready(addr: &str, secs: u64) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let request = b"GET /health/ready HTTP/1.1\r\nHost: bench\r\n\r\n".to_vec();
+    let mut buf = Vec::new();
+    while Instant::now() < deadline {
+        if let Ok(mut s) = TcpStream::connect(addr).await
+            && s.write_all(&request).await.is_ok()
+            && read_response(&mut s, &mut buf).await.is_ok_and(|st| st == 200)
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!("server at {addr} not ready after {secs}s");
+    std::process::exit(1);
+}
+
+fn main() {
+    let o = opts();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(o.threads.max(1))
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        if let Some(secs) = o.wait_ready {
+            wait_ready(&o.addr, secs).await;
+            return;
+        }
+        let mut request = format!("{} {} HTTP/1.1\r\nHost: bench\r\n", o.method, o.path);
+        if !o.body.is_empty() {
+            request += &format!(
+                "Content-Type: application/json\r\nContent-Length: {}\r\n",
+                o.body.len()
+            );
+        }
+        request += "\r\n";
+        request += &o.body;
+        let request = std::sync::Arc::new(request.into_bytes());
+        let started = Instant::now();
+        let deadline = started + o.duration;
+        let tasks: Vec<_> = (0..o.connections)
+            .map(|_| tokio::spawn(connection(o.addr.clone(), request.clone(), deadline)))
+            .collect();
+        let mut all = Tally::default();
+        for t in tasks {
+            let t = t.await.expect("connection task");
+            all.ok += t.ok;
+            all.non_2xx += t.non_2xx;
+            all.errors += t.errors;
+            all.latencies_us.extend(t.latencies_us);
+        }
+        let secs = started.elapsed().as_secs_f64();
+        all.latencies_us.sort_unstable();
+        let requests = all.ok + all.non_2xx;
+        println!(
+            "{{\"requests\":{requests},\"ok\":{},\"non_2xx\":{},\"errors\":{},\"duration_s\":{secs:.3},\"rps\":{:.0},\"p50_us\":{},\"p90_us\":{},\"p99_us\":{},\"max_us\":{}}}",
+            all.ok,
+            all.non_2xx,
+            all.errors,
+            requests as f64 / secs,
+            percentile(&all.latencies_us, 0.50),
+            percentile(&all.latencies_us, 0.90),
+            percentile(&all.latencies_us, 0.99),
+            all.latencies_us.last().copied().unwrap_or(0),
+        );
+    });
+}

@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# Load benchmark of inferlog: builds the release binary and the load generator, then for each
+# variant starts the server on a fresh database with logs going to a file, loads it over
+# loopback, stops it with SIGTERM and checks that the audit rows equal the rows acknowledged.
+#
+#   bench/run.sh                   # all variants, 10 s each, 64 connections
+#   DURATION=30 CONNECTIONS=64 bench/run.sh
+#
+# Prints a Markdown table (paste it into BENCHMARKS.md). Client and server share the machine's
+# cores, as the figures in BENCHMARKS.md do.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DURATION=${DURATION:-10}
+CONNECTIONS=${CONNECTIONS:-64}
+CLIENT_THREADS=${CLIENT_THREADS:-1}
+PORT=${PORT:-18181}
+
+cargo build --release --quiet --bin inferlog --example loadgen
+BIN=target/release/inferlog
+LOADGEN=target/release/examples/loadgen
+WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT
+
+SINGLE='{"features": [5.8, 2.7, 5.1, 1.9]}'
+BATCH=$(python3 - <<'PY' 2>/dev/null || awk 'BEGIN{printf "{\"features\": ["; for(i=0;i<100;i++){printf "%s[%.1f, 3.0, %.1f, 1.3]", (i?", ":""), 4.5+(i%30)*0.1, 1.0+(i%50)*0.1}; print "]}"}'
+rows = ", ".join(f"[{4.5 + (i % 30) * 0.1:.1f}, 3.0, {1.0 + (i % 50) * 0.1:.1f}, 1.3]" for i in range(100))
+print('{"features": [' + rows + ']}')
+PY
+)
+
+json_field() { sed -E "s/.*\"$2\":([0-9.]+).*/\1/" <<<"$1"; }
+
+start_server() { # name mode
+  rm -f "$WORK/$1.db"* "$WORK/$1.log"
+  "$BIN" serve --bind "127.0.0.1:$PORT" --models models \
+    --database-url "sqlite://$WORK/$1.db" --log-file "$WORK/$1.log" \
+    --audit-mode "$2" --audit-queue-timeout-ms 5000 &
+  SERVER=$!
+  "$LOADGEN" --addr "127.0.0.1:$PORT" --wait-ready 30
+}
+
+stop_server() {
+  PEAK_RSS_KB=$(awk '/VmHWM/ {print $2}' "/proc/$SERVER/status")
+  kill -TERM "$SERVER"
+  wait "$SERVER"
+}
+
+audited_rows() { # name
+  "$BIN" audit --database-url "sqlite://$WORK/$1.db" --status ok --summary \
+    | awk -F': ' '/"rows"/ {gsub(/,/, "", $2); print $2; exit}'
+}
+
+printf '| variant | requests/s | rows/s | p50 ms | p99 ms | max ms | non-2xx | errors | peak RSS MB | audited rows = acknowledged |\n'
+printf '|---|---:|---:|---:|---:|---:|---:|---:|---:|---|\n'
+
+row() { # label result rows_per_request audited
+  local r=$2 per=$3 audited=$4
+  local ok rps p50 p99 max non errs
+  ok=$(json_field "$r" ok); rps=$(json_field "$r" rps)
+  p50=$(json_field "$r" p50_us); p99=$(json_field "$r" p99_us); max=$(json_field "$r" max_us)
+  non=$(json_field "$r" non_2xx); errs=$(json_field "$r" errors)
+  local check="n/a"
+  if [ "$audited" != "-" ]; then
+    if [ "$audited" -eq $((ok * per)) ]; then check="yes ($audited)"; else check="**NO: $audited vs $((ok * per))**"; fi
+  fi
+  awk -v l="$1" -v rps="$rps" -v per="$per" -v p50="$p50" -v p99="$p99" -v max="$max" \
+      -v non="$non" -v errs="$errs" -v rss="$PEAK_RSS_KB" -v check="$check" \
+    'BEGIN { printf "| %s | %.0f | %.0f | %.2f | %.2f | %.1f | %d | %d | %.0f | %s |\n",
+             l, rps, rps * per, p50 / 1000, p99 / 1000, max / 1000, non, errs, rss / 1024, check }'
+}
+
+load() { # method path body
+  "$LOADGEN" --addr "127.0.0.1:$PORT" --connections "$CONNECTIONS" --duration "$DURATION" \
+    --threads "$CLIENT_THREADS" --method "$1" --path "$2" --body "$3"
+}
+
+# 1. durable single-row /predict, and /health/live on the same server as the HTTP ceiling
+start_server durable durable
+HEALTH=$(load GET /health/live "")
+DURABLE=$(load POST /predict "$SINGLE")
+stop_server
+row "GET /health/live (ceiling)" "$HEALTH" 0 "-"
+row "POST /predict, 1 row, durable" "$DURABLE" 1 "$(audited_rows durable)"
+
+# 2. async single-row /predict
+start_server async async
+ASYNC=$(load POST /predict "$SINGLE")
+stop_server
+row "POST /predict, 1 row, async" "$ASYNC" 1 "$(audited_rows async)"
+
+# 3. batches of 100 rows, durable
+start_server batch durable
+BATCHED=$(load POST /predict "$BATCH")
+stop_server
+row "POST /predict, 100 rows, durable" "$BATCHED" 100 "$(audited_rows batch)"
+
+echo
+echo "duration ${DURATION}s, ${CONNECTIONS} connections, client threads ${CLIENT_THREADS}, $(nproc) cores, $(date -u +%Y-%m-%d)"

@@ -1,0 +1,152 @@
+//! Microbenchmarks (criterion): request parsing and validation, model prediction for each
+//! algorithm, and the audit store inserting batches into a file database.
+//!
+//!   cargo bench --bench micro
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use inferlog::audit::{AuditRecord, Store, StoreOptions, SyncLevel};
+use inferlog::cli::Dataset;
+use inferlog::input::parse_predict_body;
+use inferlog::model::train::{TrainOptions, load_dataset, train};
+use inferlog::model::{Algorithm, Artifact, Model};
+
+fn shipped() -> Model {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/iris.json");
+    Model::new(Artifact::load(&path).unwrap(), path)
+}
+
+fn batch_body(rows: usize) -> String {
+    let rows: Vec<[f64; 4]> = (0..rows)
+        .map(|i| {
+            [
+                4.5 + (i % 30) as f64 * 0.1,
+                3.0,
+                1.0 + (i % 50) as f64 * 0.1,
+                1.3,
+            ]
+        })
+        .collect();
+    serde_json::json!({ "features": rows }).to_string()
+}
+
+fn parsing(c: &mut Criterion) {
+    let model = shipped();
+    let mut g = c.benchmark_group("parse_and_validate");
+    let single = br#"{"features": [5.8, 2.7, 5.1, 1.9]}"#.to_vec();
+    let named = br#"{"features": {"sepal_length": 5.8, "sepal_width": 2.7, "petal_length": 5.1, "petal_width": 1.9}}"#.to_vec();
+    let batch = batch_body(100).into_bytes();
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("single_row", |b| {
+        b.iter(|| parse_predict_body(&single, &model, 1000).unwrap())
+    });
+    g.bench_function("named_row", |b| {
+        b.iter(|| parse_predict_body(&named, &model, 1000).unwrap())
+    });
+    g.throughput(Throughput::Elements(100));
+    g.bench_function("batch_100_rows", |b| {
+        b.iter(|| parse_predict_body(&batch, &model, 1000).unwrap())
+    });
+    g.finish();
+}
+
+fn predicting(c: &mut Criterion) {
+    let data = load_dataset(Dataset::Iris);
+    let mut g = c.benchmark_group("predict");
+    for algorithm in [
+        Algorithm::RandomForest,
+        Algorithm::LogisticRegression,
+        Algorithm::DecisionTree,
+        Algorithm::Knn,
+    ] {
+        let artifact = train(
+            &data,
+            &TrainOptions {
+                name: "iris".into(),
+                algorithm,
+                seed: 42,
+                test_size: 0.2,
+                created_at: "2026-11-27T00:00:00Z".into(),
+            },
+        )
+        .unwrap();
+        let model = Model::new(artifact, "bench".into());
+        let one = [5.8, 2.7, 5.1, 1.9];
+        let hundred: Vec<f64> = data.x[..400].to_vec();
+        g.throughput(Throughput::Elements(1));
+        g.bench_with_input(
+            BenchmarkId::new(algorithm.to_string(), "1_row"),
+            &one,
+            |b, x| b.iter(|| model.predict(1, x).unwrap()),
+        );
+        g.throughput(Throughput::Elements(100));
+        g.bench_with_input(
+            BenchmarkId::new(algorithm.to_string(), "100_rows"),
+            &hundred,
+            |b, x| b.iter(|| model.predict(100, x).unwrap()),
+        );
+    }
+    g.finish();
+}
+
+fn audit_writes(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("bench.db").display());
+    let store = rt
+        .block_on(Store::open(
+            &url,
+            &StoreOptions {
+                sync: SyncLevel::Normal,
+                busy_timeout: Duration::from_secs(5),
+                read_only: false,
+            },
+        ))
+        .unwrap();
+    let request_id: Arc<str> = "01a21ae5-2725-75e0-bc2d-97ba63dbb223".into();
+    let (model, version, label, client): (Arc<str>, Arc<str>, Arc<str>, Arc<str>) = (
+        "iris".into(),
+        "98469e428bb454d9".into(),
+        "virginica".into(),
+        "127.0.0.1".into(),
+    );
+    let mut g = c.benchmark_group("audit_write_batch");
+    for rows in [1usize, 100, 1000, 10_000] {
+        let records: Vec<AuditRecord> = (0..rows)
+            .map(|i| AuditRecord {
+                request_id: request_id.clone(),
+                item: i as u32,
+                received_at: chrono::Utc::now(),
+                model: Some(model.clone()),
+                model_version: Some(version.clone()),
+                features: Some("[5.8,2.7,5.1,1.9]".into()),
+                prediction: Some(2),
+                label: Some(label.clone()),
+                status: 200,
+                error_code: None,
+                latency_us: 120,
+                client_addr: Some(client.clone()),
+                raw_body: None,
+            })
+            .collect();
+        let refs: Vec<&AuditRecord> = records.iter().collect();
+        g.throughput(Throughput::Elements(rows as u64));
+        g.bench_with_input(BenchmarkId::from_parameter(rows), &refs, |b, refs| {
+            b.iter(|| rt.block_on(store.write_batch(refs)).unwrap())
+        });
+    }
+    g.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1));
+    targets = parsing, predicting, audit_writes
+}
+criterion_main!(benches);
