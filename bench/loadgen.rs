@@ -154,7 +154,9 @@ async fn wait_ready(addr: &str, secs: u64) {
     while Instant::now() < deadline {
         if let Ok(mut s) = TcpStream::connect(addr).await
             && s.write_all(&request).await.is_ok()
-            && read_response(&mut s, &mut buf).await.is_ok_and(|st| st == 200)
+            && read_response(&mut s, &mut buf)
+                .await
+                .is_ok_and(|st| st == 200)
         {
             return;
         }

@@ -109,36 +109,53 @@ fn audit_writes(c: &mut Criterion) {
             },
         ))
         .unwrap();
-    let request_id: Arc<str> = "01a21ae5-2725-75e0-bc2d-97ba63dbb223".into();
     let (model, version, label, client): (Arc<str>, Arc<str>, Arc<str>, Arc<str>) = (
         "iris".into(),
         "98469e428bb454d9".into(),
         "virginica".into(),
         "127.0.0.1".into(),
     );
+    // Fresh rows for every iteration, as the service makes them: a new time-ordered request
+    // id per request of 10 rows and the current time, so index inserts land where they do in
+    // production (reusing one id would pile duplicate keys into the middle of the index).
+    let make = |rows: usize| -> Vec<AuditRecord> {
+        let now = chrono::Utc::now();
+        let mut id: Arc<str> = uuid::Uuid::now_v7().to_string().into();
+        (0..rows)
+            .map(|i| {
+                if i % 10 == 0 {
+                    id = uuid::Uuid::now_v7().to_string().into();
+                }
+                AuditRecord {
+                    request_id: id.clone(),
+                    item: (i % 10) as u32,
+                    received_at: now,
+                    model: Some(model.clone()),
+                    model_version: Some(version.clone()),
+                    features: Some("[5.8,2.7,5.1,1.9]".into()),
+                    prediction: Some(2),
+                    label: Some(label.clone()),
+                    status: 200,
+                    error_code: None,
+                    latency_us: 120,
+                    client_addr: Some(client.clone()),
+                    raw_body: None,
+                }
+            })
+            .collect()
+    };
     let mut g = c.benchmark_group("audit_write_batch");
     for rows in [1usize, 100, 1000, 10_000] {
-        let records: Vec<AuditRecord> = (0..rows)
-            .map(|i| AuditRecord {
-                request_id: request_id.clone(),
-                item: i as u32,
-                received_at: chrono::Utc::now(),
-                model: Some(model.clone()),
-                model_version: Some(version.clone()),
-                features: Some("[5.8,2.7,5.1,1.9]".into()),
-                prediction: Some(2),
-                label: Some(label.clone()),
-                status: 200,
-                error_code: None,
-                latency_us: 120,
-                client_addr: Some(client.clone()),
-                raw_body: None,
-            })
-            .collect();
-        let refs: Vec<&AuditRecord> = records.iter().collect();
         g.throughput(Throughput::Elements(rows as u64));
-        g.bench_with_input(BenchmarkId::from_parameter(rows), &refs, |b, refs| {
-            b.iter(|| rt.block_on(store.write_batch(refs)).unwrap())
+        g.bench_function(BenchmarkId::from_parameter(rows), |b| {
+            b.iter_batched(
+                || make(rows),
+                |records| {
+                    let refs: Vec<&AuditRecord> = records.iter().collect();
+                    rt.block_on(store.write_batch(&refs)).unwrap()
+                },
+                criterion::BatchSize::LargeInput,
+            )
         });
     }
     g.finish();
