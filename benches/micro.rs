@@ -140,6 +140,7 @@ fn audit_writes(c: &mut Criterion) {
                     latency_us: 120,
                     client_addr: Some(client.clone()),
                     raw_body: None,
+                    outliers: None,
                 }
             })
             .collect()

@@ -34,6 +34,8 @@ pub enum Command {
     Train(TrainArgs),
     /// Query the audit database directly (works while the server runs).
     Audit(AuditCliArgs),
+    /// Drift report of audited inputs against a model's training baseline.
+    Drift(DriftCliArgs),
 }
 
 /// Everything the HTTP service needs to start.
@@ -60,6 +62,9 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub audit: AuditSettings,
+
+    #[command(flatten)]
+    pub monitor: MonitorSettings,
 
     /// Largest request body accepted, in bytes (larger gets 413).
     #[arg(long, env = "INFERLOG_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
@@ -113,6 +118,74 @@ pub struct AuditSettings {
     /// Bearer token required by /audit. Unset: /audit answers loopback clients only.
     #[arg(long, env = "AUDIT_TOKEN", hide_env_values = true)]
     pub audit_token: Option<String>,
+}
+
+/// Outlier and drift thresholds.
+#[derive(Debug, Clone, Args)]
+pub struct MonitorSettings {
+    /// Flag values outside the training range widened by this fraction of it on each side.
+    #[arg(long, env = "INFERLOG_OUTLIER_RANGE_MARGIN", default_value_t = 0.1)]
+    pub outlier_range_margin: f64,
+
+    /// Flag values further than this many training standard deviations from the mean.
+    #[arg(long, env = "INFERLOG_OUTLIER_STD_K", default_value_t = 4.0)]
+    pub outlier_std_k: f64,
+
+    #[command(flatten)]
+    pub drift: DriftSettings,
+
+    /// Recent rows per model behind the drift gauges of /metrics.
+    #[arg(long, env = "INFERLOG_DRIFT_WINDOW", default_value_t = 1000)]
+    pub drift_window: usize,
+}
+
+/// Drift verdict thresholds (shared by the service and `inferlog drift`).
+#[derive(Debug, Clone, Args)]
+pub struct DriftSettings {
+    /// PSI from which a feature's drift is `warn`.
+    #[arg(long, env = "INFERLOG_DRIFT_PSI_WARN", default_value_t = 0.1)]
+    pub drift_psi_warn: f64,
+
+    /// PSI from which a feature's drift is `alert`.
+    #[arg(long, env = "INFERLOG_DRIFT_PSI_ALERT", default_value_t = 0.25)]
+    pub drift_psi_alert: f64,
+
+    /// Fewer rows than this give `insufficient_data` instead of a verdict.
+    #[arg(long, env = "INFERLOG_DRIFT_MIN_ROWS", default_value_t = 100)]
+    pub drift_min_rows: usize,
+}
+
+impl DriftSettings {
+    pub fn rule(&self) -> crate::monitor::drift::DriftRule {
+        crate::monitor::drift::DriftRule {
+            psi_warn: self.drift_psi_warn,
+            psi_alert: self.drift_psi_alert,
+            min_rows: self.drift_min_rows,
+        }
+    }
+}
+
+/// `inferlog drift`: the `/monitor/drift` report, run on the database file.
+#[derive(Debug, Clone, Args)]
+pub struct DriftCliArgs {
+    #[arg(
+        long = "db",
+        env = "DATABASE_URL",
+        default_value = "sqlite://inferlog.db"
+    )]
+    pub database_url: String,
+    #[arg(long, env = "INFERLOG_MODELS", default_value = "models")]
+    pub models: PathBuf,
+    #[arg(long, env = "INFERLOG_DEFAULT_MODEL", default_value = "iris")]
+    pub model: String,
+    /// Rows received at or after this RFC 3339 time.
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Rows received before this RFC 3339 time.
+    #[arg(long)]
+    pub until: Option<String>,
+    #[command(flatten)]
+    pub drift: DriftSettings,
 }
 
 /// `inferlog audit`: the `/audit` query, run on the database file.

@@ -9,14 +9,18 @@
 //! - [`input`]: parsing and validation of prediction requests.
 //! - [`model`]: the model artifact format, loading, prediction and training.
 //! - [`audit`]: the audit store (SQLite through sqlx), its background writer and queries.
+//! - [`monitor`]: outlier flags, drift statistics and the recent-input window.
+//! - [`metrics`]: Prometheus instruments and the `/metrics` exposition.
 //! - [`error`]: the HTTP error type and its JSON body.
 
 pub mod audit;
 pub mod cli;
 pub mod error;
 pub mod input;
+pub mod metrics;
 pub mod middleware;
 pub mod model;
+pub mod monitor;
 pub mod routes;
 pub mod startup;
 pub mod telemetry;

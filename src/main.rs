@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
-use inferlog::cli::{AuditCliArgs, Cli, Command, ServeArgs, TrainArgs};
+use inferlog::cli::{AuditCliArgs, Cli, Command, DriftCliArgs, ServeArgs, TrainArgs};
 use inferlog::model::train;
 use inferlog::startup::Application;
 use inferlog::telemetry;
@@ -21,6 +21,7 @@ fn main() -> ExitCode {
         Some(Command::Train(args)) => run_train(&args),
         Some(Command::Serve(args)) => run_serve(&args),
         Some(Command::Audit(args)) => run_audit(&args),
+        Some(Command::Drift(args)) => run_drift(&args),
         None => run_serve(&cli.serve),
     };
     match result {
@@ -36,8 +37,9 @@ fn run_serve(args: &ServeArgs) -> anyhow::Result<()> {
     let telemetry = telemetry::init(&args.log)?;
     telemetry::bridge_log_crate(&telemetry.logger, args.log.log_level);
     let logger = telemetry.logger.clone();
+    let dropped = std::sync::Arc::clone(&telemetry.dropped);
     let result = actix_web::rt::System::new().block_on(async {
-        let app = Application::build(args, logger.clone()).await?;
+        let app = Application::build(args, logger.clone(), dropped).await?;
         app.run_until_stopped().await
     });
     match &result {
@@ -58,6 +60,15 @@ fn run_audit(args: &AuditCliArgs) -> anyhow::Result<()> {
     let mut out = std::io::BufWriter::new(stdout.lock());
     runtime.block_on(inferlog::audit::report::run(args, &mut out))?;
     std::io::Write::flush(&mut out)?;
+    Ok(())
+}
+
+fn run_drift(args: &DriftCliArgs) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let report = runtime.block_on(inferlog::monitor::drift::offline_report(args))?;
+    println!("{}", serde_json::to_string_pretty(&report)?);
     Ok(())
 }
 

@@ -19,6 +19,7 @@ use slog::{debug, error, info, warn};
 
 use crate::error::{ErrorInfo, code_for_status, error_body};
 use crate::input::{PredictInput, Shape};
+use crate::metrics::{HttpLabels, Metrics, ReasonLabels, RouteLabels};
 use crate::model::Model;
 use crate::startup::AppState;
 
@@ -100,6 +101,8 @@ pub struct PredictionLog {
     pub model: Arc<Model>,
     pub input: Arc<PredictInput>,
     pub classes: Arc<[u32]>,
+    /// Rows with features flagged as outliers: (row, feature indices).
+    pub outliers: Vec<(usize, Vec<usize>)>,
 }
 
 pub async fn request_middleware(
@@ -125,6 +128,7 @@ pub async fn request_middleware(
         return Ok(res);
     };
     let log = &state.logger;
+    record_metrics(&state.metrics, &http_req, &res, latency_us);
     // slog-term prints key-value pairs last-to-first, so the macros below list them in reverse
     // for lines that read `request_id, …, latency_us`.
     let status = res.status();
@@ -166,6 +170,11 @@ pub async fn request_middleware(
         json_error_response(res, &info, &id)
     } else {
         if let Some(p) = res.response().extensions().get::<PredictionLog>() {
+            if !p.outliers.is_empty() {
+                warn!(log, "outlier input";
+                    "outliers" => %OutliersDisplay(&p.outliers, &p.model),
+                    "model" => p.model.name(), "request_id" => %id);
+            }
             info!(log, "prediction served";
                 "latency_us" => latency_us,
                 "labels" => %ClassesDisplay(&p.classes, Some(&p.model)),
@@ -188,6 +197,45 @@ pub async fn request_middleware(
         res.headers_mut().insert(REQUEST_ID_HEADER, v);
     }
     Ok(res)
+}
+
+/// Request counters and the latency histogram, by route pattern (bounded label values).
+fn record_metrics(
+    metrics: &Metrics,
+    req: &HttpRequest,
+    res: &ServiceResponse<BoxBody>,
+    latency_us: u64,
+) {
+    let route = req
+        .match_pattern()
+        .unwrap_or_else(|| "unmatched".to_string());
+    let status = res.status();
+    if status.is_client_error() && route.ends_with("predict") {
+        let reason = res
+            .response()
+            .extensions()
+            .get::<ErrorInfo>()
+            .map(|i| i.code.to_string())
+            .unwrap_or_else(|| code_for_status(status).to_string());
+        metrics
+            .rejected
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
+    }
+    metrics
+        .http_duration
+        .get_or_create(&RouteLabels {
+            route: route.clone(),
+        })
+        .observe(latency_us as f64 / 1e6);
+    metrics
+        .http_requests
+        .get_or_create(&HttpLabels {
+            route,
+            method: req.method().to_string(),
+            status: status.as_u16(),
+        })
+        .inc();
 }
 
 fn is_json(res: &ServiceResponse<BoxBody>) -> bool {
@@ -260,6 +308,29 @@ impl fmt::Display for FeaturesDisplay<'_> {
                 f.write_str("]")
             }
         }
+    }
+}
+
+struct OutliersDisplay<'a>(&'a [(usize, Vec<usize>)], &'a Model);
+
+impl fmt::Display for OutliersDisplay<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (n, (row, features)) in self.0.iter().take(LOGGED_ROWS).enumerate() {
+            if n > 0 {
+                f.write_str("; ")?;
+            }
+            write!(f, "row {row}: ")?;
+            for (k, &j) in features.iter().enumerate() {
+                if k > 0 {
+                    f.write_str(",")?;
+                }
+                f.write_str(&self.1.artifact.feature_names[j])?;
+            }
+        }
+        if self.0.len() > LOGGED_ROWS {
+            write!(f, "; … +{} rows", self.0.len() - LOGGED_ROWS)?;
+        }
+        Ok(())
     }
 }
 

@@ -7,6 +7,7 @@
 
 use std::net::TcpListener;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use actix_web::dev::{Server, ServerHandle};
@@ -19,8 +20,12 @@ use slog::{Logger, info, warn};
 use crate::audit::writer::{self, WriterHandle, WriterOptions};
 use crate::audit::{AuditSink, Store, StoreOptions};
 use crate::cli::ServeArgs;
+use crate::metrics::{LiveCollector, Metrics};
 use crate::middleware::request_middleware;
 use crate::model::ModelRegistry;
+use crate::monitor::drift::DriftRule;
+use crate::monitor::outliers::OutlierRule;
+use crate::monitor::window::DriftWindows;
 use crate::routes;
 
 /// What every handler shares.
@@ -37,6 +42,11 @@ pub struct AppState {
     pub store: Store,
     /// SHA-256 of `AUDIT_TOKEN`, when set.
     pub audit_token_digest: Option<[u8; 32]>,
+    pub metrics: Arc<Metrics>,
+    /// Recent inputs per model, for the drift gauges.
+    pub drift_windows: Arc<DriftWindows>,
+    pub outlier_rule: OutlierRule,
+    pub drift_rule: DriftRule,
 }
 
 pub struct Application {
@@ -47,8 +57,13 @@ pub struct Application {
 }
 
 impl Application {
-    pub async fn build(args: &ServeArgs, logger: Logger) -> anyhow::Result<Application> {
-        let models = ModelRegistry::load_dir(&args.models, &args.default_model)?;
+    /// `log_dropped` is the logger's count of dropped records, for `/metrics`.
+    pub async fn build(
+        args: &ServeArgs,
+        logger: Logger,
+        log_dropped: Arc<AtomicU64>,
+    ) -> anyhow::Result<Application> {
+        let models = Arc::new(ModelRegistry::load_dir(&args.models, &args.default_model)?);
         for m in models.all() {
             info!(logger, "model loaded";
                 "model" => m.name(), "version" => &m.artifact.version,
@@ -66,6 +81,7 @@ impl Application {
         .await?;
         info!(logger, "audit store open";
             "mode" => ?a.audit_mode, "database" => &args.database_url);
+        let mut metrics = Metrics::new();
         let (audit, writer) = writer::spawn(
             store.clone(),
             &WriterOptions {
@@ -73,6 +89,7 @@ impl Application {
                 queue_capacity: a.audit_queue,
                 queue_timeout: Duration::from_millis(a.audit_queue_timeout_ms),
                 commit_timeout: Duration::from_millis(a.audit_commit_timeout_ms),
+                metrics: metrics.writer.clone(),
             },
             logger.new(slog::o!("component" => "audit")),
         );
@@ -87,14 +104,34 @@ impl Application {
                 "AUDIT_TOKEN is not set: /audit answers loopback clients only"
             );
         }
+        let m = &args.monitor;
+        let drift_rule = m.drift.rule();
+        let drift_windows = Arc::new(DriftWindows::new(
+            &models,
+            m.drift_window,
+            drift_rule.min_rows,
+        ));
+        metrics.register_live(LiveCollector {
+            audit: audit.clone(),
+            log_dropped,
+            models: Arc::clone(&models),
+            drift: Arc::clone(&drift_windows),
+        });
         let state = web::Data::new(AppState {
-            models: Arc::new(models),
+            models,
             logger: logger.clone(),
             max_body_bytes: args.max_body_bytes,
             max_batch: args.max_batch,
             audit,
             store,
             audit_token_digest,
+            metrics: Arc::new(metrics),
+            drift_windows,
+            outlier_rule: OutlierRule {
+                range_margin: m.outlier_range_margin,
+                std_k: m.outlier_std_k,
+            },
+            drift_rule,
         });
         let listener =
             TcpListener::bind(args.bind).with_context(|| format!("binding {}", args.bind))?;

@@ -3,7 +3,7 @@
 
 use super::StoredRecord;
 
-pub const CSV_HEADER: [&str; 14] = [
+pub const CSV_HEADER: [&str; 15] = [
     "id",
     "request_id",
     "item",
@@ -18,6 +18,7 @@ pub const CSV_HEADER: [&str; 14] = [
     "latency_us",
     "client_addr",
     "raw_body",
+    "outliers",
 ];
 
 /// CSV text of `records`, preceded by the header row when `header` is set.
@@ -43,6 +44,7 @@ pub fn csv_chunk(records: &[StoredRecord], header: bool) -> anyhow::Result<Vec<u
             &r.latency_us.to_string(),
             r.client_addr.as_deref().unwrap_or(""),
             r.raw_body.as_deref().unwrap_or(""),
+            r.outliers.as_ref().map(|f| f.get()).unwrap_or(""),
         ])?;
     }
     Ok(w.into_inner()?)

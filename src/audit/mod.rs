@@ -63,6 +63,8 @@ pub struct AuditRecord {
     pub client_addr: Option<Arc<str>>,
     /// Rejected requests: the body (lossy UTF-8), cut to [`RAW_BODY_LIMIT`] bytes.
     pub raw_body: Option<String>,
+    /// JSON array of the names of features flagged as outliers; `None` when none were.
+    pub outliers: Option<String>,
 }
 
 /// Most bytes of a rejected body kept in the audit row.
@@ -101,6 +103,7 @@ pub struct StoredRecord {
     pub latency_us: i64,
     pub client_addr: Option<String>,
     pub raw_body: Option<String>,
+    pub outliers: Option<Box<serde_json::value::RawValue>>,
 }
 
 /// The audit backend. Every method the service and the CLI use goes through here.
@@ -148,6 +151,17 @@ impl Store {
     pub async fn summary(&self, filter: &AuditFilter) -> anyhow::Result<Summary> {
         match self {
             Store::Sqlite(s) => s.summary(filter).await,
+        }
+    }
+
+    pub async fn drift_rows(
+        &self,
+        model: &str,
+        n_features: usize,
+        filter: &AuditFilter,
+    ) -> anyhow::Result<(Vec<f64>, Vec<u32>)> {
+        match self {
+            Store::Sqlite(s) => s.drift_rows(model, n_features, filter).await,
         }
     }
 

@@ -25,9 +25,10 @@ pub struct SqliteStore {
 }
 
 const COLUMNS: &str = "id, request_id, item, received_at, model, model_version, features, \
-                       prediction, label, status, error_code, latency_us, client_addr, raw_body";
+                       prediction, label, status, error_code, latency_us, client_addr, raw_body, \
+                       outliers";
 
-/// Most rows per INSERT statement: 13 parameters a row stay far below SQLite's bound-parameter
+/// Most rows per INSERT statement: 14 parameters a row stay far below SQLite's bound-parameter
 /// limit, and a batch up to this size is one statement (one implicit transaction).
 const MAX_ROWS_PER_STATEMENT: usize = 512;
 
@@ -219,6 +220,39 @@ impl SqliteStore {
         })
     }
 
+    /// Features and predicted classes of the answered rows of `model` in a time range, for
+    /// drift: row-major values of the rows that have `n_features` features.
+    pub async fn drift_rows(
+        &self,
+        model: &str,
+        n_features: usize,
+        filter: &AuditFilter,
+    ) -> anyhow::Result<(Vec<f64>, Vec<u32>)> {
+        use futures_util::TryStreamExt;
+        let mut qb = QueryBuilder::<Sqlite>::new("select features, prediction from prediction");
+        push_where(&mut qb, filter);
+        qb.push(" and status = 200 and model = ")
+            .push_bind(model.to_string());
+        let query = qb.build();
+        let mut rows = query.fetch(&self.read);
+        let (mut values, mut classes) = (Vec::new(), Vec::new());
+        while let Some(row) = rows.try_next().await.context("reading audited inputs")? {
+            let features: Option<String> = row.try_get(0)?;
+            let class: Option<i64> = row.try_get(1)?;
+            let (Some(features), Some(class)) = (features, class) else {
+                continue;
+            };
+            let Ok(parsed) = serde_json::from_str::<Vec<f64>>(&features) else {
+                continue;
+            };
+            if parsed.len() == n_features {
+                values.extend(parsed);
+                classes.push(class as u32);
+            }
+        }
+        Ok((values, classes))
+    }
+
     pub async fn close(&self) {
         if let Some(w) = &self.write {
             w.close().await;
@@ -231,7 +265,8 @@ impl SqliteStore {
 fn insert<'a>(rows: &[&'a AuditRecord]) -> QueryBuilder<'a, Sqlite> {
     let mut qb = QueryBuilder::<Sqlite>::new(
         "insert into prediction (request_id, item, received_at, model, model_version, \
-         features, prediction, label, status, error_code, latency_us, client_addr, raw_body) ",
+         features, prediction, label, status, error_code, latency_us, client_addr, raw_body, \
+         outliers) ",
     );
     qb.push_values(rows.iter().copied(), |mut b, r| {
         b.push_bind(&*r.request_id)
@@ -246,7 +281,8 @@ fn insert<'a>(rows: &[&'a AuditRecord]) -> QueryBuilder<'a, Sqlite> {
             .push_bind(r.error_code.as_deref())
             .push_bind(r.latency_us as i64)
             .push_bind(r.client_addr.as_deref())
-            .push_bind(r.raw_body.as_deref());
+            .push_bind(r.raw_body.as_deref())
+            .push_bind(r.outliers.as_deref());
     });
     qb
 }
@@ -287,6 +323,7 @@ fn push_where(qb: &mut QueryBuilder<'_, Sqlite>, f: &AuditFilter) {
 
 fn stored(row: &SqliteRow) -> anyhow::Result<StoredRecord> {
     let features: Option<String> = row.try_get("features")?;
+    let outliers: Option<String> = row.try_get("outliers")?;
     Ok(StoredRecord {
         id: row.try_get("id")?,
         request_id: row.try_get("request_id")?,
@@ -305,5 +342,9 @@ fn stored(row: &SqliteRow) -> anyhow::Result<StoredRecord> {
         latency_us: row.try_get("latency_us")?,
         client_addr: row.try_get("client_addr")?,
         raw_body: row.try_get("raw_body")?,
+        outliers: outliers
+            .map(serde_json::value::RawValue::from_string)
+            .transpose()
+            .context("a stored outliers value is not JSON")?,
     })
 }

@@ -17,13 +17,14 @@
 
 use std::sync::Arc;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use slog::{Logger, error, info, warn};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{AuditMode, AuditRecord, Store};
+use crate::metrics::WriterMetrics;
 
 /// Most rows written in one transaction.
 pub const MAX_BATCH_ROWS: usize = 16_384;
@@ -74,14 +75,6 @@ impl StoreHealth {
     }
 }
 
-/// Counters of the writer, for metrics and benchmarks.
-#[derive(Debug, Default)]
-pub struct WriterStats {
-    pub rows_written: AtomicU64,
-    pub batches: AtomicU64,
-    pub write_errors: AtomicU64,
-}
-
 /// Why a record could not be accepted.
 #[derive(Debug, thiserror::Error)]
 pub enum SubmitError {
@@ -105,8 +98,16 @@ pub struct AuditSink {
     /// Longest wait for a durable commit before answering 503.
     commit_timeout: Duration,
     pub health: Arc<StoreHealth>,
-    pub stats: Arc<WriterStats>,
     capacity: usize,
+}
+
+impl std::fmt::Debug for AuditSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditSink")
+            .field("mode", &self.mode)
+            .field("queue_depth", &self.queue_depth())
+            .finish()
+    }
 }
 
 impl AuditSink {
@@ -189,6 +190,7 @@ pub struct WriterOptions {
     pub queue_capacity: usize,
     pub queue_timeout: Duration,
     pub commit_timeout: Duration,
+    pub metrics: WriterMetrics,
 }
 
 /// Starts the writer on the current runtime.
@@ -196,13 +198,12 @@ pub fn spawn(store: Store, opts: &WriterOptions, log: Logger) -> (AuditSink, Wri
     let capacity = opts.queue_capacity.max(1);
     let (tx, rx) = mpsc::channel(capacity);
     let health = Arc::new(StoreHealth::default());
-    let stats = Arc::new(WriterStats::default());
     let writer = Writer {
         store,
         rx,
         log,
         health: Arc::clone(&health),
-        stats: Arc::clone(&stats),
+        metrics: opts.metrics.clone(),
     };
     let task = tokio::spawn(writer.run());
     let sink = AuditSink {
@@ -211,7 +212,6 @@ pub fn spawn(store: Store, opts: &WriterOptions, log: Logger) -> (AuditSink, Wri
         queue_timeout: opts.queue_timeout,
         commit_timeout: opts.commit_timeout,
         health,
-        stats,
         capacity,
     };
     (sink, WriterHandle { tx, task })
@@ -222,7 +222,7 @@ struct Writer {
     rx: mpsc::Receiver<Job>,
     log: Logger,
     health: Arc<StoreHealth>,
-    stats: Arc<WriterStats>,
+    metrics: WriterMetrics,
 }
 
 /// Rows already answered that must still be committed, plus durable jobs of this round.
@@ -275,6 +275,7 @@ impl Writer {
                     .chain(round.durable.iter().flat_map(|(r, _)| r.iter()))
                     .collect();
                 let n = refs.len();
+                let started = Instant::now();
                 let result = self.store.write_batch(&refs).await;
                 drop(refs);
                 match result {
@@ -283,10 +284,11 @@ impl Writer {
                             info!(self.log, "audit store writable again");
                         }
                         self.health.set_ok();
-                        self.stats
-                            .rows_written
-                            .fetch_add(n as u64, Ordering::Relaxed);
-                        self.stats.batches.fetch_add(1, Ordering::Relaxed);
+                        self.metrics.rows_written.inc_by(n as u64);
+                        self.metrics.batch_rows.observe(n as f64);
+                        self.metrics
+                            .commit_seconds
+                            .observe(started.elapsed().as_secs_f64());
                         for (_, ack) in round.durable.drain(..) {
                             let _ = ack.send(Ok(()));
                         }
@@ -295,7 +297,7 @@ impl Writer {
                     }
                     Err(e) => {
                         let reason: Arc<str> = format!("{e:#}").into();
-                        self.stats.write_errors.fetch_add(1, Ordering::Relaxed);
+                        self.metrics.write_errors.inc();
                         self.health.set_failed(reason.to_string());
                         error!(self.log, "audit commit failed; will retry";
                             "error" => %reason, "owed_rows" => round.owed.len(),

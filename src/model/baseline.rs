@@ -19,7 +19,13 @@ pub struct FeatureStats {
     pub bin_edges: Vec<f64>,
     /// Share of training rows in each bin; `bin_edges.len() + 1` values summing to 1.
     pub bin_proportions: Vec<f64>,
+    /// The training values, sorted; beyond [`SAMPLE_SIZE`] rows, that many evenly spaced order
+    /// statistics. The two-sample Kolmogorov–Smirnov test of drift compares against it.
+    pub sample: Vec<f64>,
 }
+
+/// Most training values kept per feature for the Kolmogorov–Smirnov test.
+pub const SAMPLE_SIZE: usize = 1000;
 
 /// What a model's inputs and outputs looked like at training time.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -54,6 +60,13 @@ impl FeatureStats {
         for &v in values {
             counts[bin_index(&bin_edges, v)] += 1;
         }
+        let sample = if sorted.len() <= SAMPLE_SIZE {
+            sorted.clone()
+        } else {
+            (0..SAMPLE_SIZE)
+                .map(|i| sorted[i * (sorted.len() - 1) / (SAMPLE_SIZE - 1)])
+                .collect()
+        };
         FeatureStats {
             name: name.to_string(),
             min: sorted[0],
@@ -62,6 +75,7 @@ impl FeatureStats {
             std: var.sqrt(),
             bin_edges,
             bin_proportions: counts.iter().map(|&c| c as f64 / n).collect(),
+            sample,
         }
     }
 }
@@ -116,6 +130,16 @@ mod tests {
         assert_eq!(s.bin_proportions.len(), 10);
         assert!((s.bin_proportions.iter().sum::<f64>() - 1.0).abs() < 1e-12);
         assert!(s.bin_proportions.iter().all(|&p| (p - 0.1).abs() < 1e-12));
+        assert_eq!(s.sample, v);
+    }
+
+    #[test]
+    fn large_columns_keep_evenly_spaced_order_statistics() {
+        let v: Vec<f64> = (0..5000).rev().map(f64::from).collect();
+        let s = FeatureStats::from_values("x", &v);
+        assert_eq!(s.sample.len(), SAMPLE_SIZE);
+        assert_eq!((s.sample[0], s.sample[SAMPLE_SIZE - 1]), (0.0, 4999.0));
+        assert!(s.sample.windows(2).all(|w| w[0] <= w[1]));
     }
 
     #[test]

@@ -3,6 +3,7 @@
 pub mod audit;
 pub mod health;
 pub mod models;
+pub mod monitor;
 pub mod predict;
 
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -20,6 +21,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(web::resource("/audit").route(web::get().to(audit::list)))
         .service(web::resource("/audit/summary").route(web::get().to(audit::summary)))
         .service(web::resource("/audit/{request_id}").route(web::get().to(audit::by_request)))
+        .service(web::resource("/metrics").route(web::get().to(monitor::metrics)))
+        .service(web::resource("/monitor/drift").route(web::get().to(monitor::drift)))
         .service(web::resource("/health/live").route(web::get().to(health::live)))
         .service(web::resource("/health/ready").route(web::get().to(health::ready)))
         .default_service(web::to(not_found));

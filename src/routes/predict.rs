@@ -17,6 +17,7 @@ use slog::warn;
 use crate::audit::{AuditRecord, cut_body};
 use crate::error::ApiError;
 use crate::input::{PredictInput, parse_predict_body};
+use crate::metrics::{FeatureLabels, PredictionLabels};
 use crate::middleware::{PredictionLog, RequestId, RequestStart};
 use crate::model::Model;
 use crate::startup::AppState;
@@ -111,6 +112,7 @@ async fn audited(
         latency_us: start.instant.elapsed().as_micros() as u64,
         client_addr: client_addr(req),
         raw_body: body.map(|b| cut_body(&b)),
+        outliers: None,
     };
     if let Err(e) = state.audit.submit_rejected(record).await {
         warn!(state.logger, "audit row of a rejected request not queued";
@@ -126,6 +128,14 @@ struct PredictResponse<'a> {
     model: &'a str,
     model_version: &'a str,
     request_id: &'a str,
+    /// Rows with features outside the training range or spread (empty when none).
+    outliers: Vec<OutlierEntry<'a>>,
+}
+
+#[derive(Serialize)]
+struct OutlierEntry<'a> {
+    item: usize,
+    features: Vec<&'a str>,
 }
 
 async fn serve(
@@ -154,25 +164,42 @@ async fn serve(
     drop(body);
 
     let classes: Arc<[u32]> = predict(&model, &input).await.map_err(fail)?.into();
-    let records = audit_records(req, id, start, &model, &input, &classes);
+    let stats = &model.artifact.baseline.features;
+    let outliers: Vec<(usize, Vec<usize>)> = (0..input.rows)
+        .filter_map(|i| {
+            let flagged = state.outlier_rule.flag_row(stats, input.row(i));
+            (!flagged.is_empty()).then_some((i, flagged))
+        })
+        .collect();
+    let records = audit_records(req, id, start, &model, &input, &classes, &outliers);
     state.audit.submit(records).await.map_err(|e| {
         fail(ApiError::Unavailable {
             code: "audit_unavailable",
             message: format!("the prediction was not served because it could not be audited: {e}"),
         })
     })?;
+    count(state, &model, &input, &classes, &outliers);
 
+    let names = &model.artifact.feature_names;
     let mut res = HttpResponse::Ok().json(PredictResponse {
         prediction: &classes,
         labels: classes.iter().map(|&c| model.label(c)).collect(),
         model: model.name(),
         model_version: &model.artifact.version,
         request_id: id.as_str(),
+        outliers: outliers
+            .iter()
+            .map(|(item, fs)| OutlierEntry {
+                item: *item,
+                features: fs.iter().map(|&j| names[j].as_str()).collect(),
+            })
+            .collect(),
     });
     res.extensions_mut().insert(PredictionLog {
         model,
         input,
         classes,
+        outliers,
     });
     Ok(res)
 }
@@ -190,6 +217,43 @@ async fn predict(model: &Arc<Model>, input: &Arc<PredictInput>) -> Result<Vec<u3
         .map_err(|e| ApiError::Internal(e.into()))
 }
 
+/// Metrics and the drift window, for rows that were answered.
+fn count(
+    state: &AppState,
+    model: &Model,
+    input: &PredictInput,
+    classes: &[u32],
+    outliers: &[(usize, Vec<usize>)],
+) {
+    state.drift_windows.record(model, &input.values, classes);
+    let mut per_class = vec![0u64; model.shared.labels.len()];
+    for &c in classes {
+        per_class[c as usize] += 1;
+    }
+    for (c, &n) in per_class.iter().enumerate().filter(|(_, n)| **n > 0) {
+        state
+            .metrics
+            .predictions
+            .get_or_create(&PredictionLabels {
+                model: model.shared.name.clone(),
+                label: model.shared.labels[c].clone(),
+            })
+            .inc_by(n);
+    }
+    for (_, features) in outliers {
+        for &j in features {
+            state
+                .metrics
+                .outliers
+                .get_or_create(&FeatureLabels {
+                    model: model.shared.name.clone(),
+                    feature: model.artifact.feature_names[j].as_str().into(),
+                })
+                .inc();
+        }
+    }
+}
+
 /// One row per input row, built from the values that are returned and logged.
 fn audit_records(
     req: &HttpRequest,
@@ -198,9 +262,12 @@ fn audit_records(
     model: &Model,
     input: &PredictInput,
     classes: &[u32],
+    outliers: &[(usize, Vec<usize>)],
 ) -> Vec<AuditRecord> {
     let latency_us = start.instant.elapsed().as_micros() as u64;
     let client = client_addr(req);
+    let names = &model.artifact.feature_names;
+    let mut flagged = outliers.iter().peekable();
     classes
         .iter()
         .enumerate()
@@ -219,6 +286,10 @@ fn audit_records(
             latency_us,
             client_addr: client.clone(),
             raw_body: None,
+            outliers: flagged.next_if(|(row, _)| *row == i).map(|(_, fs)| {
+                let list: Vec<&str> = fs.iter().map(|&j| names[j].as_str()).collect();
+                serde_json::to_string(&list).unwrap_or_default()
+            }),
         })
         .collect()
 }

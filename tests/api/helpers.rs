@@ -70,8 +70,11 @@ pub fn spawn_app_with(extra: &[&str]) -> TestApp {
     let thread = std::thread::spawn(move || {
         let telemetry = telemetry::init(&args.log).expect("logger");
         let logger = telemetry.logger.clone();
+        let dropped = std::sync::Arc::clone(&telemetry.dropped);
         actix_web::rt::System::new().block_on(async move {
-            let app = Application::build(&args, logger).await.expect("app builds");
+            let app = Application::build(&args, logger, dropped)
+                .await
+                .expect("app builds");
             tx.send((app.port(), app.handle())).unwrap();
             app.run_until_stopped().await.expect("server runs");
         });
@@ -218,7 +221,7 @@ pub fn db_json(path: &Path, sql: &str) -> Vec<serde_json::Value> {
 }
 
 /// Every column of `prediction` as one JSON object, for [`db_json`].
-pub const ROW_JSON: &str = "json_object('id', id, 'request_id', request_id, 'item', item,     'received_at', received_at, 'model', model, 'model_version', model_version,     'features', json(features), 'prediction', prediction, 'label', label, 'status', status,     'error_code', error_code, 'latency_us', latency_us, 'client_addr', client_addr,     'raw_body', raw_body)";
+pub const ROW_JSON: &str = "json_object('id', id, 'request_id', request_id, 'item', item,     'received_at', received_at, 'model', model, 'model_version', model_version,     'features', json(features), 'prediction', prediction, 'label', label, 'status', status,     'error_code', error_code, 'latency_us', latency_us, 'client_addr', client_addr,     'raw_body', raw_body, 'outliers', json(outliers))";
 
 pub fn wait_for_line(path: &Path, needles: &[&str]) -> String {
     let deadline = Instant::now() + Duration::from_secs(10);

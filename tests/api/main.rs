@@ -4,6 +4,7 @@ mod audit;
 mod helpers;
 mod logging;
 mod models;
+mod monitor;
 mod predict;
 mod readme;
 mod shutdown;

@@ -73,6 +73,7 @@ fn record(s: &Spec, item: u32) -> AuditRecord {
         latency_us: s.latency,
         client_addr: Some("127.0.0.1".into()),
         raw_body: None,
+        outliers: None,
     }
 }
 

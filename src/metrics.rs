@@ -1,0 +1,264 @@
+//! Prometheus metrics, served at `GET /metrics` in the Prometheus text format (0.0.4) through
+//! the Prometheus project's `prometheus-client` crate.
+//!
+//! Counters and histograms are updated where things happen (the request middleware, the
+//! predict handler, the audit writer). Values that already live elsewhere — the audit queue
+//! depth, dropped log records, model identity, the drift of the recent-input window — are read
+//! at scrape time by [`LiveCollector`], so the request path does no extra work for them.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::audit::AuditSink;
+use crate::model::ModelRegistry;
+use crate::monitor::window::DriftWindows;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HttpLabels {
+    /// The matched route pattern (`/models/{name}/predict`), `unmatched` otherwise: bounded.
+    pub route: String,
+    pub method: String,
+    pub status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    pub route: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PredictionLabels {
+    pub model: Arc<str>,
+    pub label: Arc<str>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FeatureLabels {
+    pub model: Arc<str>,
+    pub feature: Arc<str>,
+}
+
+/// The audit writer's instruments (clones share the registered metric).
+#[derive(Clone, Debug)]
+pub struct WriterMetrics {
+    pub rows_written: Counter,
+    pub batch_rows: Histogram,
+    pub commit_seconds: Histogram,
+    pub write_errors: Counter,
+}
+
+impl Default for WriterMetrics {
+    fn default() -> Self {
+        WriterMetrics {
+            rows_written: Counter::default(),
+            batch_rows: Histogram::new(exponential_buckets(1.0, 4.0, 9)),
+            commit_seconds: Histogram::new(exponential_buckets(0.000_05, 3.0, 12)),
+            write_errors: Counter::default(),
+        }
+    }
+}
+
+/// Every instrument the service updates.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    pub http_requests: Family<HttpLabels, Counter>,
+    pub http_duration: Family<RouteLabels, Histogram>,
+    pub predictions: Family<PredictionLabels, Counter>,
+    pub rejected: Family<ReasonLabels, Counter>,
+    pub outliers: Family<FeatureLabels, Counter>,
+    pub writer: WriterMetrics,
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("inferlog");
+        let http_requests = Family::<HttpLabels, Counter>::default();
+        registry.register(
+            "http_requests",
+            "HTTP requests answered, by route pattern, method and status",
+            http_requests.clone(),
+        );
+        let http_duration = Family::<RouteLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.000_05, 2.5, 14))
+        });
+        registry.register(
+            "http_request_duration_seconds",
+            "Time from request arrival to response, by route pattern",
+            http_duration.clone(),
+        );
+        let predictions = Family::<PredictionLabels, Counter>::default();
+        registry.register(
+            "predictions",
+            "Rows predicted and answered, by model and predicted label",
+            predictions.clone(),
+        );
+        let rejected = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "rejected_requests",
+            "Prediction requests rejected, by error code",
+            rejected.clone(),
+        );
+        let outliers = Family::<FeatureLabels, Counter>::default();
+        registry.register(
+            "outlier_features",
+            "Input values outside the training range or spread, by model and feature",
+            outliers.clone(),
+        );
+        let writer = WriterMetrics::default();
+        registry.register(
+            "audit_rows_written",
+            "Audit rows committed",
+            writer.rows_written.clone(),
+        );
+        registry.register(
+            "audit_batch_rows",
+            "Rows per audit commit",
+            writer.batch_rows.clone(),
+        );
+        registry.register(
+            "audit_commit_duration_seconds",
+            "Time to write and commit one audit batch",
+            writer.commit_seconds.clone(),
+        );
+        registry.register(
+            "audit_write_errors",
+            "Audit commits that failed",
+            writer.write_errors.clone(),
+        );
+        Metrics {
+            registry,
+            http_requests,
+            http_duration,
+            predictions,
+            rejected,
+            outliers,
+            writer,
+        }
+    }
+
+    /// Adds the values read at scrape time.
+    pub fn register_live(&mut self, live: LiveCollector) {
+        self.registry.register_collector(Box::new(live));
+    }
+
+    /// The exposition text.
+    pub fn encode(&self) -> Result<String, std::fmt::Error> {
+        let mut out = String::with_capacity(16 * 1024);
+        prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry)?;
+        Ok(out)
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+/// Values read when `/metrics` is scraped.
+#[derive(Debug)]
+pub struct LiveCollector {
+    pub audit: AuditSink,
+    pub log_dropped: Arc<AtomicU64>,
+    pub models: Arc<ModelRegistry>,
+    pub drift: Arc<DriftWindows>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ModelInfoLabels {
+    model: String,
+    version: String,
+    algorithm: String,
+}
+
+impl Collector for LiveCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let depth = ConstGauge::new(self.audit.queue_depth() as i64);
+        depth.encode(encoder.encode_descriptor(
+            "audit_queue_depth",
+            "Requests whose audit rows wait for the writer",
+            None,
+            MetricType::Gauge,
+        )?)?;
+        let dropped = ConstCounter::new(self.log_dropped.load(Ordering::Relaxed));
+        dropped.encode(encoder.encode_descriptor(
+            "log_records_dropped",
+            "Log records dropped because the log queue was full",
+            None,
+            MetricType::Counter,
+        )?)?;
+        let unhealthy = ConstGauge::new(i64::from(self.audit.health.problem().is_some()));
+        unhealthy.encode(encoder.encode_descriptor(
+            "audit_store_failing",
+            "1 while the last audit commit failed",
+            None,
+            MetricType::Gauge,
+        )?)?;
+
+        let mut info = encoder.encode_descriptor(
+            "model_info",
+            "Models served (value is always 1)",
+            None,
+            MetricType::Gauge,
+        )?;
+        for m in self.models.all() {
+            let labels = ModelInfoLabels {
+                model: m.name().to_string(),
+                version: m.artifact.version.clone(),
+                algorithm: m.artifact.algorithm.to_string(),
+            };
+            ConstGauge::new(1i64).encode(info.encode_family(&labels)?)?;
+        }
+
+        let snapshots = self.drift.snapshot();
+        let mut psi = encoder.encode_descriptor(
+            "drift_psi",
+            "Population stability index of the recent-input window against the training \
+             baseline, per model and feature (feature=\"prediction\": predicted classes)",
+            None,
+            MetricType::Gauge,
+        )?;
+        for s in &snapshots {
+            for (feature, value) in &s.psi {
+                let labels = FeatureLabels {
+                    model: s.model.clone(),
+                    feature: feature.clone(),
+                };
+                ConstGauge::new(*value).encode(psi.encode_family(&labels)?)?;
+            }
+        }
+        let mut rows = encoder.encode_descriptor(
+            "drift_window_rows",
+            "Rows in the recent-input window that the drift gauges describe",
+            None,
+            MetricType::Gauge,
+        )?;
+        for s in &snapshots {
+            let labels = ModelLabel {
+                model: s.model.clone(),
+            };
+            ConstGauge::new(s.rows as i64).encode(rows.encode_family(&labels)?)?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ModelLabel {
+    model: Arc<str>,
+}

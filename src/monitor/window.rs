@@ -1,0 +1,127 @@
+//! The rolling window of recent inputs behind the drift gauges of `/metrics`.
+//!
+//! Each model keeps the bin index of every feature and the predicted class of its last
+//! `capacity` rows; a scrape turns the counts into PSI values. Recording a row is a short
+//! mutex hold per request (no allocation once the ring is full), and scrapes never touch the
+//! database.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use super::drift::psi;
+use crate::model::baseline::bin_index;
+use crate::model::{Model, ModelRegistry};
+
+struct Window {
+    model: Arc<Model>,
+    capacity: usize,
+    /// Bin index of each feature (row-major, `n_features` per row), oldest first.
+    bins: VecDeque<u8>,
+    classes: VecDeque<u32>,
+}
+
+/// PSI values of one model's window.
+#[derive(Debug, Clone)]
+pub struct WindowSnapshot {
+    pub model: Arc<str>,
+    pub rows: usize,
+    /// (feature name or "prediction", PSI)
+    pub psi: Vec<(Arc<str>, f64)>,
+}
+
+pub struct DriftWindows {
+    windows: HashMap<String, Mutex<Window>>,
+    /// Windows with fewer rows are not reported (their PSI would be noise).
+    min_rows: usize,
+}
+
+impl std::fmt::Debug for DriftWindows {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DriftWindows")
+            .field("models", &self.windows.len())
+            .finish()
+    }
+}
+
+impl DriftWindows {
+    pub fn new(models: &ModelRegistry, capacity: usize, min_rows: usize) -> DriftWindows {
+        let windows = models
+            .all()
+            .into_iter()
+            .map(|m| {
+                let n = m.n_features();
+                let window = Window {
+                    model: Arc::clone(m),
+                    capacity: capacity.max(1),
+                    bins: VecDeque::with_capacity(capacity * n),
+                    classes: VecDeque::with_capacity(capacity),
+                };
+                (m.name().to_string(), Mutex::new(window))
+            })
+            .collect();
+        DriftWindows { windows, min_rows }
+    }
+
+    /// Adds answered rows (row-major `values`, one class per row) to the model's window.
+    pub fn record(&self, model: &Model, values: &[f64], classes: &[u32]) {
+        let Some(window) = self.windows.get(model.name()) else {
+            return;
+        };
+        let stats = &model.artifact.baseline.features;
+        let n = stats.len();
+        let Ok(mut w) = window.lock() else { return };
+        for (i, &class) in classes.iter().enumerate() {
+            if w.classes.len() == w.capacity {
+                w.classes.pop_front();
+                w.bins.drain(..n);
+            }
+            for (j, s) in stats.iter().enumerate() {
+                let bin = bin_index(&s.bin_edges, values[i * n + j]);
+                w.bins.push_back(bin.min(u8::MAX as usize) as u8);
+            }
+            w.classes.push_back(class);
+        }
+    }
+
+    /// PSI of every window with enough rows.
+    pub fn snapshot(&self) -> Vec<WindowSnapshot> {
+        let mut out = Vec::new();
+        for window in self.windows.values() {
+            let Ok(w) = window.lock() else { continue };
+            let rows = w.classes.len();
+            if rows < self.min_rows.max(1) {
+                continue;
+            }
+            let baseline = &w.model.artifact.baseline;
+            let n = baseline.features.len();
+            let mut psi_values = Vec::with_capacity(n + 1);
+            for (j, stats) in baseline.features.iter().enumerate() {
+                let mut counts = vec![0u64; stats.bin_proportions.len()];
+                for row in 0..rows {
+                    counts[w.bins[row * n + j] as usize] += 1;
+                }
+                psi_values.push((
+                    Arc::<str>::from(stats.name.as_str()),
+                    psi(&stats.bin_proportions, &counts),
+                ));
+            }
+            let mut class_counts = vec![0u64; baseline.class_proportions.len()];
+            for &c in &w.classes {
+                if let Some(slot) = class_counts.get_mut(c as usize) {
+                    *slot += 1;
+                }
+            }
+            psi_values.push((
+                Arc::from("prediction"),
+                psi(&baseline.class_proportions, &class_counts),
+            ));
+            out.push(WindowSnapshot {
+                model: w.model.shared.name.clone(),
+                rows,
+                psi: psi_values,
+            });
+        }
+        out.sort_by(|a, b| a.model.cmp(&b.model));
+        out
+    }
+}
