@@ -67,6 +67,16 @@ pub struct AuditRecord {
     pub outliers: Option<String>,
 }
 
+/// A true label for an audited prediction.
+#[derive(Debug, Clone)]
+pub struct Feedback {
+    pub request_id: String,
+    pub item: i64,
+    pub label: String,
+    pub received_at: DateTime<Utc>,
+    pub client_addr: Option<String>,
+}
+
 /// Most bytes of a rejected body kept in the audit row.
 pub const RAW_BODY_LIMIT: usize = 4096;
 
@@ -162,6 +172,33 @@ impl Store {
     ) -> anyhow::Result<(Vec<f64>, Vec<u32>)> {
         match self {
             Store::Sqlite(s) => s.drift_rows(model, n_features, filter).await,
+        }
+    }
+
+    /// The model and label answered for `(request_id, item)`; `None` if no such answered row.
+    pub async fn served_row(
+        &self,
+        request_id: &str,
+        item: i64,
+    ) -> anyhow::Result<Option<(Option<String>, Option<String>)>> {
+        match self {
+            Store::Sqlite(s) => s.served_row(request_id, item).await,
+        }
+    }
+
+    pub async fn insert_feedback(&self, fb: &Feedback) -> anyhow::Result<Option<String>> {
+        match self {
+            Store::Sqlite(s) => s.insert_feedback(fb).await,
+        }
+    }
+
+    pub async fn confusion(
+        &self,
+        model: &str,
+        filter: &AuditFilter,
+    ) -> anyhow::Result<Vec<(String, String, i64)>> {
+        match self {
+            Store::Sqlite(s) => s.confusion(model, filter).await,
         }
     }
 

@@ -14,7 +14,7 @@ use sqlx::sqlite::{
 use sqlx::{QueryBuilder, Row, Sqlite};
 
 use super::query::{AuditFilter, Count, Latency, Order, StatusFilter, Summary};
-use super::{AuditRecord, StoreOptions, StoredRecord, SyncLevel, format_time};
+use super::{AuditRecord, Feedback, StoreOptions, StoredRecord, SyncLevel, format_time};
 
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
@@ -253,6 +253,81 @@ impl SqliteStore {
         Ok((values, classes))
     }
 
+    /// The model and predicted label of an answered row, if it exists.
+    pub async fn served_row(
+        &self,
+        request_id: &str,
+        item: i64,
+    ) -> anyhow::Result<Option<(Option<String>, Option<String>)>> {
+        let row = sqlx::query(
+            "select model, label from prediction \
+             where request_id = ? and item = ? and status = 200 order by id limit 1",
+        )
+        .bind(request_id)
+        .bind(item)
+        .fetch_optional(&self.read)
+        .await
+        .context("looking up an audited prediction")?;
+        Ok(row.map(|r| (r.get(0), r.get(1))))
+    }
+
+    /// Stores a true label; returns the label it replaces, if any.
+    pub async fn insert_feedback(&self, fb: &Feedback) -> anyhow::Result<Option<String>> {
+        let pool = self
+            .write
+            .as_ref()
+            .context("the audit database was opened read-only")?;
+        let mut tx = pool
+            .begin()
+            .await
+            .context("starting a feedback transaction")?;
+        let previous: Option<String> = sqlx::query_scalar(
+            "select label from feedback where request_id = ? and item = ? order by id desc limit 1",
+        )
+        .bind(&fb.request_id)
+        .bind(fb.item)
+        .fetch_optional(&mut *tx)
+        .await?;
+        sqlx::query(
+            "insert into feedback (request_id, item, label, received_at, client_addr) \
+             values (?, ?, ?, ?, ?)",
+        )
+        .bind(&fb.request_id)
+        .bind(fb.item)
+        .bind(&fb.label)
+        .bind(format_time(&fb.received_at))
+        .bind(fb.client_addr.as_deref())
+        .execute(&mut *tx)
+        .await
+        .context("storing feedback")?;
+        tx.commit().await.context("committing feedback")?;
+        Ok(previous)
+    }
+
+    /// (predicted label, true label, count) of the labelled rows of `model` in a range.
+    pub async fn confusion(
+        &self,
+        model: &str,
+        filter: &AuditFilter,
+    ) -> anyhow::Result<Vec<(String, String, i64)>> {
+        let mut qb = QueryBuilder::<Sqlite>::new(
+            "select p.label, t.true_label, count(*) from prediction p \
+             join ground_truth t on t.request_id = p.request_id and t.item = p.item",
+        );
+        push_where_on(&mut qb, filter, "p.");
+        qb.push(" and p.status = 200 and p.model = ")
+            .push_bind(model.to_string())
+            .push(" group by p.label, t.true_label");
+        let rows = qb
+            .build()
+            .fetch_all(&self.read)
+            .await
+            .context("joining feedback with predictions")?;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
+            .collect()
+    }
+
     pub async fn close(&self) {
         if let Some(w) = &self.write {
             w.close().await;
@@ -287,38 +362,47 @@ fn insert<'a>(rows: &[&'a AuditRecord]) -> QueryBuilder<'a, Sqlite> {
     qb
 }
 
-fn push_where(qb: &mut QueryBuilder<'_, Sqlite>, f: &AuditFilter) {
+/// The filter as a WHERE clause; `p` qualifies the columns (`"p."` in joins, else `""`).
+fn push_where_on(qb: &mut QueryBuilder<'_, Sqlite>, f: &AuditFilter, p: &str) {
     qb.push(" where 1 = 1");
     if let Some(t) = &f.since {
-        qb.push(" and received_at >= ").push_bind(format_time(t));
+        qb.push(format!(" and {p}received_at >= "))
+            .push_bind(format_time(t));
     }
     if let Some(t) = &f.until {
-        qb.push(" and received_at < ").push_bind(format_time(t));
+        qb.push(format!(" and {p}received_at < "))
+            .push_bind(format_time(t));
     }
     if let Some(v) = &f.model {
-        qb.push(" and model = ").push_bind(v.clone());
+        qb.push(format!(" and {p}model = ")).push_bind(v.clone());
     }
     if let Some(v) = &f.model_version {
-        qb.push(" and model_version = ").push_bind(v.clone());
+        qb.push(format!(" and {p}model_version = "))
+            .push_bind(v.clone());
     }
     if let Some(v) = &f.label {
-        qb.push(" and label = ").push_bind(v.clone());
+        qb.push(format!(" and {p}label = ")).push_bind(v.clone());
     }
     if let Some(v) = &f.request_id {
-        qb.push(" and request_id = ").push_bind(v.clone());
+        qb.push(format!(" and {p}request_id = "))
+            .push_bind(v.clone());
     }
     if let Some(v) = f.min_latency_us {
-        qb.push(" and latency_us >= ").push_bind(v);
+        qb.push(format!(" and {p}latency_us >= ")).push_bind(v);
     }
     match f.status {
         StatusFilter::Ok => {
-            qb.push(" and status = 200");
+            qb.push(format!(" and {p}status = 200"));
         }
         StatusFilter::Rejected => {
-            qb.push(" and status <> 200");
+            qb.push(format!(" and {p}status <> 200"));
         }
         StatusFilter::All => {}
     }
+}
+
+fn push_where(qb: &mut QueryBuilder<'_, Sqlite>, f: &AuditFilter) {
+    push_where_on(qb, f, "");
 }
 
 fn stored(row: &SqliteRow) -> anyhow::Result<StoredRecord> {

@@ -1,6 +1,7 @@
 //! HTTP routes, one file per resource.
 
 pub mod audit;
+pub mod feedback;
 pub mod health;
 pub mod models;
 pub mod monitor;
@@ -23,6 +24,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(web::resource("/audit/{request_id}").route(web::get().to(audit::by_request)))
         .service(web::resource("/metrics").route(web::get().to(monitor::metrics)))
         .service(web::resource("/monitor/drift").route(web::get().to(monitor::drift)))
+        .service(web::resource("/monitor/performance").route(web::get().to(feedback::performance)))
+        .service(web::resource("/feedback").route(web::post().to(feedback::post)))
         .service(web::resource("/health/live").route(web::get().to(health::live)))
         .service(web::resource("/health/ready").route(web::get().to(health::ready)))
         .default_service(web::to(not_found));

@@ -300,7 +300,7 @@ fn client_addr(req: &HttpRequest) -> Option<Arc<str>> {
 
 /// JSON is expected. A request without a Content-Type is read as JSON too (the tutorial's
 /// clients and plain `curl --data` users get an answer, not a 415); any other type is a 415.
-fn check_content_type(req: &HttpRequest) -> Result<(), ApiError> {
+pub(crate) fn check_content_type(req: &HttpRequest) -> Result<(), ApiError> {
     let Some(value) = req.headers().get(header::CONTENT_TYPE) else {
         return Ok(());
     };
@@ -321,7 +321,7 @@ fn check_content_type(req: &HttpRequest) -> Result<(), ApiError> {
 }
 
 /// Reads the whole body, refusing it as soon as it passes `limit` bytes.
-async fn read_body(
+pub(crate) async fn read_body(
     req: &HttpRequest,
     mut payload: web::Payload,
     limit: usize,

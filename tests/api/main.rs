@@ -1,6 +1,7 @@
 //! Integration tests: the real server over HTTP on a free port.
 
 mod audit;
+mod feedback;
 mod helpers;
 mod logging;
 mod models;

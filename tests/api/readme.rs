@@ -78,3 +78,39 @@ fn readme_sqlite3_recipes_run_against_a_service_database() {
         eprintln!("sqlite3 shell not installed: recipes checked through SQLite only");
     }
 }
+
+/// The Prometheus alert rules in the README are valid (`promtool check rules`, when installed).
+#[test]
+fn readme_alert_rules_pass_promtool() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let start = readme
+        .find("```yaml\ngroups:")
+        .expect("an alert rules block")
+        + "```yaml\n".len();
+    let end = start + readme[start..].find("```").unwrap();
+    let rules = &readme[start..end];
+    assert!(rules.contains("inferlog_drift_psi") && rules.contains("inferlog_audit_store_failing"));
+    let available = Command::new("promtool")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !available {
+        eprintln!("promtool not installed: alert rules not checked");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rules.yml");
+    std::fs::write(&path, rules).unwrap();
+    let out = Command::new("promtool")
+        .args(["check", "rules"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
