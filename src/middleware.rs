@@ -19,7 +19,7 @@ use slog::{debug, error, info, warn};
 
 use crate::error::{ErrorInfo, code_for_status, error_body};
 use crate::input::{PredictInput, Shape};
-use crate::metrics::{HttpLabels, Metrics, ReasonLabels, RouteLabels};
+use crate::metrics::{HttpLabels, Metrics, ReasonLabels, RouteLabels, method_label};
 use crate::model::Model;
 use crate::startup::AppState;
 
@@ -70,6 +70,22 @@ impl FromRequest for RequestId {
     }
 }
 
+/// Holds one count of [`AppState::in_flight`] while a request is served.
+struct InFlight(Arc<std::sync::atomic::AtomicUsize>);
+
+impl InFlight {
+    fn enter(counter: &Arc<std::sync::atomic::AtomicUsize>) -> InFlight {
+        counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        InFlight(Arc::clone(counter))
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
 /// When the request arrived: the clock for latency, the calendar for the audit trail.
 #[derive(Debug, Clone, Copy)]
 pub struct RequestStart {
@@ -117,6 +133,14 @@ pub async fn request_middleware(
         .unwrap_or_else(RequestId::generate);
     req.extensions_mut().insert(id.clone());
     req.extensions_mut().insert(start);
+    // Counts the request as in progress until this future ends (or is dropped).
+    let _in_flight = req.app_data::<web::Data<AppState>>().map(|state| {
+        // Filtered out before the log queue at the default level; at debug it shows requests
+        // that are in progress (for hangs, and for the shutdown test).
+        debug!(state.logger, "request started";
+            "path" => ?req.path(), "method" => req.method().as_str(), "request_id" => %id);
+        InFlight::enter(&state.in_flight)
+    });
 
     // Errors of the handlers arrive as responses; an `Err` here would come from actix itself
     // and is passed on as it is. (No clone of the request may be held across this call: the
@@ -206,9 +230,7 @@ fn record_metrics(
     res: &ServiceResponse<BoxBody>,
     latency_us: u64,
 ) {
-    let route = req
-        .match_pattern()
-        .unwrap_or_else(|| "unmatched".to_string());
+    let route = crate::routes::route_label(req);
     let status = res.status();
     if status.is_client_error() && route.ends_with("predict") {
         let reason = res
@@ -224,15 +246,13 @@ fn record_metrics(
     }
     metrics
         .http_duration
-        .get_or_create(&RouteLabels {
-            route: route.clone(),
-        })
+        .get_or_create(&RouteLabels { route })
         .observe(latency_us as f64 / 1e6);
     metrics
         .http_requests
         .get_or_create(&HttpLabels {
             route,
-            method: req.method().to_string(),
+            method: method_label(req.method()),
             status: status.as_u16(),
         })
         .inc();

@@ -7,7 +7,7 @@
 
 use std::net::TcpListener;
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use actix_web::dev::{Server, ServerHandle};
@@ -47,6 +47,8 @@ pub struct AppState {
     pub drift_windows: Arc<DriftWindows>,
     pub outlier_rule: OutlierRule,
     pub drift_rule: DriftRule,
+    /// Requests being served now; shutdown waits for it to reach zero.
+    pub in_flight: Arc<AtomicUsize>,
 }
 
 pub struct Application {
@@ -54,6 +56,8 @@ pub struct Application {
     port: u16,
     logger: Logger,
     writer: WriterHandle,
+    in_flight: Arc<AtomicUsize>,
+    shutdown_timeout: Duration,
 }
 
 impl Application {
@@ -117,6 +121,7 @@ impl Application {
             models: Arc::clone(&models),
             drift: Arc::clone(&drift_windows),
         });
+        let in_flight = Arc::new(AtomicUsize::new(0));
         let state = web::Data::new(AppState {
             models,
             logger: logger.clone(),
@@ -132,6 +137,7 @@ impl Application {
                 std_k: m.outlier_std_k,
             },
             drift_rule,
+            in_flight: Arc::clone(&in_flight),
         });
         let listener =
             TcpListener::bind(args.bind).with_context(|| format!("binding {}", args.bind))?;
@@ -143,6 +149,9 @@ impl Application {
                 .configure(routes::configure)
         })
         .shutdown_timeout(args.shutdown_timeout)
+        // Signals are handled in `run_until_stopped`, which drains in-flight requests before
+        // it stops the workers (see there).
+        .disable_signals()
         .client_request_timeout(Duration::from_secs(10))
         .client_disconnect_timeout(Duration::from_secs(5));
         if let Some(workers) = args.workers {
@@ -158,6 +167,8 @@ impl Application {
             port: addr.port(),
             logger,
             writer,
+            in_flight,
+            shutdown_timeout: Duration::from_secs(args.shutdown_timeout),
         })
     }
 
@@ -170,13 +181,53 @@ impl Application {
         self.server.handle()
     }
 
-    /// Serves until stopped; in-flight requests finish, then every queued audit row is
-    /// committed, before this returns.
+    /// Serves until SIGTERM/SIGINT (or a [`ServerHandle`] stop); in-flight requests finish,
+    /// then every queued audit row is committed, before this returns.
+    ///
+    /// On a signal the server first stops accepting connections and waits (up to the shutdown
+    /// timeout) until no request is in progress, and only then stops its workers. Stopping the
+    /// workers at once, as actix does on its own, races with its accept thread: a worker that
+    /// sees the accept channel close before its stop message exits without finishing its
+    /// connections (seen here as in-flight requests cut off under load).
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        let handle = self.server.handle();
+        let (log, in_flight, timeout) = (
+            self.logger.clone(),
+            Arc::clone(&self.in_flight),
+            self.shutdown_timeout,
+        );
+        let signals = actix_web::rt::spawn(async move {
+            let signal = wait_for_signal().await;
+            info!(log, "shutdown signal received; finishing in-flight requests";
+                "signal" => signal);
+            handle.pause().await;
+            let deadline = std::time::Instant::now() + timeout;
+            while in_flight.load(Ordering::SeqCst) > 0 && std::time::Instant::now() < deadline {
+                actix_web::rt::time::sleep(Duration::from_millis(5)).await;
+            }
+            handle.stop(true).await;
+        });
         let served = self.server.await.context("running the HTTP server");
+        signals.abort();
         info!(self.logger, "server stopped; draining the audit queue");
         self.writer.shutdown().await;
         info!(self.logger, "audit queue drained");
         served
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT, with the signal's name.
+async fn wait_for_signal() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        // Without signal handlers the process still stops on the default action.
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
     }
 }

@@ -28,13 +28,30 @@ const COLUMNS: &str = "id, request_id, item, received_at, model, model_version, 
                        prediction, label, status, error_code, latency_us, client_addr, raw_body, \
                        outliers";
 
-/// Most rows per INSERT statement: 14 parameters a row stay far below SQLite's bound-parameter
-/// limit, and a batch up to this size is one statement (one implicit transaction).
+/// Rows per INSERT statement. A batch of up to [`EXACT_ROWS`] rows is one statement of its
+/// exact size (one implicit transaction, one round trip to SQLite's thread). A larger batch is
+/// written in one transaction as chunks of 512, 256, 128 or 64 rows and a final exact chunk.
+/// Statements stay prepared per size, so the cache holds at most 64 small sizes and 4 large
+/// ones: caching every size up to 512 rows took tens of MB once async batches varied widely,
+/// and 64-row chunks alone cost a third of the batch throughput.
+const EXACT_ROWS: usize = 64;
 const MAX_ROWS_PER_STATEMENT: usize = 512;
 
-/// Prepared statements the writing connection keeps: one per batch size seen recently, so a
-/// steady load reuses its statements instead of preparing each batch.
-const WRITE_STATEMENT_CACHE: usize = 256;
+/// Prepared statements the writing connection keeps (see [`EXACT_ROWS`]), plus the feedback
+/// statements.
+const WRITE_STATEMENT_CACHE: usize = EXACT_ROWS + 4 + 8;
+
+/// Rows of the next statement for `remaining` rows.
+fn chunk_len(remaining: usize) -> usize {
+    if remaining <= EXACT_ROWS {
+        return remaining;
+    }
+    let mut n = MAX_ROWS_PER_STATEMENT;
+    while n > remaining {
+        n /= 2;
+    }
+    n
+}
 
 impl SqliteStore {
     pub async fn open(url: &str, opts: &StoreOptions) -> anyhow::Result<SqliteStore> {
@@ -85,7 +102,7 @@ impl SqliteStore {
             .write
             .as_ref()
             .context("the audit database was opened read-only")?;
-        if records.len() <= MAX_ROWS_PER_STATEMENT {
+        if records.len() <= EXACT_ROWS {
             // One statement runs as one implicit transaction: atomic, and a single round trip
             // to SQLite's thread instead of three.
             insert(records)
@@ -99,7 +116,10 @@ impl SqliteStore {
             .begin()
             .await
             .context("starting an audit transaction")?;
-        for chunk in records.chunks(MAX_ROWS_PER_STATEMENT) {
+        let mut rest = records;
+        while !rest.is_empty() {
+            let (chunk, tail) = rest.split_at(chunk_len(rest.len()));
+            rest = tail;
             insert(chunk)
                 .build()
                 .execute(&mut *tx)
@@ -431,4 +451,18 @@ fn stored(row: &SqliteRow) -> anyhow::Result<StoredRecord> {
             .transpose()
             .context("a stored outliers value is not JSON")?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::chunk_len;
+
+    #[test]
+    fn chunks_are_exact_when_small_and_powers_of_two_when_large() {
+        assert_eq!(chunk_len(1), 1);
+        assert_eq!(chunk_len(64), 64);
+        assert_eq!(chunk_len(65), 64);
+        assert_eq!(chunk_len(300), 256);
+        assert_eq!(chunk_len(5000), 512);
+    }
 }

@@ -12,23 +12,53 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use crate::error::{ApiError, escape_controls};
 
 /// Registers every route of the service.
+/// Route patterns, also the `route` label of the HTTP metrics (a fixed set: label values stay
+/// bounded whatever paths clients ask for).
+pub const ROUTES: [&str; 14] = [
+    "/predict",
+    "/models/{name}/predict",
+    "/models",
+    "/models/{name}",
+    "/audit",
+    "/audit/summary",
+    "/audit/{request_id}",
+    "/metrics",
+    "/monitor/drift",
+    "/monitor/performance",
+    "/feedback",
+    "/health/live",
+    "/health/ready",
+    "unmatched",
+];
+
+/// A resource named by its own pattern, so the middleware can read it back without allocating.
+fn resource(pattern: &'static str) -> actix_web::Resource {
+    web::resource(pattern).name(pattern)
+}
+
+/// Registers every route of the service.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(web::resource("/predict").route(web::post().to(predict::predict_default)))
-        .service(
-            web::resource("/models/{name}/predict").route(web::post().to(predict::predict_named)),
-        )
-        .service(web::resource("/models").route(web::get().to(models::list)))
-        .service(web::resource("/models/{name}").route(web::get().to(models::show)))
-        .service(web::resource("/audit").route(web::get().to(audit::list)))
-        .service(web::resource("/audit/summary").route(web::get().to(audit::summary)))
-        .service(web::resource("/audit/{request_id}").route(web::get().to(audit::by_request)))
-        .service(web::resource("/metrics").route(web::get().to(monitor::metrics)))
-        .service(web::resource("/monitor/drift").route(web::get().to(monitor::drift)))
-        .service(web::resource("/monitor/performance").route(web::get().to(feedback::performance)))
-        .service(web::resource("/feedback").route(web::post().to(feedback::post)))
-        .service(web::resource("/health/live").route(web::get().to(health::live)))
-        .service(web::resource("/health/ready").route(web::get().to(health::ready)))
+    cfg.service(resource("/predict").route(web::post().to(predict::predict_default)))
+        .service(resource("/models/{name}/predict").route(web::post().to(predict::predict_named)))
+        .service(resource("/models").route(web::get().to(models::list)))
+        .service(resource("/models/{name}").route(web::get().to(models::show)))
+        .service(resource("/audit").route(web::get().to(audit::list)))
+        .service(resource("/audit/summary").route(web::get().to(audit::summary)))
+        .service(resource("/audit/{request_id}").route(web::get().to(audit::by_request)))
+        .service(resource("/metrics").route(web::get().to(monitor::metrics)))
+        .service(resource("/monitor/drift").route(web::get().to(monitor::drift)))
+        .service(resource("/monitor/performance").route(web::get().to(feedback::performance)))
+        .service(resource("/feedback").route(web::post().to(feedback::post)))
+        .service(resource("/health/live").route(web::get().to(health::live)))
+        .service(resource("/health/ready").route(web::get().to(health::ready)))
         .default_service(web::to(not_found));
+}
+
+/// The `route` label of a request: its resource name when it matched one, else `unmatched`.
+pub fn route_label(req: &HttpRequest) -> &'static str {
+    req.match_name()
+        .and_then(|name| ROUTES.iter().find(|r| **r == name).copied())
+        .unwrap_or("unmatched")
 }
 
 async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {

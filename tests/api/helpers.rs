@@ -57,7 +57,7 @@ pub fn spawn_app_with(extra: &[&str]) -> TestApp {
         "--log-file",
         log_path.to_str().unwrap(),
         "--log-level",
-        "debug",
+        "info",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -263,31 +263,6 @@ pub fn send_raw(addr: &str, bytes: &[u8]) -> Response {
     read_response(&mut stream)
 }
 
-/// Reads exactly one response (by its Content-Length) and leaves the connection open.
-pub fn read_one_response(stream: &mut TcpStream) -> Response {
-    let mut buf = Vec::new();
-    let mut byte = [0u8; 1];
-    while !buf.ends_with(b"\r\n\r\n") {
-        let n = stream.read(&mut byte).expect("read response head");
-        assert!(
-            n == 1,
-            "connection closed in the response head: {:?}",
-            String::from_utf8_lossy(&buf)
-        );
-        buf.push(byte[0]);
-    }
-    let head = String::from_utf8_lossy(&buf).to_ascii_lowercase();
-    let length: usize = head
-        .lines()
-        .find_map(|l| l.strip_prefix("content-length:"))
-        .map(|v| v.trim().parse().unwrap())
-        .unwrap_or(0);
-    let mut body = vec![0u8; length];
-    stream.read_exact(&mut body).expect("read response body");
-    buf.extend_from_slice(&body);
-    Response::parse(&buf)
-}
-
 pub fn read_response(stream: &mut TcpStream) -> Response {
     let mut buf = Vec::new();
     let _ = stream.read_to_end(&mut buf);
@@ -302,7 +277,7 @@ pub struct Response {
 }
 
 impl Response {
-    fn parse(buf: &[u8]) -> Response {
+    pub fn parse(buf: &[u8]) -> Response {
         let split = buf
             .windows(4)
             .position(|w| w == b"\r\n\r\n")

@@ -142,6 +142,7 @@ fn metrics_count_requests_predictions_and_rejections() {
     app.post_predict(r#"{"features": [[5.8, 2.7, 5.1, 1.9], [5.1, 3.5, 1.4, 0.2]]}"#);
     app.post_predict(r#"{"features": [5.8]}"#);
     app.get("/health/live");
+    app.wait_for_rows(3); // the rejected request's row is queued without waiting
     let res = app.get("/metrics");
     assert_eq!(res.status, 200);
     assert!(

@@ -8,9 +8,7 @@ use std::time::{Duration, Instant};
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
-use crate::helpers::{
-    db_json, read_one_response, read_response, shipped_model, try_send_raw, wait_for_line,
-};
+use crate::helpers::{db_json, shipped_model, try_send_raw, wait_for_line};
 
 fn binary() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_inferlog"));
@@ -42,7 +40,12 @@ fn sigterm_lets_in_flight_request_finish_then_exits_cleanly() {
         .arg(&models)
         .arg("--log-file")
         .arg(&log)
-        .args(["--database-url", "sqlite://audit.db"])
+        .args([
+            "--database-url",
+            "sqlite://audit.db",
+            "--log-level",
+            "debug",
+        ])
         .stdin(Stdio::null())
         .spawn()
         .expect("binary starts");
@@ -57,37 +60,40 @@ fn sigterm_lets_in_flight_request_finish_then_exits_cleanly() {
         .unwrap()
         .to_string();
 
-    // A request whose body is only half sent is in flight when SIGTERM arrives. A first,
-    // complete request on the same keep-alive connection makes sure a worker owns the
-    // connection (actix drops connections still waiting for a worker when it stops).
+    // A request whose body is only half sent is in flight when SIGTERM arrives: the server
+    // has logged (at debug) that it started before the signal is sent.
     let body = br#"{"features": [5.8, 2.7, 5.1, 1.9]}"#;
     let mut stream = TcpStream::connect(&addr).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(20)))
         .unwrap();
-    let head = |close: bool| {
-        format!(
-            "POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{}\r\n",
-            body.len(),
-            if close { "Connection: close\r\n" } else { "" }
-        )
-    };
-    stream.write_all(head(false).as_bytes()).unwrap();
-    stream.write_all(body).unwrap();
-    assert_eq!(read_one_response(&mut stream).status, 200);
-    stream.write_all(head(true).as_bytes()).unwrap();
+    write!(
+        stream,
+        "POST /predict HTTP/1.1\r\nHost: x\r\nX-Request-Id: in-flight-1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
     stream.write_all(&body[..10]).unwrap();
-    std::thread::sleep(Duration::from_millis(200));
+    wait_for_line(&log, &["request started", "in-flight-1"]);
 
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
         .unwrap();
     assert!(status.success());
-    wait_for_line(&log, &["SIGTERM received"]);
+    wait_for_line(&log, &["shutdown signal received", "SIGTERM"]);
 
     stream.write_all(&body[10..]).unwrap();
-    let res = read_response(&mut stream);
+    let mut raw = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut stream, &mut raw);
+    if raw.is_empty() {
+        let exit = wait_exit(&mut child);
+        panic!(
+            "no answer to the in-flight request (server exit {exit}); server log:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+    }
+    let res = crate::helpers::Response::parse(&raw);
     assert_eq!(
         res.status,
         200,
