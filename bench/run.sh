@@ -77,8 +77,8 @@ load() { # method path body
 
 # 1. durable single-row /predict, and /health/live on the same server as the HTTP ceiling
 start_server durable durable
-HEALTH=$(load GET /health/live "")
 DURABLE=$(load POST /predict "$SINGLE")
+HEALTH=$(load GET /health/live "")
 stop_server
 row "GET /health/live (ceiling)" "$HEALTH" 0 "-"
 row "POST /predict, 1 row, durable" "$DURABLE" 1 "$(audited_rows durable)"
