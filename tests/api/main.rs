@@ -3,6 +3,7 @@
 mod audit;
 mod feedback;
 mod helpers;
+mod hostile;
 mod logging;
 mod models;
 mod monitor;

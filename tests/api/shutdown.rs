@@ -183,12 +183,25 @@ struct Served {
 
 fn serve_binary(extra: &[&str]) -> Served {
     let dir = tempfile::tempdir().unwrap();
-    let models = dir.path().join("models");
-    std::fs::create_dir(&models).unwrap();
-    std::fs::copy(shipped_model(), models.join("iris.json")).unwrap();
-    let log = dir.path().join("server.log");
+    let (child, addr) = serve_binary_in(dir.path(), "server.log", extra);
+    Served { child, addr, dir }
+}
+
+/// Starts the binary in `dir` (models copied there on first use, database `audit.db`), logging
+/// to `log_name`; returns the process and its address.
+fn serve_binary_in(
+    dir: &std::path::Path,
+    log_name: &str,
+    extra: &[&str],
+) -> (std::process::Child, String) {
+    let models = dir.join("models");
+    if !models.exists() {
+        std::fs::create_dir(&models).unwrap();
+        std::fs::copy(shipped_model(), models.join("iris.json")).unwrap();
+    }
+    let log = dir.join(log_name);
     let child = binary()
-        .current_dir(dir.path())
+        .current_dir(dir)
         .args([
             "serve",
             "--bind",
@@ -214,7 +227,88 @@ fn serve_binary(extra: &[&str]) -> Served {
         .next()
         .unwrap()
         .to_string();
-    Served { child, addr, dir }
+    (child, addr)
+}
+
+/// Load from four client threads until `stop` is set (or 20 s pass); request ids are
+/// `{prefix}{thread}-{n}`, and those answered 200 are collected.
+struct Load {
+    acked: Arc<Mutex<HashSet<String>>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    clients: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(addr: &str, prefix: &str) -> Load {
+        let acked = Arc::new(Mutex::new(HashSet::new()));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let clients = (0..4)
+            .map(|t| {
+                let (addr, acked, stop) = (addr.to_string(), Arc::clone(&acked), Arc::clone(&stop));
+                let prefix = prefix.to_string();
+                std::thread::spawn(move || {
+                    let started = Instant::now();
+                    for i in 0..5000 {
+                        if stop.load(std::sync::atomic::Ordering::Relaxed)
+                            || started.elapsed() > Duration::from_secs(20)
+                        {
+                            break;
+                        }
+                        let body = if i % 5 == 0 {
+                            r#"{"features": [[5.1, 3.5, 1.4, 0.2], [5.8, 2.7, 5.1, 1.9]]}"#
+                        } else {
+                            r#"{"features": [5.8, 2.7, 5.1, 1.9]}"#
+                        };
+                        let id = format!("{prefix}{t}-{i}");
+                        let raw = format!(
+                            "POST /predict HTTP/1.1\r\nHost: x\r\nX-Request-Id: {id}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                            body.len()
+                        );
+                        let Some(res) = try_send_raw(&addr, raw.as_bytes()) else {
+                            continue; // refused or reset: the server is going away
+                        };
+                        if res.status == 200 {
+                            acked.lock().unwrap().insert(id);
+                        }
+                    }
+                })
+            })
+            .collect();
+        Load {
+            acked,
+            stop,
+            clients,
+        }
+    }
+
+    fn finish(self) -> HashSet<String> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for c in self.clients {
+            c.join().unwrap();
+        }
+        self.acked.lock().unwrap().clone()
+    }
+}
+
+fn kill(child: &std::process::Child, signal: &str) {
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args([signal, &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+}
+
+fn stored_ids(db: &std::path::Path) -> HashSet<String> {
+    db_json(
+        db,
+        "select json_object('r', request_id) from prediction where status = 200",
+    )
+    .iter()
+    .map(|v| v["r"].as_str().unwrap().to_string())
+    .collect()
 }
 
 fn wait_exit(child: &mut std::process::Child) -> std::process::ExitStatus {
@@ -232,66 +326,18 @@ fn wait_exit(child: &mut std::process::Child) -> std::process::ExitStatus {
 /// answered 200 has its rows after the process exited.
 fn sigterm_under_load_loses_nothing(mode: &str) {
     let mut s = serve_binary(&["--audit-mode", mode]);
-    let acked = Arc::new(Mutex::new(HashSet::new()));
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let clients: Vec<_> = (0..4)
-        .map(|t| {
-            let (addr, acked, stop) = (s.addr.clone(), Arc::clone(&acked), Arc::clone(&stop));
-            std::thread::spawn(move || {
-                let started = Instant::now();
-                for i in 0..5000 {
-                    if stop.load(std::sync::atomic::Ordering::Relaxed)
-                        || started.elapsed() > Duration::from_secs(20)
-                    {
-                        break;
-                    }
-                    let body = if i % 5 == 0 {
-                        r#"{"features": [[5.1, 3.5, 1.4, 0.2], [5.8, 2.7, 5.1, 1.9]]}"#
-                    } else {
-                        r#"{"features": [5.8, 2.7, 5.1, 1.9]}"#
-                    };
-                    let raw = format!(
-                        "POST /predict HTTP/1.1\r\nHost: x\r\nX-Request-Id: t{t}-{i}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                        body.len()
-                    );
-                    let Some(res) = try_send_raw(&addr, raw.as_bytes()) else {
-                        continue; // refused or reset: the server is going away
-                    };
-                    if res.status == 200 {
-                        acked.lock().unwrap().insert(format!("t{t}-{i}"));
-                    }
-                }
-            })
-        })
-        .collect();
+    let load = Load::start(&s.addr, "t");
     std::thread::sleep(Duration::from_millis(700));
-    let pid = s.child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    kill(&s.child, "-TERM");
     let exit = wait_exit(&mut s.child);
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    for c in clients {
-        c.join().unwrap();
-    }
+    let acked = load.finish();
     assert!(exit.success(), "{mode}: exit {exit}");
-    let acked = acked.lock().unwrap().clone();
     assert!(
         acked.len() > 20,
         "{mode}: only {} requests answered before SIGTERM",
         acked.len()
     );
-    let stored: HashSet<String> = db_json(
-        &s.dir.path().join("audit.db"),
-        "select json_object('r', request_id) from prediction where status = 200",
-    )
-    .iter()
-    .map(|v| v["r"].as_str().unwrap().to_string())
-    .collect();
+    let stored = stored_ids(&s.dir.path().join("audit.db"));
     let missing: Vec<_> = acked.difference(&stored).collect();
     assert!(
         missing.is_empty(),
@@ -299,6 +345,66 @@ fn sigterm_under_load_loses_nothing(mode: &str) {
         missing.len()
     );
     eprintln!("{mode}: {} requests acknowledged, all audited", acked.len());
+}
+
+/// Durable mode's promise under a crash: the server is SIGKILLed at five points of a load,
+/// restarted on the same file each time, and every request it answered 200 has its rows.
+#[test]
+fn sigkill_at_five_points_loses_no_acknowledged_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut acked = HashSet::new();
+    for (round, after_ms) in [150u64, 600, 300, 900, 450].into_iter().enumerate() {
+        let (mut child, addr) = serve_binary_in(
+            dir.path(),
+            &format!("round{round}.log"),
+            &["--audit-mode", "durable"],
+        );
+        // The restarted server serves at once.
+        let first = try_send_raw(
+            &addr,
+            b"GET /health/ready HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        )
+        .expect("answers after restart");
+        assert_eq!(first.status, 200, "round {round}: {}", first.text());
+        let load = Load::start(&addr, &format!("k{round}-"));
+        std::thread::sleep(Duration::from_millis(after_ms));
+        kill(&child, "-KILL");
+        wait_exit(&mut child);
+        let got = load.finish();
+        eprintln!(
+            "kill point {round} ({after_ms} ms): {} requests acknowledged",
+            got.len()
+        );
+        acked.extend(got);
+    }
+    let db = dir.path().join("audit.db");
+    // Reopening replays the WAL; the file must be consistent and hold every answered request.
+    let (mut child, _addr) = serve_binary_in(dir.path(), "final.log", &[]);
+    kill(&child, "-TERM");
+    assert!(wait_exit(&mut child).success());
+    let check = db_json(
+        &db,
+        "select json_object('r', integrity_check) from pragma_integrity_check",
+    );
+    assert_eq!(check[0]["r"], "ok");
+    let stored = stored_ids(&db);
+    let missing: Vec<_> = acked.difference(&stored).collect();
+    assert!(
+        acked.len() > 50,
+        "only {} requests acknowledged",
+        acked.len()
+    );
+    assert!(
+        missing.is_empty(),
+        "{} of {} acknowledged requests lost their rows: {missing:?}",
+        missing.len(),
+        acked.len()
+    );
+    eprintln!(
+        "SIGKILL x5: {} requests acknowledged, {} answered rows stored, none missing",
+        acked.len(),
+        stored.len()
+    );
 }
 
 #[test]
