@@ -404,3 +404,83 @@ fn locked_store_makes_durable_predict_503_and_it_recovers_by_itself() {
         app.db_json("select json_object('n', count(*)) from prediction where status = 200");
     assert_eq!(served[0]["n"], 2);
 }
+
+#[test]
+fn full_async_queue_answers_503_and_loses_no_acknowledged_row() {
+    let app = spawn_app_with(&[
+        "--audit-mode",
+        "async",
+        "--audit-queue",
+        "2",
+        "--audit-queue-timeout-ms",
+        "100",
+        "--audit-busy-timeout-ms",
+        "50",
+    ]);
+    // Another process holds the write lock: commits fail and answered rows wait in memory.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let url = format!("sqlite://{}", app.db_path.display());
+    let mut locker = rt.block_on(async {
+        use sqlx::Connection;
+        let mut c = sqlx::SqliteConnection::connect(&url).await.unwrap();
+        sqlx::query("begin exclusive")
+            .execute(&mut c)
+            .await
+            .unwrap();
+        c
+    });
+    let mut acked = Vec::new();
+    let mut refused = 0;
+    for i in 0..60 {
+        let res = app.post_predict(&format!(r#"{{"features": [5.{}, 2.7, 5.1, 1.9]}}"#, i % 10));
+        match res.status {
+            200 => acked.push(res.header("x-request-id").unwrap().to_string()),
+            503 => {
+                assert_eq!(res.error_code(), "audit_unavailable");
+                assert!(res.text().contains("queue"), "{}", res.text());
+                refused += 1;
+            }
+            other => panic!("unexpected {other}: {}", res.text()),
+        }
+    }
+    assert!(refused > 0, "the queue never filled");
+    assert!(!acked.is_empty());
+    let metrics = app.get("/metrics").text();
+    assert!(
+        metrics.contains("inferlog_audit_store_failing 1"),
+        "{metrics}"
+    );
+
+    rt.block_on(async {
+        sqlx::query("rollback").execute(&mut locker).await.unwrap();
+    });
+    drop(locker);
+    // Served again once the writer catches up.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let res = app.post_predict(r#"{"features": [5.8, 2.7, 5.1, 1.9]}"#);
+        if res.status == 200 {
+            acked.push(res.header("x-request-id").unwrap().to_string());
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "did not recover");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let mut app = app;
+    app.stop();
+    let stored: HashSet<String> = app
+        .db_json("select json_object('r', request_id) from prediction where status = 200")
+        .iter()
+        .map(|v| v["r"].as_str().unwrap().to_string())
+        .collect();
+    for id in &acked {
+        assert!(stored.contains(id), "acknowledged {id} has no row");
+    }
+    eprintln!(
+        "queue full: {} acknowledged, {refused} refused with 503",
+        acked.len()
+    );
+}
