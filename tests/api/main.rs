@@ -2,6 +2,7 @@
 
 mod audit;
 mod feedback;
+mod fuzz;
 mod helpers;
 mod hostile;
 mod logging;
