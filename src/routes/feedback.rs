@@ -8,10 +8,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::audit::Feedback;
-use crate::audit::query::parse_query;
 use crate::error::{ApiError, escape_controls};
 use crate::middleware::RequestStart;
 use crate::routes::audit::authorize;
+use crate::routes::monitor::model_window;
 use crate::routes::predict::{check_content_type, read_body};
 use crate::startup::AppState;
 
@@ -112,32 +112,10 @@ pub async fn performance(
     params: web::Query<Vec<(String, String)>>,
 ) -> Result<HttpResponse, ApiError> {
     authorize(&req, &state)?;
-    let mut model_name = None;
-    let mut rest = Vec::new();
-    for (k, v) in params.iter() {
-        match k.as_str() {
-            "model" => model_name = Some(v.clone()),
-            "since" | "until" => rest.push((k.clone(), v.clone())),
-            _ => {
-                return Err(ApiError::BadParameter(crate::audit::query::ParamError {
-                    name: escape_controls(k).into_owned(),
-                    reason: "is not a known parameter (model, since, until)".into(),
-                }));
-            }
-        }
-    }
-    let q = parse_query(&rest, true)?;
-    let model = match model_name {
-        Some(name) => state
-            .models
-            .get(&name)
-            .cloned()
-            .ok_or(ApiError::UnknownModel(name))?,
-        None => state.models.default_model().clone(),
-    };
+    let (model, filter) = model_window(&state, &params)?;
     let pairs = state
         .store
-        .confusion(model.name(), &q.filter)
+        .confusion(model.name(), &filter)
         .await
         .map_err(ApiError::Internal)?;
     let classes = &model.artifact.class_names;

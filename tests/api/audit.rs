@@ -7,7 +7,7 @@ use std::collections::HashSet;
 
 use serde_json::{Value, json};
 
-use crate::helpers::{ROW_JSON, spawn_app, spawn_app_with};
+use crate::helpers::{ROW_JSON, StoreLock, spawn_app, spawn_app_with};
 
 fn rows_of(app: &crate::helpers::TestApp, request_id: &str) -> Vec<Value> {
     app.db_json(&format!(
@@ -358,20 +358,7 @@ fn locked_store_makes_durable_predict_503_and_it_recovers_by_itself() {
     );
 
     // Another process takes the write lock and keeps it.
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let url = format!("sqlite://{}", app.db_path.display());
-    let mut locker = rt.block_on(async {
-        use sqlx::Connection;
-        let mut c = sqlx::SqliteConnection::connect(&url).await.unwrap();
-        sqlx::query("begin exclusive")
-            .execute(&mut c)
-            .await
-            .unwrap();
-        c
-    });
+    let lock = StoreLock::take(&app.db_path);
 
     let res = app.post_predict(r#"{"features": [5.8, 2.7, 5.1, 1.9]}"#);
     assert_eq!(res.status, 503, "{}", res.text());
@@ -386,10 +373,7 @@ fn locked_store_makes_durable_predict_503_and_it_recovers_by_itself() {
     );
     let refused_id = res.header("x-request-id").unwrap().to_string();
 
-    rt.block_on(async {
-        sqlx::query("rollback").execute(&mut locker).await.unwrap();
-    });
-    drop(locker);
+    lock.release();
 
     let res = app.post_predict(r#"{"features": [5.8, 2.7, 5.1, 1.9]}"#);
     assert_eq!(res.status, 200, "recovered: {}", res.text());
@@ -418,20 +402,7 @@ fn full_async_queue_answers_503_and_loses_no_acknowledged_row() {
         "50",
     ]);
     // Another process holds the write lock: commits fail and answered rows wait in memory.
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let url = format!("sqlite://{}", app.db_path.display());
-    let mut locker = rt.block_on(async {
-        use sqlx::Connection;
-        let mut c = sqlx::SqliteConnection::connect(&url).await.unwrap();
-        sqlx::query("begin exclusive")
-            .execute(&mut c)
-            .await
-            .unwrap();
-        c
-    });
+    let lock = StoreLock::take(&app.db_path);
     let mut acked = Vec::new();
     let mut refused = 0;
     for i in 0..60 {
@@ -454,10 +425,7 @@ fn full_async_queue_answers_503_and_loses_no_acknowledged_row() {
         "{metrics}"
     );
 
-    rt.block_on(async {
-        sqlx::query("rollback").execute(&mut locker).await.unwrap();
-    });
-    drop(locker);
+    lock.release();
     // Served again once the writer catches up.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {

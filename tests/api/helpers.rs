@@ -192,6 +192,44 @@ impl TestApp {
     }
 }
 
+/// Another connection holding SQLite's write lock on an audit file, as a second writer (a long
+/// `sqlite3` transaction, a backup) would: commits fail once the busy timeout passes.
+pub struct StoreLock {
+    rt: tokio::runtime::Runtime,
+    conn: Option<sqlx::SqliteConnection>,
+}
+
+impl StoreLock {
+    pub fn take(db: &Path) -> StoreLock {
+        use sqlx::Connection;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let url = format!("sqlite://{}", db.display());
+        let conn = rt.block_on(async {
+            let mut c = sqlx::SqliteConnection::connect(&url).await.unwrap();
+            sqlx::query("begin exclusive")
+                .execute(&mut c)
+                .await
+                .unwrap();
+            c
+        });
+        StoreLock {
+            rt,
+            conn: Some(conn),
+        }
+    }
+
+    pub fn release(mut self) {
+        if let Some(mut c) = self.conn.take() {
+            self.rt.block_on(async {
+                sqlx::query("rollback").execute(&mut c).await.unwrap();
+            });
+        }
+    }
+}
+
 impl Drop for TestApp {
     fn drop(&mut self) {
         self.stop();

@@ -30,35 +30,8 @@ fn binary() -> Command {
 #[test]
 fn sigterm_lets_in_flight_request_finish_then_exits_cleanly() {
     let dir = tempfile::tempdir().unwrap();
-    let models = dir.path().join("models");
-    std::fs::create_dir(&models).unwrap();
-    std::fs::copy(shipped_model(), models.join("iris.json")).unwrap();
+    let (mut child, addr) = serve_binary_in(dir.path(), "server.log", &["--log-level", "debug"]);
     let log = dir.path().join("server.log");
-    let mut child = binary()
-        .current_dir(dir.path())
-        .args(["serve", "--bind", "127.0.0.1:0", "--models"])
-        .arg(&models)
-        .arg("--log-file")
-        .arg(&log)
-        .args([
-            "--database-url",
-            "sqlite://audit.db",
-            "--log-level",
-            "debug",
-        ])
-        .stdin(Stdio::null())
-        .spawn()
-        .expect("binary starts");
-
-    let line = wait_for_line(&log, &["listening", "addr: 127.0.0.1:"]);
-    let addr = line
-        .split("addr: ")
-        .nth(1)
-        .unwrap()
-        .split([',', ' '])
-        .next()
-        .unwrap()
-        .to_string();
 
     // A request whose body is only half sent is in flight when SIGTERM arrives: the server
     // has logged (at debug) that it started before the signal is sent.
