@@ -4,7 +4,9 @@
 //! itself); a small read-only pool answers queries, which WAL lets run beside the writes.
 //! All SQL takes values as bound parameters; only fixed column names are ever spliced in.
 
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::{Arc, RwLock};
 
 use anyhow::Context;
 use sqlx::sqlite::{
@@ -18,10 +20,40 @@ use super::{AuditRecord, Feedback, StoreOptions, StoredRecord, SyncLevel, format
 
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
+    /// The connections; replaced as a whole when the database file is deleted or replaced
+    /// under a running service (see [`SqliteStore::write_batch`]).
+    pools: Arc<RwLock<Pools>>,
+    url: String,
+    opts: StoreOptions,
+    /// The database file (`None` for in-memory databases).
+    path: Option<PathBuf>,
+}
+
+#[derive(Debug)]
+struct Pools {
     /// The single writing connection (absent when opened read-only).
     write: Option<SqlitePool>,
     /// Read-only connections for queries.
     read: SqlitePool,
+    /// Identity of the file the connections have open (`None` for in-memory databases).
+    file: Option<FileId>,
+}
+
+/// Device and inode of a file: what tells the file we opened from one now at its path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileId {
+    dev: u64,
+    ino: u64,
+}
+
+impl FileId {
+    fn of(path: &Path) -> Option<FileId> {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(path).ok().map(|m| FileId {
+            dev: m.dev(),
+            ino: m.ino(),
+        })
+    }
 }
 
 const COLUMNS: &str = "id, request_id, item, received_at, model, model_version, features, \
@@ -55,53 +87,98 @@ fn chunk_len(remaining: usize) -> usize {
 
 impl SqliteStore {
     pub async fn open(url: &str, opts: &StoreOptions) -> anyhow::Result<SqliteStore> {
-        let base = SqliteConnectOptions::from_str(url)
-            .with_context(|| format!("bad database URL {url:?}"))?
-            .busy_timeout(opts.busy_timeout);
-        if opts.read_only {
-            let read = SqlitePoolOptions::new()
-                .max_connections(2)
-                .connect_with(base.read_only(true))
-                .await
-                .with_context(|| format!("opening {url} read-only"))?;
-            return Ok(SqliteStore { write: None, read });
-        }
-        let sync = match opts.sync {
-            SyncLevel::Normal => SqliteSynchronous::Normal,
-            SyncLevel::Full => SqliteSynchronous::Full,
-        };
-        let write = SqlitePoolOptions::new()
-            .max_connections(1)
-            .min_connections(1)
-            .connect_with(
-                base.clone()
-                    .statement_cache_capacity(WRITE_STATEMENT_CACHE)
-                    .create_if_missing(true)
-                    .journal_mode(SqliteJournalMode::Wal)
-                    .synchronous(sync),
-            )
-            .await
-            .with_context(|| format!("opening the audit database {url}"))?;
-        sqlx::migrate!("./migrations")
-            .run(&write)
-            .await
-            .with_context(|| format!("migrating the audit database {url}"))?;
-        let read = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(base.read_only(true))
-            .await
-            .with_context(|| format!("opening {url} for queries"))?;
+        let pools = connect(url, opts).await?;
+        let path = SqliteConnectOptions::from_str(url).ok().and_then(|o| {
+            let p = o.get_filename();
+            (!p.as_os_str().is_empty() && p != Path::new(":memory:")).then(|| p.to_path_buf())
+        });
         Ok(SqliteStore {
-            write: Some(write),
-            read,
+            pools: Arc::new(RwLock::new(pools)),
+            url: url.to_string(),
+            opts: opts.clone(),
+            path,
         })
     }
 
-    pub async fn write_batch(&self, records: &[&AuditRecord]) -> anyhow::Result<()> {
-        let pool = self
+    fn read(&self) -> SqlitePool {
+        self.pools
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .read
+            .clone()
+    }
+
+    fn write(&self) -> anyhow::Result<(SqlitePool, Option<FileId>)> {
+        let pools = self.pools.read().unwrap_or_else(|p| p.into_inner());
+        let write = pools
             .write
-            .as_ref()
+            .clone()
             .context("the audit database was opened read-only")?;
+        Ok((write, pools.file))
+    }
+
+    /// Makes sure the connections write to the file now at the database path. If it was deleted
+    /// or replaced, the old connections (which would keep writing into the unlinked file, lost
+    /// at exit) are closed and the database is opened afresh, created and migrated as at
+    /// start-up.
+    async fn ensure_current_file(&self) -> anyhow::Result<()> {
+        let Some(path) = &self.path else {
+            return Ok(());
+        };
+        let (_, opened) = self.write()?;
+        // A file whose identity could not be read at open cannot be tracked.
+        let Some(opened) = opened else {
+            return Ok(());
+        };
+        if FileId::of(path) == Some(opened) {
+            return Ok(());
+        }
+        let old = {
+            let pools = self.pools.read().unwrap_or_else(|p| p.into_inner());
+            (pools.write.clone(), pools.read.clone())
+        };
+        if let Some(w) = old.0 {
+            w.close().await;
+        }
+        old.1.close().await;
+        let fresh = connect(&self.url, &self.opts).await.with_context(|| {
+            format!(
+                "the audit database {} was deleted or replaced while serving, and reopening it failed",
+                path.display()
+            )
+        })?;
+        *self.pools.write().unwrap_or_else(|p| p.into_inner()) = fresh;
+        anyhow::bail!(
+            "the audit database {} was deleted or replaced while serving; a new one was created \
+             there and the batch will be written to it",
+            path.display()
+        )
+    }
+
+    /// Writes the batch in one transaction. The database file is checked before and after:
+    /// rows committed into a file that was deleted meanwhile are not on record, so that is
+    /// reported as a failure (durable requests get their 503, owed rows are retried into the
+    /// new file).
+    pub async fn write_batch(&self, records: &[&AuditRecord]) -> anyhow::Result<()> {
+        self.ensure_current_file().await?;
+        let (pool, opened) = self.write()?;
+        self.insert_batch(&pool, records).await?;
+        if let (Some(path), Some(opened)) = (&self.path, opened)
+            && FileId::of(path) != Some(opened)
+        {
+            anyhow::bail!(
+                "the audit database {} was deleted or replaced during a commit",
+                path.display()
+            );
+        }
+        Ok(())
+    }
+
+    async fn insert_batch(
+        &self,
+        pool: &SqlitePool,
+        records: &[&AuditRecord],
+    ) -> anyhow::Result<()> {
         if records.len() <= EXACT_ROWS {
             // One statement runs as one implicit transaction: atomic, and a single round trip
             // to SQLite's thread instead of three.
@@ -152,7 +229,7 @@ impl SqliteStore {
         .push_bind(limit as i64);
         let rows = qb
             .build()
-            .fetch_all(&self.read)
+            .fetch_all(&self.read())
             .await
             .context("reading audit rows")?;
         rows.iter().map(stored).collect()
@@ -163,7 +240,7 @@ impl SqliteStore {
             "select {COLUMNS} from prediction where request_id = ? order by item, id"
         ))
         .bind(request_id)
-        .fetch_all(&self.read)
+        .fetch_all(&self.read())
         .await
         .context("reading a request's audit rows")?;
         rows.iter().map(stored).collect()
@@ -174,7 +251,7 @@ impl SqliteStore {
             "select count(*), count(distinct request_id) from prediction",
         );
         push_where(&mut qb, filter);
-        let row = qb.build().fetch_one(&self.read).await?;
+        let row = qb.build().fetch_one(&self.read()).await?;
         let rows: i64 = row.try_get(0)?;
         let requests: i64 = row.try_get(1)?;
 
@@ -187,7 +264,7 @@ impl SqliteStore {
             qb.push(" group by k order by count(*) desc, k");
             let list = qb
                 .build()
-                .fetch_all(&self.read)
+                .fetch_all(&self.read())
                 .await?
                 .iter()
                 .map(|r| {
@@ -216,7 +293,7 @@ impl SqliteStore {
                     .push_bind(offset);
                 at.push(
                     qb.build()
-                        .fetch_optional(&self.read)
+                        .fetch_optional(&self.read())
                         .await?
                         .map(|r| r.get::<i64, _>(0)),
                 );
@@ -254,7 +331,8 @@ impl SqliteStore {
         qb.push(" and status = 200 and model = ")
             .push_bind(model.to_string());
         let query = qb.build();
-        let mut rows = query.fetch(&self.read);
+        let read = self.read();
+        let mut rows = query.fetch(&read);
         let (mut values, mut classes) = (Vec::new(), Vec::new());
         while let Some(row) = rows.try_next().await.context("reading audited inputs")? {
             let features: Option<String> = row.try_get(0)?;
@@ -285,7 +363,7 @@ impl SqliteStore {
         )
         .bind(request_id)
         .bind(item)
-        .fetch_optional(&self.read)
+        .fetch_optional(&self.read())
         .await
         .context("looking up an audited prediction")?;
         Ok(row.map(|r| (r.get(0), r.get(1))))
@@ -293,10 +371,7 @@ impl SqliteStore {
 
     /// Stores a true label; returns the label it replaces, if any.
     pub async fn insert_feedback(&self, fb: &Feedback) -> anyhow::Result<Option<String>> {
-        let pool = self
-            .write
-            .as_ref()
-            .context("the audit database was opened read-only")?;
+        let (pool, _) = self.write()?;
         let mut tx = pool
             .begin()
             .await
@@ -340,7 +415,7 @@ impl SqliteStore {
             .push(" group by p.label, t.true_label");
         let rows = qb
             .build()
-            .fetch_all(&self.read)
+            .fetch_all(&self.read())
             .await
             .context("joining feedback with predictions")?;
         rows.iter()
@@ -349,11 +424,66 @@ impl SqliteStore {
     }
 
     pub async fn close(&self) {
-        if let Some(w) = &self.write {
+        let (write, read) = {
+            let pools = self.pools.read().unwrap_or_else(|p| p.into_inner());
+            (pools.write.clone(), pools.read.clone())
+        };
+        if let Some(w) = write {
             w.close().await;
         }
-        self.read.close().await;
+        read.close().await;
     }
+}
+
+/// Opens the pools for `url`: read-only, or writing (created if missing, WAL, migrated) plus
+/// read-only query connections.
+async fn connect(url: &str, opts: &StoreOptions) -> anyhow::Result<Pools> {
+    let base = SqliteConnectOptions::from_str(url)
+        .with_context(|| format!("bad database URL {url:?}"))?
+        .busy_timeout(opts.busy_timeout);
+    if opts.read_only {
+        let read = SqlitePoolOptions::new()
+            .max_connections(2)
+            .connect_with(base.read_only(true))
+            .await
+            .with_context(|| format!("opening {url} read-only"))?;
+        return Ok(Pools {
+            write: None,
+            read,
+            file: None,
+        });
+    }
+    let sync = match opts.sync {
+        SyncLevel::Normal => SqliteSynchronous::Normal,
+        SyncLevel::Full => SqliteSynchronous::Full,
+    };
+    let write = SqlitePoolOptions::new()
+        .max_connections(1)
+        .min_connections(1)
+        .connect_with(
+            base.clone()
+                .statement_cache_capacity(WRITE_STATEMENT_CACHE)
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(sync),
+        )
+        .await
+        .with_context(|| format!("opening the audit database {url}"))?;
+    sqlx::migrate!("./migrations")
+        .run(&write)
+        .await
+        .with_context(|| format!("migrating the audit database {url}"))?;
+    let file = FileId::of(base.get_filename());
+    let read = SqlitePoolOptions::new()
+        .max_connections(4)
+        .connect_with(base.read_only(true))
+        .await
+        .with_context(|| format!("opening {url} for queries"))?;
+    Ok(Pools {
+        write: Some(write),
+        read,
+        file,
+    })
 }
 
 /// A multi-row INSERT of `rows`.

@@ -452,3 +452,44 @@ fn full_async_queue_answers_503_and_loses_no_acknowledged_row() {
         acked.len()
     );
 }
+
+#[test]
+fn deleting_the_database_while_serving_loses_no_acknowledged_row() {
+    let app = spawn_app();
+    let before = app.post_predict(r#"{"features": [5.8, 2.7, 5.1, 1.9]}"#);
+    assert_eq!(before.status, 200);
+    // An operator removes the file (and its WAL) under the running service.
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", app.db_path.display()));
+    }
+    // Whatever is answered 200 from now on must be in the file at the path, not in the
+    // unlinked one the old connection still had open.
+    let mut acked = Vec::new();
+    for _ in 0..20 {
+        let res = app.post_predict(r#"{"features": [5.1, 3.5, 1.4, 0.2]}"#);
+        match res.status {
+            200 => acked.push(res.header("x-request-id").unwrap().to_string()),
+            503 => assert_eq!(res.error_code(), "audit_unavailable"),
+            other => panic!("unexpected {other}: {}", res.text()),
+        }
+    }
+    assert!(
+        acked.len() >= 18,
+        "service did not recover: {} of 20 served",
+        acked.len()
+    );
+    assert!(
+        app.db_path.exists(),
+        "a new database was created at the path"
+    );
+    for id in &acked {
+        assert_eq!(
+            rows_of(&app, id).len(),
+            1,
+            "acknowledged {id} is not in the database file"
+        );
+    }
+    assert_eq!(app.get("/health/ready").status, 200);
+    let log = app.log_text();
+    assert!(log.contains("deleted or replaced"), "the event is logged");
+}
