@@ -70,6 +70,10 @@ pub struct ServeArgs {
     #[arg(long, env = "INFERLOG_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
     pub max_body_bytes: usize,
 
+    /// Time a client has to send a request body once its headers arrived (more gets 408).
+    #[arg(long, env = "INFERLOG_BODY_TIMEOUT_MS", default_value_t = 10_000)]
+    pub body_timeout_ms: u64,
+
     /// Most rows one `/predict` batch may carry (more gets 413).
     #[arg(long, env = "INFERLOG_MAX_BATCH", default_value_t = 1000)]
     pub max_batch: usize,

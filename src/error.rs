@@ -28,6 +28,9 @@ pub enum ApiError {
     #[error("request body is larger than the limit of {limit} bytes")]
     BodyTooLarge { limit: usize },
 
+    #[error("the request body did not arrive within {after:?}")]
+    BodyTimeout { after: std::time::Duration },
+
     #[error("batch has {rows} rows, more than the limit of {max}; split it into smaller batches")]
     BatchTooLarge { rows: usize, max: usize },
 
@@ -69,6 +72,7 @@ impl ApiError {
             ApiError::Invalid { code, .. } => code,
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::BodyTooLarge { .. } => "body_too_large",
+            ApiError::BodyTimeout { .. } => "body_timeout",
             ApiError::BatchTooLarge { .. } => "batch_too_large",
             ApiError::UnknownModel(_) => "unknown_model",
             ApiError::NotFound(_) => "not_found",
@@ -109,6 +113,7 @@ impl ResponseError for ApiError {
                 StatusCode::PAYLOAD_TOO_LARGE
             }
             ApiError::UnknownModel(_) | ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }

@@ -36,6 +36,8 @@ pub struct AppState {
     pub max_body_bytes: usize,
     /// Most rows accepted in one `/predict` batch.
     pub max_batch: usize,
+    /// Time allowed for a request body to arrive.
+    pub body_timeout: Duration,
     /// Hands audit rows to the background writer.
     pub audit: AuditSink,
     /// Reads for `/audit`.
@@ -127,6 +129,7 @@ impl Application {
             logger: logger.clone(),
             max_body_bytes: args.max_body_bytes,
             max_batch: args.max_batch,
+            body_timeout: Duration::from_millis(args.body_timeout_ms),
             audit,
             store,
             audit_token_digest,

@@ -35,7 +35,7 @@ pub async fn post(
 ) -> Result<HttpResponse, ApiError> {
     authorize(&req, &state)?;
     check_content_type(&req)?;
-    let body = read_body(&req, payload, FEEDBACK_BODY_LIMIT).await?;
+    let body = read_body(&req, payload, FEEDBACK_BODY_LIMIT, state.body_timeout).await?;
     let fb: FeedbackBody = serde_json::from_slice(&body).map_err(|e| match e.classify() {
         serde_json::error::Category::Data => ApiError::invalid(
             "invalid_body",

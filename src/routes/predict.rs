@@ -149,7 +149,7 @@ async fn serve(
     let fail = |error| Failure { error, body: None };
     let model = model.map_err(fail)?;
     check_content_type(req).map_err(fail)?;
-    let body = read_body(req, payload, state.max_body_bytes)
+    let body = read_body(req, payload, state.max_body_bytes, state.body_timeout)
         .await
         .map_err(fail)?;
     let input = match parse_predict_body(&body, &model, state.max_batch) {
@@ -325,6 +325,7 @@ pub(crate) async fn read_body(
     req: &HttpRequest,
     mut payload: web::Payload,
     limit: usize,
+    timeout: std::time::Duration,
 ) -> Result<web::BytesMut, ApiError> {
     let declared = req
         .headers()
@@ -334,15 +335,22 @@ pub(crate) async fn read_body(
     if declared.is_some_and(|n| n > limit) {
         return Err(ApiError::BodyTooLarge { limit });
     }
-    let mut body = web::BytesMut::with_capacity(declared.unwrap_or(256).min(limit));
-    while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|e| {
-            ApiError::MalformedJson(format!("could not read the request body: {e}"))
-        })?;
-        if body.len() + chunk.len() > limit {
-            return Err(ApiError::BodyTooLarge { limit });
+    // A client that trickles its body (a byte a second) gets a 408 instead of holding the
+    // request, its connection and the shutdown drain for as long as it likes.
+    let read = async {
+        let mut body = web::BytesMut::with_capacity(declared.unwrap_or(256).min(limit));
+        while let Some(chunk) = payload.next().await {
+            let chunk = chunk.map_err(|e| {
+                ApiError::MalformedJson(format!("could not read the request body: {e}"))
+            })?;
+            if body.len() + chunk.len() > limit {
+                return Err(ApiError::BodyTooLarge { limit });
+            }
+            body.extend_from_slice(&chunk);
         }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
+        Ok(body)
+    };
+    actix_web::rt::time::timeout(timeout, read)
+        .await
+        .map_err(|_| ApiError::BodyTimeout { after: timeout })?
 }

@@ -213,3 +213,35 @@ fn unknown_route_is_404_with_json_body() {
     assert_eq!(res.status, 404);
     assert_eq!(res.error_code(), "not_found");
 }
+
+#[test]
+fn a_body_trickling_in_gets_408_without_holding_up_others() {
+    use std::io::Write;
+    let app = spawn_app_with(&["--body-timeout-ms", "3000"]);
+    let mut slow = std::net::TcpStream::connect(app.addr()).unwrap();
+    slow.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        slow,
+        "POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 35\r\nConnection: close\r\n\r\n{{\"fea"
+    )
+    .unwrap();
+    // Others are served meanwhile, by the same single worker: long before the slow request's
+    // deadline, not after it.
+    let started = std::time::Instant::now();
+    assert_eq!(
+        app.post_predict(r#"{"features": [5.8, 2.7, 5.1, 1.9]}"#)
+            .status,
+        200
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(2));
+    let res = crate::helpers::read_response(&mut slow);
+    assert_eq!(res.status, 408, "{}", res.text());
+    assert_eq!(res.error_code(), "body_timeout");
+    app.wait_for_rows(2);
+    let row = app.db_json(
+        "select json_object('s', status, 'c', error_code) from prediction where status <> 200",
+    );
+    assert_eq!(row[0]["s"], 408);
+    assert_eq!(row[0]["c"], "body_timeout");
+}
