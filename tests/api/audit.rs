@@ -7,7 +7,7 @@ use std::collections::HashSet;
 
 use serde_json::{Value, json};
 
-use crate::helpers::{ROW_JSON, StoreLock, spawn_app, spawn_app_with};
+use crate::helpers::{ROW_JSON, StoreLock, served_request_ids, spawn_app, spawn_app_with};
 
 fn rows_of(app: &crate::helpers::TestApp, request_id: &str) -> Vec<Value> {
     app.db_json(&format!(
@@ -139,11 +139,7 @@ fn async_mode_has_every_row_after_shutdown() {
         ids.insert(res.header("x-request-id").unwrap().to_string());
     }
     app.stop();
-    let stored: HashSet<String> = app
-        .db_json("select json_object('r', request_id) from prediction where status = 200")
-        .iter()
-        .map(|v| v["r"].as_str().unwrap().to_string())
-        .collect();
+    let stored = served_request_ids(&app.db_path);
     assert_eq!(stored, ids);
     let n = app.db_json("select json_object('n', count(*)) from prediction");
     assert_eq!(n[0]["n"], 400);
@@ -439,11 +435,7 @@ fn full_async_queue_answers_503_and_loses_no_acknowledged_row() {
     }
     let mut app = app;
     app.stop();
-    let stored: HashSet<String> = app
-        .db_json("select json_object('r', request_id) from prediction where status = 200")
-        .iter()
-        .map(|v| v["r"].as_str().unwrap().to_string())
-        .collect();
+    let stored = served_request_ids(&app.db_path);
     for id in &acked {
         assert!(stored.contains(id), "acknowledged {id} has no row");
     }

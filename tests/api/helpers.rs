@@ -258,6 +258,17 @@ pub fn db_json(path: &Path, sql: &str) -> Vec<serde_json::Value> {
     })
 }
 
+/// Request ids with an answered (status 200) row in the audit file.
+pub fn served_request_ids(db: &Path) -> std::collections::HashSet<String> {
+    db_json(
+        db,
+        "select json_object('r', request_id) from prediction where status = 200",
+    )
+    .iter()
+    .map(|v| v["r"].as_str().unwrap().to_string())
+    .collect()
+}
+
 /// Every column of `prediction` as one JSON object, for [`db_json`].
 pub const ROW_JSON: &str = "json_object('id', id, 'request_id', request_id, 'item', item,     'received_at', received_at, 'model', model, 'model_version', model_version,     'features', json(features), 'prediction', prediction, 'label', label, 'status', status,     'error_code', error_code, 'latency_us', latency_us, 'client_addr', client_addr,     'raw_body', raw_body, 'outliers', json(outliers))";
 

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
-use crate::helpers::{db_json, shipped_model, try_send_raw, wait_for_line};
+use crate::helpers::{db_json, served_request_ids, shipped_model, try_send_raw, wait_for_line};
 
 fn binary() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_inferlog"));
@@ -274,16 +274,6 @@ fn kill(child: &std::process::Child, signal: &str) {
     );
 }
 
-fn stored_ids(db: &std::path::Path) -> HashSet<String> {
-    db_json(
-        db,
-        "select json_object('r', request_id) from prediction where status = 200",
-    )
-    .iter()
-    .map(|v| v["r"].as_str().unwrap().to_string())
-    .collect()
-}
-
 fn wait_exit(child: &mut std::process::Child) -> std::process::ExitStatus {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -310,7 +300,7 @@ fn sigterm_under_load_loses_nothing(mode: &str) {
         "{mode}: only {} requests answered before SIGTERM",
         acked.len()
     );
-    let stored = stored_ids(&s.dir.path().join("audit.db"));
+    let stored = served_request_ids(&s.dir.path().join("audit.db"));
     let missing: Vec<_> = acked.difference(&stored).collect();
     assert!(
         missing.is_empty(),
@@ -360,7 +350,7 @@ fn sigkill_at_five_points_loses_no_acknowledged_row() {
         "select json_object('r', integrity_check) from pragma_integrity_check",
     );
     assert_eq!(check[0]["r"], "ok");
-    let stored = stored_ids(&db);
+    let stored = served_request_ids(&db);
     let missing: Vec<_> = acked.difference(&stored).collect();
     assert!(
         acked.len() > 50,
