@@ -106,6 +106,7 @@ fn audit_writes(c: &mut Criterion) {
                 sync: SyncLevel::Normal,
                 busy_timeout: Duration::from_secs(5),
                 read_only: false,
+                max_bytes: None,
             },
         ))
         .unwrap();

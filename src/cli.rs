@@ -82,6 +82,15 @@ pub struct ServeArgs {
     #[arg(long, env = "INFERLOG_WORKERS")]
     pub workers: Option<usize>,
 
+    /// Open connections each worker serves at once; further clients wait in the listen
+    /// backlog until one closes. Bounds memory and file descriptors under a connection flood.
+    #[arg(long, env = "INFERLOG_MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub max_connections: usize,
+
+    /// Seconds an idle keep-alive connection is kept open (0: close after each response).
+    #[arg(long, env = "INFERLOG_KEEP_ALIVE_S", default_value_t = 5)]
+    pub keep_alive_s: u64,
+
     /// Seconds given to in-flight requests to finish after SIGTERM/SIGINT.
     #[arg(long, env = "INFERLOG_SHUTDOWN_TIMEOUT", default_value_t = 30)]
     pub shutdown_timeout: u64,
@@ -102,6 +111,12 @@ pub struct AuditSettings {
     /// How long a write waits for a lock held by another process before failing.
     #[arg(long, env = "INFERLOG_AUDIT_BUSY_TIMEOUT_MS", default_value_t = 5000)]
     pub audit_busy_timeout_ms: u64,
+
+    /// Largest size the audit database may grow to, in MiB (0: no limit). At the limit,
+    /// durable predictions answer 503 until space is freed (deleted rows are reused) or the
+    /// limit is raised: a cap keeps the audit store from filling a disk shared with others.
+    #[arg(long, env = "INFERLOG_AUDIT_MAX_MB", default_value_t = 0)]
+    pub audit_max_mb: u64,
 
     /// Requests whose rows may wait in the writer's queue.
     #[arg(long, env = "INFERLOG_AUDIT_QUEUE", default_value_t = 16_384)]

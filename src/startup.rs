@@ -82,6 +82,7 @@ impl Application {
                 sync: a.audit_sync,
                 busy_timeout: Duration::from_millis(a.audit_busy_timeout_ms),
                 read_only: false,
+                max_bytes: (a.audit_max_mb > 0).then(|| a.audit_max_mb.saturating_mul(1 << 20)),
             },
         )
         .await?;
@@ -156,7 +157,12 @@ impl Application {
         // it stops the workers (see there).
         .disable_signals()
         .client_request_timeout(Duration::from_secs(10))
-        .client_disconnect_timeout(Duration::from_secs(5));
+        .client_disconnect_timeout(Duration::from_secs(5))
+        .max_connections(args.max_connections.max(1))
+        .keep_alive(match args.keep_alive_s {
+            0 => actix_web::http::KeepAlive::Disabled,
+            s => actix_web::http::KeepAlive::Timeout(Duration::from_secs(s)),
+        });
         if let Some(workers) = args.workers {
             server = server.workers(workers.max(1));
         }

@@ -141,6 +141,14 @@ impl Store {
         }
     }
 
+    /// Checks that a write would succeed now, writing nothing: how the writer finds out that
+    /// a failing store works again when no rows are waiting to be written.
+    pub async fn probe(&self) -> anyhow::Result<()> {
+        match self {
+            Store::Sqlite(s) => s.probe().await,
+        }
+    }
+
     pub async fn page(
         &self,
         filter: &AuditFilter,
@@ -216,6 +224,8 @@ pub struct StoreOptions {
     pub busy_timeout: std::time::Duration,
     /// Open read-only (the `audit` CLI): never creates, migrates or writes.
     pub read_only: bool,
+    /// Most bytes the database file may hold (SQLite's `max_page_count`); `None`: no limit.
+    pub max_bytes: Option<u64>,
 }
 
 #[cfg(test)]

@@ -35,6 +35,7 @@ pub async fn run(args: &AuditCliArgs, out: &mut impl Write) -> anyhow::Result<()
             sync: SyncLevel::Normal,
             busy_timeout: Duration::from_secs(5),
             read_only: true,
+            max_bytes: None,
         },
     )
     .await?;

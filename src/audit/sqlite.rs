@@ -10,10 +10,10 @@ use std::sync::{Arc, RwLock};
 
 use anyhow::Context;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteRow, SqliteSynchronous,
 };
-use sqlx::{QueryBuilder, Row, Sqlite};
+use sqlx::{Connection, QueryBuilder, Row, Sqlite};
 
 use super::query::{AuditFilter, Count, Latency, Order, StatusFilter, Summary};
 use super::{AuditRecord, Feedback, StoreOptions, StoredRecord, SyncLevel, format_time};
@@ -174,37 +174,77 @@ impl SqliteStore {
         Ok(())
     }
 
+    /// Writes one row in a transaction that is rolled back: it needs the write lock, a
+    /// writable file with room for a row, and the file at the path (see
+    /// [`SqliteStore::ensure_current_file`]), and leaves nothing behind.
+    pub async fn probe(&self) -> anyhow::Result<()> {
+        self.ensure_current_file().await?;
+        let (pool, _) = self.write()?;
+        let probe = AuditRecord {
+            request_id: "inferlog-store-probe".into(),
+            item: 0,
+            received_at: chrono::Utc::now(),
+            model: None,
+            model_version: None,
+            features: None,
+            prediction: None,
+            label: None,
+            status: 0,
+            error_code: None,
+            latency_us: 0,
+            client_addr: None,
+            // Big enough to need pages of its own (16 at SQLite's default 4 KiB), so a
+            // full database fails the probe even when its last page has room for a small row.
+            raw_body: Some(" ".repeat(64 * 1024)),
+            outliers: None,
+        };
+        writing(&pool, async |conn| {
+            let mut tx = conn.begin().await.context("starting a probe transaction")?;
+            insert(&[&probe])
+                .build()
+                .execute(&mut *tx)
+                .await
+                .context("inserting audit rows")?;
+            tx.rollback().await.context("rolling back the probe")?;
+            Ok(())
+        })
+        .await
+    }
+
     async fn insert_batch(
         &self,
         pool: &SqlitePool,
         records: &[&AuditRecord],
     ) -> anyhow::Result<()> {
-        if records.len() <= EXACT_ROWS {
-            // One statement runs as one implicit transaction: atomic, and a single round trip
-            // to SQLite's thread instead of three.
-            insert(records)
-                .build()
-                .execute(pool)
+        writing(pool, async |conn| {
+            if records.len() <= EXACT_ROWS {
+                // One statement runs as one implicit transaction: atomic, and a single round
+                // trip to SQLite's thread instead of three.
+                insert(records)
+                    .build()
+                    .execute(&mut *conn)
+                    .await
+                    .context("inserting audit rows")?;
+                return Ok(());
+            }
+            let mut tx = conn
+                .begin()
                 .await
-                .context("inserting audit rows")?;
-            return Ok(());
-        }
-        let mut tx = pool
-            .begin()
-            .await
-            .context("starting an audit transaction")?;
-        let mut rest = records;
-        while !rest.is_empty() {
-            let (chunk, tail) = rest.split_at(chunk_len(rest.len()));
-            rest = tail;
-            insert(chunk)
-                .build()
-                .execute(&mut *tx)
-                .await
-                .context("inserting audit rows")?;
-        }
-        tx.commit().await.context("committing audit rows")?;
-        Ok(())
+                .context("starting an audit transaction")?;
+            let mut rest = records;
+            while !rest.is_empty() {
+                let (chunk, tail) = rest.split_at(chunk_len(rest.len()));
+                rest = tail;
+                insert(chunk)
+                    .build()
+                    .execute(&mut *tx)
+                    .await
+                    .context("inserting audit rows")?;
+            }
+            tx.commit().await.context("committing audit rows")?;
+            Ok(())
+        })
+        .await
     }
 
     pub async fn page(
@@ -372,31 +412,35 @@ impl SqliteStore {
     /// Stores a true label; returns the label it replaces, if any.
     pub async fn insert_feedback(&self, fb: &Feedback) -> anyhow::Result<Option<String>> {
         let (pool, _) = self.write()?;
-        let mut tx = pool
-            .begin()
+        writing(&pool, async |conn| {
+            let mut tx = conn
+                .begin()
+                .await
+                .context("starting a feedback transaction")?;
+            let previous: Option<String> = sqlx::query_scalar(
+                "select label from feedback where request_id = ? and item = ? \
+                 order by id desc limit 1",
+            )
+            .bind(&fb.request_id)
+            .bind(fb.item)
+            .fetch_optional(&mut *tx)
+            .await?;
+            sqlx::query(
+                "insert into feedback (request_id, item, label, received_at, client_addr) \
+                 values (?, ?, ?, ?, ?)",
+            )
+            .bind(&fb.request_id)
+            .bind(fb.item)
+            .bind(&fb.label)
+            .bind(format_time(&fb.received_at))
+            .bind(fb.client_addr.as_deref())
+            .execute(&mut *tx)
             .await
-            .context("starting a feedback transaction")?;
-        let previous: Option<String> = sqlx::query_scalar(
-            "select label from feedback where request_id = ? and item = ? order by id desc limit 1",
-        )
-        .bind(&fb.request_id)
-        .bind(fb.item)
-        .fetch_optional(&mut *tx)
-        .await?;
-        sqlx::query(
-            "insert into feedback (request_id, item, label, received_at, client_addr) \
-             values (?, ?, ?, ?, ?)",
-        )
-        .bind(&fb.request_id)
-        .bind(fb.item)
-        .bind(&fb.label)
-        .bind(format_time(&fb.received_at))
-        .bind(fb.client_addr.as_deref())
-        .execute(&mut *tx)
+            .context("storing feedback")?;
+            tx.commit().await.context("committing feedback")?;
+            Ok(previous)
+        })
         .await
-        .context("storing feedback")?;
-        tx.commit().await.context("committing feedback")?;
-        Ok(previous)
     }
 
     /// (predicted label, true label, count) of the labelled rows of `model` in a range.
@@ -437,6 +481,28 @@ impl SqliteStore {
 
 /// Opens the pools for `url`: read-only, or writing (created if missing, WAL, migrated) plus
 /// read-only query connections.
+/// Runs `work` on the writing connection, and closes that connection if the work failed
+/// instead of handing it back to the pool, which opens a fresh one for the next write.
+///
+/// SQLite rolls a transaction back by itself on some errors (a full database or disk, I/O
+/// errors) without sqlx noticing: sqlx would turn the next `BEGIN` into a `SAVEPOINT` inside a
+/// transaction that is never committed, and rows acknowledged after it would vanish when the
+/// connection closes. A connection therefore never outlives a failed write.
+async fn writing<T>(
+    pool: &SqlitePool,
+    work: impl AsyncFnOnce(&mut SqliteConnection) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    let mut conn = pool
+        .acquire()
+        .await
+        .context("waiting for the audit database's writing connection")?;
+    let result = work(&mut conn).await;
+    if result.is_err() {
+        let _ = conn.close().await;
+    }
+    result
+}
+
 async fn connect(url: &str, opts: &StoreOptions) -> anyhow::Result<Pools> {
     let base = SqliteConnectOptions::from_str(url)
         .with_context(|| format!("bad database URL {url:?}"))?
@@ -457,9 +523,38 @@ async fn connect(url: &str, opts: &StoreOptions) -> anyhow::Result<Pools> {
         SyncLevel::Normal => SqliteSynchronous::Normal,
         SyncLevel::Full => SqliteSynchronous::Full,
     };
+    // SQLite opens a file it may not write read-only without a word, and every commit would
+    // then fail; say so at once instead.
+    let db_file = base.get_filename();
+    if db_file.exists() {
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(db_file)
+            .with_context(|| format!("the audit database {} is not writable", db_file.display()))?;
+    }
+    let max_bytes = opts.max_bytes;
     let write = SqlitePoolOptions::new()
         .max_connections(1)
         .min_connections(1)
+        // The one writing connection lives as long as the store: reconnecting on a timer
+        // would drop its prepared statements and could reopen a file since made read-only.
+        .max_lifetime(None)
+        .idle_timeout(None)
+        .after_connect(move |conn, _| {
+            Box::pin(async move {
+                if let Some(max) = max_bytes {
+                    // max_page_count counts pages, whose size belongs to the file.
+                    let page: i64 = sqlx::query_scalar("pragma page_size")
+                        .fetch_one(&mut *conn)
+                        .await?;
+                    let pages = (max / page.max(512) as u64).max(1);
+                    sqlx::query(&format!("pragma max_page_count = {pages}"))
+                        .execute(&mut *conn)
+                        .await?;
+                }
+                Ok(())
+            })
+        })
         .connect_with(
             base.clone()
                 .statement_cache_capacity(WRITE_STATEMENT_CACHE)

@@ -75,6 +75,30 @@ impl StoreHealth {
     }
 }
 
+/// What went wrong with the store, in words fit for clients and probes: the class of fault,
+/// without paths or SQL (those go to the log).
+pub fn cause(e: &anyhow::Error) -> &'static str {
+    if let Some(sqlx::Error::Database(db)) = e.chain().find_map(|c| c.downcast_ref::<sqlx::Error>())
+    {
+        // SQLite's extended result codes carry the primary code in their low byte.
+        let code = db.code().and_then(|c| c.parse::<i32>().ok()).unwrap_or(0) & 0xff;
+        return match code {
+            5 | 6 => "the audit database is locked by another process",
+            8 => "the audit database is read-only",
+            10 => "an I/O error in the audit database",
+            13 => "the audit database or its disk is full",
+            14 => "the audit database cannot be opened",
+            _ => "the audit database refused the write",
+        };
+    }
+    if e.chain()
+        .any(|c| c.to_string().contains("deleted or replaced"))
+    {
+        return "the audit database file was deleted or replaced; writing to a new one";
+    }
+    "the audit store failed"
+}
+
 /// Why a record could not be accepted.
 #[derive(Debug, thiserror::Error)]
 pub enum SubmitError {
@@ -252,7 +276,31 @@ impl Writer {
         loop {
             // Wait for work unless rows are owed from a failed round or we are draining.
             if round.owed.is_empty() && shutdown.is_none() {
-                match self.rx.recv().await {
+                let job = if self.health.problem().is_none() {
+                    self.rx.recv().await
+                } else {
+                    // The store is failing and nothing is owed: no write would tell when it
+                    // works again, and a service that is not ready gets no traffic. Probe it
+                    // between waits so readiness recovers by itself.
+                    match tokio::time::timeout(backoff, self.rx.recv()).await {
+                        Ok(job) => job,
+                        Err(_) => {
+                            match self.store.probe().await {
+                                Ok(()) => {
+                                    info!(self.log, "audit store writable again");
+                                    self.health.set_ok();
+                                    backoff = Duration::from_millis(50);
+                                }
+                                Err(e) => {
+                                    self.health.set_failed(cause(&e).to_string());
+                                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                                }
+                            }
+                            continue;
+                        }
+                    }
+                };
+                match job {
                     Some(job) => self.take(job, &mut round, &mut shutdown),
                     None => closed = true,
                 }
@@ -296,11 +344,11 @@ impl Writer {
                         backoff = Duration::from_millis(50);
                     }
                     Err(e) => {
-                        let reason: Arc<str> = format!("{e:#}").into();
+                        let reason: Arc<str> = cause(&e).into();
                         self.metrics.write_errors.inc();
                         self.health.set_failed(reason.to_string());
                         error!(self.log, "audit commit failed; will retry";
-                            "error" => %reason, "owed_rows" => round.owed.len(),
+                            "error" => format!("{e:#}"), "owed_rows" => round.owed.len(),
                             "durable_rows_refused" => round.durable.iter().map(|(r, _)| r.len()).sum::<usize>());
                         for (_, ack) in round.durable.drain(..) {
                             let _ = ack.send(Err(Arc::clone(&reason)));

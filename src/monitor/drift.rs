@@ -240,6 +240,7 @@ pub async fn offline_report(args: &crate::cli::DriftCliArgs) -> anyhow::Result<D
             sync: SyncLevel::Normal,
             busy_timeout: std::time::Duration::from_secs(5),
             read_only: true,
+            max_bytes: None,
         },
     )
     .await?;

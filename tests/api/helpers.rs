@@ -236,6 +236,23 @@ impl Drop for TestApp {
     }
 }
 
+/// Runs statements on an SQLite file through its own connection, as another process would.
+pub fn db_exec(path: &Path, sql: &str) {
+    use sqlx::Connection;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let url = format!("sqlite://{}", path.display());
+        let mut conn = sqlx::SqliteConnection::connect(&url)
+            .await
+            .expect("open audit db");
+        sqlx::raw_sql(sql).execute(&mut conn).await.expect(sql);
+        conn.close().await.unwrap();
+    });
+}
+
 /// Runs `sql` (one JSON text column) on an SQLite file through its own connection.
 pub fn db_json(path: &Path, sql: &str) -> Vec<serde_json::Value> {
     use sqlx::{Connection, Row};

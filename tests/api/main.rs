@@ -1,6 +1,7 @@
 //! Integration tests: the real server over HTTP on a free port.
 
 mod audit;
+mod faults;
 mod feedback;
 mod fuzz;
 mod helpers;

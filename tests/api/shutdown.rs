@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::helpers::{db_json, served_request_ids, shipped_model, try_send_raw, wait_for_line};
 
-fn binary() -> Command {
+pub(crate) fn binary() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_inferlog"));
     // Keep the developer's or CI's environment (and any .env) out of the child's settings.
     for var in [
@@ -167,13 +167,25 @@ fn serve_binary_in(
     log_name: &str,
     extra: &[&str],
 ) -> (std::process::Child, String) {
+    serve_in(binary(), dir, log_name, "sqlite://audit.db", extra)
+}
+
+/// Starts `cmd` (the binary, or a wrapper that runs it) as [`serve_binary_in`] does, on the
+/// database `db`.
+pub(crate) fn serve_in(
+    mut cmd: Command,
+    dir: &std::path::Path,
+    log_name: &str,
+    db: &str,
+    extra: &[&str],
+) -> (std::process::Child, String) {
     let models = dir.join("models");
     if !models.exists() {
         std::fs::create_dir(&models).unwrap();
         std::fs::copy(shipped_model(), models.join("iris.json")).unwrap();
     }
     let log = dir.join(log_name);
-    let child = binary()
+    let child = cmd
         .current_dir(dir)
         .args([
             "serve",
@@ -186,7 +198,7 @@ fn serve_binary_in(
         .arg(&models)
         .arg("--log-file")
         .arg(&log)
-        .args(["--database-url", "sqlite://audit.db"])
+        .args(["--database-url", db])
         .args(extra)
         .stdin(Stdio::null())
         .spawn()
@@ -263,7 +275,7 @@ impl Load {
     }
 }
 
-fn kill(child: &std::process::Child, signal: &str) {
+pub(crate) fn kill(child: &std::process::Child, signal: &str) {
     let pid = child.id().to_string();
     assert!(
         Command::new("kill")
@@ -274,7 +286,7 @@ fn kill(child: &std::process::Child, signal: &str) {
     );
 }
 
-fn wait_exit(child: &mut std::process::Child) -> std::process::ExitStatus {
+pub(crate) fn wait_exit(child: &mut std::process::Child) -> std::process::ExitStatus {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         if let Some(exit) = child.try_wait().unwrap() {

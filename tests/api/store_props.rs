@@ -171,6 +171,7 @@ proptest! {
                 sync: SyncLevel::Normal,
                 busy_timeout: Duration::from_secs(5),
                 read_only: false,
+                max_bytes: None,
             }).await.unwrap();
             let records: Vec<AuditRecord> =
                 specs.iter().enumerate().map(|(i, s)| record(s, i as u32)).collect();

@@ -1,0 +1,270 @@
+//! Storage faults while serving: a full database, a read-only file and folder, connection
+//! limits. (A locked store, a full queue and a deleted file are in `audit.rs`.)
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::helpers::{db_exec, db_json, served_request_ids, spawn_app_with, try_send_raw};
+use crate::shutdown::{binary, kill, serve_in, wait_exit};
+
+const ONE_ROW: &str = r#"{"features": [5.8, 2.7, 5.1, 1.9]}"#;
+
+fn batch(rows: usize) -> String {
+    let row = "[5.1, 3.5, 1.4, 0.2]";
+    format!(r#"{{"features": [{}]}}"#, vec![row; rows].join(", "))
+}
+
+/// Polls `/health/ready` (no other traffic) until it answers `status`.
+pub fn wait_ready(app: &crate::helpers::TestApp, status: u16) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let res = app.get("/health/ready");
+        if res.status == status {
+            return res.json();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "/health/ready stayed {}: {}",
+            res.status,
+            res.text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn full_database_answers_503_until_space_is_freed_and_keeps_every_row() {
+    let app = spawn_app_with(&["--audit-max-mb", "1"]);
+    let mut acked = Vec::new();
+    for _ in 0..5 {
+        let res = app.post_predict(ONE_ROW);
+        assert_eq!(res.status, 200, "{}", res.text());
+        acked.push(res.header("x-request-id").unwrap().to_string());
+    }
+
+    // Something else fills the space the audit store may use (as other files fill a disk):
+    // 2 MiB in another table of the same file, past the 1 MiB cap.
+    db_exec(
+        &app.db_path,
+        "create table ballast (b blob); insert into ballast values (zeroblob(2 * 1024 * 1024));",
+    );
+
+    // A batch needs new pages: refused, nothing served without its record.
+    let res = app.post_predict(&batch(100));
+    assert_eq!(res.status, 503, "{}", res.text());
+    assert_eq!(res.error_code(), "audit_unavailable");
+    assert!(
+        res.text().contains("full"),
+        "names the cause: {}",
+        res.text()
+    );
+    let dir = app.dir.path().to_str().unwrap();
+    assert!(
+        !res.text().contains(dir),
+        "no paths to clients: {}",
+        res.text()
+    );
+    let refused = res.header("x-request-id").unwrap().to_string();
+
+    // Not ready, with the reason, and it stays so while the store is full (the writer's probe
+    // keeps failing): no traffic needed to tell.
+    std::thread::sleep(Duration::from_millis(500));
+    let ready = app.get("/health/ready");
+    assert_eq!(ready.status, 503, "{}", ready.text());
+    let reason = ready.json()["reason"].as_str().unwrap().to_string();
+    assert!(reason.contains("full"), "{reason}");
+    let metrics = app.get("/metrics").text();
+    assert!(
+        metrics.contains("inferlog_audit_store_failing 1"),
+        "{metrics}"
+    );
+    let errors: f64 = metrics
+        .lines()
+        .find(|l| l.starts_with("inferlog_audit_write_errors_total "))
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|v| v.parse().ok())
+        .expect("write error counter");
+    assert!(errors >= 1.0, "{metrics}");
+
+    // The space is freed: the service sees it by itself and serves again.
+    db_exec(&app.db_path, "drop table ballast;");
+    wait_ready(&app, 200);
+    let res = app.post_predict(&batch(100));
+    assert_eq!(res.status, 200, "{}", res.text());
+    acked.push(res.header("x-request-id").unwrap().to_string());
+
+    let mut app = app;
+    app.stop();
+    let stored = served_request_ids(&app.db_path);
+    for (i, id) in acked.iter().enumerate() {
+        assert!(stored.contains(id), "acknowledged #{i} {id} has no row");
+    }
+    assert!(
+        !stored.contains(&refused),
+        "the refused batch was not served"
+    );
+    let check = db_json(
+        &app.db_path,
+        "select json_object('ok', integrity_check) from pragma_integrity_check",
+    );
+    assert_eq!(check[0]["ok"], "ok");
+}
+
+/// The binary, run so that file permissions bind it: as root it would write through them, so
+/// it runs without the capabilities that override them (`setpriv`, util-linux).
+fn binary_bound_by_permissions() -> Command {
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false);
+    if !root {
+        return binary();
+    }
+    let plain = binary();
+    let mut cmd = Command::new("setpriv");
+    cmd.args([
+        "--bounding-set=-dac_override,-dac_read_search,-fowner",
+        "--",
+    ])
+    .arg(plain.get_program());
+    for (k, v) in plain.get_envs() {
+        match v {
+            Some(v) => cmd.env(k, v),
+            None => cmd.env_remove(k),
+        };
+    }
+    cmd
+}
+
+fn chmod(path: &Path, mode: u32) {
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+fn post(addr: &str, body: &str) -> Option<crate::helpers::Response> {
+    let raw = format!(
+        "POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    try_send_raw(addr, raw.as_bytes())
+}
+
+#[test]
+fn read_only_database_loses_no_acknowledged_row_and_refuses_a_fresh_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    let db = data.join("audit.db");
+    let url = "sqlite://data/audit.db";
+    let (mut child, addr) = serve_in(binary_bound_by_permissions(), dir.path(), "a.log", url, &[]);
+
+    let mut acked = Vec::new();
+    let load = |acked: &mut Vec<String>| {
+        for _ in 0..20 {
+            let res = post(&addr, ONE_ROW).expect("an answer");
+            match res.status {
+                200 => acked.push(res.header("x-request-id").unwrap().to_string()),
+                503 => assert_eq!(res.error_code(), "audit_unavailable"),
+                other => panic!("unexpected {other}: {}", res.text()),
+            }
+        }
+    };
+    load(&mut acked);
+    assert_eq!(acked.len(), 20);
+
+    // The file and its folder become read-only while serving. SQLite keeps the file open, and
+    // permissions are checked when a file is opened, so the open connection goes on writing:
+    // what it acknowledges must still be in the file.
+    chmod(&db, 0o444);
+    chmod(&data, 0o555);
+    load(&mut acked);
+    kill(&child, "-TERM");
+    assert!(wait_exit(&mut child).success());
+
+    // A fresh start on the read-only file fails at once, naming it (SQLite would otherwise open
+    // it read-only without a word and fail every commit).
+    let out = binary_bound_by_permissions()
+        .current_dir(dir.path())
+        .args(["serve", "--bind", "127.0.0.1:0", "--models", "models"])
+        .args(["--database-url", url])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "started on a read-only database");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("audit.db") && stderr.contains("not writable"),
+        "{stderr}"
+    );
+
+    // Writable again: it starts, and every acknowledged row is there.
+    chmod(&data, 0o755);
+    chmod(&db, 0o644);
+    let (mut child, addr) = serve_in(binary_bound_by_permissions(), dir.path(), "b.log", url, &[]);
+    assert_eq!(post(&addr, ONE_ROW).unwrap().status, 200);
+    kill(&child, "-TERM");
+    assert!(wait_exit(&mut child).success());
+    let stored = served_request_ids(&db);
+    for id in &acked {
+        assert!(stored.contains(id), "acknowledged {id} has no row");
+    }
+    eprintln!("read-only: {} acknowledged, all stored", acked.len());
+}
+
+fn connect_and_ask(addr: &str, keep_alive: bool) -> TcpStream {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+    let conn = if keep_alive { "keep-alive" } else { "close" };
+    write!(
+        s,
+        "GET /health/live HTTP/1.1\r\nHost: x\r\nConnection: {conn}\r\n\r\n"
+    )
+    .unwrap();
+    s
+}
+
+/// Reads one response head within the stream's timeout, if one comes.
+fn answered(s: &mut TcpStream) -> bool {
+    let mut buf = [0u8; 512];
+    matches!(s.read(&mut buf), Ok(n) if n > 0 && buf.starts_with(b"HTTP/1.1 200"))
+}
+
+#[test]
+fn connections_past_the_limit_wait_until_one_closes() {
+    let app = spawn_app_with(&["--max-connections", "2", "--keep-alive-s", "30"]);
+    let addr = app.addr();
+    let mut held: Vec<TcpStream> = (0..2).map(|_| connect_and_ask(&addr, true)).collect();
+    for s in &mut held {
+        assert!(answered(s));
+    }
+    // A third client: the kernel completes its handshake, but the server does not take it.
+    let mut third = connect_and_ask(&addr, false);
+    assert!(!answered(&mut third), "served past the connection limit");
+    // The held connections close: the waiting client is served. (actix resumes accepting
+    // once its count falls back under the limit; the third connection, taken off the backlog
+    // when the limit was reached, counts too, so one closed connection is not enough.)
+    held.clear();
+    third
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    assert!(answered(&mut third), "not served once a connection closed");
+}
+
+#[test]
+fn idle_keep_alive_connections_are_closed_after_the_timeout() {
+    let app = spawn_app_with(&["--keep-alive-s", "1"]);
+    let mut s = connect_and_ask(&app.addr(), true);
+    assert!(answered(&mut s));
+    // Idle past the timeout: the server closes the connection (read returns end of stream).
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut buf = [0u8; 64];
+    match s.read(&mut buf) {
+        Ok(0) => {}
+        Ok(n) => panic!("unexpected bytes: {:?}", &buf[..n]),
+        Err(e) => panic!("connection still open after 10 s: {e}"),
+    }
+}
