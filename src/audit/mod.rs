@@ -149,6 +149,14 @@ impl Store {
         }
     }
 
+    /// Moves committed writes from the write-ahead log into the database file, off the
+    /// writer's path.
+    pub async fn checkpoint(&self) -> anyhow::Result<()> {
+        match self {
+            Store::Sqlite(s) => s.checkpoint().await,
+        }
+    }
+
     pub async fn page(
         &self,
         filter: &AuditFilter,

@@ -222,12 +222,14 @@ pub fn spawn(store: Store, opts: &WriterOptions, log: Logger) -> (AuditSink, Wri
     let capacity = opts.queue_capacity.max(1);
     let (tx, rx) = mpsc::channel(capacity);
     let health = Arc::new(StoreHealth::default());
+    let checkpointer = tokio::spawn(checkpoint_loop(store.clone(), log.clone()));
     let writer = Writer {
         store,
         rx,
         log,
         health: Arc::clone(&health),
         metrics: opts.metrics.clone(),
+        checkpointer,
     };
     let task = tokio::spawn(writer.run());
     let sink = AuditSink {
@@ -247,6 +249,28 @@ struct Writer {
     log: Logger,
     health: Arc<StoreHealth>,
     metrics: WriterMetrics,
+    checkpointer: tokio::task::JoinHandle<()>,
+}
+
+/// How often committed writes are checkpointed into the database file.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
+
+/// Checkpoints the store at a steady pace so that commits never have to (see
+/// `WRITER_AUTOCHECKPOINT_PAGES` in the SQLite backend). Runs until the writer aborts it.
+async fn checkpoint_loop(store: Store, log: Logger) {
+    let mut failing = false;
+    loop {
+        tokio::time::sleep(CHECKPOINT_EVERY).await;
+        match store.checkpoint().await {
+            Ok(()) => failing = false,
+            // Once per failure streak: the writer reports the store's state itself.
+            Err(e) if !failing => {
+                failing = true;
+                warn!(log, "audit checkpoint failed; will retry"; "error" => format!("{e:#}"));
+            }
+            Err(_) => {}
+        }
+    }
 }
 
 /// Rows already answered that must still be committed, plus durable jobs of this round.
@@ -371,6 +395,8 @@ impl Writer {
                 break;
             }
         }
+        self.checkpointer.abort();
+        let _ = (&mut self.checkpointer).await;
         if let Some(done) = shutdown {
             let _ = done.send(());
         }

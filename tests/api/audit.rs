@@ -484,3 +484,30 @@ fn deleting_the_database_while_serving_loses_no_acknowledged_row() {
     let log = app.log_text();
     assert!(log.contains("deleted or replaced"), "the event is logged");
 }
+
+#[test]
+fn committed_rows_reach_the_database_file_by_background_checkpoints() {
+    let app = spawn_app();
+    let body = format!(
+        r#"{{"features": [{}]}}"#,
+        vec!["[5.1, 3.5, 1.4, 0.2]"; 100].join(", ")
+    );
+    for _ in 0..50 {
+        assert_eq!(app.post_predict(&body).status, 200);
+    }
+    // 5,000 rows are about 1.5 MB. Commits append to the write-ahead log and never copy it
+    // into the database file themselves below 64 MiB of WAL; the checkpointing connection
+    // does, within a fraction of a second, while the server keeps running.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let size = std::fs::metadata(&app.db_path).unwrap().len();
+        if size > 1_000_000 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "database file still {size} bytes: the WAL is not being checkpointed"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
