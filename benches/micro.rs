@@ -110,6 +110,22 @@ fn audit_writes(c: &mut Criterion) {
             },
         ))
         .unwrap();
+    // As in the service, a second connection checkpoints the WAL every 100 ms beside the
+    // writer; without it the WAL would only grow during the measurement.
+    let checkpointing = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let checkpointer = {
+        let (store, on) = (store.clone(), Arc::clone(&checkpointing));
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            while on.load(std::sync::atomic::Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(100));
+                rt.block_on(store.checkpoint()).unwrap();
+            }
+        })
+    };
     let (model, version, label, client): (Arc<str>, Arc<str>, Arc<str>, Arc<str>) = (
         "iris".into(),
         "98469e428bb454d9".into(),
@@ -161,6 +177,8 @@ fn audit_writes(c: &mut Criterion) {
         });
     }
     g.finish();
+    checkpointing.store(false, std::sync::atomic::Ordering::Relaxed);
+    checkpointer.join().unwrap();
 }
 
 criterion_group! {

@@ -32,12 +32,12 @@ pub struct SqliteStore {
 #[derive(Debug)]
 struct Pools {
     /// The single writing connection (absent when opened read-only).
-    write: Option<SqlitePool>,
+    write: Option<Arc<OwnedConn>>,
     /// Read-only connections for queries.
     read: SqlitePool,
     /// The connection that checkpoints the WAL into the database file, off the writer's path
     /// (absent when opened read-only).
-    checkpoint: Option<SqlitePool>,
+    checkpoint: Option<Arc<OwnedConn>>,
     /// Identity of the file the connections have open (`None` for in-memory databases).
     file: Option<FileId>,
 }
@@ -118,7 +118,7 @@ impl SqliteStore {
             .clone()
     }
 
-    fn write(&self) -> anyhow::Result<(SqlitePool, Option<FileId>)> {
+    fn write(&self) -> anyhow::Result<(Arc<OwnedConn>, Option<FileId>)> {
         let pools = self.pools.read().unwrap_or_else(|p| p.into_inner());
         let write = pools
             .write
@@ -201,53 +201,15 @@ impl SqliteStore {
             raw_body: Some(" ".repeat(64 * 1024)),
             outliers: None,
         };
-        writing(&pool, async |conn| {
-            let mut tx = conn.begin().await.context("starting a probe transaction")?;
-            insert(&[&probe])
-                .build()
-                .execute(&mut *tx)
-                .await
-                .context("inserting audit rows")?;
-            tx.rollback().await.context("rolling back the probe")?;
-            Ok(())
-        })
-        .await
+        let mut guard = pool.lock().await?;
+        let result = probe_rows(guard.conn(), &probe).await;
+        guard.finish(result).await
     }
 
-    async fn insert_batch(
-        &self,
-        pool: &SqlitePool,
-        records: &[&AuditRecord],
-    ) -> anyhow::Result<()> {
-        writing(pool, async |conn| {
-            if records.len() <= EXACT_ROWS {
-                // One statement runs as one implicit transaction: atomic, and a single round
-                // trip to SQLite's thread instead of three.
-                insert(records)
-                    .build()
-                    .execute(&mut *conn)
-                    .await
-                    .context("inserting audit rows")?;
-                return Ok(());
-            }
-            let mut tx = conn
-                .begin()
-                .await
-                .context("starting an audit transaction")?;
-            let mut rest = records;
-            while !rest.is_empty() {
-                let (chunk, tail) = rest.split_at(chunk_len(rest.len()));
-                rest = tail;
-                insert(chunk)
-                    .build()
-                    .execute(&mut *tx)
-                    .await
-                    .context("inserting audit rows")?;
-            }
-            tx.commit().await.context("committing audit rows")?;
-            Ok(())
-        })
-        .await
+    async fn insert_batch(&self, pool: &OwnedConn, records: &[&AuditRecord]) -> anyhow::Result<()> {
+        let mut guard = pool.lock().await?;
+        let result = insert_rows(guard.conn(), records).await;
+        guard.finish(result).await
     }
 
     pub async fn page(
@@ -415,7 +377,9 @@ impl SqliteStore {
     /// Stores a true label; returns the label it replaces, if any.
     pub async fn insert_feedback(&self, fb: &Feedback) -> anyhow::Result<Option<String>> {
         let (pool, _) = self.write()?;
-        writing(&pool, async |conn| {
+        let mut guard = pool.lock().await?;
+        let result: anyhow::Result<_> = async {
+            let conn = guard.conn();
             let mut tx = conn
                 .begin()
                 .await
@@ -442,8 +406,9 @@ impl SqliteStore {
             .context("storing feedback")?;
             tx.commit().await.context("committing feedback")?;
             Ok(previous)
-        })
-        .await
+        }
+        .await;
+        guard.finish(result).await
     }
 
     /// (predicted label, true label, count) of the labelled rows of `model` in a range.
@@ -498,37 +463,114 @@ impl SqliteStore {
             .unwrap_or_else(|p| p.into_inner())
             .checkpoint
             .clone();
-        let Some(pool) = pool.filter(|p| !p.is_closed()) else {
+        let Some(conn) = pool else {
             return Ok(());
         };
-        sqlx::query("pragma wal_checkpoint(passive)")
-            .execute(&pool)
-            .await
-            .context("checkpointing the audit WAL")?;
-        Ok(())
+        let mut guard = conn.lock().await?;
+        let result: anyhow::Result<_> = async {
+            let c = guard.conn();
+            sqlx::query("pragma wal_checkpoint(passive)")
+                .execute(c)
+                .await
+                .context("checkpointing the audit WAL")?;
+            Ok(())
+        }
+        .await;
+        guard.finish(result).await
     }
 }
 
-/// Runs `work` on the writing connection, and closes that connection if the work failed
-/// instead of handing it back to the pool, which opens a fresh one for the next write.
-///
-/// SQLite rolls a transaction back by itself on some errors (a full database or disk, I/O
-/// errors) without sqlx noticing: sqlx would turn the next `BEGIN` into a `SAVEPOINT` inside a
-/// transaction that is never committed, and rows acknowledged after it would vanish when the
-/// connection closes. A connection therefore never outlives a failed write.
-async fn writing<T>(
-    pool: &SqlitePool,
-    work: impl AsyncFnOnce(&mut SqliteConnection) -> anyhow::Result<T>,
-) -> anyhow::Result<T> {
-    let mut conn = pool
-        .acquire()
-        .await
-        .context("waiting for the audit database's writing connection")?;
-    let result = work(&mut conn).await;
-    if result.is_err() {
-        let _ = conn.close().await;
+/// A connection used by one task at a time, kept outside sqlx's pool: the pool pings a
+/// connection when it is taken and again when it is given back, two more round trips to the
+/// connection's thread per commit than the insert itself, each a pair of thread wake-ups that
+/// cost more than the insert on two shared cores.
+#[derive(Debug)]
+struct OwnedConn {
+    options: SqliteConnectOptions,
+    /// Most bytes the database may hold (`max_page_count`), applied on every connect.
+    max_bytes: Option<u64>,
+    conn: Arc<tokio::sync::Mutex<Option<SqliteConnection>>>,
+}
+
+impl OwnedConn {
+    async fn open(
+        options: SqliteConnectOptions,
+        max_bytes: Option<u64>,
+    ) -> anyhow::Result<OwnedConn> {
+        let owned = OwnedConn {
+            options,
+            max_bytes,
+            conn: Arc::new(tokio::sync::Mutex::new(None)),
+        };
+        let conn = owned.connect().await?;
+        *owned.conn.lock().await = Some(conn);
+        Ok(owned)
     }
-    result
+
+    async fn connect(&self) -> anyhow::Result<SqliteConnection> {
+        let mut conn = SqliteConnection::connect_with(&self.options).await?;
+        if let Some(max) = self.max_bytes {
+            // max_page_count counts pages, whose size belongs to the file.
+            let page: i64 = sqlx::query_scalar("pragma page_size")
+                .fetch_one(&mut conn)
+                .await?;
+            let pages = (max / page.max(512) as u64).max(1);
+            sqlx::query(&format!("pragma max_page_count = {pages}"))
+                .execute(&mut conn)
+                .await?;
+        }
+        Ok(conn)
+    }
+
+    /// Takes the connection (connecting first if needed) until the guard is finished.
+    async fn lock(&self) -> anyhow::Result<ConnGuard> {
+        let mut slot = Arc::clone(&self.conn).lock_owned().await;
+        if slot.is_none() {
+            *slot = Some(
+                self.connect()
+                    .await
+                    .context("reconnecting to the audit database")?,
+            );
+        }
+        Ok(ConnGuard { slot })
+    }
+
+    async fn close(&self) {
+        if let Some(conn) = self.conn.lock().await.take() {
+            let _ = conn.close().await;
+        }
+    }
+}
+
+/// The connection of an [`OwnedConn`], held by one task.
+struct ConnGuard {
+    /// Always `Some` while the guard lives.
+    slot: tokio::sync::OwnedMutexGuard<Option<SqliteConnection>>,
+}
+
+impl ConnGuard {
+    fn conn(&mut self) -> &mut SqliteConnection {
+        self.slot
+            .as_mut()
+            .expect("an OwnedConn guard always holds a connection")
+    }
+
+    /// Gives the connection back, or closes it if `result` is a failure; the next use opens a
+    /// fresh one.
+    ///
+    /// SQLite rolls a transaction back by itself on some errors (a full database or disk, I/O
+    /// errors) without sqlx noticing: sqlx would turn the next `BEGIN` into a `SAVEPOINT`
+    /// inside a transaction that is never committed, and rows acknowledged after it would
+    /// vanish when the connection closes. A connection therefore never outlives a failed
+    /// write.
+    async fn finish<T>(mut self, result: anyhow::Result<T>) -> anyhow::Result<T> {
+        if result.is_err()
+            && let Some(conn) = self.slot.take()
+        {
+            let _ = conn.close().await;
+        }
+        result
+    }
 }
 
 /// Opens the pools for `url`: read-only, or writing (created if missing, WAL, migrated) plus
@@ -563,70 +605,90 @@ async fn connect(url: &str, opts: &StoreOptions) -> anyhow::Result<Pools> {
             .open(db_file)
             .with_context(|| format!("the audit database {} is not writable", db_file.display()))?;
     }
-    let max_bytes = opts.max_bytes;
-    let write = SqlitePoolOptions::new()
-        .max_connections(1)
-        .min_connections(1)
-        // The one writing connection lives as long as the store: reconnecting on a timer
-        // would drop its prepared statements and could reopen a file since made read-only.
-        .max_lifetime(None)
-        .idle_timeout(None)
-        .after_connect(move |conn, _| {
-            Box::pin(async move {
-                if let Some(max) = max_bytes {
-                    // max_page_count counts pages, whose size belongs to the file.
-                    let page: i64 = sqlx::query_scalar("pragma page_size")
-                        .fetch_one(&mut *conn)
-                        .await?;
-                    let pages = (max / page.max(512) as u64).max(1);
-                    sqlx::query(&format!("pragma max_page_count = {pages}"))
-                        .execute(&mut *conn)
-                        .await?;
-                }
-                Ok(())
-            })
-        })
-        .connect_with(
-            base.clone()
-                .statement_cache_capacity(WRITE_STATEMENT_CACHE)
-                .create_if_missing(true)
-                .journal_mode(SqliteJournalMode::Wal)
-                .synchronous(sync)
-                // Checkpoints run on their own connection (`SqliteStore::checkpoint`); a commit
-                // that crosses SQLite's default 1000 pages of WAL would otherwise copy them into
-                // the database inside the commit, the slowest 1-2% of durable requests. This is
-                // the fallback should that connection fall behind.
-                .pragma(
-                    "wal_autocheckpoint",
-                    WRITER_AUTOCHECKPOINT_PAGES.to_string(),
-                )
-                .pragma("journal_size_limit", WAL_SIZE_LIMIT_BYTES.to_string()),
-        )
-        .await
-        .with_context(|| format!("opening the audit database {url}"))?;
-    sqlx::migrate!("./migrations")
-        .run(&write)
-        .await
-        .with_context(|| format!("migrating the audit database {url}"))?;
+    let write = OwnedConn::open(
+        base.clone()
+            .statement_cache_capacity(WRITE_STATEMENT_CACHE)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(sync)
+            // Checkpoints run on their own connection (`SqliteStore::checkpoint`); a commit
+            // that crosses SQLite's default 1000 pages of WAL would otherwise copy them into the
+            // database inside the commit, the slowest 1-2% of durable requests. This is the
+            // fallback should that connection fall behind.
+            .pragma(
+                "wal_autocheckpoint",
+                WRITER_AUTOCHECKPOINT_PAGES.to_string(),
+            )
+            .pragma("journal_size_limit", WAL_SIZE_LIMIT_BYTES.to_string()),
+        opts.max_bytes,
+    )
+    .await
+    .with_context(|| format!("opening the audit database {url}"))?;
+    {
+        let mut guard = write.lock().await?;
+        let result = sqlx::migrate!("./migrations")
+            .run_direct(guard.conn())
+            .await
+            .with_context(|| format!("migrating the audit database {url}"));
+        guard.finish(result).await?;
+    }
     let file = FileId::of(base.get_filename());
     let read = SqlitePoolOptions::new()
         .max_connections(4)
         .connect_with(base.clone().read_only(true))
         .await
         .with_context(|| format!("opening {url} for queries"))?;
-    let checkpoint = SqlitePoolOptions::new()
-        .max_connections(1)
-        .max_lifetime(None)
-        .idle_timeout(None)
-        .connect_with(base)
+    let checkpoint = OwnedConn::open(base, None)
         .await
         .with_context(|| format!("opening {url} for checkpoints"))?;
     Ok(Pools {
-        write: Some(write),
+        write: Some(Arc::new(write)),
         read,
-        checkpoint: Some(checkpoint),
+        checkpoint: Some(Arc::new(checkpoint)),
         file,
     })
+}
+
+/// Writes `records` in one transaction: a batch of up to [`EXACT_ROWS`] is one statement (an
+/// implicit transaction, a single round trip to SQLite's thread instead of three); a larger one
+/// is chunked (see [`chunk_len`]) inside BEGIN/COMMIT.
+async fn insert_rows(conn: &mut SqliteConnection, records: &[&AuditRecord]) -> anyhow::Result<()> {
+    if records.len() <= EXACT_ROWS {
+        insert(records)
+            .build()
+            .execute(&mut *conn)
+            .await
+            .context("inserting audit rows")?;
+        return Ok(());
+    }
+    let mut tx = conn
+        .begin()
+        .await
+        .context("starting an audit transaction")?;
+    let mut rest = records;
+    while !rest.is_empty() {
+        let (chunk, tail) = rest.split_at(chunk_len(rest.len()));
+        rest = tail;
+        insert(chunk)
+            .build()
+            .execute(&mut *tx)
+            .await
+            .context("inserting audit rows")?;
+    }
+    tx.commit().await.context("committing audit rows")?;
+    Ok(())
+}
+
+/// Inserts `probe` in a transaction and rolls it back.
+async fn probe_rows(conn: &mut SqliteConnection, probe: &AuditRecord) -> anyhow::Result<()> {
+    let mut tx = conn.begin().await.context("starting a probe transaction")?;
+    insert(&[probe])
+        .build()
+        .execute(&mut *tx)
+        .await
+        .context("inserting audit rows")?;
+    tx.rollback().await.context("rolling back the probe")?;
+    Ok(())
 }
 
 /// A multi-row INSERT of `rows`.
