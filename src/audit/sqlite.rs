@@ -694,11 +694,21 @@ fn insert<'a>(
     rows: &[&'a AuditRecord],
 ) -> sqlx::query::Query<'a, Sqlite, sqlx::sqlite::SqliteArguments<'a>> {
     let mut q = sqlx::query(insert_sql(rows.len()));
+    // The rows of one request share their arrival time: format it once per request.
+    let mut time: Option<(chrono::DateTime<chrono::Utc>, String)> = None;
     for r in rows {
+        let received_at = match &time {
+            Some((t, text)) if *t == r.received_at => text.clone(),
+            _ => {
+                let text = format_time(&r.received_at);
+                time = Some((r.received_at, text.clone()));
+                text
+            }
+        };
         q = q
             .bind(&*r.request_id)
             .bind(r.item as i64)
-            .bind(format_time(&r.received_at))
+            .bind(received_at)
             .bind(r.model.as_deref())
             .bind(r.model_version.as_deref())
             .bind(r.features.as_deref())
