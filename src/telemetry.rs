@@ -45,9 +45,13 @@ pub fn init(args: &LogArgs) -> anyhow::Result<Telemetry> {
                 .with_context(|| format!("opening log file {}", path.display()))?;
             let out = BatchedFile::new(file);
             flusher = Some(Flusher::start(out.clone()));
+            let line = LineBuffered {
+                line: Vec::with_capacity(512),
+                out,
+            };
             match format {
-                LogFormat::Term => async_core(term_plain(out), args.log_queue_size),
-                LogFormat::Json => async_core(json(out), args.log_queue_size),
+                LogFormat::Term => async_core(term_plain(line), args.log_queue_size),
+                LogFormat::Json => async_core(json(line, true), args.log_queue_size),
             }
         }
         (None, LogFormat::Term) => {
@@ -58,7 +62,9 @@ pub fn init(args: &LogArgs) -> anyhow::Result<Telemetry> {
                 .ignore_res();
             async_core(drain, args.log_queue_size)
         }
-        (None, LogFormat::Json) => async_core(json(std::io::stderr()), args.log_queue_size),
+        (None, LogFormat::Json) => {
+            async_core(json(std::io::stderr(), false), args.log_queue_size)
+        }
     };
     let dropped = Arc::new(AtomicU64::new(0));
     let drain = CountingAsync {
@@ -114,6 +120,36 @@ impl Write for BatchedFile {
     }
 }
 
+/// The log thread's end of a [`BatchedFile`]: the formatter writes a record in many small
+/// pieces, which gather here without a lock, and its per-record `flush` hands the whole line to
+/// the shared buffer under one lock.
+struct LineBuffered {
+    line: Vec<u8>,
+    out: BatchedFile,
+}
+
+impl Write for LineBuffered {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.line.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if !self.line.is_empty() {
+            let result = self.out.write_all(&self.line);
+            self.line.clear();
+            result?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for LineBuffered {
+    fn drop(&mut self) {
+        let _ = self.flush();
+    }
+}
+
 struct Flusher {
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -155,10 +191,12 @@ fn term_plain<W: Write + Send + 'static>(out: W) -> impl Drain<Ok = (), Err = sl
         .ignore_res()
 }
 
-fn json<W: Write + Send + 'static>(out: W) -> impl Drain<Ok = (), Err = slog::Never> {
+/// `flush`: call the writer's `flush` after each record (a [`LineBuffered`] writes the line
+/// then).
+fn json<W: Write + Send + 'static>(out: W, flush: bool) -> impl Drain<Ok = (), Err = slog::Never> {
     slog_json::Json::new(out)
         .set_newlines(true)
-        .set_flush(false)
+        .set_flush(flush)
         .add_default_keys()
         .build()
         .ignore_res()
