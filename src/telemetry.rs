@@ -62,9 +62,7 @@ pub fn init(args: &LogArgs) -> anyhow::Result<Telemetry> {
                 .ignore_res();
             async_core(drain, args.log_queue_size)
         }
-        (None, LogFormat::Json) => {
-            async_core(json(std::io::stderr(), false), args.log_queue_size)
-        }
+        (None, LogFormat::Json) => async_core(json(std::io::stderr(), false), args.log_queue_size),
     };
     let dropped = Arc::new(AtomicU64::new(0));
     let drain = CountingAsync {
