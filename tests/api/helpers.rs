@@ -236,8 +236,8 @@ impl Drop for TestApp {
     }
 }
 
-/// Runs statements on an SQLite file through its own connection, as another process would.
-pub fn db_exec(path: &Path, sql: &str) {
+/// Runs `work` on a connection of its own to an SQLite file, as another process would.
+fn on_db<T>(path: &Path, work: impl AsyncFnOnce(&mut sqlx::SqliteConnection) -> T) -> T {
     use sqlx::Connection;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -248,24 +248,24 @@ pub fn db_exec(path: &Path, sql: &str) {
         let mut conn = sqlx::SqliteConnection::connect(&url)
             .await
             .expect("open audit db");
-        sqlx::raw_sql(sql).execute(&mut conn).await.expect(sql);
+        let out = work(&mut conn).await;
         conn.close().await.unwrap();
-    });
+        out
+    })
 }
 
-/// Runs `sql` (one JSON text column) on an SQLite file through its own connection.
+/// Runs statements on an SQLite file.
+pub fn db_exec(path: &Path, sql: &str) {
+    on_db(path, async |conn| {
+        sqlx::raw_sql(sql).execute(conn).await.expect(sql);
+    })
+}
+
+/// Runs `sql` (one JSON text column) on an SQLite file.
 pub fn db_json(path: &Path, sql: &str) -> Vec<serde_json::Value> {
-    use sqlx::{Connection, Row};
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let url = format!("sqlite://{}", path.display());
-        let mut conn = sqlx::SqliteConnection::connect(&url)
-            .await
-            .expect("open audit db");
-        let rows = sqlx::query(sql).fetch_all(&mut conn).await.expect(sql);
+    use sqlx::Row;
+    on_db(path, async |conn| {
+        let rows = sqlx::query(sql).fetch_all(conn).await.expect(sql);
         rows.iter()
             .map(|r| {
                 let text: String = r.get(0);
