@@ -364,6 +364,13 @@ fn locked_store_makes_durable_predict_503_and_it_recovers_by_itself() {
     let reason = ready.json()["reason"].as_str().unwrap().to_string();
     assert!(reason.contains("locked by another process"), "{reason}");
     assert!(res.text().contains("locked"), "{}", res.text());
+    let metrics = app.get("/metrics").text();
+    assert!(
+        metrics.contains("inferlog_audit_store_failing 1"),
+        "{metrics}"
+    );
+    let errors = crate::helpers::metric_value(&metrics, "inferlog_audit_write_errors_total");
+    assert!(errors >= Some(1.0), "failed commits are counted: {metrics}");
     let refused_id = res.header("x-request-id").unwrap().to_string();
 
     lock.release();

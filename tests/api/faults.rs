@@ -8,7 +8,9 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::helpers::{db_exec, db_json, served_request_ids, spawn_app_with, try_send_raw};
+use crate::helpers::{
+    db_exec, db_json, metric_value, served_request_ids, spawn_app_with, try_send_raw,
+};
 use crate::shutdown::{binary, kill, serve_in, wait_exit};
 
 const ONE_ROW: &str = r#"{"features": [5.8, 2.7, 5.1, 1.9]}"#;
@@ -82,13 +84,8 @@ fn full_database_answers_503_until_space_is_freed_and_keeps_every_row() {
         metrics.contains("inferlog_audit_store_failing 1"),
         "{metrics}"
     );
-    let errors: f64 = metrics
-        .lines()
-        .find(|l| l.starts_with("inferlog_audit_write_errors_total "))
-        .and_then(|l| l.split(' ').nth(1))
-        .and_then(|v| v.parse().ok())
-        .expect("write error counter");
-    assert!(errors >= 1.0, "{metrics}");
+    let errors = metric_value(&metrics, "inferlog_audit_write_errors_total");
+    assert!(errors >= Some(1.0), "failed commits are counted: {metrics}");
 
     // The space is freed: the service sees it by itself and serves again.
     db_exec(&app.db_path, "drop table ballast;");

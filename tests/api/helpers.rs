@@ -437,3 +437,10 @@ pub fn shipped_version() -> &'static str {
         a["version"].as_str().unwrap().to_string()
     })
 }
+
+/// The value of an unlabelled sample in a Prometheus text exposition.
+pub fn metric_value(exposition: &str, name: &str) -> Option<f64> {
+    exposition
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
