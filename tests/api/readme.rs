@@ -114,3 +114,31 @@ fn readme_alert_rules_pass_promtool() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Every setting the binary reads from the environment is in the README's configuration table
+/// and in `.env.example`, so neither falls behind the code.
+#[test]
+fn every_environment_setting_is_documented() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let cli = std::fs::read_to_string(root.join("src/cli.rs")).unwrap();
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let example = std::fs::read_to_string(root.join(".env.example")).unwrap();
+    let vars: Vec<&str> = cli
+        .split("env = \"")
+        .skip(1)
+        .filter_map(|rest| rest.split('"').next())
+        .collect();
+    assert!(vars.len() > 20, "found only {vars:?}");
+    for var in vars {
+        assert!(
+            readme.contains(&format!("`{var}`")),
+            "{var} is missing from the README"
+        );
+        assert!(
+            example
+                .lines()
+                .any(|l| l.trim_start_matches("# ").starts_with(&format!("{var}="))),
+            "{var} is missing from .env.example"
+        );
+    }
+}
