@@ -27,6 +27,9 @@ pub struct SqliteStore {
     opts: StoreOptions,
     /// The database file (`None` for in-memory databases).
     path: Option<PathBuf>,
+    /// Held while the file's identity is checked and the database reopened, so that the
+    /// writer and a feedback write never reopen it twice.
+    reopening: Arc<tokio::sync::Mutex<()>>,
 }
 
 #[derive(Debug)]
@@ -40,6 +43,10 @@ struct Pools {
     checkpoint: Option<Arc<OwnedConn>>,
     /// Identity of the file the connections have open (`None` for in-memory databases).
     file: Option<FileId>,
+    /// Identity of its write-ahead log and shared-memory files, to tell them from another
+    /// database's (see [`SqliteStore::ensure_current_file`]).
+    wal: Option<FileId>,
+    shm: Option<FileId>,
 }
 
 /// Device and inode of a file: what tells the file we opened from one now at its path.
@@ -49,7 +56,25 @@ struct FileId {
     ino: u64,
 }
 
+/// `audit.db` + `-wal`: the files SQLite keeps beside a database.
+fn sidecar(db: &Path, suffix: &str) -> PathBuf {
+    let mut name = db.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
 impl FileId {
+    /// Whether the file at `path` is no longer `opened`. A path that cannot be read for another
+    /// reason than being gone counts as unchanged: failing a commit that may have worked
+    /// would write its owed rows twice.
+    fn changed(path: &Path, opened: FileId) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        match std::fs::metadata(path) {
+            Ok(m) => (m.dev(), m.ino()) != (opened.dev, opened.ino),
+            Err(e) => e.kind() == std::io::ErrorKind::NotFound,
+        }
+    }
+
     fn of(path: &Path) -> Option<FileId> {
         use std::os::unix::fs::MetadataExt;
         std::fs::metadata(path).ok().map(|m| FileId {
@@ -108,6 +133,7 @@ impl SqliteStore {
             url: url.to_string(),
             opts: opts.clone(),
             path,
+            reopening: Arc::new(tokio::sync::Mutex::new(())),
         })
     }
 
@@ -136,15 +162,41 @@ impl SqliteStore {
         let Some(path) = &self.path else {
             return Ok(());
         };
-        let (_, opened) = self.write()?;
+        let _reopening = self.reopening.lock().await;
+        let (write, checkpoint, read, opened, wal, shm) = {
+            let p = self.pools.read().unwrap_or_else(|p| p.into_inner());
+            (
+                p.write.clone(),
+                p.checkpoint.clone(),
+                p.read.clone(),
+                p.file,
+                p.wal,
+                p.shm,
+            )
+        };
         // A file whose identity could not be read at open cannot be tracked.
         let Some(opened) = opened else {
             return Ok(());
         };
-        if FileId::of(path) == Some(opened) {
+        if !FileId::changed(path, opened) {
             return Ok(());
         }
-        self.close().await;
+        if let Some(c) = checkpoint {
+            c.close().await;
+        }
+        if let Some(w) = write {
+            w.close().await;
+        }
+        // SQLite leaves the write-ahead log and shared-memory files of a database that was
+        // moved or deleted. Opened beside whatever file is now at the path, that log would be
+        // replayed into it and corrupt it. Ours are removed; files that came with the new
+        // database are kept.
+        for (suffix, ours) in [("-wal", wal), ("-shm", shm)] {
+            let f = sidecar(path, suffix);
+            if ours.is_some() && FileId::of(&f) == ours {
+                let _ = std::fs::remove_file(&f);
+            }
+        }
         let fresh = connect(&self.url, &self.opts).await.with_context(|| {
             format!(
                 "the audit database {} was deleted or replaced while serving, and reopening it failed",
@@ -152,11 +204,27 @@ impl SqliteStore {
             )
         })?;
         *self.pools.write().unwrap_or_else(|p| p.into_inner()) = fresh;
+        // Queries went on reading the old file until the new one was in place.
+        read.close().await;
         anyhow::bail!(
             "the audit database {} was deleted or replaced while serving; a new one was created \
              there and the batch will be written to it",
             path.display()
         )
+    }
+
+    /// Fails if the database file was replaced since `opened` was read: rows just committed
+    /// went into a file that is no longer on record.
+    fn check_unchanged(&self, opened: Option<FileId>) -> anyhow::Result<()> {
+        if let (Some(path), Some(opened)) = (&self.path, opened)
+            && FileId::changed(path, opened)
+        {
+            anyhow::bail!(
+                "the audit database {} was deleted or replaced during a commit",
+                path.display()
+            );
+        }
+        Ok(())
     }
 
     /// Writes the batch in one transaction. The database file is checked before and after:
@@ -167,15 +235,7 @@ impl SqliteStore {
         self.ensure_current_file().await?;
         let (pool, opened) = self.write()?;
         self.insert_batch(&pool, records).await?;
-        if let (Some(path), Some(opened)) = (&self.path, opened)
-            && FileId::of(path) != Some(opened)
-        {
-            anyhow::bail!(
-                "the audit database {} was deleted or replaced during a commit",
-                path.display()
-            );
-        }
-        Ok(())
+        self.check_unchanged(opened)
     }
 
     /// Writes one row in a transaction that is rolled back: it needs the write lock, a
@@ -204,7 +264,10 @@ impl SqliteStore {
         };
         let mut guard = pool.lock().await?;
         let result = probe_rows(guard.conn(), &probe).await;
-        guard.finish(result).await
+        // The probe runs only while the store is failing: it costs little to hand the writer
+        // a fresh connection afterwards, whatever state the failures left this one in.
+        guard.discard().await;
+        result
     }
 
     async fn insert_batch(&self, pool: &OwnedConn, records: &[&AuditRecord]) -> anyhow::Result<()> {
@@ -377,7 +440,8 @@ impl SqliteStore {
 
     /// Stores a true label; returns the label it replaces, if any.
     pub async fn insert_feedback(&self, fb: &Feedback) -> anyhow::Result<Option<String>> {
-        let (pool, _) = self.write()?;
+        self.ensure_current_file().await?;
+        let (pool, opened) = self.write()?;
         let mut guard = pool.lock().await?;
         let result: anyhow::Result<_> = async {
             let conn = guard.conn();
@@ -409,7 +473,9 @@ impl SqliteStore {
             Ok(previous)
         }
         .await;
-        guard.finish(result).await
+        let previous = guard.finish(result).await?;
+        self.check_unchanged(opened)?;
+        Ok(previous)
     }
 
     /// (predicted label, true label, count) of the labelled rows of `model` in a range.
@@ -491,6 +557,8 @@ struct OwnedConn {
     /// Most bytes the database may hold (`max_page_count`), applied on every connect.
     max_bytes: Option<u64>,
     conn: Arc<tokio::sync::Mutex<Option<SqliteConnection>>>,
+    /// Set by [`OwnedConn::close`]: a closed store is not reconnected behind its back.
+    closed: std::sync::atomic::AtomicBool,
 }
 
 impl OwnedConn {
@@ -502,6 +570,7 @@ impl OwnedConn {
             options,
             max_bytes,
             conn: Arc::new(tokio::sync::Mutex::new(None)),
+            closed: std::sync::atomic::AtomicBool::new(false),
         };
         let conn = owned.connect().await?;
         *owned.conn.lock().await = Some(conn);
@@ -526,6 +595,9 @@ impl OwnedConn {
     /// Takes the connection (connecting first if needed) until the guard is finished.
     async fn lock(&self) -> anyhow::Result<ConnGuard> {
         let mut slot = Arc::clone(&self.conn).lock_owned().await;
+        if self.closed.load(std::sync::atomic::Ordering::Acquire) {
+            anyhow::bail!("the audit database connection is closed");
+        }
         if slot.is_none() {
             *slot = Some(
                 self.connect()
@@ -533,11 +605,14 @@ impl OwnedConn {
                     .context("reconnecting to the audit database")?,
             );
         }
-        Ok(ConnGuard { slot })
+        Ok(ConnGuard { slot, keep: false })
     }
 
     async fn close(&self) {
-        if let Some(conn) = self.conn.lock().await.take() {
+        let mut slot = self.conn.lock().await;
+        self.closed
+            .store(true, std::sync::atomic::Ordering::Release);
+        if let Some(conn) = slot.take() {
             let _ = conn.close().await;
         }
     }
@@ -547,6 +622,19 @@ impl OwnedConn {
 struct ConnGuard {
     /// Always `Some` while the guard lives.
     slot: tokio::sync::OwnedMutexGuard<Option<SqliteConnection>>,
+    /// Set by a successful [`ConnGuard::finish`]; otherwise the connection is dropped with the
+    /// guard, as when the task using it was cancelled mid-transaction.
+    keep: bool,
+}
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        if !self.keep {
+            // Dropping the connection ends its thread, which closes the SQLite handle and
+            // with it any transaction left open.
+            drop(self.slot.take());
+        }
+    }
 }
 
 impl ConnGuard {
@@ -565,12 +653,19 @@ impl ConnGuard {
     /// vanish when the connection closes. A connection therefore never outlives a failed
     /// write.
     async fn finish<T>(mut self, result: anyhow::Result<T>) -> anyhow::Result<T> {
-        if result.is_err()
-            && let Some(conn) = self.slot.take()
-        {
+        if result.is_ok() {
+            self.keep = true;
+        } else if let Some(conn) = self.slot.take() {
             let _ = conn.close().await;
         }
         result
+    }
+
+    /// Closes the connection whatever happened; the next use opens a fresh one.
+    async fn discard(mut self) {
+        if let Some(conn) = self.slot.take() {
+            let _ = conn.close().await;
+        }
     }
 }
 
@@ -591,6 +686,8 @@ async fn connect(url: &str, opts: &StoreOptions) -> anyhow::Result<Pools> {
             read,
             checkpoint: None,
             file: None,
+            wal: None,
+            shm: None,
         });
     }
     let sync = match opts.sync {
@@ -634,6 +731,7 @@ async fn connect(url: &str, opts: &StoreOptions) -> anyhow::Result<Pools> {
         guard.finish(result).await?;
     }
     let file = FileId::of(base.get_filename());
+    let base_file = base.get_filename().to_path_buf();
     let read = SqlitePoolOptions::new()
         .max_connections(4)
         .connect_with(base.clone().read_only(true))
@@ -647,6 +745,8 @@ async fn connect(url: &str, opts: &StoreOptions) -> anyhow::Result<Pools> {
         read,
         checkpoint: Some(Arc::new(checkpoint)),
         file,
+        wal: FileId::of(&sidecar(&base_file, "-wal")),
+        shm: FileId::of(&sidecar(&base_file, "-shm")),
     })
 }
 

@@ -83,7 +83,8 @@ pub fn cause(e: &anyhow::Error) -> &'static str {
         // SQLite's extended result codes carry the primary code in their low byte.
         let code = db.code().and_then(|c| c.parse::<i32>().ok()).unwrap_or(0) & 0xff;
         return match code {
-            5 | 6 => "the audit database is locked by another process",
+            5 => "the audit database is locked by another process",
+            6 => "the audit database is locked",
             8 => "the audit database is read-only",
             10 => "an I/O error in the audit database",
             13 => "the audit database or its disk is full",

@@ -265,3 +265,67 @@ fn idle_keep_alive_connections_are_closed_after_the_timeout() {
         Err(e) => panic!("connection still open after 10 s: {e}"),
     }
 }
+
+#[test]
+fn a_backup_moved_over_the_live_file_is_served_intact() {
+    let app = spawn_app_with(&[]);
+    let mut before_backup = Vec::new();
+    for _ in 0..20 {
+        let res = app.post_predict(ONE_ROW);
+        assert_eq!(res.status, 200);
+        before_backup.push(res.header("x-request-id").unwrap().to_string());
+    }
+    // A consistent copy, taken while the server runs.
+    let backup = app.dir.path().join("backup.db");
+    db_exec(&app.db_path, &format!("vacuum into '{}'", backup.display()));
+    let mut after_backup = Vec::new();
+    for _ in 0..20 {
+        let res = app.post_predict(&batch(3));
+        assert_eq!(res.status, 200);
+        after_backup.push(res.header("x-request-id").unwrap().to_string());
+    }
+
+    // The operator restores the backup by moving it over the live file. The live file's
+    // write-ahead log and shared-memory files stay where they were: replayed into the backup
+    // they would mix the two databases' pages.
+    std::fs::rename(&backup, &app.db_path).unwrap();
+    assert!(db_path_sidecar_exists(&app.db_path, "-wal"));
+    let mut after_restore = Vec::new();
+    for _ in 0..20 {
+        let res = app.post_predict(ONE_ROW);
+        match res.status {
+            200 => after_restore.push(res.header("x-request-id").unwrap().to_string()),
+            503 => assert_eq!(res.error_code(), "audit_unavailable"),
+            other => panic!("unexpected {other}: {}", res.text()),
+        }
+    }
+    assert!(
+        after_restore.len() >= 18,
+        "{} of 20 served",
+        after_restore.len()
+    );
+
+    let mut app = app;
+    app.stop();
+    let check = db_json(
+        &app.db_path,
+        "select json_object('ok', integrity_check) from pragma_integrity_check",
+    );
+    assert_eq!(check[0]["ok"], "ok", "{check:?}");
+    let stored = served_request_ids(&app.db_path);
+    for id in before_backup.iter().chain(&after_restore) {
+        assert!(stored.contains(id), "{id} is not in the restored database");
+    }
+    for id in &after_backup {
+        assert!(
+            !stored.contains(id),
+            "{id} came from the replaced file's log"
+        );
+    }
+}
+
+fn db_path_sidecar_exists(db: &Path, suffix: &str) -> bool {
+    let mut name = db.as_os_str().to_owned();
+    name.push(suffix);
+    Path::new(&name).exists()
+}

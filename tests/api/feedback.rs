@@ -161,3 +161,38 @@ fn feedback_and_performance_need_the_audit_token() {
     );
     assert_eq!(ok.status, 201, "{}", ok.text());
 }
+
+#[test]
+fn feedback_is_never_acknowledged_into_a_deleted_database() {
+    let app = spawn_app();
+    let res = app.post_predict(r#"{"features": [5.1, 3.5, 1.4, 0.2]}"#);
+    let id = res.header("x-request-id").unwrap().to_string();
+    // The file (and its log) is deleted while the service is idle; the query connections
+    // still see the old file, so the prediction is found.
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", app.db_path.display()));
+    }
+    let res = feedback(&app, &id, 0, "setosa");
+    // Stored in the file at the path, or refused; never 201 into the unlinked file.
+    match res.status {
+        201 => {
+            let stored = app.db_json(&format!(
+                "select json_object('n', count(*)) from feedback where request_id = '{id}'"
+            ));
+            assert_eq!(
+                stored[0]["n"], 1,
+                "acknowledged feedback is not in the file"
+            );
+        }
+        503 => {
+            assert_eq!(res.error_code(), "audit_unavailable");
+            let dir = app.dir.path().to_str().unwrap();
+            assert!(
+                !res.text().contains(dir),
+                "no paths to clients: {}",
+                res.text()
+            );
+        }
+        other => panic!("unexpected {other}: {}", res.text()),
+    }
+}
