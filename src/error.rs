@@ -53,11 +53,25 @@ pub enum ApiError {
     #[error("{message}")]
     Unavailable { code: &'static str, message: String },
 
+    /// The audit store failed a read or a write: clients get the class of fault, the log line
+    /// the whole error chain (`detail`, one line).
+    #[error("{message}")]
+    StoreUnavailable { message: String, detail: String },
+
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
 
 impl ApiError {
+    /// A 503 `audit_unavailable` for a failed store call: `what` could not be done, and why, in
+    /// words without paths or SQL.
+    pub fn store(what: &str, e: &anyhow::Error) -> ApiError {
+        ApiError::StoreUnavailable {
+            message: format!("{what}: {}", crate::audit::writer::cause(e)),
+            detail: format!("{e:#}"),
+        }
+    }
+
     pub fn invalid(code: &'static str, message: impl Into<String>) -> ApiError {
         ApiError::Invalid {
             code,
@@ -80,6 +94,7 @@ impl ApiError {
             ApiError::Unauthorized(_) => "unauthorized",
             ApiError::Forbidden(_) => "forbidden",
             ApiError::Unavailable { code, .. } => code,
+            ApiError::StoreUnavailable { .. } => "audit_unavailable",
             ApiError::Internal(_) => "internal_error",
         }
     }
@@ -114,7 +129,9 @@ impl ResponseError for ApiError {
             }
             ApiError::UnknownModel(_) | ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
-            ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable { .. } | ApiError::StoreUnavailable { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -211,5 +228,20 @@ mod tests {
         let e = ApiError::Internal(anyhow::anyhow!("disk at /secret/path failed"));
         assert!(!e.public_message().contains("/secret"));
         assert_eq!(e.status_code(), StatusCode::INTERNAL_SERVER_ERROR);
+    }
+
+    #[test]
+    fn store_failures_are_503_with_the_class_of_fault_only() {
+        let cause = anyhow::anyhow!("opening /secret/path/audit.db").context("reading audit rows");
+        let e = ApiError::store("the audit records could not be read", &cause);
+        assert_eq!(e.status_code(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(e.code(), "audit_unavailable");
+        assert!(
+            !e.public_message().contains("/secret"),
+            "{}",
+            e.public_message()
+        );
+        // The log line (the error's Debug form) keeps the whole chain.
+        assert!(format!("{e:?}").contains("/secret/path/audit.db"));
     }
 }

@@ -34,7 +34,7 @@ pub async fn list(
                 .store
                 .page(&q.filter, q.cursor, q.limit + 1)
                 .await
-                .map_err(ApiError::Internal)?;
+                .map_err(|e| ApiError::store("the audit records could not be read", &e))?;
             let more = records.len() > q.limit;
             records.truncate(q.limit);
             let next_cursor = if more {
@@ -131,7 +131,7 @@ pub async fn summary(
         .store
         .summary(&q.filter)
         .await
-        .map_err(ApiError::Internal)?;
+        .map_err(|e| ApiError::store("the audit summary could not be read", &e))?;
     Ok(HttpResponse::Ok().json(summary))
 }
 
@@ -145,7 +145,7 @@ pub async fn by_request(
         .store
         .request(&request_id)
         .await
-        .map_err(ApiError::Internal)?;
+        .map_err(|e| ApiError::store("the request's audit records could not be read", &e))?;
     if records.is_empty() {
         return Err(ApiError::NotFound(format!(
             "no audit records for request {:?}",

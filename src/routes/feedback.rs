@@ -48,7 +48,7 @@ pub async fn post(
         .store
         .served_row(&fb.request_id, item)
         .await
-        .map_err(|e| store_unavailable("the prediction could not be looked up", &e))?
+        .map_err(|e| ApiError::store("the prediction could not be looked up", &e))?
     else {
         return Err(ApiError::NotFound(format!(
             "no answered prediction for request {:?} item {item}",
@@ -83,22 +83,13 @@ pub async fn post(
             client_addr: req.peer_addr().map(|a| a.ip().to_string()),
         })
         .await
-        .map_err(|e| store_unavailable("the feedback could not be stored", &e))?;
+        .map_err(|e| ApiError::store("the feedback could not be stored", &e))?;
     Ok(HttpResponse::Created().json(json!({
         "request_id": fb.request_id,
         "item": item,
         "label": fb.label,
         "replaced": previous,
     })))
-}
-
-/// A 503 naming the class of store fault, not its paths or SQL; the details go to the log
-/// with the request's line.
-fn store_unavailable(what: &str, e: &anyhow::Error) -> ApiError {
-    ApiError::Unavailable {
-        code: "audit_unavailable",
-        message: format!("{what}: {}", crate::audit::writer::cause(e)),
-    }
 }
 
 #[derive(Debug, Serialize)]
@@ -123,7 +114,7 @@ pub async fn performance(
         .store
         .confusion(model.name(), &filter)
         .await
-        .map_err(ApiError::Internal)?;
+        .map_err(|e| ApiError::store("the labelled predictions could not be read", &e))?;
     let classes = &model.artifact.class_names;
     let k = classes.len();
     // matrix[true][predicted]

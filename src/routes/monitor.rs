@@ -35,7 +35,7 @@ pub async fn drift(
         .store
         .drift_rows(model.name(), model.n_features(), &filter)
         .await
-        .map_err(ApiError::Internal)?;
+        .map_err(|e| ApiError::store("the recent inputs could not be read", &e))?;
     let report = web::block(move || drift::report(&model, &values, &classes, &state.drift_rule))
         .await
         .map_err(|e| ApiError::Internal(anyhow::anyhow!("drift task failed: {e}")))?;
