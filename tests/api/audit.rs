@@ -377,7 +377,7 @@ fn locked_store_makes_durable_predict_503_and_it_recovers_by_itself() {
 
     // Ready again by itself, before any prediction comes (a load balancer sends none to a
     // service that is not ready).
-    crate::faults::wait_ready(&app, 200);
+    app.wait_ready(200);
     let res = app.post_predict(r#"{"features": [5.8, 2.7, 5.1, 1.9]}"#);
     assert_eq!(res.status, 200, "recovered: {}", res.text());
     // The refused prediction has no "served" row; the two served ones do.

@@ -6,7 +6,7 @@ use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::helpers::{
     db_exec, db_json, metric_value, served_request_ids, spawn_app_with, try_send_raw,
@@ -18,24 +18,6 @@ const ONE_ROW: &str = r#"{"features": [5.8, 2.7, 5.1, 1.9]}"#;
 fn batch(rows: usize) -> String {
     let row = "[5.1, 3.5, 1.4, 0.2]";
     format!(r#"{{"features": [{}]}}"#, vec![row; rows].join(", "))
-}
-
-/// Polls `/health/ready` (no other traffic) until it answers `status`.
-pub fn wait_ready(app: &crate::helpers::TestApp, status: u16) -> serde_json::Value {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let res = app.get("/health/ready");
-        if res.status == status {
-            return res.json();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "/health/ready stayed {}: {}",
-            res.status,
-            res.text()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 #[test]
@@ -89,7 +71,7 @@ fn full_database_answers_503_until_space_is_freed_and_keeps_every_row() {
 
     // The space is freed: the service sees it by itself and serves again.
     db_exec(&app.db_path, "drop table ballast;");
-    wait_ready(&app, 200);
+    app.wait_ready(200);
     let res = app.post_predict(&batch(100));
     assert_eq!(res.status, 200, "{}", res.text());
     acked.push(res.header("x-request-id").unwrap().to_string());

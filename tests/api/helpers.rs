@@ -148,6 +148,24 @@ impl TestApp {
         wait_for_line(&self.log_path, needles)
     }
 
+    /// Polls `/health/ready` (no other traffic) until it answers `status`.
+    pub fn wait_ready(&self, status: u16) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let res = self.get("/health/ready");
+            if res.status == status {
+                return res.json();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "/health/ready stayed {}: {}",
+                res.status,
+                res.text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
