@@ -8,11 +8,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use inferlog::audit::{AuditRecord, Store, StoreOptions, SyncLevel};
-use inferlog::cli::Dataset;
+use inferlog::audit::{AuditRecord, Latency, Store, StoreOptions, SyncLevel};
 use inferlog::input::parse_predict_body;
-use inferlog::model::train::{TrainOptions, load_dataset, train};
-use inferlog::model::{Algorithm, Artifact, Model};
+use inferlog::model::data::{Dataset, load_dataset};
+use inferlog::model::train::{TrainOptions, train};
+use inferlog::model::{Algorithm, Artifact, Matrix, Model};
 
 fn shipped() -> Model {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/iris.json");
@@ -74,19 +74,19 @@ fn predicting(c: &mut Criterion) {
         )
         .unwrap();
         let model = Model::new(artifact, "bench".into());
-        let one = [5.8, 2.7, 5.1, 1.9];
-        let hundred: Vec<f64> = data.x[..400].to_vec();
+        let one = Matrix::new(1, 4, vec![5.8, 2.7, 5.1, 1.9], false).unwrap();
+        let hundred = Matrix::new(100, 4, data.x[..400].to_vec(), false).unwrap();
         g.throughput(Throughput::Elements(1));
         g.bench_with_input(
             BenchmarkId::new(algorithm.to_string(), "1_row"),
             &one,
-            |b, x| b.iter(|| model.predict(1, x).unwrap()),
+            |b, x| b.iter(|| model.predict(x).unwrap()),
         );
         g.throughput(Throughput::Elements(100));
         g.bench_with_input(
             BenchmarkId::new(algorithm.to_string(), "100_rows"),
             &hundred,
-            |b, x| b.iter(|| model.predict(100, x).unwrap()),
+            |b, x| b.iter(|| model.predict(x).unwrap()),
         );
     }
     g.finish();
@@ -111,21 +111,9 @@ fn audit_writes(c: &mut Criterion) {
         ))
         .unwrap();
     // As in the service, a second connection checkpoints the WAL every 100 ms beside the
-    // writer; without it the WAL would only grow during the measurement.
-    let checkpointing = Arc::new(std::sync::atomic::AtomicBool::new(true));
-    let checkpointer = {
-        let (store, on) = (store.clone(), Arc::clone(&checkpointing));
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            while on.load(std::sync::atomic::Ordering::Relaxed) {
-                std::thread::sleep(Duration::from_millis(100));
-                rt.block_on(store.checkpoint()).unwrap();
-            }
-        })
-    };
+    // writer (on the same runtime); without it the WAL would only grow during the measurement.
+    let maintenance = rt
+        .block_on(async { store.spawn_maintenance(slog::Logger::root(slog::Discard, slog::o!())) });
     let (model, version, label, client): (Arc<str>, Arc<str>, Arc<str>, Arc<str>) = (
         "iris".into(),
         "98469e428bb454d9".into(),
@@ -154,7 +142,7 @@ fn audit_writes(c: &mut Criterion) {
                     label: Some(label.clone()),
                     status: 200,
                     error_code: None,
-                    latency_us: 120,
+                    latency: Latency::Answered(120),
                     client_addr: Some(client.clone()),
                     raw_body: None,
                     outliers: None,
@@ -177,8 +165,7 @@ fn audit_writes(c: &mut Criterion) {
         });
     }
     g.finish();
-    checkpointing.store(false, std::sync::atomic::Ordering::Relaxed);
-    checkpointer.join().unwrap();
+    rt.block_on(maintenance.stop());
 }
 
 criterion_group! {

@@ -1,13 +1,44 @@
-//! Command-line interface and configuration.
-//!
-//! Every setting has a flag and an environment variable, and a default that makes
+//! The command line: clap structs only. Every setting has a flag and an environment variable,
+//! and a default (in [`defaults`], shared with [`crate::config::Settings::default`]) that makes
 //! `inferlog serve` work from the repository root with no setup. `main` loads `.env` (through
 //! dotenvy) before clap reads the environment, so `.env.example` copied to `.env` is honoured.
+//! [`crate::config`] turns these into plain settings; nothing else reads them.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use chrono::{DateTime, Utc};
 use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::audit::{AuditMode, Order, StatusFilter, SyncLevel};
+use crate::model::Algorithm;
+use crate::model::data::Dataset;
+
+/// The defaults of the service's settings, one place for clap and for tests' settings.
+pub mod defaults {
+    pub const BIND: &str = "127.0.0.1:8080";
+    pub const MODELS: &str = "models";
+    pub const DEFAULT_MODEL: &str = "iris";
+    pub const DATABASE_URL: &str = "sqlite://inferlog.db";
+    pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+    pub const BODY_TIMEOUT_MS: u64 = 10_000;
+    pub const MAX_BATCH: usize = 1000;
+    pub const MAX_CONNECTIONS: usize = 10_000;
+    pub const KEEP_ALIVE_S: u64 = 5;
+    pub const SHUTDOWN_TIMEOUT_S: u64 = 30;
+    pub const AUDIT_BUSY_TIMEOUT_MS: u64 = 5000;
+    pub const AUDIT_QUEUE: usize = 16_384;
+    pub const AUDIT_QUEUE_TIMEOUT_MS: u64 = 1000;
+    pub const AUDIT_COMMIT_TIMEOUT_MS: u64 = 10_000;
+    pub const OUTLIER_RANGE_MARGIN: f64 = 0.1;
+    pub const OUTLIER_STD_K: f64 = 4.0;
+    pub const DRIFT_PSI_WARN: f64 = 0.1;
+    pub const DRIFT_PSI_ALERT: f64 = 0.25;
+    pub const DRIFT_MIN_ROWS: usize = 100;
+    pub const DRIFT_WINDOW: usize = 1000;
+    pub const LOG_LEVEL: &str = "info";
+    pub const LOG_QUEUE_SIZE: usize = 65_536;
+}
 
 /// Serve smartcore model predictions with every request logged and audited.
 #[derive(Debug, Parser)]
@@ -42,19 +73,19 @@ pub enum Command {
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
     /// Address and port to listen on (port 0 picks a free port).
-    #[arg(long, env = "INFERLOG_BIND", default_value = "127.0.0.1:8080")]
+    #[arg(long, env = "INFERLOG_BIND", default_value = defaults::BIND)]
     pub bind: SocketAddr,
 
     /// Folder of model artifacts (`*.json`); every one is loaded at start-up.
-    #[arg(long, env = "INFERLOG_MODELS", default_value = "models")]
+    #[arg(long, env = "INFERLOG_MODELS", default_value = defaults::MODELS)]
     pub models: PathBuf,
 
     /// Model that answers `POST /predict`.
-    #[arg(long, env = "INFERLOG_DEFAULT_MODEL", default_value = "iris")]
+    #[arg(long, env = "INFERLOG_DEFAULT_MODEL", default_value = defaults::DEFAULT_MODEL)]
     pub default_model: String,
 
     /// Audit database (SQLite); the file is created when missing.
-    #[arg(long, env = "DATABASE_URL", default_value = "sqlite://inferlog.db")]
+    #[arg(long, env = "DATABASE_URL", default_value = defaults::DATABASE_URL)]
     pub database_url: String,
 
     #[command(flatten)]
@@ -67,15 +98,15 @@ pub struct ServeArgs {
     pub monitor: MonitorSettings,
 
     /// Largest request body accepted, in bytes (larger gets 413).
-    #[arg(long, env = "INFERLOG_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
+    #[arg(long, env = "INFERLOG_MAX_BODY_BYTES", default_value_t = defaults::MAX_BODY_BYTES)]
     pub max_body_bytes: usize,
 
     /// Time a client has to send a request body once its headers arrived (more gets 408).
-    #[arg(long, env = "INFERLOG_BODY_TIMEOUT_MS", default_value_t = 10_000)]
+    #[arg(long, env = "INFERLOG_BODY_TIMEOUT_MS", default_value_t = defaults::BODY_TIMEOUT_MS)]
     pub body_timeout_ms: u64,
 
     /// Most rows one `/predict` batch may carry (more gets 413).
-    #[arg(long, env = "INFERLOG_MAX_BATCH", default_value_t = 1000)]
+    #[arg(long, env = "INFERLOG_MAX_BATCH", default_value_t = defaults::MAX_BATCH)]
     pub max_batch: usize,
 
     /// HTTP worker threads (default: one per CPU core).
@@ -84,15 +115,15 @@ pub struct ServeArgs {
 
     /// Open connections each worker serves at once; further clients wait in the listen
     /// backlog until one closes. Bounds memory and file descriptors under a connection flood.
-    #[arg(long, env = "INFERLOG_MAX_CONNECTIONS", default_value_t = 10_000)]
+    #[arg(long, env = "INFERLOG_MAX_CONNECTIONS", default_value_t = defaults::MAX_CONNECTIONS)]
     pub max_connections: usize,
 
     /// Seconds an idle keep-alive connection is kept open (0: close after each response).
-    #[arg(long, env = "INFERLOG_KEEP_ALIVE_S", default_value_t = 5)]
+    #[arg(long, env = "INFERLOG_KEEP_ALIVE_S", default_value_t = defaults::KEEP_ALIVE_S)]
     pub keep_alive_s: u64,
 
     /// Seconds given to in-flight requests to finish after SIGTERM/SIGINT.
-    #[arg(long, env = "INFERLOG_SHUTDOWN_TIMEOUT", default_value_t = 30)]
+    #[arg(long, env = "INFERLOG_SHUTDOWN_TIMEOUT", default_value_t = defaults::SHUTDOWN_TIMEOUT_S)]
     pub shutdown_timeout: u64,
 }
 
@@ -109,7 +140,7 @@ pub struct AuditSettings {
     pub audit_sync: SyncLevel,
 
     /// How long a write waits for a lock held by another process before failing.
-    #[arg(long, env = "INFERLOG_AUDIT_BUSY_TIMEOUT_MS", default_value_t = 5000)]
+    #[arg(long, env = "INFERLOG_AUDIT_BUSY_TIMEOUT_MS", default_value_t = defaults::AUDIT_BUSY_TIMEOUT_MS)]
     pub audit_busy_timeout_ms: u64,
 
     /// Largest size the audit database may grow to, in MiB (0: no limit). At the limit,
@@ -119,18 +150,18 @@ pub struct AuditSettings {
     pub audit_max_mb: u64,
 
     /// Requests whose rows may wait in the writer's queue.
-    #[arg(long, env = "INFERLOG_AUDIT_QUEUE", default_value_t = 16_384)]
+    #[arg(long, env = "INFERLOG_AUDIT_QUEUE", default_value_t = defaults::AUDIT_QUEUE)]
     pub audit_queue: usize,
 
     /// How long a request waits for room in a full queue before a 503.
-    #[arg(long, env = "INFERLOG_AUDIT_QUEUE_TIMEOUT_MS", default_value_t = 1000)]
+    #[arg(long, env = "INFERLOG_AUDIT_QUEUE_TIMEOUT_MS", default_value_t = defaults::AUDIT_QUEUE_TIMEOUT_MS)]
     pub audit_queue_timeout_ms: u64,
 
     /// Durable mode: how long a request waits for its commit before a 503.
     #[arg(
         long,
         env = "INFERLOG_AUDIT_COMMIT_TIMEOUT_MS",
-        default_value_t = 10_000
+        default_value_t = defaults::AUDIT_COMMIT_TIMEOUT_MS
     )]
     pub audit_commit_timeout_ms: u64,
 
@@ -143,18 +174,18 @@ pub struct AuditSettings {
 #[derive(Debug, Clone, Args)]
 pub struct MonitorSettings {
     /// Flag values outside the training range widened by this fraction of it on each side.
-    #[arg(long, env = "INFERLOG_OUTLIER_RANGE_MARGIN", default_value_t = 0.1)]
+    #[arg(long, env = "INFERLOG_OUTLIER_RANGE_MARGIN", default_value_t = defaults::OUTLIER_RANGE_MARGIN)]
     pub outlier_range_margin: f64,
 
     /// Flag values further than this many training standard deviations from the mean.
-    #[arg(long, env = "INFERLOG_OUTLIER_STD_K", default_value_t = 4.0)]
+    #[arg(long, env = "INFERLOG_OUTLIER_STD_K", default_value_t = defaults::OUTLIER_STD_K)]
     pub outlier_std_k: f64,
 
     #[command(flatten)]
     pub drift: DriftSettings,
 
     /// Recent rows per model behind the drift gauges of /metrics.
-    #[arg(long, env = "INFERLOG_DRIFT_WINDOW", default_value_t = 1000)]
+    #[arg(long, env = "INFERLOG_DRIFT_WINDOW", default_value_t = defaults::DRIFT_WINDOW)]
     pub drift_window: usize,
 }
 
@@ -162,26 +193,16 @@ pub struct MonitorSettings {
 #[derive(Debug, Clone, Args)]
 pub struct DriftSettings {
     /// PSI from which a feature's drift is `warn`.
-    #[arg(long, env = "INFERLOG_DRIFT_PSI_WARN", default_value_t = 0.1)]
+    #[arg(long, env = "INFERLOG_DRIFT_PSI_WARN", default_value_t = defaults::DRIFT_PSI_WARN)]
     pub drift_psi_warn: f64,
 
     /// PSI from which a feature's drift is `alert`.
-    #[arg(long, env = "INFERLOG_DRIFT_PSI_ALERT", default_value_t = 0.25)]
+    #[arg(long, env = "INFERLOG_DRIFT_PSI_ALERT", default_value_t = defaults::DRIFT_PSI_ALERT)]
     pub drift_psi_alert: f64,
 
     /// Fewer rows than this give `insufficient_data` instead of a verdict.
-    #[arg(long, env = "INFERLOG_DRIFT_MIN_ROWS", default_value_t = 100)]
+    #[arg(long, env = "INFERLOG_DRIFT_MIN_ROWS", default_value_t = defaults::DRIFT_MIN_ROWS)]
     pub drift_min_rows: usize,
-}
-
-impl DriftSettings {
-    pub fn rule(&self) -> crate::monitor::drift::DriftRule {
-        crate::monitor::drift::DriftRule {
-            psi_warn: self.drift_psi_warn,
-            psi_alert: self.drift_psi_alert,
-            min_rows: self.drift_min_rows,
-        }
-    }
 }
 
 /// `inferlog drift`: the `/monitor/drift` report, run on the database file.
@@ -190,19 +211,19 @@ pub struct DriftCliArgs {
     #[arg(
         long = "db",
         env = "DATABASE_URL",
-        default_value = "sqlite://inferlog.db"
+        default_value = defaults::DATABASE_URL
     )]
     pub database_url: String,
-    #[arg(long, env = "INFERLOG_MODELS", default_value = "models")]
+    #[arg(long, env = "INFERLOG_MODELS", default_value = defaults::MODELS)]
     pub models: PathBuf,
-    #[arg(long, env = "INFERLOG_DEFAULT_MODEL", default_value = "iris")]
+    #[arg(long, env = "INFERLOG_DEFAULT_MODEL", default_value = defaults::DEFAULT_MODEL)]
     pub model: String,
     /// Rows received at or after this RFC 3339 time.
-    #[arg(long)]
-    pub since: Option<String>,
+    #[arg(long, value_parser = parse_time)]
+    pub since: Option<DateTime<Utc>>,
     /// Rows received before this RFC 3339 time.
-    #[arg(long)]
-    pub until: Option<String>,
+    #[arg(long, value_parser = parse_time)]
+    pub until: Option<DateTime<Utc>>,
     #[command(flatten)]
     pub drift: DriftSettings,
 }
@@ -210,25 +231,25 @@ pub struct DriftCliArgs {
 /// `inferlog audit`: the `/audit` query, run on the database file.
 #[derive(Debug, Clone, Args)]
 pub struct AuditCliArgs {
-    #[arg(long, env = "DATABASE_URL", default_value = "sqlite://inferlog.db")]
+    #[arg(long, env = "DATABASE_URL", default_value = defaults::DATABASE_URL)]
     pub database_url: String,
     /// Rows received at or after this RFC 3339 time.
-    #[arg(long)]
-    pub since: Option<String>,
+    #[arg(long, value_parser = parse_time)]
+    pub since: Option<DateTime<Utc>>,
     /// Rows received before this RFC 3339 time.
-    #[arg(long)]
-    pub until: Option<String>,
-    #[arg(long)]
+    #[arg(long, value_parser = parse_time)]
+    pub until: Option<DateTime<Utc>>,
+    #[arg(long, value_parser = nonempty)]
     pub model: Option<String>,
-    #[arg(long)]
+    #[arg(long, value_parser = nonempty)]
     pub model_version: Option<String>,
-    #[arg(long)]
+    #[arg(long, value_parser = nonempty)]
     pub label: Option<String>,
     #[arg(long, value_enum, default_value_t = StatusFilter::All)]
     pub status: StatusFilter,
-    #[arg(long)]
+    #[arg(long, value_parser = nonempty)]
     pub request_id: Option<String>,
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(i64).range(0..))]
     pub min_latency_us: Option<i64>,
     #[arg(long, value_enum, default_value_t = Order::Desc)]
     pub order: Order,
@@ -261,11 +282,11 @@ pub struct LogArgs {
     pub log_format: LogFormat,
 
     /// Least severe level written: trace, debug, info, warn, error or critical.
-    #[arg(long, env = "LOG_LEVEL", default_value = "info", value_parser = parse_level)]
+    #[arg(long, env = "LOG_LEVEL", default_value = defaults::LOG_LEVEL, value_parser = parse_level)]
     pub log_level: slog::Level,
 
     /// Log records the async queue holds before it drops (and counts) new ones.
-    #[arg(long, env = "LOG_QUEUE_SIZE", default_value_t = 65_536)]
+    #[arg(long, env = "LOG_QUEUE_SIZE", default_value_t = defaults::LOG_QUEUE_SIZE)]
     pub log_queue_size: usize,
 }
 
@@ -273,6 +294,20 @@ pub struct LogArgs {
 pub enum LogFormat {
     Term,
     Json,
+}
+
+fn parse_time(s: &str) -> Result<DateTime<Utc>, String> {
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| t.to_utc())
+        .map_err(|_| "must be an RFC 3339 time such as 2026-11-27T10:00:00Z".to_string())
+}
+
+fn nonempty(s: &str) -> Result<String, String> {
+    if s.is_empty() {
+        Err("is empty".to_string())
+    } else {
+        Ok(s.to_string())
+    }
 }
 
 fn parse_level(s: &str) -> Result<slog::Level, String> {
@@ -320,13 +355,3 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 0.2)]
     pub test_size: f32,
 }
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Dataset {
-    Iris,
-    BreastCancer,
-    Digits,
-}
-
-pub use crate::audit::{AuditMode, Order, StatusFilter, SyncLevel};
-pub use crate::model::Algorithm;

@@ -3,15 +3,75 @@
 //! A body is parsed once into a small JSON tree that, unlike `serde_json::Value`, keeps
 //! duplicate keys (so `{"a": 1, "a": 2}` can be refused instead of silently taking the last) and
 //! then checked against the model into a [`PredictInput`]: a row-major matrix of finite numbers
-//! in the model's feature order. Every failure is an [`ApiError`] whose message says what was
-//! wrong and what was expected, naming features and positions.
+//! in the model's feature order. Every failure is an [`InputError`] whose message says what was
+//! wrong and what was expected, naming features and positions; the HTTP layer maps it to a
+//! status code.
 
 use std::fmt;
 
 use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 
-use crate::error::ApiError;
-use crate::model::Model;
+use crate::model::{Matrix, Model};
+use crate::text::quote;
+
+/// Why a body was refused. Each variant is one stable error code of the API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InputCode {
+    /// Not a JSON object with only a `features` field.
+    InvalidBody,
+    MissingFeatures,
+    EmptyFeatures,
+    /// `features` is neither a list nor an object.
+    InvalidFeatures,
+    /// A cell or row is not a number or a row.
+    InvalidFeature,
+    NonFiniteFeature,
+    WrongFeatureCount,
+    RaggedBatch,
+    UnknownFeature,
+    DuplicateFeature,
+    MissingFeature,
+}
+
+impl InputCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InputCode::InvalidBody => "invalid_body",
+            InputCode::MissingFeatures => "missing_features",
+            InputCode::EmptyFeatures => "empty_features",
+            InputCode::InvalidFeatures => "invalid_features",
+            InputCode::InvalidFeature => "invalid_feature",
+            InputCode::NonFiniteFeature => "non_finite_feature",
+            InputCode::WrongFeatureCount => "wrong_feature_count",
+            InputCode::RaggedBatch => "ragged_batch",
+            InputCode::UnknownFeature => "unknown_feature",
+            InputCode::DuplicateFeature => "duplicate_feature",
+            InputCode::MissingFeature => "missing_feature",
+        }
+    }
+}
+
+/// A `/predict` body that cannot be used.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum InputError {
+    /// The body is not JSON at all (syntax error, truncated, invalid UTF-8, empty).
+    #[error("{0}")]
+    MalformedJson(String),
+
+    /// JSON, but not a valid request: wrong shape, types, feature names or counts.
+    #[error("{message}")]
+    Invalid { code: InputCode, message: String },
+
+    #[error("batch has {rows} rows, more than the limit of {max}; split it into smaller batches")]
+    BatchTooLarge { rows: usize, max: usize },
+}
+
+fn invalid(code: InputCode, message: impl Into<String>) -> InputError {
+    InputError::Invalid {
+        code,
+        message: message.into(),
+    }
+}
 
 /// Whether the client sent one row or a list of rows. Both are answered with lists of
 /// predictions (`{"prediction": [2]}` for one row, as the tutorial's clients expect).
@@ -21,19 +81,43 @@ pub enum Shape {
     Batch,
 }
 
-/// A validated request: `rows` × model features, row-major, every value finite.
-#[derive(Debug, Clone, PartialEq)]
+/// A validated request: `rows` × model features, row-major, every value finite. The values
+/// live in the matrix the model predicts from, so they are never copied after parsing.
+#[derive(Debug, Clone)]
 pub struct PredictInput {
     pub shape: Shape,
     pub rows: usize,
-    pub values: Vec<f64>,
+    x: Matrix,
+}
+
+impl PartialEq for PredictInput {
+    fn eq(&self, other: &Self) -> bool {
+        (self.shape, self.rows) == (other.shape, other.rows) && self.values() == other.values()
+    }
 }
 
 impl PredictInput {
+    fn new(shape: Shape, rows: usize, cols: usize, values: Vec<f64>) -> PredictInput {
+        // The parser pushed exactly `cols` values per row, so the sizes always agree.
+        let x = Matrix::new(rows, cols, values, false)
+            .expect("the parser builds rows of the model's width");
+        PredictInput { shape, rows, x }
+    }
+
+    /// The matrix the model predicts from.
+    pub fn matrix(&self) -> &Matrix {
+        &self.x
+    }
+
+    /// All values, row-major.
+    pub fn values(&self) -> &[f64] {
+        self.x.iter().as_slice()
+    }
+
     /// The features of row `i`.
     pub fn row(&self, i: usize) -> &[f64] {
-        let cols = self.values.len() / self.rows.max(1);
-        &self.values[i * cols..(i + 1) * cols]
+        let cols = self.values().len() / self.rows.max(1);
+        &self.values()[i * cols..(i + 1) * cols]
     }
 }
 
@@ -114,11 +198,11 @@ pub fn parse_predict_body(
     body: &[u8],
     model: &Model,
     max_batch: usize,
-) -> Result<PredictInput, ApiError> {
+) -> Result<PredictInput, InputError> {
     let root: Node = serde_json::from_slice(body).map_err(|e| json_error(&e, body))?;
     let Node::Obj(fields) = root else {
-        return Err(ApiError::invalid(
-            "invalid_body",
+        return Err(invalid(
+            InputCode::InvalidBody,
             format!(
                 "the body must be a JSON object like {{\"features\": [...]}}, got {}",
                 root.kind()
@@ -128,8 +212,8 @@ pub fn parse_predict_body(
     let mut features = None;
     for (key, value) in fields {
         if key != "features" {
-            return Err(ApiError::invalid(
-                "invalid_body",
+            return Err(invalid(
+                InputCode::InvalidBody,
                 format!(
                     "unknown field {}; the body takes only \"features\"",
                     quote(&key)
@@ -137,31 +221,48 @@ pub fn parse_predict_body(
             ));
         }
         if features.replace(value).is_some() {
-            return Err(ApiError::invalid(
-                "invalid_body",
+            return Err(invalid(
+                InputCode::InvalidBody,
                 "field \"features\" appears twice",
             ));
         }
     }
     let Some(features) = features else {
-        return Err(ApiError::invalid(
-            "missing_features",
+        return Err(invalid(
+            InputCode::MissingFeatures,
             format!("the body has no \"features\" field; {}", expected(model)),
         ));
     };
     validate(features, model, max_batch)
 }
 
-fn validate(features: Node, model: &Model, max_batch: usize) -> Result<PredictInput, ApiError> {
+/// Where a value sits in the body, for messages: `features` or `features[i]`. Formatted only
+/// when a message needs it, so a valid request allocates no location strings.
+#[derive(Debug, Clone, Copy)]
+enum At {
+    Features,
+    Row(usize),
+}
+
+impl fmt::Display for At {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            At::Features => f.write_str("features"),
+            At::Row(i) => write!(f, "features[{i}]"),
+        }
+    }
+}
+
+fn validate(features: Node, model: &Model, max_batch: usize) -> Result<PredictInput, InputError> {
     let n = model.n_features();
     match features {
-        Node::Arr(items) if items.is_empty() => Err(ApiError::invalid(
-            "empty_features",
+        Node::Arr(items) if items.is_empty() => Err(invalid(
+            InputCode::EmptyFeatures,
             format!("\"features\" is empty; {}", expected(model)),
         )),
         Node::Arr(items) if matches!(items[0], Node::Arr(_) | Node::Obj(_)) => {
             if items.len() > max_batch {
-                return Err(ApiError::BatchTooLarge {
+                return Err(InputError::BatchTooLarge {
                     rows: items.len(),
                     max: max_batch,
                 });
@@ -173,12 +274,12 @@ fn validate(features: Node, model: &Model, max_batch: usize) -> Result<PredictIn
                 _ => None,
             };
             for (i, item) in items.into_iter().enumerate() {
-                let at = format!("features[{i}]");
+                let at = At::Row(i);
                 match item {
                     Node::Arr(row) => {
                         if let Some(first) = first_len.filter(|&f| f != row.len() && i > 0) {
-                            return Err(ApiError::invalid(
-                                "ragged_batch",
+                            return Err(invalid(
+                                InputCode::RaggedBatch,
                                 format!(
                                     "{at} has {} values but features[0] has {first}; every row needs {n} ({})",
                                     row.len(),
@@ -186,12 +287,12 @@ fn validate(features: Node, model: &Model, max_batch: usize) -> Result<PredictIn
                                 ),
                             ));
                         }
-                        push_row(&mut values, row, &at, model)?;
+                        push_row(&mut values, row, at, model)?;
                     }
-                    Node::Obj(entries) => push_named(&mut values, entries, &at, model)?,
+                    Node::Obj(entries) => push_named(&mut values, entries, at, model)?,
                     other => {
-                        return Err(ApiError::invalid(
-                            "invalid_feature",
+                        return Err(invalid(
+                            InputCode::InvalidFeature,
                             format!(
                                 "{at} is {}, but a batch is a list of rows (lists or objects)",
                                 other.kind()
@@ -200,32 +301,20 @@ fn validate(features: Node, model: &Model, max_batch: usize) -> Result<PredictIn
                     }
                 }
             }
-            Ok(PredictInput {
-                shape: Shape::Batch,
-                rows,
-                values,
-            })
+            Ok(PredictInput::new(Shape::Batch, rows, n, values))
         }
         Node::Arr(row) => {
             let mut values = Vec::with_capacity(n);
-            push_row(&mut values, row, "features", model)?;
-            Ok(PredictInput {
-                shape: Shape::Single,
-                rows: 1,
-                values,
-            })
+            push_row(&mut values, row, At::Features, model)?;
+            Ok(PredictInput::new(Shape::Single, 1, n, values))
         }
         Node::Obj(entries) => {
             let mut values = Vec::with_capacity(n);
-            push_named(&mut values, entries, "features", model)?;
-            Ok(PredictInput {
-                shape: Shape::Single,
-                rows: 1,
-                values,
-            })
+            push_named(&mut values, entries, At::Features, model)?;
+            Ok(PredictInput::new(Shape::Single, 1, n, values))
         }
-        other => Err(ApiError::invalid(
-            "invalid_features",
+        other => Err(invalid(
+            InputCode::InvalidFeatures,
             format!(
                 "\"features\" is {}; send a list of numbers, a list of rows, or an object of named features",
                 other.kind()
@@ -237,28 +326,25 @@ fn validate(features: Node, model: &Model, max_batch: usize) -> Result<PredictIn
 fn push_row(
     values: &mut Vec<f64>,
     row: Vec<Node>,
-    at: &str,
+    at: At,
     model: &Model,
-) -> Result<(), ApiError> {
+) -> Result<(), InputError> {
     let n = model.n_features();
     if row.is_empty() {
-        return Err(ApiError::invalid(
-            "empty_features",
+        return Err(invalid(
+            InputCode::EmptyFeatures,
             format!("{at} is empty; {}", expected(model)),
         ));
     }
     if row.len() != n {
-        return Err(ApiError::invalid(
-            "wrong_feature_count",
+        return Err(invalid(
+            InputCode::WrongFeatureCount,
             format!("{at}: {}, got {}", expected(model), row.len()),
         ));
     }
     for (j, cell) in row.into_iter().enumerate() {
-        values.push(number(
-            cell,
-            &format!("{at}[{j}]"),
-            &model.artifact.feature_names[j],
-        )?);
+        let feature = &model.artifact.feature_names[j];
+        values.push(number(cell, || format!("{at}[{j}] ({feature})"))?);
     }
     Ok(())
 }
@@ -266,17 +352,17 @@ fn push_row(
 fn push_named(
     values: &mut Vec<f64>,
     entries: Vec<(String, Node)>,
-    at: &str,
+    at: At,
     model: &Model,
-) -> Result<(), ApiError> {
+) -> Result<(), InputError> {
     let feature_names = &model.artifact.feature_names;
     let start = values.len();
     values.resize(start + feature_names.len(), f64::NAN);
     let mut seen = vec![false; feature_names.len()];
     for (key, cell) in entries {
         let Some(j) = feature_names.iter().position(|f| *f == key) else {
-            return Err(ApiError::invalid(
-                "unknown_feature",
+            return Err(invalid(
+                InputCode::UnknownFeature,
                 format!(
                     "{at} has unknown feature {}; model {} takes {}",
                     quote(&key),
@@ -286,12 +372,12 @@ fn push_named(
             ));
         };
         if std::mem::replace(&mut seen[j], true) {
-            return Err(ApiError::invalid(
-                "duplicate_feature",
+            return Err(invalid(
+                InputCode::DuplicateFeature,
                 format!("{at} gives feature {key} twice"),
             ));
         }
-        values[start + j] = number(cell, &format!("{at}.{key}"), &key)?;
+        values[start + j] = number(cell, || format!("{at}.{key} ({key})"))?;
     }
     let missing: Vec<&str> = feature_names
         .iter()
@@ -300,24 +386,25 @@ fn push_named(
         .map(|(f, _)| f.as_str())
         .collect();
     if !missing.is_empty() {
-        return Err(ApiError::invalid(
-            "missing_feature",
+        return Err(invalid(
+            InputCode::MissingFeature,
             format!("{at} lacks {}; {}", missing.join(", "), expected(model)),
         ));
     }
     Ok(())
 }
 
-fn number(cell: Node, at: &str, feature: &str) -> Result<f64, ApiError> {
+/// A cell's number; `place` names the cell (`features[1] (sepal_width)`) for a message.
+fn number(cell: Node, place: impl FnOnce() -> String) -> Result<f64, InputError> {
     match cell {
         Node::Num(v) if v.is_finite() => Ok(v),
-        Node::Num(_) => Err(ApiError::invalid(
-            "non_finite_feature",
-            format!("{at} ({feature}) is not a finite number"),
+        Node::Num(_) => Err(invalid(
+            InputCode::NonFiniteFeature,
+            format!("{} is not a finite number", place()),
         )),
-        other => Err(ApiError::invalid(
-            "invalid_feature",
-            format!("{at} ({feature}) must be a number, got {}", other.kind()),
+        other => Err(invalid(
+            InputCode::InvalidFeature,
+            format!("{} must be a number, got {}", place(), other.kind()),
         )),
     }
 }
@@ -334,40 +421,29 @@ fn expected(model: &Model) -> String {
     )
 }
 
-/// Quotes client text for a message: escaped, and cut so a huge key cannot bloat errors/logs.
-fn quote(s: &str) -> String {
-    const MAX: usize = 64;
-    if s.chars().count() > MAX {
-        let cut: String = s.chars().take(MAX).collect();
-        format!("{cut:?}…")
-    } else {
-        format!("{s:?}")
-    }
-}
-
 /// Maps a JSON syntax error to the client's error. NaN and Infinity (which Python's json module
 /// writes) and numbers beyond f64 are reported as non-finite features, not as bad JSON.
-fn json_error(e: &serde_json::Error, body: &[u8]) -> ApiError {
+fn json_error(e: &serde_json::Error, body: &[u8]) -> InputError {
     use serde_json::error::Category;
     let msg = e.to_string();
     if msg.starts_with("number out of range") {
-        return ApiError::invalid(
-            "non_finite_feature",
+        return invalid(
+            InputCode::NonFiniteFeature,
             format!("a number is too large for a 64-bit float ({msg})"),
         );
     }
     if matches!(e.classify(), Category::Syntax) && near_non_finite_token(e, body) {
-        return ApiError::invalid(
-            "non_finite_feature",
+        return invalid(
+            InputCode::NonFiniteFeature,
             "features contain NaN or Infinity, which JSON cannot carry; send finite numbers",
         );
     }
     match e.classify() {
-        Category::Eof if body.iter().all(u8::is_ascii_whitespace) => {
-            ApiError::MalformedJson("request body is empty; send {\"features\": [...]}".to_string())
-        }
-        Category::Data => ApiError::invalid("invalid_body", msg),
-        _ => ApiError::MalformedJson(format!("request body is not valid JSON: {msg}")),
+        Category::Eof if body.iter().all(u8::is_ascii_whitespace) => InputError::MalformedJson(
+            "request body is empty; send {\"features\": [...]}".to_string(),
+        ),
+        Category::Data => invalid(InputCode::InvalidBody, msg),
+        _ => InputError::MalformedJson(format!("request body is not valid JSON: {msg}")),
     }
 }
 
@@ -390,6 +466,7 @@ fn near_non_finite_token(e: &serde_json::Error, body: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::Artifact;
 
     #[test]
     fn keeps_duplicate_keys() {
@@ -406,9 +483,140 @@ mod tests {
         );
     }
 
+    fn iris() -> &'static Model {
+        static MODEL: std::sync::OnceLock<Model> = std::sync::OnceLock::new();
+        MODEL.get_or_init(|| {
+            let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/iris.json");
+            Model::new(Artifact::load(&path).unwrap(), path)
+        })
+    }
+
     #[test]
-    fn quote_escapes_and_cuts() {
-        assert_eq!(quote("a\nb"), "\"a\\nb\"");
-        assert!(quote(&"x".repeat(500)).len() < 80);
+    fn parses_single_rows_batches_and_named_features() {
+        let single = parse_predict_body(br#"{"features": [5.8, 2.7, 5.1, 1.9]}"#, iris(), 10);
+        let single = single.unwrap();
+        assert_eq!((single.shape, single.rows), (Shape::Single, 1));
+        assert_eq!(single.values(), [5.8, 2.7, 5.1, 1.9]);
+        let named = br#"{"features": [{"petal_width": 1.9, "petal_length": 5.1, "sepal_width": 2.7, "sepal_length": 5.8}, [1, 2, 3, 4]]}"#;
+        let batch = parse_predict_body(named, iris(), 10).unwrap();
+        assert_eq!((batch.shape, batch.rows), (Shape::Batch, 2));
+        assert_eq!(batch.row(0), [5.8, 2.7, 5.1, 1.9]);
+        assert_eq!(batch.row(1), [1.0, 2.0, 3.0, 4.0]);
+    }
+
+    /// What a refused body is: not JSON (400), JSON but invalid (422, with its code), or a
+    /// batch over the limit (413). The HTTP layer maps these kinds to those statuses.
+    fn kind_and_code(e: &InputError) -> (u16, &'static str) {
+        match e {
+            InputError::MalformedJson(_) => (400, "malformed_json"),
+            InputError::Invalid { code, .. } => (422, code.as_str()),
+            InputError::BatchTooLarge { .. } => (413, "batch_too_large"),
+        }
+    }
+
+    /// Parses `body` for the iris model and checks the kind, the code and a message fragment.
+    fn check(body: &[u8], status: u16, code: &str, message_part: &str) {
+        let e = parse_predict_body(body, iris(), 1000).expect_err("the body must be refused");
+        assert_eq!(
+            kind_and_code(&e),
+            (status, code),
+            "body {:?}: {e}",
+            String::from_utf8_lossy(body)
+        );
+        let message = e.to_string();
+        assert!(
+            message.contains(message_part),
+            "message {message:?} lacks {message_part:?}"
+        );
+    }
+
+    macro_rules! rejects {
+        ($($name:ident: $body:expr => $status:expr, $code:expr, $part:expr;)*) => {
+            $(
+                #[test]
+                fn $name() {
+                    check($body.as_ref(), $status, $code, $part);
+                }
+            )*
+        };
+    }
+
+    rejects! {
+        rejects_too_few_features_with_422: br#"{"features": [5.8, 2.7]}"#
+            => 422, "wrong_feature_count",
+            "expected 4 features (sepal_length, sepal_width, petal_length, petal_width), got 2";
+        rejects_too_many_features_with_422: br#"{"features": [5.8, 2.7, 1, 2, 3]}"#
+            => 422, "wrong_feature_count", "got 5";
+        rejects_empty_feature_list_with_422: br#"{"features": []}"#
+            => 422, "empty_features", "expected 4 features";
+        rejects_empty_row_in_batch_with_422: br#"{"features": [[]]}"#
+            => 422, "empty_features", "features[0]";
+        rejects_ragged_batch_with_422: br#"{"features": [[5.8, 2.7, 5.1, 1.9], [5.8, 2.7, 5.1]]}"#
+            => 422, "ragged_batch", "features[1] has 3 values";
+        rejects_string_feature_with_422: br#"{"features": [5.8, "2.7", 5.1, 1.9]}"#
+            => 422, "invalid_feature", "features[1] (sepal_width) must be a number, got a string";
+        rejects_boolean_feature_with_422: br#"{"features": [true, 2.7, 5.1, 1.9]}"#
+            => 422, "invalid_feature", "got a boolean";
+        rejects_null_feature_with_422: br#"{"features": [5.8, 2.7, null, 1.9]}"#
+            => 422, "invalid_feature", "got null";
+        rejects_nested_object_feature_with_422: br#"{"features": [5.8, 2.7, {"a": 1}, 1.9]}"#
+            => 422, "invalid_feature", "got an object";
+        rejects_null_features_with_422: br#"{"features": null}"#
+            => 422, "invalid_features", "is null";
+        rejects_number_as_features_with_422: br#"{"features": 5.8}"#
+            => 422, "invalid_features", "is a number";
+        rejects_nan_token_with_422: br#"{"features": [5.8, NaN, 5.1, 1.9]}"#
+            => 422, "non_finite_feature", "NaN or Infinity";
+        rejects_infinity_token_with_422: br#"{"features": [5.8, Infinity, 5.1, 1.9]}"#
+            => 422, "non_finite_feature", "NaN or Infinity";
+        rejects_negative_infinity_token_with_422: br#"{"features": [-Infinity, 2.7, 5.1, 1.9]}"#
+            => 422, "non_finite_feature", "NaN or Infinity";
+        rejects_number_overflowing_f64_with_422: br#"{"features": [5.8, 1e400, 5.1, 1.9]}"#
+            => 422, "non_finite_feature", "too large";
+        rejects_negative_overflow_with_422: br#"{"features": [5.8, -1e309, 5.1, 1.9]}"#
+            => 422, "non_finite_feature", "too large";
+        rejects_unknown_named_feature_with_422:
+            br#"{"features": {"sepal_length": 5.8, "sepal_width": 2.7, "petal_length": 5.1, "petal_width": 1.9, "colour": 1}}"#
+            => 422, "unknown_feature", "unknown feature \"colour\"";
+        rejects_missing_named_feature_with_422:
+            br#"{"features": {"sepal_length": 5.8, "sepal_width": 2.7, "petal_length": 5.1}}"#
+            => 422, "missing_feature", "lacks petal_width";
+        rejects_duplicate_named_feature_with_422:
+            br#"{"features": {"sepal_length": 5.8, "sepal_length": 2.7, "petal_length": 5.1, "petal_width": 1.9}}"#
+            => 422, "duplicate_feature", "sepal_length twice";
+        rejects_duplicate_features_field_with_422:
+            br#"{"features": [5.8, 2.7, 5.1, 1.9], "features": [1, 2, 3, 4]}"#
+            => 422, "invalid_body", "appears twice";
+        rejects_unknown_top_level_field_with_422: br#"{"features": [5.8, 2.7, 5.1, 1.9], "feature": 1}"#
+            => 422, "invalid_body", "unknown field \"feature\"";
+        rejects_missing_features_field_with_422: br#"{}"#
+            => 422, "missing_features", "no \"features\" field";
+        rejects_array_body_with_422: br#"[5.8, 2.7, 5.1, 1.9]"#
+            => 422, "invalid_body", "must be a JSON object";
+        rejects_malformed_json_with_400: br#"{"features": [5.8, 2.7,, 5.1]}"#
+            => 400, "malformed_json", "not valid JSON";
+        rejects_truncated_json_with_400: br#"{"features": [5.8, 2.7, 5.1"#
+            => 400, "malformed_json", "not valid JSON";
+        rejects_trailing_garbage_with_400: br#"{"features": [5.8, 2.7, 5.1, 1.9]} xyz"#
+            => 400, "malformed_json", "not valid JSON";
+        rejects_empty_body_with_400: b"" => 400, "malformed_json", "empty";
+        rejects_invalid_utf8_with_400: b"{\"features\": [5.8, 2.7, 5.1, 1.9], \"\xff\xfe\": 1}"
+            => 400, "malformed_json", "not valid JSON";
+        rejects_deep_nesting_with_400: {
+            let mut b = b"{\"features\": ".to_vec();
+            b.extend(std::iter::repeat_n(b'[', 100_000));
+            b.extend(std::iter::repeat_n(b']', 100_000));
+            b.push(b'}');
+            b
+        } => 400, "malformed_json", "recursion limit";
+    }
+
+    #[test]
+    fn a_batch_over_the_limit_is_refused_before_its_rows_are_read() {
+        let rows = ["[1, 2, 3, 4]"; 6].join(",");
+        let e = parse_predict_body(format!(r#"{{"features": [{rows}]}}"#).as_bytes(), iris(), 5)
+            .unwrap_err();
+        assert_eq!(e, InputError::BatchTooLarge { rows: 6, max: 5 });
+        assert!(e.to_string().contains("6 rows"));
     }
 }

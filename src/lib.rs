@@ -1,26 +1,57 @@
-//! inferlog: serve smartcore model predictions over HTTP, with every request logged.
+//! inferlog: serve smartcore model predictions over HTTP, with every request logged and every
+//! answer audited.
 //!
-//! Layout:
-//! - [`cli`]: command line and configuration (flags with environment variables).
-//! - [`telemetry`]: slog set-up (term or JSON, through an async drain) and the `log` bridge.
-//! - [`startup`]: builds the actix application from the settings and runs it.
-//! - [`middleware`]: request id, the per-request log line and JSON error bodies.
-//! - [`routes`]: the HTTP handlers, one file per resource.
-//! - [`input`]: parsing and validation of prediction requests.
-//! - [`model`]: the model artifact format, loading, prediction and training.
-//! - [`audit`]: the audit store (SQLite through sqlx), its background writer and queries.
-//! - [`monitor`]: outlier flags, drift statistics and the recent-input window.
-//! - [`metrics`]: Prometheus instruments and the `/metrics` exposition.
-//! - [`error`]: the HTTP error type and its JSON body.
+//! # Module map
+//!
+//! A request's stages each live in the file their name promises: the body is read in
+//! [`http::body`], parsed and validated in [`input`], predicted into a [`prediction`], audited
+//! through [`audit`], logged by [`http::middleware`] and answered by [`http::routes`].
+//!
+//! Domain (no HTTP, no command line, no process set-up):
+//! - [`text`]: escaping and quoting client text for messages and logs.
+//! - [`stats`]: bins, class counts, PSI and Kolmogorov–Smirnov, once for training and drift.
+//! - [`model`]: the artifact format, loading, prediction, training data and training.
+//! - [`input`]: parsing and validating prediction requests, with typed errors.
+//! - [`monitor`]: outlier flags, drift, the recent-input window, accuracy from feedback.
+//! - [`audit`]: the audit store: records, the column list, the store interface and its SQLite
+//!   backend, typed store faults, the background writer, exports.
+//! - [`prediction`]: one served prediction, from which the response, audit rows, metrics and
+//!   log line are built.
+//!
+//! Edges:
+//! - [`metrics`]: the Prometheus registry and `/metrics` exposition.
+//! - [`http`]: actix: shared state, request facts, middleware, errors, body reading, access,
+//!   parameters, and the routes.
+//! - [`cli`]: the clap structs; [`config`]: plain [`config::Settings`] built from them (or by
+//!   tests); [`telemetry`]: slog set-up from settings.
+//! - [`startup`]: the composition root: builds the application and runs it with one drain.
+//! - [`commands`]: the subcommands; `main` only parses and calls them.
+//!
+//! # Import rules
+//!
+//! Lowest first: `text`, `stats` ← `model` ← {`input`, `monitor`, `audit`} ← `prediction` ←
+//! `metrics` ← `http` ← `startup` ← `commands` ← `main`; `cli` ← `config` ← `telemetry` sit
+//! beside `http` and below `startup`.
+//!
+//! - A domain module (`text`, `stats`, `model`, `input`, `monitor`, `audit`, `prediction`)
+//!   never imports `http`, `cli`, `config`, `metrics`, `telemetry`, `startup` or `commands`.
+//!   (`cli` may name domain enums, such as `AuditMode`.)
+//! - `monitor` never imports `audit`: drift and performance take rows as plain values.
+//! - `http` never imports `startup`; no file of `http::routes` imports another.
+//! - Inside a folder, children import siblings and shared leaf files, never their `mod.rs`.
+//! - No import circles, between files or folders.
 
 pub mod audit;
 pub mod cli;
-pub mod error;
+pub mod commands;
+pub mod config;
+pub mod http;
 pub mod input;
 pub mod metrics;
-pub mod middleware;
 pub mod model;
 pub mod monitor;
-pub mod routes;
+pub mod prediction;
 pub mod startup;
+pub mod stats;
 pub mod telemetry;
+pub mod text;

@@ -1,8 +1,10 @@
 //! Prometheus metrics, served at `GET /metrics` in the Prometheus text format (0.0.4) through
 //! the Prometheus project's `prometheus-client` crate.
 //!
-//! Counters and histograms are updated where things happen (the request middleware, the
-//! predict handler, the audit writer). Values that already live elsewhere — the audit queue
+//! Counters and histograms are updated where things happen: the request middleware (requests,
+//! latency, rejections), [`Metrics::record_prediction`] (labels and outliers of a
+//! [`Prediction`]), and the audit writer, which owns its instruments
+//! ([`crate::audit::writer::WriterMetrics`]) and has them registered here. Values that already live elsewhere — the audit queue
 //! depth, dropped log records, model identity, the drift of the recent-input window — are read
 //! at scrape time by [`LiveCollector`], so the request path does no extra work for them.
 
@@ -19,8 +21,10 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use crate::audit::AuditSink;
+use crate::audit::writer::WriterMetrics;
 use crate::model::ModelRegistry;
 use crate::monitor::window::DriftWindows;
+use crate::prediction::Prediction;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct HttpLabels {
@@ -67,26 +71,6 @@ pub struct FeatureLabels {
     pub feature: Arc<str>,
 }
 
-/// The audit writer's instruments (clones share the registered metric).
-#[derive(Clone, Debug)]
-pub struct WriterMetrics {
-    pub rows_written: Counter,
-    pub batch_rows: Histogram,
-    pub commit_seconds: Histogram,
-    pub write_errors: Counter,
-}
-
-impl Default for WriterMetrics {
-    fn default() -> Self {
-        WriterMetrics {
-            rows_written: Counter::default(),
-            batch_rows: Histogram::new(exponential_buckets(1.0, 4.0, 9)),
-            commit_seconds: Histogram::new(exponential_buckets(0.000_05, 3.0, 12)),
-            write_errors: Counter::default(),
-        }
-    }
-}
-
 /// Every instrument the service updates.
 #[derive(Debug)]
 pub struct Metrics {
@@ -100,7 +84,8 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    pub fn new() -> Metrics {
+    /// The registry with every instrument, the audit writer's `writer` included.
+    pub fn new(writer: WriterMetrics) -> Metrics {
         let mut registry = Registry::with_prefix("inferlog");
         let http_requests = Family::<HttpLabels, Counter>::default();
         registry.register(
@@ -134,7 +119,6 @@ impl Metrics {
             "Input values outside the training range or spread, by model and feature",
             outliers.clone(),
         );
-        let writer = WriterMetrics::default();
         registry.register(
             "audit_rows_written",
             "Audit rows committed",
@@ -166,6 +150,33 @@ impl Metrics {
         }
     }
 
+    /// Counts a served prediction's rows by label and its flagged features.
+    pub fn record_prediction(&self, p: &Prediction) {
+        let shared = &p.model.shared;
+        let mut per_class = vec![0u64; shared.labels.len()];
+        for &c in &p.classes {
+            per_class[c as usize] += 1;
+        }
+        for (c, &n) in per_class.iter().enumerate().filter(|(_, n)| **n > 0) {
+            self.predictions
+                .get_or_create(&PredictionLabels {
+                    model: Arc::clone(&shared.name),
+                    label: Arc::clone(&shared.labels[c]),
+                })
+                .inc_by(n);
+        }
+        for row in &p.outliers {
+            for feature in &row.features {
+                self.outliers
+                    .get_or_create(&FeatureLabels {
+                        model: Arc::clone(&shared.name),
+                        feature: Arc::clone(feature),
+                    })
+                    .inc();
+            }
+        }
+    }
+
     /// Adds the values read at scrape time.
     pub fn register_live(&mut self, live: LiveCollector) {
         self.registry.register_collector(Box::new(live));
@@ -181,7 +192,7 @@ impl Metrics {
 
 impl Default for Metrics {
     fn default() -> Self {
-        Metrics::new()
+        Metrics::new(WriterMetrics::default())
     }
 }
 

@@ -18,8 +18,9 @@ use anyhow::Context;
 use slog::{Drain, Level, Logger, OwnedKVList, Record, o};
 use slog_async::{AsyncCore, AsyncGuard};
 
-use crate::cli::{LogArgs, LogFormat};
-use crate::error::escape_controls;
+use crate::cli::LogFormat;
+use crate::config::LogSettings;
+use crate::text::escape_controls;
 
 /// The process's root logger and what keeps it flowing.
 pub struct Telemetry {
@@ -33,10 +34,11 @@ pub struct Telemetry {
     _flusher: Option<Flusher>,
 }
 
-/// Builds the logger described by `args`.
-pub fn init(args: &LogArgs) -> anyhow::Result<Telemetry> {
+/// Builds the logger described by `settings`.
+pub fn init(settings: &LogSettings) -> anyhow::Result<Telemetry> {
+    let args = settings;
     let mut flusher = None;
-    let (core, guard) = match (&args.log_file, args.log_format) {
+    let (core, guard) = match (&args.file, args.format) {
         (Some(path), format) => {
             let file = OpenOptions::new()
                 .create(true)
@@ -50,8 +52,8 @@ pub fn init(args: &LogArgs) -> anyhow::Result<Telemetry> {
                 out,
             };
             match format {
-                LogFormat::Term => async_core(term_plain(line), args.log_queue_size),
-                LogFormat::Json => async_core(json(line, true), args.log_queue_size),
+                LogFormat::Term => async_core(term_plain(line), args.queue_size),
+                LogFormat::Json => async_core(json(line, true), args.queue_size),
             }
         }
         (None, LogFormat::Term) => {
@@ -60,9 +62,9 @@ pub fn init(args: &LogArgs) -> anyhow::Result<Telemetry> {
                 .use_utc_timestamp()
                 .build()
                 .ignore_res();
-            async_core(drain, args.log_queue_size)
+            async_core(drain, args.queue_size)
         }
-        (None, LogFormat::Json) => async_core(json(std::io::stderr(), false), args.log_queue_size),
+        (None, LogFormat::Json) => async_core(json(std::io::stderr(), false), args.queue_size),
     };
     let dropped = Arc::new(AtomicU64::new(0));
     let drain = CountingAsync {
@@ -70,7 +72,7 @@ pub fn init(args: &LogArgs) -> anyhow::Result<Telemetry> {
         dropped: Arc::clone(&dropped),
         unreported: AtomicU64::new(0),
     };
-    let drain = slog::LevelFilter::new(drain, args.log_level).ignore_res();
+    let drain = slog::LevelFilter::new(drain, args.level).ignore_res();
     let logger = Logger::root(drain, o!());
     Ok(Telemetry {
         logger,

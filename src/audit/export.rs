@@ -1,51 +1,63 @@
-//! Row formats shared by `GET /audit?format=…` and `inferlog audit`: CSV (header row, one line
-//! per record, features as their JSON text) and JSON lines.
+//! Reading a whole filtered range out of the store, page by page, as CSV (header row, one line
+//! per record, JSON columns as their JSON text) or JSON lines. Shared by `GET /audit?format=…`
+//! and `inferlog audit`; memory stays bounded by one page whatever the range.
 
-use super::StoredRecord;
+use super::columns::{ALL, Cell};
+use super::fault::StoreFault;
+use super::filter::AuditFilter;
+use super::record::{StoredRecord, format_time};
+use super::store::Store;
 
-pub const CSV_HEADER: [&str; 15] = [
-    "id",
-    "request_id",
-    "item",
-    "received_at",
-    "model",
-    "model_version",
-    "features",
-    "prediction",
-    "label",
-    "status",
-    "error_code",
-    "latency_us",
-    "client_addr",
-    "raw_body",
-    "outliers",
-];
+/// A walk through the rows matching a filter, in the filter's order, resumable from a row id.
+pub struct Walk {
+    store: Store,
+    filter: AuditFilter,
+    /// The last row id handed out (the walk continues after it).
+    cursor: Option<i64>,
+    done: bool,
+}
+
+impl Walk {
+    pub fn new(store: Store, filter: AuditFilter, cursor: Option<i64>) -> Walk {
+        Walk {
+            store,
+            filter,
+            cursor,
+            done: false,
+        }
+    }
+
+    /// The next page of at most `max` rows; `None` once the range is exhausted. A short page
+    /// ends the walk without another query.
+    pub async fn next_page(&mut self, max: usize) -> Result<Option<Vec<StoredRecord>>, StoreFault> {
+        if self.done {
+            return Ok(None);
+        }
+        let records = self.store.page(&self.filter, self.cursor, max).await?;
+        self.done = records.len() < max;
+        if let Some(last) = records.last() {
+            self.cursor = Some(last.id);
+        }
+        Ok(Some(records))
+    }
+}
 
 /// CSV text of `records`, preceded by the header row when `header` is set.
 pub fn csv_chunk(records: &[StoredRecord], header: bool) -> anyhow::Result<Vec<u8>> {
     let mut w = csv::Writer::from_writer(Vec::with_capacity(records.len() * 160 + 200));
     if header {
-        w.write_record(CSV_HEADER)?;
+        w.write_record(ALL.map(|c| c.name()))?;
     }
+    let mut fields: Vec<String> = Vec::with_capacity(ALL.len());
     for r in records {
-        let opt_i = |v: Option<i64>| v.map(|v| v.to_string()).unwrap_or_default();
-        w.write_record([
-            r.id.to_string().as_str(),
-            &r.request_id,
-            &r.item.to_string(),
-            &r.received_at,
-            r.model.as_deref().unwrap_or(""),
-            r.model_version.as_deref().unwrap_or(""),
-            r.features.as_ref().map(|f| f.get()).unwrap_or(""),
-            &opt_i(r.prediction),
-            r.label.as_deref().unwrap_or(""),
-            &r.status.to_string(),
-            r.error_code.as_deref().unwrap_or(""),
-            &r.latency_us.to_string(),
-            r.client_addr.as_deref().unwrap_or(""),
-            r.raw_body.as_deref().unwrap_or(""),
-            r.outliers.as_ref().map(|f| f.get()).unwrap_or(""),
-        ])?;
+        fields.clear();
+        fields.extend(ALL.iter().map(|&c| match r.cell(c) {
+            Cell::Null => String::new(),
+            Cell::Int(v) => v.to_string(),
+            Cell::Text(s) | Cell::Json(s) => s.to_string(),
+            Cell::Time(t) => format_time(t),
+        }));
+        w.write_record(&fields)?;
     }
     Ok(w.into_inner()?)
 }

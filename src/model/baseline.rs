@@ -4,6 +4,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::stats::{bin_counts, class_counts, proportions, quantile};
+
 /// Statistics of one feature over the training rows.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FeatureStats {
@@ -35,11 +37,6 @@ pub struct Baseline {
     pub class_proportions: Vec<f64>,
 }
 
-/// Index of the bin `value` falls in, for `edges` as described on [`FeatureStats::bin_edges`].
-pub fn bin_index(edges: &[f64], value: f64) -> usize {
-    edges.partition_point(|&e| e <= value)
-}
-
 impl FeatureStats {
     /// Computes the statistics of one column. `values` must be non-empty and finite.
     pub fn from_values(name: &str, values: &[f64]) -> FeatureStats {
@@ -56,10 +53,7 @@ impl FeatureStats {
             .map(|i| quantile(&sorted, i as f64 / 10.0))
             .collect();
         bin_edges.dedup();
-        let mut counts = vec![0usize; bin_edges.len() + 1];
-        for &v in values {
-            counts[bin_index(&bin_edges, v)] += 1;
-        }
+        let counts = bin_counts(&bin_edges, values.iter().copied());
         let sample = if sorted.len() <= SAMPLE_SIZE {
             sorted.clone()
         } else {
@@ -74,18 +68,10 @@ impl FeatureStats {
             mean,
             std: var.sqrt(),
             bin_edges,
-            bin_proportions: counts.iter().map(|&c| c as f64 / n).collect(),
+            bin_proportions: proportions(&counts),
             sample,
         }
     }
-}
-
-/// Linear-interpolated quantile of sorted values (numpy's default method).
-fn quantile(sorted: &[f64], q: f64) -> f64 {
-    let pos = q * (sorted.len() - 1) as f64;
-    let lo = pos.floor() as usize;
-    let hi = pos.ceil() as usize;
-    sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo as f64)
 }
 
 impl Baseline {
@@ -101,13 +87,9 @@ impl Baseline {
                 FeatureStats::from_values(name, &column)
             })
             .collect();
-        let mut counts = vec![0usize; n_classes];
-        for &c in y {
-            counts[c as usize] += 1;
-        }
         Baseline {
             features,
-            class_proportions: counts.iter().map(|&c| c as f64 / rows as f64).collect(),
+            class_proportions: proportions(&class_counts(y.iter().copied(), n_classes)),
         }
     }
 }
@@ -149,15 +131,5 @@ mod tests {
         assert_eq!(s.bin_edges, vec![3.0]);
         assert_eq!(s.bin_proportions, vec![0.0, 1.0]);
         assert_eq!(s.std, 0.0);
-    }
-
-    #[test]
-    fn bin_index_is_left_closed() {
-        let edges = [1.0, 2.0];
-        assert_eq!(bin_index(&edges, 0.5), 0);
-        assert_eq!(bin_index(&edges, 1.0), 1);
-        assert_eq!(bin_index(&edges, 1.5), 1);
-        assert_eq!(bin_index(&edges, 2.0), 2);
-        assert_eq!(bin_index(&edges, 99.0), 2);
     }
 }

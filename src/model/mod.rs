@@ -1,4 +1,5 @@
-//! Models: the artifact format, loading, prediction and (in [`train`]) training.
+//! Models: the artifact format, loading, prediction, training data ([`data`]) and training
+//! ([`train`]).
 //!
 //! An artifact is one JSON file holding everything needed to serve and to monitor a model: its
 //! identity (name, content-hash version, algorithm, creation time), the feature and class names
@@ -7,6 +8,7 @@
 //! serde_json's `float_roundtrip` feature makes a reloaded model bit-identical to the saved one.
 
 pub mod baseline;
+pub mod data;
 pub mod train;
 
 use std::collections::HashMap;
@@ -50,7 +52,8 @@ impl fmt::Display for Algorithm {
     }
 }
 
-type Matrix = DenseMatrix<f64>;
+/// Row-major input rows, as smartcore takes them.
+pub type Matrix = DenseMatrix<f64>;
 type Labels = Vec<u32>;
 
 /// A fitted smartcore classifier. Classes are indices into [`Artifact::class_names`].
@@ -215,6 +218,7 @@ pub struct SharedNames {
     pub name: Arc<str>,
     pub version: Arc<str>,
     pub labels: Vec<Arc<str>>,
+    pub features: Vec<Arc<str>>,
 }
 
 /// Why a prediction could not be made although the input was valid.
@@ -235,6 +239,11 @@ impl Model {
                 .iter()
                 .map(|c| c.as_str().into())
                 .collect(),
+            features: artifact
+                .feature_names
+                .iter()
+                .map(|f| f.as_str().into())
+                .collect(),
         };
         Model {
             artifact,
@@ -251,20 +260,17 @@ impl Model {
         self.artifact.feature_names.len()
     }
 
-    /// Predicts class indices for `rows` rows stored row-major in `values`.
-    ///
-    /// The caller has validated the shape and that every value is finite.
-    pub fn predict(&self, rows: usize, values: &[f64]) -> Result<Vec<u32>, PredictError> {
+    /// Predicts class indices for the rows of `x` (validated: the model's feature count, every
+    /// value finite).
+    pub fn predict(&self, x: &Matrix) -> Result<Vec<u32>, PredictError> {
         let fail = |reason: String| PredictError {
             model: self.artifact.name.clone(),
             reason,
         };
-        let x = DenseMatrix::new(rows, self.n_features(), values.to_vec(), false)
-            .map_err(|e| fail(e.to_string()))?;
         let y = self
             .artifact
             .model
-            .predict(&x)
+            .predict(x)
             .map_err(|e| fail(e.to_string()))?;
         if let Some(bad) = y
             .iter()

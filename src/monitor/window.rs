@@ -8,9 +8,8 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
-use super::drift::psi;
-use crate::model::baseline::bin_index;
 use crate::model::{Model, ModelRegistry};
+use crate::stats::{bin_index, class_counts, psi};
 
 struct Window {
     model: Arc<Model>,
@@ -105,15 +104,10 @@ impl DriftWindows {
                     psi(&stats.bin_proportions, &counts),
                 ));
             }
-            let mut class_counts = vec![0u64; baseline.class_proportions.len()];
-            for &c in &w.classes {
-                if let Some(slot) = class_counts.get_mut(c as usize) {
-                    *slot += 1;
-                }
-            }
+            let counts = class_counts(w.classes.iter().copied(), baseline.class_proportions.len());
             psi_values.push((
                 Arc::from("prediction"),
-                psi(&baseline.class_proportions, &class_counts),
+                psi(&baseline.class_proportions, &counts),
             ));
             out.push(WindowSnapshot {
                 model: w.model.shared.name.clone(),

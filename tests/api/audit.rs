@@ -5,13 +5,17 @@
 
 use std::collections::HashSet;
 
+use std::time::Duration;
+
+use inferlog::audit::AuditMode;
 use serde_json::{Value, json};
 
-use crate::helpers::{ROW_JSON, StoreLock, served_request_ids, spawn_app, spawn_app_with};
+use crate::helpers::{StoreLock, row_json, served_request_ids, spawn_app, spawn_app_with};
 
 fn rows_of(app: &crate::helpers::TestApp, request_id: &str) -> Vec<Value> {
     app.db_json(&format!(
-        "select {ROW_JSON} from prediction where request_id = '{}' order by item",
+        "select {} from prediction where request_id = '{}' order by item",
+        row_json(),
         request_id.replace('\'', "''")
     ))
 }
@@ -128,7 +132,7 @@ fn durable_rows_are_readable_the_moment_each_answer_arrives() {
 
 #[test]
 fn async_mode_has_every_row_after_shutdown() {
-    let mut app = spawn_app_with(&["--audit-mode", "async"]);
+    let mut app = spawn_app_with(|s| s.audit.mode = AuditMode::Async);
     let mut ids = HashSet::new();
     for i in 0..200 {
         let res = app.post_predict(&format!(
@@ -312,7 +316,7 @@ fn summary_counts_and_percentiles() {
 
 #[test]
 fn audit_token_is_required_when_set() {
-    let app = spawn_app_with(&["--audit-token", "s3cret-token"]);
+    let app = spawn_app_with(|s| s.audit.token = Some("s3cret-token".into()));
     let res = app.get("/audit");
     assert_eq!(res.status, 401);
     assert_eq!(res.error_code(), "unauthorized");
@@ -344,9 +348,80 @@ fn audit_token_is_required_when_set() {
     assert!(!app.log_text().contains("s3cret-token"));
 }
 
+/// The `latency_us` value of a log line in the term format (`latency_us: 1234`).
+fn logged_latency(line: &str) -> i64 {
+    let at = line.find("latency_us: ").expect("a latency in the line") + "latency_us: ".len();
+    line[at..]
+        .split(|c: char| !c.is_ascii_digit())
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no number after latency_us in {line}"))
+}
+
+#[test]
+fn durable_latency_counts_the_wait_for_a_held_store_lock_in_row_and_log_alike() {
+    let app = spawn_app();
+    // Another process holds the write lock for a while (well under the busy timeout): the
+    // durable request waits for it before its row can be written.
+    let lock = StoreLock::take(&app.db_path);
+    let client = {
+        let addr = app.addr();
+        std::thread::spawn(move || {
+            let body = r#"{"features": [5.8, 2.7, 5.1, 1.9]}"#;
+            let raw = format!(
+                "POST /predict HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            crate::helpers::send_raw(&addr, raw.as_bytes())
+        })
+    };
+    let held = std::time::Instant::now();
+    std::thread::sleep(Duration::from_millis(700));
+    lock.release();
+    let res = client.join().unwrap();
+    let held_us = held.elapsed().as_micros() as i64;
+    assert_eq!(res.status, 200, "{}", res.text());
+    let id = res.json()["request_id"].as_str().unwrap().to_string();
+
+    let row = &rows_of(&app, &id)[0];
+    let row_latency = row["latency_us"].as_i64().unwrap();
+    let line = app.wait_for_log_line(&[&id, "prediction served"]);
+    assert_eq!(
+        row_latency,
+        logged_latency(&line),
+        "the audit row and the log line disagree: {line}"
+    );
+    // The request waited for the lock: most of the 700 ms the lock was held, not the
+    // microseconds the prediction itself took.
+    assert!(row_latency >= 500_000, "row latency {row_latency} µs");
+    assert!(
+        row_latency <= held_us + 1_000_000,
+        "row latency {row_latency} µs"
+    );
+    // The slowest-requests view of /audit/summary sees it.
+    let summary = app.get("/audit/summary").json();
+    assert_eq!(summary["latency_us"]["max"].as_i64(), Some(row_latency));
+}
+
+#[test]
+fn rejected_requests_log_the_latency_of_their_audit_row() {
+    let app = spawn_app();
+    let res = app.post_predict(r#"{"features": [5.8, 2.7]}"#);
+    assert_eq!(res.status, 422);
+    let id = res.header("x-request-id").unwrap().to_string();
+    app.wait_for_rows(1);
+    let row = &rows_of(&app, &id)[0];
+    let line = app.wait_for_log_line(&[&id, "request rejected"]);
+    assert_eq!(
+        row["latency_us"].as_i64().unwrap(),
+        logged_latency(&line),
+        "{line}"
+    );
+}
+
 #[test]
 fn locked_store_makes_durable_predict_503_and_it_recovers_by_itself() {
-    let app = spawn_app_with(&["--audit-busy-timeout-ms", "200"]);
+    let app = spawn_app_with(|s| s.audit.busy_timeout = Duration::from_millis(200));
     assert_eq!(
         app.post_predict(r#"{"features": [5.8, 2.7, 5.1, 1.9]}"#)
             .status,
@@ -393,16 +468,12 @@ fn locked_store_makes_durable_predict_503_and_it_recovers_by_itself() {
 
 #[test]
 fn full_async_queue_answers_503_and_loses_no_acknowledged_row() {
-    let app = spawn_app_with(&[
-        "--audit-mode",
-        "async",
-        "--audit-queue",
-        "2",
-        "--audit-queue-timeout-ms",
-        "100",
-        "--audit-busy-timeout-ms",
-        "50",
-    ]);
+    let app = spawn_app_with(|s| {
+        s.audit.mode = AuditMode::Async;
+        s.audit.queue = 2;
+        s.audit.queue_timeout = Duration::from_millis(100);
+        s.audit.busy_timeout = Duration::from_millis(50);
+    });
     // Another process holds the write lock: commits fail and answered rows wait in memory.
     let lock = StoreLock::take(&app.db_path);
     let mut acked = Vec::new();

@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crate::helpers::{
-    db_exec, db_json, metric_value, served_request_ids, spawn_app_with, try_send_raw,
+    db_exec, db_json, metric_value, served_request_ids, spawn_app, spawn_app_with, try_send_raw,
 };
 use crate::shutdown::{binary, kill, serve_in, wait_exit};
 
@@ -22,7 +22,7 @@ fn batch(rows: usize) -> String {
 
 #[test]
 fn full_database_answers_503_until_space_is_freed_and_keeps_every_row() {
-    let app = spawn_app_with(&["--audit-max-mb", "1"]);
+    let app = spawn_app_with(|s| s.audit.max_bytes = Some(1 << 20));
     let mut acked = Vec::new();
     for _ in 0..5 {
         let res = app.post_predict(ONE_ROW);
@@ -214,7 +214,10 @@ fn answered(s: &mut TcpStream) -> bool {
 
 #[test]
 fn connections_past_the_limit_wait_until_one_closes() {
-    let app = spawn_app_with(&["--max-connections", "2", "--keep-alive-s", "30"]);
+    let app = spawn_app_with(|s| {
+        s.http.max_connections = 2;
+        s.http.keep_alive = Duration::from_secs(30);
+    });
     let addr = app.addr();
     let mut held: Vec<TcpStream> = (0..2).map(|_| connect_and_ask(&addr, true)).collect();
     for s in &mut held {
@@ -235,7 +238,7 @@ fn connections_past_the_limit_wait_until_one_closes() {
 
 #[test]
 fn idle_keep_alive_connections_are_closed_after_the_timeout() {
-    let app = spawn_app_with(&["--keep-alive-s", "1"]);
+    let app = spawn_app_with(|s| s.http.keep_alive = Duration::from_secs(1));
     let mut s = connect_and_ask(&app.addr(), true);
     assert!(answered(&mut s));
     // Idle past the timeout: the server closes the connection (read returns end of stream).
@@ -250,7 +253,7 @@ fn idle_keep_alive_connections_are_closed_after_the_timeout() {
 
 #[test]
 fn a_backup_moved_over_the_live_file_is_served_intact() {
-    let app = spawn_app_with(&[]);
+    let app = spawn_app();
     let mut before_backup = Vec::new();
     for _ in 0..20 {
         let res = app.post_predict(ONE_ROW);

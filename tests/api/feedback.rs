@@ -143,7 +143,7 @@ fn feedback_errors_are_404_and_422() {
 
 #[test]
 fn feedback_and_performance_need_the_audit_token() {
-    let app = spawn_app_with(&["--audit-token", "t0ken"]);
+    let app = spawn_app_with(|s| s.audit.token = Some("t0ken".into()));
     let res = app.post_predict(r#"{"features": [5.8, 2.7, 5.1, 1.9]}"#);
     let id = res.header("x-request-id").unwrap().to_string();
     let body = json!({"request_id": id, "label": "virginica"}).to_string();

@@ -8,6 +8,7 @@
 use std::path::Path;
 
 use actix_web::ResponseError;
+use inferlog::http::ApiError;
 use inferlog::input::parse_predict_body;
 use inferlog::model::{Artifact, Model};
 use proptest::prelude::*;
@@ -79,13 +80,14 @@ fn check(body: &[u8], m: &Model) -> Result<(), TestCaseError> {
     match parse_predict_body(body, m, MAX_BATCH) {
         Ok(input) => {
             prop_assert!(input.rows >= 1 && input.rows <= MAX_BATCH);
-            prop_assert_eq!(input.values.len(), input.rows * m.n_features());
-            prop_assert!(input.values.iter().all(|v| v.is_finite()));
+            prop_assert_eq!(input.values().len(), input.rows * m.n_features());
+            prop_assert!(input.values().iter().all(|v| v.is_finite()));
             // An accepted input is also one the model can answer.
-            let classes = m.predict(input.rows, &input.values).unwrap();
+            let classes = m.predict(input.matrix()).unwrap();
             prop_assert_eq!(classes.len(), input.rows);
         }
         Err(e) => {
+            let e = ApiError::from(e);
             let status = e.status_code().as_u16();
             prop_assert!(
                 [400, 413, 422].contains(&status),

@@ -7,9 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use actix_web::dev::ServerHandle;
-use clap::Parser;
-use inferlog::cli::Cli;
+use inferlog::config::Settings;
 use inferlog::startup::Application;
 use inferlog::telemetry;
 use tempfile::TempDir;
@@ -24,63 +22,59 @@ pub struct TestApp {
     pub dir: TempDir,
     pub log_path: PathBuf,
     pub db_path: PathBuf,
-    handle: ServerHandle,
+    /// Resolves the server's shutdown future: the same drain SIGTERM starts.
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 /// Starts a server on port 0 serving the shipped iris model, logging to a file in its folder.
 pub fn spawn_app() -> TestApp {
-    spawn_app_with(&[])
+    spawn_app_with(|_| {})
 }
 
-/// Like [`spawn_app`], with extra command-line flags (`["--max-batch", "5"]`).
-pub fn spawn_app_with(extra: &[&str]) -> TestApp {
+/// Like [`spawn_app`], with settings changed by `adjust` (`|s| s.http.max_batch = 5`). The
+/// settings are built here, not from the command line or the environment, so a developer's
+/// `AUDIT_TOKEN` or `LOG_FORMAT` changes nothing.
+pub fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
     let dir = tempfile::tempdir().expect("temp dir");
     let models = dir.path().join("models");
     std::fs::create_dir(&models).unwrap();
     std::fs::copy(shipped_model(), models.join("iris.json")).unwrap();
     let log_path = dir.path().join("inferlog.log");
     let db_path = dir.path().join("audit.db");
-    let db = format!("sqlite://{}", db_path.display());
-    let mut argv: Vec<String> = [
-        "inferlog",
-        "--bind",
-        "127.0.0.1:0",
-        "--workers",
-        "1",
-        "--models",
-        models.to_str().unwrap(),
-        "--default-model",
-        "iris",
-        "--database-url",
-        &db,
-        "--log-file",
-        log_path.to_str().unwrap(),
-        "--log-level",
-        "info",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    argv.extend(extra.iter().map(|s| s.to_string()));
-    let cli = Cli::parse_from(argv);
-    let args = cli.serve;
+    let mut settings = Settings {
+        bind: "127.0.0.1:0".parse().unwrap(),
+        models,
+        default_model: "iris".into(),
+        database_url: format!("sqlite://{}", db_path.display()),
+        ..Settings::default()
+    };
+    settings.http.workers = Some(1);
+    settings.log.file = Some(log_path.clone());
+    settings.log.level = slog::Level::Info;
+    adjust(&mut settings);
 
     let (tx, rx) = std::sync::mpsc::channel();
+    let (shutdown, stop) = tokio::sync::oneshot::channel::<()>();
     let thread = std::thread::spawn(move || {
-        let telemetry = telemetry::init(&args.log).expect("logger");
+        let telemetry = telemetry::init(&settings.log).expect("logger");
         let logger = telemetry.logger.clone();
         let dropped = std::sync::Arc::clone(&telemetry.dropped);
         actix_web::rt::System::new().block_on(async move {
-            let app = Application::build(&args, logger, dropped)
+            let app = Application::build(settings, logger, dropped)
                 .await
                 .expect("app builds");
-            tx.send((app.port(), app.handle())).unwrap();
-            app.run_until_stopped().await.expect("server runs");
+            tx.send(app.port()).unwrap();
+            app.run(async move {
+                let _ = stop.await;
+                "test stop"
+            })
+            .await
+            .expect("server runs");
         });
         drop(telemetry);
     });
-    let (port, handle) = rx
+    let port = rx
         .recv_timeout(Duration::from_secs(30))
         .expect("server started");
     TestApp {
@@ -88,7 +82,7 @@ pub fn spawn_app_with(extra: &[&str]) -> TestApp {
         dir,
         log_path,
         db_path,
-        handle,
+        shutdown: Some(shutdown),
         thread: Some(thread),
     }
 }
@@ -172,12 +166,11 @@ impl TestApp {
 }
 
 impl TestApp {
-    /// Stops the server gracefully (as SIGTERM does) and waits until it has exited, audit
-    /// queue drained.
+    /// Stops the server through the drain SIGTERM starts (stop accepting, finish in-flight
+    /// requests, commit the audit queue) and waits until it has exited.
     pub fn stop(&mut self) {
-        let handle = self.handle.clone();
-        if let Ok(rt) = tokio::runtime::Builder::new_current_thread().build() {
-            rt.block_on(handle.stop(true));
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
         }
         if let Some(t) = self.thread.take() {
             let _ = t.join();
@@ -304,8 +297,11 @@ pub fn served_request_ids(db: &Path) -> std::collections::HashSet<String> {
     .collect()
 }
 
-/// Every column of `prediction` as one JSON object, for [`db_json`].
-pub const ROW_JSON: &str = "json_object('id', id, 'request_id', request_id, 'item', item,     'received_at', received_at, 'model', model, 'model_version', model_version,     'features', json(features), 'prediction', prediction, 'label', label, 'status', status,     'error_code', error_code, 'latency_us', latency_us, 'client_addr', client_addr,     'raw_body', raw_body, 'outliers', json(outliers))";
+/// Every column of `prediction` as one JSON object, for [`db_json`]; built from the store's
+/// one column list.
+pub fn row_json() -> String {
+    inferlog::audit::columns::row_json_sql()
+}
 
 pub fn wait_for_line(path: &Path, needles: &[&str]) -> String {
     let deadline = Instant::now() + Duration::from_secs(10);

@@ -220,7 +220,7 @@ fn send(app: &crate::helpers::TestApp, case: &Case) -> Response {
 
 #[test]
 fn every_hostile_request_gets_its_4xx_and_the_server_stays_healthy() {
-    let app = spawn_app_with(&["--max-batch", "10"]);
+    let app = spawn_app_with(|s| s.http.max_batch = 10);
     let corpus = corpus();
     assert!(corpus.len() >= 60, "the corpus has {} cases", corpus.len());
     let mut failures = Vec::new();

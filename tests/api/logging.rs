@@ -1,6 +1,8 @@
 //! The log: one readable line per request carrying its id, inputs and answer; nothing a client
 //! sends can forge a line.
 
+use inferlog::cli::LogFormat;
+
 use crate::helpers::{spawn_app, spawn_app_with};
 
 #[test]
@@ -36,7 +38,7 @@ fn rejected_request_is_logged_at_warn_with_reason() {
 
 #[test]
 fn json_log_format_writes_one_object_per_line() {
-    let app = spawn_app_with(&["--log-format", "json"]);
+    let app = spawn_app_with(|s| s.log.format = LogFormat::Json);
     let res = app.post_predict(r#"{"features": [5.8, 2.7, 5.1, 1.9]}"#);
     let id = res.header("x-request-id").unwrap().to_string();
     let line = app.wait_for_log_line(&[&id]);

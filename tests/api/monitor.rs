@@ -1,11 +1,11 @@
 //! Monitoring: outlier flags in the response, the audit row and the metrics; drift verdicts
 //! against the training baseline; the Prometheus exposition.
 
-use inferlog::cli::Dataset;
-use inferlog::model::train::load_dataset;
+use inferlog::model::data::Dataset;
+use inferlog::model::data::load_dataset;
 use serde_json::{Value, json};
 
-use crate::helpers::{ROW_JSON, spawn_app, spawn_app_with};
+use crate::helpers::{row_json, spawn_app, spawn_app_with};
 
 /// The 150 iris rows, optionally with one feature shifted by `shift`.
 fn iris_rows(shift_feature: Option<usize>, shift: f64) -> Vec<Vec<f64>> {
@@ -75,7 +75,7 @@ fn a_two_std_shift_of_one_feature_alerts_on_that_feature_only() {
 
 #[test]
 fn a_window_below_the_minimum_gives_insufficient_data() {
-    let app = spawn_app_with(&["--drift-min-rows", "200"]);
+    let app = spawn_app_with(|s| s.monitor.drift.min_rows = 200);
     app.post_predict(&json!({ "features": iris_rows(Some(2), 5.0) }).to_string());
     let report = app.get("/monitor/drift").json();
     assert_eq!(report["rows"], 150);
@@ -114,7 +114,8 @@ fn outliers_are_flagged_in_response_audit_row_metrics_and_log() {
     );
     let id = body["request_id"].as_str().unwrap();
     let rows = app.db_json(&format!(
-        "select {ROW_JSON} from prediction where request_id = '{id}' order by item"
+        "select {} from prediction where request_id = '{id}' order by item",
+        row_json()
     ));
     assert_eq!(rows[0]["outliers"], Value::Null);
     assert_eq!(rows[1]["outliers"], json!(["petal_width"]));
@@ -173,7 +174,7 @@ fn metrics_count_requests_predictions_and_rejections() {
 
 #[test]
 fn metrics_pass_promtool_check_when_available() {
-    let app = spawn_app_with(&["--drift-min-rows", "10"]);
+    let app = spawn_app_with(|s| s.monitor.drift.min_rows = 10);
     app.post_predict(&json!({ "features": iris_rows(None, 0.0) }).to_string());
     app.post_predict(r#"{"features": [1, 2]}"#);
     let m = app.get("/metrics").text();

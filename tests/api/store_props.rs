@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
 use inferlog::audit::{
-    AuditFilter, AuditRecord, Order, StatusFilter, Store, StoreOptions, SyncLevel, format_time,
+    AuditFilter, AuditRecord, Latency, Order, StatusFilter, Store, StoreOptions, SyncLevel,
+    format_time,
 };
 use proptest::prelude::*;
 
@@ -70,7 +71,7 @@ fn record(s: &Spec, item: u32) -> AuditRecord {
         label: LABELS[s.label].map(Arc::from),
         status: STATUSES[s.status],
         error_code: (STATUSES[s.status] != 200).then(|| Arc::from("invalid_feature")),
-        latency_us: s.latency,
+        latency: Latency::Answered(s.latency),
         client_addr: Some("127.0.0.1".into()),
         raw_body: None,
         outliers: None,

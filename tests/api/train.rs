@@ -3,9 +3,10 @@
 
 use std::process::Command;
 
-use inferlog::cli::Dataset;
-use inferlog::model::train::{TrainOptions, load_csv, load_dataset, train};
-use inferlog::model::{Algorithm, Artifact, Model};
+use inferlog::model::data::Dataset;
+use inferlog::model::data::{load_csv, load_dataset};
+use inferlog::model::train::{TrainOptions, train};
+use inferlog::model::{Algorithm, Artifact, Matrix, Model};
 
 use crate::helpers::shipped_model;
 
@@ -48,9 +49,15 @@ fn every_algorithm_round_trips_with_identical_predictions() {
             after.artifact.content_version().unwrap(),
             after.artifact.version
         );
-        let rows = data.y.len();
-        let p1 = before.predict(rows, &data.x).unwrap();
-        let p2 = after.predict(rows, &data.x).unwrap();
+        let x = Matrix::new(
+            data.y.len(),
+            data.feature_names.len(),
+            data.x.clone(),
+            false,
+        )
+        .unwrap();
+        let p1 = before.predict(&x).unwrap();
+        let p2 = after.predict(&x).unwrap();
         assert_eq!(p1, p2, "{algorithm}: predictions changed after reload");
         // And saving the reloaded model gives the same bytes (bit-identical floats).
         let again = dir.path().join(format!("{algorithm}-again.json"));

@@ -1,58 +1,15 @@
-//! What `GET /audit` and `inferlog audit` ask of the store: filters, ordering, the pagination
-//! cursor and the summary, parsed from query parameters with errors that name the parameter.
+//! Query-string parameters: the filters, cursor, limit and format of the audit routes, and the
+//! model and time window of the monitoring routes. Unknown and repeated parameters are errors
+//! that name the parameter: a typo in a filter must not silently widen what is returned.
+
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
 
-use super::StoredRecord;
-#[cfg(test)]
-use super::format_time;
-
-/// Which rows by HTTP status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum StatusFilter {
-    /// Answered predictions (status 200).
-    Ok,
-    /// Rejected requests (any other status).
-    Rejected,
-    #[default]
-    All,
-}
-
-/// Order of the walk, by insertion (the row id, which follows arrival).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum Order {
-    Asc,
-    /// Newest first (the default).
-    #[default]
-    Desc,
-}
-
-/// Row filters; every one that is set must hold.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct AuditFilter {
-    /// Inclusive lower bound on `received_at`.
-    pub since: Option<DateTime<Utc>>,
-    /// Exclusive upper bound on `received_at`.
-    pub until: Option<DateTime<Utc>>,
-    pub model: Option<String>,
-    pub model_version: Option<String>,
-    pub label: Option<String>,
-    pub status: StatusFilter,
-    pub request_id: Option<String>,
-    pub min_latency_us: Option<i64>,
-    pub order: Order,
-}
-
-/// A parameter that could not be used, for a 400 that names it.
-#[derive(Debug, thiserror::Error)]
-#[error("query parameter {name}: {reason}")]
-pub struct ParamError {
-    pub name: String,
-    pub reason: String,
-}
+use super::error::{ApiError, ParamError};
+use crate::audit::{AuditFilter, Order, StatusFilter};
+use crate::model::{Model, ModelRegistry};
+use crate::text::escape_controls;
 
 fn bad(name: &str, reason: impl Into<String>) -> ParamError {
     ParamError {
@@ -145,10 +102,7 @@ pub fn parse_query(pairs: &[(String, String)], summary: bool) -> Result<AuditQue
                 }
             }
             _ => {
-                return Err(bad(
-                    &crate::error::escape_controls(k),
-                    "is not a known parameter",
-                ));
+                return Err(bad(&escape_controls(k), "is not a known parameter"));
             }
         }
         seen.push(k);
@@ -192,43 +146,41 @@ pub fn decode_cursor(s: &str) -> Result<i64, ParamError> {
         .ok_or_else(|| bad("cursor", "is not a cursor this service gave out"))
 }
 
-/// One page of records and where the next one starts.
-#[derive(Debug, Serialize)]
-pub struct Page {
-    pub records: Vec<StoredRecord>,
-    pub next_cursor: Option<String>,
-}
-
-/// Counts and latency percentiles over a filtered range.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct Summary {
-    pub rows: i64,
-    pub requests: i64,
-    pub by_model: Vec<Count>,
-    pub by_label: Vec<Count>,
-    pub by_status: Vec<Count>,
-    pub by_error_code: Vec<Count>,
-    pub latency_us: Latency,
-}
-
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct Count {
-    pub key: Option<String>,
-    pub count: i64,
-}
-
-/// Latency of the rows in the range (nearest-rank percentiles); null when there are none.
-#[derive(Debug, Clone, Serialize, PartialEq, Default)]
-pub struct Latency {
-    pub p50: Option<i64>,
-    pub p90: Option<i64>,
-    pub p99: Option<i64>,
-    pub max: Option<i64>,
+/// The `model`, `since` and `until` parameters of the monitoring routes: the model (default:
+/// the default model; 404 if not served) and the time range as an audit filter.
+pub fn model_window(
+    models: &ModelRegistry,
+    params: &[(String, String)],
+) -> Result<(Arc<Model>, AuditFilter), ApiError> {
+    let mut model_name = None;
+    let mut range = Vec::new();
+    for (k, v) in params {
+        match k.as_str() {
+            "model" => model_name = Some(v.clone()),
+            "since" | "until" => range.push((k.clone(), v.clone())),
+            _ => {
+                return Err(ApiError::BadParameter(bad(
+                    &escape_controls(k),
+                    "is not a known parameter (model, since, until)",
+                )));
+            }
+        }
+    }
+    let filter = parse_query(&range, true)?.filter;
+    let model = match model_name {
+        Some(name) => models
+            .get(&name)
+            .cloned()
+            .ok_or(ApiError::UnknownModel(name))?,
+        None => Arc::clone(models.default_model()),
+    };
+    Ok((model, filter))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::audit::format_time;
 
     fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
         list.iter()

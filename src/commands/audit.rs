@@ -2,56 +2,68 @@
 //! JSON lines. It opens the file read-only, so it is safe beside a running server.
 
 use std::io::Write;
-use std::time::Duration;
 
-use super::export::{csv_chunk, jsonl_chunk};
-use super::query::parse_query;
-use super::{Store, StoreOptions, SyncLevel};
+use crate::audit::export::{Walk, csv_chunk, jsonl_chunk};
+use crate::audit::{AuditFilter, Store, StoreOptions};
 use crate::cli::{AuditCliArgs, OutputFormat};
 
 const PAGE: usize = 1000;
 
-pub async fn run(args: &AuditCliArgs, out: &mut impl Write) -> anyhow::Result<()> {
-    let mut pairs: Vec<(String, String)> = Vec::new();
-    let mut put = |k: &str, v: Option<String>| {
-        if let Some(v) = v {
-            pairs.push((k.to_string(), v));
-        }
-    };
-    put("since", args.since.clone());
-    put("until", args.until.clone());
-    put("model", args.model.clone());
-    put("model_version", args.model_version.clone());
-    put("label", args.label.clone());
-    put("request_id", args.request_id.clone());
-    put("min_latency_us", args.min_latency_us.map(|v| v.to_string()));
-    let mut q = parse_query(&pairs, true)?;
-    q.filter.status = args.status;
-    q.filter.order = args.order;
+pub fn run(args: &AuditCliArgs) -> anyhow::Result<()> {
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    super::runtime()?.block_on(print(args, &mut out))?;
+    out.flush()?;
+    Ok(())
+}
 
-    let store = Store::open(
-        &args.database_url,
-        &StoreOptions {
-            sync: SyncLevel::Normal,
-            busy_timeout: Duration::from_secs(5),
-            read_only: true,
-            max_bytes: None,
-        },
-    )
-    .await?;
+/// The filter the flags describe.
+fn filter(args: &AuditCliArgs) -> anyhow::Result<AuditFilter> {
+    if let (Some(s), Some(u)) = (args.since, args.until)
+        && s > u
+    {
+        anyhow::bail!("--since is later than --until");
+    }
+    Ok(AuditFilter {
+        since: args.since,
+        until: args.until,
+        model: args.model.clone(),
+        model_version: args.model_version.clone(),
+        label: args.label.clone(),
+        status: args.status,
+        request_id: args.request_id.clone(),
+        min_latency_us: args.min_latency_us,
+        order: args.order,
+    })
+}
 
+async fn print(args: &AuditCliArgs, out: &mut impl Write) -> anyhow::Result<()> {
+    let filter = filter(args)?;
+    let store = Store::open(&args.database_url, &StoreOptions::read_only()).await?;
+    let result = write_rows(args, filter, &store, out).await;
+    store.close().await;
+    result
+}
+
+async fn write_rows(
+    args: &AuditCliArgs,
+    filter: AuditFilter,
+    store: &Store,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
     if args.summary {
-        let summary = store.summary(&q.filter).await?;
+        let summary = store.summary(&filter).await?;
         serde_json::to_writer_pretty(&mut *out, &summary)?;
         writeln!(out)?;
         return Ok(());
     }
-
     let mut remaining = args.limit.unwrap_or(usize::MAX);
-    let mut cursor = None;
+    let mut walk = Walk::new(store.clone(), filter, None);
     let mut first = true;
     while remaining > 0 {
-        let records = store.page(&q.filter, cursor, PAGE.min(remaining)).await?;
+        let Some(records) = walk.next_page(PAGE.min(remaining)).await? else {
+            break;
+        };
         match args.format {
             OutputFormat::Csv => out.write_all(&csv_chunk(&records, first)?)?,
             OutputFormat::Jsonl => out.write_all(&jsonl_chunk(&records)?)?,
@@ -91,11 +103,6 @@ pub async fn run(args: &AuditCliArgs, out: &mut impl Write) -> anyhow::Result<()
         }
         first = false;
         remaining = remaining.saturating_sub(records.len());
-        if records.len() < PAGE {
-            break;
-        }
-        cursor = records.last().map(|r| r.id);
     }
-    store.close().await;
     Ok(())
 }

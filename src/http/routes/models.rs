@@ -3,9 +3,9 @@
 use actix_web::{HttpResponse, web};
 use serde::Serialize;
 
-use crate::error::ApiError;
+use crate::http::error::ApiError;
+use crate::http::state::AppState;
 use crate::model::{Algorithm, Model, TrainingSummary};
-use crate::startup::AppState;
 
 #[derive(Serialize)]
 struct ModelSummary<'a> {

@@ -1,9 +1,10 @@
 //! The HTTP error type: every failure a client can see, its status code and its JSON body
 //! `{"error": {"code": "...", "message": "...", "request_id": "..."}}`.
 //!
-//! Handlers return [`ApiError`]; the request middleware ([`crate::middleware`]) adds the request
-//! id and also turns actix's own plain-text errors (unknown route, wrong method) into the same
-//! JSON shape, so clients see one error format whatever failed. Internal errors keep their whole
+//! Handlers return [`ApiError`]; domain errors convert into it ([`InputError`] from parsing,
+//! [`StoreFault`] through [`ApiError::store`]). The request middleware adds the request id
+//! and also turns actix's own plain-text errors (unknown route, wrong method) into the same JSON
+//! shape, so clients see one error format whatever failed. Internal errors keep their whole
 //! cause chain for the log and tell the client only that something went wrong.
 
 use std::borrow::Cow;
@@ -12,15 +13,44 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
 
+use crate::audit::{StoreFault, SubmitError};
+use crate::input::InputError;
+use crate::text::escape_controls;
+
+/// A parameter that could not be used, for a 400 that names it.
+#[derive(Debug, thiserror::Error)]
+#[error("query parameter {name}: {reason}")]
+pub struct ParamError {
+    pub name: String,
+    pub reason: String,
+}
+
+/// Why a feedback body that is valid JSON cannot be used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unprocessable {
+    InvalidBody,
+    /// The prediction's model is no longer served.
+    UnknownModel,
+    /// The label is not a class of the model.
+    UnknownLabel,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
-    /// The body is not JSON at all (syntax error, truncated, invalid UTF-8).
+    /// A `/predict` body that is not JSON, not a valid request, or too large a batch.
+    #[error(transparent)]
+    Input(#[from] InputError),
+
+    /// Another body that is not JSON at all, or could not be read.
     #[error("{0}")]
     MalformedJson(String),
 
-    /// Parsed, but not a valid request: wrong shape, types, feature names or counts.
+    /// JSON, but not a valid request.
     #[error("{message}")]
-    Invalid { code: &'static str, message: String },
+    Unprocessable {
+        code: Unprocessable,
+        message: String,
+    },
 
     #[error("{0}")]
     UnsupportedMediaType(String),
@@ -31,9 +61,6 @@ pub enum ApiError {
     #[error("the request body did not arrive within {after:?}")]
     BodyTimeout { after: std::time::Duration },
 
-    #[error("batch has {rows} rows, more than the limit of {max}; split it into smaller batches")]
-    BatchTooLarge { rows: usize, max: usize },
-
     #[error("no model named {0:?}; GET /models lists the models served")]
     UnknownModel(String),
 
@@ -41,7 +68,7 @@ pub enum ApiError {
     NotFound(String),
 
     #[error(transparent)]
-    BadParameter(#[from] crate::audit::query::ParamError),
+    BadParameter(#[from] ParamError),
 
     #[error("{0}")]
     Unauthorized(String),
@@ -49,9 +76,9 @@ pub enum ApiError {
     #[error("{0}")]
     Forbidden(String),
 
-    /// The service cannot do this right now (for example the audit store is failing).
-    #[error("{message}")]
-    Unavailable { code: &'static str, message: String },
+    /// The prediction was made but could not be audited, so it is not served.
+    #[error("the prediction was not served because it could not be audited: {0}")]
+    NotAudited(SubmitError),
 
     /// The audit store failed a read or a write: clients get the class of fault, the log line
     /// the whole error chain (`detail`, one line).
@@ -65,36 +92,35 @@ pub enum ApiError {
 impl ApiError {
     /// A 503 `audit_unavailable` for a failed store call: `what` could not be done, and why, in
     /// words without paths or SQL.
-    pub fn store(what: &str, e: &anyhow::Error) -> ApiError {
+    pub fn store(what: &str, fault: &StoreFault) -> ApiError {
         ApiError::StoreUnavailable {
-            message: format!("{what}: {}", crate::audit::writer::cause(e)),
-            detail: format!("{e:#}"),
-        }
-    }
-
-    pub fn invalid(code: &'static str, message: impl Into<String>) -> ApiError {
-        ApiError::Invalid {
-            code,
-            message: message.into(),
+            message: format!("{what}: {}", fault.cause()),
+            detail: fault.detail().to_string(),
         }
     }
 
     /// Stable machine-readable code, documented in the README.
     pub fn code(&self) -> &'static str {
         match self {
-            ApiError::MalformedJson(_) => "malformed_json",
-            ApiError::Invalid { code, .. } => code,
+            ApiError::Input(InputError::MalformedJson(_)) | ApiError::MalformedJson(_) => {
+                "malformed_json"
+            }
+            ApiError::Input(InputError::Invalid { code, .. }) => code.as_str(),
+            ApiError::Input(InputError::BatchTooLarge { .. }) => "batch_too_large",
+            ApiError::Unprocessable { code, .. } => match code {
+                Unprocessable::InvalidBody => "invalid_body",
+                Unprocessable::UnknownModel => "unknown_model",
+                Unprocessable::UnknownLabel => "unknown_label",
+            },
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::BodyTooLarge { .. } => "body_too_large",
             ApiError::BodyTimeout { .. } => "body_timeout",
-            ApiError::BatchTooLarge { .. } => "batch_too_large",
             ApiError::UnknownModel(_) => "unknown_model",
             ApiError::NotFound(_) => "not_found",
             ApiError::BadParameter(_) => "invalid_parameter",
             ApiError::Unauthorized(_) => "unauthorized",
             ApiError::Forbidden(_) => "forbidden",
-            ApiError::Unavailable { code, .. } => code,
-            ApiError::StoreUnavailable { .. } => "audit_unavailable",
+            ApiError::NotAudited(_) | ApiError::StoreUnavailable { .. } => "audit_unavailable",
             ApiError::Internal(_) => "internal_error",
         }
     }
@@ -119,17 +145,21 @@ pub struct ErrorInfo {
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
-            ApiError::MalformedJson(_) | ApiError::BadParameter(_) => StatusCode::BAD_REQUEST,
+            ApiError::Input(InputError::MalformedJson(_))
+            | ApiError::MalformedJson(_)
+            | ApiError::BadParameter(_) => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
-            ApiError::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Input(InputError::Invalid { .. }) | ApiError::Unprocessable { .. } => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ApiError::BodyTooLarge { .. } | ApiError::BatchTooLarge { .. } => {
+            ApiError::BodyTooLarge { .. } | ApiError::Input(InputError::BatchTooLarge { .. }) => {
                 StatusCode::PAYLOAD_TOO_LARGE
             }
             ApiError::UnknownModel(_) | ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
-            ApiError::Unavailable { .. } | ApiError::StoreUnavailable { .. } => {
+            ApiError::NotAudited(_) | ApiError::StoreUnavailable { .. } => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -145,7 +175,8 @@ impl ResponseError for ApiError {
         if matches!(self, ApiError::Unauthorized(_)) {
             builder.insert_header((actix_web::http::header::WWW_AUTHENTICATE, "Bearer"));
         }
-        let mut res = builder.json(error_body(&info, None));
+        // The JSON body is written once, with the request id, by the middleware.
+        let mut res = builder.finish();
         res.extensions_mut().insert(info);
         res
     }
@@ -196,32 +227,11 @@ pub fn code_for_status(status: StatusCode) -> &'static str {
     }
 }
 
-/// Escapes control characters (newlines included) so text that came from a client can never
-/// start a new log line or hide inside a terminal escape sequence.
-pub fn escape_controls(s: &str) -> Cow<'_, str> {
-    if !s.chars().any(char::is_control) {
-        return Cow::Borrowed(s);
-    }
-    let mut out = String::with_capacity(s.len() + 8);
-    for c in s.chars() {
-        if c.is_control() {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
-        }
-    }
-    Cow::Owned(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn escapes_newlines_and_escape_sequences() {
-        assert_eq!(escape_controls("a\nb\r\x1b[31m"), "a\\nb\\r\\u{1b}[31m");
-        assert!(matches!(escape_controls("plain"), Cow::Borrowed(_)));
-    }
+    use crate::audit::FaultKind;
+    use crate::input::InputCode;
 
     #[test]
     fn internal_errors_hide_their_cause() {
@@ -231,15 +241,40 @@ mod tests {
     }
 
     #[test]
+    fn input_errors_map_to_400_422_and_413() {
+        let cases = [
+            (InputError::MalformedJson("x".into()), 400, "malformed_json"),
+            (
+                InputError::Invalid {
+                    code: InputCode::RaggedBatch,
+                    message: "x".into(),
+                },
+                422,
+                "ragged_batch",
+            ),
+            (
+                InputError::BatchTooLarge { rows: 6, max: 5 },
+                413,
+                "batch_too_large",
+            ),
+        ];
+        for (input, status, code) in cases {
+            let e = ApiError::from(input);
+            assert_eq!(e.status_code().as_u16(), status);
+            assert_eq!(e.code(), code);
+        }
+    }
+
+    #[test]
     fn store_failures_are_503_with_the_class_of_fault_only() {
         let cause = anyhow::anyhow!("opening /secret/path/audit.db").context("reading audit rows");
-        let e = ApiError::store("the audit records could not be read", &cause);
+        let fault = StoreFault::new(FaultKind::Io, &cause);
+        let e = ApiError::store("the audit records could not be read", &fault);
         assert_eq!(e.status_code(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(e.code(), "audit_unavailable");
-        assert!(
-            !e.public_message().contains("/secret"),
-            "{}",
-            e.public_message()
+        assert_eq!(
+            e.public_message(),
+            "the audit records could not be read: an I/O error in the audit database"
         );
         // The log line (the error's Debug form) keeps the whole chain.
         assert!(format!("{e:?}").contains("/secret/path/audit.db"));

@@ -1,17 +1,18 @@
-//! HTTP routes, one file per resource.
+//! The routes, one file per resource, and the table that registers them. No route file imports
+//! another: what they share lives beside this folder (state, access, body, params, errors).
 
-pub mod audit;
-pub mod feedback;
-pub mod health;
-pub mod models;
-pub mod monitor;
-pub mod predict;
+mod audit;
+mod feedback;
+mod health;
+mod models;
+mod monitor;
+mod predict;
 
 use actix_web::{HttpRequest, HttpResponse, web};
 
-use crate::error::{ApiError, escape_controls};
+use super::error::ApiError;
+use crate::text::escape_controls;
 
-/// Registers every route of the service.
 /// Route patterns, also the `route` label of the HTTP metrics (a fixed set: label values stay
 /// bounded whatever paths clients ask for).
 pub const ROUTES: [&str; 14] = [
@@ -31,6 +32,12 @@ pub const ROUTES: [&str; 14] = [
     "unmatched",
 ];
 
+/// The prediction routes: their rejections are counted by reason.
+pub const PREDICT_ROUTES: [&str; 2] = ["/predict", "/models/{name}/predict"];
+
+/// The probes: logged at debug, since orchestrators call them every few seconds.
+pub const PROBE_ROUTES: [&str; 2] = ["/health/live", "/health/ready"];
+
 /// A resource named by its own pattern, so the middleware can read it back without allocating.
 fn resource(pattern: &'static str) -> actix_web::Resource {
     web::resource(pattern).name(pattern)
@@ -47,7 +54,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(resource("/audit/{request_id}").route(web::get().to(audit::by_request)))
         .service(resource("/metrics").route(web::get().to(monitor::metrics)))
         .service(resource("/monitor/drift").route(web::get().to(monitor::drift)))
-        .service(resource("/monitor/performance").route(web::get().to(feedback::performance)))
+        .service(resource("/monitor/performance").route(web::get().to(monitor::performance)))
         .service(resource("/feedback").route(web::post().to(feedback::post)))
         .service(resource("/health/live").route(web::get().to(health::live)))
         .service(resource("/health/ready").route(web::get().to(health::ready)))

@@ -3,7 +3,7 @@
 use actix_web::{HttpResponse, web};
 use serde_json::json;
 
-use crate::startup::AppState;
+use crate::http::state::AppState;
 
 /// The process is up and answering HTTP.
 pub async fn live() -> HttpResponse {

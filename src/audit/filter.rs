@@ -1,0 +1,70 @@
+//! What a reader asks of the store: row filters, the walk order, and the summary it gets back.
+//! Built by the HTTP layer from query parameters and by the CLI from its flags.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+/// Which rows by HTTP status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum StatusFilter {
+    /// Answered predictions (status 200).
+    Ok,
+    /// Rejected requests (any other status).
+    Rejected,
+    #[default]
+    All,
+}
+
+/// Order of the walk, by insertion (the row id, which follows arrival).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Order {
+    Asc,
+    /// Newest first (the default).
+    #[default]
+    Desc,
+}
+
+/// Row filters; every one that is set must hold.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AuditFilter {
+    /// Inclusive lower bound on `received_at`.
+    pub since: Option<DateTime<Utc>>,
+    /// Exclusive upper bound on `received_at`.
+    pub until: Option<DateTime<Utc>>,
+    pub model: Option<String>,
+    pub model_version: Option<String>,
+    pub label: Option<String>,
+    pub status: StatusFilter,
+    pub request_id: Option<String>,
+    pub min_latency_us: Option<i64>,
+    pub order: Order,
+}
+
+/// Counts and latency percentiles over a filtered range.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Summary {
+    pub rows: i64,
+    pub requests: i64,
+    pub by_model: Vec<Count>,
+    pub by_label: Vec<Count>,
+    pub by_status: Vec<Count>,
+    pub by_error_code: Vec<Count>,
+    pub latency_us: LatencySummary,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Count {
+    pub key: Option<String>,
+    pub count: i64,
+}
+
+/// Latency of the rows in the range (nearest-rank percentiles); null when there are none.
+#[derive(Debug, Clone, Serialize, PartialEq, Default)]
+pub struct LatencySummary {
+    pub p50: Option<i64>,
+    pub p90: Option<i64>,
+    pub p99: Option<i64>,
+    pub max: Option<i64>,
+}

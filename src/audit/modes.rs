@@ -1,0 +1,48 @@
+//! The operator's choices of how audit rows are written and how the store is opened.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// How `/predict` waits for its audit rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum AuditMode {
+    /// Answer only after the rows committed; 503 if they cannot be.
+    Durable,
+    /// Answer at once; rows are queued (bounded, with back pressure) and committed shortly.
+    Async,
+}
+
+/// SQLite's `synchronous` setting for the audit database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SyncLevel {
+    /// Durable against process crashes; a power loss may lose the last commits (WAL default).
+    Normal,
+    /// Also durable against power loss, at the cost of an fsync per commit.
+    Full,
+}
+
+/// Settings of the store connection.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    pub sync: SyncLevel,
+    /// How long a write waits for a lock held by another process before failing.
+    pub busy_timeout: Duration,
+    /// Open read-only (the CLI): never creates, migrates or writes.
+    pub read_only: bool,
+    /// Most bytes the database file may hold; `None`: no limit.
+    pub max_bytes: Option<u64>,
+}
+
+impl StoreOptions {
+    /// For the CLI's reads beside a running server.
+    pub fn read_only() -> StoreOptions {
+        StoreOptions {
+            sync: SyncLevel::Normal,
+            busy_timeout: Duration::from_secs(5),
+            read_only: true,
+            max_bytes: None,
+        }
+    }
+}

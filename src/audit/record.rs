@@ -1,0 +1,181 @@
+//! What the audit store holds: [`AuditRecord`] (a row as the service writes it),
+//! [`StoredRecord`] (a row as it is read back) and [`Feedback`] (a true label).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// How long a request took, from its arrival until its answer was ready to send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Latency {
+    /// Known when the record was made: the answer did not wait for the store (async mode,
+    /// rejected requests).
+    Answered(u64),
+    /// The answer waits for the record's commit (durable mode): the backend stamps the moment
+    /// it writes the row, once it holds the store's write lock, so queueing and lock waits
+    /// count. `Instant` is the request's arrival.
+    UntilStored(Instant),
+}
+
+impl Latency {
+    /// Microseconds, for a row written at `stored_at`.
+    pub fn micros(&self, stored_at: Instant) -> u64 {
+        match *self {
+            Latency::Answered(us) => us,
+            Latency::UntilStored(arrived) => micros_between(arrived, stored_at),
+        }
+    }
+}
+
+/// Whole microseconds from `from` to `to` (zero if `to` is earlier): the one way every layer
+/// turns two instants into a latency, so the audit row and the log line agree to the
+/// microsecond.
+pub fn micros_between(from: Instant, to: Instant) -> u64 {
+    to.saturating_duration_since(from).as_micros() as u64
+}
+
+/// One audit row. Shared strings are `Arc<str>` so the rows of a batch do not copy them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuditRecord {
+    pub request_id: Arc<str>,
+    /// Index of the row within its request.
+    pub item: u32,
+    pub received_at: DateTime<Utc>,
+    pub model: Option<Arc<str>>,
+    pub model_version: Option<Arc<str>>,
+    /// JSON array of the row's features in model order.
+    pub features: Option<String>,
+    pub prediction: Option<u32>,
+    pub label: Option<Arc<str>>,
+    pub status: u16,
+    pub error_code: Option<Arc<str>>,
+    pub latency: Latency,
+    pub client_addr: Option<Arc<str>>,
+    /// Rejected requests: the body (lossy UTF-8), cut to [`RAW_BODY_LIMIT`] bytes.
+    pub raw_body: Option<String>,
+    /// JSON array of the names of features flagged as outliers; `None` when none were.
+    pub outliers: Option<String>,
+}
+
+/// Where and when a request came in: what every audit row of it shares.
+#[derive(Debug, Clone)]
+pub struct Origin {
+    pub request_id: Arc<str>,
+    pub received_at: DateTime<Utc>,
+    /// The clock every latency of the request is measured from.
+    pub arrived: Instant,
+    pub client_addr: Option<Arc<str>>,
+}
+
+impl AuditRecord {
+    /// The one row of a rejected request: why, and whatever of the body was read.
+    pub fn rejected(
+        origin: &Origin,
+        model: Option<Arc<str>>,
+        model_version: Option<Arc<str>>,
+        status: u16,
+        error_code: Arc<str>,
+        body: Option<&[u8]>,
+    ) -> AuditRecord {
+        AuditRecord {
+            request_id: Arc::clone(&origin.request_id),
+            item: 0,
+            received_at: origin.received_at,
+            model,
+            model_version,
+            features: None,
+            prediction: None,
+            label: None,
+            status,
+            error_code: Some(error_code),
+            latency: Latency::UntilStored(origin.arrived),
+            client_addr: origin.client_addr.clone(),
+            raw_body: body.map(cut_body),
+            outliers: None,
+        }
+    }
+}
+
+/// A true label for an audited prediction.
+#[derive(Debug, Clone)]
+pub struct Feedback {
+    pub request_id: String,
+    pub item: i64,
+    pub label: String,
+    pub received_at: DateTime<Utc>,
+    pub client_addr: Option<String>,
+}
+
+/// Most bytes of a rejected body kept in the audit row.
+pub const RAW_BODY_LIMIT: usize = 4096;
+
+/// The text form of timestamps in the store: RFC 3339, UTC, microseconds, `Z`.
+pub fn format_time(t: &DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
+
+/// Keeps at most [`RAW_BODY_LIMIT`] bytes of a body, cut on a character boundary.
+pub fn cut_body(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(&body[..body.len().min(RAW_BODY_LIMIT + 4)]);
+    let mut end = text.len().min(RAW_BODY_LIMIT);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_string()
+}
+
+/// A row as read back from the store. Fields are in the order of
+/// [`crate::audit::columns::ALL`] (a test holds them to it), which is also the order of
+/// the JSON-lines export.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StoredRecord {
+    pub id: i64,
+    pub request_id: String,
+    pub item: i64,
+    pub received_at: String,
+    pub model: Option<String>,
+    pub model_version: Option<String>,
+    /// Kept as the JSON text stored, so it is written out as a JSON array without re-parsing.
+    pub features: Option<Box<serde_json::value::RawValue>>,
+    pub prediction: Option<i64>,
+    pub label: Option<String>,
+    pub status: i64,
+    pub error_code: Option<String>,
+    pub latency_us: i64,
+    pub client_addr: Option<String>,
+    pub raw_body: Option<String>,
+    pub outliers: Option<Box<serde_json::value::RawValue>>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cut_body_keeps_char_boundaries() {
+        let body = "é".repeat(3000); // 6000 bytes
+        let cut = cut_body(body.as_bytes());
+        assert!(cut.len() <= RAW_BODY_LIMIT);
+        assert!(cut.chars().all(|c| c == 'é'));
+        assert_eq!(cut_body(b"\xff{}"), "\u{fffd}{}");
+    }
+
+    #[test]
+    fn time_format_has_micros_and_z() {
+        let t = DateTime::parse_from_rfc3339("2026-11-27T10:00:00.5+02:00")
+            .unwrap()
+            .to_utc();
+        assert_eq!(format_time(&t), "2026-11-27T08:00:00.500000Z");
+    }
+
+    #[test]
+    fn durable_latency_counts_until_the_row_is_stored() {
+        let arrived = Instant::now();
+        let stored = arrived + std::time::Duration::from_micros(1500);
+        assert_eq!(Latency::UntilStored(arrived).micros(stored), 1500);
+        assert_eq!(Latency::Answered(7).micros(stored), 7);
+        assert_eq!(micros_between(stored, arrived), 0);
+    }
+}

@@ -1,0 +1,254 @@
+//! The connections of the SQLite backend: one writing connection owned outside sqlx's pool,
+//! a small read-only pool for queries, and a connection that checkpoints the WAL.
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::Context;
+use sqlx::Connection;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteSynchronous,
+};
+
+use super::file_identity::{FileId, sidecar};
+use super::insert::WRITE_STATEMENT_CACHE;
+use crate::audit::modes::{StoreOptions, SyncLevel};
+
+/// WAL pages after which a commit checkpoints by itself (64 MiB at 4 KiB pages), if the
+/// checkpointing connection has not kept the WAL shorter.
+const WRITER_AUTOCHECKPOINT_PAGES: u32 = 16_384;
+
+/// The WAL file is truncated back to this size after a checkpoint let it start over.
+const WAL_SIZE_LIMIT_BYTES: u64 = 64 << 20;
+
+#[derive(Debug)]
+pub(super) struct Pools {
+    /// The single writing connection (absent when opened read-only).
+    pub write: Option<Arc<OwnedConn>>,
+    /// Read-only connections for queries.
+    pub read: SqlitePool,
+    /// The connection that checkpoints the WAL into the database file, off the writer's path
+    /// (absent when opened read-only).
+    pub checkpoint: Option<Arc<OwnedConn>>,
+    /// Identity of the file the connections have open (`None` for in-memory databases).
+    pub file: Option<FileId>,
+    /// Identity of its write-ahead log and shared-memory files, to tell them from another
+    /// database's when the file is replaced.
+    pub wal: Option<FileId>,
+    pub shm: Option<FileId>,
+}
+
+/// A connection used by one task at a time, kept outside sqlx's pool: the pool pings a
+/// connection when it is taken and again when it is given back, two more round trips to the
+/// connection's thread per commit than the insert itself, each a pair of thread wake-ups that
+/// cost more than the insert on two shared cores.
+#[derive(Debug)]
+pub(super) struct OwnedConn {
+    options: SqliteConnectOptions,
+    /// Most bytes the database may hold (`max_page_count`), applied on every connect.
+    max_bytes: Option<u64>,
+    conn: Arc<tokio::sync::Mutex<Option<SqliteConnection>>>,
+    /// Set by [`OwnedConn::close`]: a closed store is not reconnected behind its back.
+    closed: AtomicBool,
+}
+
+impl OwnedConn {
+    async fn open(
+        options: SqliteConnectOptions,
+        max_bytes: Option<u64>,
+    ) -> anyhow::Result<OwnedConn> {
+        let owned = OwnedConn {
+            options,
+            max_bytes,
+            conn: Arc::new(tokio::sync::Mutex::new(None)),
+            closed: AtomicBool::new(false),
+        };
+        let conn = owned.connect().await?;
+        *owned.conn.lock().await = Some(conn);
+        Ok(owned)
+    }
+
+    async fn connect(&self) -> anyhow::Result<SqliteConnection> {
+        let mut conn = SqliteConnection::connect_with(&self.options).await?;
+        if let Some(max) = self.max_bytes {
+            // max_page_count counts pages, whose size belongs to the file.
+            let page: i64 = sqlx::query_scalar("pragma page_size")
+                .fetch_one(&mut conn)
+                .await?;
+            let pages = (max / page.max(512) as u64).max(1);
+            sqlx::query(&format!("pragma max_page_count = {pages}"))
+                .execute(&mut conn)
+                .await?;
+        }
+        Ok(conn)
+    }
+
+    /// Takes the connection (connecting first if needed) until the guard is finished.
+    pub async fn lock(&self) -> anyhow::Result<ConnGuard> {
+        let mut slot = Arc::clone(&self.conn).lock_owned().await;
+        if self.closed.load(Ordering::Acquire) {
+            anyhow::bail!("the audit database connection is closed");
+        }
+        if slot.is_none() {
+            *slot = Some(
+                self.connect()
+                    .await
+                    .context("reconnecting to the audit database")?,
+            );
+        }
+        Ok(ConnGuard { slot, keep: false })
+    }
+
+    pub async fn close(&self) {
+        let mut slot = self.conn.lock().await;
+        self.closed.store(true, Ordering::Release);
+        if let Some(conn) = slot.take() {
+            let _ = conn.close().await;
+        }
+    }
+}
+
+/// The connection of an [`OwnedConn`], held by one task.
+pub(super) struct ConnGuard {
+    /// Always `Some` while the guard lives.
+    slot: tokio::sync::OwnedMutexGuard<Option<SqliteConnection>>,
+    /// Set by a successful [`ConnGuard::finish`]; otherwise the connection is dropped with the
+    /// guard, as when the task using it was cancelled mid-transaction.
+    keep: bool,
+}
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        if !self.keep {
+            // Dropping the connection ends its thread, which closes the SQLite handle and
+            // with it any transaction left open.
+            drop(self.slot.take());
+        }
+    }
+}
+
+impl ConnGuard {
+    pub fn conn(&mut self) -> &mut SqliteConnection {
+        self.slot
+            .as_mut()
+            .expect("an OwnedConn guard always holds a connection")
+    }
+
+    /// Gives the connection back, or closes it if `result` is a failure; the next use opens a
+    /// fresh one.
+    ///
+    /// SQLite rolls a transaction back by itself on some errors (a full database or disk, I/O
+    /// errors) without sqlx noticing: sqlx would turn the next `BEGIN` into a `SAVEPOINT`
+    /// inside a transaction that is never committed, and rows acknowledged after it would
+    /// vanish when the connection closes. A connection therefore never outlives a failed
+    /// write.
+    pub async fn finish<T>(mut self, result: anyhow::Result<T>) -> anyhow::Result<T> {
+        if result.is_ok() {
+            self.keep = true;
+        } else if let Some(conn) = self.slot.take() {
+            let _ = conn.close().await;
+        }
+        result
+    }
+
+    /// Closes the connection whatever happened; the next use opens a fresh one.
+    pub async fn discard(mut self) {
+        if let Some(conn) = self.slot.take() {
+            let _ = conn.close().await;
+        }
+    }
+}
+
+/// Opens the connections for `url`: read-only, or writing (created if missing, WAL, migrated)
+/// plus read-only query connections and the checkpointing connection.
+pub(super) async fn connect(url: &str, opts: &StoreOptions) -> anyhow::Result<Pools> {
+    let base = SqliteConnectOptions::from_str(url)
+        .with_context(|| format!("bad database URL {url:?}"))?
+        .busy_timeout(opts.busy_timeout);
+    if opts.read_only {
+        let read = SqlitePoolOptions::new()
+            .max_connections(2)
+            .connect_with(base.read_only(true))
+            .await
+            .with_context(|| format!("opening {url} read-only"))?;
+        return Ok(Pools {
+            write: None,
+            read,
+            checkpoint: None,
+            file: None,
+            wal: None,
+            shm: None,
+        });
+    }
+    let sync = match opts.sync {
+        SyncLevel::Normal => SqliteSynchronous::Normal,
+        SyncLevel::Full => SqliteSynchronous::Full,
+    };
+    // SQLite opens a file it may not write read-only without a word, and every commit would
+    // then fail; say so at once instead.
+    let db_file = base.get_filename();
+    if db_file.exists() {
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(db_file)
+            .with_context(|| format!("the audit database {} is not writable", db_file.display()))?;
+    }
+    let writing = base
+        .clone()
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(sync);
+    // Migrations run on a connection of their own, which waits out another writer's lock for
+    // the busy timeout like any start-up step.
+    {
+        let mut conn = SqliteConnection::connect_with(&writing)
+            .await
+            .with_context(|| format!("opening the audit database {url}"))?;
+        sqlx::migrate!("./migrations")
+            .run_direct(&mut conn)
+            .await
+            .with_context(|| format!("migrating the audit database {url}"))?;
+        conn.close().await?;
+    }
+    let write = OwnedConn::open(
+        writing
+            .statement_cache_capacity(WRITE_STATEMENT_CACHE)
+            // The writer waits for another process's lock itself, so that the time it waits is
+            // known and counted in the latency of the rows it then writes (see
+            // `insert::write_rows`); SQLite's own busy handler would hide it inside the INSERT.
+            .busy_timeout(Duration::ZERO)
+            // Checkpoints run on their own connection (`SqliteStore::checkpoint`); a commit
+            // that crosses SQLite's default 1000 pages of WAL would otherwise copy them into the
+            // database inside the commit, the slowest 1-2% of durable requests. This is the
+            // fallback should that connection fall behind.
+            .pragma(
+                "wal_autocheckpoint",
+                WRITER_AUTOCHECKPOINT_PAGES.to_string(),
+            )
+            .pragma("journal_size_limit", WAL_SIZE_LIMIT_BYTES.to_string()),
+        opts.max_bytes,
+    )
+    .await
+    .with_context(|| format!("opening the audit database {url}"))?;
+    let file = FileId::of(base.get_filename());
+    let base_file = base.get_filename().to_path_buf();
+    let read = SqlitePoolOptions::new()
+        .max_connections(4)
+        .connect_with(base.clone().read_only(true))
+        .await
+        .with_context(|| format!("opening {url} for queries"))?;
+    let checkpoint = OwnedConn::open(base, None)
+        .await
+        .with_context(|| format!("opening {url} for checkpoints"))?;
+    Ok(Pools {
+        write: Some(Arc::new(write)),
+        read,
+        checkpoint: Some(Arc::new(checkpoint)),
+        file,
+        wal: FileId::of(&sidecar(&base_file, "-wal")),
+        shm: FileId::of(&sidecar(&base_file, "-shm")),
+    })
+}

@@ -1,0 +1,405 @@
+//! The SQLite backend: the embedded default, one file that the `sqlite3` shell reads.
+//!
+//! One connection writes (the background writer is the only writer, so it never waits on
+//! itself); a small read-only pool answers queries, which WAL lets run beside the writes; a
+//! third connection checkpoints the WAL off the writer's path. Every call ends in a
+//! [`StoreFault`] classified here, by SQLite's result codes and by type, never by message text.
+//!
+//! - [`connection`]: the connections and their settings, migrations.
+//! - [`file_identity`]: noticing the database file deleted or replaced under the service.
+//! - [`insert`]: the batched INSERTs and the write lock.
+//! - [`query`]: the reads.
+
+mod connection;
+mod file_identity;
+mod insert;
+mod query;
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use slog::{Logger, warn};
+use sqlx::sqlite::{SqliteConnectOptions, SqlitePool};
+
+use self::connection::{OwnedConn, Pools, connect};
+use self::file_identity::{FileId, FileReplaced, sidecar};
+use crate::audit::fault::{FaultKind, StoreFault};
+use crate::audit::filter::{AuditFilter, Summary};
+use crate::audit::modes::StoreOptions;
+use crate::audit::record::{AuditRecord, Feedback, Latency, StoredRecord, format_time};
+
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    /// The connections; replaced as a whole when the database file is deleted or replaced
+    /// under a running service (see [`SqliteStore::write_batch`]).
+    pools: Arc<RwLock<Pools>>,
+    url: String,
+    opts: StoreOptions,
+    /// The database file (`None` for in-memory databases).
+    path: Option<PathBuf>,
+    /// Held while the file's identity is checked and the database reopened, so that the
+    /// writer and a feedback write never reopen it twice.
+    reopening: Arc<tokio::sync::Mutex<()>>,
+}
+
+/// The class of a failure, from SQLite's result code where there is one.
+fn fault(e: anyhow::Error) -> StoreFault {
+    let kind = if let Some(sqlx::Error::Database(db)) =
+        e.chain().find_map(|c| c.downcast_ref::<sqlx::Error>())
+    {
+        // SQLite's extended result codes carry the primary code in their low byte.
+        match db.code().and_then(|c| c.parse::<i32>().ok()).unwrap_or(0) & 0xff {
+            5 => FaultKind::LockedByOther,
+            6 => FaultKind::Locked,
+            8 => FaultKind::ReadOnly,
+            10 => FaultKind::Io,
+            13 => FaultKind::Full,
+            14 => FaultKind::CannotOpen,
+            _ => FaultKind::Refused,
+        }
+    } else if e.chain().any(|c| c.is::<FileReplaced>()) {
+        FaultKind::Replaced
+    } else {
+        FaultKind::Other
+    };
+    StoreFault::new(kind, &e)
+}
+
+/// How often committed writes are checkpointed into the database file.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
+
+impl SqliteStore {
+    pub async fn open(url: &str, opts: &StoreOptions) -> anyhow::Result<SqliteStore> {
+        let pools = connect(url, opts).await?;
+        let path = SqliteConnectOptions::from_str(url).ok().and_then(|o| {
+            let p = o.get_filename();
+            (!p.as_os_str().is_empty() && p != Path::new(":memory:")).then(|| p.to_path_buf())
+        });
+        Ok(SqliteStore {
+            pools: Arc::new(RwLock::new(pools)),
+            url: url.to_string(),
+            opts: opts.clone(),
+            path,
+            reopening: Arc::new(tokio::sync::Mutex::new(())),
+        })
+    }
+
+    fn read(&self) -> SqlitePool {
+        self.pools
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .read
+            .clone()
+    }
+
+    fn write(&self) -> anyhow::Result<(Arc<OwnedConn>, Option<FileId>)> {
+        let pools = self.pools.read().unwrap_or_else(|p| p.into_inner());
+        let write = pools
+            .write
+            .clone()
+            .context("the audit database was opened read-only")?;
+        Ok((write, pools.file))
+    }
+
+    /// Makes sure the connections write to the file now at the database path. If it was deleted
+    /// or replaced, the old connections (which would keep writing into the unlinked file, lost
+    /// at exit) are closed and the database is opened afresh, created and migrated as at
+    /// start-up.
+    async fn ensure_current_file(&self) -> anyhow::Result<()> {
+        let Some(path) = &self.path else {
+            return Ok(());
+        };
+        let _reopening = self.reopening.lock().await;
+        let (write, checkpoint, read, opened, wal, shm) = {
+            let p = self.pools.read().unwrap_or_else(|p| p.into_inner());
+            (
+                p.write.clone(),
+                p.checkpoint.clone(),
+                p.read.clone(),
+                p.file,
+                p.wal,
+                p.shm,
+            )
+        };
+        // A file whose identity could not be read at open cannot be tracked.
+        let Some(opened) = opened else {
+            return Ok(());
+        };
+        if !FileId::changed(path, opened) {
+            return Ok(());
+        }
+        if let Some(c) = checkpoint {
+            c.close().await;
+        }
+        if let Some(w) = write {
+            w.close().await;
+        }
+        // SQLite leaves the write-ahead log and shared-memory files of a database that was
+        // moved or deleted. Opened beside whatever file is now at the path, that log would be
+        // replayed into it and corrupt it. Ours are removed; files that came with the new
+        // database are kept.
+        for (suffix, ours) in [("-wal", wal), ("-shm", shm)] {
+            let f = sidecar(path, suffix);
+            if ours.is_some() && FileId::of(&f) == ours {
+                let _ = std::fs::remove_file(&f);
+            }
+        }
+        let replaced = |when: String| FileReplaced {
+            path: path.display().to_string(),
+            when,
+        };
+        let fresh = match connect(&self.url, &self.opts).await {
+            Ok(fresh) => fresh,
+            Err(e) => {
+                return Err(
+                    replaced(format!("while serving, and reopening it failed: {e:#}")).into(),
+                );
+            }
+        };
+        *self.pools.write().unwrap_or_else(|p| p.into_inner()) = fresh;
+        // Queries went on reading the old file until the new one was in place.
+        read.close().await;
+        Err(replaced(
+            "while serving; a new one was created there and the batch will be written to it".into(),
+        )
+        .into())
+    }
+
+    /// Fails if the database file was replaced since `opened` was read: rows just committed
+    /// went into a file that is no longer on record.
+    fn check_unchanged(&self, opened: Option<FileId>) -> anyhow::Result<()> {
+        if let (Some(path), Some(opened)) = (&self.path, opened)
+            && FileId::changed(path, opened)
+        {
+            return Err(FileReplaced {
+                path: path.display().to_string(),
+                when: "during a commit".into(),
+            }
+            .into());
+        }
+        Ok(())
+    }
+
+    /// Writes the batch in one transaction and returns the moment the rows were written. The
+    /// database file is checked before and after: rows committed into a file that was deleted
+    /// meanwhile are not on record, so that is reported as a failure (durable requests get
+    /// their 503, owed rows are retried into the new file).
+    pub async fn write_batch(&self, records: &[&AuditRecord]) -> Result<Instant, StoreFault> {
+        let result: anyhow::Result<Instant> = async {
+            self.ensure_current_file().await?;
+            let (conn, opened) = self.write()?;
+            let mut guard = conn.lock().await?;
+            let written = insert::write_rows(guard.conn(), records, self.opts.busy_timeout).await;
+            let stored_at = guard.finish(written).await?;
+            self.check_unchanged(opened)?;
+            Ok(stored_at)
+        }
+        .await;
+        result.map_err(fault)
+    }
+
+    /// Writes one row in a transaction that is rolled back: it needs the write lock, a
+    /// writable file with room for a row, and the file at the path (see
+    /// [`SqliteStore::ensure_current_file`]), and leaves nothing behind.
+    pub async fn probe(&self) -> Result<(), StoreFault> {
+        let result: anyhow::Result<()> = async {
+            self.ensure_current_file().await?;
+            let (conn, _) = self.write()?;
+            let probe = AuditRecord {
+                request_id: "inferlog-store-probe".into(),
+                item: 0,
+                received_at: chrono::Utc::now(),
+                model: None,
+                model_version: None,
+                features: None,
+                prediction: None,
+                label: None,
+                status: 0,
+                error_code: None,
+                latency: Latency::Answered(0),
+                client_addr: None,
+                // Big enough to need pages of its own (16 at SQLite's default 4 KiB), so a
+                // full database fails the probe even when its last page has room for a small
+                // row.
+                raw_body: Some(" ".repeat(64 * 1024)),
+                outliers: None,
+            };
+            let mut guard = conn.lock().await?;
+            let result = insert::probe_rows(guard.conn(), &probe).await;
+            // The probe runs only while the store is failing: it costs little to hand the
+            // writer a fresh connection afterwards, whatever state the failures left this one
+            // in.
+            guard.discard().await;
+            result
+        }
+        .await;
+        result.map_err(fault)
+    }
+
+    pub async fn page(
+        &self,
+        filter: &AuditFilter,
+        after: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<StoredRecord>, StoreFault> {
+        query::page(&self.read(), filter, after, limit)
+            .await
+            .map_err(fault)
+    }
+
+    pub async fn request(&self, request_id: &str) -> Result<Vec<StoredRecord>, StoreFault> {
+        query::request(&self.read(), request_id)
+            .await
+            .map_err(fault)
+    }
+
+    pub async fn summary(&self, filter: &AuditFilter) -> Result<Summary, StoreFault> {
+        query::summary(&self.read(), filter).await.map_err(fault)
+    }
+
+    pub async fn drift_rows(
+        &self,
+        model: &str,
+        n_features: usize,
+        filter: &AuditFilter,
+    ) -> Result<(Vec<f64>, Vec<u32>), StoreFault> {
+        query::drift_rows(&self.read(), model, n_features, filter)
+            .await
+            .map_err(fault)
+    }
+
+    pub async fn served_row(
+        &self,
+        request_id: &str,
+        item: i64,
+    ) -> Result<Option<(Option<String>, Option<String>)>, StoreFault> {
+        query::served_row(&self.read(), request_id, item)
+            .await
+            .map_err(fault)
+    }
+
+    pub async fn confusion(
+        &self,
+        model: &str,
+        filter: &AuditFilter,
+    ) -> Result<Vec<(String, String, i64)>, StoreFault> {
+        query::confusion(&self.read(), model, filter)
+            .await
+            .map_err(fault)
+    }
+
+    /// Stores a true label; returns the label it replaces, if any.
+    pub async fn insert_feedback(&self, fb: &Feedback) -> Result<Option<String>, StoreFault> {
+        let result: anyhow::Result<Option<String>> = async {
+            self.ensure_current_file().await?;
+            let (conn, opened) = self.write()?;
+            let mut guard = conn.lock().await?;
+            let written = insert_feedback(guard.conn(), fb, self.opts.busy_timeout).await;
+            let previous = guard.finish(written).await?;
+            self.check_unchanged(opened)?;
+            Ok(previous)
+        }
+        .await;
+        result.map_err(fault)
+    }
+
+    pub async fn close(&self) {
+        let (write, read, checkpoint) = {
+            let pools = self.pools.read().unwrap_or_else(|p| p.into_inner());
+            (
+                pools.write.clone(),
+                pools.read.clone(),
+                pools.checkpoint.clone(),
+            )
+        };
+        if let Some(c) = checkpoint {
+            c.close().await;
+        }
+        read.close().await;
+        // Last, so that closing it checkpoints the whole WAL into the file.
+        if let Some(w) = write {
+            w.close().await;
+        }
+    }
+
+    /// Checkpoints at a steady pace so that commits never have to (see
+    /// `WRITER_AUTOCHECKPOINT_PAGES` in [`connection`]), until the task is aborted. `None`
+    /// for a read-only store.
+    pub fn spawn_checkpoints(&self, log: Logger) -> Option<tokio::task::JoinHandle<()>> {
+        self.write().ok()?;
+        let store = self.clone();
+        Some(tokio::spawn(async move {
+            let mut failing = false;
+            loop {
+                tokio::time::sleep(CHECKPOINT_EVERY).await;
+                match store.checkpoint().await {
+                    Ok(()) => failing = false,
+                    // Once per failure streak: the writer reports the store's state itself.
+                    Err(e) if !failing => {
+                        failing = true;
+                        warn!(log, "audit checkpoint failed; will retry"; "error" => format!("{e:#}"));
+                    }
+                    Err(_) => {}
+                }
+            }
+        }))
+    }
+
+    /// Copies committed WAL frames into the database file without waiting for the writer or
+    /// readers (a passive checkpoint).
+    async fn checkpoint(&self) -> anyhow::Result<()> {
+        let conn = self
+            .pools
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .checkpoint
+            .clone();
+        let Some(conn) = conn else {
+            return Ok(());
+        };
+        let mut guard = conn.lock().await?;
+        let result = sqlx::query("pragma wal_checkpoint(passive)")
+            .execute(guard.conn())
+            .await
+            .map(|_| ())
+            .context("checkpointing the audit WAL");
+        guard.finish(result).await
+    }
+}
+
+/// The feedback write: the previous label (if any) and the new one, in one transaction.
+async fn insert_feedback(
+    conn: &mut sqlx::SqliteConnection,
+    fb: &Feedback,
+    busy_timeout: Duration,
+) -> anyhow::Result<Option<String>> {
+    insert::begin_immediate(conn, busy_timeout).await?;
+    let previous: Option<String> = sqlx::query_scalar(
+        "select label from feedback where request_id = ? and item = ? \
+         order by id desc limit 1",
+    )
+    .bind(&fb.request_id)
+    .bind(fb.item)
+    .fetch_optional(&mut *conn)
+    .await?;
+    sqlx::query(
+        "insert into feedback (request_id, item, label, received_at, client_addr) \
+         values (?, ?, ?, ?, ?)",
+    )
+    .bind(&fb.request_id)
+    .bind(fb.item)
+    .bind(&fb.label)
+    .bind(format_time(&fb.received_at))
+    .bind(fb.client_addr.as_deref())
+    .execute(&mut *conn)
+    .await
+    .context("storing feedback")?;
+    sqlx::query("commit")
+        .execute(&mut *conn)
+        .await
+        .context("committing feedback")?;
+    Ok(previous)
+}

@@ -1,0 +1,293 @@
+//! The reads of the SQLite backend: pages of rows, one request's rows, summaries, and the
+//! rows behind drift and performance. Values are always bound; only fixed column names are
+//! spliced into the SQL.
+
+use anyhow::Context;
+use sqlx::sqlite::{SqlitePool, SqliteRow};
+use sqlx::{QueryBuilder, Row, Sqlite};
+
+use crate::audit::columns::{self, ALL, Column};
+use crate::audit::filter::{AuditFilter, Count, LatencySummary, Order, StatusFilter, Summary};
+use crate::audit::record::{StoredRecord, format_time};
+
+pub(super) async fn page(
+    read: &SqlitePool,
+    filter: &AuditFilter,
+    after: Option<i64>,
+    limit: usize,
+) -> anyhow::Result<Vec<StoredRecord>> {
+    let mut qb =
+        QueryBuilder::<Sqlite>::new(format!("select {} from prediction", columns::select_list()));
+    push_where(&mut qb, filter);
+    if let Some(after) = after {
+        qb.push(match filter.order {
+            Order::Asc => " and id > ",
+            Order::Desc => " and id < ",
+        })
+        .push_bind(after);
+    }
+    qb.push(match filter.order {
+        Order::Asc => " order by id asc limit ",
+        Order::Desc => " order by id desc limit ",
+    })
+    .push_bind(limit as i64);
+    let rows = qb
+        .build()
+        .fetch_all(read)
+        .await
+        .context("reading audit rows")?;
+    rows.iter().map(decode).collect()
+}
+
+pub(super) async fn request(
+    read: &SqlitePool,
+    request_id: &str,
+) -> anyhow::Result<Vec<StoredRecord>> {
+    let rows = sqlx::query(&format!(
+        "select {} from prediction where request_id = ? order by item, id",
+        columns::select_list()
+    ))
+    .bind(request_id)
+    .fetch_all(read)
+    .await
+    .context("reading a request's audit rows")?;
+    rows.iter().map(decode).collect()
+}
+
+pub(super) async fn summary(read: &SqlitePool, filter: &AuditFilter) -> anyhow::Result<Summary> {
+    let mut qb =
+        QueryBuilder::<Sqlite>::new("select count(*), count(distinct request_id) from prediction");
+    push_where(&mut qb, filter);
+    let row = qb.build().fetch_one(read).await?;
+    let rows: i64 = row.try_get(0)?;
+    let requests: i64 = row.try_get(1)?;
+
+    let mut counts = Vec::new();
+    for column in ["model", "label", "cast(status as text)", "error_code"] {
+        let mut qb =
+            QueryBuilder::<Sqlite>::new(format!("select {column} as k, count(*) from prediction"));
+        push_where(&mut qb, filter);
+        qb.push(" group by k order by count(*) desc, k");
+        let list = qb
+            .build()
+            .fetch_all(read)
+            .await?
+            .iter()
+            .map(|r| {
+                Ok(Count {
+                    key: r.try_get(0)?,
+                    count: r.try_get(1)?,
+                })
+            })
+            .collect::<Result<Vec<_>, sqlx::Error>>()?;
+        counts.push(list);
+    }
+
+    let mut latency = LatencySummary::default();
+    if rows > 0 {
+        let nearest_rank = |p: f64| ((p * rows as f64).ceil() as i64 - 1).clamp(0, rows - 1);
+        let mut at = Vec::new();
+        for offset in [
+            nearest_rank(0.5),
+            nearest_rank(0.9),
+            nearest_rank(0.99),
+            rows - 1,
+        ] {
+            let mut qb = QueryBuilder::<Sqlite>::new("select latency_us from prediction");
+            push_where(&mut qb, filter);
+            qb.push(" order by latency_us limit 1 offset ")
+                .push_bind(offset);
+            at.push(
+                qb.build()
+                    .fetch_optional(read)
+                    .await?
+                    .map(|r| r.get::<i64, _>(0)),
+            );
+        }
+        latency = LatencySummary {
+            p50: at[0],
+            p90: at[1],
+            p99: at[2],
+            max: at[3],
+        };
+    }
+    let mut counts = counts.into_iter();
+    Ok(Summary {
+        rows,
+        requests,
+        by_model: counts.next().unwrap_or_default(),
+        by_label: counts.next().unwrap_or_default(),
+        by_status: counts.next().unwrap_or_default(),
+        by_error_code: counts.next().unwrap_or_default(),
+        latency_us: latency,
+    })
+}
+
+/// Features and predicted classes of the answered rows of `model` in a time range, for
+/// drift: row-major values of the rows that have `n_features` features.
+pub(super) async fn drift_rows(
+    read: &SqlitePool,
+    model: &str,
+    n_features: usize,
+    filter: &AuditFilter,
+) -> anyhow::Result<(Vec<f64>, Vec<u32>)> {
+    use futures_util::TryStreamExt;
+    let mut qb = QueryBuilder::<Sqlite>::new("select features, prediction from prediction");
+    push_where(&mut qb, filter);
+    qb.push(" and status = 200 and model = ")
+        .push_bind(model.to_string());
+    let query = qb.build();
+    let mut rows = query.fetch(read);
+    let (mut values, mut classes) = (Vec::new(), Vec::new());
+    while let Some(row) = rows.try_next().await.context("reading audited inputs")? {
+        let features: Option<String> = row.try_get(0)?;
+        let class: Option<i64> = row.try_get(1)?;
+        let (Some(features), Some(class)) = (features, class) else {
+            continue;
+        };
+        let Ok(parsed) = serde_json::from_str::<Vec<f64>>(&features) else {
+            continue;
+        };
+        if parsed.len() == n_features {
+            values.extend(parsed);
+            classes.push(class as u32);
+        }
+    }
+    Ok((values, classes))
+}
+
+/// The model and predicted label of an answered row, if it exists.
+pub(super) async fn served_row(
+    read: &SqlitePool,
+    request_id: &str,
+    item: i64,
+) -> anyhow::Result<Option<(Option<String>, Option<String>)>> {
+    let row = sqlx::query(
+        "select model, label from prediction \
+         where request_id = ? and item = ? and status = 200 order by id limit 1",
+    )
+    .bind(request_id)
+    .bind(item)
+    .fetch_optional(read)
+    .await
+    .context("looking up an audited prediction")?;
+    Ok(row.map(|r| (r.get(0), r.get(1))))
+}
+
+/// (predicted label, true label, count) of the labelled rows of `model` in a range.
+pub(super) async fn confusion(
+    read: &SqlitePool,
+    model: &str,
+    filter: &AuditFilter,
+) -> anyhow::Result<Vec<(String, String, i64)>> {
+    let mut qb = QueryBuilder::<Sqlite>::new(
+        "select p.label, t.true_label, count(*) from prediction p \
+         join ground_truth t on t.request_id = p.request_id and t.item = p.item",
+    );
+    push_where_on(&mut qb, filter, "p.");
+    qb.push(" and p.status = 200 and p.model = ")
+        .push_bind(model.to_string())
+        .push(" group by p.label, t.true_label");
+    let rows = qb
+        .build()
+        .fetch_all(read)
+        .await
+        .context("joining feedback with predictions")?;
+    rows.iter()
+        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
+        .collect()
+}
+
+/// The filter as a WHERE clause; `p` qualifies the columns (`"p."` in joins, else `""`).
+fn push_where_on(qb: &mut QueryBuilder<'_, Sqlite>, f: &AuditFilter, p: &str) {
+    qb.push(" where 1 = 1");
+    if let Some(t) = &f.since {
+        qb.push(format!(" and {p}received_at >= "))
+            .push_bind(format_time(t));
+    }
+    if let Some(t) = &f.until {
+        qb.push(format!(" and {p}received_at < "))
+            .push_bind(format_time(t));
+    }
+    if let Some(v) = &f.model {
+        qb.push(format!(" and {p}model = ")).push_bind(v.clone());
+    }
+    if let Some(v) = &f.model_version {
+        qb.push(format!(" and {p}model_version = "))
+            .push_bind(v.clone());
+    }
+    if let Some(v) = &f.label {
+        qb.push(format!(" and {p}label = ")).push_bind(v.clone());
+    }
+    if let Some(v) = &f.request_id {
+        qb.push(format!(" and {p}request_id = "))
+            .push_bind(v.clone());
+    }
+    if let Some(v) = f.min_latency_us {
+        qb.push(format!(" and {p}latency_us >= ")).push_bind(v);
+    }
+    match f.status {
+        StatusFilter::Ok => {
+            qb.push(format!(" and {p}status = 200"));
+        }
+        StatusFilter::Rejected => {
+            qb.push(format!(" and {p}status <> 200"));
+        }
+        StatusFilter::All => {}
+    }
+}
+
+fn push_where(qb: &mut QueryBuilder<'_, Sqlite>, f: &AuditFilter) {
+    push_where_on(qb, f, "");
+}
+
+/// A whole row (selected with [`columns::select_list`]) as a [`StoredRecord`].
+fn decode(row: &SqliteRow) -> anyhow::Result<StoredRecord> {
+    let mut r = StoredRecord {
+        id: 0,
+        request_id: String::new(),
+        item: 0,
+        received_at: String::new(),
+        model: None,
+        model_version: None,
+        features: None,
+        prediction: None,
+        label: None,
+        status: 0,
+        error_code: None,
+        latency_us: 0,
+        client_addr: None,
+        raw_body: None,
+        outliers: None,
+    };
+    for (i, column) in ALL.into_iter().enumerate() {
+        match column {
+            Column::Id => r.id = row.try_get(i)?,
+            Column::RequestId => r.request_id = row.try_get(i)?,
+            Column::Item => r.item = row.try_get(i)?,
+            Column::ReceivedAt => r.received_at = row.try_get(i)?,
+            Column::Model => r.model = row.try_get(i)?,
+            Column::ModelVersion => r.model_version = row.try_get(i)?,
+            Column::Features => r.features = json(row.try_get(i)?, column)?,
+            Column::Prediction => r.prediction = row.try_get(i)?,
+            Column::Label => r.label = row.try_get(i)?,
+            Column::Status => r.status = row.try_get(i)?,
+            Column::ErrorCode => r.error_code = row.try_get(i)?,
+            Column::LatencyUs => r.latency_us = row.try_get(i)?,
+            Column::ClientAddr => r.client_addr = row.try_get(i)?,
+            Column::RawBody => r.raw_body = row.try_get(i)?,
+            Column::Outliers => r.outliers = json(row.try_get(i)?, column)?,
+        }
+    }
+    Ok(r)
+}
+
+/// A JSON text column kept as raw JSON.
+fn json(
+    text: Option<String>,
+    column: Column,
+) -> anyhow::Result<Option<Box<serde_json::value::RawValue>>> {
+    text.map(serde_json::value::RawValue::from_string)
+        .transpose()
+        .with_context(|| format!("a stored {} value is not JSON", column.name()))
+}

@@ -1,0 +1,141 @@
+//! [`Store`]: the audit backend behind one interface. Every call the writer, the HTTP layer
+//! and the CLI make goes through here and fails only with a [`StoreFault`]; a second backend
+//! is a new variant and a module beside [`super::sqlite`], with nothing above this file
+//! changed.
+
+use std::time::Instant;
+
+use slog::Logger;
+
+use super::fault::StoreFault;
+use super::filter::{AuditFilter, Summary};
+use super::modes::StoreOptions;
+use super::record::{AuditRecord, Feedback, StoredRecord};
+use super::sqlite::SqliteStore;
+
+/// The audit backend.
+#[derive(Debug, Clone)]
+pub enum Store {
+    Sqlite(SqliteStore),
+}
+
+/// The backend's own background work (SQLite: checkpoints), stopped by the writer before it
+/// closes the store.
+pub struct Maintenance(Option<tokio::task::JoinHandle<()>>);
+
+impl Maintenance {
+    pub async fn stop(self) {
+        if let Some(task) = self.0 {
+            task.abort();
+            let _ = task.await;
+        }
+    }
+}
+
+impl Store {
+    /// Opens the store named by a database URL, creating and migrating it as needed.
+    pub async fn open(url: &str, opts: &StoreOptions) -> anyhow::Result<Store> {
+        if url.starts_with("sqlite:") {
+            Ok(Store::Sqlite(SqliteStore::open(url, opts).await?))
+        } else {
+            anyhow::bail!(
+                "unsupported database URL {url:?}: this build supports sqlite://PATH only"
+            )
+        }
+    }
+
+    /// Starts the backend's background work on the current runtime.
+    pub fn spawn_maintenance(&self, log: Logger) -> Maintenance {
+        match self {
+            Store::Sqlite(s) => Maintenance(s.spawn_checkpoints(log)),
+        }
+    }
+
+    /// Writes `records` in one transaction: all or none. Returns the moment the rows were
+    /// written (the store's write lock held), which fixes the latency of durable rows.
+    pub async fn write_batch(&self, records: &[&AuditRecord]) -> Result<Instant, StoreFault> {
+        match self {
+            Store::Sqlite(s) => s.write_batch(records).await,
+        }
+    }
+
+    /// Checks that a write would succeed now, writing nothing: how the writer finds out that
+    /// a failing store works again when no rows are waiting to be written.
+    pub async fn probe(&self) -> Result<(), StoreFault> {
+        match self {
+            Store::Sqlite(s) => s.probe().await,
+        }
+    }
+
+    /// Up to `limit` rows matching `filter` after the row id `after`, in the filter's order.
+    pub async fn page(
+        &self,
+        filter: &AuditFilter,
+        after: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<StoredRecord>, StoreFault> {
+        match self {
+            Store::Sqlite(s) => s.page(filter, after, limit).await,
+        }
+    }
+
+    pub async fn request(&self, request_id: &str) -> Result<Vec<StoredRecord>, StoreFault> {
+        match self {
+            Store::Sqlite(s) => s.request(request_id).await,
+        }
+    }
+
+    pub async fn summary(&self, filter: &AuditFilter) -> Result<Summary, StoreFault> {
+        match self {
+            Store::Sqlite(s) => s.summary(filter).await,
+        }
+    }
+
+    /// Features (row-major) and predicted classes of the answered rows of `model` that have
+    /// `n_features` features, for drift.
+    pub async fn drift_rows(
+        &self,
+        model: &str,
+        n_features: usize,
+        filter: &AuditFilter,
+    ) -> Result<(Vec<f64>, Vec<u32>), StoreFault> {
+        match self {
+            Store::Sqlite(s) => s.drift_rows(model, n_features, filter).await,
+        }
+    }
+
+    /// The model and label answered for `(request_id, item)`; `None` if no such answered row.
+    pub async fn served_row(
+        &self,
+        request_id: &str,
+        item: i64,
+    ) -> Result<Option<(Option<String>, Option<String>)>, StoreFault> {
+        match self {
+            Store::Sqlite(s) => s.served_row(request_id, item).await,
+        }
+    }
+
+    /// Stores a true label; returns the label it replaces, if any.
+    pub async fn insert_feedback(&self, fb: &Feedback) -> Result<Option<String>, StoreFault> {
+        match self {
+            Store::Sqlite(s) => s.insert_feedback(fb).await,
+        }
+    }
+
+    /// (predicted label, true label, count) of the labelled answered rows of `model`.
+    pub async fn confusion(
+        &self,
+        model: &str,
+        filter: &AuditFilter,
+    ) -> Result<Vec<(String, String, i64)>, StoreFault> {
+        match self {
+            Store::Sqlite(s) => s.confusion(model, filter).await,
+        }
+    }
+
+    pub async fn close(&self) {
+        match self {
+            Store::Sqlite(s) => s.close().await,
+        }
+    }
+}

@@ -1,0 +1,34 @@
+//! `inferlog drift`: the report of `/monitor/drift`, read from the database file.
+
+use crate::audit::{AuditFilter, Store, StoreOptions};
+use crate::cli::DriftCliArgs;
+use crate::config::drift_rule;
+use crate::model::ModelRegistry;
+use crate::monitor::drift::report;
+
+pub fn run(args: &DriftCliArgs) -> anyhow::Result<()> {
+    let models = ModelRegistry::load_dir(&args.models, &args.model)?;
+    let model = models.default_model();
+    let filter = AuditFilter {
+        since: args.since,
+        until: args.until,
+        ..AuditFilter::default()
+    };
+    // A plain path is taken as an SQLite file.
+    let url = if args.database_url.starts_with("sqlite:") {
+        args.database_url.clone()
+    } else {
+        format!("sqlite://{}", args.database_url)
+    };
+    let (values, classes) = super::runtime()?.block_on(async {
+        let store = Store::open(&url, &StoreOptions::read_only()).await?;
+        let rows = store
+            .drift_rows(model.name(), model.n_features(), &filter)
+            .await;
+        store.close().await;
+        anyhow::Ok(rows?)
+    })?;
+    let report = report(model, &values, &classes, &drift_rule(&args.drift));
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(())
+}

@@ -1,0 +1,26 @@
+//! `inferlog serve`: the HTTP service, until SIGTERM or SIGINT.
+
+use crate::cli::ServeArgs;
+use crate::config::Settings;
+use crate::startup::Application;
+use crate::telemetry;
+
+pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
+    let settings = Settings::from_args(args);
+    let telemetry = telemetry::init(&settings.log)?;
+    telemetry::bridge_log_crate(&telemetry.logger, settings.log.level);
+    let logger = telemetry.logger.clone();
+    let dropped = std::sync::Arc::clone(&telemetry.dropped);
+    let result = actix_web::rt::System::new().block_on(async {
+        let app = Application::build(settings, logger.clone(), dropped).await?;
+        app.run_until_stopped().await
+    });
+    match &result {
+        Ok(()) => slog::info!(logger, "shutdown complete"),
+        Err(e) => slog::crit!(logger, "start-up or serving failed"; "error" => format!("{e:#}")),
+    }
+    // Dropping the telemetry (last) flushes every queued log line.
+    drop(logger);
+    drop(telemetry);
+    result
+}

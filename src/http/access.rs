@@ -1,0 +1,123 @@
+//! The access rule of audit data, as an extractor: a handler that takes [`AuditAccess`] runs
+//! only for clients allowed to read users' inputs. With `AUDIT_TOKEN` set, a matching
+//! `Authorization: Bearer` header (compared in constant time); without it, only clients on
+//! loopback.
+
+use std::future::{Ready, ready};
+use std::net::IpAddr;
+
+use actix_web::dev::Payload;
+use actix_web::http::header;
+use actix_web::{FromRequest, HttpRequest, web};
+use sha2::{Digest, Sha256};
+
+use super::error::ApiError;
+use super::state::AppState;
+
+/// Proof that the request may read audit data.
+#[derive(Debug, Clone, Copy)]
+pub struct AuditAccess;
+
+impl FromRequest for AuditAccess {
+    type Error = ApiError;
+    type Future = Ready<Result<AuditAccess, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let Some(state) = req.app_data::<web::Data<AppState>>() else {
+            return ready(Err(ApiError::Internal(anyhow::anyhow!(
+                "the application state is missing"
+            ))));
+        };
+        let auth = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        ready(
+            check_access(
+                state.audit_token_digest.as_ref(),
+                auth,
+                req.peer_addr().map(|a| a.ip()),
+            )
+            .map(|()| AuditAccess),
+        )
+    }
+}
+
+/// The SHA-256 digest a configured token is compared through; `None` for an unset or blank
+/// token.
+pub fn token_digest(token: Option<&str>) -> Option<[u8; 32]> {
+    token
+        .filter(|t| !t.trim().is_empty())
+        .map(|t| Sha256::digest(t.trim().as_bytes()).into())
+}
+
+/// With a token configured: a matching `Bearer` token, else 401. Without: loopback peers
+/// only, else 403.
+pub fn check_access(
+    token_digest: Option<&[u8; 32]>,
+    authorization: Option<&str>,
+    peer: Option<IpAddr>,
+) -> Result<(), ApiError> {
+    let Some(expected) = token_digest else {
+        return if peer.is_some_and(|ip| ip.is_loopback()) {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden(
+                "audit data is served to loopback clients only unless AUDIT_TOKEN is set".into(),
+            ))
+        };
+    };
+    let given = authorization
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or_else(|| ApiError::Unauthorized("send Authorization: Bearer <AUDIT_TOKEN>".into()))?;
+    // Comparing fixed-size digests, every byte, keeps the time independent of how much of the
+    // token a guess got right.
+    let digest = Sha256::digest(given.trim().as_bytes());
+    let diff = digest
+        .iter()
+        .zip(expected.iter())
+        .fold(0u8, |acc, (a, b)| acc | (a ^ b));
+    if diff == 0 {
+        Ok(())
+    } else {
+        Err(ApiError::Unauthorized(
+            "the bearer token is not valid".into(),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn without_token_only_loopback_peers_pass() {
+        let v4: IpAddr = "127.0.0.1".parse().unwrap();
+        let v6: IpAddr = "::1".parse().unwrap();
+        let remote: IpAddr = "203.0.113.7".parse().unwrap();
+        assert!(check_access(None, None, Some(v4)).is_ok());
+        assert!(check_access(None, None, Some(v6)).is_ok());
+        let err = check_access(None, None, Some(remote)).unwrap_err();
+        assert_eq!(err.code(), "forbidden");
+        assert!(check_access(None, None, None).is_err());
+        // A bearer header does not open the door when no token is configured.
+        assert!(check_access(None, Some("Bearer x"), Some(remote)).is_err());
+    }
+
+    #[test]
+    fn with_token_the_peer_does_not_matter_only_the_token() {
+        let digest = token_digest(Some("tok")).unwrap();
+        let remote: IpAddr = "203.0.113.7".parse().unwrap();
+        assert!(check_access(Some(&digest), Some("Bearer tok"), Some(remote)).is_ok());
+        for bad in [
+            None,
+            Some("Bearer tok2"),
+            Some("Basic tok"),
+            Some("Bearer "),
+        ] {
+            let err = check_access(Some(&digest), bad, Some(remote)).unwrap_err();
+            assert_eq!(err.code(), "unauthorized", "{bad:?}");
+        }
+        assert!(token_digest(Some("  ")).is_none());
+    }
+}

@@ -1,0 +1,204 @@
+//! The middleware every request passes through: it fixes the request's [`RequestMeta`] (id,
+//! arrival, client, clock), counts it in flight, and once the handler is done records the
+//! metrics, writes the JSON error body and writes the request's one log line.
+//!
+//! The latency in the metrics and the log line is the one the handler recorded when its answer
+//! was ready (for `/predict`, the one in its audit rows), else the time until the handler
+//! returned. Handlers leave what they want logged (for `/predict`, the [`Prediction`]) in the
+//! response extensions. Rejected requests are logged at WARN with their error code and reason,
+//! server errors at ERROR with the whole cause chain.
+
+use actix_web::body::{BoxBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::middleware::Next;
+use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
+use slog::{debug, error, info, warn};
+
+use super::error::{ErrorInfo, code_for_status, error_body};
+use super::request::{REQUEST_ID_HEADER, RequestId, RequestMeta};
+use super::routes::{PREDICT_ROUTES, PROBE_ROUTES, route_label};
+use super::state::AppState;
+use crate::metrics::{HttpLabels, Metrics, ReasonLabels, RouteLabels, method_label};
+use crate::prediction::Prediction;
+use crate::text::escape_controls;
+
+pub async fn request_middleware(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    let id = req
+        .headers()
+        .get(&REQUEST_ID_HEADER)
+        .and_then(RequestId::from_client)
+        .unwrap_or_else(RequestId::generate);
+    let meta = RequestMeta::arrive(req.request(), id);
+    req.extensions_mut().insert(meta.clone());
+    // Counts the request as in progress until this future ends (or is dropped).
+    let _in_flight = req.app_data::<web::Data<AppState>>().map(|state| {
+        // Filtered out before the log queue at the default level; at debug it shows requests
+        // that are in progress (for hangs, and for the shutdown test).
+        debug!(state.logger, "request started";
+            "path" => ?req.path(), "method" => req.method().as_str(), "request_id" => %meta.id);
+        state.in_flight.enter()
+    });
+
+    // Errors of the handlers arrive as responses; an `Err` here would come from actix itself
+    // and is passed on as it is. (No clone of the request may be held across this call: the
+    // router needs it unshared.)
+    let res = next.call(req).await?.map_into_boxed_body();
+    let latency_us = meta.latency_us();
+    let http_req = res.request().clone();
+    let Some(state) = http_req.app_data::<web::Data<AppState>>() else {
+        return Ok(res);
+    };
+    let route = route_label(&http_req);
+    record_metrics(&state.metrics, &http_req, route, &res, latency_us);
+    let mut res = log_and_shape(state, &http_req, route, res, &meta, latency_us);
+    if let Ok(v) = HeaderValue::from_str(meta.id.as_str()) {
+        res.headers_mut().insert(REQUEST_ID_HEADER, v);
+    }
+    Ok(res)
+}
+
+/// Writes the request's log line and gives an error response the JSON error body.
+fn log_and_shape(
+    state: &AppState,
+    http_req: &HttpRequest,
+    route: &'static str,
+    res: ServiceResponse<BoxBody>,
+    meta: &RequestMeta,
+    latency_us: u64,
+) -> ServiceResponse<BoxBody> {
+    let log = &state.logger;
+    let id = &meta.id;
+    // slog-term prints key-value pairs last-to-first, so the macros below list them in reverse
+    // for lines that read `request_id, …, latency_us`.
+    let status = res.status();
+    let method = http_req.method().as_str();
+    let path = http_req.path();
+    if status.is_client_error() || status.is_server_error() {
+        let known = res.response().extensions().get::<ErrorInfo>().cloned();
+        // A handler's own JSON answer with an error status (readiness) is left as it is.
+        if known.is_none() && is_json(&res) {
+            warn!(log, "request answered with an error status";
+                "latency_us" => latency_us, "status" => status.as_u16(), "path" => ?path,
+                "method" => method, "request_id" => %id);
+            return res;
+        }
+        let info = known.unwrap_or_else(|| ErrorInfo {
+            code: code_for_status(status).into(),
+            message: fallback_message(&res),
+        });
+        if status.is_server_error() {
+            let cause = res
+                .response()
+                .error()
+                .map(|e| format!("{e:?}"))
+                .unwrap_or_default();
+            error!(log, "request failed";
+                "latency_us" => latency_us, "cause" => %cause, "code" => %info.code,
+                "status" => status.as_u16(), "path" => ?path, "method" => method,
+                "request_id" => %id);
+        } else {
+            warn!(log, "request rejected";
+                "latency_us" => latency_us, "reason" => %info.message, "code" => %info.code,
+                "status" => status.as_u16(), "path" => ?path, "method" => method,
+                "request_id" => %id);
+        }
+        return json_error_response(res, &info, id);
+    }
+    if let Some(p) = res.response().extensions().get::<Prediction>() {
+        if !p.outliers.is_empty() {
+            warn!(log, "outlier input";
+                "outliers" => %p.outliers_display(),
+                "model" => p.model.name(), "request_id" => %id);
+        }
+        info!(log, "prediction served";
+            "latency_us" => latency_us,
+            "labels" => %p.labels_display(),
+            "prediction" => %p.classes_display(),
+            "features" => %p.features_display(),
+            "model_version" => &p.model.artifact.version,
+            "model" => p.model.name(), "request_id" => %id);
+    } else if PROBE_ROUTES.contains(&route) {
+        debug!(log, "request served";
+            "latency_us" => latency_us, "status" => status.as_u16(), "path" => ?path,
+            "method" => method, "request_id" => %id);
+    } else {
+        info!(log, "request served";
+            "latency_us" => latency_us, "status" => status.as_u16(), "path" => ?path,
+            "method" => method, "request_id" => %id);
+    }
+    res
+}
+
+/// Request counters and the latency histogram, by route pattern (bounded label values).
+fn record_metrics(
+    metrics: &Metrics,
+    req: &HttpRequest,
+    route: &'static str,
+    res: &ServiceResponse<BoxBody>,
+    latency_us: u64,
+) {
+    let status = res.status();
+    if status.is_client_error() && PREDICT_ROUTES.contains(&route) {
+        let reason = res
+            .response()
+            .extensions()
+            .get::<ErrorInfo>()
+            .map(|i| i.code.to_string())
+            .unwrap_or_else(|| code_for_status(status).to_string());
+        metrics
+            .rejected
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
+    }
+    metrics
+        .http_duration
+        .get_or_create(&RouteLabels { route })
+        .observe(latency_us as f64 / 1e6);
+    metrics
+        .http_requests
+        .get_or_create(&HttpLabels {
+            route,
+            method: method_label(req.method()),
+            status: status.as_u16(),
+        })
+        .inc();
+}
+
+fn is_json(res: &ServiceResponse<BoxBody>) -> bool {
+    res.headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"))
+}
+
+/// A message for actix's own errors: its error text, or the status's reason phrase.
+fn fallback_message(res: &ServiceResponse<BoxBody>) -> String {
+    let status = res.status();
+    match res.response().error() {
+        Some(e) if !status.is_server_error() => escape_controls(&e.to_string()).into_owned(),
+        _ => status.canonical_reason().unwrap_or("error").to_lowercase(),
+    }
+}
+
+/// Gives an error response the JSON error body, keeping its headers and its error (for the
+/// log of a server error).
+fn json_error_response(
+    res: ServiceResponse<BoxBody>,
+    info: &ErrorInfo,
+    id: &RequestId,
+) -> ServiceResponse<BoxBody> {
+    let (req, old) = res.into_parts();
+    let mut builder = HttpResponse::build(old.status());
+    for (name, value) in old.headers() {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            builder.append_header((name.clone(), value.clone()));
+        }
+    }
+    let mut new = builder.json(error_body(info, Some(id.as_str())));
+    new.extensions_mut().insert(info.clone());
+    ServiceResponse::new(req, new)
+}

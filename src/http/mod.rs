@@ -1,0 +1,25 @@
+//! The HTTP layer: everything actix-specific. Handlers share what lives here, never each
+//! other's code.
+//!
+//! - [`state`]: [`AppState`], what every handler shares.
+//! - [`request`]: [`RequestMeta`], one request's id, arrival, client and clock.
+//! - [`middleware`]: metrics, the JSON error body and the one log line of every request.
+//! - [`error`]: [`ApiError`], status codes and the error body.
+//! - [`body`]: content type, size limit, body deadline, JSON decoding.
+//! - [`access`]: the access rule of audit data, as an extractor.
+//! - [`params`]: query-string parsing.
+//! - [`routes`]: one file per resource, and the route table.
+
+pub mod access;
+pub mod body;
+pub mod error;
+pub mod middleware;
+pub mod params;
+pub mod request;
+pub mod routes;
+pub mod state;
+
+pub use error::ApiError;
+pub use request::RequestMeta;
+pub use routes::configure;
+pub use state::AppState;

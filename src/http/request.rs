@@ -1,0 +1,190 @@
+//! [`RequestMeta`]: the facts of one request, fixed once when it arrives — its id, arrival
+//! time, client address and the clock its latency is measured on — and the latency itself once
+//! the answer is ready. The middleware creates it; handlers receive it as an extractor.
+
+use std::cell::Cell;
+use std::fmt;
+use std::future::{Ready, ready};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+use actix_web::dev::Payload;
+use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::{FromRequest, HttpMessage, HttpRequest};
+use tokio::sync::Notify;
+
+use crate::audit::{Origin, micros_between};
+
+pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Longest client-supplied request id kept; longer ones are replaced.
+const MAX_REQUEST_ID_LEN: usize = 128;
+
+/// The id that ties a request's response, log line and audit rows together.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestId(pub Arc<str>);
+
+impl RequestId {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// A fresh, time-ordered id (UUID v7).
+    pub fn generate() -> RequestId {
+        RequestId(uuid::Uuid::now_v7().to_string().into())
+    }
+
+    /// Keeps a client's `X-Request-Id` only if it is short and made of safe characters, so it
+    /// can be echoed in headers and logs without forging anything.
+    pub fn from_client(value: &HeaderValue) -> Option<RequestId> {
+        let s = value.to_str().ok()?;
+        let ok = !s.is_empty()
+            && s.len() <= MAX_REQUEST_ID_LEN
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.:/+=@".contains(&b));
+        ok.then(|| RequestId(s.into()))
+    }
+}
+
+impl fmt::Display for RequestId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// One request's facts. Clones share the latency cell (actix serves a request on one thread).
+#[derive(Debug, Clone)]
+pub struct RequestMeta {
+    pub id: RequestId,
+    /// Calendar time of arrival, for the audit trail.
+    pub received_at: chrono::DateTime<chrono::Utc>,
+    /// The client's IP address.
+    pub client: Option<Arc<str>>,
+    /// Monotonic time of arrival: every latency of the request is measured from it.
+    pub clock: Instant,
+    /// Set by the handler when its answer is ready (after the audit commit in durable mode),
+    /// so the log line and metrics carry the latency the audit row has.
+    answered: Rc<Cell<Option<u64>>>,
+}
+
+impl RequestMeta {
+    /// The facts of a request arriving now.
+    pub fn arrive(req: &HttpRequest, id: RequestId) -> RequestMeta {
+        RequestMeta {
+            id,
+            received_at: chrono::Utc::now(),
+            client: req.peer_addr().map(|a| a.ip().to_string().into()),
+            clock: Instant::now(),
+            answered: Rc::default(),
+        }
+    }
+
+    /// What the audit rows of this request share.
+    pub fn origin(&self) -> Origin {
+        Origin {
+            request_id: Arc::clone(&self.id.0),
+            received_at: self.received_at,
+            arrived: self.clock,
+            client_addr: self.client.clone(),
+        }
+    }
+
+    /// Records the latency at which the answer became ready.
+    pub fn answered(&self, latency_us: u64) {
+        self.answered.set(Some(latency_us));
+    }
+
+    /// The latency recorded by [`RequestMeta::answered`], else the time since arrival.
+    pub fn latency_us(&self) -> u64 {
+        self.answered
+            .get()
+            .unwrap_or_else(|| micros_between(self.clock, Instant::now()))
+    }
+}
+
+impl FromRequest for RequestMeta {
+    type Error = actix_web::Error;
+    type Future = Ready<Result<RequestMeta, actix_web::Error>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let meta = req.extensions().get::<RequestMeta>().cloned();
+        ready(Ok(meta.unwrap_or_else(|| {
+            RequestMeta::arrive(req, RequestId::generate())
+        })))
+    }
+}
+
+/// Requests being served now; shutdown waits until there are none.
+#[derive(Debug, Default)]
+pub struct InFlight {
+    count: AtomicUsize,
+    idle: Notify,
+}
+
+/// One request in progress, until dropped.
+pub struct InFlightGuard(Arc<InFlight>);
+
+impl InFlight {
+    pub fn enter(self: &Arc<Self>) -> InFlightGuard {
+        self.count.fetch_add(1, Ordering::SeqCst);
+        InFlightGuard(Arc::clone(self))
+    }
+
+    /// Resolves once no request is in progress.
+    pub async fn idle(&self) {
+        loop {
+            let notified = self.idle.notified();
+            if self.count.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        if self.0.count.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keeps_sane_client_ids_only() {
+        let ok = HeaderValue::from_static("req-42_a.b:c");
+        assert_eq!(
+            RequestId::from_client(&ok).unwrap().as_str(),
+            "req-42_a.b:c"
+        );
+        for bad in ["", "has space", "quote\"", "tab\tx", "ünï"] {
+            if let Ok(v) = HeaderValue::from_str(bad) {
+                assert!(RequestId::from_client(&v).is_none(), "{bad:?} accepted");
+            }
+        }
+        let long = HeaderValue::from_str(&"a".repeat(129)).unwrap();
+        assert!(RequestId::from_client(&long).is_none());
+    }
+
+    #[tokio::test]
+    async fn idle_resolves_when_the_last_request_ends() {
+        let in_flight = Arc::new(InFlight::default());
+        let a = in_flight.enter();
+        let b = in_flight.enter();
+        let waiter = {
+            let f = Arc::clone(&in_flight);
+            tokio::spawn(async move { f.idle().await })
+        };
+        drop(a);
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished());
+        drop(b);
+        waiter.await.unwrap();
+    }
+}

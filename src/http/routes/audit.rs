@@ -1,0 +1,135 @@
+//! `GET /audit`, `GET /audit/summary` and `GET /audit/{request_id}`: the audit trail over HTTP.
+//! Audit data holds users' inputs, so every route here takes [`AuditAccess`].
+
+use actix_web::http::header;
+use actix_web::{HttpResponse, web};
+use futures_util::stream;
+use serde::Serialize;
+use serde_json::json;
+
+use crate::audit::StoredRecord;
+use crate::audit::export::{Walk, csv_chunk, jsonl_chunk};
+use crate::http::access::AuditAccess;
+use crate::http::error::ApiError;
+use crate::http::params::{Format, encode_cursor, parse_query};
+use crate::http::state::AppState;
+use crate::text::escape_controls;
+
+/// Rows fetched per step of an export stream: memory stays bounded whatever the range.
+const EXPORT_PAGE: usize = 1000;
+
+/// One page of records and where the next one starts.
+#[derive(Debug, Serialize)]
+struct Page {
+    records: Vec<StoredRecord>,
+    next_cursor: Option<String>,
+}
+
+pub async fn list(
+    _access: AuditAccess,
+    state: web::Data<AppState>,
+    params: web::Query<Vec<(String, String)>>,
+) -> Result<HttpResponse, ApiError> {
+    let q = parse_query(&params, false)?;
+    match q.format {
+        Format::Json => {
+            let mut records = state
+                .store
+                .page(&q.filter, q.cursor, q.limit + 1)
+                .await
+                .map_err(|e| ApiError::store("the audit records could not be read", &e))?;
+            let more = records.len() > q.limit;
+            records.truncate(q.limit);
+            let next_cursor = if more {
+                records.last().map(|r| encode_cursor(r.id))
+            } else {
+                None
+            };
+            Ok(HttpResponse::Ok().json(Page {
+                records,
+                next_cursor,
+            }))
+        }
+        Format::Csv => Ok(HttpResponse::Ok()
+            .content_type("text/csv; charset=utf-8")
+            .insert_header((
+                header::CONTENT_DISPOSITION,
+                "attachment; filename=\"audit.csv\"",
+            ))
+            .streaming(export(
+                Walk::new(state.store.clone(), q.filter, q.cursor),
+                Format::Csv,
+            ))),
+        Format::Jsonl => Ok(HttpResponse::Ok()
+            .content_type("application/x-ndjson")
+            .streaming(export(
+                Walk::new(state.store.clone(), q.filter, q.cursor),
+                Format::Jsonl,
+            ))),
+    }
+}
+
+/// The whole walk as a stream of text chunks, one per page (the CSV header with the first).
+fn export(
+    walk: Walk,
+    format: Format,
+) -> impl futures_util::Stream<Item = Result<web::Bytes, actix_web::Error>> + 'static {
+    stream::unfold(Some((walk, true)), move |state| async move {
+        let (mut walk, first) = state?;
+        // The status line is gone already when a page fails; ending the stream with an error
+        // truncates the chunked body, which clients see as an incomplete transfer.
+        let failed = |e: String| Some((Err(actix_web::error::ErrorInternalServerError(e)), None));
+        let records = match walk.next_page(EXPORT_PAGE).await {
+            Ok(Some(records)) => records,
+            Ok(None) => return None,
+            Err(e) => return failed(e.to_string()),
+        };
+        if records.is_empty() && !first {
+            return None;
+        }
+        let chunk = match format {
+            Format::Csv => csv_chunk(&records, first),
+            _ => jsonl_chunk(&records),
+        };
+        match chunk {
+            Ok(c) => Some((Ok(web::Bytes::from(c)), Some((walk, false)))),
+            Err(e) => failed(format!("{e:#}")),
+        }
+    })
+}
+
+pub async fn summary(
+    _access: AuditAccess,
+    state: web::Data<AppState>,
+    params: web::Query<Vec<(String, String)>>,
+) -> Result<HttpResponse, ApiError> {
+    let q = parse_query(&params, true)?;
+    let summary = state
+        .store
+        .summary(&q.filter)
+        .await
+        .map_err(|e| ApiError::store("the audit summary could not be read", &e))?;
+    Ok(HttpResponse::Ok().json(summary))
+}
+
+pub async fn by_request(
+    _access: AuditAccess,
+    state: web::Data<AppState>,
+    request_id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let records = state
+        .store
+        .request(&request_id)
+        .await
+        .map_err(|e| ApiError::store("the request's audit records could not be read", &e))?;
+    if records.is_empty() {
+        return Err(ApiError::NotFound(format!(
+            "no audit records for request {:?}",
+            escape_controls(&request_id)
+        )));
+    }
+    Ok(HttpResponse::Ok().json(json!({
+        "request_id": request_id.as_str(),
+        "records": records,
+    })))
+}

@@ -1,0 +1,93 @@
+//! `POST /feedback`: the true label of an audited prediction. It follows the access rule of
+//! `/audit`: labels are derived from users' data.
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::audit::Feedback;
+use crate::http::access::AuditAccess;
+use crate::http::body::{check_content_type, decode_json, read_body};
+use crate::http::error::{ApiError, Unprocessable};
+use crate::http::request::RequestMeta;
+use crate::http::state::AppState;
+use crate::text::escape_controls;
+
+/// Largest feedback body.
+const FEEDBACK_BODY_LIMIT: usize = 16 * 1024;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FeedbackBody {
+    request_id: String,
+    #[serde(default)]
+    item: u32,
+    label: String,
+}
+
+pub async fn post(
+    _access: AuditAccess,
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+    meta: RequestMeta,
+) -> Result<HttpResponse, ApiError> {
+    check_content_type(&req)?;
+    let body = read_body(
+        &req,
+        payload,
+        FEEDBACK_BODY_LIMIT,
+        state.limits.body_timeout,
+    )
+    .await?;
+    let fb: FeedbackBody =
+        decode_json(&body, r#"{"request_id": "...", "item": 0, "label": "..."}"#)?;
+    let item = i64::from(fb.item);
+    let Some((model_name, _predicted)) = state
+        .store
+        .served_row(&fb.request_id, item)
+        .await
+        .map_err(|e| ApiError::store("the prediction could not be looked up", &e))?
+    else {
+        return Err(ApiError::NotFound(format!(
+            "no answered prediction for request {:?} item {item}",
+            escape_controls(&fb.request_id)
+        )));
+    };
+    let model_name = model_name.unwrap_or_default();
+    let model = state
+        .models
+        .get(&model_name)
+        .ok_or_else(|| ApiError::Unprocessable {
+            code: Unprocessable::UnknownModel,
+            message: format!("model {model_name:?} of that prediction is no longer served"),
+        })?;
+    if !model.artifact.class_names.contains(&fb.label) {
+        return Err(ApiError::Unprocessable {
+            code: Unprocessable::UnknownLabel,
+            message: format!(
+                "label {:?} is not a class of model {}; its classes are {}",
+                escape_controls(&fb.label),
+                model.name(),
+                model.artifact.class_names.join(", ")
+            ),
+        });
+    }
+    let previous = state
+        .store
+        .insert_feedback(&Feedback {
+            request_id: fb.request_id.clone(),
+            item,
+            label: fb.label.clone(),
+            received_at: meta.received_at,
+            client_addr: meta.client.as_deref().map(str::to_string),
+        })
+        .await
+        .map_err(|e| ApiError::store("the feedback could not be stored", &e))?;
+    Ok(HttpResponse::Created().json(json!({
+        "request_id": fb.request_id,
+        "item": item,
+        "label": fb.label,
+        "replaced": previous,
+    })))
+}

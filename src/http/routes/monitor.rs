@@ -1,0 +1,59 @@
+//! `GET /metrics` (Prometheus), `GET /monitor/drift` (drift of audited inputs against the
+//! training baseline) and `GET /monitor/performance` (accuracy from feedback). The monitoring
+//! routes follow the access rule of `/audit`: they are derived from users' data.
+
+use actix_web::{HttpResponse, web};
+use prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
+
+use crate::http::access::AuditAccess;
+use crate::http::error::ApiError;
+use crate::http::params::model_window;
+use crate::http::state::AppState;
+use crate::monitor::{drift, performance};
+
+pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let text = state
+        .metrics
+        .encode()
+        .map_err(|e| ApiError::Internal(anyhow::anyhow!("encoding metrics: {e}")))?;
+    Ok(HttpResponse::Ok().content_type(CONTENT_TYPE).body(text))
+}
+
+/// `?model=&since=&until=`: the model defaults to the default model, the range to everything.
+pub async fn drift(
+    _access: AuditAccess,
+    state: web::Data<AppState>,
+    params: web::Query<Vec<(String, String)>>,
+) -> Result<HttpResponse, ApiError> {
+    let (model, filter) = model_window(&state.models, &params)?;
+    let (values, classes) = state
+        .store
+        .drift_rows(model.name(), model.n_features(), &filter)
+        .await
+        .map_err(|e| ApiError::store("the recent inputs could not be read", &e))?;
+    let rule = state.drift_rule;
+    let report = web::block(move || drift::report(&model, &values, &classes, &rule))
+        .await
+        .map_err(|e| ApiError::Internal(anyhow::anyhow!("drift task failed: {e}")))?;
+    Ok(HttpResponse::Ok().json(report))
+}
+
+/// `?model=&since=&until=`: performance over the predictions made in the range that have
+/// feedback.
+pub async fn performance(
+    _access: AuditAccess,
+    state: web::Data<AppState>,
+    params: web::Query<Vec<(String, String)>>,
+) -> Result<HttpResponse, ApiError> {
+    let (model, filter) = model_window(&state.models, &params)?;
+    let pairs = state
+        .store
+        .confusion(model.name(), &filter)
+        .await
+        .map_err(|e| ApiError::store("the labelled predictions could not be read", &e))?;
+    Ok(HttpResponse::Ok().json(performance::score(
+        model.name(),
+        &model.artifact.class_names,
+        &pairs,
+    )))
+}

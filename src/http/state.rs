@@ -1,0 +1,35 @@
+//! [`AppState`]: what every handler shares, built once by [`crate::startup`].
+
+use std::sync::Arc;
+
+use crate::audit::{AuditSink, Store};
+use crate::config::HttpSettings;
+use crate::metrics::Metrics;
+use crate::model::ModelRegistry;
+use crate::monitor::drift::DriftRule;
+use crate::monitor::outliers::OutlierRule;
+use crate::monitor::window::DriftWindows;
+
+use super::request::InFlight;
+
+pub struct AppState {
+    /// The models served, by name, and the default one.
+    pub models: Arc<ModelRegistry>,
+    /// The root logger; the middleware writes each request's one line through it.
+    pub logger: slog::Logger,
+    /// Body size, body deadline and batch limits.
+    pub limits: HttpSettings,
+    /// Hands audit rows to the background writer.
+    pub audit: AuditSink,
+    /// Reads for the audit and monitoring routes.
+    pub store: Store,
+    /// SHA-256 of `AUDIT_TOKEN`, when set (see [`super::access`]).
+    pub audit_token_digest: Option<[u8; 32]>,
+    pub metrics: Arc<Metrics>,
+    /// Recent inputs per model, for the drift gauges.
+    pub drift_windows: Arc<DriftWindows>,
+    pub outlier_rule: OutlierRule,
+    pub drift_rule: DriftRule,
+    /// Requests being served now; shutdown waits until there are none.
+    pub in_flight: Arc<InFlight>,
+}

@@ -1,0 +1,239 @@
+//! [`Prediction`]: what the model answered for one request, with its labels and outlier flags
+//! derived once. The response body, the audit rows, the metrics and the log line are all built
+//! from one `Prediction` and the request's [`Origin`], so they cannot disagree.
+
+use std::fmt;
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::audit::{AuditRecord, Latency, Origin};
+use crate::input::{PredictInput, Shape};
+use crate::model::Model;
+use crate::monitor::outliers::OutlierRule;
+
+/// One row with features outside the training range or spread.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FlaggedRow {
+    pub item: usize,
+    /// Names of the flagged features, in model order.
+    pub features: Vec<Arc<str>>,
+}
+
+/// A served prediction.
+#[derive(Debug)]
+pub struct Prediction {
+    pub model: Arc<Model>,
+    pub input: PredictInput,
+    /// Predicted class indices, one per input row.
+    pub classes: Vec<u32>,
+    /// The class names of `classes`.
+    pub labels: Vec<Arc<str>>,
+    /// Rows with outliers, in row order (empty when none were flagged).
+    pub outliers: Vec<FlaggedRow>,
+}
+
+impl Prediction {
+    /// The model's answer `classes` for `input`, with outliers flagged by `rule`.
+    pub fn new(
+        model: Arc<Model>,
+        input: PredictInput,
+        classes: Vec<u32>,
+        rule: &OutlierRule,
+    ) -> Prediction {
+        let names = &model.shared;
+        let labels = classes
+            .iter()
+            .map(|&c| Arc::clone(&names.labels[c as usize]))
+            .collect();
+        let stats = &model.artifact.baseline.features;
+        let outliers = (0..input.rows)
+            .filter_map(|i| {
+                let flagged = rule.flag_row(stats, input.row(i));
+                (!flagged.is_empty()).then(|| FlaggedRow {
+                    item: i,
+                    features: flagged
+                        .into_iter()
+                        .map(|j| Arc::clone(&names.features[j]))
+                        .collect(),
+                })
+            })
+            .collect();
+        Prediction {
+            model,
+            input,
+            classes,
+            labels,
+            outliers,
+        }
+    }
+
+    /// One audit row per input row. Their latency is fixed when the answer is ready (see
+    /// [`crate::audit::AuditSink::submit`]).
+    pub fn audit_records(&self, origin: &Origin) -> Vec<AuditRecord> {
+        let mut flagged = self.outliers.iter().peekable();
+        let shared = &self.model.shared;
+        self.classes
+            .iter()
+            .enumerate()
+            .map(|(i, &class)| AuditRecord {
+                request_id: Arc::clone(&origin.request_id),
+                item: i as u32,
+                received_at: origin.received_at,
+                model: Some(Arc::clone(&shared.name)),
+                model_version: Some(Arc::clone(&shared.version)),
+                // Serialising a slice of finite f64 cannot fail.
+                features: Some(serde_json::to_string(self.input.row(i)).unwrap_or_default()),
+                prediction: Some(class),
+                label: Some(Arc::clone(&self.labels[i])),
+                status: 200,
+                error_code: None,
+                latency: Latency::UntilStored(origin.arrived),
+                client_addr: origin.client_addr.clone(),
+                raw_body: None,
+                outliers: flagged
+                    .next_if(|row| row.item == i)
+                    .map(|row| serde_json::to_string(&row.features).unwrap_or_default()),
+            })
+            .collect()
+    }
+
+    /// The response body of `/predict`.
+    pub fn response<'a>(&'a self, request_id: &'a str) -> PredictResponse<'a> {
+        PredictResponse {
+            prediction: &self.classes,
+            labels: &self.labels,
+            model: self.model.name(),
+            model_version: &self.model.artifact.version,
+            request_id,
+            outliers: self
+                .outliers
+                .iter()
+                .map(|row| OutlierEntry {
+                    item: row.item,
+                    features: &row.features,
+                })
+                .collect(),
+        }
+    }
+
+    /// The inputs, for the log line (the first [`LOGGED_ROWS`] rows in full).
+    pub fn features_display(&self) -> impl fmt::Display + '_ {
+        FeaturesDisplay(&self.input)
+    }
+
+    /// The predicted labels (`["virginica"]`), for the log line.
+    pub fn labels_display(&self) -> impl fmt::Display + '_ {
+        ListDisplay(&self.labels, true)
+    }
+
+    /// The predicted classes (`[2]`), for the log line.
+    pub fn classes_display(&self) -> impl fmt::Display + '_ {
+        ListDisplay(&self.classes, false)
+    }
+
+    /// The flagged features (`row 0: petal_length,petal_width`), for the log line.
+    pub fn outliers_display(&self) -> impl fmt::Display + '_ {
+        OutliersDisplay(&self.outliers)
+    }
+}
+
+#[derive(Serialize)]
+pub struct PredictResponse<'a> {
+    prediction: &'a [u32],
+    labels: &'a [Arc<str>],
+    model: &'a str,
+    model_version: &'a str,
+    request_id: &'a str,
+    /// Rows with features outside the training range or spread (empty when none).
+    outliers: Vec<OutlierEntry<'a>>,
+}
+
+#[derive(Serialize)]
+struct OutlierEntry<'a> {
+    item: usize,
+    features: &'a [Arc<str>],
+}
+
+/// Rows shown in full in a log line; the audit store has every row.
+pub const LOGGED_ROWS: usize = 10;
+
+struct FeaturesDisplay<'a>(&'a PredictInput);
+
+impl fmt::Display for FeaturesDisplay<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let input = self.0;
+        let write_row = |f: &mut fmt::Formatter<'_>, row: &[f64]| -> fmt::Result {
+            f.write_str("[")?;
+            for (j, v) in row.iter().enumerate() {
+                if j > 0 {
+                    f.write_str(",")?;
+                }
+                write!(f, "{v}")?;
+            }
+            f.write_str("]")
+        };
+        match input.shape {
+            Shape::Single => write_row(f, input.row(0)),
+            Shape::Batch => {
+                f.write_str("[")?;
+                for i in 0..input.rows.min(LOGGED_ROWS) {
+                    if i > 0 {
+                        f.write_str(",")?;
+                    }
+                    write_row(f, input.row(i))?;
+                }
+                if input.rows > LOGGED_ROWS {
+                    write!(f, ",… +{} rows", input.rows - LOGGED_ROWS)?;
+                }
+                f.write_str("]")
+            }
+        }
+    }
+}
+
+struct OutliersDisplay<'a>(&'a [FlaggedRow]);
+
+impl fmt::Display for OutliersDisplay<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (n, row) in self.0.iter().take(LOGGED_ROWS).enumerate() {
+            if n > 0 {
+                f.write_str("; ")?;
+            }
+            write!(f, "row {}: ", row.item)?;
+            for (k, name) in row.features.iter().enumerate() {
+                if k > 0 {
+                    f.write_str(",")?;
+                }
+                f.write_str(name)?;
+            }
+        }
+        if self.0.len() > LOGGED_ROWS {
+            write!(f, "; … +{} rows", self.0.len() - LOGGED_ROWS)?;
+        }
+        Ok(())
+    }
+}
+
+/// `[a,b,…]`, the first [`LOGGED_ROWS`] items; `quoted` writes them with `{:?}`.
+struct ListDisplay<'a, T>(&'a [T], bool);
+
+impl<T: fmt::Display + fmt::Debug> fmt::Display for ListDisplay<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[")?;
+        for (i, item) in self.0.iter().take(LOGGED_ROWS).enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            if self.1 {
+                write!(f, "{item:?}")?;
+            } else {
+                write!(f, "{item}")?;
+            }
+        }
+        if self.0.len() > LOGGED_ROWS {
+            write!(f, ",… +{}", self.0.len() - LOGGED_ROWS)?;
+        }
+        f.write_str("]")
+    }
+}

@@ -1,0 +1,159 @@
+//! The statistics behind the training baseline and drift monitoring, written once: decile bins
+//! and counts over them, class counts, the population stability index (PSI) and the two-sample
+//! Kolmogorov–Smirnov test.
+//!
+//! It sits below [`crate::model`] (training computes the baseline's bins with it) and
+//! [`crate::monitor`] (drift compares live counts with them), so both use the same definitions.
+
+/// Proportions below this are raised to it, so empty bins do not make PSI infinite.
+const PSI_FLOOR: f64 = 1e-4;
+
+/// Index of the bin `value` falls in. `edges` are ascending interior cut points: bin 0 is
+/// `(-inf, e0)`, bin i is `[e(i-1), e(i))`, the last bin is `[e(k-1), +inf)`, so every real
+/// value falls in exactly one of `edges.len() + 1` bins.
+pub fn bin_index(edges: &[f64], value: f64) -> usize {
+    edges.partition_point(|&e| e <= value)
+}
+
+/// How many of `values` fall in each bin of `edges` (see [`bin_index`]).
+pub fn bin_counts(edges: &[f64], values: impl IntoIterator<Item = f64>) -> Vec<u64> {
+    let mut counts = vec![0u64; edges.len() + 1];
+    for v in values {
+        counts[bin_index(edges, v)] += 1;
+    }
+    counts
+}
+
+/// How many of `classes` are each of `n_classes` classes; indices out of range are not counted.
+pub fn class_counts(classes: impl IntoIterator<Item = u32>, n_classes: usize) -> Vec<u64> {
+    let mut counts = vec![0u64; n_classes];
+    for c in classes {
+        if let Some(slot) = counts.get_mut(c as usize) {
+            *slot += 1;
+        }
+    }
+    counts
+}
+
+/// Each count as a share of their total (all zeros when the total is zero).
+pub fn proportions(counts: &[u64]) -> Vec<f64> {
+    let n: u64 = counts.iter().sum();
+    counts
+        .iter()
+        .map(|&c| if n > 0 { c as f64 / n as f64 } else { 0.0 })
+        .collect()
+}
+
+/// Linear-interpolated quantile of sorted values (numpy's default method).
+pub fn quantile(sorted: &[f64], q: f64) -> f64 {
+    let pos = q * (sorted.len() - 1) as f64;
+    let lo = pos.floor() as usize;
+    let hi = pos.ceil() as usize;
+    sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo as f64)
+}
+
+/// PSI = Σ (a − e) · ln(a / e) over bins, with `expected` proportions and `actual` counts.
+pub fn psi(expected: &[f64], actual_counts: &[u64]) -> f64 {
+    let n: u64 = actual_counts.iter().sum();
+    if n == 0 {
+        return 0.0;
+    }
+    expected
+        .iter()
+        .zip(actual_counts)
+        .map(|(&e, &c)| {
+            let a = (c as f64 / n as f64).max(PSI_FLOOR);
+            let e = e.max(PSI_FLOOR);
+            (a - e) * (a / e).ln()
+        })
+        .sum()
+}
+
+/// Two-sample Kolmogorov–Smirnov: the largest gap between the empirical CDFs of two sorted
+/// samples, and its asymptotic p-value (Numerical Recipes' `probks` with the small-sample
+/// correction of Stephens).
+pub fn ks_two_sample(a_sorted: &[f64], b_sorted: &[f64]) -> (f64, f64) {
+    let (n, m) = (a_sorted.len(), b_sorted.len());
+    if n == 0 || m == 0 {
+        return (0.0, 1.0);
+    }
+    let (mut i, mut j, mut d) = (0usize, 0usize, 0f64);
+    while i < n && j < m {
+        let x = a_sorted[i].min(b_sorted[j]);
+        while i < n && a_sorted[i] <= x {
+            i += 1;
+        }
+        while j < m && b_sorted[j] <= x {
+            j += 1;
+        }
+        d = d.max((i as f64 / n as f64 - j as f64 / m as f64).abs());
+    }
+    let en = ((n * m) as f64 / (n + m) as f64).sqrt();
+    (d, kolmogorov_p((en + 0.12 + 0.11 / en) * d))
+}
+
+/// Q_KS(λ) = 2 Σ_{k≥1} (−1)^{k−1} e^{−2k²λ²}.
+fn kolmogorov_p(lambda: f64) -> f64 {
+    if lambda < 1e-3 {
+        return 1.0;
+    }
+    let mut sum = 0.0;
+    let mut sign = 1.0;
+    for k in 1..=100 {
+        let term = (-2.0 * (k * k) as f64 * lambda * lambda).exp();
+        sum += sign * term;
+        if term < 1e-12 {
+            break;
+        }
+        sign = -sign;
+    }
+    (2.0 * sum).clamp(0.0, 1.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bin_index_is_left_closed() {
+        let edges = [1.0, 2.0];
+        assert_eq!(bin_index(&edges, 0.5), 0);
+        assert_eq!(bin_index(&edges, 1.0), 1);
+        assert_eq!(bin_index(&edges, 1.5), 1);
+        assert_eq!(bin_index(&edges, 2.0), 2);
+        assert_eq!(bin_index(&edges, 99.0), 2);
+        assert_eq!(bin_counts(&edges, [0.0, 1.0, 1.5, 7.0]), vec![1, 2, 1]);
+    }
+
+    #[test]
+    fn class_counts_skip_unknown_classes() {
+        assert_eq!(class_counts([0, 2, 2, 9], 3), vec![1, 0, 2]);
+        assert_eq!(proportions(&[1, 3]), vec![0.25, 0.75]);
+        assert_eq!(proportions(&[0, 0]), vec![0.0, 0.0]);
+    }
+
+    #[test]
+    fn psi_matches_a_hand_computed_value() {
+        // expected 25% in each of 4 bins; actual counts 10, 20, 30, 40 of 100.
+        // PSI = (0.1−0.25)ln(0.4) + (0.2−0.25)ln(0.8) + (0.3−0.25)ln(1.2) + (0.4−0.25)ln(1.6)
+        //     = 0.137444 + 0.011157 + 0.009116 + 0.070500 = 0.228217
+        let v = psi(&[0.25; 4], &[10, 20, 30, 40]);
+        assert!((v - 0.228_217).abs() < 1e-5, "{v}");
+        assert_eq!(psi(&[0.5, 0.5], &[7, 7]), 0.0);
+    }
+
+    #[test]
+    fn ks_matches_a_hand_computed_value() {
+        // a = 1..5, b = 3..7: the CDFs differ most at x = 2 (a: 2/5, b: 0) and x = 5/6;
+        // D = 0.4. en = sqrt(25/10) = 1.5811; λ = (1.5811 + 0.12 + 0.0696) · 0.4 = 0.70828;
+        // Q(λ) = 2(e^{−2λ²} − e^{−8λ²} + …) = 0.69740
+        let a = [1.0, 2.0, 3.0, 4.0, 5.0];
+        let b = [3.0, 4.0, 5.0, 6.0, 7.0];
+        let (d, p) = ks_two_sample(&a, &b);
+        assert!((d - 0.4).abs() < 1e-12);
+        assert!((p - 0.6974).abs() < 1e-4, "{p}");
+        let (d, p) = ks_two_sample(&a, &a);
+        assert_eq!(d, 0.0);
+        assert_eq!(p, 1.0);
+    }
+}
