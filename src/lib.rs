@@ -38,7 +38,8 @@
 //!   (`cli` may name domain enums, such as `AuditMode`.)
 //! - `monitor` never imports `audit`: drift and performance take rows as plain values.
 //! - `http` never imports `startup`; no file of `http::routes` imports another.
-//! - Inside a folder, children import siblings and shared leaf files, never their `mod.rs`.
+//! - Inside a folder, a `mod.rs` that imports from its children is never imported by them:
+//!   what children share lives in leaf files (`audit/record.rs`, `audit/writer/options.rs`).
 //! - No import circles, between files or folders.
 
 pub mod audit;

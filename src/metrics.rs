@@ -80,7 +80,6 @@ pub struct Metrics {
     pub predictions: Family<PredictionLabels, Counter>,
     pub rejected: Family<ReasonLabels, Counter>,
     pub outliers: Family<FeatureLabels, Counter>,
-    pub writer: WriterMetrics,
 }
 
 impl Metrics {
@@ -146,7 +145,6 @@ impl Metrics {
             predictions,
             rejected,
             outliers,
-            writer,
         }
     }
 

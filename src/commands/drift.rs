@@ -9,6 +9,11 @@ use crate::monitor::drift::report;
 pub fn run(args: &DriftCliArgs) -> anyhow::Result<()> {
     let models = ModelRegistry::load_dir(&args.models, &args.model)?;
     let model = models.default_model();
+    if let (Some(s), Some(u)) = (args.since, args.until)
+        && s > u
+    {
+        anyhow::bail!("--since is later than --until");
+    }
     let filter = AuditFilter {
         since: args.since,
         until: args.until,

@@ -19,6 +19,9 @@ use super::error::{ErrorInfo, code_for_status, error_body};
 use super::request::{REQUEST_ID_HEADER, RequestId, RequestMeta};
 use super::routes::{PREDICT_ROUTES, PROBE_ROUTES, route_label};
 use super::state::AppState;
+use std::time::Instant;
+
+use crate::audit::micros_between;
 use crate::metrics::{HttpLabels, Metrics, ReasonLabels, RouteLabels, method_label};
 use crate::prediction::Prediction;
 use crate::text::escape_controls;
@@ -47,13 +50,16 @@ pub async fn request_middleware(
     // and is passed on as it is. (No clone of the request may be held across this call: the
     // router needs it unshared.)
     let res = next.call(req).await?.map_into_boxed_body();
+    // The log line carries the latency the handler recorded (the audit row's); the duration
+    // metric measures arrival to response, as its help text says.
     let latency_us = meta.latency_us();
+    let duration_us = micros_between(meta.clock, Instant::now());
     let http_req = res.request().clone();
     let Some(state) = http_req.app_data::<web::Data<AppState>>() else {
         return Ok(res);
     };
     let route = route_label(&http_req);
-    record_metrics(&state.metrics, &http_req, route, &res, latency_us);
+    record_metrics(&state.metrics, &http_req, route, &res, duration_us);
     let mut res = log_and_shape(state, &http_req, route, res, &meta, latency_us);
     if let Ok(v) = HeaderValue::from_str(meta.id.as_str()) {
         res.headers_mut().insert(REQUEST_ID_HEADER, v);
@@ -139,7 +145,7 @@ fn record_metrics(
     req: &HttpRequest,
     route: &'static str,
     res: &ServiceResponse<BoxBody>,
-    latency_us: u64,
+    duration_us: u64,
 ) {
     let status = res.status();
     if status.is_client_error() && PREDICT_ROUTES.contains(&route) {
@@ -157,7 +163,7 @@ fn record_metrics(
     metrics
         .http_duration
         .get_or_create(&RouteLabels { route })
-        .observe(latency_us as f64 / 1e6);
+        .observe(duration_us as f64 / 1e6);
     metrics
         .http_requests
         .get_or_create(&HttpLabels {
@@ -184,8 +190,8 @@ fn fallback_message(res: &ServiceResponse<BoxBody>) -> String {
     }
 }
 
-/// Gives an error response the JSON error body, keeping its headers and its error (for the
-/// log of a server error).
+/// Gives an error response the JSON error body, keeping its headers (the error itself was
+/// logged already).
 fn json_error_response(
     res: ServiceResponse<BoxBody>,
     info: &ErrorInfo,

@@ -50,6 +50,11 @@ pub(super) struct OwnedConn {
     options: SqliteConnectOptions,
     /// Most bytes the database may hold (`max_page_count`), applied on every connect.
     max_bytes: Option<u64>,
+    /// The writer's connection: SQLite's busy handler is turned off once connected, and the
+    /// writer waits for another process's lock itself (see `insert::write_rows`), so the time
+    /// it waits is known and counted in the latency of the rows it then writes. Connecting
+    /// (which reads the schema) still waits out a busy lock.
+    own_busy_wait: bool,
     conn: Arc<tokio::sync::Mutex<Option<SqliteConnection>>>,
     /// Set by [`OwnedConn::close`]: a closed store is not reconnected behind its back.
     closed: AtomicBool,
@@ -59,10 +64,12 @@ impl OwnedConn {
     async fn open(
         options: SqliteConnectOptions,
         max_bytes: Option<u64>,
+        own_busy_wait: bool,
     ) -> anyhow::Result<OwnedConn> {
         let owned = OwnedConn {
             options,
             max_bytes,
+            own_busy_wait,
             conn: Arc::new(tokio::sync::Mutex::new(None)),
             closed: AtomicBool::new(false),
         };
@@ -80,6 +87,11 @@ impl OwnedConn {
                 .await?;
             let pages = (max / page.max(512) as u64).max(1);
             sqlx::query(&format!("pragma max_page_count = {pages}"))
+                .execute(&mut conn)
+                .await?;
+        }
+        if self.own_busy_wait {
+            sqlx::query("pragma busy_timeout = 0")
                 .execute(&mut conn)
                 .await?;
         }
@@ -196,30 +208,12 @@ pub(super) async fn connect(url: &str, opts: &StoreOptions) -> anyhow::Result<Po
             .open(db_file)
             .with_context(|| format!("the audit database {} is not writable", db_file.display()))?;
     }
-    let writing = base
-        .clone()
-        .create_if_missing(true)
-        .journal_mode(SqliteJournalMode::Wal)
-        .synchronous(sync);
-    // Migrations run on a connection of their own, which waits out another writer's lock for
-    // the busy timeout like any start-up step.
-    {
-        let mut conn = SqliteConnection::connect_with(&writing)
-            .await
-            .with_context(|| format!("opening the audit database {url}"))?;
-        sqlx::migrate!("./migrations")
-            .run_direct(&mut conn)
-            .await
-            .with_context(|| format!("migrating the audit database {url}"))?;
-        conn.close().await?;
-    }
     let write = OwnedConn::open(
-        writing
+        base.clone()
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(sync)
             .statement_cache_capacity(WRITE_STATEMENT_CACHE)
-            // The writer waits for another process's lock itself, so that the time it waits is
-            // known and counted in the latency of the rows it then writes (see
-            // `insert::write_rows`); SQLite's own busy handler would hide it inside the INSERT.
-            .busy_timeout(Duration::ZERO)
             // Checkpoints run on their own connection (`SqliteStore::checkpoint`); a commit
             // that crosses SQLite's default 1000 pages of WAL would otherwise copy them into the
             // database inside the commit, the slowest 1-2% of durable requests. This is the
@@ -230,9 +224,17 @@ pub(super) async fn connect(url: &str, opts: &StoreOptions) -> anyhow::Result<Po
             )
             .pragma("journal_size_limit", WAL_SIZE_LIMIT_BYTES.to_string()),
         opts.max_bytes,
+        true,
     )
     .await
     .with_context(|| format!("opening the audit database {url}"))?;
+    {
+        let mut guard = write.lock().await?;
+        let result = migrate(guard.conn(), opts.busy_timeout)
+            .await
+            .with_context(|| format!("migrating the audit database {url}"));
+        guard.finish(result).await?;
+    }
     let file = FileId::of(base.get_filename());
     let base_file = base.get_filename().to_path_buf();
     let read = SqlitePoolOptions::new()
@@ -240,7 +242,7 @@ pub(super) async fn connect(url: &str, opts: &StoreOptions) -> anyhow::Result<Po
         .connect_with(base.clone().read_only(true))
         .await
         .with_context(|| format!("opening {url} for queries"))?;
-    let checkpoint = OwnedConn::open(base, None)
+    let checkpoint = OwnedConn::open(base, None, false)
         .await
         .with_context(|| format!("opening {url} for checkpoints"))?;
     Ok(Pools {
@@ -251,4 +253,32 @@ pub(super) async fn connect(url: &str, opts: &StoreOptions) -> anyhow::Result<Po
         wal: FileId::of(&sidecar(&base_file, "-wal")),
         shm: FileId::of(&sidecar(&base_file, "-shm")),
     })
+}
+
+/// Checks the journal mode and brings the schema up to date. The writer connection waits for
+/// another process's lock itself, so the busy timeout is on for the migrations only: start-up
+/// waits out a lock like any other client.
+async fn migrate(conn: &mut SqliteConnection, busy_timeout: Duration) -> anyhow::Result<()> {
+    // Without WAL, a busy lock could fail a statement with its transaction left open, and the
+    // writer's retry (see `insert::write_rows`) relies on that never happening.
+    let mode: String = sqlx::query_scalar("pragma journal_mode")
+        .fetch_one(&mut *conn)
+        .await?;
+    anyhow::ensure!(
+        mode.eq_ignore_ascii_case("wal"),
+        "the audit database is in journal mode {mode:?}, not WAL"
+    );
+    sqlx::query(&format!(
+        "pragma busy_timeout = {}",
+        busy_timeout.as_millis()
+    ))
+    .execute(&mut *conn)
+    .await?;
+    sqlx::migrate!("./migrations")
+        .run_direct(&mut *conn)
+        .await?;
+    sqlx::query("pragma busy_timeout = 0")
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
 }

@@ -21,6 +21,10 @@ use crate::audit::record::{AuditRecord, format_time};
 pub(super) const EXACT_ROWS: usize = 64;
 pub(super) const MAX_ROWS_PER_STATEMENT: usize = 2048;
 
+// A statement of the largest size must stay under SQLite's limit of bound values: a new column
+// lowers MAX_ROWS_PER_STATEMENT.
+const _: () = assert!(MAX_ROWS_PER_STATEMENT * (columns::ALL.len() - 1) <= 32_766);
+
 /// Prepared statements the writing connection keeps (see [`EXACT_ROWS`]), plus the
 /// transaction and feedback statements.
 pub(super) const WRITE_STATEMENT_CACHE: usize = EXACT_ROWS + 5 + 10;
@@ -37,15 +41,19 @@ pub(super) fn chunk_len(remaining: usize) -> usize {
     n
 }
 
-/// Whether `e` is SQLite's `SQLITE_BUSY`: another connection holds the write lock. A statement
-/// that failed with it wrote nothing and left no transaction open.
-pub(super) fn is_busy(e: &sqlx::Error) -> bool {
+/// SQLite's primary result code of a database error (the low byte of the extended code).
+pub(super) fn primary_code(e: &sqlx::Error) -> Option<i32> {
     match e {
-        sqlx::Error::Database(db) => {
-            db.code().and_then(|c| c.parse::<i32>().ok()).unwrap_or(0) & 0xff == 5
-        }
-        _ => false,
+        sqlx::Error::Database(db) => db.code()?.parse::<i32>().ok().map(|c| c & 0xff),
+        _ => None,
     }
+}
+
+/// Whether `e` is SQLite's `SQLITE_BUSY`: another connection holds the write lock. In WAL mode
+/// (which the connection checks at open) a statement that failed with it wrote nothing and
+/// left no transaction open.
+pub(super) fn is_busy(e: &sqlx::Error) -> bool {
+    primary_code(e) == Some(5)
 }
 
 /// Pauses between attempts to take a busy write lock: SQLite's own busy handler's schedule.
@@ -113,14 +121,15 @@ pub(super) async fn write_rows(
     Ok(stored_at)
 }
 
-/// Inserts `probe` in a transaction and rolls it back: it needs the write lock (not waited
-/// for), a writable file and room for the row, and leaves nothing behind.
+/// Inserts `probe` in a transaction and rolls it back: it needs the write lock (waited for up
+/// to the busy timeout, as a write would), a writable file and room for the row, and leaves
+/// nothing behind.
 pub(super) async fn probe_rows(
     conn: &mut SqliteConnection,
     probe: &AuditRecord,
+    busy_timeout: Duration,
 ) -> anyhow::Result<()> {
-    sqlx::query("begin immediate")
-        .execute(&mut *conn)
+    begin_immediate(conn, busy_timeout)
         .await
         .context("starting a probe transaction")?;
     insert(&[probe], Instant::now())
@@ -206,7 +215,7 @@ pub(super) fn insert_sql(rows: usize) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::{MAX_ROWS_PER_STATEMENT, chunk_len, insert_sql};
-    use crate::audit::writer::MAX_BATCH_ROWS;
+    use crate::audit::writer::options::MAX_BATCH_ROWS;
 
     #[test]
     fn chunks_are_exact_when_small_and_powers_of_two_when_large() {

@@ -47,11 +47,12 @@ pub struct SqliteStore {
 
 /// The class of a failure, from SQLite's result code where there is one.
 fn fault(e: anyhow::Error) -> StoreFault {
-    let kind = if let Some(sqlx::Error::Database(db)) =
-        e.chain().find_map(|c| c.downcast_ref::<sqlx::Error>())
-    {
-        // SQLite's extended result codes carry the primary code in their low byte.
-        match db.code().and_then(|c| c.parse::<i32>().ok()).unwrap_or(0) & 0xff {
+    let code = e
+        .chain()
+        .find_map(|c| c.downcast_ref::<sqlx::Error>())
+        .and_then(insert::primary_code);
+    let kind = if let Some(code) = code {
+        match code {
             5 => FaultKind::LockedByOther,
             6 => FaultKind::Locked,
             8 => FaultKind::ReadOnly,
@@ -60,7 +61,9 @@ fn fault(e: anyhow::Error) -> StoreFault {
             14 => FaultKind::CannotOpen,
             _ => FaultKind::Refused,
         }
-    } else if e.chain().any(|c| c.is::<FileReplaced>()) {
+    } else if e.downcast_ref::<FileReplaced>().is_some()
+        || e.chain().any(|c| c.is::<FileReplaced>())
+    {
         FaultKind::Replaced
     } else {
         FaultKind::Other
@@ -151,14 +154,11 @@ impl SqliteStore {
             path: path.display().to_string(),
             when,
         };
-        let fresh = match connect(&self.url, &self.opts).await {
-            Ok(fresh) => fresh,
-            Err(e) => {
-                return Err(
-                    replaced(format!("while serving, and reopening it failed: {e:#}")).into(),
-                );
-            }
-        };
+        // The cause stays in the chain, so a reopen that fails (read-only folder, locked)
+        // is reported as that fault, not as the replacement.
+        let fresh = connect(&self.url, &self.opts)
+            .await
+            .context(replaced("while serving, and reopening it failed".into()))?;
         *self.pools.write().unwrap_or_else(|p| p.into_inner()) = fresh;
         // Queries went on reading the old file until the new one was in place.
         read.close().await;
@@ -228,7 +228,7 @@ impl SqliteStore {
                 outliers: None,
             };
             let mut guard = conn.lock().await?;
-            let result = insert::probe_rows(guard.conn(), &probe).await;
+            let result = insert::probe_rows(guard.conn(), &probe, self.opts.busy_timeout).await;
             // The probe runs only while the store is failing: it costs little to hand the
             // writer a fresh connection afterwards, whatever state the failures left this one
             // in.

@@ -16,30 +16,27 @@
 //! it returns.
 //!
 //! - [`sink`]: the handlers' side. [`task`]: the loop and its steps. [`health`]: readiness.
-//!   [`metrics`]: the writer's instruments.
+//!   [`metrics`]: the writer's instruments. [`options`]: its settings.
 
 pub mod health;
 pub mod metrics;
+pub mod options;
 pub mod sink;
 pub mod task;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use slog::Logger;
 use tokio::sync::{mpsc, oneshot};
 
 pub use health::StoreHealth;
 pub use metrics::WriterMetrics;
+pub use options::{MAX_BATCH_ROWS, WriterOptions};
 pub use sink::{AuditSink, SubmitError};
 
 use self::sink::Job;
 use self::task::Writer;
-use super::modes::AuditMode;
 use super::store::Store;
-
-/// Most rows written in one transaction.
-pub const MAX_BATCH_ROWS: usize = 16_384;
 
 /// Owns the writer task; [`WriterHandle::shutdown`] drains and stops it.
 pub struct WriterHandle {
@@ -57,24 +54,6 @@ impl WriterHandle {
         }
         let _ = self.task.await;
     }
-}
-
-/// Settings of the writer.
-#[derive(Debug, Clone)]
-pub struct WriterOptions {
-    pub mode: AuditMode,
-    /// Jobs the channel holds.
-    pub queue_capacity: usize,
-    pub queue_timeout: Duration,
-    pub commit_timeout: Duration,
-    /// Longest wait between retries of a failing commit; at shutdown, owed rows are given up
-    /// (logged in full) once a retry after this wait has failed too.
-    pub max_backoff: Duration,
-    pub metrics: WriterMetrics,
-}
-
-impl WriterOptions {
-    pub const DEFAULT_MAX_BACKOFF: Duration = Duration::from_secs(2);
 }
 
 /// Starts the writer (and the store's own maintenance) on the current runtime.

@@ -61,20 +61,17 @@ impl std::fmt::Debug for AuditSink {
 }
 
 impl AuditSink {
-    /// Hands over the rows of an answered prediction, which arrived at `arrived`, and returns
-    /// its latency in microseconds: until the rows committed (durable mode) or were queued
-    /// (async mode).
+    /// Hands over the rows of an answered prediction, which arrived at `arrived` (their
+    /// latency is [`Latency::UntilStored`] from that moment), and returns its latency in
+    /// microseconds: until the rows were written (durable mode) or queued (async mode).
     pub async fn submit(
         &self,
-        mut records: Vec<AuditRecord>,
+        records: Vec<AuditRecord>,
         arrived: Instant,
     ) -> Result<u64, SubmitError> {
         match self.mode {
             AuditMode::Async => self.enqueue(records, arrived).await,
             AuditMode::Durable => {
-                for r in &mut records {
-                    r.latency = Latency::UntilStored(arrived);
-                }
                 let (ack, done) = oneshot::channel();
                 let permit = self.reserve().await?;
                 permit.send(Job::Write {

@@ -11,8 +11,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::health::StoreHealth;
 use super::metrics::WriterMetrics;
+use super::options::{MAX_BATCH_ROWS, WriterOptions};
 use super::sink::{Ack, Job};
-use super::{MAX_BATCH_ROWS, WriterOptions};
 use crate::audit::fault::StoreFault;
 use crate::audit::record::{AuditRecord, format_time};
 use crate::audit::store::{Maintenance, Store};
