@@ -7,6 +7,12 @@ use std::process::ExitCode;
 use clap::Parser;
 use inferlog::cli::Cli;
 
+/// mimalloc instead of glibc's malloc: requests allocate on the HTTP workers and their log
+/// records and audit rows are freed on the log and writer threads, the case glibc's arenas
+/// handle worst (see BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     // A missing .env is normal; a broken one is worth saying.
     if let Err(e) = dotenvy::dotenv()
