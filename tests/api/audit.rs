@@ -152,31 +152,22 @@ fn async_mode_has_every_row_after_shutdown() {
 #[test]
 fn audit_lists_newest_first_and_pages_without_gaps_or_repeats() {
     let app = spawn_app();
-    let mut sent = Vec::new();
-    for _ in 0..25 {
-        let res = app.post_predict(r#"{"features": [5.8, 2.7, 5.1, 1.9]}"#);
-        sent.push(res.header("x-request-id").unwrap().to_string());
-    }
+    let sent: Vec<String> = (0..25)
+        .map(|_| app.predict_ok(r#"{"features": [5.8, 2.7, 5.1, 1.9]}"#))
+        .collect();
     for order in ["desc", "asc"] {
         let mut seen = Vec::new();
         let mut cursor: Option<String> = None;
         loop {
-            let mut path = format!("/audit?limit=7&order={order}&status=ok");
+            let mut query = format!("limit=7&order={order}&status=ok");
             if let Some(c) = &cursor {
-                path += &format!("&cursor={c}");
+                query += &format!("&cursor={c}");
             }
-            let res = app.get(&path);
-            assert_eq!(res.status, 200, "{}", res.text());
-            let page = res.json();
-            let records = page["records"].as_array().unwrap();
-            assert!(records.len() <= 7);
-            seen.extend(
-                records
-                    .iter()
-                    .map(|r| r["request_id"].as_str().unwrap().to_string()),
-            );
-            match page["next_cursor"].as_str() {
-                Some(c) => cursor = Some(c.to_string()),
+            let page = app.audit_page(&query);
+            assert!(page.records.len() <= 7);
+            seen.extend(page.request_ids());
+            match page.next_cursor {
+                Some(c) => cursor = Some(c),
                 None => break,
             }
         }
@@ -196,11 +187,7 @@ fn audit_filters_by_model_label_status_and_time() {
     app.post_predict(r#"{"features": [5.8, 2.7, 5.1, 1.9]}"#); // virginica
     app.post_predict(r#"{"features": [5.8]}"#); // rejected
     app.wait_for_rows(3);
-    let count = |q: &str| {
-        let res = app.get(&format!("/audit?{q}"));
-        assert_eq!(res.status, 200, "{q}: {}", res.text());
-        res.json()["records"].as_array().unwrap().len()
-    };
+    let count = |q: &str| app.audit_page(q).records.len();
     assert_eq!(count(""), 3);
     assert_eq!(count("label=setosa"), 1);
     assert_eq!(count("status=ok"), 2);

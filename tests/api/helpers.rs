@@ -96,6 +96,26 @@ impl TestApp {
         self.post_json("/predict", body)
     }
 
+    /// A `/predict` that must be answered 200; returns its request id.
+    pub fn predict_ok(&self, body: &str) -> String {
+        let res = self.post_predict(body);
+        assert_eq!(res.status, 200, "{}", res.text());
+        res.header("x-request-id")
+            .expect("every answer carries its request id")
+            .to_string()
+    }
+
+    /// One JSON page of `GET /audit?{query}`, which must be answered 200.
+    pub fn audit_page(&self, query: &str) -> AuditPage {
+        let res = self.get(&format!("/audit?{query}"));
+        assert_eq!(res.status, 200, "/audit?{query}: {}", res.text());
+        let body = res.json();
+        AuditPage {
+            records: body["records"].as_array().expect("records").clone(),
+            next_cursor: body["next_cursor"].as_str().map(str::to_string),
+        }
+    }
+
     pub fn post_json(&self, path: &str, body: &str) -> Response {
         self.request(
             "POST",
@@ -347,6 +367,23 @@ pub fn read_response(stream: &mut TcpStream) -> Response {
     let mut buf = Vec::new();
     let _ = stream.read_to_end(&mut buf);
     Response::parse(&buf)
+}
+
+/// A page of `GET /audit`.
+#[derive(Debug)]
+pub struct AuditPage {
+    pub records: Vec<serde_json::Value>,
+    pub next_cursor: Option<String>,
+}
+
+impl AuditPage {
+    /// The request ids of the records, in page order.
+    pub fn request_ids(&self) -> Vec<String> {
+        self.records
+            .iter()
+            .map(|r| r["request_id"].as_str().unwrap().to_string())
+            .collect()
+    }
 }
 
 #[derive(Debug)]
