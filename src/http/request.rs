@@ -5,6 +5,7 @@
 use std::cell::Cell;
 use std::fmt;
 use std::future::{Ready, ready};
+use std::net::IpAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -60,8 +61,8 @@ pub struct RequestMeta {
     pub id: RequestId,
     /// Calendar time of arrival, for the audit trail.
     pub received_at: chrono::DateTime<chrono::Utc>,
-    /// The client's IP address.
-    pub client: Option<Arc<str>>,
+    /// The client's IP address (formatted only for the requests that record it).
+    pub peer: Option<IpAddr>,
     /// Monotonic time of arrival: every latency of the request is measured from it.
     pub clock: Instant,
     /// Set by the handler when its answer is ready (after the audit commit in durable mode),
@@ -75,10 +76,15 @@ impl RequestMeta {
         RequestMeta {
             id,
             received_at: chrono::Utc::now(),
-            client: req.peer_addr().map(|a| a.ip().to_string().into()),
+            peer: req.peer_addr().map(|a| a.ip()),
             clock: Instant::now(),
             answered: Rc::default(),
         }
+    }
+
+    /// The client's IP address as text, as the audit store keeps it.
+    pub fn client(&self) -> Option<Arc<str>> {
+        self.peer.map(|ip| ip.to_string().into())
     }
 
     /// What the audit rows of this request share.
@@ -87,7 +93,7 @@ impl RequestMeta {
             request_id: Arc::clone(&self.id.0),
             received_at: self.received_at,
             arrived: self.clock,
-            client_addr: self.client.clone(),
+            client_addr: self.client(),
         }
     }
 

@@ -80,7 +80,7 @@ pub async fn post(
             item,
             label: fb.label.clone(),
             received_at: meta.received_at,
-            client_addr: meta.client.as_deref().map(str::to_string),
+            client_addr: meta.peer.map(|ip| ip.to_string()),
         })
         .await
         .map_err(|e| ApiError::store("the feedback could not be stored", &e))?;
