@@ -95,6 +95,9 @@ pub(super) async fn write_rows(
     records: &[&AuditRecord],
     busy_timeout: Duration,
 ) -> anyhow::Result<Instant> {
+    if records.is_empty() {
+        return Ok(Instant::now());
+    }
     if records.len() <= EXACT_ROWS {
         let stored_at = Instant::now();
         match insert(records, stored_at).execute(&mut *conn).await {
