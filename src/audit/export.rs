@@ -54,12 +54,26 @@ pub fn csv_chunk(records: &[StoredRecord], header: bool) -> anyhow::Result<Vec<u
         fields.extend(ALL.iter().map(|&c| match r.cell(c) {
             Cell::Null => String::new(),
             Cell::Int(v) => v.to_string(),
-            Cell::Text(s) | Cell::Json(s) => s.to_string(),
+            Cell::Text(s) => spreadsheet_safe(s),
+            Cell::Json(s) => s.to_string(),
             Cell::Time(t) => format_time(t),
         }));
         w.write_record(&fields)?;
     }
     Ok(w.into_inner()?)
+}
+
+/// `text` as a CSV cell a spreadsheet shows as text: a cell starting with `=`, `+`, `-`, `@`,
+/// a tab or a carriage return would be evaluated as a formula (`=HYPERLINK(…)`, `=cmd|…`), so
+/// it gets a leading `'` (OWASP's rule for CSV injection). Clients choose request ids, model
+/// names and rejected bodies, so every text column goes through here; numbers and JSON arrays
+/// cannot start with those characters.
+fn spreadsheet_safe(text: &str) -> String {
+    if text.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("'{text}")
+    } else {
+        text.to_string()
+    }
 }
 
 /// One JSON object per line.
@@ -70,4 +84,27 @@ pub fn jsonl_chunk(records: &[StoredRecord]) -> anyhow::Result<Vec<u8>> {
         out.push(b'\n');
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cells_a_spreadsheet_would_evaluate_are_neutralised() {
+        for bad in [
+            "=2+5",
+            "+cmd",
+            "-1+1",
+            "@SUM(A1)",
+            "\tx",
+            "\rx",
+            "=HYPERLINK(\"x\")",
+        ] {
+            assert_eq!(spreadsheet_safe(bad), format!("'{bad}"), "{bad:?}");
+        }
+        for ok in ["iris", "2026-11-27T10:00:00Z", "a=b", "", "'quoted"] {
+            assert_eq!(spreadsheet_safe(ok), ok);
+        }
+    }
 }

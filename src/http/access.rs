@@ -51,6 +51,24 @@ pub fn token_digest(token: Option<&str>) -> Option<[u8; 32]> {
         .map(|t| Sha256::digest(t.trim().as_bytes()).into())
 }
 
+/// Whether `ip` is this machine, also when an IPv4 client reaches a dual-stack (`[::]`)
+/// listener and shows up as `::ffff:127.0.0.1`.
+fn is_loopback(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => v4.is_loopback(),
+        IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map_or(v6.is_loopback(), |v4| v4.is_loopback()),
+    }
+}
+
+/// The credentials of an `Authorization: Bearer <token>` header. The scheme is matched
+/// case-insensitively, as HTTP says auth schemes are.
+fn bearer_token(authorization: &str) -> Option<&str> {
+    let (scheme, token) = authorization.trim_start().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then_some(token)
+}
+
 /// With a token configured: a matching `Bearer` token, else 401. Without: loopback peers
 /// only, else 403.
 pub fn check_access(
@@ -59,7 +77,7 @@ pub fn check_access(
     peer: Option<IpAddr>,
 ) -> Result<(), ApiError> {
     let Some(expected) = token_digest else {
-        return if peer.is_some_and(|ip| ip.is_loopback()) {
+        return if peer.is_some_and(is_loopback) {
             Ok(())
         } else {
             Err(ApiError::Forbidden(
@@ -68,7 +86,7 @@ pub fn check_access(
         };
     };
     let given = authorization
-        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(bearer_token)
         .ok_or_else(|| ApiError::Unauthorized("send Authorization: Bearer <AUDIT_TOKEN>".into()))?;
     // Comparing fixed-size digests, every byte, keeps the time independent of how much of the
     // token a guess got right.
@@ -119,5 +137,26 @@ mod tests {
             assert_eq!(err.code(), "unauthorized", "{bad:?}");
         }
         assert!(token_digest(Some("  ")).is_none());
+    }
+
+    #[test]
+    fn an_ipv4_client_on_a_dual_stack_listener_counts_as_loopback() {
+        let mapped: IpAddr = "::ffff:127.0.0.1".parse().unwrap();
+        assert!(check_access(None, None, Some(mapped)).is_ok());
+        let mapped_remote: IpAddr = "::ffff:203.0.113.7".parse().unwrap();
+        assert!(check_access(None, None, Some(mapped_remote)).is_err());
+    }
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive() {
+        let digest = token_digest(Some("tok")).unwrap();
+        let remote: IpAddr = "203.0.113.7".parse().unwrap();
+        for ok in ["Bearer tok", "bearer tok", "BEARER tok"] {
+            assert!(
+                check_access(Some(&digest), Some(ok), Some(remote)).is_ok(),
+                "{ok}"
+            );
+        }
+        assert!(check_access(Some(&digest), Some("Bearertok"), Some(remote)).is_err());
     }
 }

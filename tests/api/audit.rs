@@ -278,6 +278,39 @@ fn csv_export_of_the_whole_range_parses_with_a_csv_reader() {
 }
 
 #[test]
+fn csv_export_neutralises_cells_a_spreadsheet_would_evaluate() {
+    let app = spawn_app();
+    // A client plants formulas where it can: the request id, the model name, a rejected body.
+    let res = app.request(
+        "POST",
+        "/predict",
+        &[
+            ("Content-Type", "application/json"),
+            ("X-Request-Id", "=2+5"),
+        ],
+        br#"{"features": [5.8, 2.7, 5.1, 1.9]}"#,
+    );
+    assert_eq!(res.status, 200, "{}", res.text());
+    assert_eq!(app.post_json("/models/@SUM(1)/predict", "{}").status, 404);
+    assert_eq!(app.post_predict("=HYPERLINK(\"http://x\")").status, 400);
+    app.wait_for_rows(3);
+
+    let res = app.get("/audit?format=csv&order=asc");
+    assert_eq!(res.status, 200);
+    let mut reader = csv::Reader::from_reader(res.body.as_slice());
+    let records: Vec<csv::StringRecord> = reader.records().map(|r| r.unwrap()).collect();
+    assert_eq!(&records[0][1], "'=2+5", "request_id");
+    assert_eq!(&records[1][4], "'@SUM(1)", "model");
+    assert_eq!(&records[2][13], "'=HYPERLINK(\"http://x\")", "raw_body");
+    // Nothing else changes: numbers, JSON arrays and ordinary text stay as they are.
+    assert_eq!(&records[0][4], "iris");
+    assert_eq!(&records[0][6], "[5.8,2.7,5.1,1.9]");
+    // The JSON export and the database keep the text as it came.
+    let page = app.audit_page("order=asc&limit=1");
+    assert_eq!(page.records[0]["request_id"], "=2+5");
+}
+
+#[test]
 fn summary_counts_and_percentiles() {
     let app = spawn_app();
     app.post_predict(r#"{"features": [[5.1, 3.5, 1.4, 0.2], [5.8, 2.7, 5.1, 1.9]]}"#);
