@@ -32,9 +32,30 @@ pub fn quote(s: &str) -> String {
     }
 }
 
+/// At most `max` bytes of `s`, cut on a character boundary and marked with `…` when cut: for
+/// client text that is stored or logged (model names from URLs, paths), so a 64 KB name
+/// cannot bloat audit rows and log lines.
+pub fn cap(s: &str, max: usize) -> Cow<'_, str> {
+    if s.len() <= max {
+        return Cow::Borrowed(s);
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    Cow::Owned(format!("{}…", &s[..end]))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cap_cuts_on_a_character_boundary() {
+        assert_eq!(cap("iris", 8), "iris");
+        assert_eq!(cap("abcdef", 3), "abc…");
+        assert_eq!(cap("ééé", 3), "é…");
+    }
 
     #[test]
     fn escapes_newlines_and_escape_sequences() {

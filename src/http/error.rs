@@ -15,7 +15,7 @@ use serde::Serialize;
 
 use crate::audit::{StoreFault, SubmitError};
 use crate::input::InputError;
-use crate::text::escape_controls;
+use crate::text::{escape_controls, quote};
 
 /// A parameter that could not be used, for a 400 that names it.
 #[derive(Debug, thiserror::Error)]
@@ -61,7 +61,8 @@ pub enum ApiError {
     #[error("the request body did not arrive within {after:?}")]
     BodyTimeout { after: std::time::Duration },
 
-    #[error("no model named {0:?}; GET /models lists the models served")]
+    /// The name is quoted and cut (to 64 characters) in the message.
+    #[error("no model named {}; GET /models lists the models served", quote(.0))]
     UnknownModel(String),
 
     #[error("{0}")]

@@ -24,7 +24,10 @@ use std::time::Instant;
 use crate::audit::micros_between;
 use crate::metrics::{HttpLabels, Metrics, ReasonLabels, RouteLabels, method_label};
 use crate::prediction::Prediction;
-use crate::text::escape_controls;
+use crate::text::{cap, escape_controls};
+
+/// Longest path written to a log line, in bytes.
+const MAX_LOGGED_PATH: usize = 256;
 
 pub async fn request_middleware(
     req: ServiceRequest,
@@ -82,7 +85,8 @@ fn log_and_shape(
     // for lines that read `request_id, …, latency_us`.
     let status = res.status();
     let method = http_req.method().as_str();
-    let path = http_req.path();
+    // Paths come from clients: a 64 KB one is logged cut, not in full.
+    let path = &*cap(http_req.path(), MAX_LOGGED_PATH);
     if status.is_client_error() || status.is_server_error() {
         let known = res.response().extensions().get::<ErrorInfo>().cloned();
         // A handler's own JSON answer with an error status (readiness) is left as it is.

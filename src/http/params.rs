@@ -119,9 +119,15 @@ fn parse_time(name: &str, value: &str) -> Result<DateTime<Utc>, ParamError> {
     DateTime::parse_from_rfc3339(value)
         .map(|t| t.to_utc())
         .map_err(|_| {
+            // A `+` sent unencoded in a query string arrives as a space.
+            let hint = if value.contains(' ') {
+                "; a + in the offset must be sent encoded, as %2B"
+            } else {
+                ""
+            };
             bad(
                 name,
-                "must be an RFC 3339 time such as 2026-11-27T10:00:00Z",
+                format!("must be an RFC 3339 time such as 2026-11-27T10:00:00Z{hint}"),
             )
         })
 }
@@ -156,6 +162,9 @@ pub fn model_window(
     let mut range = Vec::new();
     for (k, v) in params {
         match k.as_str() {
+            "model" if model_name.is_some() => {
+                return Err(ApiError::BadParameter(bad("model", "given more than once")));
+            }
             "model" => model_name = Some(v.clone()),
             "since" | "until" => range.push((k.clone(), v.clone())),
             _ => {
@@ -232,6 +241,8 @@ mod tests {
             let e = parse_query(&pairs(&[(k, v)]), false).unwrap_err();
             assert_eq!(e.name, k, "{e}");
         }
+        let e = parse_query(&pairs(&[("since", "2026-11-27T10:00:00 01:00")]), false).unwrap_err();
+        assert!(e.reason.contains("%2B"), "{e}");
         let e = parse_query(&pairs(&[("model", "a"), ("model", "b")]), false).unwrap_err();
         assert_eq!(e.name, "model");
         assert!(parse_query(&pairs(&[("limit", "5")]), true).is_err());

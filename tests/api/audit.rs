@@ -311,6 +311,32 @@ fn csv_export_neutralises_cells_a_spreadsheet_would_evaluate() {
 }
 
 #[test]
+fn a_huge_unknown_model_name_is_cut_in_the_answer_the_audit_row_and_the_log() {
+    let app = spawn_app();
+    let name = "m".repeat(60_000);
+    let res = app.post_json(&format!("/models/{name}/predict"), "{}");
+    assert_eq!(
+        res.status,
+        404,
+        "{}",
+        &res.text()[..200.min(res.text().len())]
+    );
+    assert_eq!(res.error_code(), "unknown_model");
+    assert!(res.body.len() < 1000, "answer of {} bytes", res.body.len());
+    let id = res.header("x-request-id").unwrap().to_string();
+    app.wait_for_rows(1);
+    let model = rows_of(&app, &id)[0]["model"].as_str().unwrap().to_string();
+    assert!(
+        model.len() <= 256 + '…'.len_utf8(),
+        "stored {} bytes",
+        model.len()
+    );
+    assert!(model.starts_with("mmm") && model.ends_with('…'));
+    let line = app.wait_for_log_line(&[&id, "request rejected"]);
+    assert!(line.len() < 2000, "log line of {} bytes", line.len());
+}
+
+#[test]
 fn summary_counts_and_percentiles() {
     let app = spawn_app();
     app.post_predict(r#"{"features": [[5.1, 3.5, 1.4, 0.2], [5.8, 2.7, 5.1, 1.9]]}"#);

@@ -47,3 +47,13 @@ fn health_probes_answer() {
     assert_eq!(ready.status, 200);
     assert_eq!(ready.json()["status"], "ready");
 }
+
+#[test]
+fn health_probes_answer_head_requests() {
+    let app = spawn_app();
+    for path in ["/health/live", "/health/ready"] {
+        let res = app.request("HEAD", path, &[], b"");
+        assert_eq!(res.status, 200, "HEAD {path}");
+        assert!(res.body.is_empty(), "HEAD {path} has no body");
+    }
+}

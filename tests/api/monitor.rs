@@ -95,6 +95,16 @@ fn drift_windows_follow_time_filters_and_bad_parameters_are_400() {
     assert_eq!(app.get("/monitor/drift?since=soon").status, 400);
     assert_eq!(app.get("/monitor/drift?colour=red").status, 400);
     assert_eq!(app.get("/monitor/drift?model=nope").status, 404);
+    // Repeated parameters are refused as on /audit, on both monitoring routes.
+    for route in ["/monitor/drift", "/monitor/performance"] {
+        let res = app.get(&format!("{route}?model=iris&model=iris"));
+        assert_eq!(res.status, 400, "{route}: {}", res.text());
+        assert!(res.text().contains("model"), "{}", res.text());
+    }
+    // An offset's + sent unencoded arrives as a space: the message says to encode it.
+    let res = app.get("/monitor/drift?since=2026-11-27T10:00:00+01:00");
+    assert_eq!(res.status, 400);
+    assert!(res.text().contains("%2B"), "{}", res.text());
 }
 
 #[test]

@@ -56,8 +56,16 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(resource("/monitor/drift").route(web::get().to(monitor::drift)))
         .service(resource("/monitor/performance").route(web::get().to(monitor::performance)))
         .service(resource("/feedback").route(web::post().to(feedback::post)))
-        .service(resource("/health/live").route(web::get().to(health::live)))
-        .service(resource("/health/ready").route(web::get().to(health::ready)))
+        .service(
+            resource("/health/live")
+                .route(web::get().to(health::live))
+                .route(web::head().to(health::live)),
+        )
+        .service(
+            resource("/health/ready")
+                .route(web::get().to(health::ready))
+                .route(web::head().to(health::ready)),
+        )
         .default_service(web::to(not_found));
 }
 

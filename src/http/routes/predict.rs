@@ -23,7 +23,10 @@ use crate::http::state::AppState;
 use crate::input::{PredictInput, parse_predict_body};
 use crate::model::Model;
 use crate::prediction::Prediction;
-use crate::text::escape_controls;
+use crate::text::{cap, escape_controls};
+
+/// Longest model name kept in an audit row, in bytes (longer names are cut and marked `…`).
+const MAX_MODEL_NAME: usize = 256;
 
 /// Batches with more rows than this are predicted on the blocking pool, so a large batch does
 /// not stall the other requests of its worker.
@@ -52,7 +55,9 @@ pub async fn predict_named(
         .get(&name)
         .cloned()
         .ok_or_else(|| ApiError::UnknownModel(name.to_string()));
-    let name: Arc<str> = escape_controls(&name).into();
+    // The name the client asked for goes into the audit row, escaped and cut like any text a
+    // client chooses.
+    let name: Arc<str> = cap(&escape_controls(&name), MAX_MODEL_NAME).into();
     audited(&req, body, &state, &meta, name, model).await
 }
 
