@@ -9,7 +9,9 @@
 
 use std::fmt;
 
-use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+use std::cell::Cell;
+
+use serde::de::{Deserialize, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 
 use crate::model::{Matrix, Model};
 use crate::text::quote;
@@ -62,8 +64,9 @@ pub enum InputError {
     #[error("{message}")]
     Invalid { code: InputCode, message: String },
 
-    #[error("batch has {rows} rows, more than the limit of {max}; split it into smaller batches")]
-    BatchTooLarge { rows: usize, max: usize },
+    /// Found while parsing: the rows after the limit are not read.
+    #[error("batch has more than {max} rows, the limit; split it into smaller batches")]
+    BatchTooLarge { max: usize },
 }
 
 fn invalid(code: InputCode, message: impl Into<String>) -> InputError {
@@ -193,13 +196,154 @@ impl<'de> Visitor<'de> for NodeVisitor {
     }
 }
 
+/// Parses `body` into a tree, stopping as soon as `features` holds more than `max_batch` rows:
+/// a body of 300,000 empty rows costs no more than one of `max_batch + 1`. `over_limit` tells
+/// that error from a syntax error.
+fn parse_tree(
+    body: &[u8],
+    max_batch: usize,
+    over_limit: &Cell<bool>,
+) -> Result<Node, serde_json::Error> {
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let root = BodySeed {
+        max_batch,
+        over_limit,
+    }
+    .deserialize(&mut de)?;
+    de.end()?;
+    Ok(root)
+}
+
+/// The whole body: like [`Node`], except that the value of a top-level `features` field is
+/// read with [`FeaturesSeed`].
+struct BodySeed<'a> {
+    max_batch: usize,
+    over_limit: &'a Cell<bool>,
+}
+
+impl<'de> DeserializeSeed<'de> for BodySeed<'_> {
+    type Value = Node;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Node, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for BodySeed<'_> {
+    type Value = Node;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_unit<E>(self) -> Result<Node, E> {
+        Ok(Node::Null)
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Node, E> {
+        Ok(Node::Bool)
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Node, E> {
+        Ok(Node::Num(v as f64))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Node, E> {
+        Ok(Node::Num(v as f64))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Node, E> {
+        Ok(Node::Num(v))
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Node, E> {
+        Ok(Node::Str)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Node, A::Error> {
+        NodeVisitor.visit_seq(seq)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Node, A::Error> {
+        let mut entries = Vec::new();
+        while let Some(key) = map.next_key::<String>()? {
+            let value = if key == "features" {
+                map.next_value_seed(FeaturesSeed {
+                    max_batch: self.max_batch,
+                    over_limit: self.over_limit,
+                })?
+            } else {
+                map.next_value::<Node>()?
+            };
+            entries.push((key, value));
+        }
+        Ok(Node::Obj(entries))
+    }
+}
+
+/// The value of `features`: a [`Node`], but a list of rows ends with an error (flagged in
+/// `over_limit`) at its `max_batch + 1`-th row, before the rest is read.
+struct FeaturesSeed<'a> {
+    max_batch: usize,
+    over_limit: &'a Cell<bool>,
+}
+
+impl<'de> DeserializeSeed<'de> for FeaturesSeed<'_> {
+    type Value = Node;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Node, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for FeaturesSeed<'_> {
+    type Value = Node;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_unit<E>(self) -> Result<Node, E> {
+        Ok(Node::Null)
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Node, E> {
+        Ok(Node::Bool)
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Node, E> {
+        Ok(Node::Num(v as f64))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Node, E> {
+        Ok(Node::Num(v as f64))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Node, E> {
+        Ok(Node::Num(v))
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Node, E> {
+        Ok(Node::Str)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Node, A::Error> {
+        NodeVisitor.visit_map(map)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Node, A::Error> {
+        let mut items: Vec<Node> = Vec::with_capacity(seq.size_hint().unwrap_or(4).min(4096));
+        while let Some(item) = seq.next_element::<Node>()? {
+            // Only a list of rows is a batch; a list of numbers is one row, checked later.
+            let is_row = matches!(item, Node::Arr(_) | Node::Obj(_));
+            items.push(item);
+            if is_row && items.len() > self.max_batch {
+                self.over_limit.set(true);
+                return Err(serde::de::Error::custom("batch over the limit"));
+            }
+        }
+        Ok(Node::Arr(items))
+    }
+}
+
 /// Parses and validates a `/predict` body for `model`.
 pub fn parse_predict_body(
     body: &[u8],
     model: &Model,
     max_batch: usize,
 ) -> Result<PredictInput, InputError> {
-    let root: Node = serde_json::from_slice(body).map_err(|e| json_error(&e, body))?;
+    let over_limit = Cell::new(false);
+    let root = parse_tree(body, max_batch, &over_limit).map_err(|e| {
+        if over_limit.get() {
+            InputError::BatchTooLarge { max: max_batch }
+        } else {
+            json_error(&e, body)
+        }
+    })?;
     let Node::Obj(fields) = root else {
         return Err(invalid(
             InputCode::InvalidBody,
@@ -233,7 +377,7 @@ pub fn parse_predict_body(
             format!("the body has no \"features\" field; {}", expected(model)),
         ));
     };
-    validate(features, model, max_batch)
+    validate(features, model)
 }
 
 /// Where a value sits in the body, for messages: `features` or `features[i]`. Formatted only
@@ -253,7 +397,7 @@ impl fmt::Display for At {
     }
 }
 
-fn validate(features: Node, model: &Model, max_batch: usize) -> Result<PredictInput, InputError> {
+fn validate(features: Node, model: &Model) -> Result<PredictInput, InputError> {
     let n = model.n_features();
     match features {
         Node::Arr(items) if items.is_empty() => Err(invalid(
@@ -261,12 +405,6 @@ fn validate(features: Node, model: &Model, max_batch: usize) -> Result<PredictIn
             format!("\"features\" is empty; {}", expected(model)),
         )),
         Node::Arr(items) if matches!(items[0], Node::Arr(_) | Node::Obj(_)) => {
-            if items.len() > max_batch {
-                return Err(InputError::BatchTooLarge {
-                    rows: items.len(),
-                    max: max_batch,
-                });
-            }
             let rows = items.len();
             let mut values = Vec::with_capacity(rows * n);
             let first_len = match &items[0] {
@@ -616,7 +754,22 @@ mod tests {
         let rows = ["[1, 2, 3, 4]"; 6].join(",");
         let e = parse_predict_body(format!(r#"{{"features": [{rows}]}}"#).as_bytes(), iris(), 5)
             .unwrap_err();
-        assert_eq!(e, InputError::BatchTooLarge { rows: 6, max: 5 });
-        assert!(e.to_string().contains("6 rows"));
+        assert_eq!(e, InputError::BatchTooLarge { max: 5 });
+        assert!(e.to_string().contains("more than 5 rows"));
+    }
+
+    #[test]
+    fn parsing_stops_at_the_first_row_over_the_limit() {
+        // Six rows, then a body that is not JSON at all: the limit is found before the tail
+        // is read (a body parsed completely would be a 400 for the tail instead).
+        let rows = ["[1, 2, 3, 4]"; 6].join(",");
+        let body = format!(r#"{{"features": [{rows}, [1, 2, oops"#);
+        let e = parse_predict_body(body.as_bytes(), iris(), 5).unwrap_err();
+        assert_eq!(e, InputError::BatchTooLarge { max: 5 });
+        // A long list of numbers is one row, not a batch: its length is checked as a row.
+        let long = vec!["1"; 20].join(",");
+        let e = parse_predict_body(format!(r#"{{"features": [{long}]}}"#).as_bytes(), iris(), 5)
+            .unwrap_err();
+        assert_eq!(kind_and_code(&e), (422, "wrong_feature_count"));
     }
 }

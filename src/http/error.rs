@@ -253,11 +253,7 @@ mod tests {
                 422,
                 "ragged_batch",
             ),
-            (
-                InputError::BatchTooLarge { rows: 6, max: 5 },
-                413,
-                "batch_too_large",
-            ),
+            (InputError::BatchTooLarge { max: 5 }, 413, "batch_too_large"),
         ];
         for (input, status, code) in cases {
             let e = ApiError::from(input);

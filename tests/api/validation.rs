@@ -133,7 +133,7 @@ fn rejects_batch_over_maximum_with_413() {
     let res = app.post_predict(&serde_json::json!({ "features": over }).to_string());
     assert_eq!(res.status, 413, "{}", res.text());
     assert_eq!(res.error_code(), "batch_too_large");
-    assert!(res.text().contains("6 rows"));
+    assert!(res.text().contains("more than 5 rows"));
 }
 
 #[test]
