@@ -230,7 +230,11 @@ pub struct DriftCliArgs {
 
 /// `inferlog audit`: the `/audit` query, run on the database file.
 #[derive(Debug, Clone, Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct AuditCliArgs {
+    #[command(subcommand)]
+    pub action: Option<AuditAction>,
+
     #[arg(long, env = "DATABASE_URL", default_value = defaults::DATABASE_URL)]
     pub database_url: String,
     /// Rows received at or after this RFC 3339 time.
@@ -261,6 +265,19 @@ pub struct AuditCliArgs {
     pub summary: bool,
     #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
     pub format: OutputFormat,
+}
+
+/// What `inferlog audit` does besides querying.
+#[derive(Debug, Clone, Subcommand)]
+pub enum AuditAction {
+    /// Write a consistent copy of the audit database to FILE (SQLite's `VACUUM INTO`), also
+    /// while the server writes: the way to take the store for offline analysis.
+    Snapshot {
+        /// The copy; it must not exist yet.
+        file: PathBuf,
+        #[arg(long, env = "DATABASE_URL", default_value = defaults::DATABASE_URL)]
+        database_url: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

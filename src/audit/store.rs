@@ -133,6 +133,13 @@ impl Store {
         }
     }
 
+    /// Writes a consistent copy of the whole store to `file` (a new file), while writes go on.
+    pub async fn snapshot(&self, file: &std::path::Path) -> Result<(), StoreFault> {
+        match self {
+            Store::Sqlite(s) => s.snapshot(file).await,
+        }
+    }
+
     pub async fn close(&self) {
         match self {
             Store::Sqlite(s) => s.close().await,

@@ -5,15 +5,37 @@ use std::io::Write;
 
 use crate::audit::export::{Walk, csv_chunk, jsonl_chunk};
 use crate::audit::{AuditFilter, Store, StoreOptions};
-use crate::cli::{AuditCliArgs, OutputFormat};
+use crate::cli::{AuditAction, AuditCliArgs, OutputFormat};
 
 const PAGE: usize = 1000;
 
 pub fn run(args: &AuditCliArgs) -> anyhow::Result<()> {
+    if let Some(AuditAction::Snapshot { file, database_url }) = &args.action {
+        return snapshot(database_url, file);
+    }
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     super::runtime()?.block_on(print(args, &mut out))?;
     out.flush()?;
+    Ok(())
+}
+
+/// `inferlog audit snapshot FILE`: a consistent copy of the store, taken beside a running
+/// server.
+fn snapshot(database_url: &str, file: &std::path::Path) -> anyhow::Result<()> {
+    if file.exists() {
+        anyhow::bail!("{} exists already; give a new file", file.display());
+    }
+    super::runtime()?.block_on(async {
+        let store = Store::open(database_url, &StoreOptions::read_only()).await?;
+        let result = store.snapshot(file).await;
+        store.close().await;
+        result.map_err(|e| anyhow::anyhow!("{}: {}", e.cause(), e.detail()))
+    })?;
+    println!(
+        "wrote a snapshot of the audit database to {}",
+        file.display()
+    );
     Ok(())
 }
 

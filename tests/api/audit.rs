@@ -337,6 +337,64 @@ fn a_huge_unknown_model_name_is_cut_in_the_answer_the_audit_row_and_the_log() {
 }
 
 #[test]
+fn audit_snapshot_writes_a_consistent_copy_while_the_server_writes() {
+    let app = spawn_app();
+    let sent: Vec<String> = (0..20)
+        .map(|_| app.predict_ok(r#"{"features": [5.8, 2.7, 5.1, 1.9]}"#))
+        .collect();
+    // Writes go on while the copy is taken.
+    let writer = {
+        let addr = app.addr();
+        std::thread::spawn(move || {
+            let body = r#"{"features": [5.1, 3.5, 1.4, 0.2]}"#;
+            let raw = format!(
+                "POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            for _ in 0..50 {
+                crate::helpers::send_raw(&addr, raw.as_bytes());
+            }
+        })
+    };
+    let copy = app.dir.path().join("copy.db");
+    let out = crate::shutdown::binary()
+        .args(["audit", "snapshot"])
+        .arg(&copy)
+        .arg("--database-url")
+        .arg(format!("sqlite://{}", app.db_path.display()))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    writer.join().unwrap();
+    let in_copy = served_request_ids(&copy);
+    for id in &sent {
+        assert!(
+            in_copy.contains(id),
+            "{id} answered before the snapshot is not in it"
+        );
+    }
+    let check = crate::helpers::db_json(
+        &copy,
+        "select json_object('r', integrity_check) from pragma_integrity_check",
+    );
+    assert_eq!(check[0]["r"], "ok");
+    // A second snapshot to the same file is refused rather than mixed into it.
+    let again = crate::shutdown::binary()
+        .args(["audit", "snapshot"])
+        .arg(&copy)
+        .arg("--database-url")
+        .arg(format!("sqlite://{}", app.db_path.display()))
+        .output()
+        .unwrap();
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("exists already"));
+}
+
+#[test]
 fn summary_counts_and_percentiles() {
     let app = spawn_app();
     app.post_predict(r#"{"features": [[5.1, 3.5, 1.4, 0.2], [5.8, 2.7, 5.1, 1.9]]}"#);

@@ -306,6 +306,20 @@ impl SqliteStore {
         result.map_err(fault)
     }
 
+    /// `VACUUM INTO file`: one read transaction, so the copy is consistent however long it
+    /// takes, and writers are not held up (unlike the shell's `.backup`, which restarts
+    /// whenever the database changes under it).
+    pub async fn snapshot(&self, file: &Path) -> Result<(), StoreFault> {
+        let target = file.to_string_lossy().into_owned();
+        sqlx::query("vacuum into ?")
+            .bind(target)
+            .execute(&self.read())
+            .await
+            .map(|_| ())
+            .with_context(|| format!("writing a snapshot to {}", file.display()))
+            .map_err(fault)
+    }
+
     pub async fn close(&self) {
         let (write, read, checkpoint) = {
             let pools = self.pools.read().unwrap_or_else(|p| p.into_inner());
