@@ -84,8 +84,8 @@ pub struct ServeArgs {
     #[arg(long, env = "INFERLOG_DEFAULT_MODEL", default_value = defaults::DEFAULT_MODEL)]
     pub default_model: String,
 
-    /// Audit database (SQLite); the file is created when missing.
-    #[arg(long, env = "DATABASE_URL", default_value = defaults::DATABASE_URL)]
+    /// Audit database: `sqlite://PATH`, or a plain path; the file is created when missing.
+    #[arg(long, env = "DATABASE_URL", default_value = defaults::DATABASE_URL, value_parser = database_url)]
     pub database_url: String,
 
     #[command(flatten)]
@@ -208,10 +208,13 @@ pub struct DriftSettings {
 /// `inferlog drift`: the `/monitor/drift` report, run on the database file.
 #[derive(Debug, Clone, Args)]
 pub struct DriftCliArgs {
+    /// Audit database: `sqlite://PATH`, or a plain path (`--db` is an older name).
     #[arg(
-        long = "db",
+        long,
+        visible_alias = "db",
         env = "DATABASE_URL",
-        default_value = defaults::DATABASE_URL
+        default_value = defaults::DATABASE_URL,
+        value_parser = database_url
     )]
     pub database_url: String,
     #[arg(long, env = "INFERLOG_MODELS", default_value = defaults::MODELS)]
@@ -235,7 +238,8 @@ pub struct AuditCliArgs {
     #[command(subcommand)]
     pub action: Option<AuditAction>,
 
-    #[arg(long, env = "DATABASE_URL", default_value = defaults::DATABASE_URL)]
+    /// Audit database: `sqlite://PATH`, or a plain path.
+    #[arg(long, env = "DATABASE_URL", default_value = defaults::DATABASE_URL, value_parser = database_url)]
     pub database_url: String,
     /// Rows received at or after this RFC 3339 time.
     #[arg(long, value_parser = parse_time)]
@@ -275,7 +279,8 @@ pub enum AuditAction {
     Snapshot {
         /// The copy; it must not exist yet.
         file: PathBuf,
-        #[arg(long, env = "DATABASE_URL", default_value = defaults::DATABASE_URL)]
+        /// Audit database: `sqlite://PATH`, or a plain path.
+        #[arg(long, env = "DATABASE_URL", default_value = defaults::DATABASE_URL, value_parser = database_url)]
         database_url: String,
     },
 }
@@ -311,6 +316,18 @@ pub struct LogArgs {
 pub enum LogFormat {
     Term,
     Json,
+}
+
+/// A database URL as every command takes it: `sqlite://PATH` (or any `scheme://…`) as given,
+/// a plain path as an SQLite file.
+fn database_url(s: &str) -> Result<String, String> {
+    if s.is_empty() {
+        Err("is empty".to_string())
+    } else if s.starts_with("sqlite:") || s.contains("://") {
+        Ok(s.to_string())
+    } else {
+        Ok(format!("sqlite://{s}"))
+    }
 }
 
 fn parse_time(s: &str) -> Result<DateTime<Utc>, String> {

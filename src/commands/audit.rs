@@ -4,7 +4,7 @@
 use std::io::Write;
 
 use crate::audit::export::{Walk, csv_chunk, jsonl_chunk};
-use crate::audit::{AuditFilter, Store, StoreOptions};
+use crate::audit::{AuditFilter, Store, StoreOptions, Summary};
 use crate::cli::{AuditAction, AuditCliArgs, OutputFormat};
 
 const PAGE: usize = 1000;
@@ -37,6 +37,40 @@ fn snapshot(database_url: &str, file: &std::path::Path) -> anyhow::Result<()> {
         file.display()
     );
     Ok(())
+}
+
+/// The summary as CSV: one `measure,key,value` line per figure (`rows,,42`,
+/// `label,virginica,17`, `latency_us,p99,812`).
+fn summary_csv(s: &Summary) -> anyhow::Result<Vec<u8>> {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    w.write_record(["measure", "key", "value"])?;
+    w.write_record(["rows", "", &s.rows.to_string()])?;
+    w.write_record(["requests", "", &s.requests.to_string()])?;
+    for (measure, counts) in [
+        ("model", &s.by_model),
+        ("label", &s.by_label),
+        ("status", &s.by_status),
+        ("error_code", &s.by_error_code),
+    ] {
+        for c in counts {
+            w.write_record([
+                measure,
+                c.key.as_deref().unwrap_or(""),
+                &c.count.to_string(),
+            ])?;
+        }
+    }
+    let l = &s.latency_us;
+    for (key, value) in [
+        ("p50", l.p50),
+        ("p90", l.p90),
+        ("p99", l.p99),
+        ("max", l.max),
+    ] {
+        let value = value.map(|v| v.to_string()).unwrap_or_default();
+        w.write_record(["latency_us", key, &value])?;
+    }
+    Ok(w.into_inner()?)
 }
 
 /// The filter the flags describe.
@@ -75,8 +109,12 @@ async fn write_rows(
 ) -> anyhow::Result<()> {
     if args.summary {
         let summary = store.summary(&filter).await?;
-        serde_json::to_writer_pretty(&mut *out, &summary)?;
-        writeln!(out)?;
+        if args.format == OutputFormat::Csv {
+            out.write_all(&summary_csv(&summary)?)?;
+        } else {
+            serde_json::to_writer_pretty(&mut *out, &summary)?;
+            writeln!(out)?;
+        }
         return Ok(());
     }
     let mut remaining = args.limit.unwrap_or(usize::MAX);

@@ -19,14 +19,9 @@ pub fn run(args: &DriftCliArgs) -> anyhow::Result<()> {
         until: args.until,
         ..AuditFilter::default()
     };
-    // A plain path is taken as an SQLite file.
-    let url = if args.database_url.starts_with("sqlite:") {
-        args.database_url.clone()
-    } else {
-        format!("sqlite://{}", args.database_url)
-    };
+    let url = &args.database_url;
     let (values, classes) = super::runtime()?.block_on(async {
-        let store = Store::open(&url, &StoreOptions::read_only()).await?;
+        let store = Store::open(url, &StoreOptions::read_only()).await?;
         let rows = store
             .drift_rows(model.name(), model.n_features(), &filter)
             .await;

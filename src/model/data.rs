@@ -127,6 +127,10 @@ fn f32_to_f64(v: f32) -> f64 {
     v.to_string().parse().unwrap_or(f64::from(v))
 }
 
+/// Most distinct whole numbers a label column may hold (digit classes, ratings, codes); more
+/// look like a quantity rather than classes.
+const MAX_NUMERIC_CLASSES: usize = 50;
+
 /// Reads a CSV file with a header row: every column but `target` must hold finite numbers; the
 /// `target` column holds class labels (any text; integers sort numerically).
 pub fn load_csv(path: &Path, target: &str) -> anyhow::Result<TrainingData> {
@@ -202,7 +206,20 @@ pub fn load_csv(path: &Path, target: &str) -> anyhow::Result<TrainingData> {
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
-    if class_names.iter().all(|c| c.parse::<i64>().is_ok()) {
+    let numeric = class_names.iter().all(|c| c.parse::<f64>().is_ok());
+    let whole = class_names.iter().all(|c| c.parse::<i64>().is_ok());
+    // A numeric column with fractions or very many distinct values is a quantity to predict
+    // (regression), not a set of classes; a classifier with a class per value is useless.
+    if numeric && (!whole || class_names.len() > MAX_NUMERIC_CLASSES) {
+        bail!(
+            "{}: column {target:?} holds {} distinct numbers{}: it looks like a quantity \
+             (regression), and inferlog trains classifiers only; give a column of class labels",
+            path.display(),
+            class_names.len(),
+            if whole { "" } else { ", with fractions" }
+        );
+    }
+    if whole {
         class_names.sort_by_key(|c| c.parse::<i64>().unwrap_or_default());
     }
     ensure!(

@@ -395,6 +395,49 @@ fn audit_snapshot_writes_a_consistent_copy_while_the_server_writes() {
 }
 
 #[test]
+fn cli_takes_plain_paths_and_database_url_everywhere_and_writes_summary_csv() {
+    let app = spawn_app();
+    app.predict_ok(r#"{"features": [5.8, 2.7, 5.1, 1.9]}"#);
+    app.predict_ok(r#"{"features": [5.1, 3.5, 1.4, 0.2]}"#);
+    let path = app.db_path.display().to_string();
+    let run = |args: &[&str]| {
+        let out = crate::shutdown::binary().args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    // The summary as CSV: measure, key, value.
+    let csv_text = run(&[
+        "audit",
+        "--database-url",
+        &path,
+        "--summary",
+        "--format",
+        "csv",
+    ]);
+    let mut reader = csv::Reader::from_reader(csv_text.as_bytes());
+    assert_eq!(reader.headers().unwrap(), vec!["measure", "key", "value"]);
+    let rows: Vec<csv::StringRecord> = reader.records().map(|r| r.unwrap()).collect();
+    let value = |measure: &str, key: &str| {
+        rows.iter()
+            .find(|r| &r[0] == measure && &r[1] == key)
+            .map(|r| r[2].to_string())
+    };
+    assert_eq!(value("rows", "").as_deref(), Some("2"));
+    assert_eq!(value("label", "virginica").as_deref(), Some("1"));
+    assert!(value("latency_us", "p99").is_some());
+    // `inferlog drift` takes --database-url (and a plain path) like the other commands.
+    let models = crate::helpers::shipped_model();
+    let models = models.parent().unwrap().to_str().unwrap();
+    let report = run(&["drift", "--database-url", &path, "--models", models]);
+    let report: Value = serde_json::from_str(&report).unwrap();
+    assert_eq!(report["rows"], 2);
+}
+
+#[test]
 fn summary_counts_and_percentiles() {
     let app = spawn_app();
     app.post_predict(r#"{"features": [[5.1, 3.5, 1.4, 0.2], [5.8, 2.7, 5.1, 1.9]]}"#);

@@ -142,3 +142,24 @@ fn every_environment_setting_is_documented() {
         );
     }
 }
+
+#[test]
+fn readme_training_examples_leave_the_shipped_model_as_it_is() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let commands: Vec<&str> = readme
+        .lines()
+        .filter(|l| l.contains("-- train ") && !l.trim_start().starts_with('#'))
+        .collect();
+    assert!(!commands.is_empty());
+    for line in commands {
+        // A command that writes models/iris.json must be the one that reproduces it byte for
+        // byte (a fixed SOURCE_DATE_EPOCH and the shipped options).
+        let writes_iris =
+            line.contains("--dataset iris") && !line.contains("--name") && !line.contains("--out");
+        assert!(
+            !writes_iris || line.contains("SOURCE_DATE_EPOCH="),
+            "this README command overwrites the shipped models/iris.json: {line}"
+        );
+    }
+}

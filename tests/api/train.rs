@@ -187,3 +187,28 @@ fn bad_csv_errors_name_the_line() {
     let err = format!("{:#}", load_csv(&csv, "nope").unwrap_err());
     assert!(err.contains("no column named \"nope\""), "{err}");
 }
+
+#[test]
+fn a_numeric_target_of_quantities_is_refused_as_regression() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("prices.csv");
+    let mut text = String::from("rooms,price\n");
+    for i in 0..40 {
+        text += &format!("{},{}.5\n", i % 5, 100 + i * 7);
+    }
+    std::fs::write(&csv, &text).unwrap();
+    let err = format!("{:#}", load_csv(&csv, "price").unwrap_err());
+    assert!(
+        err.contains("regression") && err.contains("classifiers only"),
+        "{err}"
+    );
+
+    // Many distinct whole numbers too (a count, an id): not classes.
+    let mut text = String::from("rooms,visitors\n");
+    for i in 0..200 {
+        text += &format!("{},{}\n", i % 5, i * 3);
+    }
+    std::fs::write(&csv, &text).unwrap();
+    let err = format!("{:#}", load_csv(&csv, "visitors").unwrap_err());
+    assert!(err.contains("200 distinct numbers"), "{err}");
+}
