@@ -8,7 +8,8 @@
 //! through [`audit`], logged by [`http::middleware`] and answered by [`http::routes`].
 //!
 //! Domain (no HTTP, no command line, no process set-up):
-//! - [`text`]: escaping and quoting client text for messages and logs.
+//! - [`text`]: escaping and quoting client text for messages and logs; [`throttle`]: one log
+//!   line per interval for failures that repeat per request.
 //! - [`stats`]: bins, class counts, PSI and Kolmogorov–Smirnov, once for training and drift.
 //! - [`model`]: the artifact format, loading, prediction, training data and training.
 //! - [`input`]: parsing and validating prediction requests, with typed errors.
@@ -29,11 +30,11 @@
 //!
 //! # Import rules
 //!
-//! Lowest first: `text`, `stats` ← `model` ← {`input`, `monitor`, `audit`} ← `prediction` ←
+//! Lowest first: `text`, `throttle`, `stats` ← `model` ← {`input`, `monitor`, `audit`} ← `prediction` ←
 //! `metrics` ← `http` ← `startup` ← `commands` ← `main`; `cli` ← `config` ← `telemetry` sit
 //! beside `http` and below `startup`.
 //!
-//! - A domain module (`text`, `stats`, `model`, `input`, `monitor`, `audit`, `prediction`)
+//! - A domain module (`text`, `throttle`, `stats`, `model`, `input`, `monitor`, `audit`, `prediction`)
 //!   never imports `http`, `cli`, `config`, `metrics`, `telemetry`, `startup` or `commands`.
 //!   (`cli` may name domain enums, such as `AuditMode`.)
 //! - `monitor` never imports `audit`: drift and performance take rows as plain values.
@@ -56,3 +57,4 @@ pub mod startup;
 pub mod stats;
 pub mod telemetry;
 pub mod text;
+pub mod throttle;

@@ -29,6 +29,7 @@ use crate::http::{self, AppState};
 use crate::metrics::{LiveCollector, Metrics};
 use crate::model::ModelRegistry;
 use crate::monitor::window::DriftWindows;
+use crate::throttle::Throttle;
 
 pub struct Application {
     /// The actix server, running once built; it stops when [`Application::run`] drains it.
@@ -114,6 +115,7 @@ impl Application {
             outlier_rule: m.outliers,
             drift_rule: m.drift,
             in_flight: Arc::clone(&in_flight),
+            store_error_log: Throttle::new(Duration::from_secs(10)),
         });
         let listener = TcpListener::bind(settings.bind)
             .with_context(|| format!("binding {}", settings.bind))?;

@@ -279,7 +279,14 @@ impl log::Log for LogBridge {
         let msg = r.args().to_string();
         let msg = escape_controls(&msg);
         let target = r.target();
-        match r.level() {
+        // actix reports a client's malformed HTTP ("stream error: request parse error: …") as
+        // an ERROR; it is the client's fault, answered 400, and any client could fill the log
+        // with ERROR lines. Its HTTP/1 dispatcher's errors are logged as warnings.
+        let level = match r.level() {
+            log::Level::Error if target.starts_with("actix_http::h1") => log::Level::Warn,
+            level => level,
+        };
+        match level {
             log::Level::Error => slog::error!(self.logger, "{}", msg; "target" => target),
             log::Level::Warn => slog::warn!(self.logger, "{}", msg; "target" => target),
             log::Level::Info => slog::info!(self.logger, "{}", msg; "target" => target),

@@ -101,15 +101,29 @@ fn log_and_shape(
             message: fallback_message(&res),
         });
         if status.is_server_error() {
-            let cause = res
-                .response()
-                .error()
-                .map(|e| format!("{e:?}"))
-                .unwrap_or_default();
-            error!(log, "request failed";
-                "latency_us" => latency_us, "cause" => %cause, "code" => %info.code,
-                "status" => status.as_u16(), "path" => ?path, "method" => method,
-                "request_id" => %id);
+            // A failing audit store refuses every durable request: its cause is an ERROR once
+            // per interval (with the count held back), the other refusals are warnings.
+            let admitted = if info.code == "audit_unavailable" {
+                state.store_error_log.admit()
+            } else {
+                Some(0)
+            };
+            if let Some(held_back) = admitted {
+                let cause = res
+                    .response()
+                    .error()
+                    .map(|e| format!("{e:?}"))
+                    .unwrap_or_default();
+                error!(log, "request failed";
+                    "latency_us" => latency_us, "cause" => %cause, "code" => %info.code,
+                    "status" => status.as_u16(), "path" => ?path, "method" => method,
+                    "failures_not_logged" => held_back, "request_id" => %id);
+            } else {
+                warn!(log, "request failed";
+                    "latency_us" => latency_us, "code" => %info.code,
+                    "status" => status.as_u16(), "path" => ?path, "method" => method,
+                    "request_id" => %id);
+            }
         } else {
             warn!(log, "request rejected";
                 "latency_us" => latency_us, "reason" => %info.message, "code" => %info.code,

@@ -9,6 +9,7 @@ use crate::model::ModelRegistry;
 use crate::monitor::drift::DriftRule;
 use crate::monitor::outliers::OutlierRule;
 use crate::monitor::window::DriftWindows;
+use crate::throttle::Throttle;
 
 use super::request::InFlight;
 
@@ -32,4 +33,7 @@ pub struct AppState {
     pub drift_rule: DriftRule,
     /// Requests being served now; shutdown waits until there are none.
     pub in_flight: Arc<InFlight>,
+    /// Lets the ERROR line of a request refused by a failing audit store through once per
+    /// interval (see [`crate::http::middleware`]).
+    pub store_error_log: Throttle,
 }

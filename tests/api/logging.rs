@@ -3,7 +3,10 @@
 
 use inferlog::cli::LogFormat;
 
-use crate::helpers::{spawn_app, spawn_app_with};
+use std::time::Duration;
+
+use crate::helpers::{StoreLock, send_raw, spawn_app, spawn_app_with, wait_for_line};
+use crate::shutdown::{binary, kill, serve_in, wait_exit};
 
 #[test]
 fn served_request_leaves_one_line_with_id_features_and_prediction() {
@@ -75,4 +78,56 @@ fn header_with_newline_cannot_forge_a_log_line() {
             "forged log line: {line}"
         );
     }
+}
+
+#[test]
+fn malformed_http_is_a_warning_not_an_error() {
+    // actix reports parse errors through the `log` crate, which only the binary bridges.
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, addr) = serve_in(binary(), dir.path(), "server.log", "sqlite://audit.db", &[]);
+    for _ in 0..5 {
+        let res = send_raw(
+            &addr,
+            b"GET /health/live HTTP/1.1\r\nHost: x\r\nBad Header: 1\r\n\r\n",
+        );
+        assert_eq!(res.status, 400);
+    }
+    let log = dir.path().join("server.log");
+    let line = wait_for_line(&log, &["request parse error"]);
+    assert!(line.contains(" WARN "), "{line}");
+    kill(&child, "-TERM");
+    assert!(wait_exit(&mut child).success());
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(!text.lines().any(|l| l.contains(" ERRO ")), "{text}");
+}
+
+#[test]
+fn a_failing_store_logs_its_error_once_per_interval_not_per_request() {
+    let app = spawn_app_with(|s| s.audit.busy_timeout = Duration::from_millis(20));
+    let lock = StoreLock::take(&app.db_path);
+    let refused: Vec<String> = (0..20)
+        .map(|_| {
+            let res = app.post_predict(r#"{"features": [5.8, 2.7, 5.1, 1.9]}"#);
+            assert_eq!(res.status, 503, "{}", res.text());
+            res.header("x-request-id").unwrap().to_string()
+        })
+        .collect();
+    lock.release();
+    // Every refused request still has its line; the first carries the ERROR and the cause.
+    for id in &refused {
+        app.wait_for_log_line(&[id, "request failed"]);
+    }
+    let text = app.log_text();
+    let errors: Vec<&str> = text.lines().filter(|l| l.contains(" ERRO ")).collect();
+    let request_errors = errors
+        .iter()
+        .filter(|l| l.contains("request failed"))
+        .count();
+    let commit_errors = errors
+        .iter()
+        .filter(|l| l.contains("audit commit failed"))
+        .count();
+    assert_eq!(request_errors, 1, "{text}");
+    assert_eq!(commit_errors, 1, "{text}");
+    assert!(app.wait_for_log_line(&[&refused[0]]).contains("cause"));
 }

@@ -16,6 +16,10 @@ use super::sink::{Ack, Job};
 use crate::audit::fault::StoreFault;
 use crate::audit::record::{AuditRecord, format_time};
 use crate::audit::store::{Maintenance, Store};
+use crate::throttle::Throttle;
+
+/// How often a commit failure that keeps repeating is logged.
+const REPEATED_FAILURE_LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// First wait between retries of a failing store.
 const MIN_BACKOFF: Duration = Duration::from_millis(50);
@@ -56,6 +60,8 @@ pub(crate) struct Writer {
     shutdown: Option<oneshot::Sender<()>>,
     /// Every sender is gone.
     closed: bool,
+    /// Lets the commit-failure line through once per interval.
+    failure_log: Throttle,
 }
 
 impl Writer {
@@ -79,6 +85,7 @@ impl Writer {
             max_backoff: opts.max_backoff.max(MIN_BACKOFF),
             shutdown: None,
             closed: false,
+            failure_log: Throttle::new(REPEATED_FAILURE_LOG_EVERY),
         }
     }
 
@@ -175,9 +182,13 @@ impl Writer {
             Err(fault) => {
                 self.metrics.write_errors.inc();
                 self.health.set_failed(fault.cause().to_string());
-                error!(self.log, "audit commit failed; will retry";
-                    "error" => fault.detail(), "owed_rows" => self.round.owed.len(),
-                    "durable_rows_refused" => self.round.durable.iter().map(|(r, _)| r.len()).sum::<usize>());
+                // Once per interval while the store keeps failing, with the count held back.
+                if let Some(held_back) = self.failure_log.admit() {
+                    error!(self.log, "audit commit failed; will retry";
+                        "failures_not_logged" => held_back,
+                        "error" => fault.detail(), "owed_rows" => self.round.owed.len(),
+                        "durable_rows_refused" => self.round.durable.iter().map(|(r, _)| r.len()).sum::<usize>());
+                }
                 for (_, ack) in self.round.durable.drain(..) {
                     let _ = ack.send(Err(fault.clone()));
                 }
