@@ -120,6 +120,71 @@ fn binary_bound_by_permissions() -> Command {
     cmd
 }
 
+/// The binary under `prlimit --nofile=SOFT:HARD` (util-linux).
+fn binary_with_open_files(soft: u64, hard: u64) -> Command {
+    let plain = binary();
+    let mut cmd = Command::new("prlimit");
+    cmd.arg(format!("--nofile={soft}:{hard}"))
+        .arg("--")
+        .arg(plain.get_program());
+    for (k, v) in plain.get_envs() {
+        match v {
+            Some(v) => cmd.env(k, v),
+            None => cmd.env_remove(k),
+        };
+    }
+    cmd
+}
+
+#[test]
+fn the_open_file_limit_is_raised_and_caps_the_connections() {
+    // A low soft limit under a higher hard one is raised to the hard limit.
+    let dir = tempfile::tempdir().unwrap();
+    let (child, _) = serve_in(
+        binary_with_open_files(200, 4096),
+        dir.path(),
+        "raised.log",
+        "sqlite://audit.db",
+        &[],
+    );
+    let mut child = KillOnDrop(child);
+    crate::helpers::wait_for_line(
+        &dir.path().join("raised.log"),
+        &["open_files_limit: 4096", "raised_from: 200"],
+    );
+    kill(&child.0, "-TERM");
+    assert!(wait_exit(&mut child.0).success());
+
+    // A hard limit too low for the configured connections lowers the cap, says so, and the
+    // server still serves.
+    let (child, addr) = serve_in(
+        binary_with_open_files(100, 100),
+        dir.path(),
+        "capped.log",
+        "sqlite://audit2.db",
+        &[],
+    );
+    let mut child = KillOnDrop(child);
+    let line =
+        crate::helpers::wait_for_line(&dir.path().join("capped.log"), &["connection cap lowered"]);
+    // (100 files − 64 kept for the store and logs) / 2 workers
+    assert!(line.contains("max_connections_per_worker: 18"), "{line}");
+    let res = post(&addr, r#"{"features": [5.8, 2.7, 5.1, 1.9]}"#).expect("an answer");
+    assert_eq!(res.status, 200);
+    kill(&child.0, "-TERM");
+    assert!(wait_exit(&mut child.0).success());
+}
+
+/// A server process that a failing test does not leave running.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 fn chmod(path: &Path, mode: u32) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
 }
