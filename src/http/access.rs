@@ -43,6 +43,33 @@ impl FromRequest for AuditAccess {
     }
 }
 
+/// Proof that the request may read `/metrics`: the token when one is configured (Prometheus
+/// sends it with `authorization.credentials`), anyone otherwise, as scrapers expect.
+#[derive(Debug, Clone, Copy)]
+pub struct MetricsAccess;
+
+impl FromRequest for MetricsAccess {
+    type Error = ApiError;
+    type Future = Ready<Result<MetricsAccess, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let digest = req
+            .app_data::<web::Data<AppState>>()
+            .and_then(|s| s.audit_token_digest);
+        let Some(digest) = digest else {
+            return ready(Ok(MetricsAccess));
+        };
+        let auth = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        ready(
+            check_access(Some(&digest), auth, req.peer_addr().map(|a| a.ip()))
+                .map(|()| MetricsAccess),
+        )
+    }
+}
+
 /// The SHA-256 digest a configured token is compared through; `None` for an unset or blank
 /// token.
 pub fn token_digest(token: Option<&str>) -> Option<[u8; 32]> {

@@ -216,3 +216,16 @@ fn metrics_pass_promtool_check_when_available() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn metrics_need_the_token_when_one_is_set() {
+    let app = spawn_app_with(|s| s.audit.token = Some("t0ken".into()));
+    let res = app.get("/metrics");
+    assert_eq!(res.status, 401, "{}", res.text());
+    assert_eq!(res.error_code(), "unauthorized");
+    let res = app.request("GET", "/metrics", &[("Authorization", "Bearer t0ken")], b"");
+    assert_eq!(res.status, 200);
+    assert!(res.text().contains("inferlog_http_requests_total"));
+    // Without a token the exposition stays open to scrapers (other tests read it so).
+    assert_eq!(spawn_app().get("/metrics").status, 200);
+}

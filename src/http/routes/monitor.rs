@@ -5,13 +5,17 @@
 use actix_web::{HttpResponse, web};
 use prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
 
-use crate::http::access::AuditAccess;
+use crate::http::access::{AuditAccess, MetricsAccess};
 use crate::http::error::ApiError;
 use crate::http::params::model_window;
 use crate::http::state::AppState;
 use crate::monitor::{drift, performance};
 
-pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+/// Open, unless a token is set: per-label counts and per-feature drift describe users' data.
+pub async fn metrics(
+    _access: MetricsAccess,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
     let text = state
         .metrics
         .encode()
