@@ -21,6 +21,7 @@ pub mod defaults {
     pub const DEFAULT_MODEL: &str = "iris";
     pub const DATABASE_URL: &str = "sqlite://inferlog.db";
     pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+    pub const BODY_BUDGET_BYTES: usize = 256 * 1024 * 1024;
     pub const BODY_TIMEOUT_MS: u64 = 10_000;
     pub const MAX_BATCH: usize = 1000;
     pub const MAX_CONNECTIONS: usize = 10_000;
@@ -100,6 +101,12 @@ pub struct ServeArgs {
     /// Largest request body accepted, in bytes (larger gets 413).
     #[arg(long, env = "INFERLOG_MAX_BODY_BYTES", default_value_t = defaults::MAX_BODY_BYTES)]
     pub max_body_bytes: usize,
+
+    /// Bytes of request bodies all connections together may hold while they are read; past it
+    /// a request gets 503 `overloaded`. Bounds memory by configuration, not by the number of
+    /// connections trickling bodies in.
+    #[arg(long, env = "INFERLOG_BODY_BUDGET_BYTES", default_value_t = defaults::BODY_BUDGET_BYTES)]
+    pub body_budget_bytes: usize,
 
     /// Time a client has to send a request body once its headers arrived (more gets 408).
     #[arg(long, env = "INFERLOG_BODY_TIMEOUT_MS", default_value_t = defaults::BODY_TIMEOUT_MS)]

@@ -23,6 +23,7 @@ use crate::audit::writer::{self, WriterHandle, WriterMetrics, WriterOptions};
 use crate::audit::{Store, StoreOptions};
 use crate::config::Settings;
 use crate::http::access::token_digest;
+use crate::http::body::BodyBudget;
 use crate::http::middleware::request_middleware;
 use crate::http::request::InFlight;
 use crate::http::{self, AppState};
@@ -111,6 +112,7 @@ impl Application {
             models,
             logger: logger.clone(),
             limits: limits.clone(),
+            body_budget: BodyBudget::new(limits.body_budget_bytes),
             audit,
             store,
             audit_token_digest,

@@ -3,6 +3,9 @@
 
 use actix_web::http::header;
 use actix_web::{HttpRequest, web};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
 
@@ -31,14 +34,75 @@ pub fn check_content_type(req: &HttpRequest) -> Result<(), ApiError> {
     )))
 }
 
-/// Reads the whole body, refusing it as soon as it passes `limit` bytes, or when it has not
-/// arrived within `timeout`.
+/// The bytes of request bodies all connections together may hold while they are read: each
+/// body takes its share as it grows and gives it back when its [`BodyPermit`] is dropped.
+#[derive(Debug)]
+pub struct BodyBudget {
+    limit: usize,
+    used: AtomicUsize,
+}
+
+impl BodyBudget {
+    pub fn new(limit: usize) -> Arc<BodyBudget> {
+        Arc::new(BodyBudget {
+            limit,
+            used: AtomicUsize::new(0),
+        })
+    }
+
+    /// An empty share of the budget.
+    pub fn permit(self: &Arc<Self>) -> BodyPermit {
+        BodyPermit {
+            budget: Arc::clone(self),
+            bytes: 0,
+        }
+    }
+}
+
+/// One body's share of the [`BodyBudget`], returned when dropped.
+#[derive(Debug)]
+pub struct BodyPermit {
+    budget: Arc<BodyBudget>,
+    bytes: usize,
+}
+
+impl BodyPermit {
+    /// Grows the share to `total` bytes; 503 `overloaded` if the budget has no room.
+    fn grow_to(&mut self, total: usize) -> Result<(), ApiError> {
+        let more = total.saturating_sub(self.bytes);
+        if more == 0 {
+            return Ok(());
+        }
+        let budget = &self.budget;
+        let before = budget.used.fetch_add(more, Ordering::AcqRel);
+        if before + more > budget.limit {
+            budget.used.fetch_sub(more, Ordering::AcqRel);
+            return Err(ApiError::Overloaded {
+                budget: budget.limit,
+            });
+        }
+        self.bytes = total;
+        Ok(())
+    }
+}
+
+impl Drop for BodyPermit {
+    fn drop(&mut self) {
+        self.budget.used.fetch_sub(self.bytes, Ordering::AcqRel);
+    }
+}
+
+/// Reads the whole body, refusing it as soon as it passes `limit` bytes, when the bodies being
+/// read together would pass their budget, or when it has not arrived within `timeout`. The
+/// permit holds the body's share of the budget: keep it as long as the body.
 pub async fn read_body(
     req: &HttpRequest,
     mut payload: web::Payload,
     limit: usize,
+    budget: &Arc<BodyBudget>,
     timeout: std::time::Duration,
-) -> Result<web::BytesMut, ApiError> {
+) -> Result<(web::BytesMut, BodyPermit), ApiError> {
+    let mut permit = budget.permit();
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -46,6 +110,11 @@ pub async fn read_body(
         .and_then(|v| v.parse::<usize>().ok());
     if declared.is_some_and(|n| n > limit) {
         return Err(ApiError::BodyTooLarge { limit });
+    }
+    // The declared length is taken at once, so a flood of large bodies is refused before any
+    // of them is read; a chunked body takes its share as it grows.
+    if let Some(n) = declared {
+        permit.grow_to(n)?;
     }
     // A client that trickles its body (a byte a second) gets a 408 instead of holding the
     // request, its connection and the shutdown drain for as long as it likes.
@@ -58,13 +127,15 @@ pub async fn read_body(
             if body.len() + chunk.len() > limit {
                 return Err(ApiError::BodyTooLarge { limit });
             }
+            permit.grow_to(body.len() + chunk.len())?;
             body.extend_from_slice(&chunk);
         }
         Ok(body)
     };
-    actix_web::rt::time::timeout(timeout, read)
+    let body = actix_web::rt::time::timeout(timeout, read)
         .await
-        .map_err(|_| ApiError::BodyTimeout { after: timeout })?
+        .map_err(|_| ApiError::BodyTimeout { after: timeout })??;
+    Ok((body, permit))
 }
 
 /// Decodes a JSON body into `T`: 400 when it is not JSON, 422 naming `expected` when it does
@@ -77,4 +148,24 @@ pub fn decode_json<T: DeserializeOwned>(body: &[u8], expected: &str) -> Result<T
         },
         _ => ApiError::MalformedJson(format!("request body is not valid JSON: {e}")),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_budget_is_shared_and_given_back() {
+        let budget = BodyBudget::new(100);
+        let mut a = budget.permit();
+        let mut b = budget.permit();
+        a.grow_to(60).unwrap();
+        a.grow_to(60).unwrap(); // no more than it holds
+        assert_eq!(b.grow_to(50).unwrap_err().code(), "overloaded");
+        b.grow_to(40).unwrap();
+        drop(a);
+        b.grow_to(100).unwrap();
+        drop(b);
+        assert_eq!(budget.used.load(Ordering::Acquire), 0);
+    }
 }

@@ -61,6 +61,12 @@ pub enum ApiError {
     #[error("the request body did not arrive within {after:?}")]
     BodyTimeout { after: std::time::Duration },
 
+    /// The request bodies being read together passed their budget.
+    #[error(
+        "the server holds its limit of {budget} bytes of request bodies being read; retry shortly"
+    )]
+    Overloaded { budget: usize },
+
     /// The name is quoted and cut (to 64 characters) in the message.
     #[error("no model named {}; GET /models lists the models served", quote(.0))]
     UnknownModel(String),
@@ -116,6 +122,7 @@ impl ApiError {
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::BodyTooLarge { .. } => "body_too_large",
             ApiError::BodyTimeout { .. } => "body_timeout",
+            ApiError::Overloaded { .. } => "overloaded",
             ApiError::UnknownModel(_) => "unknown_model",
             ApiError::NotFound(_) => "not_found",
             ApiError::BadParameter(_) => "invalid_parameter",
@@ -160,9 +167,9 @@ impl ResponseError for ApiError {
             }
             ApiError::UnknownModel(_) | ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
-            ApiError::NotAudited(_) | ApiError::StoreUnavailable { .. } => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ApiError::NotAudited(_)
+            | ApiError::StoreUnavailable { .. }
+            | ApiError::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -175,6 +182,9 @@ impl ResponseError for ApiError {
         let mut builder = HttpResponse::build(self.status_code());
         if matches!(self, ApiError::Unauthorized(_)) {
             builder.insert_header((actix_web::http::header::WWW_AUTHENTICATE, "Bearer"));
+        }
+        if matches!(self, ApiError::Overloaded { .. }) {
+            builder.insert_header((actix_web::http::header::RETRY_AFTER, "1"));
         }
         // The JSON body is written once, with the request id, by the middleware.
         let mut res = builder.finish();

@@ -11,6 +11,7 @@ use crate::monitor::outliers::OutlierRule;
 use crate::monitor::window::DriftWindows;
 use crate::throttle::Throttle;
 
+use super::body::BodyBudget;
 use super::request::InFlight;
 
 pub struct AppState {
@@ -20,6 +21,8 @@ pub struct AppState {
     pub logger: slog::Logger,
     /// Body size, body deadline and batch limits.
     pub limits: HttpSettings,
+    /// The bytes of request bodies being read, across all connections.
+    pub body_budget: Arc<BodyBudget>,
     /// Hands audit rows to the background writer.
     pub audit: AuditSink,
     /// Reads for the audit and monitoring routes.

@@ -184,3 +184,59 @@ fn a_body_trickling_in_gets_408_without_holding_up_others() {
     assert_eq!(row[0]["s"], 408);
     assert_eq!(row[0]["c"], "body_timeout");
 }
+
+#[test]
+fn bodies_being_read_share_a_budget_and_past_it_get_503() {
+    use std::io::Write;
+    let app = spawn_app_with(|s| {
+        s.http.body_budget_bytes = 3000;
+        s.http.body_timeout = Duration::from_secs(5);
+    });
+    // Two clients declare 1,500-byte bodies and send only their start: they hold the budget.
+    let mut slow: Vec<std::net::TcpStream> = (0..2)
+        .map(|_| {
+            let mut s = std::net::TcpStream::connect(app.addr()).unwrap();
+            write!(
+                s,
+                "POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1500\r\nConnection: close\r\n\r\n{{\"fea"
+            )
+            .unwrap();
+            s
+        })
+        .collect();
+    // Their headers are read before the next request: wait until both show as in progress.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let refused = loop {
+        let res = app.post_predict(r#"{"features": [5.8, 2.7, 5.1, 1.9]}"#);
+        if res.status == 503 {
+            break res;
+        }
+        assert_eq!(res.status, 200, "{}", res.text());
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the budget was never reached"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(refused.error_code(), "overloaded");
+    assert_eq!(refused.header("retry-after"), Some("1"));
+    assert!(refused.text().contains("3000 bytes"), "{}", refused.text());
+    // Once they are gone, the budget is back.
+    for s in &mut slow {
+        s.shutdown(std::net::Shutdown::Both).unwrap();
+    }
+    drop(slow);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let res = app.post_predict(r#"{"features": [5.8, 2.7, 5.1, 1.9]}"#);
+        if res.status == 200 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the budget never came back: {}",
+            res.text()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

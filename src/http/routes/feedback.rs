@@ -33,10 +33,11 @@ pub async fn post(
     meta: RequestMeta,
 ) -> Result<HttpResponse, ApiError> {
     check_content_type(&req)?;
-    let body = read_body(
+    let (body, _permit) = read_body(
         &req,
         payload,
         FEEDBACK_BODY_LIMIT,
+        &state.body_budget,
         state.limits.body_timeout,
     )
     .await?;

@@ -120,7 +120,15 @@ async fn serve(
     let model = model?;
     check_content_type(req)?;
     let limits = &state.limits;
-    let body = read_body(req, payload, limits.max_body_bytes, limits.body_timeout).await?;
+    // The permit keeps the body's share of the body budget until the body is dropped.
+    let (body, permit) = read_body(
+        req,
+        payload,
+        limits.max_body_bytes,
+        &state.body_budget,
+        limits.body_timeout,
+    )
+    .await?;
     let input = match parse_predict_body(&body, &model, limits.max_batch) {
         Ok(input) => input,
         Err(e) => {
@@ -131,6 +139,7 @@ async fn serve(
         }
     };
     drop(body);
+    drop(permit);
 
     let (input, classes) = predict(&model, input).await?;
     let prediction = Prediction::new(model, input, classes, &state.outlier_rule);
