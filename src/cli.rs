@@ -36,6 +36,7 @@ pub mod defaults {
     pub const DRIFT_PSI_WARN: f64 = 0.1;
     pub const DRIFT_PSI_ALERT: f64 = 0.25;
     pub const DRIFT_MIN_ROWS: usize = 100;
+    pub const DRIFT_MAX_ROWS: usize = 100_000;
     pub const DRIFT_WINDOW: usize = 1000;
     pub const LOG_LEVEL: &str = "info";
     pub const LOG_QUEUE_SIZE: usize = 65_536;
@@ -210,6 +211,10 @@ pub struct DriftSettings {
     /// Fewer rows than this give `insufficient_data` instead of a verdict.
     #[arg(long, env = "INFERLOG_DRIFT_MIN_ROWS", default_value_t = defaults::DRIFT_MIN_ROWS)]
     pub drift_min_rows: usize,
+
+    /// Most rows a drift report reads: the most recent of its range.
+    #[arg(long, env = "INFERLOG_DRIFT_MAX_ROWS", default_value_t = defaults::DRIFT_MAX_ROWS)]
+    pub drift_max_rows: usize,
 }
 
 /// `inferlog drift`: the `/monitor/drift` report, run on the database file.

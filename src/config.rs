@@ -121,6 +121,7 @@ impl Default for Settings {
                     psi_warn: defaults::DRIFT_PSI_WARN,
                     psi_alert: defaults::DRIFT_PSI_ALERT,
                     min_rows: defaults::DRIFT_MIN_ROWS,
+                    max_rows: defaults::DRIFT_MAX_ROWS,
                 },
                 drift_window: defaults::DRIFT_WINDOW,
             },
@@ -144,6 +145,7 @@ pub fn drift_rule(args: &DriftArgs) -> DriftRule {
         psi_warn: args.drift_psi_warn,
         psi_alert: args.drift_psi_alert,
         min_rows: args.drift_min_rows,
+        max_rows: args.drift_max_rows.max(1),
     }
 }
 

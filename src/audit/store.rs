@@ -91,16 +91,17 @@ impl Store {
         }
     }
 
-    /// Features (row-major) and predicted classes of the answered rows of `model` that have
-    /// `n_features` features, for drift.
+    /// Features (row-major) and predicted classes of the most recent `max_rows` answered rows
+    /// of `model` that have `n_features` features, for drift, and whether the range held more.
     pub async fn drift_rows(
         &self,
         model: &str,
         n_features: usize,
         filter: &AuditFilter,
-    ) -> Result<(Vec<f64>, Vec<u32>), StoreFault> {
+        max_rows: usize,
+    ) -> Result<(Vec<f64>, Vec<u32>, bool), StoreFault> {
         match self {
-            Store::Sqlite(s) => s.drift_rows(model, n_features, filter).await,
+            Store::Sqlite(s) => s.drift_rows(model, n_features, filter, max_rows).await,
         }
     }
 

@@ -20,15 +20,16 @@ pub fn run(args: &DriftCliArgs) -> anyhow::Result<()> {
         ..AuditFilter::default()
     };
     let url = &args.database_url;
-    let (values, classes) = super::runtime()?.block_on(async {
+    let rule = drift_rule(&args.drift);
+    let (values, classes, truncated) = super::runtime()?.block_on(async {
         let store = Store::open(url, &StoreOptions::read_only()).await?;
         let rows = store
-            .drift_rows(model.name(), model.n_features(), &filter)
+            .drift_rows(model.name(), model.n_features(), &filter, rule.max_rows)
             .await;
         store.close().await;
         anyhow::Ok(rows?)
     })?;
-    let report = report(model, &values, &classes, &drift_rule(&args.drift));
+    let report = report(model, &values, &classes, &rule, truncated);
     println!("{}", serde_json::to_string_pretty(&report)?);
     Ok(())
 }

@@ -12,12 +12,15 @@ use serde::Serialize;
 use crate::model::Model;
 use crate::stats::{bin_counts, class_counts, ks_two_sample, proportions, psi};
 
-/// Thresholds of the verdicts.
+/// Thresholds of the verdicts, and how many rows a report reads.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct DriftRule {
     pub psi_warn: f64,
     pub psi_alert: f64,
     pub min_rows: usize,
+    /// Most rows a report compares: the most recent of its range. Keeps a report's time and
+    /// memory bounded on a store of millions of rows.
+    pub max_rows: usize,
 }
 
 impl Default for DriftRule {
@@ -26,6 +29,7 @@ impl Default for DriftRule {
             psi_warn: 0.1,
             psi_alert: 0.25,
             min_rows: 100,
+            max_rows: 100_000,
         }
     }
 }
@@ -78,6 +82,10 @@ pub struct DriftReport {
     pub model_version: String,
     pub rows: usize,
     pub min_rows: usize,
+    /// The most rows a report reads (the most recent of the range).
+    pub max_rows: usize,
+    /// The range held more rows than `max_rows`: the report covers the most recent ones.
+    pub truncated: bool,
     /// The worst status of all features and the predictions.
     pub status: Status,
     pub features: Vec<FeatureDrift>,
@@ -86,7 +94,14 @@ pub struct DriftReport {
 
 /// Compares `rows` live input rows (row-major in `values`) and their predicted `classes` with
 /// the model's baseline.
-pub fn report(model: &Model, values: &[f64], classes: &[u32], rule: &DriftRule) -> DriftReport {
+/// `truncated`: the range held more than `rule.max_rows` rows, and these are the most recent.
+pub fn report(
+    model: &Model,
+    values: &[f64],
+    classes: &[u32],
+    rule: &DriftRule,
+    truncated: bool,
+) -> DriftReport {
     let baseline = &model.artifact.baseline;
     let cols = model.n_features();
     let rows = classes.len();
@@ -131,6 +146,8 @@ pub fn report(model: &Model, values: &[f64], classes: &[u32], rule: &DriftRule) 
         model_version: model.artifact.version.clone(),
         rows,
         min_rows: rule.min_rows,
+        max_rows: rule.max_rows,
+        truncated,
         status,
         features,
         prediction,

@@ -229,3 +229,22 @@ fn metrics_need_the_token_when_one_is_set() {
     // Without a token the exposition stays open to scrapers (other tests read it so).
     assert_eq!(spawn_app().get("/metrics").status, 200);
 }
+
+#[test]
+fn a_drift_report_reads_at_most_the_most_recent_max_rows() {
+    let app = spawn_app_with(|s| s.monitor.drift.max_rows = 50);
+    let rows: Vec<[f64; 4]> = (0..60).map(|_| [5.8, 2.7, 5.1, 1.9]).collect();
+    assert_eq!(
+        app.post_predict(&json!({ "features": rows }).to_string())
+            .status,
+        200
+    );
+    let report = app.get("/monitor/drift").json();
+    assert_eq!(report["rows"], 50, "{report}");
+    assert_eq!(report["max_rows"], 50);
+    assert_eq!(report["truncated"], true);
+    // A range that holds fewer rows is read whole.
+    let report = app.get("/monitor/drift?until=2000-01-01T00:00:00Z").json();
+    assert_eq!(report["rows"], 0);
+    assert_eq!(report["truncated"], false);
+}

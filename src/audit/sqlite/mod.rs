@@ -265,8 +265,9 @@ impl SqliteStore {
         model: &str,
         n_features: usize,
         filter: &AuditFilter,
-    ) -> Result<(Vec<f64>, Vec<u32>), StoreFault> {
-        query::drift_rows(&self.read(), model, n_features, filter)
+        max_rows: usize,
+    ) -> Result<(Vec<f64>, Vec<u32>, bool), StoreFault> {
+        query::drift_rows(&self.read(), model, n_features, filter, max_rows)
             .await
             .map_err(fault)
     }

@@ -123,19 +123,23 @@ pub(super) async fn summary(read: &SqlitePool, filter: &AuditFilter) -> anyhow::
     })
 }
 
-/// Features and predicted classes of the answered rows of `model` in a time range, for
-/// drift: row-major values of the rows that have `n_features` features.
+/// Features and predicted classes of the most recent `max_rows` answered rows of `model` in a
+/// time range, for drift: row-major values of the rows that have `n_features` features, and
+/// whether the range held more.
 pub(super) async fn drift_rows(
     read: &SqlitePool,
     model: &str,
     n_features: usize,
     filter: &AuditFilter,
-) -> anyhow::Result<(Vec<f64>, Vec<u32>)> {
+    max_rows: usize,
+) -> anyhow::Result<(Vec<f64>, Vec<u32>, bool)> {
     use futures_util::TryStreamExt;
     let mut qb = QueryBuilder::<Sqlite>::new("select features, prediction from prediction");
     push_where(&mut qb, filter);
     qb.push(" and status = 200 and model = ")
-        .push_bind(model.to_string());
+        .push_bind(model.to_string())
+        .push(" order by id desc limit ")
+        .push_bind(max_rows.saturating_add(1).min(i64::MAX as usize) as i64);
     let query = qb.build();
     let mut rows = query.fetch(read);
     let (mut values, mut classes) = (Vec::new(), Vec::new());
@@ -153,7 +157,12 @@ pub(super) async fn drift_rows(
             classes.push(class as u32);
         }
     }
-    Ok((values, classes))
+    let truncated = classes.len() > max_rows;
+    if truncated {
+        classes.truncate(max_rows);
+        values.truncate(max_rows * n_features);
+    }
+    Ok((values, classes, truncated))
 }
 
 /// The model and predicted label of an answered row, if it exists.

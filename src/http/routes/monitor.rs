@@ -30,13 +30,13 @@ pub async fn drift(
     params: web::Query<Vec<(String, String)>>,
 ) -> Result<HttpResponse, ApiError> {
     let (model, filter) = model_window(&state.models, &params)?;
-    let (values, classes) = state
+    let rule = state.drift_rule;
+    let (values, classes, truncated) = state
         .store
-        .drift_rows(model.name(), model.n_features(), &filter)
+        .drift_rows(model.name(), model.n_features(), &filter, rule.max_rows)
         .await
         .map_err(|e| ApiError::store("the recent inputs could not be read", &e))?;
-    let rule = state.drift_rule;
-    let report = web::block(move || drift::report(&model, &values, &classes, &rule))
+    let report = web::block(move || drift::report(&model, &values, &classes, &rule, truncated))
         .await
         .map_err(|e| ApiError::Internal(anyhow::anyhow!("drift task failed: {e}")))?;
     Ok(HttpResponse::Ok().json(report))
