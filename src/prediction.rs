@@ -8,7 +8,7 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use crate::audit::{AuditRecord, Latency, Origin};
-use crate::input::{PredictInput, Shape};
+use crate::input::PredictInput;
 use crate::model::Model;
 use crate::monitor::outliers::OutlierRule;
 
@@ -117,21 +117,6 @@ impl Prediction {
         }
     }
 
-    /// The inputs, for the log line (the first [`LOGGED_ROWS`] rows in full).
-    pub fn features_display(&self) -> impl fmt::Display + '_ {
-        FeaturesDisplay(&self.input)
-    }
-
-    /// The predicted labels (`["virginica"]`), for the log line.
-    pub fn labels_display(&self) -> impl fmt::Display + '_ {
-        ListDisplay(&self.labels, true)
-    }
-
-    /// The predicted classes (`[2]`), for the log line.
-    pub fn classes_display(&self) -> impl fmt::Display + '_ {
-        ListDisplay(&self.classes, false)
-    }
-
     /// The flagged features (`row 0: petal_length,petal_width`), for the log line.
     pub fn outliers_display(&self) -> impl fmt::Display + '_ {
         OutliersDisplay(&self.outliers)
@@ -158,40 +143,6 @@ struct OutlierEntry<'a> {
 /// Rows shown in full in a log line; the audit store has every row.
 pub const LOGGED_ROWS: usize = 10;
 
-struct FeaturesDisplay<'a>(&'a PredictInput);
-
-impl fmt::Display for FeaturesDisplay<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let input = self.0;
-        let write_row = |f: &mut fmt::Formatter<'_>, row: &[f64]| -> fmt::Result {
-            f.write_str("[")?;
-            for (j, v) in row.iter().enumerate() {
-                if j > 0 {
-                    f.write_str(",")?;
-                }
-                write!(f, "{v}")?;
-            }
-            f.write_str("]")
-        };
-        match input.shape {
-            Shape::Single => write_row(f, input.row(0)),
-            Shape::Batch => {
-                f.write_str("[")?;
-                for i in 0..input.rows.min(LOGGED_ROWS) {
-                    if i > 0 {
-                        f.write_str(",")?;
-                    }
-                    write_row(f, input.row(i))?;
-                }
-                if input.rows > LOGGED_ROWS {
-                    write!(f, ",… +{} rows", input.rows - LOGGED_ROWS)?;
-                }
-                f.write_str("]")
-            }
-        }
-    }
-}
-
 struct OutliersDisplay<'a>(&'a [FlaggedRow]);
 
 impl fmt::Display for OutliersDisplay<'_> {
@@ -212,28 +163,5 @@ impl fmt::Display for OutliersDisplay<'_> {
             write!(f, "; … +{} rows", self.0.len() - LOGGED_ROWS)?;
         }
         Ok(())
-    }
-}
-
-/// `[a,b,…]`, the first [`LOGGED_ROWS`] items; `quoted` writes them with `{:?}`.
-struct ListDisplay<'a, T>(&'a [T], bool);
-
-impl<T: fmt::Display + fmt::Debug> fmt::Display for ListDisplay<'_, T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("[")?;
-        for (i, item) in self.0.iter().take(LOGGED_ROWS).enumerate() {
-            if i > 0 {
-                f.write_str(",")?;
-            }
-            if self.1 {
-                write!(f, "{item:?}")?;
-            } else {
-                write!(f, "{item}")?;
-            }
-        }
-        if self.0.len() > LOGGED_ROWS {
-            write!(f, ",… +{}", self.0.len() - LOGGED_ROWS)?;
-        }
-        f.write_str("]")
     }
 }

@@ -16,6 +16,7 @@ use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
 use slog::{debug, error, info, warn};
 
 use super::error::{ErrorInfo, code_for_status, error_body};
+use super::log_values::{self, Features, Path};
 use super::request::{REQUEST_ID_HEADER, RequestId, RequestMeta};
 use super::routes::{PREDICT_ROUTES, PROBE_ROUTES, route_label};
 use super::state::AppState;
@@ -92,7 +93,7 @@ fn log_and_shape(
         // A handler's own JSON answer with an error status (readiness) is left as it is.
         if known.is_none() && is_json(&res) {
             warn!(log, "request answered with an error status";
-                "latency_us" => latency_us, "status" => status.as_u16(), "path" => ?path,
+                "latency_us" => latency_us, "status" => status.as_u16(), "path" => Path::of(path),
                 "method" => method, "request_id" => %id);
             return res;
         }
@@ -116,18 +117,18 @@ fn log_and_shape(
                     .unwrap_or_default();
                 error!(log, "request failed";
                     "latency_us" => latency_us, "cause" => %cause, "code" => %info.code,
-                    "status" => status.as_u16(), "path" => ?path, "method" => method,
+                    "status" => status.as_u16(), "path" => Path::of(path), "method" => method,
                     "failures_not_logged" => held_back, "request_id" => %id);
             } else {
                 warn!(log, "request failed";
                     "latency_us" => latency_us, "code" => %info.code,
-                    "status" => status.as_u16(), "path" => ?path, "method" => method,
+                    "status" => status.as_u16(), "path" => Path::of(path), "method" => method,
                     "request_id" => %id);
             }
         } else {
             warn!(log, "request rejected";
                 "latency_us" => latency_us, "reason" => %info.message, "code" => %info.code,
-                "status" => status.as_u16(), "path" => ?path, "method" => method,
+                "status" => status.as_u16(), "path" => Path::of(path), "method" => method,
                 "request_id" => %id);
         }
         return json_error_response(res, &info, id);
@@ -140,18 +141,18 @@ fn log_and_shape(
         }
         info!(log, "prediction served";
             "latency_us" => latency_us,
-            "labels" => %p.labels_display(),
-            "prediction" => %p.classes_display(),
-            "features" => %p.features_display(),
+            "labels" => log_values::labels(p),
+            "prediction" => log_values::classes(p),
+            "features" => Features::of(p),
             "model_version" => &p.model.artifact.version,
             "model" => p.model.name(), "request_id" => %id);
     } else if PROBE_ROUTES.contains(&route) {
         debug!(log, "request served";
-            "latency_us" => latency_us, "status" => status.as_u16(), "path" => ?path,
+            "latency_us" => latency_us, "status" => status.as_u16(), "path" => Path::of(path),
             "method" => method, "request_id" => %id);
     } else {
         info!(log, "request served";
-            "latency_us" => latency_us, "status" => status.as_u16(), "path" => ?path,
+            "latency_us" => latency_us, "status" => status.as_u16(), "path" => Path::of(path),
             "method" => method, "request_id" => %id);
     }
     res

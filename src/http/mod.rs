@@ -5,6 +5,7 @@
 //! - [`request`]: [`RequestMeta`], one request's id, arrival, client and clock.
 //! - [`middleware`]: metrics, the JSON error body and the one log line of every request.
 //! - [`error`]: [`ApiError`], status codes and the error body.
+//! - [`log_values`]: the log line's data values, as JSON data or as text per format.
 //! - [`body`]: content type, size limit, body deadline, JSON decoding.
 //! - [`access`]: the access rule of audit data, as an extractor.
 //! - [`params`]: query-string parsing.
@@ -13,6 +14,7 @@
 pub mod access;
 pub mod body;
 pub mod error;
+pub mod log_values;
 pub mod middleware;
 pub mod params;
 pub mod request;

@@ -48,8 +48,24 @@ fn json_log_format_writes_one_object_per_line() {
     let v: serde_json::Value = serde_json::from_str(&line).expect("a JSON log line");
     assert_eq!(v["msg"], "prediction served");
     assert_eq!(v["request_id"], id);
-    assert_eq!(v["features"], "[5.8,2.7,5.1,1.9]");
+    // Data values are JSON data, not text: arrays of numbers and strings.
+    assert_eq!(v["features"], serde_json::json!([5.8, 2.7, 5.1, 1.9]));
+    assert_eq!(v["prediction"], serde_json::json!([2]));
+    assert_eq!(v["labels"], serde_json::json!(["virginica"]));
     assert_eq!(v["level"], "INFO");
+    // A batch is an array of rows; a path is a plain string, without term-style quotes.
+    let res = app.post_predict(r#"{"features": [[5.8, 2.7, 5.1, 1.9], [5.1, 3.5, 1.4, 0.2]]}"#);
+    let id = res.header("x-request-id").unwrap().to_string();
+    let v: serde_json::Value = serde_json::from_str(&app.wait_for_log_line(&[&id])).unwrap();
+    assert_eq!(
+        v["features"],
+        serde_json::json!([[5.8, 2.7, 5.1, 1.9], [5.1, 3.5, 1.4, 0.2]])
+    );
+    assert_eq!(v["labels"], serde_json::json!(["virginica", "setosa"]));
+    let res = app.get("/models");
+    let id = res.header("x-request-id").unwrap().to_string();
+    let v: serde_json::Value = serde_json::from_str(&app.wait_for_log_line(&[&id])).unwrap();
+    assert_eq!(v["path"], "/models");
 }
 
 #[test]

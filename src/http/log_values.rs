@@ -1,0 +1,208 @@
+//! The data values of a request's log line — features, predicted classes and labels, the
+//! path — as slog values that each format writes its own way: the JSON format as JSON data
+//! (arrays of numbers and strings, a plain string), the term format as the text it has always
+//! written (`features: [5.8,2.7,5.1,1.9]`, `labels: ["virginica"]`, `path: "/audit"`).
+//!
+//! Each value is an owned copy of at most [`LOGGED_ROWS`] rows, sent to the log thread as it
+//! is and formatted there.
+
+use std::fmt;
+use std::sync::Arc;
+
+use serde::Serialize;
+use slog::{Key, Record, Serializer};
+
+use crate::input::Shape;
+use crate::prediction::{LOGGED_ROWS, Prediction};
+
+/// How a value reads in the term format.
+pub trait TermText {
+    fn term_text(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result;
+}
+
+/// A log value written as JSON data by serde-aware formats and as [`TermText`] by the others.
+#[derive(Clone)]
+pub struct Structured<T>(pub T);
+
+struct Text<'a, T>(&'a T);
+
+impl<T: TermText> fmt::Display for Text<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.term_text(f)
+    }
+}
+
+impl<T> slog::Value for Structured<T>
+where
+    T: Serialize + TermText + Clone + Send + 'static,
+{
+    fn serialize(&self, _: &Record, key: Key, serializer: &mut dyn Serializer) -> slog::Result {
+        serializer.emit_serde(key, self)
+    }
+}
+
+impl<T: Serialize> Serialize for Structured<T> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
+}
+
+impl<T> slog::SerdeValue for Structured<T>
+where
+    T: Serialize + TermText + Clone + Send + 'static,
+{
+    fn serialize_fallback(&self, key: Key, serializer: &mut dyn Serializer) -> slog::Result {
+        serializer.emit_arguments(key, &format_args!("{}", Text(&self.0)))
+    }
+
+    fn as_serde(&self) -> &dyn erased_serde::Serialize {
+        &self.0
+    }
+
+    fn to_sendable(&self) -> Box<dyn slog::SerdeValue + Send + 'static> {
+        Box::new(self.clone())
+    }
+}
+
+/// The input rows: one row as an array, a batch as an array of rows (the first
+/// [`LOGGED_ROWS`]; the term text counts the rest).
+#[derive(Clone, Debug)]
+pub struct Features {
+    batch: bool,
+    rows: Vec<Vec<f64>>,
+    more: usize,
+}
+
+impl Features {
+    pub fn of(p: &Prediction) -> Structured<Features> {
+        let input = &p.input;
+        let shown = input.rows.min(LOGGED_ROWS);
+        Structured(Features {
+            batch: input.shape == Shape::Batch,
+            rows: (0..shown).map(|i| input.row(i).to_vec()).collect(),
+            more: input.rows - shown,
+        })
+    }
+}
+
+impl Serialize for Features {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if self.batch {
+            self.rows.serialize(s)
+        } else {
+            self.rows[0].serialize(s)
+        }
+    }
+}
+
+impl TermText for Features {
+    fn term_text(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let write_row = |f: &mut fmt::Formatter<'_>, row: &[f64]| -> fmt::Result {
+            f.write_str("[")?;
+            for (j, v) in row.iter().enumerate() {
+                if j > 0 {
+                    f.write_str(",")?;
+                }
+                write!(f, "{v}")?;
+            }
+            f.write_str("]")
+        };
+        if !self.batch {
+            return write_row(f, &self.rows[0]);
+        }
+        f.write_str("[")?;
+        for (i, row) in self.rows.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            write_row(f, row)?;
+        }
+        if self.more > 0 {
+            write!(f, ",… +{} rows", self.more)?;
+        }
+        f.write_str("]")
+    }
+}
+
+/// A list of classes or labels (the first [`LOGGED_ROWS`]; the term text counts the rest).
+#[derive(Clone, Debug)]
+pub struct List<T> {
+    items: Vec<T>,
+    more: usize,
+}
+
+impl<T: Clone> List<T> {
+    fn of(all: &[T]) -> Structured<List<T>> {
+        let shown = all.len().min(LOGGED_ROWS);
+        Structured(List {
+            items: all[..shown].to_vec(),
+            more: all.len() - shown,
+        })
+    }
+}
+
+/// The predicted class indices (`[2]`).
+pub fn classes(p: &Prediction) -> Structured<List<u32>> {
+    List::of(&p.classes)
+}
+
+/// The predicted labels (`["virginica"]`).
+pub fn labels(p: &Prediction) -> Structured<List<Arc<str>>> {
+    List::of(&p.labels)
+}
+
+impl<T: Serialize> Serialize for List<T> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.items.serialize(s)
+    }
+}
+
+/// Classes read as numbers, labels as quoted strings, in the term format.
+pub trait ListItem {
+    fn term_item(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result;
+}
+
+impl ListItem for u32 {
+    fn term_item(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{self}")
+    }
+}
+
+impl ListItem for Arc<str> {
+    fn term_item(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{self:?}")
+    }
+}
+
+impl<T: ListItem> TermText for List<T> {
+    fn term_text(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[")?;
+        for (i, item) in self.items.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            item.term_item(f)?;
+        }
+        if self.more > 0 {
+            write!(f, ",… +{}", self.more)?;
+        }
+        f.write_str("]")
+    }
+}
+
+/// The request path: a plain string in JSON, quoted and escaped (`"/audit"`) in the term format.
+#[derive(Clone, Debug, Serialize)]
+#[serde(transparent)]
+pub struct Path(pub String);
+
+impl Path {
+    pub fn of(path: &str) -> Structured<Path> {
+        Structured(Path(path.to_string()))
+    }
+}
+
+impl TermText for Path {
+    fn term_text(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.0)
+    }
+}
