@@ -126,6 +126,11 @@ pub struct ServeArgs {
     #[arg(long, env = "INFERLOG_MAX_CONNECTIONS", default_value_t = defaults::MAX_CONNECTIONS)]
     pub max_connections: usize,
 
+    /// Origins allowed to call the API from a browser (CORS), comma-separated, e.g.
+    /// `https://app.example.com`. Empty (the default): no CORS headers, as before.
+    #[arg(long, env = "INFERLOG_CORS_ORIGINS", value_delimiter = ',')]
+    pub cors_origins: Vec<String>,
+
     /// Seconds an idle keep-alive connection is kept open (0: close after each response).
     #[arg(long, env = "INFERLOG_KEEP_ALIVE_S", default_value_t = defaults::KEEP_ALIVE_S)]
     pub keep_alive_s: u64,

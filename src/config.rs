@@ -86,6 +86,8 @@ pub struct HttpSettings {
     pub keep_alive: Duration,
     /// Time given to in-flight requests after a shutdown signal.
     pub shutdown_timeout: Duration,
+    /// Origins allowed to call from a browser (CORS); empty: CORS off.
+    pub cors_origins: Vec<String>,
 }
 
 impl Default for Settings {
@@ -134,6 +136,7 @@ impl Default for Settings {
                 max_connections: defaults::MAX_CONNECTIONS,
                 keep_alive: Duration::from_secs(defaults::KEEP_ALIVE_S),
                 shutdown_timeout: Duration::from_secs(defaults::SHUTDOWN_TIMEOUT_S),
+                cors_origins: Vec::new(),
             },
         }
     }
@@ -191,6 +194,12 @@ impl Settings {
                 max_connections: args.max_connections,
                 keep_alive: Duration::from_secs(args.keep_alive_s),
                 shutdown_timeout: Duration::from_secs(args.shutdown_timeout),
+                cors_origins: args
+                    .cors_origins
+                    .iter()
+                    .map(|o| o.trim().to_string())
+                    .filter(|o| !o.is_empty())
+                    .collect(),
             },
         }
     }

@@ -13,8 +13,10 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
+use actix_cors::Cors;
 use actix_web::dev::Server;
-use actix_web::middleware::from_fn;
+use actix_web::http::header;
+use actix_web::middleware::{Condition, from_fn};
 use actix_web::{App, HttpServer, web};
 use anyhow::Context;
 use slog::{Logger, info, warn};
@@ -126,9 +128,28 @@ impl Application {
         let listener = TcpListener::bind(settings.bind)
             .with_context(|| format!("binding {}", settings.bind))?;
         let addr = listener.local_addr()?;
+        let cors_origins = limits.cors_origins.clone();
+        for origin in &cors_origins {
+            let ok = origin
+                .strip_prefix("https://")
+                .or_else(|| origin.strip_prefix("http://"))
+                .is_some_and(|host| !host.is_empty() && !host.contains(['/', '*', ' ']));
+            anyhow::ensure!(
+                ok,
+                "INFERLOG_CORS_ORIGINS: {origin:?} is not an origin such as https://app.example.com"
+            );
+        }
+        if !cors_origins.is_empty() {
+            info!(logger, "CORS on"; "origins" => cors_origins.join(","));
+        }
         let mut server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
+                // Inside the request middleware, so preflights get their log line and metrics.
+                .wrap(Condition::new(
+                    !cors_origins.is_empty(),
+                    cors(&cors_origins),
+                ))
                 .wrap(from_fn(request_middleware))
                 .configure(http::configure)
         })
@@ -202,6 +223,24 @@ impl Application {
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         self.run(shutdown_signal()).await
     }
+}
+
+/// Cross-origin access for browser clients from `origins`: the methods and headers the API
+/// uses, the request id readable by scripts, preflights cached for an hour.
+fn cors(origins: &[String]) -> Cors {
+    let mut cors = Cors::default()
+        .allowed_methods(["GET", "POST", "HEAD"])
+        .allowed_headers([
+            header::CONTENT_TYPE,
+            header::AUTHORIZATION,
+            header::HeaderName::from_static("x-request-id"),
+        ])
+        .expose_headers([header::HeaderName::from_static("x-request-id")])
+        .max_age(3600);
+    for origin in origins {
+        cors = cors.allowed_origin(origin);
+    }
+    cors
 }
 
 /// File descriptors kept free for everything but client connections: the listener, the audit

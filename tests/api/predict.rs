@@ -186,3 +186,64 @@ fn generated_request_ids_are_unique() {
     let b = app.post_predict(r#"{"features": [5.8, 2.7, 5.1, 1.9]}"#);
     assert_ne!(a.header("x-request-id"), b.header("x-request-id"));
 }
+
+#[test]
+fn cors_is_off_by_default_and_answers_configured_origins() {
+    let origin = ("Origin", "https://app.example.com");
+    let app = spawn_app();
+    let res = app.request(
+        "POST",
+        "/predict",
+        &[("Content-Type", "application/json"), origin],
+        br#"{"features": [5.8, 2.7, 5.1, 1.9]}"#,
+    );
+    assert_eq!(res.status, 200);
+    assert_eq!(res.header("access-control-allow-origin"), None);
+
+    let app = crate::helpers::spawn_app_with(|s| {
+        s.http.cors_origins = vec!["https://app.example.com".into()]
+    });
+    // The browser's preflight.
+    let res = app.request(
+        "OPTIONS",
+        "/predict",
+        &[
+            origin,
+            ("Access-Control-Request-Method", "POST"),
+            ("Access-Control-Request-Headers", "content-type"),
+        ],
+        b"",
+    );
+    assert_eq!(res.status, 200, "{}", res.text());
+    assert_eq!(
+        res.header("access-control-allow-origin"),
+        Some("https://app.example.com")
+    );
+    // The request itself: answered, with the request id readable by the page.
+    let res = app.request(
+        "POST",
+        "/predict",
+        &[("Content-Type", "application/json"), origin],
+        br#"{"features": [5.8, 2.7, 5.1, 1.9]}"#,
+    );
+    assert_eq!(res.status, 200);
+    assert_eq!(
+        res.header("access-control-allow-origin"),
+        Some("https://app.example.com")
+    );
+    assert!(
+        res.header("access-control-expose-headers")
+            .is_some_and(|h| h.contains("x-request-id"))
+    );
+    // Another origin gets no CORS headers, so the browser withholds the answer.
+    let res = app.request(
+        "POST",
+        "/predict",
+        &[
+            ("Content-Type", "application/json"),
+            ("Origin", "https://evil.example"),
+        ],
+        br#"{"features": [5.8, 2.7, 5.1, 1.9]}"#,
+    );
+    assert_eq!(res.header("access-control-allow-origin"), None);
+}
