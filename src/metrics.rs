@@ -20,8 +20,8 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::audit::AuditSink;
 use crate::audit::writer::WriterMetrics;
+use crate::audit::{AuditSink, Store};
 use crate::model::ModelRegistry;
 use crate::monitor::window::DriftWindows;
 use crate::prediction::Prediction;
@@ -198,6 +198,8 @@ impl Default for Metrics {
 #[derive(Debug)]
 pub struct LiveCollector {
     pub audit: AuditSink,
+    /// The store, for the size of its write-ahead log.
+    pub store: Store,
     pub log_dropped: Arc<AtomicU64>,
     pub models: Arc<ModelRegistry>,
     pub drift: Arc<DriftWindows>,
@@ -225,6 +227,13 @@ impl Collector for LiveCollector {
             "Log records dropped because the log queue was full",
             None,
             MetricType::Counter,
+        )?)?;
+        let wal = ConstGauge::new(self.store.wal_bytes() as i64);
+        wal.encode(encoder.encode_descriptor(
+            "audit_wal_bytes",
+            "Size of the audit database's write-ahead log file, in bytes",
+            None,
+            MetricType::Gauge,
         )?)?;
         let unhealthy = ConstGauge::new(i64::from(self.audit.health.problem().is_some()));
         unhealthy.encode(encoder.encode_descriptor(

@@ -100,6 +100,7 @@ impl Application {
         let mut metrics = Metrics::new(writer_metrics);
         metrics.register_live(LiveCollector {
             audit: audit.clone(),
+            store: store.clone(),
             log_dropped,
             models: Arc::clone(&models),
             drift: Arc::clone(&drift_windows),

@@ -141,6 +141,13 @@ impl Store {
         }
     }
 
+    /// Size of the store's write-ahead log in bytes, where it has one (for `/metrics`).
+    pub fn wal_bytes(&self) -> u64 {
+        match self {
+            Store::Sqlite(s) => s.wal_bytes(),
+        }
+    }
+
     pub async fn close(&self) {
         match self {
             Store::Sqlite(s) => s.close().await,

@@ -379,3 +379,80 @@ fn db_path_sidecar_exists(db: &Path, suffix: &str) -> bool {
     name.push(suffix);
     Path::new(&name).exists()
 }
+
+/// Another connection reading the audit file in a transaction that it keeps open: it holds
+/// an old snapshot, as a long `sqlite3` session does, so checkpoints cannot finish.
+struct LongReader {
+    rt: tokio::runtime::Runtime,
+    conn: Option<sqlx::SqliteConnection>,
+}
+
+impl LongReader {
+    fn start(db: &Path) -> LongReader {
+        use sqlx::Connection;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let url = format!("sqlite://{}", db.display());
+        let conn = rt.block_on(async {
+            let mut c = sqlx::SqliteConnection::connect(&url).await.unwrap();
+            sqlx::query("begin").execute(&mut c).await.unwrap();
+            sqlx::query("select count(*) from prediction")
+                .fetch_one(&mut c)
+                .await
+                .unwrap();
+            c
+        });
+        LongReader {
+            rt,
+            conn: Some(conn),
+        }
+    }
+}
+
+impl Drop for LongReader {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.conn.take() {
+            self.rt.block_on(async {
+                let _ = sqlx::query("rollback").execute(&mut c).await;
+            });
+        }
+    }
+}
+
+#[test]
+fn a_starved_wal_is_reported_measured_and_counted_in_the_size_cap() {
+    let app = spawn_app_with(|s| s.audit.max_bytes = Some(1 << 20));
+    app.post_predict(&batch(10));
+    let reader = LongReader::start(&app.db_path);
+    // Writes go on while the reader holds its snapshot: the WAL grows, and with it the store,
+    // until the cap (file + WAL) refuses durable batches.
+    let mut refused = None;
+    for _ in 0..400 {
+        let res = app.post_predict(&batch(100));
+        if res.status == 503 {
+            refused = Some(res);
+            break;
+        }
+        assert_eq!(res.status, 200, "{}", res.text());
+    }
+    let refused = refused.expect("the cap was never reached");
+    assert_eq!(refused.error_code(), "audit_unavailable");
+    assert!(refused.text().contains("full"), "{}", refused.text());
+    // It was not SQLite's own page limit: the database's pages are well under the cap; the
+    // WAL's frames that could not be checkpointed passed their share (a quarter of it).
+    let pages = db_json(
+        &app.db_path,
+        "select json_object('n', page_count * page_size) from pragma_page_count, pragma_page_size",
+    );
+    let logical = pages[0]["n"].as_u64().unwrap();
+    assert!(logical < 1 << 20, "database of {logical} bytes");
+    // The WAL's size is a metric, and the starved checkpoints are named in the log.
+    let metrics = app.get("/metrics").text();
+    let wal = metric_value(&metrics, "inferlog_audit_wal_bytes").expect("the WAL metric");
+    assert!(wal > (1 << 20) as f64 / 4.0, "WAL of {wal} bytes");
+    let line = app.wait_for_log_line(&["audit WAL is not being checkpointed"]);
+    assert!(line.contains("long read transaction"), "{line}");
+    drop(reader);
+}

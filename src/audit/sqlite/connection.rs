@@ -222,7 +222,14 @@ pub(super) async fn connect(url: &str, opts: &StoreOptions) -> anyhow::Result<Po
                 "wal_autocheckpoint",
                 WRITER_AUTOCHECKPOINT_PAGES.to_string(),
             )
-            .pragma("journal_size_limit", WAL_SIZE_LIMIT_BYTES.to_string()),
+            // With a size cap, the WAL (which counts against it) is also kept to a quarter of
+            // the cap when checkpoints let it start over.
+            .pragma(
+                "journal_size_limit",
+                opts.max_bytes
+                    .map_or(WAL_SIZE_LIMIT_BYTES, |m| (m / 4).min(WAL_SIZE_LIMIT_BYTES))
+                    .to_string(),
+            ),
         opts.max_bytes,
         true,
     )

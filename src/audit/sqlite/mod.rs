@@ -17,6 +17,7 @@ mod query;
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -30,6 +31,7 @@ use crate::audit::fault::{FaultKind, StoreFault};
 use crate::audit::filter::{AuditFilter, Summary};
 use crate::audit::modes::StoreOptions;
 use crate::audit::record::{AuditRecord, Feedback, Latency, StoredRecord, format_time};
+use crate::throttle::Throttle;
 
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
@@ -43,6 +45,16 @@ pub struct SqliteStore {
     /// Held while the file's identity is checked and the database reopened, so that the
     /// writer and a feedback write never reopen it twice.
     reopening: Arc<tokio::sync::Mutex<()>>,
+    /// Bytes of WAL frames not yet copied into the database, as the last checkpoint found.
+    wal_pending: Arc<AtomicU64>,
+}
+
+/// The write-ahead log passed its share of the configured size cap.
+#[derive(Debug, thiserror::Error)]
+#[error("the audit write-ahead log holds {wal} bytes, more than a quarter of the {max}-byte limit")]
+struct OverCap {
+    wal: u64,
+    max: u64,
 }
 
 /// The class of a failure, from SQLite's result code where there is one.
@@ -61,6 +73,8 @@ fn fault(e: anyhow::Error) -> StoreFault {
             14 => FaultKind::CannotOpen,
             _ => FaultKind::Refused,
         }
+    } else if e.chain().any(|c| c.is::<OverCap>()) {
+        FaultKind::Full
     } else if e.downcast_ref::<FileReplaced>().is_some()
         || e.chain().any(|c| c.is::<FileReplaced>())
     {
@@ -73,6 +87,10 @@ fn fault(e: anyhow::Error) -> StoreFault {
 
 /// How often committed writes are checkpointed into the database file.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
+
+/// Checkpoints in a row that copied nothing while frames waited (2 s) before the WAL is
+/// reported as starved.
+const STARVED_ROUNDS: u32 = 20;
 
 impl SqliteStore {
     pub async fn open(url: &str, opts: &StoreOptions) -> anyhow::Result<SqliteStore> {
@@ -87,6 +105,7 @@ impl SqliteStore {
             opts: opts.clone(),
             path,
             reopening: Arc::new(tokio::sync::Mutex::new(())),
+            wal_pending: Arc::new(AtomicU64::new(0)),
         })
     }
 
@@ -190,6 +209,7 @@ impl SqliteStore {
     pub async fn write_batch(&self, records: &[&AuditRecord]) -> Result<Instant, StoreFault> {
         let result: anyhow::Result<Instant> = async {
             self.ensure_current_file().await?;
+            self.check_size()?;
             let (conn, opened) = self.write()?;
             let mut guard = conn.lock().await?;
             let written = insert::write_rows(guard.conn(), records, self.opts.busy_timeout).await;
@@ -207,6 +227,7 @@ impl SqliteStore {
     pub async fn probe(&self) -> Result<(), StoreFault> {
         let result: anyhow::Result<()> = async {
             self.ensure_current_file().await?;
+            self.check_size()?;
             let (conn, _) = self.write()?;
             let probe = AuditRecord {
                 request_id: "inferlog-store-probe".into(),
@@ -348,10 +369,32 @@ impl SqliteStore {
         let store = self.clone();
         Some(tokio::spawn(async move {
             let mut failing = false;
+            // Checkpoints in a row that could not copy anything while frames were waiting.
+            let mut stuck_rounds = 0u32;
+            let mut last_copied = -1i64;
+            let starved_log = Throttle::new(Duration::from_secs(60));
             loop {
                 tokio::time::sleep(CHECKPOINT_EVERY).await;
                 match store.checkpoint().await {
-                    Ok(()) => failing = false,
+                    Ok((waiting, copied)) => {
+                        failing = false;
+                        // A reader that holds an old snapshot (a long `sqlite3` session) stops
+                        // checkpoints at its mark, and the WAL grows without bound: say so.
+                        if copied < waiting && copied == last_copied {
+                            stuck_rounds += 1;
+                        } else {
+                            stuck_rounds = 0;
+                        }
+                        last_copied = copied;
+                        if stuck_rounds >= STARVED_ROUNDS
+                            && let Some(held_back) = starved_log.admit()
+                        {
+                            warn!(log, "audit WAL is not being checkpointed: a long read transaction on the database (for example an open sqlite3 session) holds an old snapshot; use inferlog audit snapshot for long analyses";
+                                "wal_bytes" => store.wal_bytes(),
+                                "frames_waiting" => waiting - copied.max(0),
+                                "warnings_not_logged" => held_back);
+                        }
+                    }
                     // Once per failure streak: the writer reports the store's state itself.
                     Err(e) if !failing => {
                         failing = true;
@@ -363,9 +406,33 @@ impl SqliteStore {
         }))
     }
 
+    /// With a size cap: fails once the write-ahead log holds more than a quarter of the cap in
+    /// frames not yet copied into the database (measured by each checkpoint). SQLite's page
+    /// limit keeps the database within the cap (and reuses freed pages); the WAL is outside it,
+    /// and one that checkpoints cannot copy (a long reader) would grow without bound. So the
+    /// store's files stay within about 1.25 times the cap.
+    fn check_size(&self) -> anyhow::Result<()> {
+        let Some(max) = self.opts.max_bytes else {
+            return Ok(());
+        };
+        let wal = self.wal_pending.load(Ordering::Relaxed);
+        if wal > max / 4 {
+            return Err(OverCap { wal, max }.into());
+        }
+        Ok(())
+    }
+
+    /// Size of the write-ahead log file, in bytes (0 when there is none).
+    pub fn wal_bytes(&self) -> u64 {
+        self.path
+            .as_ref()
+            .and_then(|p| std::fs::metadata(sidecar(p, "-wal")).ok())
+            .map_or(0, |m| m.len())
+    }
+
     /// Copies committed WAL frames into the database file without waiting for the writer or
-    /// readers (a passive checkpoint).
-    async fn checkpoint(&self) -> anyhow::Result<()> {
+    /// readers (a passive checkpoint); returns the frames in the WAL and those copied.
+    async fn checkpoint(&self) -> anyhow::Result<(i64, i64)> {
         let conn = self
             .pools
             .read()
@@ -373,14 +440,24 @@ impl SqliteStore {
             .checkpoint
             .clone();
         let Some(conn) = conn else {
-            return Ok(());
+            return Ok((0, 0));
         };
         let mut guard = conn.lock().await?;
-        let result = sqlx::query("pragma wal_checkpoint(passive)")
-            .execute(guard.conn())
-            .await
-            .map(|_| ())
-            .context("checkpointing the audit WAL");
+        let result: anyhow::Result<(i64, i64)> = async {
+            let (_busy, waiting, copied) =
+                sqlx::query_as::<_, (i64, i64, i64)>("pragma wal_checkpoint(passive)")
+                    .fetch_one(guard.conn())
+                    .await
+                    .context("checkpointing the audit WAL")?;
+            let page: i64 = sqlx::query_scalar("pragma page_size")
+                .fetch_one(guard.conn())
+                .await?;
+            // Each frame is a page and a 24-byte header.
+            let pending = (waiting - copied.max(0)).max(0) as u64 * (page.max(0) as u64 + 24);
+            self.wal_pending.store(pending, Ordering::Relaxed);
+            Ok((waiting, copied))
+        }
+        .await;
         guard.finish(result).await
     }
 }
