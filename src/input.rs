@@ -154,32 +154,39 @@ impl<'de> Deserialize<'de> for Node {
     }
 }
 
+/// The visits of JSON scalars, the same for every visitor that builds a [`Node`].
+macro_rules! scalar_visits {
+    () => {
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a JSON value")
+        }
+        fn visit_unit<E>(self) -> Result<Node, E> {
+            Ok(Node::Null)
+        }
+        fn visit_bool<E>(self, _: bool) -> Result<Node, E> {
+            Ok(Node::Bool)
+        }
+        fn visit_i64<E>(self, v: i64) -> Result<Node, E> {
+            Ok(Node::Num(v as f64))
+        }
+        fn visit_u64<E>(self, v: u64) -> Result<Node, E> {
+            Ok(Node::Num(v as f64))
+        }
+        fn visit_f64<E>(self, v: f64) -> Result<Node, E> {
+            Ok(Node::Num(v))
+        }
+        fn visit_str<E>(self, _: &str) -> Result<Node, E> {
+            Ok(Node::Str)
+        }
+    };
+}
+
 struct NodeVisitor;
 
 impl<'de> Visitor<'de> for NodeVisitor {
     type Value = Node;
 
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a JSON value")
-    }
-    fn visit_unit<E>(self) -> Result<Node, E> {
-        Ok(Node::Null)
-    }
-    fn visit_bool<E>(self, _: bool) -> Result<Node, E> {
-        Ok(Node::Bool)
-    }
-    fn visit_i64<E>(self, v: i64) -> Result<Node, E> {
-        Ok(Node::Num(v as f64))
-    }
-    fn visit_u64<E>(self, v: u64) -> Result<Node, E> {
-        Ok(Node::Num(v as f64))
-    }
-    fn visit_f64<E>(self, v: f64) -> Result<Node, E> {
-        Ok(Node::Num(v))
-    }
-    fn visit_str<E>(self, _: &str) -> Result<Node, E> {
-        Ok(Node::Str)
-    }
+    scalar_visits!();
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Node, A::Error> {
         let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(4).min(4096));
         while let Some(item) = seq.next_element()? {
@@ -232,27 +239,7 @@ impl<'de> DeserializeSeed<'de> for BodySeed<'_> {
 impl<'de> Visitor<'de> for BodySeed<'_> {
     type Value = Node;
 
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a JSON value")
-    }
-    fn visit_unit<E>(self) -> Result<Node, E> {
-        Ok(Node::Null)
-    }
-    fn visit_bool<E>(self, _: bool) -> Result<Node, E> {
-        Ok(Node::Bool)
-    }
-    fn visit_i64<E>(self, v: i64) -> Result<Node, E> {
-        Ok(Node::Num(v as f64))
-    }
-    fn visit_u64<E>(self, v: u64) -> Result<Node, E> {
-        Ok(Node::Num(v as f64))
-    }
-    fn visit_f64<E>(self, v: f64) -> Result<Node, E> {
-        Ok(Node::Num(v))
-    }
-    fn visit_str<E>(self, _: &str) -> Result<Node, E> {
-        Ok(Node::Str)
-    }
+    scalar_visits!();
     fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Node, A::Error> {
         NodeVisitor.visit_seq(seq)
     }
@@ -291,27 +278,7 @@ impl<'de> DeserializeSeed<'de> for FeaturesSeed<'_> {
 impl<'de> Visitor<'de> for FeaturesSeed<'_> {
     type Value = Node;
 
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a JSON value")
-    }
-    fn visit_unit<E>(self) -> Result<Node, E> {
-        Ok(Node::Null)
-    }
-    fn visit_bool<E>(self, _: bool) -> Result<Node, E> {
-        Ok(Node::Bool)
-    }
-    fn visit_i64<E>(self, v: i64) -> Result<Node, E> {
-        Ok(Node::Num(v as f64))
-    }
-    fn visit_u64<E>(self, v: u64) -> Result<Node, E> {
-        Ok(Node::Num(v as f64))
-    }
-    fn visit_f64<E>(self, v: f64) -> Result<Node, E> {
-        Ok(Node::Num(v))
-    }
-    fn visit_str<E>(self, _: &str) -> Result<Node, E> {
-        Ok(Node::Str)
-    }
+    scalar_visits!();
     fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Node, A::Error> {
         NodeVisitor.visit_map(map)
     }

@@ -93,6 +93,21 @@ fn full_database_answers_503_until_space_is_freed_and_keeps_every_row() {
     assert_eq!(check[0]["ok"], "ok");
 }
 
+/// The binary run through `program args… --` (a wrapper such as `setpriv` or `prlimit`), with
+/// the environment [`binary`] gives it.
+fn wrapped_binary(program: &str, args: &[&str]) -> Command {
+    let plain = binary();
+    let mut cmd = Command::new(program);
+    cmd.args(args).arg("--").arg(plain.get_program());
+    for (k, v) in plain.get_envs() {
+        match v {
+            Some(v) => cmd.env(k, v),
+            None => cmd.env_remove(k),
+        };
+    }
+    cmd
+}
+
 /// The binary, run so that file permissions bind it: as root it would write through them, so
 /// it runs without the capabilities that override them (`setpriv`, util-linux).
 fn binary_bound_by_permissions() -> Command {
@@ -104,36 +119,15 @@ fn binary_bound_by_permissions() -> Command {
     if !root {
         return binary();
     }
-    let plain = binary();
-    let mut cmd = Command::new("setpriv");
-    cmd.args([
-        "--bounding-set=-dac_override,-dac_read_search,-fowner",
-        "--",
-    ])
-    .arg(plain.get_program());
-    for (k, v) in plain.get_envs() {
-        match v {
-            Some(v) => cmd.env(k, v),
-            None => cmd.env_remove(k),
-        };
-    }
-    cmd
+    wrapped_binary(
+        "setpriv",
+        &["--bounding-set=-dac_override,-dac_read_search,-fowner"],
+    )
 }
 
 /// The binary under `prlimit --nofile=SOFT:HARD` (util-linux).
 fn binary_with_open_files(soft: u64, hard: u64) -> Command {
-    let plain = binary();
-    let mut cmd = Command::new("prlimit");
-    cmd.arg(format!("--nofile={soft}:{hard}"))
-        .arg("--")
-        .arg(plain.get_program());
-    for (k, v) in plain.get_envs() {
-        match v {
-            Some(v) => cmd.env(k, v),
-            None => cmd.env_remove(k),
-        };
-    }
-    cmd
+    wrapped_binary("prlimit", &[&format!("--nofile={soft}:{hard}")])
 }
 
 #[test]
@@ -380,52 +374,11 @@ fn db_path_sidecar_exists(db: &Path, suffix: &str) -> bool {
     Path::new(&name).exists()
 }
 
-/// Another connection reading the audit file in a transaction that it keeps open: it holds
-/// an old snapshot, as a long `sqlite3` session does, so checkpoints cannot finish.
-struct LongReader {
-    rt: tokio::runtime::Runtime,
-    conn: Option<sqlx::SqliteConnection>,
-}
-
-impl LongReader {
-    fn start(db: &Path) -> LongReader {
-        use sqlx::Connection;
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let url = format!("sqlite://{}", db.display());
-        let conn = rt.block_on(async {
-            let mut c = sqlx::SqliteConnection::connect(&url).await.unwrap();
-            sqlx::query("begin").execute(&mut c).await.unwrap();
-            sqlx::query("select count(*) from prediction")
-                .fetch_one(&mut c)
-                .await
-                .unwrap();
-            c
-        });
-        LongReader {
-            rt,
-            conn: Some(conn),
-        }
-    }
-}
-
-impl Drop for LongReader {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.conn.take() {
-            self.rt.block_on(async {
-                let _ = sqlx::query("rollback").execute(&mut c).await;
-            });
-        }
-    }
-}
-
 #[test]
 fn a_starved_wal_is_reported_measured_and_counted_in_the_size_cap() {
     let app = spawn_app_with(|s| s.audit.max_bytes = Some(1 << 20));
     app.post_predict(&batch(10));
-    let reader = LongReader::start(&app.db_path);
+    let reader = crate::helpers::StoreLock::read_snapshot(&app.db_path);
     // Writes go on while the reader holds its snapshot: the WAL grows, and with it the store,
     // until the cap (file + WAL) refuses durable batches.
     let mut refused = None;
@@ -454,5 +407,5 @@ fn a_starved_wal_is_reported_measured_and_counted_in_the_size_cap() {
     assert!(wal > (1 << 20) as f64 / 4.0, "WAL of {wal} bytes");
     let line = app.wait_for_log_line(&["audit WAL is not being checkpointed"]);
     assert!(line.contains("long read transaction"), "{line}");
-    drop(reader);
+    reader.release();
 }

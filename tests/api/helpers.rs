@@ -232,6 +232,17 @@ pub struct StoreLock {
 
 impl StoreLock {
     pub fn take(db: &Path) -> StoreLock {
+        StoreLock::open(db, &["begin exclusive"])
+    }
+
+    /// A read transaction kept open: it holds an old snapshot, as a long `sqlite3` session
+    /// does, so checkpoints cannot copy what is written after it.
+    pub fn read_snapshot(db: &Path) -> StoreLock {
+        StoreLock::open(db, &["begin", "select count(*) from prediction"])
+    }
+
+    /// A connection of its own that has run `statements` and keeps its transaction open.
+    fn open(db: &Path, statements: &[&str]) -> StoreLock {
         use sqlx::Connection;
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -240,10 +251,9 @@ impl StoreLock {
         let url = format!("sqlite://{}", db.display());
         let conn = rt.block_on(async {
             let mut c = sqlx::SqliteConnection::connect(&url).await.unwrap();
-            sqlx::query("begin exclusive")
-                .execute(&mut c)
-                .await
-                .unwrap();
+            for sql in statements {
+                sqlx::query(sql).execute(&mut c).await.unwrap();
+            }
             c
         });
         StoreLock {
