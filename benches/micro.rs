@@ -133,6 +133,7 @@ fn audit_writes(c: &mut Criterion) {
                 }
                 AuditRecord {
                     request_id: id.clone(),
+                    client_request_id: None,
                     item: (i % 10) as u32,
                     received_at: now,
                     model: Some(model.clone()),

@@ -274,6 +274,9 @@ pub struct AuditCliArgs {
     pub status: StatusFilter,
     #[arg(long, value_parser = nonempty)]
     pub request_id: Option<String>,
+    /// Rows of requests that sent this `X-Request-Id` (several requests may share one).
+    #[arg(long, value_parser = nonempty)]
+    pub client_request_id: Option<String>,
     #[arg(long, value_parser = clap::value_parser!(i64).range(0..))]
     pub min_latency_us: Option<i64>,
     #[arg(long, value_enum, default_value_t = Order::Desc)]

@@ -78,6 +78,7 @@ impl Prediction {
             .enumerate()
             .map(|(i, &class)| AuditRecord {
                 request_id: Arc::clone(&origin.request_id),
+                client_request_id: origin.client_request_id.clone(),
                 item: i as u32,
                 received_at: origin.received_at,
                 model: Some(Arc::clone(&shared.name)),
@@ -98,14 +99,20 @@ impl Prediction {
             .collect()
     }
 
-    /// The response body of `/predict`.
-    pub fn response<'a>(&'a self, request_id: &'a str) -> PredictResponse<'a> {
+    /// The response body of `/predict`, with the server's id of the request and the client's,
+    /// if it sent one.
+    pub fn response<'a>(
+        &'a self,
+        request_id: &'a str,
+        client_request_id: Option<&'a str>,
+    ) -> PredictResponse<'a> {
         PredictResponse {
             prediction: &self.classes,
             labels: &self.labels,
             model: self.model.name(),
             model_version: &self.model.artifact.version,
             request_id,
+            client_request_id,
             outliers: self
                 .outliers
                 .iter()
@@ -130,6 +137,8 @@ pub struct PredictResponse<'a> {
     model: &'a str,
     model_version: &'a str,
     request_id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client_request_id: Option<&'a str>,
     /// Rows with features outside the training range or spread (empty when none).
     outliers: Vec<OutlierEntry<'a>>,
 }

@@ -27,10 +27,12 @@ pub enum Column {
     ClientAddr,
     RawBody,
     Outliers,
+    /// Last, as in the table (a later migration added it), so CSV columns keep their places.
+    ClientRequestId,
 }
 
 /// Every column, in table order.
-pub const ALL: [Column; 15] = [
+pub const ALL: [Column; 16] = [
     Column::Id,
     Column::RequestId,
     Column::Item,
@@ -46,6 +48,7 @@ pub const ALL: [Column; 15] = [
     Column::ClientAddr,
     Column::RawBody,
     Column::Outliers,
+    Column::ClientRequestId,
 ];
 
 /// The columns an insert gives values for (the store assigns `id`).
@@ -71,6 +74,7 @@ impl Column {
             Column::ClientAddr => "client_addr",
             Column::RawBody => "raw_body",
             Column::Outliers => "outliers",
+            Column::ClientRequestId => "client_request_id",
         }
     }
 
@@ -144,6 +148,7 @@ impl AuditRecord {
             Column::ClientAddr => text(&self.client_addr),
             Column::RawBody => text(&self.raw_body),
             Column::Outliers => self.outliers.as_deref().map_or(Cell::Null, Cell::Json),
+            Column::ClientRequestId => text(&self.client_request_id),
         }
     }
 }
@@ -176,6 +181,7 @@ impl StoredRecord {
                 .outliers
                 .as_ref()
                 .map_or(Cell::Null, |f| Cell::Json(f.get())),
+            Column::ClientRequestId => text(&self.client_request_id),
         }
     }
 }
@@ -202,6 +208,7 @@ mod tests {
             client_addr: None,
             raw_body: None,
             outliers: None,
+            client_request_id: None,
         };
         let json = serde_json::to_string(&r).unwrap();
         let mut at = 0;

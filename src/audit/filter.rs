@@ -38,6 +38,8 @@ pub struct AuditFilter {
     pub label: Option<String>,
     pub status: StatusFilter,
     pub request_id: Option<String>,
+    /// The `X-Request-Id` clients sent (several requests may share one).
+    pub client_request_id: Option<String>,
     pub min_latency_us: Option<i64>,
     pub order: Order,
 }

@@ -29,8 +29,8 @@ pub use fault::{FaultKind, StoreFault};
 pub use filter::{AuditFilter, Count, LatencySummary, Order, StatusFilter, Summary};
 pub use modes::{AuditMode, StoreOptions, SyncLevel};
 pub use record::{
-    AuditRecord, Feedback, Latency, Origin, RAW_BODY_LIMIT, StoredRecord, cut_body, format_time,
-    micros_between,
+    AuditRecord, Feedback, Latency, Origin, RAW_BODY_LIMIT, RequestRef, StoredRecord, Written,
+    cut_body, format_time, micros_between,
 };
 pub use store::Store;
 pub use writer::{AuditSink, StoreHealth, SubmitError, WriterHandle};

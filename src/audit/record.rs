@@ -29,6 +29,14 @@ impl Latency {
     }
 }
 
+/// What a write did: when its rows were written (the store's write lock held), and how many
+/// of them were new (a row already stored under its request id and item is skipped).
+#[derive(Debug, Clone, Copy)]
+pub struct Written {
+    pub at: Instant,
+    pub inserted: u64,
+}
+
 /// Whole microseconds from `from` to `to` (zero if `to` is earlier): the one way every layer
 /// turns two instants into a latency, so the audit row and the log line agree to the
 /// microsecond.
@@ -39,7 +47,10 @@ pub fn micros_between(from: Instant, to: Instant) -> u64 {
 /// One audit row. Shared strings are `Arc<str>` so the rows of a batch do not copy them.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AuditRecord {
+    /// The server's id of the request: unique per request.
     pub request_id: Arc<str>,
+    /// The `X-Request-Id` the client sent, if any: not unique (clients reuse theirs).
+    pub client_request_id: Option<Arc<str>>,
     /// Index of the row within its request.
     pub item: u32,
     pub received_at: DateTime<Utc>,
@@ -63,6 +74,7 @@ pub struct AuditRecord {
 #[derive(Debug, Clone)]
 pub struct Origin {
     pub request_id: Arc<str>,
+    pub client_request_id: Option<Arc<str>>,
     pub received_at: DateTime<Utc>,
     /// The clock every latency of the request is measured from.
     pub arrived: Instant,
@@ -81,6 +93,7 @@ impl AuditRecord {
     ) -> AuditRecord {
         AuditRecord {
             request_id: Arc::clone(&origin.request_id),
+            client_request_id: origin.client_request_id.clone(),
             item: 0,
             received_at: origin.received_at,
             model,
@@ -96,6 +109,13 @@ impl AuditRecord {
             outliers: None,
         }
     }
+}
+
+/// A request named by the server's id, with its arrival time.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct RequestRef {
+    pub request_id: String,
+    pub received_at: String,
 }
 
 /// A true label for an audited prediction.
@@ -147,6 +167,7 @@ pub struct StoredRecord {
     pub client_addr: Option<String>,
     pub raw_body: Option<String>,
     pub outliers: Option<Box<serde_json::value::RawValue>>,
+    pub client_request_id: Option<String>,
 }
 
 #[cfg(test)]

@@ -3,14 +3,12 @@
 //! is a new variant and a module beside [`super::sqlite`], with nothing above this file
 //! changed.
 
-use std::time::Instant;
-
 use slog::Logger;
 
 use super::fault::StoreFault;
 use super::filter::{AuditFilter, Summary};
 use super::modes::StoreOptions;
-use super::record::{AuditRecord, Feedback, StoredRecord};
+use super::record::{AuditRecord, Feedback, RequestRef, StoredRecord, Written};
 use super::sqlite::SqliteStore;
 
 /// The audit backend.
@@ -51,9 +49,10 @@ impl Store {
         }
     }
 
-    /// Writes `records` in one transaction: all or none. Returns the moment the rows were
-    /// written (the store's write lock held), which fixes the latency of durable rows.
-    pub async fn write_batch(&self, records: &[&AuditRecord]) -> Result<Instant, StoreFault> {
+    /// Writes `records` in one transaction: all or none, skipping rows already stored under
+    /// their request id and item. Returns the moment the rows were written (the store's write
+    /// lock held), which fixes the latency of durable rows, and how many were new.
+    pub async fn write_batch(&self, records: &[&AuditRecord]) -> Result<Written, StoreFault> {
         match self {
             Store::Sqlite(s) => s.write_batch(records).await,
         }
@@ -82,6 +81,18 @@ impl Store {
     pub async fn request(&self, request_id: &str) -> Result<Vec<StoredRecord>, StoreFault> {
         match self {
             Store::Sqlite(s) => s.request(request_id).await,
+        }
+    }
+
+    /// The requests (oldest first, at most `limit`) that sent `client_id` as their
+    /// `X-Request-Id`.
+    pub async fn client_requests(
+        &self,
+        client_id: &str,
+        limit: usize,
+    ) -> Result<Vec<RequestRef>, StoreFault> {
+        match self {
+            Store::Sqlite(s) => s.client_requests(client_id, limit).await,
         }
     }
 

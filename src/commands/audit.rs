@@ -88,6 +88,7 @@ fn filter(args: &AuditCliArgs) -> anyhow::Result<AuditFilter> {
         label: args.label.clone(),
         status: args.status,
         request_id: args.request_id.clone(),
+        client_request_id: args.client_request_id.clone(),
         min_latency_us: args.min_latency_us,
         order: args.order,
     })

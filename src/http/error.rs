@@ -13,7 +13,10 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
 
-use crate::audit::{StoreFault, SubmitError};
+use crate::audit::{RequestRef, StoreFault, SubmitError};
+
+/// Most candidates an `ambiguous_request_id` error lists.
+pub const MAX_CANDIDATES: usize = 20;
 use crate::input::InputError;
 use crate::text::{escape_controls, quote};
 
@@ -74,6 +77,18 @@ pub enum ApiError {
     #[error("{0}")]
     NotFound(String),
 
+    /// A client's request id that several requests sent: the server's ids of the candidates
+    /// (oldest first, at most [`MAX_CANDIDATES`]) are listed so the client can name one.
+    #[error(
+        "request id {} was sent by {} requests{}; name one by the request_id the server gave it: {}",
+        quote(.id), .candidates.len(), if .candidates.len() >= MAX_CANDIDATES { " or more" } else { "" },
+        .candidates.iter().map(|c| c.request_id.as_str()).collect::<Vec<_>>().join(", ")
+    )]
+    AmbiguousRequestId {
+        id: String,
+        candidates: Vec<RequestRef>,
+    },
+
     #[error(transparent)]
     BadParameter(#[from] ParamError),
 
@@ -125,6 +140,7 @@ impl ApiError {
             ApiError::Overloaded { .. } => "overloaded",
             ApiError::UnknownModel(_) => "unknown_model",
             ApiError::NotFound(_) => "not_found",
+            ApiError::AmbiguousRequestId { .. } => "ambiguous_request_id",
             ApiError::BadParameter(_) => "invalid_parameter",
             ApiError::Unauthorized(_) => "unauthorized",
             ApiError::Forbidden(_) => "forbidden",
@@ -148,6 +164,8 @@ impl ApiError {
 pub struct ErrorInfo {
     pub code: Cow<'static, str>,
     pub message: String,
+    /// `ambiguous_request_id`: the requests the id could name.
+    pub candidates: Option<serde_json::Value>,
 }
 
 impl ResponseError for ApiError {
@@ -166,6 +184,7 @@ impl ResponseError for ApiError {
                 StatusCode::PAYLOAD_TOO_LARGE
             }
             ApiError::UnknownModel(_) | ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::AmbiguousRequestId { .. } => StatusCode::CONFLICT,
             ApiError::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             ApiError::NotAudited(_)
             | ApiError::StoreUnavailable { .. }
@@ -178,6 +197,12 @@ impl ResponseError for ApiError {
         let info = ErrorInfo {
             code: Cow::Borrowed(self.code()),
             message: escape_controls(&self.public_message()).into_owned(),
+            candidates: match self {
+                ApiError::AmbiguousRequestId { candidates, .. } => {
+                    serde_json::to_value(candidates).ok()
+                }
+                _ => None,
+            },
         };
         let mut builder = HttpResponse::build(self.status_code());
         if matches!(self, ApiError::Unauthorized(_)) {
@@ -204,6 +229,8 @@ struct ErrorFields<'a> {
     message: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     request_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    candidates: Option<&'a serde_json::Value>,
 }
 
 /// The JSON error body every error response carries.
@@ -213,6 +240,7 @@ pub fn error_body(info: &ErrorInfo, request_id: Option<&str>) -> serde_json::Val
             code: &info.code,
             message: &info.message,
             request_id,
+            candidates: info.candidates.as_ref(),
         },
     })
     .unwrap_or_default()

@@ -206,3 +206,16 @@ impl TermText for Path {
         write!(f, "{:?}", self.0)
     }
 }
+
+/// A text value written only when present: a line without it has no such key at all (not
+/// `None`).
+pub struct IfPresent<'a>(pub Option<&'a str>);
+
+impl slog::Value for IfPresent<'_> {
+    fn serialize(&self, _: &Record, key: Key, serializer: &mut dyn Serializer) -> slog::Result {
+        match self.0 {
+            Some(v) => serializer.emit_str(key, v),
+            None => Ok(()),
+        }
+    }
+}

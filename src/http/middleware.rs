@@ -16,8 +16,8 @@ use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
 use slog::{debug, error, info, warn};
 
 use super::error::{ErrorInfo, code_for_status, error_body};
-use super::log_values::{self, Features, Path};
-use super::request::{REQUEST_ID_HEADER, RequestId, RequestMeta};
+use super::log_values::{self, Features, IfPresent, Path};
+use super::request::{CLIENT_REQUEST_ID_HEADER, REQUEST_ID_HEADER, RequestId, RequestMeta};
 use super::routes::{PREDICT_ROUTES, PROBE_ROUTES, route_label};
 use super::state::AppState;
 use std::time::Instant;
@@ -34,19 +34,16 @@ pub async fn request_middleware(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
-    let id = req
-        .headers()
-        .get(&REQUEST_ID_HEADER)
-        .and_then(RequestId::from_client)
-        .unwrap_or_else(RequestId::generate);
-    let meta = RequestMeta::arrive(req.request(), id);
+    let meta = RequestMeta::arrive(req.request());
     req.extensions_mut().insert(meta.clone());
     // Counts the request as in progress until this future ends (or is dropped).
     let _in_flight = req.app_data::<web::Data<AppState>>().map(|state| {
         // Filtered out before the log queue at the default level; at debug it shows requests
         // that are in progress (for hangs, and for the shutdown test).
         debug!(state.logger, "request started";
-            "path" => ?req.path(), "method" => req.method().as_str(), "request_id" => %meta.id);
+            "path" => ?req.path(), "method" => req.method().as_str(),
+            "client_request_id" => IfPresent(meta.client_id.as_ref().map(|c| c.as_str())),
+            "request_id" => %meta.id);
         state.in_flight.enter()
     });
 
@@ -68,6 +65,11 @@ pub async fn request_middleware(
     if let Ok(v) = HeaderValue::from_str(meta.id.as_str()) {
         res.headers_mut().insert(REQUEST_ID_HEADER, v);
     }
+    if let Some(client) = &meta.client_id
+        && let Ok(v) = HeaderValue::from_str(client.as_str())
+    {
+        res.headers_mut().insert(CLIENT_REQUEST_ID_HEADER, v);
+    }
     Ok(res)
 }
 
@@ -82,6 +84,7 @@ fn log_and_shape(
 ) -> ServiceResponse<BoxBody> {
     let log = &state.logger;
     let id = &meta.id;
+    let client_id = IfPresent(meta.client_id.as_ref().map(|c| c.as_str()));
     // slog-term prints key-value pairs last-to-first, so the macros below list them in reverse
     // for lines that read `request_id, …, latency_us`.
     let status = res.status();
@@ -100,6 +103,7 @@ fn log_and_shape(
         let info = known.unwrap_or_else(|| ErrorInfo {
             code: code_for_status(status).into(),
             message: fallback_message(&res),
+            candidates: None,
         });
         if status.is_server_error() {
             // A failing audit store refuses every durable request: its cause is an ERROR once
@@ -129,7 +133,7 @@ fn log_and_shape(
             warn!(log, "request rejected";
                 "latency_us" => latency_us, "reason" => %info.message, "code" => %info.code,
                 "status" => status.as_u16(), "path" => Path::of(path), "method" => method,
-                "request_id" => %id);
+                "client_request_id" => client_id, "request_id" => %id);
         }
         return json_error_response(res, &info, id);
     }
@@ -145,7 +149,7 @@ fn log_and_shape(
             "prediction" => log_values::classes(p),
             "features" => Features::of(p),
             "model_version" => &p.model.artifact.version,
-            "model" => p.model.name(), "request_id" => %id);
+            "model" => p.model.name(), "client_request_id" => client_id, "request_id" => %id);
     } else if PROBE_ROUTES.contains(&route) {
         debug!(log, "request served";
             "latency_us" => latency_us, "status" => status.as_u16(), "path" => Path::of(path),

@@ -8,6 +8,7 @@
 //! - [`log_values`]: the log line's data values, as JSON data or as text per format.
 //! - [`body`]: content type, size limit, body deadline, JSON decoding.
 //! - [`access`]: the access rule of audit data, as an extractor.
+//! - [`lookup`]: the request an id names (the server's id, or a client's).
 //! - [`params`]: query-string parsing.
 //! - [`routes`]: one file per resource, and the route table.
 
@@ -15,6 +16,7 @@ pub mod access;
 pub mod body;
 pub mod error;
 pub mod log_values;
+pub mod lookup;
 pub mod middleware;
 pub mod params;
 pub mod request;

@@ -61,6 +61,7 @@ pub fn parse_query(pairs: &[(String, String)], summary: bool) -> Result<AuditQue
             "model_version" => f.model_version = Some(nonempty(k, value)?),
             "label" => f.label = Some(nonempty(k, value)?),
             "request_id" => f.request_id = Some(nonempty(k, value)?),
+            "client_request_id" => f.client_request_id = Some(nonempty(k, value)?),
             "status" => {
                 f.status = match value.as_str() {
                     "ok" => StatusFilter::Ok,

@@ -20,10 +20,16 @@ use crate::audit::{Origin, micros_between};
 
 pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
 
+/// The response header echoing the `X-Request-Id` a client sent (the response's own
+/// `X-Request-Id` is the server's id, which is unique).
+pub const CLIENT_REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-client-request-id");
+
 /// Longest client-supplied request id kept; longer ones are replaced.
 const MAX_REQUEST_ID_LEN: usize = 128;
 
-/// The id that ties a request's response, log line and audit rows together.
+/// The id that ties a request's response, log line and audit rows together. The server's id
+/// is always [`RequestId::generate`]d, so it is unique; a client's `X-Request-Id` is kept beside
+/// it ([`RequestMeta::client_id`]), since clients reuse theirs (retries do).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequestId(pub Arc<str>);
 
@@ -58,7 +64,10 @@ impl fmt::Display for RequestId {
 /// One request's facts. Clones share the latency cell (actix serves a request on one thread).
 #[derive(Debug, Clone)]
 pub struct RequestMeta {
+    /// The server's id: unique.
     pub id: RequestId,
+    /// The `X-Request-Id` the client sent, if it was usable.
+    pub client_id: Option<RequestId>,
     /// Calendar time of arrival, for the audit trail.
     pub received_at: chrono::DateTime<chrono::Utc>,
     /// The client's IP address (formatted only for the requests that record it).
@@ -72,9 +81,13 @@ pub struct RequestMeta {
 
 impl RequestMeta {
     /// The facts of a request arriving now.
-    pub fn arrive(req: &HttpRequest, id: RequestId) -> RequestMeta {
+    pub fn arrive(req: &HttpRequest) -> RequestMeta {
         RequestMeta {
-            id,
+            id: RequestId::generate(),
+            client_id: req
+                .headers()
+                .get(&REQUEST_ID_HEADER)
+                .and_then(RequestId::from_client),
             received_at: chrono::Utc::now(),
             peer: req.peer_addr().map(|a| a.ip()),
             clock: Instant::now(),
@@ -91,6 +104,7 @@ impl RequestMeta {
     pub fn origin(&self) -> Origin {
         Origin {
             request_id: Arc::clone(&self.id.0),
+            client_request_id: self.client_id.as_ref().map(|c| Arc::clone(&c.0)),
             received_at: self.received_at,
             arrived: self.clock,
             client_addr: self.client(),
@@ -116,9 +130,7 @@ impl FromRequest for RequestMeta {
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let meta = req.extensions().get::<RequestMeta>().cloned();
-        ready(Ok(meta.unwrap_or_else(|| {
-            RequestMeta::arrive(req, RequestId::generate())
-        })))
+        ready(Ok(meta.unwrap_or_else(|| RequestMeta::arrive(req))))
     }
 }
 

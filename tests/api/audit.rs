@@ -280,7 +280,7 @@ fn csv_export_of_the_whole_range_parses_with_a_csv_reader() {
 #[test]
 fn csv_export_neutralises_cells_a_spreadsheet_would_evaluate() {
     let app = spawn_app();
-    // A client plants formulas where it can: the request id, the model name, a rejected body.
+    // A client plants formulas where it can: its request id, the model name, a rejected body.
     let res = app.request(
         "POST",
         "/predict",
@@ -299,7 +299,7 @@ fn csv_export_neutralises_cells_a_spreadsheet_would_evaluate() {
     assert_eq!(res.status, 200);
     let mut reader = csv::Reader::from_reader(res.body.as_slice());
     let records: Vec<csv::StringRecord> = reader.records().map(|r| r.unwrap()).collect();
-    assert_eq!(&records[0][1], "'=2+5", "request_id");
+    assert_eq!(&records[0][15], "'=2+5", "client_request_id");
     assert_eq!(&records[1][4], "'@SUM(1)", "model");
     assert_eq!(&records[2][13], "'=HYPERLINK(\"http://x\")", "raw_body");
     // Nothing else changes: numbers, JSON arrays and ordinary text stay as they are.
@@ -307,7 +307,7 @@ fn csv_export_neutralises_cells_a_spreadsheet_would_evaluate() {
     assert_eq!(&records[0][6], "[5.8,2.7,5.1,1.9]");
     // The JSON export and the database keep the text as it came.
     let page = app.audit_page("order=asc&limit=1");
-    assert_eq!(page.records[0]["request_id"], "=2+5");
+    assert_eq!(page.records[0]["client_request_id"], "=2+5");
 }
 
 #[test]

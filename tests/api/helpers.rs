@@ -295,6 +295,27 @@ fn on_db<T>(path: &Path, work: impl AsyncFnOnce(&mut sqlx::SqliteConnection) -> 
     })
 }
 
+/// Creates an SQLite file migrated with the project's migrations up to number `upto` only: a
+/// store as an older release left it.
+pub fn db_at_migration(path: &Path, upto: u32) {
+    let dir = tempfile::tempdir().unwrap();
+    for entry in
+        std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations")).unwrap()
+    {
+        let entry = entry.unwrap();
+        let name = entry.file_name().into_string().unwrap();
+        let number: u32 = name[..4].parse().unwrap();
+        if number <= upto {
+            std::fs::copy(entry.path(), dir.path().join(&name)).unwrap();
+        }
+    }
+    std::fs::File::create(path).unwrap();
+    on_db(path, async |conn| {
+        let migrator = sqlx::migrate::Migrator::new(dir.path()).await.unwrap();
+        migrator.run(conn).await.unwrap();
+    })
+}
+
 /// Runs statements on an SQLite file.
 pub fn db_exec(path: &Path, sql: &str) {
     on_db(path, async |conn| {
@@ -316,11 +337,13 @@ pub fn db_json(path: &Path, sql: &str) -> Vec<serde_json::Value> {
     })
 }
 
-/// Request ids with an answered (status 200) row in the audit file.
+/// Request ids with an answered (status 200) row in the audit file: the client's id where
+/// the client sent one (load tests name their requests), else the server's.
 pub fn served_request_ids(db: &Path) -> std::collections::HashSet<String> {
     db_json(
         db,
-        "select json_object('r', request_id) from prediction where status = 200",
+        "select json_object('r', coalesce(client_request_id, request_id)) from prediction \
+         where status = 200",
     )
     .iter()
     .map(|v| v["r"].as_str().unwrap().to_string())

@@ -11,6 +11,7 @@ mod models;
 mod monitor;
 mod predict;
 mod readme;
+mod request_ids;
 mod shutdown;
 mod store_props;
 mod train;

@@ -143,8 +143,12 @@ fn client_request_id_is_echoed() {
         br#"{"features": [5.8, 2.7, 5.1, 1.9]}"#,
     );
     assert_eq!(res.status, 200);
-    assert_eq!(res.header("x-request-id"), Some("client-42.a:b"));
-    assert_eq!(res.json()["request_id"], "client-42.a:b");
+    // The server's own id names the request; the client's is echoed beside it.
+    let id = res.header("x-request-id").unwrap();
+    assert_eq!(id.len(), 36, "a UUID: {id}");
+    assert_eq!(res.header("x-client-request-id"), Some("client-42.a:b"));
+    assert_eq!(res.json()["request_id"], id);
+    assert_eq!(res.json()["client_request_id"], "client-42.a:b");
 }
 
 #[test]

@@ -16,6 +16,7 @@ const VERSIONS: [&str; 2] = ["v1", "v2"];
 const LABELS: [Option<&str>; 4] = [Some("a"), Some("b"), Some("c"), None];
 const STATUSES: [u16; 3] = [200, 422, 404];
 const REQUESTS: [&str; 5] = ["r0", "r1", "r2", "r3", "r4"];
+const CLIENT_IDS: [Option<&str>; 3] = [Some("c0"), Some("c1"), None];
 
 fn base() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 11, 27, 0, 0, 0).unwrap()
@@ -34,6 +35,7 @@ struct Spec {
     label: usize,
     status: usize,
     latency: u64,
+    client: usize,
 }
 
 fn spec() -> impl Strategy<Value = Spec> {
@@ -45,9 +47,10 @@ fn spec() -> impl Strategy<Value = Spec> {
         0..4usize,
         0..3usize,
         0..500u64,
+        0..3usize,
     )
         .prop_map(
-            |(request, at_us, model, version, label, status, latency)| Spec {
+            |(request, at_us, model, version, label, status, latency, client)| Spec {
                 request,
                 at_us,
                 model,
@@ -55,6 +58,7 @@ fn spec() -> impl Strategy<Value = Spec> {
                 label,
                 status,
                 latency,
+                client,
             },
         )
 }
@@ -62,6 +66,7 @@ fn spec() -> impl Strategy<Value = Spec> {
 fn record(s: &Spec, item: u32) -> AuditRecord {
     AuditRecord {
         request_id: REQUESTS[s.request].into(),
+        client_request_id: CLIENT_IDS[s.client].map(Arc::from),
         item,
         received_at: time(s.at_us),
         model: MODELS[s.model].map(Arc::from),
@@ -87,6 +92,7 @@ struct FilterSpec {
     label: Option<usize>,
     status: usize,
     request: Option<usize>,
+    client: Option<usize>,
     min_latency: Option<i64>,
     asc: bool,
     limit: usize,
@@ -101,12 +107,25 @@ fn filter_spec() -> impl Strategy<Value = FilterSpec> {
         proptest::option::of(0..3usize),
         0..3usize,
         proptest::option::of(0..5usize),
+        proptest::option::of(0..2usize),
         proptest::option::of(0..500i64),
         any::<bool>(),
         1..25usize,
     )
         .prop_map(
-            |(since, until, model, version, label, status, request, min_latency, asc, limit)| {
+            |(
+                since,
+                until,
+                model,
+                version,
+                label,
+                status,
+                request,
+                client,
+                min_latency,
+                asc,
+                limit,
+            )| {
                 FilterSpec {
                     since,
                     until,
@@ -115,6 +134,7 @@ fn filter_spec() -> impl Strategy<Value = FilterSpec> {
                     label,
                     status,
                     request,
+                    client,
                     min_latency,
                     asc,
                     limit,
@@ -133,6 +153,7 @@ impl FilterSpec {
             label: self.label.map(|l| LABELS[l].unwrap().to_string()),
             status: [StatusFilter::Ok, StatusFilter::Rejected, StatusFilter::All][self.status],
             request_id: self.request.map(|r| REQUESTS[r].to_string()),
+            client_request_id: self.client.map(|c| CLIENT_IDS[c].unwrap().to_string()),
             min_latency_us: self.min_latency,
             order: if self.asc { Order::Asc } else { Order::Desc },
         }
@@ -151,6 +172,7 @@ impl FilterSpec {
                 _ => true,
             }
             && self.request.is_none_or(|r| s.request == r)
+            && self.client.is_none_or(|c| s.client == c)
             && self.min_latency.is_none_or(|l| s.latency as i64 >= l)
     }
 }
@@ -201,6 +223,7 @@ proptest! {
                         let s = &specs[(r.id - 1) as usize];
                         prop_assert_eq!(&r.received_at, &format_time(&time(s.at_us)));
                         prop_assert_eq!(r.request_id.as_str(), REQUESTS[s.request]);
+                        prop_assert_eq!(r.client_request_id.as_deref(), CLIENT_IDS[s.client]);
                         prop_assert_eq!(r.status, i64::from(STATUSES[s.status]));
                     }
                     walked.extend(page.iter().map(|r| r.id));

@@ -9,7 +9,7 @@ use sqlx::Sqlite;
 use sqlx::sqlite::{SqliteArguments, SqliteConnection};
 
 use crate::audit::columns::{self, Cell};
-use crate::audit::record::{AuditRecord, format_time};
+use crate::audit::record::{AuditRecord, Written, format_time};
 
 /// Rows per INSERT statement. A batch of up to [`EXACT_ROWS`] rows is one statement of its
 /// exact size (one implicit transaction, one round trip to SQLite's thread). A larger batch is
@@ -83,7 +83,7 @@ pub(super) async fn begin_immediate(
 }
 
 /// Writes `records` in one transaction and returns the moment they were written, the write
-/// lock held: durable rows' latencies are taken at that moment.
+/// lock held (durable rows' latencies are taken at that moment), and how many were new.
 ///
 /// A batch of up to [`EXACT_ROWS`] rows is first tried as one autocommit statement (a single
 /// round trip to SQLite's thread). If another process holds the lock, that statement fails at
@@ -94,14 +94,22 @@ pub(super) async fn write_rows(
     conn: &mut SqliteConnection,
     records: &[&AuditRecord],
     busy_timeout: Duration,
-) -> anyhow::Result<Instant> {
+) -> anyhow::Result<Written> {
     if records.is_empty() {
-        return Ok(Instant::now());
+        return Ok(Written {
+            at: Instant::now(),
+            inserted: 0,
+        });
     }
     if records.len() <= EXACT_ROWS {
         let stored_at = Instant::now();
         match insert(records, stored_at).execute(&mut *conn).await {
-            Ok(_) => return Ok(stored_at),
+            Ok(done) => {
+                return Ok(Written {
+                    at: stored_at,
+                    inserted: done.rows_affected(),
+                });
+            }
             Err(e) if is_busy(&e) => {}
             Err(e) => return Err(e).context("inserting audit rows"),
         }
@@ -109,19 +117,24 @@ pub(super) async fn write_rows(
     begin_immediate(conn, busy_timeout).await?;
     let stored_at = Instant::now();
     let mut rest = records;
+    let mut inserted = 0;
     while !rest.is_empty() {
         let (chunk, tail) = rest.split_at(chunk_len(rest.len()));
         rest = tail;
-        insert(chunk, stored_at)
+        inserted += insert(chunk, stored_at)
             .execute(&mut *conn)
             .await
-            .context("inserting audit rows")?;
+            .context("inserting audit rows")?
+            .rows_affected();
     }
     sqlx::query("commit")
         .execute(&mut *conn)
         .await
         .context("committing audit rows")?;
-    Ok(stored_at)
+    Ok(Written {
+        at: stored_at,
+        inserted,
+    })
 }
 
 /// Inserts `probe` in a transaction and rolls it back: it needs the write lock (waited for up
@@ -204,6 +217,9 @@ pub(super) fn insert_sql(rows: usize) -> &'static str {
                     }
                     sql.push_str(&values);
                 }
+                // A row already stored (same request id and item) is skipped: a replayed spill
+                // file, or a retry of a commit whose outcome was lost, writes no row twice.
+                sql.push_str(" on conflict (request_id, item) do nothing");
                 (n, sql)
             })
             .collect()
@@ -237,8 +253,8 @@ mod tests {
             while rest > 0 {
                 let n = chunk_len(rest);
                 if checked.insert(n) {
-                    // One "(" for the column list, one per row.
-                    assert_eq!(insert_sql(n).matches('(').count() - 1, n, "{total} rows");
+                    // One "(" for the column list, one for the conflict target, one per row.
+                    assert_eq!(insert_sql(n).matches('(').count() - 2, n, "{total} rows");
                 }
                 rest -= n;
             }

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context;
 use slog::{Logger, warn};
@@ -30,7 +30,9 @@ use self::file_identity::{FileId, FileReplaced, sidecar};
 use crate::audit::fault::{FaultKind, StoreFault};
 use crate::audit::filter::{AuditFilter, Summary};
 use crate::audit::modes::StoreOptions;
-use crate::audit::record::{AuditRecord, Feedback, Latency, StoredRecord, format_time};
+use crate::audit::record::{
+    AuditRecord, Feedback, Latency, RequestRef, StoredRecord, Written, format_time,
+};
 use crate::throttle::Throttle;
 
 #[derive(Debug, Clone)]
@@ -206,8 +208,8 @@ impl SqliteStore {
     /// database file is checked before and after: rows committed into a file that was deleted
     /// meanwhile are not on record, so that is reported as a failure (durable requests get
     /// their 503, owed rows are retried into the new file).
-    pub async fn write_batch(&self, records: &[&AuditRecord]) -> Result<Instant, StoreFault> {
-        let result: anyhow::Result<Instant> = async {
+    pub async fn write_batch(&self, records: &[&AuditRecord]) -> Result<Written, StoreFault> {
+        let result: anyhow::Result<Written> = async {
             self.ensure_current_file().await?;
             self.check_size()?;
             let (conn, opened) = self.write()?;
@@ -231,6 +233,7 @@ impl SqliteStore {
             let (conn, _) = self.write()?;
             let probe = AuditRecord {
                 request_id: "inferlog-store-probe".into(),
+                client_request_id: None,
                 item: 0,
                 received_at: chrono::Utc::now(),
                 model: None,
@@ -273,6 +276,16 @@ impl SqliteStore {
 
     pub async fn request(&self, request_id: &str) -> Result<Vec<StoredRecord>, StoreFault> {
         query::request(&self.read(), request_id)
+            .await
+            .map_err(fault)
+    }
+
+    pub async fn client_requests(
+        &self,
+        client_id: &str,
+        limit: usize,
+    ) -> Result<Vec<RequestRef>, StoreFault> {
+        query::client_requests(&self.read(), client_id, limit)
             .await
             .map_err(fault)
     }

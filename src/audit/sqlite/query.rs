@@ -8,7 +8,7 @@ use sqlx::{QueryBuilder, Row, Sqlite};
 
 use crate::audit::columns::{self, ALL, Column};
 use crate::audit::filter::{AuditFilter, Count, LatencySummary, Order, StatusFilter, Summary};
-use crate::audit::record::{StoredRecord, format_time};
+use crate::audit::record::{RequestRef, StoredRecord, format_time};
 
 pub(super) async fn page(
     read: &SqlitePool,
@@ -52,6 +52,29 @@ pub(super) async fn request(
     .await
     .context("reading a request's audit rows")?;
     rows.iter().map(decode).collect()
+}
+
+pub(super) async fn client_requests(
+    read: &SqlitePool,
+    client_id: &str,
+    limit: usize,
+) -> anyhow::Result<Vec<RequestRef>> {
+    let rows = sqlx::query(
+        "select request_id, min(received_at) from prediction where client_request_id = ? \
+         group by request_id order by min(id) limit ?",
+    )
+    .bind(client_id)
+    .bind(limit as i64)
+    .fetch_all(read)
+    .await
+    .context("looking up requests by the client's request id")?;
+    Ok(rows
+        .iter()
+        .map(|r| RequestRef {
+            request_id: r.get(0),
+            received_at: r.get(1),
+        })
+        .collect())
 }
 
 pub(super) async fn summary(read: &SqlitePool, filter: &AuditFilter) -> anyhow::Result<Summary> {
@@ -232,6 +255,10 @@ fn push_where_on(qb: &mut QueryBuilder<'_, Sqlite>, f: &AuditFilter, p: &str) {
         qb.push(format!(" and {p}request_id = "))
             .push_bind(v.clone());
     }
+    if let Some(v) = &f.client_request_id {
+        qb.push(format!(" and {p}client_request_id = "))
+            .push_bind(v.clone());
+    }
     if let Some(v) = f.min_latency_us {
         qb.push(format!(" and {p}latency_us >= ")).push_bind(v);
     }
@@ -268,6 +295,7 @@ fn decode(row: &SqliteRow) -> anyhow::Result<StoredRecord> {
         client_addr: None,
         raw_body: None,
         outliers: None,
+        client_request_id: None,
     };
     for (i, column) in ALL.into_iter().enumerate() {
         match column {
@@ -286,6 +314,7 @@ fn decode(row: &SqliteRow) -> anyhow::Result<StoredRecord> {
             Column::ClientAddr => r.client_addr = row.try_get(i)?,
             Column::RawBody => r.raw_body = row.try_get(i)?,
             Column::Outliers => r.outliers = json(row.try_get(i)?, column)?,
+            Column::ClientRequestId => r.client_request_id = row.try_get(i)?,
         }
     }
     Ok(r)

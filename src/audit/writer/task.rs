@@ -162,7 +162,8 @@ impl Writer {
         let result = self.store.write_batch(&refs).await;
         drop(refs);
         match result {
-            Ok(stored_at) => {
+            Ok(written) => {
+                let stored_at = written.at;
                 if self.health.problem().is_some() {
                     info!(self.log, "audit store writable again");
                 }
@@ -321,6 +322,7 @@ mod tests {
     fn row(request_id: &str) -> AuditRecord {
         AuditRecord {
             request_id: request_id.into(),
+            client_request_id: None,
             item: 0,
             received_at: chrono::Utc::now(),
             model: Some("iris".into()),

@@ -11,6 +11,7 @@ use crate::audit::StoredRecord;
 use crate::audit::export::{Walk, csv_chunk, jsonl_chunk};
 use crate::http::access::AuditAccess;
 use crate::http::error::ApiError;
+use crate::http::lookup::by_client_id;
 use crate::http::params::{Format, encode_cursor, parse_query};
 use crate::http::state::AppState;
 use crate::text::escape_controls;
@@ -117,19 +118,31 @@ pub async fn by_request(
     state: web::Data<AppState>,
     request_id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let records = state
-        .store
-        .request(&request_id)
-        .await
-        .map_err(|e| ApiError::store("the request's audit records could not be read", &e))?;
-    if records.is_empty() {
+    let read = |id: String| {
+        let store = state.store.clone();
+        async move {
+            store
+                .request(&id)
+                .await
+                .map_err(|e| ApiError::store("the request's audit records could not be read", &e))
+        }
+    };
+    // The server's id first; else a client's id, if exactly one request sent it.
+    let mut records = read(request_id.clone()).await?;
+    if records.is_empty()
+        && let Some(server_id) = by_client_id(&state.store, &request_id).await?
+    {
+        records = read(server_id).await?;
+    }
+    let Some(first) = records.first() else {
         return Err(ApiError::NotFound(format!(
             "no audit records for request {:?}",
             escape_controls(&request_id)
         )));
-    }
+    };
     Ok(HttpResponse::Ok().json(json!({
-        "request_id": request_id.as_str(),
+        "request_id": first.request_id,
+        "client_request_id": first.client_request_id,
         "records": records,
     })))
 }

@@ -9,6 +9,7 @@ use crate::audit::Feedback;
 use crate::http::access::AuditAccess;
 use crate::http::body::{check_content_type, decode_json, read_body};
 use crate::http::error::{ApiError, Unprocessable};
+use crate::http::lookup::by_client_id;
 use crate::http::request::RequestMeta;
 use crate::http::state::AppState;
 use crate::text::escape_controls;
@@ -44,12 +45,25 @@ pub async fn post(
     let fb: FeedbackBody =
         decode_json(&body, r#"{"request_id": "...", "item": 0, "label": "..."}"#)?;
     let item = i64::from(fb.item);
-    let Some((model_name, _predicted)) = state
-        .store
-        .served_row(&fb.request_id, item)
-        .await
-        .map_err(|e| ApiError::store("the prediction could not be looked up", &e))?
-    else {
+    let served = |id: String| {
+        let store = state.store.clone();
+        async move {
+            store
+                .served_row(&id, item)
+                .await
+                .map(|row| row.map(|r| (id, r)))
+                .map_err(|e| ApiError::store("the prediction could not be looked up", &e))
+        }
+    };
+    // The server's id first; else a client's id, if exactly one request sent it (several
+    // are a 409 listing them).
+    let mut found = served(fb.request_id.clone()).await?;
+    if found.is_none()
+        && let Some(server_id) = by_client_id(&state.store, &fb.request_id).await?
+    {
+        found = served(server_id).await?;
+    }
+    let Some((request_id, (model_name, _predicted))) = found else {
         return Err(ApiError::NotFound(format!(
             "no answered prediction for request {:?} item {item}",
             escape_controls(&fb.request_id)
@@ -77,7 +91,7 @@ pub async fn post(
     let previous = state
         .store
         .insert_feedback(&Feedback {
-            request_id: fb.request_id.clone(),
+            request_id: request_id.clone(),
             item,
             label: fb.label.clone(),
             received_at: meta.received_at,
@@ -86,7 +100,7 @@ pub async fn post(
         .await
         .map_err(|e| ApiError::store("the feedback could not be stored", &e))?;
     Ok(HttpResponse::Created().json(json!({
-        "request_id": fb.request_id,
+        "request_id": request_id,
         "item": item,
         "label": fb.label,
         "replaced": previous,

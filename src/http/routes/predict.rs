@@ -155,7 +155,10 @@ async fn serve(
         prediction.input.values(),
         &prediction.classes,
     );
-    let mut res = HttpResponse::Ok().json(prediction.response(meta.id.as_str()));
+    let mut res = HttpResponse::Ok().json(prediction.response(
+        meta.id.as_str(),
+        meta.client_id.as_ref().map(|c| c.as_str()),
+    ));
     res.extensions_mut().insert(prediction);
     Ok(res)
 }
