@@ -95,5 +95,11 @@ BATCHED=$(load POST /predict "$BATCH")
 stop_server
 row "POST /predict, 100 rows, durable" "$BATCHED" 100 "$(audited_rows batch)"
 
+# 4. batches of 100 rows, async: the rate behind the README's bound on what SIGKILL loses
+start_server abatch async
+ABATCHED=$(load POST /predict "$BATCH")
+stop_server
+row "POST /predict, 100 rows, async" "$ABATCHED" 100 "$(audited_rows abatch)"
+
 echo
 echo "duration ${DURATION}s, ${CONNECTIONS} connections, client threads ${CLIENT_THREADS}, $(nproc) cores, $(date -u +%Y-%m-%d)"

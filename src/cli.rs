@@ -28,7 +28,7 @@ pub mod defaults {
     pub const KEEP_ALIVE_S: u64 = 5;
     pub const SHUTDOWN_TIMEOUT_S: u64 = 30;
     pub const AUDIT_BUSY_TIMEOUT_MS: u64 = 5000;
-    pub const AUDIT_QUEUE: usize = 16_384;
+    pub const AUDIT_QUEUE_ROWS: usize = 16_384;
     pub const AUDIT_QUEUE_TIMEOUT_MS: u64 = 1000;
     pub const AUDIT_COMMIT_TIMEOUT_MS: u64 = 10_000;
     pub const OUTLIER_RANGE_MARGIN: f64 = 0.1;
@@ -162,9 +162,17 @@ pub struct AuditSettings {
     #[arg(long, env = "INFERLOG_AUDIT_MAX_MB", default_value_t = 0)]
     pub audit_max_mb: u64,
 
-    /// Requests whose rows may wait in the writer's queue.
-    #[arg(long, env = "INFERLOG_AUDIT_QUEUE", default_value_t = defaults::AUDIT_QUEUE)]
-    pub audit_queue: usize,
+    /// Audit rows the writer may hold (queued, being committed or retried); past it,
+    /// requests wait for room (back pressure), then get 503. The most a SIGKILL can lose in
+    /// async mode. At least one batch (`INFERLOG_MAX_BATCH`).
+    #[arg(long, env = "INFERLOG_AUDIT_QUEUE_ROWS", default_value_t = defaults::AUDIT_QUEUE_ROWS)]
+    pub audit_queue_rows: usize,
+
+    /// Where acknowledged rows go that the store cannot take before the shutdown deadline
+    /// (JSON lines, fsynced); the next start replays them. Default: beside the database,
+    /// `inferlog.db-spill.jsonl`. Put it on another disk to survive a full one.
+    #[arg(long, env = "INFERLOG_AUDIT_SPILL_FILE")]
+    pub audit_spill_file: Option<PathBuf>,
 
     /// How long a request waits for room in a full queue before a 503.
     #[arg(long, env = "INFERLOG_AUDIT_QUEUE_TIMEOUT_MS", default_value_t = defaults::AUDIT_QUEUE_TIMEOUT_MS)]
@@ -298,6 +306,17 @@ pub enum AuditAction {
     /// while the server writes: the way to take the store for offline analysis.
     Snapshot {
         /// The copy; it must not exist yet.
+        file: PathBuf,
+        /// Audit database: `sqlite://PATH`, or a plain path.
+        #[arg(long, env = "DATABASE_URL", default_value = defaults::DATABASE_URL, value_parser = database_url)]
+        database_url: String,
+    },
+    /// Write the rows of a spill file (left by a shutdown while the store was failing) into
+    /// the audit database. Rows it holds already are skipped, so a replay may be repeated.
+    /// The service replays its own spill file at start-up; this is for a file moved to
+    /// another machine. The file is left in place.
+    Replay {
+        /// The spill file (JSON lines).
         file: PathBuf,
         /// Audit database: `sqlite://PATH`, or a plain path.
         #[arg(long, env = "DATABASE_URL", default_value = defaults::DATABASE_URL, value_parser = database_url)]

@@ -48,8 +48,11 @@ pub struct AuditSettings {
     pub busy_timeout: Duration,
     /// Largest size of the audit database; `None`: no limit.
     pub max_bytes: Option<u64>,
-    /// Requests whose rows may wait in the writer's queue.
-    pub queue: usize,
+    /// Rows the writer may hold (queued, being committed or retried).
+    pub queue_rows: usize,
+    /// Where rows go that cannot be committed by the shutdown deadline; `None`: beside the
+    /// database file.
+    pub spill_file: Option<PathBuf>,
     /// How long a request waits for room in a full queue before a 503.
     pub queue_timeout: Duration,
     /// Durable mode: how long a request waits for its commit before a 503.
@@ -84,7 +87,7 @@ pub struct HttpSettings {
     pub max_connections: usize,
     /// How long an idle keep-alive connection is kept; zero closes after each response.
     pub keep_alive: Duration,
-    /// Time given to in-flight requests after a shutdown signal.
+    /// The longest a shutdown takes, from the signal to the exit (at least a second).
     pub shutdown_timeout: Duration,
     /// Origins allowed to call from a browser (CORS); empty: CORS off.
     pub cors_origins: Vec<String>,
@@ -109,7 +112,8 @@ impl Default for Settings {
                 sync: SyncLevel::Normal,
                 busy_timeout: Duration::from_millis(defaults::AUDIT_BUSY_TIMEOUT_MS),
                 max_bytes: None,
-                queue: defaults::AUDIT_QUEUE,
+                queue_rows: defaults::AUDIT_QUEUE_ROWS,
+                spill_file: None,
                 queue_timeout: Duration::from_millis(defaults::AUDIT_QUEUE_TIMEOUT_MS),
                 commit_timeout: Duration::from_millis(defaults::AUDIT_COMMIT_TIMEOUT_MS),
                 token: None,
@@ -172,7 +176,8 @@ impl Settings {
                 sync: a.audit_sync,
                 busy_timeout: Duration::from_millis(a.audit_busy_timeout_ms),
                 max_bytes: (a.audit_max_mb > 0).then(|| a.audit_max_mb.saturating_mul(1 << 20)),
-                queue: a.audit_queue,
+                queue_rows: a.audit_queue_rows,
+                spill_file: a.audit_spill_file.clone(),
                 queue_timeout: Duration::from_millis(a.audit_queue_timeout_ms),
                 commit_timeout: Duration::from_millis(a.audit_commit_timeout_ms),
                 token: a.audit_token.clone(),

@@ -138,6 +138,16 @@ impl Metrics {
             "Audit commits that failed",
             writer.write_errors.clone(),
         );
+        registry.register(
+            "audit_spilled_rows",
+            "Acknowledged audit rows written to the spill file at shutdown because the store could not take them",
+            writer.spilled_rows.clone(),
+        );
+        registry.register(
+            "audit_replayed_rows",
+            "Audit rows replayed from a spill file at start-up (rows the store did not hold yet)",
+            writer.replayed_rows.clone(),
+        );
         Metrics {
             registry,
             http_requests,
@@ -214,10 +224,17 @@ struct ModelInfoLabels {
 
 impl Collector for LiveCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let depth = ConstGauge::new(self.audit.queue_depth() as i64);
+        let depth = ConstGauge::new(self.audit.queued_rows() as i64);
         depth.encode(encoder.encode_descriptor(
-            "audit_queue_depth",
-            "Requests whose audit rows wait for the writer",
+            "audit_queue_rows",
+            "Audit rows held for the writer: queued, being committed or retried (what SIGKILL would lose in async mode)",
+            None,
+            MetricType::Gauge,
+        )?)?;
+        let capacity = ConstGauge::new(self.audit.capacity_rows() as i64);
+        capacity.encode(encoder.encode_descriptor(
+            "audit_queue_capacity_rows",
+            "Audit rows the queue holds at most (INFERLOG_AUDIT_QUEUE_ROWS)",
             None,
             MetricType::Gauge,
         )?)?;

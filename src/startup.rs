@@ -11,7 +11,7 @@
 use std::net::TcpListener;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix_cors::Cors;
 use actix_web::dev::Server;
@@ -22,7 +22,7 @@ use anyhow::Context;
 use slog::{Logger, info, warn};
 
 use crate::audit::writer::{self, WriterHandle, WriterMetrics, WriterOptions};
-use crate::audit::{Store, StoreOptions};
+use crate::audit::{Store, StoreOptions, spill};
 use crate::config::Settings;
 use crate::http::access::token_digest;
 use crate::http::body::BodyBudget;
@@ -43,8 +43,18 @@ pub struct Application {
     writer: WriterHandle,
     /// Requests in progress: the drain waits until there are none.
     in_flight: Arc<InFlight>,
+    /// The listening socket, closed when shutdown begins.
+    listening: TcpListener,
+    /// From the shutdown signal to the exit.
     shutdown_timeout: Duration,
 }
+
+/// The shortest shutdown: time to commit (or spill) what the writer holds.
+const MIN_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The audit writer's share of the shutdown time, after the HTTP server has stopped: a
+/// fifth of it, at most this much.
+const WRITER_SHARE_MAX: Duration = Duration::from_secs(5);
 
 impl Application {
     /// `log_dropped` is the logger's count of dropped records, for `/metrics`.
@@ -76,15 +86,33 @@ impl Application {
         info!(logger, "audit store open";
             "mode" => ?a.mode, "database" => &settings.database_url);
         let writer_metrics = WriterMetrics::default();
+        let spill_file = a
+            .spill_file
+            .clone()
+            .or_else(|| store.file().map(spill::beside));
+        match &spill_file {
+            Some(path) => replay_spill(&logger, &store, path, &writer_metrics).await,
+            None => warn!(
+                logger,
+                "no spill file (in-memory database, no INFERLOG_AUDIT_SPILL_FILE): rows the store cannot take at shutdown go to the log"
+            ),
+        }
+        // A batch must fit in the queue: it takes its rows' places all at once.
+        let queue_rows = a.queue_rows.max(settings.http.max_batch).max(1);
+        if queue_rows > a.queue_rows {
+            warn!(logger, "audit queue raised to hold one whole batch";
+                "queue_rows" => queue_rows, "configured" => a.queue_rows);
+        }
         let (audit, writer) = writer::spawn(
             store.clone(),
             &WriterOptions {
                 mode: a.mode,
-                queue_capacity: a.queue,
+                queue_rows,
                 queue_timeout: a.queue_timeout,
                 commit_timeout: a.commit_timeout,
                 max_backoff: WriterOptions::DEFAULT_MAX_BACKOFF,
                 metrics: writer_metrics.clone(),
+                spill: spill_file,
             },
             logger.new(slog::o!("component" => "audit")),
         );
@@ -129,6 +157,10 @@ impl Application {
         let listener = TcpListener::bind(settings.bind)
             .with_context(|| format!("binding {}", settings.bind))?;
         let addr = listener.local_addr()?;
+        // The same socket, kept to close it at shutdown (actix owns the listener).
+        let listening = listener
+            .try_clone()
+            .context("keeping the listening socket")?;
         let cors_origins = limits.cors_origins.clone();
         for origin in &cors_origins {
             let ok = origin
@@ -191,7 +223,8 @@ impl Application {
             logger,
             writer,
             in_flight,
-            shutdown_timeout: limits.shutdown_timeout,
+            listening,
+            shutdown_timeout: limits.shutdown_timeout.max(MIN_SHUTDOWN_TIMEOUT),
         })
     }
 
@@ -199,14 +232,20 @@ impl Application {
         self.port
     }
 
-    /// Serves until `shutdown` resolves, then drains: in-flight requests finish, then every
-    /// queued audit row is committed, before this returns.
+    /// Serves until `shutdown` resolves, then drains within the shutdown timeout, counted
+    /// from the signal:
     ///
-    /// The server first stops accepting connections and waits (up to the shutdown timeout)
-    /// until no request is in progress, and only then stops its workers. Stopping the workers
-    /// at once, as actix does on its own, races with its accept thread: a worker that sees the
-    /// accept channel close before its stop message exits without finishing its connections
-    /// (seen here as in-flight requests cut off under load).
+    /// 1. the listening socket is closed (new connections are refused at once, so a load
+    ///    balancer moves on) and every response from now on carries `Connection: close`;
+    /// 2. requests in flight finish, for up to the timeout less the writer's share;
+    /// 3. the server stops: idle keep-alive connections are closed (a request still running
+    ///    at that point is cut off unanswered);
+    /// 4. the audit writer commits everything queued, and spills to the spill file what the
+    ///    store cannot take by the deadline.
+    ///
+    /// The workers are stopped only once no request is in flight: stopping them at once, as
+    /// actix does on its own, races with its accept thread (a worker that sees the accept
+    /// channel close before its stop message exits without finishing its connections).
     pub async fn run(
         self,
         shutdown: impl Future<Output = &'static str> + 'static,
@@ -217,18 +256,38 @@ impl Application {
             Arc::clone(&self.in_flight),
             self.shutdown_timeout,
         );
+        let listening = self.listening;
+        let (deadline_tx, deadline_rx) = tokio::sync::oneshot::channel();
         let drain = actix_web::rt::spawn(async move {
             let cause = shutdown.await;
-            info!(log, "shutdown signal received; finishing in-flight requests"; "signal" => cause);
+            let deadline = Instant::now() + timeout;
+            let _ = deadline_tx.send(deadline);
+            info!(log, "shutdown signal received; finishing in-flight requests";
+                "signal" => cause, "timeout_s" => timeout.as_secs_f64());
+            in_flight.close_connections();
             handle.pause().await;
-            // At the timeout the workers are stopped with requests still in flight.
-            let _ = actix_web::rt::time::timeout(timeout, in_flight.idle()).await;
-            handle.stop(true).await;
+            close_listener(&log, &listening);
+            let writer_share = (timeout / 5).min(WRITER_SHARE_MAX);
+            let http_deadline = deadline - writer_share;
+            if tokio::time::timeout_at(http_deadline.into(), in_flight.idle())
+                .await
+                .is_err()
+            {
+                warn!(
+                    log,
+                    "requests still in flight at the shutdown deadline are cut off"
+                );
+            }
+            handle.stop(false).await;
         });
         let served = self.server.await.context("running the HTTP server");
         drain.abort();
+        let deadline = match deadline_rx.await {
+            Ok(deadline) => deadline,
+            Err(_) => Instant::now() + self.shutdown_timeout,
+        };
         info!(self.logger, "server stopped; draining the audit queue");
-        self.writer.shutdown().await;
+        self.writer.shutdown(deadline).await;
         info!(self.logger, "audit queue drained");
         served
     }
@@ -255,6 +314,38 @@ fn cors(origins: &[String]) -> Cors {
         cors = cors.allowed_origin(origin);
     }
     cors
+}
+
+/// Replays a spill file left by an earlier shutdown into the store, and removes it once
+/// every row is in (rows the store holds already are skipped, so an interrupted replay can
+/// run again). A replay that fails keeps the file for the next start and lets the service
+/// start: the rows stay safe in the file.
+async fn replay_spill(
+    logger: &Logger,
+    store: &Store,
+    path: &std::path::Path,
+    metrics: &WriterMetrics,
+) {
+    if !path.exists() {
+        return;
+    }
+    info!(logger, "replaying audit rows from the spill file"; "file" => %path.display());
+    match spill::replay(store, path).await {
+        Ok(done) => {
+            metrics.replayed_rows.inc_by(done.inserted);
+            info!(logger, "spill file replayed into the audit store";
+                "already_stored" => done.rows - done.inserted, "written" => done.inserted,
+                "rows" => done.rows, "file" => %path.display());
+            if let Err(e) = std::fs::remove_file(path) {
+                warn!(logger, "could not remove the replayed spill file; the next start replays it again, writing nothing twice";
+                    "error" => %e, "file" => %path.display());
+            }
+        }
+        Err(e) => {
+            slog::error!(logger, "could not replay the spill file; it is kept for the next start";
+                "error" => format!("{e:#}"), "file" => %path.display());
+        }
+    }
 }
 
 /// File descriptors kept free for everything but client connections: the listener, the audit
@@ -310,6 +401,17 @@ fn raise_open_files_limit() -> Option<(u64, u64, u64)> {
         }
     }
     Some((before, lim.rlim_cur, lim.rlim_max))
+}
+
+/// Closes the listening socket for good: connections waiting in its backlog and new ones are
+/// refused (they were never read, so nothing is lost), instead of hanging until the exit.
+fn close_listener(log: &Logger, listening: &TcpListener) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: shutdown(2) on a socket this process owns; it touches no memory.
+    if unsafe { libc::shutdown(listening.as_raw_fd(), libc::SHUT_RDWR) } != 0 {
+        warn!(log, "could not close the listening socket";
+            "error" => %std::io::Error::last_os_error());
+    }
 }
 
 /// Resolves on SIGTERM or SIGINT, with the signal's name.

@@ -11,9 +11,11 @@
 //!   modes, retries) and the handlers' [`AuditSink`].
 //! - [`modes`]: the operator's choices of how rows are written ([`AuditMode`], [`SyncLevel`]).
 //! - [`export`]: CSV and JSON-lines output and the page walk behind it.
+//! - [`spill`]: the file that keeps acknowledged rows the store could not take at shutdown,
+//!   and their replay.
 //!
 //! Imports inside this module run one way: `modes`, `record`, `filter`, `fault` at the bottom;
-//! `columns` and the backend on them; `store` on the backend; `writer` and `export` on `store`.
+//! `columns` and the backend on them; `store` on the backend; `spill`, `writer` and `export` on `store` (`writer` also on `spill`).
 
 pub mod columns;
 pub mod export;
@@ -21,6 +23,7 @@ pub mod fault;
 pub mod filter;
 pub mod modes;
 pub mod record;
+pub mod spill;
 pub mod sqlite;
 pub mod store;
 pub mod writer;

@@ -36,6 +36,14 @@ pub struct StoreOptions {
 }
 
 impl StoreOptions {
+    /// For the CLI's writes (a spill file's replay): the service's defaults.
+    pub fn writable() -> StoreOptions {
+        StoreOptions {
+            read_only: false,
+            ..StoreOptions::read_only()
+        }
+    }
+
     /// For the CLI's reads beside a running server.
     pub fn read_only() -> StoreOptions {
         StoreOptions {

@@ -151,6 +151,8 @@ pub fn cut_body(body: &[u8]) -> String {
 /// the JSON-lines export.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StoredRecord {
+    /// Assigned by the store (absent from a spill file's lines, which are not stored yet).
+    #[serde(default)]
     pub id: i64,
     pub request_id: String,
     pub item: i64,

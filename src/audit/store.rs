@@ -42,6 +42,13 @@ impl Store {
         }
     }
 
+    /// The database file, for a backend that keeps one (not an in-memory database).
+    pub fn file(&self) -> Option<&std::path::Path> {
+        match self {
+            Store::Sqlite(s) => s.file(),
+        }
+    }
+
     /// Starts the backend's background work on the current runtime.
     pub fn spawn_maintenance(&self, log: Logger) -> Maintenance {
         match self {

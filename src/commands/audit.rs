@@ -4,14 +4,18 @@
 use std::io::Write;
 
 use crate::audit::export::{Walk, csv_chunk, jsonl_chunk};
-use crate::audit::{AuditFilter, Store, StoreOptions, Summary};
+use crate::audit::{AuditFilter, Store, StoreOptions, Summary, spill};
 use crate::cli::{AuditAction, AuditCliArgs, OutputFormat};
 
 const PAGE: usize = 1000;
 
 pub fn run(args: &AuditCliArgs) -> anyhow::Result<()> {
-    if let Some(AuditAction::Snapshot { file, database_url }) = &args.action {
-        return snapshot(database_url, file);
+    match &args.action {
+        Some(AuditAction::Snapshot { file, database_url }) => {
+            return snapshot(database_url, file);
+        }
+        Some(AuditAction::Replay { file, database_url }) => return replay(database_url, file),
+        None => {}
     }
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
@@ -35,6 +39,27 @@ fn snapshot(database_url: &str, file: &std::path::Path) -> anyhow::Result<()> {
     println!(
         "wrote a snapshot of the audit database to {}",
         file.display()
+    );
+    Ok(())
+}
+
+/// `inferlog audit replay FILE`: the rows of a spill file into the store, each at most once.
+fn replay(database_url: &str, file: &std::path::Path) -> anyhow::Result<()> {
+    if !file.exists() {
+        anyhow::bail!("no spill file at {}", file.display());
+    }
+    let done = super::runtime()?.block_on(async {
+        let store = Store::open(database_url, &StoreOptions::writable()).await?;
+        let result = spill::replay(&store, file).await;
+        store.close().await;
+        result
+    })?;
+    println!(
+        "replayed {} rows from {}: {} written, {} already in the store",
+        done.rows,
+        file.display(),
+        done.inserted,
+        done.rows - done.inserted
     );
     Ok(())
 }

@@ -10,6 +10,10 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
     let telemetry = telemetry::init(&settings.log)?;
     telemetry::bridge_log_crate(&telemetry.logger, settings.log.level);
     let logger = telemetry.logger.clone();
+    if std::env::var_os("INFERLOG_AUDIT_QUEUE").is_some() {
+        slog::warn!(logger, "INFERLOG_AUDIT_QUEUE (requests) is no longer read: the audit queue is bounded in rows by INFERLOG_AUDIT_QUEUE_ROWS";
+            "audit_queue_rows" => settings.audit.queue_rows);
+    }
     let dropped = std::sync::Arc::clone(&telemetry.dropped);
     let result = actix_web::rt::System::new().block_on(async {
         let app = Application::build(settings, logger.clone(), dropped).await?;

@@ -10,6 +10,7 @@
 
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::ConnectionType;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::middleware::Next;
 use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
@@ -64,6 +65,12 @@ pub async fn request_middleware(
     let mut res = log_and_shape(state, &http_req, route, res, &meta, latency_us);
     if let Ok(v) = HeaderValue::from_str(meta.id.as_str()) {
         res.headers_mut().insert(REQUEST_ID_HEADER, v);
+    }
+    if state.in_flight.closing() {
+        // Shutting down: the client opens its next request elsewhere.
+        res.response_mut()
+            .head_mut()
+            .set_connection_type(ConnectionType::Close);
     }
     if let Some(client) = &meta.client_id
         && let Ok(v) = HeaderValue::from_str(client.as_str())

@@ -8,7 +8,7 @@ use std::future::{Ready, ready};
 use std::net::IpAddr;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Instant;
 
 use actix_web::dev::Payload;
@@ -134,11 +134,13 @@ impl FromRequest for RequestMeta {
     }
 }
 
-/// Requests being served now; shutdown waits until there are none.
+/// Requests being served now; shutdown waits until there are none. Once shutdown has begun
+/// ([`InFlight::close_connections`]), every response asks its client to close the connection.
 #[derive(Debug, Default)]
 pub struct InFlight {
     count: AtomicUsize,
     idle: Notify,
+    closing: AtomicBool,
 }
 
 /// One request in progress, until dropped.
@@ -148,6 +150,15 @@ impl InFlight {
     pub fn enter(self: &Arc<Self>) -> InFlightGuard {
         self.count.fetch_add(1, Ordering::SeqCst);
         InFlightGuard(Arc::clone(self))
+    }
+
+    /// From now on, responses carry `Connection: close`.
+    pub fn close_connections(&self) {
+        self.closing.store(true, Ordering::Relaxed);
+    }
+
+    pub fn closing(&self) -> bool {
+        self.closing.load(Ordering::Relaxed)
     }
 
     /// Resolves once no request is in progress.

@@ -10,7 +10,9 @@ use std::time::Duration;
 use inferlog::audit::AuditMode;
 use serde_json::{Value, json};
 
-use crate::helpers::{StoreLock, row_json, served_request_ids, spawn_app, spawn_app_with};
+use crate::helpers::{
+    StoreLock, metric_value, row_json, served_request_ids, spawn_app, spawn_app_with,
+};
 
 fn rows_of(app: &crate::helpers::TestApp, request_id: &str) -> Vec<Value> {
     app.db_json(&format!(
@@ -617,7 +619,8 @@ fn locked_store_makes_durable_predict_503_and_it_recovers_by_itself() {
 fn full_async_queue_answers_503_and_loses_no_acknowledged_row() {
     let app = spawn_app_with(|s| {
         s.audit.mode = AuditMode::Async;
-        s.audit.queue = 2;
+        s.audit.queue_rows = 2;
+        s.http.max_batch = 2;
         // Each refused request waits this long for room: short, so the test is quick.
         s.audit.queue_timeout = Duration::from_millis(25);
         s.audit.busy_timeout = Duration::from_millis(50);
@@ -668,6 +671,56 @@ fn full_async_queue_answers_503_and_loses_no_acknowledged_row() {
         "queue full: {} acknowledged, {refused} refused with 503",
         acked.len()
     );
+}
+
+#[test]
+fn the_async_queue_is_bounded_in_rows_and_reports_its_depth() {
+    // 50 rows at most; batches of 20 rows. Bounded in requests, as it was, three batches
+    // (60 rows) would have been taken.
+    let app = spawn_app_with(|s| {
+        s.audit.mode = AuditMode::Async;
+        s.audit.queue_rows = 50;
+        s.http.max_batch = 20;
+        s.audit.queue_timeout = Duration::from_millis(25);
+        s.audit.busy_timeout = Duration::from_millis(50);
+    });
+    let lock = StoreLock::take(&app.db_path);
+    let batch = format!(
+        r#"{{"features": [{}]}}"#,
+        vec!["[5.8, 2.7, 5.1, 1.9]"; 20].join(",")
+    );
+    let mut acked_rows = 0;
+    for _ in 0..6 {
+        let res = app.post_predict(&batch);
+        match res.status {
+            200 => acked_rows += 20,
+            503 => assert!(res.text().contains("queue"), "{}", res.text()),
+            other => panic!("unexpected {other}: {}", res.text()),
+        }
+    }
+    assert_eq!(
+        acked_rows, 40,
+        "two batches fit in 50 rows, a third does not"
+    );
+    let metrics = app.get("/metrics").text();
+    assert_eq!(
+        metric_value(&metrics, "inferlog_audit_queue_rows"),
+        Some(40.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        metric_value(&metrics, "inferlog_audit_queue_capacity_rows"),
+        Some(50.0)
+    );
+    lock.release();
+    app.wait_for_rows(40);
+    // The places are given back once the rows are committed.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while metric_value(&app.get("/metrics").text(), "inferlog_audit_queue_rows") != Some(0.0) {
+        assert!(std::time::Instant::now() < deadline, "queue never emptied");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(app.post_predict(&batch).status, 200);
 }
 
 #[test]

@@ -13,6 +13,7 @@ mod predict;
 mod readme;
 mod request_ids;
 mod shutdown;
+mod spill;
 mod store_props;
 mod train;
 mod validation;

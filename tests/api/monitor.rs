@@ -174,7 +174,10 @@ fn metrics_count_requests_predictions_and_rejections() {
         "inferlog_audit_commit_duration_seconds_bucket",
         "inferlog_audit_batch_rows_bucket",
         "inferlog_http_request_duration_seconds_bucket",
-        "inferlog_audit_queue_depth 0",
+        "inferlog_audit_queue_rows 0",
+        "inferlog_audit_queue_capacity_rows 16384",
+        "inferlog_audit_spilled_rows_total 0",
+        "inferlog_audit_replayed_rows_total 0",
         "inferlog_audit_write_errors_total 0",
         "inferlog_log_records_dropped_total 0",
     ] {

@@ -162,7 +162,7 @@ fn serve_binary(extra: &[&str]) -> Served {
 
 /// Starts the binary in `dir` (models copied there on first use, database `audit.db`), logging
 /// to `log_name`; returns the process and its address.
-fn serve_binary_in(
+pub(crate) fn serve_binary_in(
     dir: &std::path::Path,
     log_name: &str,
     extra: &[&str],
@@ -390,4 +390,99 @@ fn sigterm_during_load_loses_nothing_in_durable_mode() {
 #[test]
 fn sigterm_during_load_loses_nothing_in_async_mode() {
     sigterm_under_load_loses_nothing("async");
+}
+
+/// Reads one HTTP response (head and `Content-Length` body) from a connection that stays open.
+fn read_one_response(stream: &mut TcpStream) -> crate::helpers::Response {
+    use std::io::Read;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .map_or(0, |v| v.trim().parse().unwrap());
+            if buf.len() >= end + 4 + len {
+                return crate::helpers::Response::parse(&buf[..end + 4 + len]);
+            }
+        }
+        let n = stream.read(&mut chunk).expect("a response");
+        assert!(n > 0, "connection closed before a whole response");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// After SIGTERM: new connections are refused at once, a request in flight is answered with
+/// `Connection: close`, an idle keep-alive connection is closed as soon as no request is in
+/// flight, and the process exits then, long before the keep-alive timeout or the shutdown
+/// timeout (before, the listener stayed open, answers kept connections alive, and the drain
+/// waited for idle clients up to the shutdown timeout once more).
+#[test]
+fn sigterm_closes_the_listener_and_keep_alive_connections() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("server.log");
+    let (mut child, addr) = serve_binary_in(
+        dir.path(),
+        "server.log",
+        &[
+            "--log-level",
+            "debug",
+            "--keep-alive-s",
+            "60",
+            "--shutdown-timeout",
+            "20",
+        ],
+    );
+    let body = br#"{"features": [5.8, 2.7, 5.1, 1.9]}"#;
+    let request = |id: &str| {
+        format!(
+            "POST /predict HTTP/1.1\r\nHost: x\r\nX-Request-Id: {id}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+    };
+    // An idle keep-alive client: one request answered, the connection left open.
+    let mut idle = TcpStream::connect(&addr).unwrap();
+    idle.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    idle.write_all(request("idle-1").as_bytes()).unwrap();
+    idle.write_all(body).unwrap();
+    assert_eq!(read_one_response(&mut idle).status, 200);
+    // A request in flight: its body half sent.
+    let mut busy = TcpStream::connect(&addr).unwrap();
+    busy.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    busy.write_all(request("busy-1").as_bytes()).unwrap();
+    busy.write_all(&body[..10]).unwrap();
+    wait_for_line(&log, &["request started", "busy-1"]);
+
+    let signalled = Instant::now();
+    kill(&child, "-TERM");
+    wait_for_line(&log, &["shutdown signal received", "SIGTERM"]);
+    // New connections are refused while the request is still in flight.
+    let refused = (0..50).any(|_| {
+        std::thread::sleep(Duration::from_millis(20));
+        TcpStream::connect(&addr).is_err()
+    });
+    assert!(refused, "the listener still accepts after SIGTERM");
+
+    busy.write_all(&body[10..]).unwrap();
+    let res = read_one_response(&mut busy);
+    assert_eq!(res.status, 200, "{}", res.text());
+    assert_eq!(
+        res.header("connection"),
+        Some("close"),
+        "the answer asks the client to close"
+    );
+    // The idle connection is closed by the server: a read sees the end.
+    let mut byte = [0u8; 1];
+    let closed = matches!(std::io::Read::read(&mut idle, &mut byte), Ok(0) | Err(_));
+    assert!(closed, "the idle keep-alive connection stayed open");
+    assert!(wait_exit(&mut child).success());
+    let took = signalled.elapsed();
+    assert!(
+        took < Duration::from_secs(5),
+        "shutdown took {took:?}: it waited for a keep-alive client"
+    );
 }

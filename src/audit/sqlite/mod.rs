@@ -111,6 +111,10 @@ impl SqliteStore {
         })
     }
 
+    pub fn file(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+
     fn read(&self) -> SqlitePool {
         self.pools
             .read()

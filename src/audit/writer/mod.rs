@@ -1,6 +1,6 @@
 //! The background writer: the only task that writes audit rows.
 //!
-//! Handlers hand it jobs through a bounded channel ([`AuditSink`]). It takes whatever is queued
+//! Handlers hand it jobs through a channel bounded in rows ([`AuditSink`]). It takes whatever is queued
 //! (up to [`MAX_BATCH_ROWS`]), writes it in one transaction and starts again as soon as the
 //! commit returns: group commit without a timer, so an idle service adds no delay and a busy
 //! one amortises each commit over many requests.
@@ -12,8 +12,9 @@
 //!   until they commit; while they wait, the channel fills and new requests feel back pressure;
 //! - the writer never dies silently: every failure is logged and shows in `/health/ready`.
 //!
-//! On shutdown ([`WriterHandle::shutdown`]) it drains the channel and commits everything before
-//! it returns.
+//! On shutdown ([`WriterHandle::shutdown`]) it commits everything held and queued before a
+//! deadline; what the store cannot take by then goes to the spill file ([`crate::audit::spill`]),
+//! which the next start replays.
 //!
 //! - [`sink`]: the handlers' side. [`task`]: the loop and its steps. [`health`]: readiness.
 //!   [`metrics`]: the writer's instruments. [`options`]: its settings.
@@ -25,51 +26,60 @@ pub mod sink;
 pub mod task;
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use slog::Logger;
-use tokio::sync::{mpsc, oneshot};
+use slog::{Logger, crit};
+use tokio::sync::{Semaphore, mpsc, watch};
 
 pub use health::StoreHealth;
 pub use metrics::WriterMetrics;
 pub use options::{MAX_BATCH_ROWS, WriterOptions};
 pub use sink::{AuditSink, SubmitError};
 
-use self::sink::Job;
 use self::task::Writer;
 use super::store::Store;
 
 /// Owns the writer task; [`WriterHandle::shutdown`] drains and stops it.
 pub struct WriterHandle {
-    tx: mpsc::Sender<Job>,
+    stop: watch::Sender<Option<Instant>>,
     task: tokio::task::JoinHandle<()>,
+    log: Logger,
 }
 
 impl WriterHandle {
-    /// Commits everything queued, then stops the writer. Call after the HTTP server stopped,
-    /// so no handler can queue more.
-    pub async fn shutdown(self) {
-        let (done, wait) = oneshot::channel();
-        if self.tx.send(Job::Shutdown(done)).await.is_ok() {
-            let _ = wait.await;
+    /// Commits everything held and queued, then stops the writer, returning by `deadline`:
+    /// rows that cannot be committed by then go to the spill file. Call after the HTTP server
+    /// stopped, so no handler can queue more.
+    pub async fn shutdown(self, deadline: Instant) {
+        let _ = self.stop.send(Some(deadline));
+        // The writer keeps the deadline itself; this only guards against a writer stuck in a
+        // call that never returns (the spill file on a hung disk).
+        let grace = deadline.saturating_duration_since(Instant::now()) + Duration::from_secs(2);
+        if tokio::time::timeout(grace, self.task).await.is_err() {
+            crit!(
+                self.log,
+                "the audit writer did not stop by the shutdown deadline; exiting without it"
+            );
         }
-        let _ = self.task.await;
     }
 }
 
 /// Starts the writer (and the store's own maintenance) on the current runtime.
 pub fn spawn(store: Store, opts: &WriterOptions, log: Logger) -> (AuditSink, WriterHandle) {
-    let capacity = opts.queue_capacity.max(1);
-    let (tx, rx) = mpsc::channel(capacity);
+    let capacity = opts.queue_rows.clamp(1, Semaphore::MAX_PERMITS);
+    let (tx, rx) = mpsc::unbounded_channel();
+    let (stop, stop_rx) = watch::channel(None);
     let health = Arc::new(StoreHealth::default());
-    let writer = Writer::new(store, rx, log, Arc::clone(&health), opts);
+    let writer = Writer::new(store, rx, stop_rx, log.clone(), Arc::clone(&health), opts);
     let task = tokio::spawn(writer.run());
     let sink = AuditSink {
-        tx: tx.clone(),
+        tx,
+        rows: Arc::new(Semaphore::new(capacity)),
         mode: opts.mode,
         queue_timeout: opts.queue_timeout,
         commit_timeout: opts.commit_timeout,
         health,
         capacity,
     };
-    (sink, WriterHandle { tx, task })
+    (sink, WriterHandle { stop, task, log })
 }

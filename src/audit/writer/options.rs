@@ -12,14 +12,16 @@ pub const MAX_BATCH_ROWS: usize = 16_384;
 #[derive(Debug, Clone)]
 pub struct WriterOptions {
     pub mode: AuditMode,
-    /// Jobs the channel holds.
-    pub queue_capacity: usize,
+    /// Rows the queue holds, counting those being committed or retried: the most an
+    /// abrupt exit (SIGKILL) can lose in async mode.
+    pub queue_rows: usize,
     pub queue_timeout: Duration,
     pub commit_timeout: Duration,
-    /// Longest wait between retries of a failing commit; at shutdown, owed rows are given up
-    /// (logged in full) once a retry after this wait has failed too.
+    /// Longest wait between retries of a failing commit.
     pub max_backoff: Duration,
     pub metrics: WriterMetrics,
+    /// Where rows go that cannot be committed by the shutdown deadline (`None`: to the log).
+    pub spill: Option<std::path::PathBuf>,
 }
 
 impl WriterOptions {

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
 use super::health::StoreHealth;
 use crate::audit::fault::StoreFault;
@@ -16,13 +16,14 @@ use crate::audit::record::{AuditRecord, Latency, micros_between};
 /// A durable job's answer: the moment its rows were written, or why they were not.
 pub(super) type Ack = oneshot::Sender<Result<Instant, StoreFault>>;
 
-pub(super) enum Job {
-    Write {
-        records: Vec<AuditRecord>,
-        /// Present when a handler waits for the commit (durable mode).
-        ack: Option<Ack>,
-    },
-    Shutdown(oneshot::Sender<()>),
+/// Rows handed to the writer. They hold their places in the queue (`permit`, one per row)
+/// until they are committed, spilled or refused, so the queue's bound covers every row the
+/// writer holds, not only those still in the channel.
+pub(super) struct Job {
+    pub records: Vec<AuditRecord>,
+    /// Present when a handler waits for the commit (durable mode).
+    pub ack: Option<Ack>,
+    pub permit: OwnedSemaphorePermit,
 }
 
 /// Why a record could not be accepted.
@@ -41,13 +42,17 @@ pub enum SubmitError {
 /// The handlers' side of the writer. Cheap to clone.
 #[derive(Clone)]
 pub struct AuditSink {
-    pub(super) tx: mpsc::Sender<Job>,
+    pub(super) tx: mpsc::UnboundedSender<Job>,
+    /// One permit per row the queue may hold: the channel itself is unbounded, this bounds
+    /// it in rows (and so in bytes, each row being bounded).
+    pub(super) rows: Arc<Semaphore>,
     pub mode: AuditMode,
     /// Longest wait for room in a full queue before answering 503.
     pub(super) queue_timeout: Duration,
     /// Longest wait for a durable commit before answering 503.
     pub(super) commit_timeout: Duration,
     pub health: Arc<StoreHealth>,
+    /// Rows the queue holds at most.
     pub(super) capacity: usize,
 }
 
@@ -55,7 +60,7 @@ impl std::fmt::Debug for AuditSink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AuditSink")
             .field("mode", &self.mode)
-            .field("queue_depth", &self.queue_depth())
+            .field("queued_rows", &self.queued_rows())
             .finish()
     }
 }
@@ -73,11 +78,12 @@ impl AuditSink {
             AuditMode::Async => self.enqueue(records, arrived).await,
             AuditMode::Durable => {
                 let (ack, done) = oneshot::channel();
-                let permit = self.reserve().await?;
-                permit.send(Job::Write {
+                let permit = self.reserve(records.len()).await?;
+                self.send(Job {
                     records,
                     ack: Some(ack),
-                });
+                    permit,
+                })?;
                 match tokio::time::timeout(self.commit_timeout, done).await {
                     Ok(Ok(Ok(stored_at))) => Ok(micros_between(arrived, stored_at)),
                     Ok(Ok(Err(fault))) => Err(SubmitError::Failed(fault)),
@@ -107,23 +113,34 @@ impl AuditSink {
         mut records: Vec<AuditRecord>,
         arrived: Instant,
     ) -> Result<u64, SubmitError> {
-        let permit = self.reserve().await?;
+        let permit = self.reserve(records.len()).await?;
         let latency = micros_between(arrived, Instant::now());
         for r in &mut records {
             r.latency = Latency::Answered(latency);
         }
-        permit.send(Job::Write { records, ack: None });
+        self.send(Job {
+            records,
+            ack: None,
+            permit,
+        })?;
         Ok(latency)
     }
 
-    /// A place in the queue: at once if there is room, else after waiting up to the queue
-    /// timeout.
-    async fn reserve(&self) -> Result<mpsc::Permit<'_, Job>, SubmitError> {
-        match self.tx.try_reserve() {
+    fn send(&self, job: Job) -> Result<(), SubmitError> {
+        self.tx.send(job).map_err(|_| SubmitError::Stopped)
+    }
+
+    /// Places in the queue for `rows` rows: at once if there is room, else after waiting up
+    /// to the queue timeout. A request larger than the whole queue takes all of it (the
+    /// service makes the queue at least one batch large).
+    async fn reserve(&self, rows: usize) -> Result<OwnedSemaphorePermit, SubmitError> {
+        let n = rows.clamp(1, self.capacity) as u32;
+        match Arc::clone(&self.rows).try_acquire_many_owned(n) {
             Ok(permit) => Ok(permit),
-            Err(mpsc::error::TrySendError::Closed(())) => Err(SubmitError::Stopped),
-            Err(mpsc::error::TrySendError::Full(())) => {
-                match tokio::time::timeout(self.queue_timeout, self.tx.reserve()).await {
+            Err(tokio::sync::TryAcquireError::Closed) => Err(SubmitError::Stopped),
+            Err(tokio::sync::TryAcquireError::NoPermits) => {
+                let wait = Arc::clone(&self.rows).acquire_many_owned(n);
+                match tokio::time::timeout(self.queue_timeout, wait).await {
                     Ok(Ok(permit)) => Ok(permit),
                     Ok(Err(_)) => Err(SubmitError::Stopped),
                     Err(_) => Err(SubmitError::QueueFull(self.queue_timeout)),
@@ -132,8 +149,13 @@ impl AuditSink {
         }
     }
 
-    /// Jobs waiting in the channel.
-    pub fn queue_depth(&self) -> usize {
-        self.capacity - self.tx.capacity()
+    /// Rows held for the writer: queued, or being committed or retried.
+    pub fn queued_rows(&self) -> usize {
+        self.capacity.saturating_sub(self.rows.available_permits())
+    }
+
+    /// Rows the queue holds at most.
+    pub fn capacity_rows(&self) -> usize {
+        self.capacity
     }
 }

@@ -1,20 +1,26 @@
 //! The writer's loop, in steps a test can call one at a time: [`Writer::collect_round`] waits
 //! for work and takes what is queued, [`Writer::commit_round`] writes it and answers durable
-//! jobs, [`Writer::wait_while_failing`] backs off before a retry of owed rows (or, at
-//! shutdown, gives them up to the log).
+//! jobs, [`Writer::wait_while_failing`] backs off before a retry of owed rows.
+//!
+//! Shutdown comes as a deadline ([`super::WriterHandle::shutdown`]), outside the queue, so it
+//! is seen however full the queue is. The writer then commits what it holds and what is
+//! queued; rows it cannot commit before the deadline (less a short reserve) go to the spill
+//! file, so shutdown always ends in time and no acknowledged row is only in memory.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use slog::{Logger, error, info, warn};
-use tokio::sync::{mpsc, oneshot};
+use slog::{Logger, crit, error, info, warn};
+use tokio::sync::{OwnedSemaphorePermit, mpsc, watch};
 
 use super::health::StoreHealth;
 use super::metrics::WriterMetrics;
 use super::options::{MAX_BATCH_ROWS, WriterOptions};
 use super::sink::{Ack, Job};
-use crate::audit::fault::StoreFault;
+use crate::audit::fault::{FaultKind, StoreFault};
 use crate::audit::record::{AuditRecord, format_time};
+use crate::audit::spill;
 use crate::audit::store::{Maintenance, Store};
 use crate::throttle::Throttle;
 
@@ -24,27 +30,41 @@ const REPEATED_FAILURE_LOG_EVERY: Duration = Duration::from_secs(10);
 /// First wait between retries of a failing store.
 const MIN_BACKOFF: Duration = Duration::from_millis(50);
 
-/// Rows already answered that must still be committed, plus durable jobs of this round.
+/// Time kept before the shutdown deadline for writing the spill file and closing the store:
+/// a quarter of the time left when shutdown began, at most this.
+const SPILL_RESERVE: Duration = Duration::from_millis(500);
+
+/// Rows already answered that must still be committed, plus durable jobs of this round, with
+/// their places in the queue.
 #[derive(Default)]
 struct Round {
     owed: Vec<AuditRecord>,
-    durable: Vec<(Vec<AuditRecord>, Ack)>,
+    owed_places: Option<OwnedSemaphorePermit>,
+    durable: Vec<(Vec<AuditRecord>, Ack, OwnedSemaphorePermit)>,
     rows: usize,
 }
 
 impl Round {
-    fn add(&mut self, records: Vec<AuditRecord>, ack: Option<Ack>) {
-        self.rows += records.len();
-        match ack {
-            None => self.owed.extend(records),
-            Some(ack) => self.durable.push((records, ack)),
+    fn add(&mut self, job: Job) {
+        self.rows += job.records.len();
+        match job.ack {
+            None => {
+                self.owed.extend(job.records);
+                match &mut self.owed_places {
+                    Some(places) => places.merge(job.permit),
+                    None => self.owed_places = Some(job.permit),
+                }
+            }
+            Some(ack) => self.durable.push((job.records, ack, job.permit)),
         }
     }
 }
 
 pub(crate) struct Writer {
     store: Store,
-    rx: mpsc::Receiver<Job>,
+    rx: mpsc::UnboundedReceiver<Job>,
+    /// The shutdown deadline, once shutdown has begun.
+    stop: watch::Receiver<Option<Instant>>,
     log: Logger,
     health: Arc<StoreHealth>,
     metrics: WriterMetrics,
@@ -56,18 +76,23 @@ pub(crate) struct Writer {
     /// Wait before the next retry or probe of a failing store.
     backoff: Duration,
     max_backoff: Duration,
-    /// Set by a shutdown job: drain, then answer it.
-    shutdown: Option<oneshot::Sender<()>>,
+    /// Shutting down: (deadline, moment from which rows still held are spilled).
+    draining: Option<(Instant, Instant)>,
     /// Every sender is gone.
     closed: bool,
+    /// The shutdown signal's sender is gone (no deadline will come).
+    stop_gone: bool,
     /// Lets the commit-failure line through once per interval.
     failure_log: Throttle,
+    /// Where rows go that cannot be committed before the shutdown deadline.
+    spill: Option<PathBuf>,
 }
 
 impl Writer {
     pub(super) fn new(
         store: Store,
-        rx: mpsc::Receiver<Job>,
+        rx: mpsc::UnboundedReceiver<Job>,
+        stop: watch::Receiver<Option<Instant>>,
         log: Logger,
         health: Arc<StoreHealth>,
         opts: &WriterOptions,
@@ -76,6 +101,7 @@ impl Writer {
         Writer {
             store,
             rx,
+            stop,
             log,
             health,
             metrics: opts.metrics.clone(),
@@ -83,9 +109,11 @@ impl Writer {
             round: Round::default(),
             backoff: MIN_BACKOFF,
             max_backoff: opts.max_backoff.max(MIN_BACKOFF),
-            shutdown: None,
+            draining: None,
             closed: false,
+            stop_gone: false,
             failure_log: Throttle::new(REPEATED_FAILURE_LOG_EVERY),
+            spill: opts.spill.clone(),
         }
     }
 
@@ -95,19 +123,30 @@ impl Writer {
             self.collect_round().await;
             if self.commit_round().await.is_err() {
                 self.wait_while_failing().await;
-                continue;
             }
             if self.finished() {
                 break;
             }
         }
-        if let Some(m) = self.maintenance.take() {
-            m.stop().await;
+        // Bounded by the deadline too: a store stuck in I/O must not hold the exit.
+        let left = self
+            .draining
+            .map_or(Duration::from_secs(5), |(deadline, _)| {
+                deadline.saturating_duration_since(Instant::now())
+            })
+            .max(Duration::from_millis(50));
+        let close = async {
+            if let Some(m) = self.maintenance.take() {
+                m.stop().await;
+            }
+            self.store.close().await;
+        };
+        if tokio::time::timeout(left, close).await.is_err() {
+            warn!(
+                self.log,
+                "the audit store did not close before the shutdown deadline"
+            );
         }
-        if let Some(done) = self.shutdown.take() {
-            let _ = done.send(());
-        }
-        self.store.close().await;
     }
 
     /// Waits for work, unless rows are owed from a failed round or the writer is draining,
@@ -115,26 +154,35 @@ impl Writer {
     /// and nothing is owed, no write would tell when it works again (and a service that is not
     /// ready gets no traffic), so it probes the store between waits.
     pub(crate) async fn collect_round(&mut self) {
-        if self.round.owed.is_empty() && self.shutdown.is_none() && !self.closed {
-            let job = if self.health.problem().is_none() {
-                self.rx.recv().await
+        self.see_stop();
+        if self.round.owed.is_empty() && self.draining.is_none() && !self.closed {
+            let wait = if self.health.problem().is_none() {
+                None
             } else {
-                match tokio::time::timeout(self.backoff, self.rx.recv()).await {
-                    Ok(job) => job,
-                    Err(_) => {
-                        self.probe().await;
-                        return;
-                    }
-                }
+                Some(self.backoff)
             };
-            match job {
-                Some(job) => self.take(job),
-                None => self.closed = true,
+            let stop_open = !self.stop_gone;
+            let wake = tokio::select! {
+                job = self.rx.recv() => Wake::Job(job),
+                r = self.stop.changed(), if stop_open => Wake::Stop(r.is_ok()),
+                _ = sleep_or_never(wait) => Wake::Probe,
+            };
+            match wake {
+                Wake::Job(Some(job)) => self.round.add(job),
+                Wake::Job(None) => self.closed = true,
+                Wake::Stop(open) => {
+                    self.stop_gone = !open;
+                    self.see_stop();
+                }
+                Wake::Probe => {
+                    self.probe().await;
+                    return;
+                }
             }
         }
         while self.round.rows < MAX_BATCH_ROWS && !self.closed {
             match self.rx.try_recv() {
-                Ok(job) => self.take(job),
+                Ok(job) => self.round.add(job),
                 Err(mpsc::error::TryRecvError::Empty) => break,
                 Err(mpsc::error::TryRecvError::Disconnected) => self.closed = true,
             }
@@ -144,26 +192,41 @@ impl Writer {
     /// Writes the round in one transaction. On success every durable job gets the moment its
     /// rows were written; on failure each gets the fault (its client a 503) and the owed rows
     /// stay for a retry. Durable jobs whose handler gave up waiting are not written: it
-    /// answered 503. Returns the rows written.
+    /// answered 503. Returns the rows written. While draining, a write still running when
+    /// rows must be spilled counts as failed (a write that finishes later anyway leaves rows
+    /// the replay skips).
     pub(crate) async fn commit_round(&mut self) -> Result<usize, StoreFault> {
-        self.round.durable.retain(|(_, ack)| !ack.is_closed());
+        self.round.durable.retain(|(_, ack, _)| !ack.is_closed());
         if self.round.owed.is_empty() && self.round.durable.is_empty() {
-            self.round.rows = 0;
+            self.round = Round::default();
             return Ok(0);
         }
         let refs: Vec<&AuditRecord> = self
             .round
             .owed
             .iter()
-            .chain(self.round.durable.iter().flat_map(|(r, _)| r.iter()))
+            .chain(self.round.durable.iter().flat_map(|(r, _, _)| r.iter()))
             .collect();
         let n = refs.len();
         let started = Instant::now();
-        let result = self.store.write_batch(&refs).await;
+        let result = match self.draining {
+            None => self.store.write_batch(&refs).await,
+            Some((_, spill_at)) => {
+                let left = spill_at.saturating_duration_since(started);
+                match tokio::time::timeout(left, self.store.write_batch(&refs)).await {
+                    Ok(result) => result,
+                    Err(_) => Err(StoreFault::new(
+                        FaultKind::Other,
+                        &anyhow::anyhow!(
+                            "the audit commit did not finish before the shutdown deadline"
+                        ),
+                    )),
+                }
+            }
+        };
         drop(refs);
         match result {
             Ok(written) => {
-                let stored_at = written.at;
                 if self.health.problem().is_some() {
                     info!(self.log, "audit store writable again");
                 }
@@ -173,9 +236,10 @@ impl Writer {
                 self.metrics
                     .commit_seconds
                     .observe(started.elapsed().as_secs_f64());
-                for (_, ack) in self.round.durable.drain(..) {
-                    let _ = ack.send(Ok(stored_at));
+                for (_, ack, _) in self.round.durable.drain(..) {
+                    let _ = ack.send(Ok(written.at));
                 }
+                // Gives the rows' places in the queue back.
                 self.round = Round::default();
                 self.backoff = MIN_BACKOFF;
                 Ok(n)
@@ -188,9 +252,9 @@ impl Writer {
                     error!(self.log, "audit commit failed; will retry";
                         "failures_not_logged" => held_back,
                         "error" => fault.detail(), "owed_rows" => self.round.owed.len(),
-                        "durable_rows_refused" => self.round.durable.iter().map(|(r, _)| r.len()).sum::<usize>());
+                        "durable_rows_refused" => self.round.durable.iter().map(|(r, _, _)| r.len()).sum::<usize>());
                 }
-                for (_, ack) in self.round.durable.drain(..) {
+                for (_, ack, _) in self.round.durable.drain(..) {
                     let _ = ack.send(Err(fault.clone()));
                 }
                 self.round.rows = self.round.owed.len();
@@ -200,25 +264,59 @@ impl Writer {
     }
 
     /// After a failed commit: waits the backoff (doubling up to the maximum) before owed rows
-    /// are retried. At shutdown, once a retry after the longest wait has failed too, the owed
-    /// rows are given up to the log instead, so that shutdown ends.
+    /// are retried. A shutdown that begins meanwhile ends the wait. While draining, the wait
+    /// never passes the moment rows must be spilled, and from that moment on every row still
+    /// held, owed or queued, goes to the spill file instead.
     pub(crate) async fn wait_while_failing(&mut self) {
         if self.round.owed.is_empty() {
             return;
         }
-        if self.shutdown.is_some() && self.backoff >= self.max_backoff {
-            let owed = std::mem::take(&mut self.round.owed);
-            self.give_up(&owed);
-            self.round = Round::default();
-            return;
+        self.see_stop();
+        match self.draining {
+            Some((_, spill_at)) => {
+                let now = Instant::now();
+                if now >= spill_at {
+                    self.spill_all();
+                    return;
+                }
+                tokio::time::sleep(self.backoff.min(spill_at - now)).await;
+            }
+            None => {
+                let stop_open = !self.stop_gone;
+                let stopped = tokio::select! {
+                    _ = tokio::time::sleep(self.backoff) => None,
+                    r = self.stop.changed(), if stop_open => Some(r.is_ok()),
+                };
+                if let Some(open) = stopped {
+                    self.stop_gone = !open;
+                    self.see_stop();
+                }
+            }
         }
-        tokio::time::sleep(self.backoff).await;
         self.backoff = (self.backoff * 2).min(self.max_backoff);
     }
 
     /// Shut down (or abandoned by every sender), and nothing is left to write.
     pub(crate) fn finished(&self) -> bool {
-        (self.shutdown.is_some() || self.closed) && self.round.owed.is_empty() && self.rx.is_empty()
+        (self.draining.is_some() || self.closed)
+            && self.round.owed.is_empty()
+            && self.round.durable.is_empty()
+            && self.rx.is_empty()
+    }
+
+    /// Starts draining once a shutdown deadline has been set.
+    fn see_stop(&mut self) {
+        if self.draining.is_some() {
+            return;
+        }
+        let Some(deadline) = *self.stop.borrow_and_update() else {
+            return;
+        };
+        let left = deadline.saturating_duration_since(Instant::now());
+        let spill_at = deadline - (left / 4).min(SPILL_RESERVE);
+        info!(self.log, "audit writer draining";
+            "queued_rows" => self.round.rows, "deadline_ms" => left.as_millis() as u64);
+        self.draining = Some((deadline, spill_at));
     }
 
     async fn probe(&mut self) {
@@ -235,21 +333,57 @@ impl Writer {
         }
     }
 
-    fn take(&mut self, job: Job) {
-        match job {
-            Job::Write { records, ack } => self.round.add(records, ack),
-            Job::Shutdown(done) => {
-                info!(self.log, "audit writer draining");
-                self.shutdown = Some(done);
+    /// At the shutdown deadline, with the store still failing: every row still held — owed
+    /// from failed rounds or still queued — is written to the spill file for the next start
+    /// to replay. Durable jobs are refused (their handlers are gone; nothing was answered).
+    fn spill_all(&mut self) {
+        let mut rows = std::mem::take(&mut self.round.owed);
+        let mut places = self.round.owed_places.take();
+        while let Ok(job) = self.rx.try_recv() {
+            match job.ack {
+                None => {
+                    rows.extend(job.records);
+                    match &mut places {
+                        Some(p) => p.merge(job.permit),
+                        None => places = Some(job.permit),
+                    }
+                }
+                Some(ack) => {
+                    let _ = ack.send(Err(StoreFault::new(
+                        FaultKind::Other,
+                        &anyhow::anyhow!("the service shut down before the commit"),
+                    )));
+                }
             }
         }
+        self.round = Round::default();
+        if rows.is_empty() {
+            return;
+        }
+        let Some(path) = self.spill.clone() else {
+            crit!(self.log, "audit store still failing at shutdown and no spill file is configured; writing the rows to the log";
+                "rows" => rows.len());
+            self.give_up(&rows);
+            return;
+        };
+        match spill::append(&path, &rows) {
+            Ok(()) => {
+                self.metrics.spilled_rows.inc_by(rows.len() as u64);
+                warn!(self.log, "audit store still failing at shutdown; rows written to the spill file, to be replayed at the next start";
+                    "file" => %path.display(), "rows" => rows.len());
+            }
+            Err(e) => {
+                crit!(self.log, "ACKNOWLEDGED AUDIT ROWS NOT SAVED: the store and the spill file both failed; writing the rows to the log";
+                    "spill_error" => %e, "file" => %path.display(), "rows" => rows.len());
+                self.give_up(&rows);
+            }
+        }
+        drop(places);
     }
 
-    /// At shutdown, with the store still failing after retries: the rows cannot be kept in the
-    /// database, so they go to the log in full (as JSON) rather than vanish.
+    /// The last resort, when neither the store nor the spill file takes them: the rows go to
+    /// the log in full rather than vanish.
     fn give_up(&self, owed: &[AuditRecord]) {
-        warn!(self.log, "audit store still failing at shutdown; writing owed rows to the log";
-            "rows" => owed.len());
         let now = Instant::now();
         for r in owed {
             error!(self.log, "unsaved audit row";
@@ -259,8 +393,25 @@ impl Writer {
                 "prediction" => ?r.prediction, "features" => ?r.features,
                 "model_version" => ?r.model_version.as_deref(), "model" => ?r.model.as_deref(),
                 "received_at" => %format_time(&r.received_at), "item" => r.item,
+                "client_request_id" => ?r.client_request_id.as_deref(),
                 "request_id" => %r.request_id);
         }
+    }
+}
+
+/// What ended the writer's wait for work.
+enum Wake {
+    Job(Option<Job>),
+    /// The shutdown signal changed (`false`: its sender is gone).
+    Stop(bool),
+    Probe,
+}
+
+/// Sleeps `wait`, or forever when there is none.
+async fn sleep_or_never(wait: Option<Duration>) {
+    match wait {
+        Some(d) => tokio::time::sleep(d).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -273,6 +424,7 @@ mod tests {
     use std::time::Duration;
 
     use sqlx::Connection;
+    use tokio::sync::oneshot;
 
     use super::*;
     use crate::audit::fault::FaultKind;
@@ -281,11 +433,34 @@ mod tests {
     use crate::audit::record::Latency;
 
     struct Setup {
-        _dir: tempfile::TempDir,
+        dir: tempfile::TempDir,
         url: String,
         writer: Writer,
-        tx: mpsc::Sender<Job>,
+        tx: Queue,
         health: Arc<StoreHealth>,
+        stop: watch::Sender<Option<Instant>>,
+    }
+
+    /// The handlers' end of the queue, as the sink holds it.
+    struct Queue {
+        tx: mpsc::UnboundedSender<Job>,
+        rows: Arc<tokio::sync::Semaphore>,
+    }
+
+    impl Queue {
+        fn send(&self, records: Vec<AuditRecord>, ack: Option<Ack>) {
+            let permit = Arc::clone(&self.rows)
+                .try_acquire_many_owned(records.len() as u32)
+                .expect("room in the queue");
+            self.tx
+                .send(Job {
+                    records,
+                    ack,
+                    permit,
+                })
+                .ok()
+                .unwrap();
+        }
     }
 
     async fn setup() -> Setup {
@@ -298,24 +473,30 @@ mod tests {
             max_bytes: None,
         };
         let store = Store::open(&url, &opts).await.unwrap();
-        let (tx, rx) = mpsc::channel(16);
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (stop, stop_rx) = watch::channel(None);
         let health = Arc::new(StoreHealth::default());
         let log = Logger::root(slog::Discard, slog::o!());
         let writer_opts = WriterOptions {
             mode: AuditMode::Durable,
-            queue_capacity: 16,
+            queue_rows: 16,
             queue_timeout: Duration::from_millis(10),
             commit_timeout: Duration::from_secs(1),
             max_backoff: Duration::from_millis(60),
             metrics: WriterMetrics::default(),
+            spill: Some(dir.path().join("audit.db-spill.jsonl")),
         };
-        let writer = Writer::new(store, rx, log, Arc::clone(&health), &writer_opts);
+        let writer = Writer::new(store, rx, stop_rx, log, Arc::clone(&health), &writer_opts);
         Setup {
-            _dir: dir,
+            dir,
             url,
             writer,
-            tx,
+            tx: Queue {
+                tx,
+                rows: Arc::new(tokio::sync::Semaphore::new(16)),
+            },
             health,
+            stop,
         }
     }
 
@@ -357,24 +538,14 @@ mod tests {
             .unwrap()
     }
 
-    fn durable(tx: &mpsc::Sender<Job>, id: &str) -> oneshot::Receiver<Result<Instant, StoreFault>> {
+    fn durable(tx: &Queue, id: &str) -> oneshot::Receiver<Result<Instant, StoreFault>> {
         let (ack, done) = oneshot::channel();
-        tx.try_send(Job::Write {
-            records: vec![row(id)],
-            ack: Some(ack),
-        })
-        .ok()
-        .unwrap();
+        tx.send(vec![row(id)], Some(ack));
         done
     }
 
-    fn owed(tx: &mpsc::Sender<Job>, id: &str) {
-        tx.try_send(Job::Write {
-            records: vec![row(id)],
-            ack: None,
-        })
-        .ok()
-        .unwrap();
+    fn owed(tx: &Queue, id: &str) {
+        tx.send(vec![row(id)], None);
     }
 
     #[tokio::test]
@@ -425,12 +596,7 @@ mod tests {
         let (ack, done) = oneshot::channel();
         let mut r = row("slow");
         r.latency = Latency::UntilStored(arrived);
-        s.tx.try_send(Job::Write {
-            records: vec![r],
-            ack: Some(ack),
-        })
-        .ok()
-        .unwrap();
+        s.tx.send(vec![r], Some(ack));
         s.writer.collect_round().await;
         s.writer.commit_round().await.unwrap();
         let stored_at = done.await.unwrap().unwrap();
@@ -467,21 +633,66 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn shutdown_with_a_failing_store_ends_after_the_longest_backoff() {
-        let s = setup().await;
+    async fn shutdown_with_a_failing_store_spills_every_row_held_by_the_deadline() {
+        let mut s = setup().await;
         let _other = lock(&s.url).await;
-        owed(&s.tx, "never");
-        let (done, finished) = oneshot::channel();
-        s.tx.try_send(Job::Shutdown(done)).ok().unwrap();
-        let run = tokio::spawn(s.writer.run());
-        // The owed row cannot be written: it is given up to the log and the drain ends (a
-        // drain that never ends fails here instead of hanging the test run).
-        tokio::time::timeout(Duration::from_secs(20), finished)
+        // The queue is full (16 rows): ten owed from a failed round, six still queued.
+        for i in 0..10 {
+            owed(&s.tx, &format!("never-{i}"));
+        }
+        s.writer.collect_round().await;
+        assert!(s.writer.commit_round().await.is_err());
+        for i in 10..16 {
+            owed(&s.tx, &format!("never-{i}"));
+        }
+        assert_eq!(
+            s.tx.rows.available_permits(),
+            0,
+            "the rows hold their places"
+        );
+        let deadline = Instant::now() + Duration::from_millis(300);
+        s.stop.send(Some(deadline)).unwrap();
+        let spill = s.dir.path().join("audit.db-spill.jsonl");
+        tokio::time::timeout(Duration::from_secs(5), s.writer.run())
             .await
-            .expect("the drain ended")
-            .unwrap();
-        run.await.unwrap();
+            .expect("the drain ended");
+        assert!(
+            Instant::now() < deadline + Duration::from_millis(100),
+            "late"
+        );
         drop(_other);
         assert!(request_ids(&s.url).await.is_empty());
+        let lines = std::fs::read_to_string(&spill).unwrap();
+        let mut spilled: Vec<String> = lines
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).unwrap()["request_id"]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect();
+        spilled.sort();
+        let mut expected: Vec<String> = (0..16).map(|i| format!("never-{i}")).collect();
+        expected.sort();
+        assert_eq!(spilled, expected);
+        assert_eq!(s.tx.rows.available_permits(), 16, "places given back");
+    }
+
+    #[tokio::test]
+    async fn a_shutdown_is_seen_while_the_writer_backs_off() {
+        let mut s = setup().await;
+        let _other = lock(&s.url).await;
+        owed(&s.tx, "owed");
+        s.writer.collect_round().await;
+        assert!(s.writer.commit_round().await.is_err());
+        s.writer.backoff = Duration::from_secs(60);
+        s.stop
+            .send(Some(Instant::now() + Duration::from_millis(300)))
+            .unwrap();
+        tokio::time::timeout(Duration::from_secs(2), s.writer.wait_while_failing())
+            .await
+            .expect("the backoff ended with the shutdown");
+        assert!(s.writer.draining.is_some());
     }
 }

@@ -24,6 +24,6 @@ pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
         "models": state.models.all().len(),
         "default_model": state.models.default_model().name(),
         "audit_mode": state.audit.mode,
-        "audit_queue_depth": state.audit.queue_depth(),
+        "audit_queue_rows": state.audit.queued_rows(),
     }))
 }
