@@ -22,7 +22,7 @@ use prometheus_client::registry::Registry;
 
 use crate::audit::writer::WriterMetrics;
 use crate::audit::{AuditSink, Store};
-use crate::model::ModelRegistry;
+use crate::model::LiveModels;
 use crate::monitor::window::DriftWindows;
 use crate::prediction::Prediction;
 
@@ -211,7 +211,7 @@ pub struct LiveCollector {
     /// The store, for the size of its write-ahead log.
     pub store: Store,
     pub log_dropped: Arc<AtomicU64>,
-    pub models: Arc<ModelRegistry>,
+    pub models: Arc<LiveModels>,
     pub drift: Arc<DriftWindows>,
 }
 
@@ -266,7 +266,7 @@ impl Collector for LiveCollector {
             None,
             MetricType::Gauge,
         )?;
-        for m in self.models.all() {
+        for m in self.models.current().all() {
             let labels = ModelInfoLabels {
                 model: m.name().to_string(),
                 version: m.artifact.version.clone(),

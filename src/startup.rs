@@ -30,7 +30,7 @@ use crate::http::middleware::request_middleware;
 use crate::http::request::InFlight;
 use crate::http::{self, AppState};
 use crate::metrics::{LiveCollector, Metrics};
-use crate::model::ModelRegistry;
+use crate::model::{LiveModels, ModelRegistry};
 use crate::monitor::window::DriftWindows;
 use crate::throttle::Throttle;
 
@@ -45,6 +45,8 @@ pub struct Application {
     in_flight: Arc<InFlight>,
     /// The listening socket, closed when shutdown begins.
     listening: TcpListener,
+    /// Reloads the models folder on SIGHUP.
+    reload: Reloader,
     /// From the shutdown signal to the exit.
     shutdown_timeout: Duration,
 }
@@ -63,11 +65,8 @@ impl Application {
         logger: Logger,
         log_dropped: Arc<AtomicU64>,
     ) -> anyhow::Result<Application> {
-        let models = Arc::new(ModelRegistry::load_dir(
-            &settings.models,
-            &settings.default_model,
-        )?);
-        for m in models.all() {
+        let registry = ModelRegistry::load_dir(&settings.models, &settings.default_model)?;
+        for m in registry.all() {
             info!(logger, "model loaded";
                 "model" => m.name(), "version" => &m.artifact.version,
                 "algorithm" => %m.artifact.algorithm, "path" => %m.path.display());
@@ -124,7 +123,16 @@ impl Application {
             );
         }
         let m = &settings.monitor;
-        let drift_windows = Arc::new(DriftWindows::new(&models, m.drift_window, m.drift.min_rows));
+        let drift_windows = Arc::new(DriftWindows::new(
+            &registry,
+            m.drift_window,
+            m.drift.min_rows,
+        ));
+        let models = Arc::new(LiveModels::new(
+            registry,
+            &settings.models,
+            &settings.default_model,
+        ));
         let mut metrics = Metrics::new(writer_metrics);
         metrics.register_live(LiveCollector {
             audit: audit.clone(),
@@ -140,7 +148,7 @@ impl Application {
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
         limits.max_connections = connection_cap(&logger, limits.max_connections, workers);
         let state = web::Data::new(AppState {
-            models,
+            models: Arc::clone(&models),
             logger: logger.clone(),
             limits: limits.clone(),
             body_budget: BodyBudget::new(limits.body_budget_bytes),
@@ -148,7 +156,7 @@ impl Application {
             store,
             audit_token_digest,
             metrics: Arc::new(metrics),
-            drift_windows,
+            drift_windows: Arc::clone(&drift_windows),
             outlier_rule: m.outliers,
             drift_rule: m.drift,
             in_flight: Arc::clone(&in_flight),
@@ -224,6 +232,12 @@ impl Application {
             writer,
             in_flight,
             listening,
+            reload: Reloader {
+                models: Arc::clone(&models),
+                drift: drift_windows,
+                // Taken over now, before the first request: its default action kills.
+                hangup: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok(),
+            },
             shutdown_timeout: limits.shutdown_timeout.max(MIN_SHUTDOWN_TIMEOUT),
         })
     }
@@ -257,6 +271,7 @@ impl Application {
             self.shutdown_timeout,
         );
         let listening = self.listening;
+        let reloads = actix_web::rt::spawn(self.reload.on_sighup(self.logger.clone()));
         let (deadline_tx, deadline_rx) = tokio::sync::oneshot::channel();
         let drain = actix_web::rt::spawn(async move {
             let cause = shutdown.await;
@@ -282,6 +297,7 @@ impl Application {
         });
         let served = self.server.await.context("running the HTTP server");
         drain.abort();
+        reloads.abort();
         let deadline = match deadline_rx.await {
             Ok(deadline) => deadline,
             Err(_) => Instant::now() + self.shutdown_timeout,
@@ -295,6 +311,72 @@ impl Application {
     /// Serves until SIGTERM or SIGINT.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         self.run(shutdown_signal()).await
+    }
+}
+
+/// The models folder's reload, with what depends on the models served.
+struct Reloader {
+    models: Arc<LiveModels>,
+    drift: Arc<DriftWindows>,
+    hangup: Option<tokio::signal::unix::Signal>,
+}
+
+impl Reloader {
+    /// Reloads the models folder on every SIGHUP until dropped: the convention of
+    /// long-running servers, and what a closing terminal sends (its default action would
+    /// kill the process).
+    async fn on_sighup(mut self, log: Logger) {
+        let Some(mut hup) = self.hangup.take() else {
+            warn!(log, "SIGHUP cannot be handled: it would stop the process");
+            return;
+        };
+        while hup.recv().await.is_some() {
+            info!(log, "SIGHUP received; reloading the models folder");
+            self.reload(&log).await;
+        }
+    }
+
+    /// Loads the models folder again (off the request threads) and serves the result.
+    async fn reload(&self, log: &Logger) {
+        let models = Arc::clone(&self.models);
+        let done = tokio::task::spawn_blocking(move || models.reload()).await;
+        let report = match done {
+            Ok(Ok(report)) => report,
+            Ok(Err(e)) => {
+                slog::error!(log, "models not reloaded; serving the models loaded before";
+                    "error" => format!("{e:#}"));
+                return;
+            }
+            Err(e) => {
+                slog::error!(log, "models not reloaded; serving the models loaded before";
+                    "error" => %e);
+                return;
+            }
+        };
+        self.drift.sync(&self.models.current());
+        for (model, why) in &report.kept {
+            slog::error!(log, "model artifact not reloaded; the loaded model stays served";
+                "error" => why.as_str(), "model" => model.as_str());
+        }
+        for why in &report.refused {
+            slog::error!(log, "model artifact not loaded"; "error" => why.as_str());
+        }
+        for m in self.models.current().all() {
+            if report
+                .added
+                .iter()
+                .chain(&report.changed)
+                .any(|n| n == m.name())
+            {
+                info!(log, "model loaded";
+                    "model" => m.name(), "version" => &m.artifact.version,
+                    "algorithm" => %m.artifact.algorithm, "path" => %m.path.display());
+            }
+        }
+        info!(log, "models reloaded";
+            "removed" => report.removed.join(","), "changed" => report.changed.join(","),
+            "added" => report.added.join(","),
+            "models" => self.models.current().all().len());
     }
 }
 

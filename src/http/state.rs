@@ -5,7 +5,7 @@ use std::sync::Arc;
 use crate::audit::{AuditSink, Store};
 use crate::config::HttpSettings;
 use crate::metrics::Metrics;
-use crate::model::ModelRegistry;
+use crate::model::LiveModels;
 use crate::monitor::drift::DriftRule;
 use crate::monitor::outliers::OutlierRule;
 use crate::monitor::window::DriftWindows;
@@ -15,8 +15,8 @@ use super::body::BodyBudget;
 use super::request::InFlight;
 
 pub struct AppState {
-    /// The models served, by name, and the default one.
-    pub models: Arc<ModelRegistry>,
+    /// The models served, by name, and the default one; replaced as a whole on SIGHUP.
+    pub models: Arc<LiveModels>,
     /// The root logger; the middleware writes each request's one line through it.
     pub logger: slog::Logger,
     /// Body size, body deadline and batch limits.

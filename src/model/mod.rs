@@ -14,7 +14,7 @@ pub mod train;
 use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
@@ -288,6 +288,58 @@ impl Model {
     }
 }
 
+/// What a reload of the models folder did.
+#[derive(Debug, Default)]
+pub struct Reload {
+    pub added: Vec<String>,
+    /// Models whose artifact changed (another version or another file).
+    pub changed: Vec<String>,
+    pub removed: Vec<String>,
+    /// Models kept as they were loaded, and why (their artifact is broken now).
+    pub kept: Vec<(String, String)>,
+    /// Artifacts that could not be loaded and held no model before.
+    pub refused: Vec<String>,
+}
+
+/// The models being served, replaced as a whole by a reload ([`LiveModels::reload`], on
+/// SIGHUP). A request takes the current set once ([`LiveModels::current`]) and keeps it, so a
+/// reload never changes a model under a request.
+#[derive(Debug)]
+pub struct LiveModels {
+    current: RwLock<Arc<ModelRegistry>>,
+    dir: PathBuf,
+    default_model: String,
+}
+
+impl LiveModels {
+    pub fn new(registry: ModelRegistry, dir: &Path, default_model: &str) -> LiveModels {
+        LiveModels {
+            current: RwLock::new(Arc::new(registry)),
+            dir: dir.to_path_buf(),
+            default_model: default_model.to_string(),
+        }
+    }
+
+    /// The models being served now.
+    pub fn current(&self) -> Arc<ModelRegistry> {
+        match self.current.read() {
+            Ok(r) => Arc::clone(&r),
+            Err(p) => Arc::clone(&p.into_inner()),
+        }
+    }
+
+    /// Loads the models folder again ([`ModelRegistry::reload`]) and serves the result.
+    pub fn reload(&self) -> anyhow::Result<Reload> {
+        let (next, report) = self.current().reload(&self.dir, &self.default_model)?;
+        let next = Arc::new(next);
+        match self.current.write() {
+            Ok(mut w) => *w = next,
+            Err(p) => *p.into_inner() = next,
+        }
+        Ok(report)
+    }
+}
+
 /// All models loaded at start-up, by name, plus the one `/predict` uses.
 #[derive(Debug)]
 pub struct ModelRegistry {
@@ -337,6 +389,98 @@ impl ModelRegistry {
             );
         };
         Ok(ModelRegistry { models, default })
+    }
+
+    /// Loads the models folder again, keeping what cannot be replaced: an artifact that no
+    /// longer loads keeps the model it held (the reason is in the report), and the default
+    /// model is never removed. Unchanged artifacts (same file, same version) keep their
+    /// loaded model. Fails as a whole only if the folder cannot be read.
+    pub fn reload(
+        &self,
+        dir: &Path,
+        default_model: &str,
+    ) -> anyhow::Result<(ModelRegistry, Reload)> {
+        let entries = std::fs::read_dir(dir)
+            .with_context(|| format!("reading the models folder {}", dir.display()))?;
+        let mut paths: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|e| e == "json"))
+            .collect();
+        paths.sort();
+        let by_path: HashMap<&Path, &Arc<Model>> = self
+            .models
+            .values()
+            .map(|m| (m.path.as_path(), m))
+            .collect();
+        let mut report = Reload::default();
+        let mut models: HashMap<String, Arc<Model>> = HashMap::new();
+        for path in paths {
+            let loaded = Artifact::load(&path).and_then(|a| {
+                if models.contains_key(&a.name) {
+                    bail!(
+                        "{} holds model {:?}, which another file holds already",
+                        path.display(),
+                        a.name
+                    );
+                }
+                Ok(a)
+            });
+            match loaded {
+                Ok(artifact) => {
+                    let name = artifact.name.clone();
+                    let model = match self.models.get(&name) {
+                        Some(old)
+                            if old.path == path && old.artifact.version == artifact.version =>
+                        {
+                            Arc::clone(old)
+                        }
+                        Some(_) => {
+                            report.changed.push(name.clone());
+                            Arc::new(Model::new(artifact, path))
+                        }
+                        None => {
+                            report.added.push(name.clone());
+                            Arc::new(Model::new(artifact, path))
+                        }
+                    };
+                    models.insert(name, model);
+                }
+                Err(e) => {
+                    let kept = by_path
+                        .get(path.as_path())
+                        .filter(|old| !models.contains_key(old.name()));
+                    if let Some(old) = kept {
+                        models.insert(old.name().to_string(), Arc::clone(old));
+                        report.kept.push((old.name().to_string(), format!("{e:#}")));
+                    } else {
+                        report.refused.push(format!("{e:#}"));
+                    }
+                }
+            }
+        }
+        let default = match models.get(default_model) {
+            Some(m) => Arc::clone(m),
+            None => {
+                let old = Arc::clone(&self.default);
+                report.kept.push((
+                    old.name().to_string(),
+                    format!(
+                        "the default model {default_model:?} has no artifact in {} any more; it stays served",
+                        dir.display()
+                    ),
+                ));
+                models.insert(old.name().to_string(), Arc::clone(&old));
+                old
+            }
+        };
+        report.removed = self
+            .models
+            .keys()
+            .filter(|name| !models.contains_key(*name))
+            .cloned()
+            .collect();
+        report.removed.sort();
+        Ok((ModelRegistry { models, default }, report))
     }
 
     pub fn get(&self, name: &str) -> Option<&Arc<Model>> {

@@ -6,7 +6,7 @@
 //! database.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 use crate::model::{Model, ModelRegistry};
 use crate::stats::{bin_index, class_counts, psi};
@@ -29,7 +29,9 @@ pub struct WindowSnapshot {
 }
 
 pub struct DriftWindows {
-    windows: HashMap<String, Mutex<Window>>,
+    /// One window per model served; replaced for a model whose artifact changed (a reload).
+    windows: RwLock<HashMap<String, Arc<Mutex<Window>>>>,
+    capacity: usize,
     /// Windows with fewer rows are not reported (their PSI would be noise).
     min_rows: usize,
 }
@@ -37,38 +39,65 @@ pub struct DriftWindows {
 impl std::fmt::Debug for DriftWindows {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DriftWindows")
-            .field("models", &self.windows.len())
+            .field("capacity", &self.capacity)
             .finish()
     }
 }
 
 impl DriftWindows {
     pub fn new(models: &ModelRegistry, capacity: usize, min_rows: usize) -> DriftWindows {
-        let windows = models
-            .all()
-            .into_iter()
-            .map(|m| {
+        let windows = DriftWindows {
+            windows: RwLock::default(),
+            capacity: capacity.max(1),
+            min_rows,
+        };
+        windows.sync(models);
+        windows
+    }
+
+    /// Follows a reload: a new window for each new or changed model (the old rows were
+    /// measured against another baseline), none for removed ones; unchanged models keep
+    /// theirs.
+    pub fn sync(&self, models: &ModelRegistry) {
+        let Ok(mut windows) = self.windows.write() else {
+            return;
+        };
+        let mut next = HashMap::new();
+        for m in models.all() {
+            let kept = windows
+                .remove(m.name())
+                .filter(|w| w.lock().map(|w| Arc::ptr_eq(&w.model, m)).unwrap_or(false));
+            let window = kept.unwrap_or_else(|| {
                 let n = m.n_features();
-                let window = Window {
+                Arc::new(Mutex::new(Window {
                     model: Arc::clone(m),
-                    capacity: capacity.max(1),
-                    bins: VecDeque::with_capacity(capacity * n),
-                    classes: VecDeque::with_capacity(capacity),
-                };
-                (m.name().to_string(), Mutex::new(window))
-            })
-            .collect();
-        DriftWindows { windows, min_rows }
+                    capacity: self.capacity,
+                    bins: VecDeque::with_capacity(self.capacity * n),
+                    classes: VecDeque::with_capacity(self.capacity),
+                }))
+            });
+            next.insert(m.name().to_string(), window);
+        }
+        *windows = next;
     }
 
     /// Adds answered rows (row-major `values`, one class per row) to the model's window.
+    /// Rows of a model that a reload has replaced meanwhile are left out.
     pub fn record(&self, model: &Model, values: &[f64], classes: &[u32]) {
-        let Some(window) = self.windows.get(model.name()) else {
+        let Some(window) = self
+            .windows
+            .read()
+            .ok()
+            .and_then(|w| w.get(model.name()).cloned())
+        else {
             return;
         };
         let stats = &model.artifact.baseline.features;
         let n = stats.len();
         let Ok(mut w) = window.lock() else { return };
+        if !std::ptr::eq(Arc::as_ptr(&w.model), model) {
+            return;
+        }
         for (i, &class) in classes.iter().enumerate() {
             if w.classes.len() == w.capacity {
                 w.classes.pop_front();
@@ -85,7 +114,11 @@ impl DriftWindows {
     /// PSI of every window with enough rows.
     pub fn snapshot(&self) -> Vec<WindowSnapshot> {
         let mut out = Vec::new();
-        for window in self.windows.values() {
+        let windows: Vec<Arc<Mutex<Window>>> = match self.windows.read() {
+            Ok(w) => w.values().cloned().collect(),
+            Err(_) => return out,
+        };
+        for window in &windows {
             let Ok(w) = window.lock() else { continue };
             let rows = w.classes.len();
             if rows < self.min_rows.max(1) {

@@ -11,6 +11,7 @@ mod models;
 mod monitor;
 mod predict;
 mod readme;
+mod reload;
 mod request_ids;
 mod shutdown;
 mod spill;

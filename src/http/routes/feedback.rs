@@ -72,7 +72,9 @@ pub async fn post(
     let model_name = model_name.unwrap_or_default();
     let model = state
         .models
+        .current()
         .get(&model_name)
+        .cloned()
         .ok_or_else(|| ApiError::Unprocessable {
             code: Unprocessable::UnknownModel,
             message: format!("model {model_name:?} of that prediction is no longer served"),

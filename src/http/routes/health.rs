@@ -21,8 +21,8 @@ pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
     }
     HttpResponse::Ok().json(json!({
         "status": "ready",
-        "models": state.models.all().len(),
-        "default_model": state.models.default_model().name(),
+        "models": state.models.current().all().len(),
+        "default_model": state.models.current().default_model().name(),
         "audit_mode": state.audit.mode,
         "audit_queue_rows": state.audit.queued_rows(),
     }))

@@ -5,7 +5,7 @@ use serde::Serialize;
 
 use crate::http::error::ApiError;
 use crate::http::state::AppState;
-use crate::model::{Algorithm, Model, TrainingSummary};
+use crate::model::{Algorithm, Model, ModelRegistry, TrainingSummary};
 
 #[derive(Serialize)]
 struct ModelSummary<'a> {
@@ -19,7 +19,7 @@ struct ModelSummary<'a> {
     default: bool,
 }
 
-fn summary<'a>(model: &'a Model, state: &AppState) -> ModelSummary<'a> {
+fn summary<'a>(model: &'a Model, models: &ModelRegistry) -> ModelSummary<'a> {
     let a = &model.artifact;
     ModelSummary {
         name: &a.name,
@@ -29,16 +29,16 @@ fn summary<'a>(model: &'a Model, state: &AppState) -> ModelSummary<'a> {
         feature_names: &a.feature_names,
         class_names: &a.class_names,
         training: &a.training,
-        default: a.name == state.models.default_model().name(),
+        default: a.name == models.default_model().name(),
     }
 }
 
 pub async fn list(state: web::Data<AppState>) -> HttpResponse {
-    let models: Vec<ModelSummary> = state
-        .models
+    let current = state.models.current();
+    let models: Vec<ModelSummary> = current
         .all()
         .into_iter()
-        .map(|m| summary(m, &state))
+        .map(|m| summary(m, &current))
         .collect();
     HttpResponse::Ok().json(serde_json::json!({ "models": models }))
 }
@@ -47,9 +47,9 @@ pub async fn show(
     state: web::Data<AppState>,
     name: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let model = state
-        .models
+    let current = state.models.current();
+    let model = current
         .get(&name)
         .ok_or_else(|| ApiError::UnknownModel(name.into_inner()))?;
-    Ok(HttpResponse::Ok().json(summary(model, &state)))
+    Ok(HttpResponse::Ok().json(summary(model, &current)))
 }

@@ -29,7 +29,7 @@ pub async fn drift(
     state: web::Data<AppState>,
     params: web::Query<Vec<(String, String)>>,
 ) -> Result<HttpResponse, ApiError> {
-    let (model, filter) = model_window(&state.models, &params)?;
+    let (model, filter) = model_window(&state.models.current(), &params)?;
     let rule = state.drift_rule;
     let (values, classes, truncated) = state
         .store
@@ -49,7 +49,7 @@ pub async fn performance(
     state: web::Data<AppState>,
     params: web::Query<Vec<(String, String)>>,
 ) -> Result<HttpResponse, ApiError> {
-    let (model, filter) = model_window(&state.models, &params)?;
+    let (model, filter) = model_window(&state.models.current(), &params)?;
     let pairs = state
         .store
         .confusion(model.name(), &filter)

@@ -38,7 +38,7 @@ pub async fn predict_default(
     state: web::Data<AppState>,
     meta: RequestMeta,
 ) -> Result<HttpResponse, ApiError> {
-    let model = Arc::clone(state.models.default_model());
+    let model = Arc::clone(state.models.current().default_model());
     let name = Arc::clone(&model.shared.name);
     audited(&req, body, &state, &meta, name, Ok(model)).await
 }
@@ -52,6 +52,7 @@ pub async fn predict_named(
 ) -> Result<HttpResponse, ApiError> {
     let model = state
         .models
+        .current()
         .get(&name)
         .cloned()
         .ok_or_else(|| ApiError::UnknownModel(name.to_string()));
@@ -92,6 +93,7 @@ async fn audited(
     }
     let version = state
         .models
+        .current()
         .get(&model_name)
         .map(|m| Arc::clone(&m.shared.version));
     let record = AuditRecord::rejected(
