@@ -78,6 +78,12 @@ pub struct ServeArgs {
     #[arg(long, env = "INFERLOG_BIND", default_value = defaults::BIND)]
     pub bind: SocketAddr,
 
+    /// A second address for operators: `/metrics` and the health probes. When set,
+    /// `/metrics` is served there only (the main address answers it 404), so the main port
+    /// can face clients while metrics stay on an internal network.
+    #[arg(long, env = "INFERLOG_ADMIN_BIND")]
+    pub admin_bind: Option<SocketAddr>,
+
     /// Folder of model artifacts (`*.json`); every one is loaded at start-up.
     #[arg(long, env = "INFERLOG_MODELS", default_value = defaults::MODELS)]
     pub models: PathBuf,

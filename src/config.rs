@@ -15,6 +15,8 @@ use crate::monitor::outliers::OutlierRule;
 pub struct Settings {
     /// Address and port to listen on (port 0 picks a free port).
     pub bind: SocketAddr,
+    /// The operators' address (`/metrics` and the probes); `None`: all on `bind`.
+    pub admin_bind: Option<SocketAddr>,
     /// Folder of model artifacts.
     pub models: PathBuf,
     /// Model that answers `POST /predict`.
@@ -98,6 +100,7 @@ impl Default for Settings {
     fn default() -> Self {
         Settings {
             bind: defaults::BIND.parse().expect("the default address parses"),
+            admin_bind: None,
             models: defaults::MODELS.into(),
             default_model: defaults::DEFAULT_MODEL.into(),
             database_url: defaults::DATABASE_URL.into(),
@@ -162,6 +165,7 @@ impl Settings {
         let m = &args.monitor;
         Settings {
             bind: args.bind,
+            admin_bind: args.admin_bind,
             models: args.models.clone(),
             default_model: args.default_model.clone(),
             database_url: args.database_url.clone(),

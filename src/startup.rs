@@ -38,6 +38,8 @@ pub struct Application {
     /// The actix server, running once built; it stops when [`Application::run`] drains it.
     server: Server,
     port: u16,
+    /// The admin server (`/metrics`, probes) and its port, when it has its own address.
+    admin: Option<(Server, u16)>,
     logger: Logger,
     /// The audit writer: shut down after the server, so every row a handler queued commits.
     writer: WriterHandle,
@@ -207,12 +209,35 @@ impl Application {
                     .run()
             };
         }
+        let metrics_here = settings.admin_bind.is_none();
+        let admin = match settings.admin_bind {
+            Some(bind) => {
+                let listener = TcpListener::bind(bind)
+                    .with_context(|| format!("binding the admin address {bind}"))?;
+                let admin_addr = listener.local_addr()?;
+                let state = state.clone();
+                let server = HttpServer::new(move || {
+                    App::new()
+                        .app_data(state.clone())
+                        .wrap(from_fn(request_middleware))
+                        .configure(http::configure_admin)
+                })
+                .workers(1)
+                .disable_signals()
+                .listen(listener)
+                .with_context(|| format!("listening on {admin_addr}"))?
+                .run();
+                info!(logger, "admin address listening (/metrics, /health/*)"; "addr" => %admin_addr);
+                Some((server, admin_addr.port()))
+            }
+            None => None,
+        };
         let server = if cors_origins.is_empty() {
             run_server!(move || {
                 App::new()
                     .app_data(state.clone())
                     .wrap(from_fn(request_middleware))
-                    .configure(http::configure)
+                    .configure(|c| http::configure(c, metrics_here))
             })
         } else {
             run_server!(move || {
@@ -221,13 +246,14 @@ impl Application {
                     // Inside the request middleware, so preflights get their log line.
                     .wrap(cors(&cors_origins))
                     .wrap(from_fn(request_middleware))
-                    .configure(http::configure)
+                    .configure(|c| http::configure(c, metrics_here))
             })
         };
         info!(logger, "listening"; "addr" => %addr);
         Ok(Application {
             server,
             port: addr.port(),
+            admin,
             logger,
             writer,
             in_flight,
@@ -244,6 +270,11 @@ impl Application {
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The admin address's port, when there is one.
+    pub fn admin_port(&self) -> Option<u16> {
+        self.admin.as_ref().map(|(_, port)| *port)
     }
 
     /// Serves until `shutdown` resolves, then drains within the shutdown timeout, counted
@@ -272,6 +303,10 @@ impl Application {
         );
         let listening = self.listening;
         let reloads = actix_web::rt::spawn(self.reload.on_sighup(self.logger.clone()));
+        let admin = self.admin.map(|(server, _)| {
+            let handle = server.handle();
+            (handle, actix_web::rt::spawn(server))
+        });
         let (deadline_tx, deadline_rx) = tokio::sync::oneshot::channel();
         let drain = actix_web::rt::spawn(async move {
             let cause = shutdown.await;
@@ -298,6 +333,10 @@ impl Application {
         let served = self.server.await.context("running the HTTP server");
         drain.abort();
         reloads.abort();
+        if let Some((handle, task)) = admin {
+            handle.stop(false).await;
+            let _ = task.await;
+        }
         let deadline = match deadline_rx.await {
             Ok(deadline) => deadline,
             Err(_) => Instant::now() + self.shutdown_timeout,

@@ -25,5 +25,5 @@ pub mod state;
 
 pub use error::ApiError;
 pub use request::RequestMeta;
-pub use routes::configure;
+pub use routes::{configure, configure_admin};
 pub use state::AppState;

@@ -19,6 +19,8 @@ pub fn shipped_model() -> PathBuf {
 
 pub struct TestApp {
     pub port: u16,
+    /// The admin address's port, when the settings gave one.
+    pub admin_port: Option<u16>,
     pub dir: TempDir,
     pub log_path: PathBuf,
     pub db_path: PathBuf,
@@ -64,7 +66,7 @@ pub fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
             let app = Application::build(settings, logger, dropped)
                 .await
                 .expect("app builds");
-            tx.send(app.port()).unwrap();
+            tx.send((app.port(), app.admin_port())).unwrap();
             app.run(async move {
                 let _ = stop.await;
                 "test stop"
@@ -74,11 +76,12 @@ pub fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
         });
         drop(telemetry);
     });
-    let port = rx
+    let (port, admin_port) = rx
         .recv_timeout(Duration::from_secs(30))
         .expect("server started");
     TestApp {
         port,
+        admin_port,
         dir,
         log_path,
         db_path,

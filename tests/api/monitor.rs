@@ -5,7 +5,7 @@ use inferlog::model::data::Dataset;
 use inferlog::model::data::load_dataset;
 use serde_json::{Value, json};
 
-use crate::helpers::{row_json, spawn_app, spawn_app_with};
+use crate::helpers::{row_json, send_raw, spawn_app, spawn_app_with};
 
 /// The 150 iris rows, optionally with one feature shifted by `shift`.
 fn iris_rows(shift_feature: Option<usize>, shift: f64) -> Vec<Vec<f64>> {
@@ -231,6 +231,48 @@ fn metrics_need_the_token_when_one_is_set() {
     assert!(res.text().contains("inferlog_http_requests_total"));
     // Without a token the exposition stays open to scrapers (other tests read it so).
     assert_eq!(spawn_app().get("/metrics").status, 200);
+}
+
+#[test]
+fn an_admin_address_serves_metrics_and_probes_and_the_main_one_no_metrics() {
+    let app = spawn_app_with(|s| s.admin_bind = Some("127.0.0.1:0".parse().unwrap()));
+    let admin = format!("127.0.0.1:{}", app.admin_port.expect("an admin port"));
+    let get = |addr: &str, path: &str| {
+        send_raw(
+            addr,
+            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+    };
+    assert_eq!(
+        app.post_predict(r#"{"features": [5.8, 2.7, 5.1, 1.9]}"#)
+            .status,
+        200
+    );
+    // The main address: everything but the metrics.
+    let res = app.get("/metrics");
+    assert_eq!(res.status, 404, "{}", res.text());
+    assert_eq!(app.get("/health/ready").status, 200);
+    // The admin address: the metrics (counting the main address's traffic) and the probes,
+    // nothing else.
+    let res = get(&admin, "/metrics");
+    assert_eq!(res.status, 200);
+    assert!(
+        res.text().contains(
+            r#"inferlog_http_requests_total{route="/predict",method="POST",status="200"} 1"#
+        ),
+        "{}",
+        res.text()
+    );
+    assert_eq!(get(&admin, "/health/live").status, 200);
+    assert_eq!(get(&admin, "/health/ready").json()["status"], "ready");
+    for path in ["/audit", "/models", "/monitor/drift"] {
+        assert_eq!(get(&admin, path).status, 404, "{path} on the admin address");
+    }
+    let res = send_raw(
+        &admin,
+        b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}",
+    );
+    assert_eq!(res.status, 404);
 }
 
 #[test]

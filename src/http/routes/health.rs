@@ -13,6 +13,12 @@ pub async fn live() -> HttpResponse {
 /// The service can serve predictions: models are loaded (they always are once the server
 /// listens, since start-up fails otherwise) and the audit store's last commit worked.
 pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
+    if state.in_flight.closing() {
+        return HttpResponse::ServiceUnavailable().json(json!({
+            "status": "not_ready",
+            "reason": "shutting down",
+        }));
+    }
     if let Some(problem) = state.audit.health.problem() {
         return HttpResponse::ServiceUnavailable().json(json!({
             "status": "not_ready",

@@ -43,8 +43,12 @@ fn resource(pattern: &'static str) -> actix_web::Resource {
     web::resource(pattern).name(pattern)
 }
 
-/// Registers every route of the service.
-pub fn configure(cfg: &mut web::ServiceConfig) {
+/// Registers the routes of the main address: every route, but `/metrics` only when there is
+/// no admin address (`with_metrics`).
+pub fn configure(cfg: &mut web::ServiceConfig, with_metrics: bool) {
+    if with_metrics {
+        cfg.service(resource("/metrics").route(web::get().to(monitor::metrics)));
+    }
     cfg.service(resource("/predict").route(web::post().to(predict::predict_default)))
         .service(resource("/models/{name}/predict").route(web::post().to(predict::predict_named)))
         .service(resource("/models").route(web::get().to(models::list)))
@@ -52,21 +56,32 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(resource("/audit").route(web::get().to(audit::list)))
         .service(resource("/audit/summary").route(web::get().to(audit::summary)))
         .service(resource("/audit/{request_id}").route(web::get().to(audit::by_request)))
-        .service(resource("/metrics").route(web::get().to(monitor::metrics)))
         .service(resource("/monitor/drift").route(web::get().to(monitor::drift)))
         .service(resource("/monitor/performance").route(web::get().to(monitor::performance)))
         .service(resource("/feedback").route(web::post().to(feedback::post)))
-        .service(
-            resource("/health/live")
-                .route(web::get().to(health::live))
-                .route(web::head().to(health::live)),
-        )
-        .service(
-            resource("/health/ready")
-                .route(web::get().to(health::ready))
-                .route(web::head().to(health::ready)),
-        )
+        .configure(probes)
         .default_service(web::to(not_found));
+}
+
+/// Registers the routes of the admin address (`INFERLOG_ADMIN_BIND`): `/metrics` and the
+/// probes.
+pub fn configure_admin(cfg: &mut web::ServiceConfig) {
+    cfg.service(resource("/metrics").route(web::get().to(monitor::metrics)))
+        .configure(probes)
+        .default_service(web::to(not_found));
+}
+
+fn probes(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        resource("/health/live")
+            .route(web::get().to(health::live))
+            .route(web::head().to(health::live)),
+    )
+    .service(
+        resource("/health/ready")
+            .route(web::get().to(health::ready))
+            .route(web::head().to(health::ready)),
+    );
 }
 
 /// The `route` label of a request: its resource name when it matched one, else `unmatched`.
