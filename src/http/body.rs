@@ -92,6 +92,9 @@ impl Drop for BodyPermit {
     }
 }
 
+/// The first buffer of a body: larger bodies grow from it as their bytes arrive.
+const FIRST_BUFFER: usize = 16 * 1024;
+
 /// Reads the whole body, refusing it as soon as it passes `limit` bytes, when the bodies being
 /// read together would pass their budget, or when it has not arrived within `timeout`. The
 /// permit holds the body's share of the budget: keep it as long as the body.
@@ -111,23 +114,34 @@ pub async fn read_body(
     if declared.is_some_and(|n| n > limit) {
         return Err(ApiError::BodyTooLarge { limit });
     }
-    // The declared length is taken at once, so a flood of large bodies is refused before any
-    // of them is read; a chunked body takes its share as it grows.
-    if let Some(n) = declared {
-        permit.grow_to(n)?;
-    }
+    // The budget is charged with the memory the body really holds (its buffer's capacity),
+    // as it arrives: a client that announces a large body and trickles it holds only what it
+    // has sent, so slow clients cannot starve the others of the budget with promises.
     // A client that trickles its body (a byte a second) gets a 408 instead of holding the
     // request, its connection and the shutdown drain for as long as it likes.
     let read = async {
-        let mut body = web::BytesMut::with_capacity(declared.unwrap_or(256).min(limit));
+        let first = declared.unwrap_or(256).min(limit).min(FIRST_BUFFER);
+        permit.grow_to(first)?;
+        let mut body = web::BytesMut::with_capacity(first);
         while let Some(chunk) = payload.next().await {
             let chunk = chunk.map_err(|e| {
                 ApiError::MalformedJson(format!("could not read the request body: {e}"))
             })?;
-            if body.len() + chunk.len() > limit {
+            let len = body.len() + chunk.len();
+            if len > limit {
                 return Err(ApiError::BodyTooLarge { limit });
             }
-            permit.grow_to(body.len() + chunk.len())?;
+            if len > body.capacity() {
+                // Doubling (as the buffer would), up to the declared length or the limit.
+                let grown = (body.capacity() * 2)
+                    .max(len)
+                    .min(declared.unwrap_or(limit).max(len))
+                    .min(limit);
+                permit.grow_to(grown)?;
+                body.reserve(grown - body.len());
+                // The buffer may have taken more than asked for: that counts too.
+                permit.grow_to(body.capacity())?;
+            }
             body.extend_from_slice(&chunk);
         }
         Ok(body)

@@ -115,6 +115,17 @@ fn log_and_shape(
         if status.is_server_error() {
             // A failing audit store refuses every durable request: its cause is an ERROR once
             // per interval (with the count held back), the other refusals are warnings.
+            // Load shedding (`overloaded`) is a warning, also once per interval: clients can
+            // cause it at will.
+            if info.code == "overloaded" {
+                if let Some(held_back) = state.overload_log.admit() {
+                    warn!(log, "request refused: the server holds its budget of request bodies";
+                        "latency_us" => latency_us, "code" => %info.code,
+                        "status" => status.as_u16(), "path" => Path::of(path), "method" => method,
+                        "refusals_not_logged" => held_back, "request_id" => %id);
+                }
+                return json_error_response(res, &info, id);
+            }
             let admitted = if info.code == "audit_unavailable" {
                 state.store_error_log.admit()
             } else {

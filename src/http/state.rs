@@ -39,4 +39,6 @@ pub struct AppState {
     /// Lets the ERROR line of a request refused by a failing audit store through once per
     /// interval (see [`crate::http::middleware`]).
     pub store_error_log: Throttle,
+    /// Lets the line of a request refused for load (`overloaded`) through once per interval.
+    pub overload_log: Throttle,
 }

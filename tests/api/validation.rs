@@ -186,6 +186,59 @@ fn a_body_trickling_in_gets_408_without_holding_up_others() {
 }
 
 #[test]
+fn the_body_budget_counts_bytes_held_not_bytes_announced() {
+    use std::io::{Read, Write};
+    let app = spawn_app_with(|s| {
+        s.http.body_budget_bytes = 64 * 1024;
+        s.http.body_timeout = Duration::from_secs(5);
+    });
+    // Three clients announce 1 MiB bodies and trickle: they hold what they sent (a first
+    // buffer of 16 KiB each), not what they promised.
+    let mut slow: Vec<std::net::TcpStream> = (0..3)
+        .map(|_| {
+            let mut s = std::net::TcpStream::connect(app.addr()).unwrap();
+            write!(
+                s,
+                "POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1048576\r\nConnection: close\r\n\r\n{{\"features\": ["
+            )
+            .unwrap();
+            s
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let res = app.post_predict(r#"{"features": [5.8, 2.7, 5.1, 1.9]}"#);
+    assert_eq!(res.status, 200, "{}", res.text());
+    for s in &mut slow {
+        s.set_nonblocking(true).unwrap();
+        let mut buf = [0u8; 64];
+        let pending =
+            matches!(s.read(&mut buf), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock);
+        assert!(
+            pending,
+            "a trickling client was answered (refused?) at once"
+        );
+    }
+    // A body that really passes the budget is refused.
+    let row = "[5.8, 2.7, 5.1, 1.9]";
+    let big = format!(r#"{{"features": [{}]}}"#, vec![row; 4000].join(","));
+    for _ in 0..3 {
+        let res = app.post_predict(&big);
+        assert_eq!(res.status, 503, "{}", res.text());
+        assert_eq!(res.error_code(), "overloaded");
+    }
+    // Load shedding is a warning, logged once per interval however often clients cause it.
+    app.wait_for_log_line(&["request refused: the server holds its budget"]);
+    let log = app.log_text();
+    assert_eq!(
+        log.matches("request refused: the server holds its budget")
+            .count(),
+        1,
+        "{log}"
+    );
+    assert!(!log.contains(" ERRO "), "{log}");
+}
+
+#[test]
 fn bodies_being_read_share_a_budget_and_past_it_get_503() {
     use std::io::Write;
     let app = spawn_app_with(|s| {
