@@ -299,3 +299,37 @@ fn async_sigkill_under_batch_load_loses_at_most_the_queue_bound() {
         "async SIGKILL under batch load: {acked} rows acknowledged, {lost} lost, bound {BOUND}"
     );
 }
+
+/// When the spill file cannot be written either, the rows are not silently gone: a CRIT line
+/// gives the count, and each row is in the log in full.
+#[test]
+fn rows_neither_the_store_nor_the_spill_file_takes_are_logged_loudly() {
+    let mut app = crate::helpers::spawn_app_with(|s| {
+        s.audit.mode = inferlog::audit::AuditMode::Async;
+        s.audit.busy_timeout = Duration::from_millis(50);
+        s.http.shutdown_timeout = Duration::from_secs(1);
+        s.audit.spill_file = Some("/nonexistent-folder/spill.jsonl".into());
+    });
+    let lock = StoreLock::take(&app.db_path);
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let res = app.post_predict(r#"{"features": [5.8, 2.7, 5.1, 1.9]}"#);
+        assert_eq!(res.status, 200);
+        ids.push(res.header("x-request-id").unwrap().to_string());
+    }
+    app.stop();
+    lock.release();
+    let log = app.log_text();
+    let crit = log
+        .lines()
+        .find(|l| l.contains("ACKNOWLEDGED AUDIT ROWS NOT SAVED"))
+        .unwrap_or_else(|| panic!("no CRIT line in:\n{log}"));
+    assert!(crit.contains("CRIT") && crit.contains("rows: 3"), "{crit}");
+    for id in &ids {
+        assert!(
+            log.lines()
+                .any(|l| l.contains("unsaved audit row") && l.contains(id.as_str())),
+            "{id} is not in the log"
+        );
+    }
+}
