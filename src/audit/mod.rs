@@ -24,6 +24,7 @@ pub mod filter;
 pub mod modes;
 pub mod record;
 pub mod spill;
+pub mod sql;
 pub mod sqlite;
 pub mod store;
 pub mod writer;

@@ -303,7 +303,7 @@ fn on_db<T>(path: &Path, work: impl AsyncFnOnce(&mut sqlx::SqliteConnection) -> 
 pub fn db_at_migration(path: &Path, upto: u32) {
     let dir = tempfile::tempdir().unwrap();
     for entry in
-        std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations")).unwrap()
+        std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/sqlite")).unwrap()
     {
         let entry = entry.unwrap();
         let name = entry.file_name().into_string().unwrap();

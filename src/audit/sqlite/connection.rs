@@ -281,7 +281,7 @@ async fn migrate(conn: &mut SqliteConnection, busy_timeout: Duration) -> anyhow:
     ))
     .execute(&mut *conn)
     .await?;
-    sqlx::migrate!("./migrations")
+    sqlx::migrate!("./migrations/sqlite")
         .run_direct(&mut *conn)
         .await?;
     sqlx::query("pragma busy_timeout = 0")

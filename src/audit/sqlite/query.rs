@@ -6,9 +6,10 @@ use anyhow::Context;
 use sqlx::sqlite::{SqlitePool, SqliteRow};
 use sqlx::{QueryBuilder, Row, Sqlite};
 
-use crate::audit::columns::{self, ALL, Column};
-use crate::audit::filter::{AuditFilter, Count, LatencySummary, Order, StatusFilter, Summary};
-use crate::audit::record::{RequestRef, StoredRecord, format_time};
+use crate::audit::columns;
+use crate::audit::filter::{AuditFilter, Count, LatencySummary, Order, Summary};
+use crate::audit::record::{RequestRef, StoredRecord};
+use crate::audit::sql;
 
 pub(super) async fn page(
     read: &SqlitePool,
@@ -230,47 +231,8 @@ pub(super) async fn confusion(
         .collect()
 }
 
-/// The filter as a WHERE clause; `p` qualifies the columns (`"p."` in joins, else `""`).
 fn push_where_on(qb: &mut QueryBuilder<'_, Sqlite>, f: &AuditFilter, p: &str) {
-    qb.push(" where 1 = 1");
-    if let Some(t) = &f.since {
-        qb.push(format!(" and {p}received_at >= "))
-            .push_bind(format_time(t));
-    }
-    if let Some(t) = &f.until {
-        qb.push(format!(" and {p}received_at < "))
-            .push_bind(format_time(t));
-    }
-    if let Some(v) = &f.model {
-        qb.push(format!(" and {p}model = ")).push_bind(v.clone());
-    }
-    if let Some(v) = &f.model_version {
-        qb.push(format!(" and {p}model_version = "))
-            .push_bind(v.clone());
-    }
-    if let Some(v) = &f.label {
-        qb.push(format!(" and {p}label = ")).push_bind(v.clone());
-    }
-    if let Some(v) = &f.request_id {
-        qb.push(format!(" and {p}request_id = "))
-            .push_bind(v.clone());
-    }
-    if let Some(v) = &f.client_request_id {
-        qb.push(format!(" and {p}client_request_id = "))
-            .push_bind(v.clone());
-    }
-    if let Some(v) = f.min_latency_us {
-        qb.push(format!(" and {p}latency_us >= ")).push_bind(v);
-    }
-    match f.status {
-        StatusFilter::Ok => {
-            qb.push(format!(" and {p}status = 200"));
-        }
-        StatusFilter::Rejected => {
-            qb.push(format!(" and {p}status <> 200"));
-        }
-        StatusFilter::All => {}
-    }
+    sql::push_where(qb, f, p, "");
 }
 
 fn push_where(qb: &mut QueryBuilder<'_, Sqlite>, f: &AuditFilter) {
@@ -279,53 +241,5 @@ fn push_where(qb: &mut QueryBuilder<'_, Sqlite>, f: &AuditFilter) {
 
 /// A whole row (selected with [`columns::select_list`]) as a [`StoredRecord`].
 fn decode(row: &SqliteRow) -> anyhow::Result<StoredRecord> {
-    let mut r = StoredRecord {
-        id: 0,
-        request_id: String::new(),
-        item: 0,
-        received_at: String::new(),
-        model: None,
-        model_version: None,
-        features: None,
-        prediction: None,
-        label: None,
-        status: 0,
-        error_code: None,
-        latency_us: 0,
-        client_addr: None,
-        raw_body: None,
-        outliers: None,
-        client_request_id: None,
-    };
-    for (i, column) in ALL.into_iter().enumerate() {
-        match column {
-            Column::Id => r.id = row.try_get(i)?,
-            Column::RequestId => r.request_id = row.try_get(i)?,
-            Column::Item => r.item = row.try_get(i)?,
-            Column::ReceivedAt => r.received_at = row.try_get(i)?,
-            Column::Model => r.model = row.try_get(i)?,
-            Column::ModelVersion => r.model_version = row.try_get(i)?,
-            Column::Features => r.features = json(row.try_get(i)?, column)?,
-            Column::Prediction => r.prediction = row.try_get(i)?,
-            Column::Label => r.label = row.try_get(i)?,
-            Column::Status => r.status = row.try_get(i)?,
-            Column::ErrorCode => r.error_code = row.try_get(i)?,
-            Column::LatencyUs => r.latency_us = row.try_get(i)?,
-            Column::ClientAddr => r.client_addr = row.try_get(i)?,
-            Column::RawBody => r.raw_body = row.try_get(i)?,
-            Column::Outliers => r.outliers = json(row.try_get(i)?, column)?,
-            Column::ClientRequestId => r.client_request_id = row.try_get(i)?,
-        }
-    }
-    Ok(r)
-}
-
-/// A JSON text column kept as raw JSON.
-fn json(
-    text: Option<String>,
-    column: Column,
-) -> anyhow::Result<Option<Box<serde_json::value::RawValue>>> {
-    text.map(serde_json::value::RawValue::from_string)
-        .transpose()
-        .with_context(|| format!("a stored {} value is not JSON", column.name()))
+    sql::decode_row(row)
 }

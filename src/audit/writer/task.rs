@@ -125,6 +125,13 @@ impl Writer {
                 self.wait_while_failing().await;
             }
             if self.finished() {
+                // Handlers may still be running on workers that have not stopped yet (a forced
+                // stop does not wait for them): close the queue, so a later row is refused
+                // (its request answered 503, not acknowledged), and take what came in before.
+                if !self.rx.is_closed() {
+                    self.rx.close();
+                    continue;
+                }
                 break;
             }
         }
@@ -337,6 +344,8 @@ impl Writer {
     /// from failed rounds or still queued — is written to the spill file for the next start
     /// to replay. Durable jobs are refused (their handlers are gone; nothing was answered).
     fn spill_all(&mut self) {
+        // No row may arrive after this sweep: the writer is about to stop.
+        self.rx.close();
         let mut rows = std::mem::take(&mut self.round.owed);
         let mut places = self.round.owed_places.take();
         while let Ok(job) = self.rx.try_recv() {
@@ -677,6 +686,54 @@ mod tests {
         expected.sort();
         assert_eq!(spilled, expected);
         assert_eq!(s.tx.rows.available_permits(), 16, "places given back");
+    }
+
+    #[tokio::test]
+    async fn every_row_a_sender_got_in_before_the_writer_stopped_is_written() {
+        let s = setup().await;
+        let Setup {
+            dir: _dir,
+            url,
+            writer,
+            tx,
+            stop,
+            ..
+        } = s;
+        let queue = Queue {
+            tx: tx.tx.clone(),
+            rows: Arc::new(tokio::sync::Semaphore::new(1_000_000)),
+        };
+        drop(tx);
+        let run = tokio::spawn(writer.run());
+        // A handler still running on a worker that has not stopped: it keeps sending until
+        // the queue refuses, and counts what was taken.
+        let sender = tokio::spawn(async move {
+            let mut taken = 0;
+            loop {
+                let permit = Arc::clone(&queue.rows).try_acquire_owned().unwrap();
+                let job = Job {
+                    records: vec![row(&format!("late-{taken}"))],
+                    ack: None,
+                    permit,
+                };
+                if queue.tx.send(job).is_err() {
+                    return taken;
+                }
+                taken += 1;
+                tokio::time::sleep(Duration::from_micros(200)).await;
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        stop.send(Some(Instant::now() + Duration::from_secs(5)))
+            .unwrap();
+        run.await.unwrap();
+        let taken = sender.await.unwrap();
+        assert!(taken > 0);
+        assert_eq!(
+            request_ids(&url).await.len(),
+            taken,
+            "rows taken but not written"
+        );
     }
 
     #[tokio::test]

@@ -1,0 +1,136 @@
+//! SQL shared by the backends, written once for any sqlx database: the filter of the audit
+//! reads as a WHERE clause (values always bound, only fixed column names spliced), and a row
+//! read back as a [`StoredRecord`].
+
+use anyhow::Context;
+use sqlx::{ColumnIndex, Database, Decode, Encode, QueryBuilder, Row, Type};
+
+use super::columns::{ALL, Column};
+use super::filter::{AuditFilter, StatusFilter};
+use super::record::{StoredRecord, format_time};
+
+/// The filter as a WHERE clause; `p` qualifies the columns (`"p."` in joins, else `""`),
+/// `time_cast` follows each bound time (PostgreSQL: `::timestamptz`; SQLite compares the text).
+pub(crate) fn push_where<'a, DB>(
+    qb: &mut QueryBuilder<'a, DB>,
+    f: &AuditFilter,
+    p: &str,
+    time_cast: &str,
+) where
+    DB: Database,
+    String: Encode<'a, DB> + Type<DB>,
+    i64: Encode<'a, DB> + Type<DB>,
+{
+    qb.push(" where 1 = 1");
+    if let Some(t) = &f.since {
+        qb.push(format!(" and {p}received_at >= "))
+            .push_bind(format_time(t))
+            .push(time_cast);
+    }
+    if let Some(t) = &f.until {
+        qb.push(format!(" and {p}received_at < "))
+            .push_bind(format_time(t))
+            .push(time_cast);
+    }
+    if let Some(v) = &f.model {
+        qb.push(format!(" and {p}model = ")).push_bind(v.clone());
+    }
+    if let Some(v) = &f.model_version {
+        qb.push(format!(" and {p}model_version = "))
+            .push_bind(v.clone());
+    }
+    if let Some(v) = &f.label {
+        qb.push(format!(" and {p}label = ")).push_bind(v.clone());
+    }
+    if let Some(v) = &f.request_id {
+        qb.push(format!(" and {p}request_id = "))
+            .push_bind(v.clone());
+    }
+    if let Some(v) = &f.client_request_id {
+        qb.push(format!(" and {p}client_request_id = "))
+            .push_bind(v.clone());
+    }
+    if let Some(v) = f.min_latency_us {
+        qb.push(format!(" and {p}latency_us >= ")).push_bind(v);
+    }
+    match f.status {
+        StatusFilter::Ok => {
+            qb.push(format!(" and {p}status = 200"));
+        }
+        StatusFilter::Rejected => {
+            qb.push(format!(" and {p}status <> 200"));
+        }
+        StatusFilter::All => {}
+    }
+}
+
+/// A whole row, selected in the order of [`ALL`], as a [`StoredRecord`].
+pub(crate) fn decode_row<'r, R>(row: &'r R) -> anyhow::Result<StoredRecord>
+where
+    R: Row,
+    usize: ColumnIndex<R>,
+    i64: Decode<'r, R::Database> + Type<R::Database>,
+    String: Decode<'r, R::Database> + Type<R::Database>,
+{
+    let mut r = StoredRecord {
+        id: 0,
+        request_id: String::new(),
+        item: 0,
+        received_at: String::new(),
+        model: None,
+        model_version: None,
+        features: None,
+        prediction: None,
+        label: None,
+        status: 0,
+        error_code: None,
+        latency_us: 0,
+        client_addr: None,
+        raw_body: None,
+        outliers: None,
+        client_request_id: None,
+    };
+    for (i, column) in ALL.into_iter().enumerate() {
+        match column {
+            Column::Id => r.id = row.try_get(i)?,
+            Column::RequestId => r.request_id = row.try_get(i)?,
+            Column::Item => r.item = row.try_get(i)?,
+            Column::ReceivedAt => r.received_at = row.try_get(i)?,
+            Column::Model => r.model = row.try_get(i)?,
+            Column::ModelVersion => r.model_version = row.try_get(i)?,
+            Column::Features => r.features = json(row.try_get(i)?, column)?,
+            Column::Prediction => r.prediction = row.try_get(i)?,
+            Column::Label => r.label = row.try_get(i)?,
+            Column::Status => r.status = row.try_get(i)?,
+            Column::ErrorCode => r.error_code = row.try_get(i)?,
+            Column::LatencyUs => r.latency_us = row.try_get(i)?,
+            Column::ClientAddr => r.client_addr = row.try_get(i)?,
+            Column::RawBody => r.raw_body = row.try_get(i)?,
+            Column::Outliers => r.outliers = json(row.try_get(i)?, column)?,
+            Column::ClientRequestId => r.client_request_id = row.try_get(i)?,
+        }
+    }
+    Ok(r)
+}
+
+/// A JSON text column kept as raw JSON.
+fn json(
+    text: Option<String>,
+    column: Column,
+) -> anyhow::Result<Option<Box<serde_json::value::RawValue>>> {
+    let Some(text) = text else {
+        return Ok(None);
+    };
+    // PostgreSQL's jsonb writes `[1, 2]`: the compact form, as the SQLite store keeps it, so
+    // exports read the same from both.
+    let text = if text.contains(' ') {
+        serde_json::from_str::<serde_json::Value>(&text)
+            .map(|v| v.to_string())
+            .unwrap_or(text)
+    } else {
+        text
+    };
+    serde_json::value::RawValue::from_string(text)
+        .map(Some)
+        .with_context(|| format!("a stored {} value is not JSON", column.name()))
+}
