@@ -107,6 +107,8 @@ fn audit_writes(c: &mut Criterion) {
                 busy_timeout: Duration::from_secs(5),
                 read_only: false,
                 max_bytes: None,
+                pool_size: 2,
+                acquire_timeout: Duration::from_secs(5),
             },
         ))
         .unwrap();

@@ -29,6 +29,8 @@ pub mod defaults {
     pub const SHUTDOWN_TIMEOUT_S: u64 = 30;
     pub const AUDIT_BUSY_TIMEOUT_MS: u64 = 5000;
     pub const AUDIT_QUEUE_ROWS: usize = 16_384;
+    pub const PG_POOL_SIZE: u32 = 4;
+    pub const PG_ACQUIRE_TIMEOUT_MS: u64 = 5000;
     pub const AUDIT_QUEUE_TIMEOUT_MS: u64 = 1000;
     pub const AUDIT_COMMIT_TIMEOUT_MS: u64 = 10_000;
     pub const OUTLIER_RANGE_MARGIN: f64 = 0.1;
@@ -173,6 +175,18 @@ pub struct AuditSettings {
     /// async mode. At least one batch (`INFERLOG_MAX_BATCH`).
     #[arg(long, env = "INFERLOG_AUDIT_QUEUE_ROWS", default_value_t = defaults::AUDIT_QUEUE_ROWS)]
     pub audit_queue_rows: usize,
+
+    /// PostgreSQL: connections this replica keeps to the audit database. The writer needs one
+    /// at a time; the rest serve reads (`/audit`, `/monitor/*`, feedback). Mind the server's
+    /// `max_connections` across replicas.
+    #[arg(long, env = "INFERLOG_PG_POOL_SIZE", default_value_t = defaults::PG_POOL_SIZE)]
+    pub pg_pool_size: u32,
+
+    /// PostgreSQL: the longest a store call waits for a connection; while the server is
+    /// unreachable, durable requests get their 503 after this long (at most the commit
+    /// timeout).
+    #[arg(long, env = "INFERLOG_PG_ACQUIRE_TIMEOUT_MS", default_value_t = defaults::PG_ACQUIRE_TIMEOUT_MS)]
+    pub pg_acquire_timeout_ms: u64,
 
     /// Where acknowledged rows go that the store cannot take before the shutdown deadline
     /// (JSON lines, fsynced); the next start replays them. Default: beside the database,

@@ -50,6 +50,10 @@ pub struct AuditSettings {
     pub busy_timeout: Duration,
     /// Largest size of the audit database; `None`: no limit.
     pub max_bytes: Option<u64>,
+    /// PostgreSQL: connections each replica keeps to the audit database.
+    pub pg_pool_size: u32,
+    /// PostgreSQL: the longest a store call waits for a connection.
+    pub pg_acquire_timeout: Duration,
     /// Rows the writer may hold (queued, being committed or retried).
     pub queue_rows: usize,
     /// Where rows go that cannot be committed by the shutdown deadline; `None`: beside the
@@ -115,6 +119,8 @@ impl Default for Settings {
                 sync: SyncLevel::Normal,
                 busy_timeout: Duration::from_millis(defaults::AUDIT_BUSY_TIMEOUT_MS),
                 max_bytes: None,
+                pg_pool_size: defaults::PG_POOL_SIZE,
+                pg_acquire_timeout: Duration::from_millis(defaults::PG_ACQUIRE_TIMEOUT_MS),
                 queue_rows: defaults::AUDIT_QUEUE_ROWS,
                 spill_file: None,
                 queue_timeout: Duration::from_millis(defaults::AUDIT_QUEUE_TIMEOUT_MS),
@@ -180,6 +186,8 @@ impl Settings {
                 sync: a.audit_sync,
                 busy_timeout: Duration::from_millis(a.audit_busy_timeout_ms),
                 max_bytes: (a.audit_max_mb > 0).then(|| a.audit_max_mb.saturating_mul(1 << 20)),
+                pg_pool_size: a.pg_pool_size,
+                pg_acquire_timeout: Duration::from_millis(a.pg_acquire_timeout_ms),
                 queue_rows: a.audit_queue_rows,
                 spill_file: a.audit_spill_file.clone(),
                 queue_timeout: Duration::from_millis(a.audit_queue_timeout_ms),

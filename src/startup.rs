@@ -81,16 +81,19 @@ impl Application {
                 busy_timeout: a.busy_timeout,
                 read_only: false,
                 max_bytes: a.max_bytes,
+                pool_size: a.pg_pool_size,
+                acquire_timeout: a.pg_acquire_timeout,
             },
         )
         .await?;
         info!(logger, "audit store open";
             "mode" => ?a.mode, "database" => &settings.database_url);
         let writer_metrics = WriterMetrics::default();
-        let spill_file = a
-            .spill_file
-            .clone()
-            .or_else(|| store.file().map(spill::beside));
+        // Beside the database file; a database server has none here: the working directory.
+        let spill_file = a.spill_file.clone().or_else(|| match &store {
+            Store::Sqlite(_) => store.file().map(spill::beside),
+            Store::Postgres(_) => Some(spill::DEFAULT_FOR_SERVERS.into()),
+        });
         match &spill_file {
             Some(path) => replay_spill(&logger, &store, path, &writer_metrics).await,
             None => warn!(

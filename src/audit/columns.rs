@@ -78,6 +78,35 @@ impl Column {
         }
     }
 
+    /// How PostgreSQL selects the column as [`StoredRecord`]'s type: times as the store's
+    /// RFC 3339 text, JSON as text, integers as `int8`.
+    pub const fn pg_select(self) -> &'static str {
+        match self {
+            Column::ReceivedAt => {
+                "to_char(received_at at time zone 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
+            }
+            Column::Features => "features::text",
+            Column::Outliers => "outliers::text",
+            Column::Item => "item::int8",
+            Column::Prediction => "prediction::int8",
+            Column::Status => "status::int8",
+            other => other.name(),
+        }
+    }
+
+    /// The array type a column's values are bound as in PostgreSQL's one-statement batch
+    /// insert (`unnest` of one array per column), with the cast to the column's type.
+    pub const fn pg_array(self) -> &'static str {
+        match self {
+            Column::Item | Column::Prediction | Column::Status | Column::LatencyUs | Column::Id => {
+                "int8[]"
+            }
+            Column::ReceivedAt => "text[]::timestamptz[]",
+            Column::Features | Column::Outliers => "text[]::jsonb[]",
+            _ => "text[]",
+        }
+    }
+
     /// Columns holding JSON text (arrays), exported as JSON rather than as strings.
     pub const fn is_json(self) -> bool {
         matches!(self, Column::Features | Column::Outliers)
@@ -88,6 +117,12 @@ impl Column {
 pub fn select_list() -> &'static str {
     static LIST: OnceLock<String> = OnceLock::new();
     LIST.get_or_init(|| ALL.map(Column::name).join(", "))
+}
+
+/// The select list of a whole row in PostgreSQL (see [`Column::pg_select`]).
+pub fn pg_select_list() -> &'static str {
+    static LIST: OnceLock<String> = OnceLock::new();
+    LIST.get_or_init(|| ALL.map(Column::pg_select).join(", "))
 }
 
 /// `request_id, item, …`: the column list of an insert.

@@ -4,21 +4,22 @@
 
 use super::columns::{ALL, Cell};
 use super::fault::StoreFault;
-use super::filter::AuditFilter;
+use super::filter::{AuditFilter, Cursor};
 use super::record::{StoredRecord, format_time};
 use super::store::Store;
 
-/// A walk through the rows matching a filter, in the filter's order, resumable from a row id.
+/// A walk through the rows matching a filter, in the filter's order, resumable from a
+/// position.
 pub struct Walk {
     store: Store,
     filter: AuditFilter,
-    /// The last row id handed out (the walk continues after it).
-    cursor: Option<i64>,
+    /// The position of the last row handed out (the walk continues after it).
+    cursor: Option<Cursor>,
     done: bool,
 }
 
 impl Walk {
-    pub fn new(store: Store, filter: AuditFilter, cursor: Option<i64>) -> Walk {
+    pub fn new(store: Store, filter: AuditFilter, cursor: Option<Cursor>) -> Walk {
         Walk {
             store,
             filter,
@@ -33,12 +34,12 @@ impl Walk {
         if self.done {
             return Ok(None);
         }
-        let records = self.store.page(&self.filter, self.cursor, max).await?;
-        self.done = records.len() < max;
-        if let Some(last) = records.last() {
-            self.cursor = Some(last.id);
+        let page = self.store.page(&self.filter, self.cursor, max).await?;
+        self.done = page.len() < max;
+        if let Some(last) = page.positions.last() {
+            self.cursor = Some(*last);
         }
-        Ok(Some(records))
+        Ok(Some(page.records))
     }
 }
 

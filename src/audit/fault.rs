@@ -18,6 +18,8 @@ pub enum FaultKind {
     /// The database or its disk is full (or at its configured size limit).
     Full,
     CannotOpen,
+    /// A database server cannot be reached (down, restarting, network).
+    Unreachable,
     /// The database refused the write for another reason (a constraint, a schema mismatch).
     Refused,
     /// The database file was deleted or replaced under the running service; the backend has
@@ -36,6 +38,7 @@ impl FaultKind {
             FaultKind::Io => "an I/O error in the audit database",
             FaultKind::Full => "the audit database or its disk is full",
             FaultKind::CannotOpen => "the audit database cannot be opened",
+            FaultKind::Unreachable => "the audit database server cannot be reached",
             FaultKind::Refused => "the audit database refused the write",
             FaultKind::Replaced => {
                 "the audit database file was deleted or replaced; writing to a new one"

@@ -4,6 +4,8 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+use super::record::StoredRecord;
+
 /// Which rows by HTTP status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -42,6 +44,53 @@ pub struct AuditFilter {
     pub client_request_id: Option<String>,
     pub min_latency_us: Option<i64>,
     pub order: Order,
+}
+
+/// Where a walk through the audit rows stands: after row `id` in id order, or, for a store
+/// with several writers read in ascending order (PostgreSQL), after row `id` of transaction
+/// `txid` in commit-safe order (see the PostgreSQL backend's `page`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cursor {
+    pub id: i64,
+    pub txid: Option<i64>,
+}
+
+impl Cursor {
+    /// Before the first row.
+    pub const START: Cursor = Cursor { id: 0, txid: None };
+
+    pub fn after_id(id: i64) -> Cursor {
+        Cursor { id, txid: None }
+    }
+}
+
+/// One page of rows, each with the position a walk resumes from after it.
+#[derive(Debug, Default)]
+pub struct Page {
+    pub records: Vec<StoredRecord>,
+    pub positions: Vec<Cursor>,
+}
+
+impl Page {
+    /// A page whose positions are its rows' ids.
+    pub fn by_id(records: Vec<StoredRecord>) -> Page {
+        let positions = records.iter().map(|r| Cursor::after_id(r.id)).collect();
+        Page { records, positions }
+    }
+
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
+    /// Keeps the first `n` rows.
+    pub fn truncate(&mut self, n: usize) {
+        self.records.truncate(n);
+        self.positions.truncate(n);
+    }
 }
 
 /// Counts and latency percentiles over a filtered range.

@@ -5,8 +5,8 @@
 //! - [`columns`]: the table's columns, listed once for inserts, reads, exports and tests.
 //! - [`filter`]: what readers ask for ([`AuditFilter`]) and the [`Summary`] they get.
 //! - [`fault`]: [`StoreFault`], the typed failure of every store call.
-//! - [`store`]: [`Store`], the one interface over the backends; [`sqlite`] is the backend
-//!   today, and a PostgreSQL one is a new module beside it.
+//! - [`store`]: [`Store`], the one interface over the backends: [`sqlite`] (one file, the
+//!   default) and [`postgres`] (many replicas, one database).
 //! - [`writer`]: the background task that owns all writes (group commit, durable and async
 //!   modes, retries) and the handlers' [`AuditSink`].
 //! - [`modes`]: the operator's choices of how rows are written ([`AuditMode`], [`SyncLevel`]).
@@ -22,6 +22,7 @@ pub mod export;
 pub mod fault;
 pub mod filter;
 pub mod modes;
+pub mod postgres;
 pub mod record;
 pub mod spill;
 pub mod sql;
@@ -30,7 +31,7 @@ pub mod store;
 pub mod writer;
 
 pub use fault::{FaultKind, StoreFault};
-pub use filter::{AuditFilter, Count, LatencySummary, Order, StatusFilter, Summary};
+pub use filter::{AuditFilter, Count, Cursor, LatencySummary, Order, Page, StatusFilter, Summary};
 pub use modes::{AuditMode, StoreOptions, SyncLevel};
 pub use record::{
     AuditRecord, Feedback, Latency, Origin, RAW_BODY_LIMIT, RequestRef, StoredRecord, Written,

@@ -33,6 +33,11 @@ pub struct StoreOptions {
     pub read_only: bool,
     /// Most bytes the database file may hold; `None`: no limit.
     pub max_bytes: Option<u64>,
+    /// PostgreSQL: connections in the pool.
+    pub pool_size: u32,
+    /// PostgreSQL: the longest a call waits for a connection (while the server is down, this
+    /// is how long a durable request waits before its 503).
+    pub acquire_timeout: Duration,
 }
 
 impl StoreOptions {
@@ -51,6 +56,8 @@ impl StoreOptions {
             busy_timeout: Duration::from_secs(5),
             read_only: true,
             max_bytes: None,
+            pool_size: 2,
+            acquire_timeout: Duration::from_secs(5),
         }
     }
 }

@@ -25,6 +25,9 @@ use super::store::Store;
 /// Rows written to the store per transaction when a spill file is replayed.
 const REPLAY_BATCH: usize = 4096;
 
+/// The spill file of a store on a database server (PostgreSQL): in the working directory.
+pub const DEFAULT_FOR_SERVERS: &str = "inferlog-spill.jsonl";
+
 /// The spill file of a database file: beside it, as `inferlog.db-spill.jsonl`.
 pub fn beside(database: &Path) -> PathBuf {
     let mut name = database.as_os_str().to_owned();

@@ -5,9 +5,10 @@
 
 use slog::Logger;
 
-use super::fault::StoreFault;
-use super::filter::{AuditFilter, Summary};
+use super::fault::{FaultKind, StoreFault};
+use super::filter::{AuditFilter, Cursor, Page, Summary};
 use super::modes::StoreOptions;
+use super::postgres::PgStore;
 use super::record::{AuditRecord, Feedback, RequestRef, StoredRecord, Written};
 use super::sqlite::SqliteStore;
 
@@ -15,6 +16,7 @@ use super::sqlite::SqliteStore;
 #[derive(Debug, Clone)]
 pub enum Store {
     Sqlite(SqliteStore),
+    Postgres(PgStore),
 }
 
 /// The backend's own background work (SQLite: checkpoints), stopped by the writer before it
@@ -35,9 +37,12 @@ impl Store {
     pub async fn open(url: &str, opts: &StoreOptions) -> anyhow::Result<Store> {
         if url.starts_with("sqlite:") {
             Ok(Store::Sqlite(SqliteStore::open(url, opts).await?))
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            Ok(Store::Postgres(PgStore::open(url, opts).await?))
         } else {
             anyhow::bail!(
-                "unsupported database URL {url:?}: this build supports sqlite://PATH only"
+                "unsupported database URL: use sqlite://PATH (one file, the default) or \
+                 postgres://USER:PASSWORD@HOST:PORT/DATABASE (many replicas)"
             )
         }
     }
@@ -46,6 +51,7 @@ impl Store {
     pub fn file(&self) -> Option<&std::path::Path> {
         match self {
             Store::Sqlite(s) => s.file(),
+            Store::Postgres(_) => None,
         }
     }
 
@@ -53,6 +59,7 @@ impl Store {
     pub fn spawn_maintenance(&self, log: Logger) -> Maintenance {
         match self {
             Store::Sqlite(s) => Maintenance(s.spawn_checkpoints(log)),
+            Store::Postgres(s) => Maintenance(Some(s.spawn_partitions(log))),
         }
     }
 
@@ -62,6 +69,7 @@ impl Store {
     pub async fn write_batch(&self, records: &[&AuditRecord]) -> Result<Written, StoreFault> {
         match self {
             Store::Sqlite(s) => s.write_batch(records).await,
+            Store::Postgres(s) => s.write_batch(records).await,
         }
     }
 
@@ -70,24 +78,31 @@ impl Store {
     pub async fn probe(&self) -> Result<(), StoreFault> {
         match self {
             Store::Sqlite(s) => s.probe().await,
+            Store::Postgres(s) => s.probe().await,
         }
     }
 
-    /// Up to `limit` rows matching `filter` after the row id `after`, in the filter's order.
+    /// Up to `limit` rows matching `filter` after the position `after`, in the filter's order,
+    /// each with its own position. In ascending order a walk that follows the positions sees
+    /// every row exactly once, also while writes go on (on PostgreSQL with several writers
+    /// too: rows are handed out only once no transaction that could still add an earlier one
+    /// is open).
     pub async fn page(
         &self,
         filter: &AuditFilter,
-        after: Option<i64>,
+        after: Option<Cursor>,
         limit: usize,
-    ) -> Result<Vec<StoredRecord>, StoreFault> {
+    ) -> Result<Page, StoreFault> {
         match self {
             Store::Sqlite(s) => s.page(filter, after, limit).await,
+            Store::Postgres(s) => s.page(filter, after, limit).await,
         }
     }
 
     pub async fn request(&self, request_id: &str) -> Result<Vec<StoredRecord>, StoreFault> {
         match self {
             Store::Sqlite(s) => s.request(request_id).await,
+            Store::Postgres(s) => s.request(request_id).await,
         }
     }
 
@@ -100,12 +115,14 @@ impl Store {
     ) -> Result<Vec<RequestRef>, StoreFault> {
         match self {
             Store::Sqlite(s) => s.client_requests(client_id, limit).await,
+            Store::Postgres(s) => s.client_requests(client_id, limit).await,
         }
     }
 
     pub async fn summary(&self, filter: &AuditFilter) -> Result<Summary, StoreFault> {
         match self {
             Store::Sqlite(s) => s.summary(filter).await,
+            Store::Postgres(s) => s.summary(filter).await,
         }
     }
 
@@ -120,6 +137,7 @@ impl Store {
     ) -> Result<(Vec<f64>, Vec<u32>, bool), StoreFault> {
         match self {
             Store::Sqlite(s) => s.drift_rows(model, n_features, filter, max_rows).await,
+            Store::Postgres(s) => s.drift_rows(model, n_features, filter, max_rows).await,
         }
     }
 
@@ -131,6 +149,7 @@ impl Store {
     ) -> Result<Option<(Option<String>, Option<String>)>, StoreFault> {
         match self {
             Store::Sqlite(s) => s.served_row(request_id, item).await,
+            Store::Postgres(s) => s.served_row(request_id, item).await,
         }
     }
 
@@ -138,6 +157,7 @@ impl Store {
     pub async fn insert_feedback(&self, fb: &Feedback) -> Result<Option<String>, StoreFault> {
         match self {
             Store::Sqlite(s) => s.insert_feedback(fb).await,
+            Store::Postgres(s) => s.insert_feedback(fb).await,
         }
     }
 
@@ -149,6 +169,7 @@ impl Store {
     ) -> Result<Vec<(String, String, i64)>, StoreFault> {
         match self {
             Store::Sqlite(s) => s.confusion(model, filter).await,
+            Store::Postgres(s) => s.confusion(model, filter).await,
         }
     }
 
@@ -156,6 +177,12 @@ impl Store {
     pub async fn snapshot(&self, file: &std::path::Path) -> Result<(), StoreFault> {
         match self {
             Store::Sqlite(s) => s.snapshot(file).await,
+            Store::Postgres(_) => Err(StoreFault::new(
+                FaultKind::Refused,
+                &anyhow::anyhow!(
+                    "snapshots are for SQLite stores; take a copy of PostgreSQL with pg_dump"
+                ),
+            )),
         }
     }
 
@@ -163,12 +190,14 @@ impl Store {
     pub fn wal_bytes(&self) -> u64 {
         match self {
             Store::Sqlite(s) => s.wal_bytes(),
+            Store::Postgres(_) => 0,
         }
     }
 
     pub async fn close(&self) {
         match self {
             Store::Sqlite(s) => s.close().await,
+            Store::Postgres(s) => s.close().await,
         }
     }
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 
 use super::error::{ApiError, ParamError};
-use crate::audit::{AuditFilter, Order, StatusFilter};
+use crate::audit::{AuditFilter, Cursor, Order, StatusFilter};
 use crate::model::{Model, ModelRegistry};
 use crate::text::escape_controls;
 
@@ -36,7 +36,7 @@ pub enum Format {
 pub struct AuditQuery {
     pub filter: AuditFilter,
     pub limit: usize,
-    pub cursor: Option<i64>,
+    pub cursor: Option<Cursor>,
     pub format: Format,
 }
 
@@ -141,16 +141,30 @@ fn nonempty(name: &str, value: &str) -> Result<String, ParamError> {
     }
 }
 
-/// Cursors are opaque to clients; today they are the last row id, in hex, behind a prefix.
-pub fn encode_cursor(id: i64) -> String {
-    format!("c{id:x}")
+/// Cursors are opaque to clients: a position in hex behind a prefix, `c<id>` (after a row id)
+/// or `t<txid>-<id>` (after a row of a transaction, PostgreSQL's ascending order).
+pub fn encode_cursor(c: Cursor) -> String {
+    match c.txid {
+        None => format!("c{:x}", c.id),
+        Some(txid) => format!("t{txid:x}-{:x}", c.id),
+    }
 }
 
-pub fn decode_cursor(s: &str) -> Result<i64, ParamError> {
-    s.strip_prefix('c')
-        .and_then(|h| i64::from_str_radix(h, 16).ok())
-        .filter(|id| *id >= 0)
-        .ok_or_else(|| bad("cursor", "is not a cursor this service gave out"))
+pub fn decode_cursor(s: &str) -> Result<Cursor, ParamError> {
+    let hex = |h: &str| i64::from_str_radix(h, 16).ok().filter(|v| *v >= 0);
+    let cursor = if let Some(id) = s.strip_prefix('c') {
+        hex(id).map(Cursor::after_id)
+    } else if let Some(rest) = s.strip_prefix('t') {
+        rest.split_once('-').and_then(|(txid, id)| {
+            Some(Cursor {
+                id: hex(id)?,
+                txid: Some(hex(txid)?),
+            })
+        })
+    } else {
+        None
+    };
+    cursor.ok_or_else(|| bad("cursor", "is not a cursor this service gave out"))
 }
 
 /// The `model`, `since` and `until` parameters of the monitoring routes: the model (default:
@@ -209,14 +223,20 @@ mod tests {
                 ("min_latency_us", "50"),
                 ("limit", "10"),
                 ("order", "asc"),
-                ("cursor", &encode_cursor(255)),
+                ("cursor", &encode_cursor(Cursor::after_id(255))),
                 ("format", "csv"),
             ]),
             false,
         )
         .unwrap();
         assert_eq!(q.limit, 10);
-        assert_eq!(q.cursor, Some(255));
+        assert_eq!(q.cursor, Some(Cursor::after_id(255)));
+        let tail = Cursor {
+            id: 7,
+            txid: Some(1234),
+        };
+        assert_eq!(decode_cursor(&encode_cursor(tail)).unwrap(), tail);
+        assert!(decode_cursor("t12").is_err());
         assert_eq!(q.format, Format::Csv);
         assert_eq!(q.filter.status, StatusFilter::Rejected);
         assert_eq!(q.filter.order, Order::Asc);

@@ -11,7 +11,7 @@ use inferlog::audit::AuditMode;
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    StoreLock, metric_value, row_json, served_request_ids, spawn_app, spawn_app_with,
+    StoreLock, TestApp, metric_value, row_json, served_request_ids, spawn_app, spawn_app_with,
 };
 
 fn rows_of(app: &crate::helpers::TestApp, request_id: &str) -> Vec<Value> {
@@ -151,15 +151,14 @@ fn async_mode_has_every_row_after_shutdown() {
     assert_eq!(n[0]["n"], 400);
 }
 
-#[test]
-fn audit_lists_newest_first_and_pages_without_gaps_or_repeats() {
-    let app = spawn_app();
+/// Walks every page both ways, then tails: oldest first, the last page still gives a cursor,
+/// and following it later returns exactly the rows written since.
+fn pages_without_gaps_or_repeats_and_a_tail(app: TestApp) {
     let sent: Vec<String> = (0..25)
         .map(|_| app.predict_ok(r#"{"features": [5.8, 2.7, 5.1, 1.9]}"#))
         .collect();
-    for order in ["desc", "asc"] {
+    let walk = |order: &str, mut cursor: Option<String>| {
         let mut seen = Vec::new();
-        let mut cursor: Option<String> = None;
         loop {
             let mut query = format!("limit=7&order={order}&status=ok");
             if let Some(c) = &cursor {
@@ -168,17 +167,48 @@ fn audit_lists_newest_first_and_pages_without_gaps_or_repeats() {
             let page = app.audit_page(&query);
             assert!(page.records.len() <= 7);
             seen.extend(page.request_ids());
+            let full = page.records.len() == 7;
             match page.next_cursor {
                 Some(c) => cursor = Some(c),
-                None => break,
+                None => {
+                    assert_eq!(order, "desc", "oldest first, every page has a cursor");
+                    break;
+                }
+            }
+            if !full {
+                break;
             }
         }
-        let mut expected = sent.clone();
-        if order == "desc" {
-            expected.reverse();
-        }
-        assert_eq!(seen, expected, "order {order}");
-    }
+        (seen, cursor)
+    };
+    let (newest_first, _) = walk("desc", None);
+    let mut expected = sent.clone();
+    expected.reverse();
+    assert_eq!(newest_first, expected);
+    let (oldest_first, tail) = walk("asc", None);
+    assert_eq!(oldest_first, sent);
+    // Tailing: rows written after the last page come from its cursor, once.
+    let later: Vec<String> = (0..3)
+        .map(|_| app.predict_ok(r#"{"features": [5.1, 3.5, 1.4, 0.2]}"#))
+        .collect();
+    let (tailed, end) = walk("asc", tail.clone());
+    assert_eq!(tailed, later);
+    let (nothing_new, same) = walk("asc", end.clone());
+    assert!(nothing_new.is_empty());
+    assert_eq!(same, end, "an empty tail keeps its place");
+}
+
+#[test]
+fn audit_lists_newest_first_and_pages_without_gaps_or_repeats() {
+    pages_without_gaps_or_repeats_and_a_tail(spawn_app());
+}
+
+#[test]
+fn audit_pages_and_tails_the_same_on_postgres() {
+    let Some(url) = crate::pg::database() else {
+        return;
+    };
+    pages_without_gaps_or_repeats_and_a_tail(spawn_app_with(|s| s.database_url = url));
 }
 
 #[test]

@@ -9,6 +9,8 @@ mod hostile;
 mod logging;
 mod models;
 mod monitor;
+mod pg;
+mod postgres;
 mod predict;
 mod readme;
 mod reload;

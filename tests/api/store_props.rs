@@ -195,6 +195,8 @@ proptest! {
                 busy_timeout: Duration::from_secs(5),
                 read_only: false,
                 max_bytes: None,
+                pool_size: 2,
+                acquire_timeout: Duration::from_secs(5),
             }).await.unwrap();
             let records: Vec<AuditRecord> =
                 specs.iter().enumerate().map(|(i, s)| record(s, i as u32)).collect();
@@ -219,18 +221,18 @@ proptest! {
                 loop {
                     let page = store.page(&filter, cursor, f.limit).await.unwrap();
                     prop_assert!(page.len() <= f.limit);
-                    for r in &page {
+                    for r in &page.records {
                         let s = &specs[(r.id - 1) as usize];
                         prop_assert_eq!(&r.received_at, &format_time(&time(s.at_us)));
                         prop_assert_eq!(r.request_id.as_str(), REQUESTS[s.request]);
                         prop_assert_eq!(r.client_request_id.as_deref(), CLIENT_IDS[s.client]);
                         prop_assert_eq!(r.status, i64::from(STATUSES[s.status]));
                     }
-                    walked.extend(page.iter().map(|r| r.id));
+                    walked.extend(page.records.iter().map(|r| r.id));
                     if page.len() < f.limit {
                         break;
                     }
-                    cursor = page.last().map(|r| r.id);
+                    cursor = page.positions.last().copied();
                 }
                 prop_assert_eq!(&walked, &expected, "filter {:?}", f);
 

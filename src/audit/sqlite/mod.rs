@@ -28,7 +28,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqlitePool};
 use self::connection::{OwnedConn, Pools, connect};
 use self::file_identity::{FileId, FileReplaced, sidecar};
 use crate::audit::fault::{FaultKind, StoreFault};
-use crate::audit::filter::{AuditFilter, Summary};
+use crate::audit::filter::{AuditFilter, Cursor, Page, Summary};
 use crate::audit::modes::StoreOptions;
 use crate::audit::record::{
     AuditRecord, Feedback, Latency, RequestRef, StoredRecord, Written, format_time,
@@ -267,14 +267,16 @@ impl SqliteStore {
         result.map_err(fault)
     }
 
+    /// One writer commits rows in id order, so positions are ids.
     pub async fn page(
         &self,
         filter: &AuditFilter,
-        after: Option<i64>,
+        after: Option<Cursor>,
         limit: usize,
-    ) -> Result<Vec<StoredRecord>, StoreFault> {
-        query::page(&self.read(), filter, after, limit)
+    ) -> Result<Page, StoreFault> {
+        query::page(&self.read(), filter, after.map(|c| c.id), limit)
             .await
+            .map(Page::by_id)
             .map_err(fault)
     }
 

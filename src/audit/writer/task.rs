@@ -480,6 +480,8 @@ mod tests {
             busy_timeout: Duration::from_millis(5),
             read_only: false,
             max_bytes: None,
+            pool_size: 2,
+            acquire_timeout: Duration::from_secs(5),
         };
         let store = Store::open(&url, &opts).await.unwrap();
         let (tx, rx) = mpsc::unbounded_channel();

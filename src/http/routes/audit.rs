@@ -9,6 +9,7 @@ use serde_json::json;
 
 use crate::audit::StoredRecord;
 use crate::audit::export::{Walk, csv_chunk, jsonl_chunk};
+use crate::audit::filter::{Cursor, Order};
 use crate::http::access::AuditAccess;
 use crate::http::error::ApiError;
 use crate::http::lookup::by_client_id;
@@ -21,7 +22,7 @@ const EXPORT_PAGE: usize = 1000;
 
 /// One page of records and where the next one starts.
 #[derive(Debug, Serialize)]
-struct Page {
+struct PageBody {
     records: Vec<StoredRecord>,
     next_cursor: Option<String>,
 }
@@ -34,21 +35,24 @@ pub async fn list(
     let q = parse_query(&params, false)?;
     match q.format {
         Format::Json => {
-            let mut records = state
+            let mut page = state
                 .store
                 .page(&q.filter, q.cursor, q.limit + 1)
                 .await
                 .map_err(|e| ApiError::store("the audit records could not be read", &e))?;
-            let more = records.len() > q.limit;
-            records.truncate(q.limit);
-            let next_cursor = if more {
-                records.last().map(|r| encode_cursor(r.id))
-            } else {
-                None
+            let more = page.len() > q.limit;
+            page.truncate(q.limit);
+            let last = page.positions.last().copied();
+            let next_cursor = match (more, q.filter.order) {
+                (true, _) => last,
+                // Oldest first, the last page still says where to resume: a reader polls it
+                // for rows written later (tailing), an export picks up where it stopped.
+                (false, Order::Asc) => last.or(q.cursor).or(Some(Cursor::START)),
+                (false, Order::Desc) => None,
             };
-            Ok(HttpResponse::Ok().json(Page {
-                records,
-                next_cursor,
+            Ok(HttpResponse::Ok().json(PageBody {
+                records: page.records,
+                next_cursor: next_cursor.map(encode_cursor),
             }))
         }
         Format::Csv => Ok(HttpResponse::Ok()

@@ -1,0 +1,230 @@
+//! The PostgreSQL backend: many replicas of the service writing to one database, with the
+//! guarantees of the SQLite store.
+//!
+//! - One pool per replica (`INFERLOG_PG_POOL_SIZE` connections, each call waiting at most
+//!   `INFERLOG_PG_ACQUIRE_TIMEOUT_MS` for one); connections lost when the server restarts are
+//!   replaced by the pool on the next call, so recovery needs no restart of the service.
+//! - A batch is one `insert … select … from unnest(…)` statement, whatever its size: one round
+//!   trip and one implicit transaction ([`insert`]).
+//! - The table is partitioned by day of arrival; partitions are created a week ahead, at
+//!   start-up and every hour, under an advisory lock so replicas do not race.
+//! - Faults are classified by SQLSTATE here; nothing above sees PostgreSQL's codes.
+//!
+//! [`query`] holds the reads.
+
+mod insert;
+mod query;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::Context;
+use slog::{Logger, warn};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+
+use crate::audit::fault::{FaultKind, StoreFault};
+use crate::audit::filter::{AuditFilter, Cursor, Page, Summary};
+use crate::audit::modes::StoreOptions;
+use crate::audit::record::{AuditRecord, Feedback, RequestRef, StoredRecord, Written};
+
+/// Days of partitions kept ready ahead of today (and one behind, for clocks a little slow).
+const PARTITION_DAYS_AHEAD: i64 = 7;
+
+/// How often the partitions ahead are checked.
+const PARTITION_CHECK_EVERY: Duration = Duration::from_secs(3600);
+
+#[derive(Debug, Clone)]
+pub struct PgStore {
+    pool: PgPool,
+}
+
+/// The class of a failure: from the SQLSTATE where the server sent one, else from how the
+/// connection failed.
+fn fault(e: anyhow::Error) -> StoreFault {
+    let sqlx_error = e.chain().find_map(|c| c.downcast_ref::<sqlx::Error>());
+    let kind = match sqlx_error {
+        Some(sqlx::Error::Database(db)) => match db.code().as_deref() {
+            Some("53100") => FaultKind::Full,
+            Some("25006") => FaultKind::ReadOnly,
+            Some("55P03") => FaultKind::LockedByOther,
+            Some("40001" | "40P01") => FaultKind::Locked,
+            Some(c) if c.starts_with("08") || c.starts_with("57P") => FaultKind::Unreachable,
+            Some(c) if c.starts_with("58") || c.starts_with("XX") => FaultKind::Io,
+            _ => FaultKind::Refused,
+        },
+        Some(
+            sqlx::Error::Io(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::Protocol(_),
+        ) => FaultKind::Unreachable,
+        _ => FaultKind::Other,
+    };
+    StoreFault::new(kind, &e)
+}
+
+/// `host:port/database` of a URL, for messages (never the password).
+fn describe(opts: &PgConnectOptions) -> String {
+    format!(
+        "{}:{}/{}",
+        opts.get_host(),
+        opts.get_port(),
+        opts.get_database().unwrap_or("postgres")
+    )
+}
+
+impl PgStore {
+    /// Connects (failing at once, naming the server, if it cannot be reached), applies the
+    /// migrations and creates the partitions ahead, unless read-only.
+    pub async fn open(url: &str, opts: &StoreOptions) -> anyhow::Result<PgStore> {
+        let connect = PgConnectOptions::from_str(url)
+            .context("bad PostgreSQL URL (expected postgres://user:password@host:port/database)")?;
+        let server = describe(&connect);
+        let pool = PgPoolOptions::new()
+            .max_connections(opts.pool_size.max(1))
+            .acquire_timeout(opts.acquire_timeout)
+            .connect_with(connect)
+            .await
+            .with_context(|| format!("connecting to PostgreSQL at {server}"))?;
+        if !opts.read_only {
+            sqlx::migrate!("./migrations/postgres")
+                .run(&pool)
+                .await
+                .with_context(|| format!("migrating the audit database at {server}"))?;
+            create_partitions(&pool).await?;
+        }
+        Ok(PgStore { pool })
+    }
+
+    /// Creates the partitions ahead every hour, until aborted.
+    pub fn spawn_partitions(&self, log: Logger) -> tokio::task::JoinHandle<()> {
+        let pool = self.pool.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(PARTITION_CHECK_EVERY).await;
+                if let Err(e) = create_partitions(&pool).await {
+                    warn!(log, "could not create the audit table's partitions ahead; rows go to the default partition meanwhile";
+                        "error" => format!("{e:#}"));
+                }
+            }
+        })
+    }
+
+    pub async fn write_batch(&self, records: &[&AuditRecord]) -> Result<Written, StoreFault> {
+        insert::write_rows(&self.pool, records).await.map_err(fault)
+    }
+
+    /// A row inserted in a transaction that is rolled back: the server is reachable and
+    /// takes writes.
+    pub async fn probe(&self) -> Result<(), StoreFault> {
+        insert::probe(&self.pool).await.map_err(fault)
+    }
+
+    pub async fn page(
+        &self,
+        filter: &AuditFilter,
+        after: Option<Cursor>,
+        limit: usize,
+    ) -> Result<Page, StoreFault> {
+        query::page(&self.pool, filter, after, limit)
+            .await
+            .map_err(fault)
+    }
+
+    pub async fn request(&self, request_id: &str) -> Result<Vec<StoredRecord>, StoreFault> {
+        query::request(&self.pool, request_id).await.map_err(fault)
+    }
+
+    pub async fn client_requests(
+        &self,
+        client_id: &str,
+        limit: usize,
+    ) -> Result<Vec<RequestRef>, StoreFault> {
+        query::client_requests(&self.pool, client_id, limit)
+            .await
+            .map_err(fault)
+    }
+
+    pub async fn summary(&self, filter: &AuditFilter) -> Result<Summary, StoreFault> {
+        query::summary(&self.pool, filter).await.map_err(fault)
+    }
+
+    pub async fn drift_rows(
+        &self,
+        model: &str,
+        n_features: usize,
+        filter: &AuditFilter,
+        max_rows: usize,
+    ) -> Result<(Vec<f64>, Vec<u32>, bool), StoreFault> {
+        query::drift_rows(&self.pool, model, n_features, filter, max_rows)
+            .await
+            .map_err(fault)
+    }
+
+    pub async fn served_row(
+        &self,
+        request_id: &str,
+        item: i64,
+    ) -> Result<Option<(Option<String>, Option<String>)>, StoreFault> {
+        query::served_row(&self.pool, request_id, item)
+            .await
+            .map_err(fault)
+    }
+
+    pub async fn confusion(
+        &self,
+        model: &str,
+        filter: &AuditFilter,
+    ) -> Result<Vec<(String, String, i64)>, StoreFault> {
+        query::confusion(&self.pool, model, filter)
+            .await
+            .map_err(fault)
+    }
+
+    pub async fn insert_feedback(&self, fb: &Feedback) -> Result<Option<String>, StoreFault> {
+        insert::feedback(&self.pool, fb).await.map_err(fault)
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// Creates the day partitions from yesterday to [`PARTITION_DAYS_AHEAD`] days ahead (UTC)
+/// that do not exist yet: one statement, under a transaction-scoped advisory lock, so replicas
+/// starting together take turns. A day whose rows already sit in the default partition cannot
+/// get its own partition and is left there.
+async fn create_partitions(pool: &PgPool) -> anyhow::Result<()> {
+    let sql = format!(
+        r#"do $$
+declare
+    d date;
+    name text;
+begin
+    perform pg_advisory_xact_lock(hashtext('inferlog audit partitions'));
+    for d in select generate_series(
+            (now() at time zone 'UTC')::date - 1,
+            (now() at time zone 'UTC')::date + {PARTITION_DAYS_AHEAD},
+            interval '1 day')::date
+    loop
+        name := 'prediction_p' || to_char(d, 'YYYYMMDD');
+        if to_regclass(name) is null then
+            begin
+                execute format(
+                    'create table %I partition of prediction for values from (%L) to (%L)',
+                    name, d::timestamp at time zone 'UTC', (d + 1)::timestamp at time zone 'UTC');
+            exception when others then
+                null;
+            end;
+        end if;
+    end loop;
+end
+$$"#
+    );
+    sqlx::raw_sql(&sql)
+        .execute(pool)
+        .await
+        .context("creating the audit partitions")?;
+    Ok(())
+}

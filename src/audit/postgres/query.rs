@@ -1,0 +1,265 @@
+//! The reads of the PostgreSQL backend: the SQLite backend's queries in PostgreSQL's dialect.
+//! The filter clause and row decoding are shared ([`crate::audit::sql`]); times are bound as
+//! text and cast, and columns are selected in the shared row types' form
+//! ([`crate::audit::columns::pg_select_list`]).
+
+use anyhow::Context;
+use futures_util::TryStreamExt;
+use sqlx::postgres::PgPool;
+use sqlx::{Postgres, QueryBuilder, Row};
+
+use crate::audit::columns;
+use crate::audit::filter::{AuditFilter, Count, Cursor, LatencySummary, Order, Page, Summary};
+use crate::audit::record::{RequestRef, StoredRecord};
+use crate::audit::sql;
+
+const TIME_CAST: &str = "::timestamptz";
+
+fn push_where_on(qb: &mut QueryBuilder<'_, Postgres>, f: &AuditFilter, p: &str) {
+    sql::push_where(qb, f, p, TIME_CAST);
+}
+
+/// A page of rows. Newest first (`desc`), positions are ids, as on SQLite. Oldest first
+/// (`asc`, how a reader tails the store), rows come in (writing transaction, id) order, and
+/// only rows of transactions older than every transaction still open
+/// (`pg_snapshot_xmin(pg_current_snapshot())`): with several writers, ids are not committed in
+/// order, and a transaction still open could add a row below one already committed. Such a
+/// transaction's rows all sort after the horizon, so a reader following the positions sees
+/// every row exactly once, however the replicas' commits interleave.
+pub(super) async fn page(
+    pool: &PgPool,
+    filter: &AuditFilter,
+    after: Option<Cursor>,
+    limit: usize,
+) -> anyhow::Result<Page> {
+    let mut qb = QueryBuilder::<Postgres>::new(format!(
+        "select {}, txid::text::int8 from prediction",
+        columns::pg_select_list()
+    ));
+    push_where_on(&mut qb, filter, "");
+    match filter.order {
+        Order::Desc => {
+            if let Some(after) = after {
+                qb.push(" and id < ").push_bind(after.id);
+            }
+            qb.push(" order by id desc limit ");
+        }
+        Order::Asc => {
+            qb.push(" and txid < pg_snapshot_xmin(pg_current_snapshot())");
+            match after {
+                Some(Cursor {
+                    id,
+                    txid: Some(txid),
+                }) => {
+                    qb.push(" and (txid, id) > (")
+                        .push_bind(txid.to_string())
+                        .push("::xid8, ")
+                        .push_bind(id)
+                        .push(")");
+                }
+                Some(Cursor { id, txid: None }) => {
+                    qb.push(" and id > ").push_bind(id);
+                }
+                None => {}
+            }
+            qb.push(" order by txid, id limit ");
+        }
+    }
+    qb.push_bind(limit as i64);
+    let rows = qb
+        .build()
+        .fetch_all(pool)
+        .await
+        .context("reading audit rows")?;
+    let mut page = Page::default();
+    let tx_column = columns::ALL.len();
+    for row in &rows {
+        let record = sql::decode_row(row)?;
+        let position = match filter.order {
+            Order::Desc => Cursor::after_id(record.id),
+            Order::Asc => Cursor {
+                id: record.id,
+                txid: Some(row.try_get(tx_column)?),
+            },
+        };
+        page.records.push(record);
+        page.positions.push(position);
+    }
+    Ok(page)
+}
+
+pub(super) async fn request(pool: &PgPool, request_id: &str) -> anyhow::Result<Vec<StoredRecord>> {
+    let rows = sqlx::query(&format!(
+        "select {} from prediction where request_id = $1 order by item, id",
+        columns::pg_select_list()
+    ))
+    .bind(request_id)
+    .fetch_all(pool)
+    .await
+    .context("reading a request's audit rows")?;
+    rows.iter().map(sql::decode_row).collect()
+}
+
+pub(super) async fn client_requests(
+    pool: &PgPool,
+    client_id: &str,
+    limit: usize,
+) -> anyhow::Result<Vec<RequestRef>> {
+    let rows = sqlx::query(&format!(
+        "select request_id, min({}) from prediction where client_request_id = $1 \
+         group by request_id order by min(id) limit $2",
+        columns::Column::ReceivedAt.pg_select()
+    ))
+    .bind(client_id)
+    .bind(limit as i64)
+    .fetch_all(pool)
+    .await
+    .context("looking up requests by the client's request id")?;
+    Ok(rows
+        .iter()
+        .map(|r| RequestRef {
+            request_id: r.get(0),
+            received_at: r.get(1),
+        })
+        .collect())
+}
+
+pub(super) async fn summary(pool: &PgPool, filter: &AuditFilter) -> anyhow::Result<Summary> {
+    let mut qb = QueryBuilder::<Postgres>::new(
+        "select count(*), count(distinct request_id) from prediction",
+    );
+    push_where_on(&mut qb, filter, "");
+    let row = qb.build().fetch_one(pool).await?;
+    let rows: i64 = row.try_get(0)?;
+    let requests: i64 = row.try_get(1)?;
+
+    let mut counts = Vec::new();
+    for column in ["model", "label", "cast(status as text)", "error_code"] {
+        let mut qb = QueryBuilder::<Postgres>::new(format!(
+            "select {column} as k, count(*) from prediction"
+        ));
+        push_where_on(&mut qb, filter, "");
+        qb.push(" group by k order by count(*) desc, k");
+        let list = qb
+            .build()
+            .fetch_all(pool)
+            .await?
+            .iter()
+            .map(|r| {
+                Ok(Count {
+                    key: r.try_get(0)?,
+                    count: r.try_get(1)?,
+                })
+            })
+            .collect::<Result<Vec<_>, sqlx::Error>>()?;
+        counts.push(list);
+    }
+
+    // Nearest-rank percentiles, as the SQLite backend computes them, in one pass.
+    let mut latency = LatencySummary::default();
+    if rows > 0 {
+        let mut qb = QueryBuilder::<Postgres>::new(
+            "select percentile_disc(array[0.5, 0.9, 0.99, 1.0]) \
+             within group (order by latency_us) from prediction",
+        );
+        push_where_on(&mut qb, filter, "");
+        let at: Vec<i64> = qb.build().fetch_one(pool).await?.try_get(0)?;
+        latency = LatencySummary {
+            p50: at.first().copied(),
+            p90: at.get(1).copied(),
+            p99: at.get(2).copied(),
+            max: at.get(3).copied(),
+        };
+    }
+    let mut counts = counts.into_iter();
+    Ok(Summary {
+        rows,
+        requests,
+        by_model: counts.next().unwrap_or_default(),
+        by_label: counts.next().unwrap_or_default(),
+        by_status: counts.next().unwrap_or_default(),
+        by_error_code: counts.next().unwrap_or_default(),
+        latency_us: latency,
+    })
+}
+
+/// Features and predicted classes of the most recent `max_rows` answered rows of `model` in a
+/// time range (see the SQLite backend's `drift_rows`).
+pub(super) async fn drift_rows(
+    pool: &PgPool,
+    model: &str,
+    n_features: usize,
+    filter: &AuditFilter,
+    max_rows: usize,
+) -> anyhow::Result<(Vec<f64>, Vec<u32>, bool)> {
+    let mut qb =
+        QueryBuilder::<Postgres>::new("select features::text, prediction::int8 from prediction");
+    push_where_on(&mut qb, filter, "");
+    qb.push(" and status = 200 and model = ")
+        .push_bind(model.to_string())
+        .push(" order by id desc limit ")
+        .push_bind(max_rows.saturating_add(1).min(i64::MAX as usize) as i64);
+    let query = qb.build();
+    let mut rows = query.fetch(pool);
+    let (mut values, mut classes) = (Vec::new(), Vec::new());
+    while let Some(row) = rows.try_next().await.context("reading audited inputs")? {
+        let features: Option<String> = row.try_get(0)?;
+        let class: Option<i64> = row.try_get(1)?;
+        let (Some(features), Some(class)) = (features, class) else {
+            continue;
+        };
+        let Ok(parsed) = serde_json::from_str::<Vec<f64>>(&features) else {
+            continue;
+        };
+        if parsed.len() == n_features {
+            values.extend(parsed);
+            classes.push(class as u32);
+        }
+    }
+    let truncated = classes.len() > max_rows;
+    if truncated {
+        classes.truncate(max_rows);
+        values.truncate(max_rows * n_features);
+    }
+    Ok((values, classes, truncated))
+}
+
+pub(super) async fn served_row(
+    pool: &PgPool,
+    request_id: &str,
+    item: i64,
+) -> anyhow::Result<Option<(Option<String>, Option<String>)>> {
+    let row = sqlx::query(
+        "select model, label from prediction \
+         where request_id = $1 and item = $2 and status = 200 order by id limit 1",
+    )
+    .bind(request_id)
+    .bind(item as i32)
+    .fetch_optional(pool)
+    .await
+    .context("looking up an audited prediction")?;
+    Ok(row.map(|r| (r.get(0), r.get(1))))
+}
+
+pub(super) async fn confusion(
+    pool: &PgPool,
+    model: &str,
+    filter: &AuditFilter,
+) -> anyhow::Result<Vec<(String, String, i64)>> {
+    let mut qb = QueryBuilder::<Postgres>::new(
+        "select p.label, t.true_label, count(*) from prediction p \
+         join ground_truth t on t.request_id = p.request_id and t.item = p.item",
+    );
+    push_where_on(&mut qb, filter, "p.");
+    qb.push(" and p.status = 200 and p.model = ")
+        .push_bind(model.to_string())
+        .push(" group by p.label, t.true_label");
+    let rows = qb
+        .build()
+        .fetch_all(pool)
+        .await
+        .context("joining feedback with predictions")?;
+    rows.iter()
+        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
+        .collect()
+}
