@@ -9,7 +9,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crate::helpers::{
-    db_exec, db_json, metric_value, served_request_ids, spawn_app, spawn_app_with, try_send_raw,
+    KillOnDrop, db_exec, db_json, metric_value, served_request_ids, spawn_app, spawn_app_with,
+    try_send_raw,
 };
 use crate::shutdown::{binary, kill, serve_in, wait_exit};
 
@@ -167,16 +168,6 @@ fn the_open_file_limit_is_raised_and_caps_the_connections() {
     assert_eq!(res.status, 200);
     kill(&child.0, "-TERM");
     assert!(wait_exit(&mut child.0).success());
-}
-
-/// A server process that a failing test does not leave running.
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 fn chmod(path: &Path, mode: u32) {

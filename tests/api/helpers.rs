@@ -319,6 +319,17 @@ pub fn db_at_migration(path: &Path, upto: u32) {
     })
 }
 
+/// A child process killed when this value is dropped, also when a test panics (a server left
+/// running would hold the test runner's output pipes open).
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Runs statements on an SQLite file.
 pub fn db_exec(path: &Path, sql: &str) {
     on_db(path, async |conn| {

@@ -183,3 +183,151 @@ fn an_unreachable_postgres_stops_start_up_naming_the_server() {
     assert!(!stderr.contains("secret"), "the password leaked: {stderr}");
     assert!(started.elapsed() < std::time::Duration::from_secs(10));
 }
+
+/// Two real server binaries on one PostgreSQL database under concurrent load, and a reader
+/// tailing `/audit` (oldest first, following `next_cursor`, from either replica in turn) while
+/// they write: every acknowledged request is stored once, both replicas answer for all rows,
+/// and the tail sees every row exactly once.
+#[test]
+fn two_replicas_share_one_store_and_a_tail_sees_every_row_once() {
+    use std::collections::{HashMap, HashSet};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, Instant};
+
+    let Some(url) = crate::pg::database() else {
+        return;
+    };
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let mut replicas = Vec::new();
+    for dir in &dirs {
+        let (child, addr) = crate::shutdown::serve_in(
+            crate::shutdown::binary(),
+            dir.path(),
+            "server.log",
+            &url,
+            &[],
+        );
+        replicas.push((crate::helpers::KillOnDrop(child), addr));
+    }
+    let addrs: Vec<String> = replicas.iter().map(|(_, a)| a.clone()).collect();
+    let get = |addr: &str, path: &str| {
+        let raw = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        crate::helpers::try_send_raw(addr, raw.as_bytes()).expect("an answer")
+    };
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked = Arc::new(Mutex::new(Vec::new()));
+    let mut load = Vec::new();
+    for (r, addr) in addrs.iter().enumerate() {
+        for t in 0..2 {
+            let (addr, stop, acked) = (addr.clone(), Arc::clone(&stop), Arc::clone(&acked));
+            load.push(std::thread::spawn(move || {
+                let mut i = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let id = format!("r{r}-{t}-{i}");
+                    i += 1;
+                    let body = if i % 4 == 0 {
+                        r#"{"features": [[5.1, 3.5, 1.4, 0.2], [6.3, 3.3, 6.0, 2.5]]}"#
+                    } else {
+                        r#"{"features": [5.8, 2.7, 5.1, 1.9]}"#
+                    };
+                    let raw = format!(
+                        "POST /predict HTTP/1.1\r\nHost: x\r\nX-Request-Id: {id}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let res = crate::helpers::try_send_raw(&addr, raw.as_bytes());
+                    if res.is_some_and(|r| r.status == 200) {
+                        acked.lock().unwrap().push((id, if i % 4 == 0 { 2 } else { 1 }));
+                    }
+                }
+            }));
+        }
+    }
+
+    // The tail, started during the load.
+    let mut seen: Vec<i64> = Vec::new();
+    let mut cursor: Option<String> = None;
+    let mut turn = 0;
+    let started = Instant::now();
+    let mut quiet_polls = 0;
+    loop {
+        let loading = started.elapsed() < Duration::from_millis(2500);
+        if !loading {
+            stop.store(true, Ordering::Relaxed);
+        }
+        let mut path = "/audit?order=asc&limit=40".to_string();
+        if let Some(c) = &cursor {
+            path += &format!("&cursor={c}");
+        }
+        let page = get(&addrs[turn % 2], &path).json();
+        turn += 1;
+        let records = page["records"].as_array().unwrap();
+        seen.extend(records.iter().map(|r| r["id"].as_i64().unwrap()));
+        cursor = page["next_cursor"].as_str().map(str::to_string);
+        assert!(cursor.is_some(), "oldest first, every page has a cursor");
+        if records.is_empty() && !loading && load.iter().all(|h| h.is_finished()) {
+            quiet_polls += 1;
+            if quiet_polls == 3 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        } else {
+            quiet_polls = 0;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the tail never caught up"
+        );
+    }
+    for h in load {
+        h.join().unwrap();
+    }
+
+    let db = crate::pg::database_name(&url);
+    let server = crate::pg::shared().unwrap();
+    // Every acknowledged request, from either replica, is stored once, with all its rows.
+    let stored: HashMap<String, usize> = server
+        .psql(
+            db,
+            "select client_request_id, count(*) from prediction group by 1",
+        )
+        .lines()
+        .map(|l| {
+            let (id, n) = l.split_once('|').unwrap();
+            (id.to_string(), n.parse().unwrap())
+        })
+        .collect();
+    let acked = acked.lock().unwrap().clone();
+    assert!(
+        acked.len() > 100,
+        "only {} requests acknowledged",
+        acked.len()
+    );
+    for (id, rows) in &acked {
+        assert_eq!(stored.get(id), Some(rows), "{id}");
+    }
+    // The tail saw every row exactly once.
+    let all_ids: HashSet<i64> = server
+        .psql(db, "select id from prediction")
+        .lines()
+        .map(|l| l.parse().unwrap())
+        .collect();
+    let tailed: HashSet<i64> = seen.iter().copied().collect();
+    assert_eq!(tailed.len(), seen.len(), "the tail saw a row twice");
+    assert_eq!(tailed, all_ids, "the tail missed rows");
+    // Either replica answers for all rows.
+    for addr in &addrs {
+        let summary = get(addr, "/audit/summary").json();
+        assert_eq!(summary["rows"].as_u64().unwrap() as usize, all_ids.len());
+    }
+    for (child, _) in &mut replicas {
+        crate::shutdown::kill(&child.0, "-TERM");
+        assert!(crate::shutdown::wait_exit(&mut child.0).success());
+    }
+    eprintln!(
+        "two replicas: {} requests acknowledged, {} rows, all tailed once in {turn} polls",
+        acked.len(),
+        all_ids.len()
+    );
+}
