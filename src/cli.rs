@@ -331,6 +331,18 @@ pub enum AuditAction {
         #[arg(long, env = "DATABASE_URL", default_value = defaults::DATABASE_URL, value_parser = database_url)]
         database_url: String,
     },
+    /// Copy every audit row and every feedback from one store to another — typically a SQLite
+    /// history into PostgreSQL when one machine is outgrown. Rows and feedback the target
+    /// holds already are skipped, so running it twice copies nothing twice, and a copy that
+    /// stopped half-way can be run again.
+    Copy {
+        /// The store to read: `sqlite://PATH`, a plain path, or `postgres://…`.
+        #[arg(long, value_parser = database_url)]
+        from: String,
+        /// The store to write (created and migrated if needed).
+        #[arg(long, value_parser = database_url)]
+        to: String,
+    },
     /// Write the rows of a spill file (left by a shutdown while the store was failing) into
     /// the audit database. Rows it holds already are skipped, so a replay may be repeated.
     /// The service replays its own spill file at start-up; this is for a file moved to

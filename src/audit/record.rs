@@ -172,6 +172,39 @@ pub struct StoredRecord {
     pub client_request_id: Option<String>,
 }
 
+impl StoredRecord {
+    /// The row as a record to write again (to another store, or from a spill file): its
+    /// latency as stored, its time parsed back.
+    pub fn into_record(self) -> anyhow::Result<AuditRecord> {
+        use anyhow::Context;
+        let received_at = DateTime::parse_from_rfc3339(&self.received_at)
+            .context("received_at is not an RFC 3339 time")?
+            .with_timezone(&Utc);
+        let text = |v: Option<String>| v.map(Arc::<str>::from);
+        Ok(AuditRecord {
+            request_id: self.request_id.into(),
+            client_request_id: text(self.client_request_id),
+            item: u32::try_from(self.item).context("item out of range")?,
+            received_at,
+            model: text(self.model),
+            model_version: text(self.model_version),
+            features: self.features.map(|f| f.get().to_string()),
+            prediction: self
+                .prediction
+                .map(u32::try_from)
+                .transpose()
+                .context("prediction out of range")?,
+            label: text(self.label),
+            status: u16::try_from(self.status).context("status out of range")?,
+            error_code: text(self.error_code),
+            latency: Latency::Answered(u64::try_from(self.latency_us).unwrap_or(0)),
+            client_addr: text(self.client_addr),
+            raw_body: self.raw_body,
+            outliers: self.outliers.map(|f| f.get().to_string()),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

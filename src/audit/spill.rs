@@ -11,15 +11,13 @@
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;
-use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
 use super::columns::{self, Cell};
-use super::record::{AuditRecord, Latency, StoredRecord, format_time};
+use super::record::{AuditRecord, StoredRecord, format_time};
 use super::store::Store;
 
 /// Rows written to the store per transaction when a spill file is replayed.
@@ -80,31 +78,7 @@ fn line(r: &AuditRecord, now: Instant) -> Map<String, Value> {
 /// A line read back as a record to write.
 fn record(line: &str) -> anyhow::Result<AuditRecord> {
     let r: StoredRecord = serde_json::from_str(line).context("not an audit row")?;
-    let received_at = DateTime::parse_from_rfc3339(&r.received_at)
-        .context("received_at is not an RFC 3339 time")?
-        .with_timezone(&Utc);
-    let text = |v: Option<String>| v.map(Arc::<str>::from);
-    Ok(AuditRecord {
-        request_id: r.request_id.into(),
-        client_request_id: text(r.client_request_id),
-        item: u32::try_from(r.item).context("item out of range")?,
-        received_at,
-        model: text(r.model),
-        model_version: text(r.model_version),
-        features: r.features.map(|f| f.get().to_string()),
-        prediction: r
-            .prediction
-            .map(u32::try_from)
-            .transpose()
-            .context("prediction out of range")?,
-        label: text(r.label),
-        status: u16::try_from(r.status).context("status out of range")?,
-        error_code: text(r.error_code),
-        latency: Latency::Answered(u64::try_from(r.latency_us).unwrap_or(0)),
-        client_addr: text(r.client_addr),
-        raw_body: r.raw_body,
-        outliers: r.outliers.map(|f| f.get().to_string()),
-    })
+    r.into_record()
 }
 
 /// What a replay did.

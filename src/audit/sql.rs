@@ -7,7 +7,7 @@ use sqlx::{ColumnIndex, Database, Decode, Encode, QueryBuilder, Row, Type};
 
 use super::columns::{ALL, Column};
 use super::filter::{AuditFilter, StatusFilter};
-use super::record::{StoredRecord, format_time};
+use super::record::{Feedback, StoredRecord, format_time};
 
 /// The filter as a WHERE clause; `p` qualifies the columns (`"p."` in joins, else `""`),
 /// `time_cast` follows each bound time (PostgreSQL: `::timestamptz`; SQLite compares the text).
@@ -133,4 +133,29 @@ fn json(
     serde_json::value::RawValue::from_string(text)
         .map(Some)
         .with_context(|| format!("a stored {} value is not JSON", column.name()))
+}
+
+/// A feedback row selected as `id, request_id, item, label, received_at (RFC 3339 text),
+/// client_addr`.
+pub(crate) fn decode_feedback<'r, R>(row: &'r R) -> anyhow::Result<(i64, Feedback)>
+where
+    R: Row,
+    usize: ColumnIndex<R>,
+    i64: Decode<'r, R::Database> + Type<R::Database>,
+    String: Decode<'r, R::Database> + Type<R::Database>,
+{
+    let time: String = row.try_get(4)?;
+    let received_at = chrono::DateTime::parse_from_rfc3339(&time)
+        .context("a stored feedback time is not RFC 3339")?
+        .with_timezone(&chrono::Utc);
+    Ok((
+        row.try_get(0)?,
+        Feedback {
+            request_id: row.try_get(1)?,
+            item: row.try_get(2)?,
+            label: row.try_get(3)?,
+            received_at,
+            client_addr: row.try_get(5)?,
+        },
+    ))
 }

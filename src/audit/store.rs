@@ -161,6 +161,28 @@ impl Store {
         }
     }
 
+    /// Up to `limit` feedback rows after the feedback id `after`, oldest first, with their ids
+    /// (for copying a store).
+    pub async fn feedback_after(
+        &self,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<(i64, Feedback)>, StoreFault> {
+        match self {
+            Store::Sqlite(s) => s.feedback_after(after, limit).await,
+            Store::Postgres(s) => s.feedback_after(after, limit).await,
+        }
+    }
+
+    /// Stores a feedback row unless an identical one (same request, item, label and time) is
+    /// there already, so copying a store twice copies nothing twice. Whether it was new.
+    pub async fn copy_feedback(&self, fb: &Feedback) -> Result<bool, StoreFault> {
+        match self {
+            Store::Sqlite(s) => s.copy_feedback(fb).await,
+            Store::Postgres(s) => s.copy_feedback(fb).await,
+        }
+    }
+
     /// (predicted label, true label, count) of the labelled answered rows of `model`.
     pub async fn confusion(
         &self,

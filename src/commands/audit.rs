@@ -4,7 +4,9 @@
 use std::io::Write;
 
 use crate::audit::export::{Walk, csv_chunk, jsonl_chunk};
-use crate::audit::{AuditFilter, Store, StoreOptions, Summary, spill};
+use crate::audit::{
+    AuditFilter, AuditRecord, Order, Store, StoreFault, StoreOptions, StoredRecord, Summary, spill,
+};
 use crate::cli::{AuditAction, AuditCliArgs, OutputFormat};
 
 const PAGE: usize = 1000;
@@ -15,6 +17,7 @@ pub fn run(args: &AuditCliArgs) -> anyhow::Result<()> {
             return snapshot(database_url, file);
         }
         Some(AuditAction::Replay { file, database_url }) => return replay(database_url, file),
+        Some(AuditAction::Copy { from, to }) => return copy(from, to),
         None => {}
     }
     let stdout = std::io::stdout();
@@ -60,6 +63,73 @@ fn replay(database_url: &str, file: &std::path::Path) -> anyhow::Result<()> {
         file.display(),
         done.inserted,
         done.rows - done.inserted
+    );
+    Ok(())
+}
+
+/// Rows read and written per transaction by `inferlog audit copy`.
+const COPY_PAGE: usize = 4096;
+
+/// `inferlog audit copy --from URL --to URL`: every row (oldest first) and every feedback,
+/// each written once however often the copy runs.
+fn copy(from: &str, to: &str) -> anyhow::Result<()> {
+    let fail = |what: &str, e: StoreFault| anyhow::anyhow!("{what}: {}", e.detail());
+    let (rows, written, feedback, feedback_new) = super::runtime()?.block_on(async {
+        let source = Store::open(from, &StoreOptions::read_only()).await?;
+        let target = Store::open(to, &StoreOptions::writable()).await?;
+        let result: anyhow::Result<(u64, u64, u64, u64)> = async {
+            let filter = AuditFilter {
+                order: Order::Asc,
+                ..AuditFilter::default()
+            };
+            let mut walk = Walk::new(source.clone(), filter, None);
+            let (mut rows, mut written) = (0, 0);
+            while let Some(page) = walk
+                .next_page(COPY_PAGE)
+                .await
+                .map_err(|e| fail("reading", e))?
+            {
+                let batch = page
+                    .into_iter()
+                    .map(StoredRecord::into_record)
+                    .collect::<anyhow::Result<Vec<_>>>()?;
+                let refs: Vec<&AuditRecord> = batch.iter().collect();
+                let done = target
+                    .write_batch(&refs)
+                    .await
+                    .map_err(|e| fail("writing", e))?;
+                rows += batch.len() as u64;
+                written += done.inserted;
+            }
+            let (mut feedback, mut feedback_new, mut after) = (0, 0, 0);
+            loop {
+                let page = source
+                    .feedback_after(after, COPY_PAGE)
+                    .await
+                    .map_err(|e| fail("reading feedback", e))?;
+                let Some((last, _)) = page.last() else { break };
+                after = *last;
+                for (_, fb) in &page {
+                    feedback += 1;
+                    if target
+                        .copy_feedback(fb)
+                        .await
+                        .map_err(|e| fail("writing feedback", e))?
+                    {
+                        feedback_new += 1;
+                    }
+                }
+            }
+            Ok((rows, written, feedback, feedback_new))
+        }
+        .await;
+        source.close().await;
+        target.close().await;
+        result
+    })?;
+    println!(
+        "copied {rows} audit rows ({written} new, {} already there) and {feedback} feedback ({feedback_new} new)",
+        rows - written
     );
     Ok(())
 }

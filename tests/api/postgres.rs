@@ -331,3 +331,106 @@ fn two_replicas_share_one_store_and_a_tail_sees_every_row_once() {
         all_ids.len()
     );
 }
+
+/// `inferlog audit copy` moves a 100,000-row SQLite history (and its feedback) into
+/// PostgreSQL; counts and sampled rows match, and a second run copies nothing new.
+#[test]
+fn audit_copy_moves_a_sqlite_history_into_postgres_once() {
+    let Some(url) = crate::pg::database() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("old.db");
+    crate::helpers::db_at_migration(&db, 5);
+    crate::helpers::db_exec(
+        &db,
+        "with recursive n(i) as (select 1 union all select i + 1 from n where i < 100000)
+         insert into prediction (request_id, item, received_at, model, model_version, features,
+                                 prediction, label, status, error_code, latency_us, client_addr,
+                                 raw_body, outliers, client_request_id)
+         select 'req-' || (i / 2), i % 2,
+                strftime('%Y-%m-%dT%H:%M:%f000Z', '2026-11-01', '+' || (i / 2) || ' seconds'),
+                'iris', 'v1', '[' || (i % 7) || '.5,2.5,1.5,0.5]',
+                case when i % 10 = 0 then null else i % 3 end,
+                case when i % 10 = 0 then null else 'label' || (i % 3) end,
+                case when i % 10 = 0 then 422 else 200 end,
+                case when i % 10 = 0 then 'wrong_feature_count' end,
+                i, '10.0.0.' || (i % 250), case when i % 10 = 0 then '{\"x\": 1}' end,
+                case when i % 97 = 0 then '[\"petal_width\"]' end,
+                case when i % 5 = 0 then 'client-' || i end
+         from n;
+         insert into feedback (request_id, item, label, received_at)
+         select request_id, item, 'label1', '2026-11-02T00:00:00.000000Z' from prediction
+         where status = 200 and id % 1000 = 1;",
+    );
+    let copy = || {
+        let out = crate::shutdown::binary()
+            .args(["audit", "copy", "--from"])
+            .arg(&db)
+            .args(["--to", &url])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let first = copy();
+    assert!(
+        first.contains(
+            "copied 100000 audit rows (100000 new, 0 already there) and 100 feedback (100 new)"
+        ),
+        "{first}"
+    );
+    let again = copy();
+    assert!(
+        again.contains("(0 new, 100000 already there) and 100 feedback (0 new)"),
+        "{again}"
+    );
+    let server = crate::pg::shared().unwrap();
+    let name = crate::pg::database_name(&url);
+    assert_eq!(
+        server.psql(name, "select count(*) from prediction").trim(),
+        "100000"
+    );
+    assert_eq!(
+        server.psql(name, "select count(*) from feedback").trim(),
+        "100"
+    );
+    // Sampled requests read the same from both stores, but for their ids.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        use inferlog::audit::{Store, StoreOptions};
+        let old = Store::open(
+            &format!("sqlite://{}", db.display()),
+            &StoreOptions::read_only(),
+        )
+        .await
+        .unwrap();
+        let new = Store::open(&url, &StoreOptions::read_only()).await.unwrap();
+        for request in ["req-0", "req-5", "req-12345", "req-49999", "req-50000"] {
+            let strip = |rows: Vec<inferlog::audit::StoredRecord>| {
+                rows.into_iter()
+                    .map(|mut r| {
+                        r.id = 0;
+                        serde_json::to_value(r).unwrap()
+                    })
+                    .collect::<Vec<_>>()
+            };
+            let a = strip(old.request(request).await.unwrap());
+            let b = strip(new.request(request).await.unwrap());
+            assert!(!a.is_empty());
+            assert_eq!(a, b, "{request}");
+        }
+        let perf_old = old.confusion("iris", &Default::default()).await.unwrap();
+        let mut perf_new = new.confusion("iris", &Default::default()).await.unwrap();
+        let mut perf_old = perf_old;
+        perf_old.sort();
+        perf_new.sort();
+        assert_eq!(perf_old, perf_new, "feedback joins the same rows");
+        old.close().await;
+        new.close().await;
+    });
+}

@@ -127,6 +127,24 @@ pub(super) async fn probe(pool: &PgPool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Stores a feedback row unless an identical one is there (copying a store twice).
+pub(super) async fn copy_feedback(pool: &PgPool, fb: &Feedback) -> anyhow::Result<bool> {
+    let done = sqlx::query(
+        "insert into feedback (request_id, item, label, received_at, client_addr) \
+         select $1, $2, $3, $4::timestamptz, $5 where not exists (select 1 from feedback \
+         where request_id = $1 and item = $2 and label = $3 and received_at = $4::timestamptz)",
+    )
+    .bind(&fb.request_id)
+    .bind(fb.item as i32)
+    .bind(&fb.label)
+    .bind(format_time(&fb.received_at))
+    .bind(fb.client_addr.as_deref())
+    .execute(pool)
+    .await
+    .context("copying feedback")?;
+    Ok(done.rows_affected() == 1)
+}
+
 /// Stores a true label; returns the label it replaces, if any. Both in one transaction.
 pub(super) async fn feedback(pool: &PgPool, fb: &Feedback) -> anyhow::Result<Option<String>> {
     let mut tx = pool.begin().await.context("storing feedback")?;

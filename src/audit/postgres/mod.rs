@@ -186,6 +186,20 @@ impl PgStore {
         insert::feedback(&self.pool, fb).await.map_err(fault)
     }
 
+    pub async fn feedback_after(
+        &self,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<(i64, Feedback)>, StoreFault> {
+        query::feedback_after(&self.pool, after, limit)
+            .await
+            .map_err(fault)
+    }
+
+    pub async fn copy_feedback(&self, fb: &Feedback) -> Result<bool, StoreFault> {
+        insert::copy_feedback(&self.pool, fb).await.map_err(fault)
+    }
+
     pub async fn close(&self) {
         self.pool.close().await;
     }

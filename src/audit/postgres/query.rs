@@ -10,7 +10,7 @@ use sqlx::{Postgres, QueryBuilder, Row};
 
 use crate::audit::columns;
 use crate::audit::filter::{AuditFilter, Count, Cursor, LatencySummary, Order, Page, Summary};
-use crate::audit::record::{RequestRef, StoredRecord};
+use crate::audit::record::{Feedback, RequestRef, StoredRecord};
 use crate::audit::sql;
 
 const TIME_CAST: &str = "::timestamptz";
@@ -122,6 +122,24 @@ pub(super) async fn client_requests(
             received_at: r.get(1),
         })
         .collect())
+}
+
+pub(super) async fn feedback_after(
+    pool: &PgPool,
+    after: i64,
+    limit: usize,
+) -> anyhow::Result<Vec<(i64, Feedback)>> {
+    let rows = sqlx::query(&format!(
+        "select id, request_id, item::int8, label, {}, client_addr from feedback \
+         where id > $1 order by id limit $2",
+        columns::Column::ReceivedAt.pg_select()
+    ))
+    .bind(after)
+    .bind(limit as i64)
+    .fetch_all(pool)
+    .await
+    .context("reading feedback")?;
+    rows.iter().map(|r| sql::decode_feedback(r)).collect()
 }
 
 pub(super) async fn summary(pool: &PgPool, filter: &AuditFilter) -> anyhow::Result<Summary> {

@@ -347,6 +347,40 @@ impl SqliteStore {
         result.map_err(fault)
     }
 
+    pub async fn feedback_after(
+        &self,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<(i64, Feedback)>, StoreFault> {
+        query::feedback_after(&self.read(), after, limit)
+            .await
+            .map_err(fault)
+    }
+
+    pub async fn copy_feedback(&self, fb: &Feedback) -> Result<bool, StoreFault> {
+        let result: anyhow::Result<bool> = async {
+            let (conn, _) = self.write()?;
+            let mut guard = conn.lock().await?;
+            let done = sqlx::query(
+                "insert into feedback (request_id, item, label, received_at, client_addr) \
+                 select ?1, ?2, ?3, ?4, ?5 where not exists (select 1 from feedback \
+                 where request_id = ?1 and item = ?2 and label = ?3 and received_at = ?4)",
+            )
+            .bind(&fb.request_id)
+            .bind(fb.item)
+            .bind(&fb.label)
+            .bind(format_time(&fb.received_at))
+            .bind(fb.client_addr.as_deref())
+            .execute(guard.conn())
+            .await
+            .context("copying feedback");
+            let done = guard.finish(done).await?;
+            Ok(done.rows_affected() == 1)
+        }
+        .await;
+        result.map_err(fault)
+    }
+
     /// `VACUUM INTO file`: one read transaction, so the copy is consistent however long it
     /// takes, and writers are not held up (unlike the shell's `.backup`, which restarts
     /// whenever the database changes under it).

@@ -8,7 +8,7 @@ use sqlx::{QueryBuilder, Row, Sqlite};
 
 use crate::audit::columns;
 use crate::audit::filter::{AuditFilter, Count, LatencySummary, Order, Summary};
-use crate::audit::record::{RequestRef, StoredRecord};
+use crate::audit::record::{Feedback, RequestRef, StoredRecord};
 use crate::audit::sql;
 
 pub(super) async fn page(
@@ -76,6 +76,23 @@ pub(super) async fn client_requests(
             received_at: r.get(1),
         })
         .collect())
+}
+
+pub(super) async fn feedback_after(
+    read: &SqlitePool,
+    after: i64,
+    limit: usize,
+) -> anyhow::Result<Vec<(i64, Feedback)>> {
+    let rows = sqlx::query(
+        "select id, request_id, item, label, received_at, client_addr from feedback \
+         where id > ? order by id limit ?",
+    )
+    .bind(after)
+    .bind(limit as i64)
+    .fetch_all(read)
+    .await
+    .context("reading feedback")?;
+    rows.iter().map(|r| sql::decode_feedback(r)).collect()
 }
 
 pub(super) async fn summary(read: &SqlitePool, filter: &AuditFilter) -> anyhow::Result<Summary> {
