@@ -551,6 +551,7 @@ fn widen_backlog(log: &Logger, listener: &TcpListener) {
 /// refused (they were never read, so nothing is lost), instead of hanging until the exit.
 fn close_listener(log: &Logger, listening: &TcpListener) {
     use std::os::fd::AsRawFd;
+    crate::telemetry::listener_closed();
     // SAFETY: shutdown(2) on a socket this process owns; it touches no memory.
     if unsafe { libc::shutdown(listening.as_raw_fd(), libc::SHUT_RDWR) } != 0 {
         warn!(log, "could not close the listening socket";

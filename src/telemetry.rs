@@ -248,6 +248,15 @@ impl Drain for CountingAsync {
     }
 }
 
+/// Set once shutdown has closed the listening socket on purpose.
+static LISTENER_CLOSED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Marks the listening socket as closed on purpose (at shutdown): actix's accept thread may
+/// still report the closed socket, and those lines are then information, not errors.
+pub fn listener_closed() {
+    LISTENER_CLOSED.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
 /// Sends the `log` crate's records (actix-web, sqlx) into slog, so the process has one stream.
 /// Only the first call in a process takes effect.
 pub fn bridge_log_crate(logger: &Logger, level: Level) {
@@ -282,8 +291,17 @@ impl log::Log for LogBridge {
         // actix reports a client's malformed HTTP ("stream error: request parse error: …") as
         // an ERROR; it is the client's fault, answered 400, and any client could fill the log
         // with ERROR lines. Its HTTP/1 dispatcher's errors are logged as warnings.
+        // Once shutdown has closed the listening socket, the accept thread may still wake on
+        // it ("error accepting connection: Invalid argument", "can not deregister server
+        // socket"): expected, so information.
         let level = match r.level() {
             log::Level::Error if target.starts_with("actix_http::h1") => log::Level::Warn,
+            log::Level::Error
+                if target.starts_with("actix_server::accept")
+                    && LISTENER_CLOSED.load(std::sync::atomic::Ordering::Relaxed) =>
+            {
+                log::Level::Info
+            }
             level => level,
         };
         match level {

@@ -131,7 +131,10 @@ pub async fn replay(store: &Store, path: &Path) -> anyhow::Result<Replayed> {
 
 #[cfg(test)]
 mod tests {
+    use chrono::DateTime;
+
     use super::*;
+    use crate::audit::record::Latency;
 
     #[test]
     fn a_row_survives_the_round_trip_through_a_line() {

@@ -139,7 +139,7 @@ pub(super) async fn feedback_after(
     .fetch_all(pool)
     .await
     .context("reading feedback")?;
-    rows.iter().map(|r| sql::decode_feedback(r)).collect()
+    rows.iter().map(sql::decode_feedback).collect()
 }
 
 pub(super) async fn summary(pool: &PgPool, filter: &AuditFilter) -> anyhow::Result<Summary> {

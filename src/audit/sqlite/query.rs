@@ -92,7 +92,7 @@ pub(super) async fn feedback_after(
     .fetch_all(read)
     .await
     .context("reading feedback")?;
-    rows.iter().map(|r| sql::decode_feedback(r)).collect()
+    rows.iter().map(sql::decode_feedback).collect()
 }
 
 pub(super) async fn summary(read: &SqlitePool, filter: &AuditFilter) -> anyhow::Result<Summary> {
