@@ -6,6 +6,9 @@
 #   bench/run.sh                   # all variants, 10 s each, 64 connections
 #   DURATION=30 CONNECTIONS=64 bench/run.sh
 #
+# With PostgreSQL installed (Debian's postgresql), it also starts a throwaway local server and
+# measures the PostgreSQL backend (SKIP_PG=1 leaves it out).
+#
 # Prints a Markdown table (paste it into BENCHMARKS.md). Client and server share the machine's
 # cores, as the figures in BENCHMARKS.md do.
 set -euo pipefail
@@ -31,10 +34,18 @@ PY
 
 json_field() { sed -E "s/.*\"$2\":([0-9.]+).*/\1/" <<<"$1"; }
 
+db_url() { # name: the SQLite file of a variant, or its PostgreSQL database (pg-*)
+  case "$1" in
+    pg-*) echo "postgres://postgres@localhost/${1//-/_}?host=$PGDIR" ;;
+    *) echo "sqlite://$WORK/$1.db" ;;
+  esac
+}
+
 start_server() { # name mode
   rm -f "$WORK/$1.db"* "$WORK/$1.log"
+  case "$1" in pg-*) "$PG_BIN/psql" -h "$PGDIR" -U postgres -qc "create database ${1//-/_}" ;; esac
   "$BIN" serve --bind "127.0.0.1:$PORT" --models models \
-    --database-url "sqlite://$WORK/$1.db" --log-file "$WORK/$1.log" \
+    --database-url "$(db_url "$1")" --log-file "$WORK/$1.log" \
     --audit-mode "$2" --audit-queue-timeout-ms 5000 &
   SERVER=$!
   "$LOADGEN" --addr "127.0.0.1:$PORT" --wait-ready 30
@@ -47,7 +58,7 @@ stop_server() {
 }
 
 audited_rows() { # name
-  "$BIN" audit --database-url "sqlite://$WORK/$1.db" --status ok --summary \
+  "$BIN" audit --database-url "$(db_url "$1")" --status ok --summary \
     | awk -F': ' '/"rows"/ {gsub(/,/, "", $2); print $2; exit}'
 }
 
@@ -100,6 +111,30 @@ start_server abatch async
 ABATCHED=$(load POST /predict "$BATCH")
 stop_server
 row "POST /predict, 100 rows, async" "$ABATCHED" 100 "$(audited_rows abatch)"
+
+# 5. PostgreSQL (a local server on a unix socket, default settings: fsync and synchronous
+#    commit on), durable: single rows and batches of 100. Skipped without PostgreSQL.
+PG_BIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
+if [ -n "$PG_BIN" ] && [ -x "$PG_BIN/initdb" ] && [ "${SKIP_PG:-0}" != 1 ]; then
+  # Its own folder: the postgres user cannot enter $WORK.
+  PGDIR=$(mktemp -d)
+  as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+  [ "$(id -u)" = 0 ] && chown postgres "$PGDIR"
+  as_pg "$PG_BIN/initdb" -D "$PGDIR/data" -A trust -U postgres -E UTF8 >/dev/null
+  as_pg "$PG_BIN/pg_ctl" -D "$PGDIR/data" -l "$PGDIR/log" -w start \
+    -o "-c listen_addresses= -c unix_socket_directories=$PGDIR" >/dev/null
+  trap 'as_pg "$PG_BIN/pg_ctl" -D "$PGDIR/data" -m immediate stop >/dev/null 2>&1 || true; rm -rf "$WORK" "$PGDIR"' EXIT
+
+  start_server pg-durable durable
+  PG_DURABLE=$(load POST /predict "$SINGLE")
+  stop_server
+  row "PostgreSQL: POST /predict, 1 row, durable" "$PG_DURABLE" 1 "$(audited_rows pg-durable)"
+
+  start_server pg-batch durable
+  PG_BATCHED=$(load POST /predict "$BATCH")
+  stop_server
+  row "PostgreSQL: POST /predict, 100 rows, durable" "$PG_BATCHED" 100 "$(audited_rows pg-batch)"
+fi
 
 echo
 echo "duration ${DURATION}s, ${CONNECTIONS} connections, client threads ${CLIENT_THREADS}, $(nproc) cores, $(date -u +%Y-%m-%d)"

@@ -26,6 +26,7 @@ use crate::audit::{Store, StoreOptions, spill};
 use crate::config::Settings;
 use crate::http::access::token_digest;
 use crate::http::body::BodyBudget;
+use crate::http::connections::Connections;
 use crate::http::middleware::request_middleware;
 use crate::http::request::InFlight;
 use crate::http::{self, AppState};
@@ -47,6 +48,8 @@ pub struct Application {
     in_flight: Arc<InFlight>,
     /// The listening socket, closed when shutdown begins.
     listening: TcpListener,
+    /// The open client connections: the idle ones are closed when shutdown begins.
+    connections: Arc<Connections>,
     /// Reloads the models folder on SIGHUP.
     reload: Reloader,
     /// From the shutdown signal to the exit.
@@ -193,9 +196,19 @@ impl Application {
         // The same server with or without CORS. The CORS middleware is left out entirely when
         // it is off (a disabled `Condition` layer measurably cost the request path), which
         // makes two application types: the macro spells the shared settings once.
+        let connections = Arc::new(Connections::default());
+        let registry = Arc::clone(&connections);
         macro_rules! run_server {
             ($app:expr) => {
                 HttpServer::new($app)
+                    .on_connect({
+                        let registry = Arc::clone(&registry);
+                        move |stream, data| {
+                            if let Some(c) = registry.register(stream) {
+                                data.insert(c);
+                            }
+                        }
+                    })
                     .shutdown_timeout(limits.shutdown_timeout.as_secs())
                     // Signals are handled by the shutdown future given to `run`, which drains
                     // in-flight requests before it stops the workers (see there).
@@ -263,6 +276,7 @@ impl Application {
             writer,
             in_flight,
             listening,
+            connections,
             reload: Reloader {
                 models: Arc::clone(&models),
                 drift: drift_windows,
@@ -286,10 +300,11 @@ impl Application {
     /// from the signal:
     ///
     /// 1. the listening socket is closed (new connections are refused at once, so a load
-    ///    balancer moves on) and every response from now on carries `Connection: close`;
+    ///    balancer moves on), keep-alive connections serving no request are closed at once
+    ///    ([`Connections::close_idle`]), and every response from now on carries
+    ///    `Connection: close`;
     /// 2. requests in flight finish, for up to the timeout less the writer's share;
-    /// 3. the server stops: idle keep-alive connections are closed (a request still running
-    ///    at that point is cut off unanswered);
+    /// 3. the server stops (a request still running at that point is cut off unanswered);
     /// 4. the audit writer commits everything queued, and spills to the spill file what the
     ///    store cannot take by the deadline.
     ///
@@ -307,6 +322,7 @@ impl Application {
             self.shutdown_timeout,
         );
         let listening = self.listening;
+        let connections = self.connections;
         let reloads = actix_web::rt::spawn(self.reload.on_sighup(self.logger.clone()));
         let admin = self.admin.map(|(server, _)| {
             let handle = server.handle();
@@ -322,6 +338,8 @@ impl Application {
             in_flight.close_connections();
             handle.pause().await;
             close_listener(&log, &listening);
+            let closed = connections.close_idle();
+            info!(log, "listener and idle connections closed"; "idle_connections_closed" => closed);
             let writer_share = (timeout / 5).min(WRITER_SHARE_MAX);
             let http_deadline = deadline - writer_share;
             if tokio::time::timeout_at(http_deadline.into(), in_flight.idle())
@@ -488,7 +506,9 @@ fn connection_cap(logger: &Logger, wanted: usize, workers: usize) -> usize {
             "max_connections_per_worker" => wanted);
         return wanted;
     };
-    let fit = (limit.saturating_sub(RESERVED_FDS) / workers.max(1) as u64).max(1) as usize;
+    // Two descriptors per connection: its socket, and the duplicate kept to close it at
+    // shutdown (see `http::connections`).
+    let fit = (limit.saturating_sub(RESERVED_FDS) / (2 * workers.max(1) as u64)).max(1) as usize;
     let cap = wanted.min(fit);
     if cap < wanted {
         warn!(logger, "connection cap lowered to fit the open-file limit";

@@ -16,11 +16,13 @@ use actix_web::middleware::Next;
 use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
 use slog::{debug, error, info, warn};
 
+use super::connections::Connection;
 use super::error::{ErrorInfo, code_for_status, error_body};
 use super::log_values::{self, Features, IfPresent, Path};
 use super::request::{CLIENT_REQUEST_ID_HEADER, REQUEST_ID_HEADER, RequestId, RequestMeta};
 use super::routes::{PREDICT_ROUTES, PROBE_ROUTES, route_label};
 use super::state::AppState;
+use std::sync::Arc;
 use std::time::Instant;
 
 use crate::audit::micros_between;
@@ -36,6 +38,11 @@ pub async fn request_middleware(
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
     let meta = RequestMeta::arrive(req.request());
+    // The connection serves a request until this future ends: shutdown leaves it open.
+    let _busy = req
+        .request()
+        .conn_data::<Arc<Connection>>()
+        .map(Connection::enter);
     req.extensions_mut().insert(meta.clone());
     // Counts the request as in progress until this future ends (or is dropped).
     let _in_flight = req.app_data::<web::Data<AppState>>().map(|state| {

@@ -6,6 +6,7 @@
 //! - [`middleware`]: metrics, the JSON error body and the one log line of every request.
 //! - [`error`]: [`ApiError`], status codes and the error body.
 //! - [`log_values`]: the log line's data values, as JSON data or as text per format.
+//! - [`connections`]: the open client connections, to close the idle ones at shutdown.
 //! - [`body`]: content type, size limit, body deadline, JSON decoding.
 //! - [`access`]: the access rule of audit data, as an extractor.
 //! - [`lookup`]: the request an id names (the server's id, or a client's).
@@ -14,6 +15,7 @@
 
 pub mod access;
 pub mod body;
+pub mod connections;
 pub mod error;
 pub mod log_values;
 pub mod lookup;

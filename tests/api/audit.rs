@@ -157,8 +157,12 @@ fn pages_without_gaps_or_repeats_and_a_tail(app: TestApp) {
     let sent: Vec<String> = (0..25)
         .map(|_| app.predict_ok(r#"{"features": [5.8, 2.7, 5.1, 1.9]}"#))
         .collect();
-    let walk = |order: &str, mut cursor: Option<String>| {
+    // Walks until a short page; oldest first, until `expect` rows are seen (on PostgreSQL a
+    // row appears to the tail once every older transaction on the server has ended, and other
+    // tests share that server), for up to 10 s.
+    let walk = |order: &str, mut cursor: Option<String>, expect: usize| {
         let mut seen = Vec::new();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
         loop {
             let mut query = format!("limit=7&order={order}&status=ok");
             if let Some(c) = &cursor {
@@ -175,25 +179,28 @@ fn pages_without_gaps_or_repeats_and_a_tail(app: TestApp) {
                     break;
                 }
             }
-            if !full {
+            if !full && (seen.len() >= expect || std::time::Instant::now() > deadline) {
                 break;
+            }
+            if !full {
+                std::thread::sleep(Duration::from_millis(20));
             }
         }
         (seen, cursor)
     };
-    let (newest_first, _) = walk("desc", None);
+    let (newest_first, _) = walk("desc", None, 0);
     let mut expected = sent.clone();
     expected.reverse();
     assert_eq!(newest_first, expected);
-    let (oldest_first, tail) = walk("asc", None);
+    let (oldest_first, tail) = walk("asc", None, sent.len());
     assert_eq!(oldest_first, sent);
     // Tailing: rows written after the last page come from its cursor, once.
     let later: Vec<String> = (0..3)
         .map(|_| app.predict_ok(r#"{"features": [5.1, 3.5, 1.4, 0.2]}"#))
         .collect();
-    let (tailed, end) = walk("asc", tail.clone());
+    let (tailed, end) = walk("asc", tail.clone(), later.len());
     assert_eq!(tailed, later);
-    let (nothing_new, same) = walk("asc", end.clone());
+    let (nothing_new, same) = walk("asc", end.clone(), 0);
     assert!(nothing_new.is_empty());
     assert_eq!(same, end, "an empty tail keeps its place");
 }

@@ -162,8 +162,8 @@ fn the_open_file_limit_is_raised_and_caps_the_connections() {
     let mut child = KillOnDrop(child);
     let line =
         crate::helpers::wait_for_line(&dir.path().join("capped.log"), &["connection cap lowered"]);
-    // (100 files − 64 kept for the store and logs) / 2 workers
-    assert!(line.contains("max_connections_per_worker: 18"), "{line}");
+    // (100 files − 64 kept for the store and logs) / (2 descriptors × 2 workers)
+    assert!(line.contains("max_connections_per_worker: 9"), "{line}");
     let res = post(&addr, r#"{"features": [5.8, 2.7, 5.1, 1.9]}"#).expect("an answer");
     assert_eq!(res.status, 200);
     kill(&child.0, "-TERM");
