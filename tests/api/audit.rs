@@ -10,6 +10,7 @@ use std::time::Duration;
 use inferlog::audit::AuditMode;
 use serde_json::{Value, json};
 
+use crate::helpers::on_both_stores;
 use crate::helpers::{
     StoreLock, TestApp, metric_value, row_json, served_request_ids, spawn_app, spawn_app_with,
 };
@@ -218,9 +219,7 @@ fn audit_pages_and_tails_the_same_on_postgres() {
     pages_without_gaps_or_repeats_and_a_tail(spawn_app_with(|s| s.database_url = url));
 }
 
-#[test]
-fn audit_filters_by_model_label_status_and_time() {
-    let app = spawn_app();
+on_both_stores!(fn audit_filters_by_model_label_status_and_time(app) {
     let before = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
     app.post_predict(r#"{"features": [5.1, 3.5, 1.4, 0.2]}"#); // setosa
     app.post_predict(r#"{"features": [5.8, 2.7, 5.1, 1.9]}"#); // virginica
@@ -236,7 +235,7 @@ fn audit_filters_by_model_label_status_and_time() {
     assert_eq!(count(&format!("since={}", before.replace('+', "%2B"))), 3);
     assert_eq!(count(&format!("until={}", before.replace('+', "%2B"))), 0);
     assert_eq!(count("min_latency_us=100000000"), 0);
-}
+});
 
 #[test]
 fn audit_of_one_request_and_unknown_request() {

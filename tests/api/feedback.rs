@@ -3,7 +3,8 @@
 
 use serde_json::{Value, json};
 
-use crate::helpers::{spawn_app, spawn_app_with};
+use crate::helpers::on_both_stores;
+use crate::helpers::spawn_app;
 
 const CLASSES: [&str; 3] = ["setosa", "versicolor", "virginica"];
 
@@ -104,9 +105,7 @@ fn feedback_then_performance_gives_accuracy_and_confusion_matrix() {
     assert_eq!(perf["labelled"], 7);
 }
 
-#[test]
-fn feedback_errors_are_404_and_422() {
-    let app = spawn_app();
+on_both_stores!(fn feedback_errors_are_404_and_422(app) {
     let res = app.post_predict(r#"{"features": [5.8, 2.7, 5.1, 1.9]}"#);
     let id = res.header("x-request-id").unwrap().to_string();
 
@@ -139,11 +138,9 @@ fn feedback_errors_are_404_and_422() {
     assert_eq!(perf["labelled"], 0);
     assert_eq!(perf["accuracy"], Value::Null);
     assert_eq!(app.get("/monitor/performance?model=nope").status, 404);
-}
+});
 
-#[test]
-fn feedback_and_performance_need_the_audit_token() {
-    let app = spawn_app_with(|s| s.audit.token = Some("t0ken".into()));
+on_both_stores!(fn feedback_and_performance_need_the_audit_token(app) with |s| s.audit.token = Some("t0ken".into()), {
     let res = app.post_predict(r#"{"features": [5.8, 2.7, 5.1, 1.9]}"#);
     let id = res.header("x-request-id").unwrap().to_string();
     let body = json!({"request_id": id, "label": "virginica"}).to_string();
@@ -160,7 +157,7 @@ fn feedback_and_performance_need_the_audit_token() {
         body.as_bytes(),
     );
     assert_eq!(ok.status, 201, "{}", ok.text());
-}
+});
 
 #[test]
 fn feedback_is_never_acknowledged_into_a_deleted_database() {

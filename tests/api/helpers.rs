@@ -19,6 +19,8 @@ pub fn shipped_model() -> PathBuf {
 
 pub struct TestApp {
     pub port: u16,
+    /// The store the server writes to (`sqlite://…` by default).
+    pub database_url: String,
     /// The admin address's port, when the settings gave one.
     pub admin_port: Option<u16>,
     pub dir: TempDir,
@@ -28,6 +30,45 @@ pub struct TestApp {
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
+
+/// One test body run on each audit backend: `on_both_stores!(fn name(app) { … })` makes a
+/// module `name` with the tests `sqlite` and `postgres` (the second skipped, with the one line
+/// of [`crate::pg`], where PostgreSQL is not installed). `on_both_stores!(fn name(app) with
+/// |s| …, { … })` changes the settings first.
+macro_rules! on_both_stores {
+    (fn $name:ident($app:ident) $body:block) => {
+        on_both_stores!(fn $name($app) with |_s| {}, $body);
+    };
+    (fn $name:ident($app:ident) with |$s:ident| $adjust:expr, $body:block) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            fn run($app: crate::helpers::TestApp) $body
+
+            fn adjust($s: &mut inferlog::config::Settings) {
+                $adjust;
+            }
+
+            #[test]
+            fn sqlite() {
+                run(crate::helpers::spawn_app_with(adjust));
+            }
+
+            #[test]
+            fn postgres() {
+                let Some(url) = crate::pg::database() else {
+                    return;
+                };
+                run(crate::helpers::spawn_app_with(move |s| {
+                    adjust(s);
+                    s.database_url = url;
+                }));
+            }
+        }
+    };
+}
+pub(crate) use on_both_stores;
 
 /// Starts a server on port 0 serving the shipped iris model, logging to a file in its folder.
 pub fn spawn_app() -> TestApp {
@@ -55,6 +96,7 @@ pub fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
     settings.log.file = Some(log_path.clone());
     settings.log.level = slog::Level::Info;
     adjust(&mut settings);
+    let database_url = settings.database_url.clone();
 
     let (tx, rx) = std::sync::mpsc::channel();
     let (shutdown, stop) = tokio::sync::oneshot::channel::<()>();
@@ -82,6 +124,7 @@ pub fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
     TestApp {
         port,
         admin_port,
+        database_url,
         dir,
         log_path,
         db_path,
@@ -205,9 +248,21 @@ impl TestApp {
     pub fn wait_for_rows(&self, n: i64) {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            let got = self.db_json("select json_object('n', count(*)) from prediction")[0]["n"]
-                .as_i64()
-                .unwrap();
+            let got = if self.database_url.starts_with("postgres") {
+                crate::pg::shared()
+                    .expect("a PostgreSQL server")
+                    .psql(
+                        crate::pg::database_name(&self.database_url),
+                        "select count(*) from prediction",
+                    )
+                    .trim()
+                    .parse()
+                    .unwrap()
+            } else {
+                self.db_json("select json_object('n', count(*)) from prediction")[0]["n"]
+                    .as_i64()
+                    .unwrap()
+            };
             if got >= n {
                 return;
             }

@@ -5,6 +5,7 @@ use inferlog::model::data::Dataset;
 use inferlog::model::data::load_dataset;
 use serde_json::{Value, json};
 
+use crate::helpers::on_both_stores;
 use crate::helpers::{row_json, send_raw, spawn_app, spawn_app_with};
 
 /// The 150 iris rows, optionally with one feature shifted by `shift`.
@@ -35,9 +36,7 @@ fn feature_status(report: &Value, name: &str) -> String {
 
 const FEATURES: [&str; 4] = ["sepal_length", "sepal_width", "petal_length", "petal_width"];
 
-#[test]
-fn inputs_like_the_training_data_show_no_drift() {
-    let app = spawn_app();
+on_both_stores!(fn inputs_like_the_training_data_show_no_drift(app) {
     let res = app.post_predict(&json!({ "features": iris_rows(None, 0.0) }).to_string());
     assert_eq!(res.status, 200);
     let report = app.get("/monitor/drift?model=iris");
@@ -49,11 +48,9 @@ fn inputs_like_the_training_data_show_no_drift() {
     }
     assert_eq!(report["prediction"]["status"], "ok", "{report}");
     assert_eq!(report["status"], "ok");
-}
+});
 
-#[test]
-fn a_two_std_shift_of_one_feature_alerts_on_that_feature_only() {
-    let app = spawn_app();
+on_both_stores!(fn a_two_std_shift_of_one_feature_alerts_on_that_feature_only(app) {
     let models = app.get("/models/iris").json();
     assert_eq!(models["feature_names"][2], "petal_length");
     // The training standard deviation of petal_length, from the artifact.
@@ -71,11 +68,9 @@ fn a_two_std_shift_of_one_feature_alerts_on_that_feature_only() {
     assert!(shifted["ks_statistic"].as_f64().unwrap() > 0.5, "{shifted}");
     assert!(shifted["ks_p_value"].as_f64().unwrap() < 0.001, "{shifted}");
     assert_eq!(report["status"], "alert");
-}
+});
 
-#[test]
-fn a_window_below_the_minimum_gives_insufficient_data() {
-    let app = spawn_app_with(|s| s.monitor.drift.min_rows = 200);
+on_both_stores!(fn a_window_below_the_minimum_gives_insufficient_data(app) with |s| s.monitor.drift.min_rows = 200, {
     app.post_predict(&json!({ "features": iris_rows(Some(2), 5.0) }).to_string());
     let report = app.get("/monitor/drift").json();
     assert_eq!(report["rows"], 150);
@@ -83,11 +78,9 @@ fn a_window_below_the_minimum_gives_insufficient_data() {
         assert_eq!(feature_status(&report, f), "insufficient_data", "{f}");
     }
     assert_eq!(report["prediction"]["status"], "insufficient_data");
-}
+});
 
-#[test]
-fn drift_windows_follow_time_filters_and_bad_parameters_are_400() {
-    let app = spawn_app();
+on_both_stores!(fn drift_windows_follow_time_filters_and_bad_parameters_are_400(app) {
     app.post_predict(&json!({ "features": iris_rows(None, 0.0) }).to_string());
     let empty = app.get("/monitor/drift?until=2000-01-01T00:00:00Z").json();
     assert_eq!(empty["rows"], 0);
@@ -105,7 +98,7 @@ fn drift_windows_follow_time_filters_and_bad_parameters_are_400() {
     let res = app.get("/monitor/drift?since=2026-11-27T10:00:00+01:00");
     assert_eq!(res.status, 400);
     assert!(res.text().contains("%2B"), "{}", res.text());
-}
+});
 
 #[test]
 fn outliers_are_flagged_in_response_audit_row_metrics_and_log() {
@@ -275,9 +268,7 @@ fn an_admin_address_serves_metrics_and_probes_and_the_main_one_no_metrics() {
     assert_eq!(res.status, 404);
 }
 
-#[test]
-fn a_drift_report_reads_at_most_the_most_recent_max_rows() {
-    let app = spawn_app_with(|s| s.monitor.drift.max_rows = 50);
+on_both_stores!(fn a_drift_report_reads_at_most_the_most_recent_max_rows(app) with |s| s.monitor.drift.max_rows = 50, {
     let rows: Vec<[f64; 4]> = (0..60).map(|_| [5.8, 2.7, 5.1, 1.9]).collect();
     assert_eq!(
         app.post_predict(&json!({ "features": rows }).to_string())
@@ -292,4 +283,4 @@ fn a_drift_report_reads_at_most_the_most_recent_max_rows() {
     let report = app.get("/monitor/drift?until=2000-01-01T00:00:00Z").json();
     assert_eq!(report["rows"], 0);
     assert_eq!(report["truncated"], false);
-}
+});

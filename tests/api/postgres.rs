@@ -48,7 +48,7 @@ fn predictions_are_audited_and_read_back_from_postgres() {
     assert!(summary["latency_us"]["p50"].as_i64().unwrap() > 0);
 
     // Exports read the same as from SQLite: compact JSON arrays.
-    let csv = app.get("/audit?format=csv&order=asc").text();
+    let csv = app.get("/audit?format=csv").text();
     assert!(csv.contains("\"[5.8,2.7,5.1,1.9]\""), "{csv}");
 
     // Feedback and performance.
@@ -278,7 +278,10 @@ fn two_replicas_share_one_store_and_a_tail_sees_every_row_once() {
         if records.is_empty() && !loading && load.iter().all(|h| h.is_finished()) {
             let total: usize = crate::pg::shared()
                 .unwrap()
-                .psql(crate::pg::database_name(&url), "select count(*) from prediction")
+                .psql(
+                    crate::pg::database_name(&url),
+                    "select count(*) from prediction",
+                )
                 .trim()
                 .parse()
                 .unwrap();

@@ -6,6 +6,7 @@ use std::collections::HashSet;
 
 use serde_json::{Value, json};
 
+use crate::helpers::on_both_stores;
 use crate::helpers::{TestApp, db_at_migration, db_exec, db_json, spawn_app, spawn_app_with};
 
 const SETOSA: &str = r#"{"features": [5.1, 3.5, 1.4, 0.2]}"#;
@@ -31,9 +32,7 @@ fn feedback(app: &TestApp, id: &str, label: &str) -> crate::helpers::Response {
     )
 }
 
-#[test]
-fn a_reused_client_id_names_three_requests_and_feedback_on_it_is_409() {
-    let app = spawn_app();
+on_both_stores!(fn a_reused_client_id_names_three_requests_and_feedback_on_it_is_409(app) {
     // A client retries with the same id three times.
     let mut server_ids = Vec::new();
     for _ in 0..3 {
@@ -88,7 +87,7 @@ fn a_reused_client_id_names_three_requests_and_feedback_on_it_is_409() {
         "client_request_id",
         "retry-1",
     ]);
-}
+});
 
 #[test]
 fn a_client_id_sent_once_names_its_request() {
