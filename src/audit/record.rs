@@ -118,6 +118,29 @@ pub struct RequestRef {
     pub received_at: String,
 }
 
+impl AuditRecord {
+    /// The row a store's probe writes and rolls back: it only has to be a valid row.
+    pub fn probe(raw_body: Option<String>) -> AuditRecord {
+        AuditRecord {
+            request_id: "inferlog-store-probe".into(),
+            client_request_id: None,
+            item: 0,
+            received_at: Utc::now(),
+            model: None,
+            model_version: None,
+            features: None,
+            prediction: None,
+            label: None,
+            status: 0,
+            error_code: None,
+            latency: Latency::Answered(0),
+            client_addr: None,
+            raw_body,
+            outliers: None,
+        }
+    }
+}
+
 /// A true label for an audited prediction.
 #[derive(Debug, Clone)]
 pub struct Feedback {

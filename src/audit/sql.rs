@@ -159,3 +159,48 @@ where
         },
     ))
 }
+
+/// The rows behind a drift report, as both backends read them (features as JSON text and the
+/// predicted class, newest first): the values row-major, for the rows that have the model's
+/// number of features.
+pub(crate) struct DriftRows {
+    n_features: usize,
+    values: Vec<f64>,
+    classes: Vec<u32>,
+}
+
+impl DriftRows {
+    pub(crate) fn new(n_features: usize) -> DriftRows {
+        DriftRows {
+            n_features,
+            values: Vec::new(),
+            classes: Vec::new(),
+        }
+    }
+
+    /// Adds a row; one without features or class, or with another number of features, is
+    /// left out.
+    pub(crate) fn push(&mut self, features: Option<String>, class: Option<i64>) {
+        let (Some(features), Some(class)) = (features, class) else {
+            return;
+        };
+        let Ok(parsed) = serde_json::from_str::<Vec<f64>>(&features) else {
+            return;
+        };
+        if parsed.len() == self.n_features {
+            self.values.extend(parsed);
+            self.classes.push(class as u32);
+        }
+    }
+
+    /// The values, the classes, and whether there were more than `max_rows` rows (the query
+    /// asks for one more than it keeps).
+    pub(crate) fn finish(mut self, max_rows: usize) -> (Vec<f64>, Vec<u32>, bool) {
+        let truncated = self.classes.len() > max_rows;
+        if truncated {
+            self.classes.truncate(max_rows);
+            self.values.truncate(max_rows * self.n_features);
+        }
+        (self.values, self.classes, truncated)
+    }
+}

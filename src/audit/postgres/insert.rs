@@ -96,23 +96,7 @@ pub(super) async fn write_rows(pool: &PgPool, records: &[&AuditRecord]) -> anyho
 
 /// Inserts a row in a transaction and rolls it back.
 pub(super) async fn probe(pool: &PgPool) -> anyhow::Result<()> {
-    let probe = AuditRecord {
-        request_id: "inferlog-store-probe".into(),
-        client_request_id: None,
-        item: 0,
-        received_at: chrono::Utc::now(),
-        model: None,
-        model_version: None,
-        features: None,
-        prediction: None,
-        label: None,
-        status: 0,
-        error_code: None,
-        latency: crate::audit::record::Latency::Answered(0),
-        client_addr: None,
-        raw_body: None,
-        outliers: None,
-    };
+    let probe = AuditRecord::probe(None);
     let mut tx = pool.begin().await.context("starting a probe transaction")?;
     let mut q = sqlx::query(insert_sql());
     let records = [&probe];

@@ -219,27 +219,11 @@ pub(super) async fn drift_rows(
         .push_bind(max_rows.saturating_add(1).min(i64::MAX as usize) as i64);
     let query = qb.build();
     let mut rows = query.fetch(pool);
-    let (mut values, mut classes) = (Vec::new(), Vec::new());
+    let mut drift = sql::DriftRows::new(n_features);
     while let Some(row) = rows.try_next().await.context("reading audited inputs")? {
-        let features: Option<String> = row.try_get(0)?;
-        let class: Option<i64> = row.try_get(1)?;
-        let (Some(features), Some(class)) = (features, class) else {
-            continue;
-        };
-        let Ok(parsed) = serde_json::from_str::<Vec<f64>>(&features) else {
-            continue;
-        };
-        if parsed.len() == n_features {
-            values.extend(parsed);
-            classes.push(class as u32);
-        }
+        drift.push(row.try_get(0)?, row.try_get(1)?);
     }
-    let truncated = classes.len() > max_rows;
-    if truncated {
-        classes.truncate(max_rows);
-        values.truncate(max_rows * n_features);
-    }
-    Ok((values, classes, truncated))
+    Ok(drift.finish(max_rows))
 }
 
 pub(super) async fn served_row(

@@ -30,9 +30,7 @@ use self::file_identity::{FileId, FileReplaced, sidecar};
 use crate::audit::fault::{FaultKind, StoreFault};
 use crate::audit::filter::{AuditFilter, Cursor, Page, Summary};
 use crate::audit::modes::StoreOptions;
-use crate::audit::record::{
-    AuditRecord, Feedback, Latency, RequestRef, StoredRecord, Written, format_time,
-};
+use crate::audit::record::{AuditRecord, Feedback, RequestRef, StoredRecord, Written, format_time};
 use crate::throttle::Throttle;
 
 #[derive(Debug, Clone)]
@@ -235,26 +233,10 @@ impl SqliteStore {
             self.ensure_current_file().await?;
             self.check_size()?;
             let (conn, _) = self.write()?;
-            let probe = AuditRecord {
-                request_id: "inferlog-store-probe".into(),
-                client_request_id: None,
-                item: 0,
-                received_at: chrono::Utc::now(),
-                model: None,
-                model_version: None,
-                features: None,
-                prediction: None,
-                label: None,
-                status: 0,
-                error_code: None,
-                latency: Latency::Answered(0),
-                client_addr: None,
-                // Big enough to need pages of its own (16 at SQLite's default 4 KiB), so a
-                // full database fails the probe even when its last page has room for a small
-                // row.
-                raw_body: Some(" ".repeat(64 * 1024)),
-                outliers: None,
-            };
+            // Its body is big enough to need pages of its own (16 at SQLite's default 4 KiB),
+            // so a full database fails the probe even when its last page has room for a small
+            // row.
+            let probe = AuditRecord::probe(Some(" ".repeat(64 * 1024)));
             let mut guard = conn.lock().await?;
             let result = insert::probe_rows(guard.conn(), &probe, self.opts.busy_timeout).await;
             // The probe runs only while the store is failing: it costs little to hand the
