@@ -64,6 +64,53 @@ pub(crate) fn push_where<'a, DB>(
     }
 }
 
+/// The query behind a drift report: features and predicted class of the most recent answered
+/// rows of `model` in the filter's range, one more than `max_rows` (to tell a truncated range).
+/// `select` names the two columns in the backend's dialect.
+pub(crate) fn drift_query<'a, DB>(
+    select: &str,
+    model: &str,
+    filter: &AuditFilter,
+    max_rows: usize,
+    time_cast: &str,
+) -> QueryBuilder<'a, DB>
+where
+    DB: Database,
+    String: Encode<'a, DB> + Type<DB>,
+    i64: Encode<'a, DB> + Type<DB>,
+{
+    let mut qb = QueryBuilder::new(format!("select {select} from prediction"));
+    push_where(&mut qb, filter, "", time_cast);
+    qb.push(" and status = 200 and model = ")
+        .push_bind(model.to_string())
+        .push(" order by id desc limit ")
+        .push_bind(max_rows.saturating_add(1).min(i64::MAX as usize) as i64);
+    qb
+}
+
+/// The query behind the confusion matrix: (predicted label, true label, count) of the answered
+/// rows of `model` with feedback, in the filter's range.
+pub(crate) fn confusion_query<'a, DB>(
+    model: &str,
+    filter: &AuditFilter,
+    time_cast: &str,
+) -> QueryBuilder<'a, DB>
+where
+    DB: Database,
+    String: Encode<'a, DB> + Type<DB>,
+    i64: Encode<'a, DB> + Type<DB>,
+{
+    let mut qb = QueryBuilder::new(
+        "select p.label, t.true_label, count(*) from prediction p \
+         join ground_truth t on t.request_id = p.request_id and t.item = p.item",
+    );
+    push_where(&mut qb, filter, "p.", time_cast);
+    qb.push(" and p.status = 200 and p.model = ")
+        .push_bind(model.to_string())
+        .push(" group by p.label, t.true_label");
+    qb
+}
+
 /// A whole row, selected in the order of [`ALL`], as a [`StoredRecord`].
 pub(crate) fn decode_row<'r, R>(row: &'r R) -> anyhow::Result<StoredRecord>
 where

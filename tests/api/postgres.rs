@@ -379,18 +379,12 @@ fn audit_copy_moves_a_sqlite_history_into_postgres_once() {
          where status = 200 and id % 1000 = 1;",
     );
     let copy = || {
-        let out = crate::shutdown::binary()
-            .args(["audit", "copy", "--from"])
-            .arg(&db)
-            .args(["--to", &url])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
+        crate::shutdown::stdout_of(
+            crate::shutdown::binary()
+                .args(["audit", "copy", "--from"])
+                .arg(&db)
+                .args(["--to", &url]),
+        )
     };
     let first = copy();
     assert!(

@@ -275,6 +275,17 @@ impl Load {
     }
 }
 
+/// Runs the binary to its end; its standard output, after checking it succeeded.
+pub(crate) fn stdout_of(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
 pub(crate) fn kill(child: &std::process::Child, signal: &str) {
     let pid = child.id().to_string();
     assert!(

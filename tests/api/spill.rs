@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::helpers::{StoreLock, db_json, try_send_raw, wait_for_line};
-use crate::shutdown::{binary, kill, serve_binary_in, wait_exit};
+use crate::shutdown::{binary, kill, serve_binary_in, stdout_of, wait_exit};
 
 /// Sends `body` as request `id`; `Some(status)` if an answer came.
 fn send(addr: &str, id: &str, body: &str) -> Option<u16> {
@@ -205,19 +205,13 @@ fn audit_replay_writes_a_moved_spill_file_once() {
     std::fs::rename(dir.path().join("audit.db-spill.jsonl"), &moved).unwrap();
     let other = dir.path().join("other.db");
     let replay = || {
-        let out = binary()
-            .args(["audit", "replay"])
-            .arg(&moved)
-            .arg("--database-url")
-            .arg(&other)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
+        stdout_of(
+            binary()
+                .args(["audit", "replay"])
+                .arg(&moved)
+                .arg("--database-url")
+                .arg(&other),
+        )
     };
     let first = replay();
     assert!(

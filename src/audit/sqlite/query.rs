@@ -175,12 +175,7 @@ pub(super) async fn drift_rows(
     max_rows: usize,
 ) -> anyhow::Result<(Vec<f64>, Vec<u32>, bool)> {
     use futures_util::TryStreamExt;
-    let mut qb = QueryBuilder::<Sqlite>::new("select features, prediction from prediction");
-    push_where(&mut qb, filter);
-    qb.push(" and status = 200 and model = ")
-        .push_bind(model.to_string())
-        .push(" order by id desc limit ")
-        .push_bind(max_rows.saturating_add(1).min(i64::MAX as usize) as i64);
+    let mut qb = sql::drift_query::<Sqlite>("features, prediction", model, filter, max_rows, "");
     let query = qb.build();
     let mut rows = query.fetch(read);
     let mut drift = sql::DriftRows::new(n_features);
@@ -214,14 +209,7 @@ pub(super) async fn confusion(
     model: &str,
     filter: &AuditFilter,
 ) -> anyhow::Result<Vec<(String, String, i64)>> {
-    let mut qb = QueryBuilder::<Sqlite>::new(
-        "select p.label, t.true_label, count(*) from prediction p \
-         join ground_truth t on t.request_id = p.request_id and t.item = p.item",
-    );
-    push_where_on(&mut qb, filter, "p.");
-    qb.push(" and p.status = 200 and p.model = ")
-        .push_bind(model.to_string())
-        .push(" group by p.label, t.true_label");
+    let mut qb = sql::confusion_query::<Sqlite>(model, filter, "");
     let rows = qb
         .build()
         .fetch_all(read)
