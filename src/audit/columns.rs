@@ -148,6 +148,19 @@ pub fn row_json_sql() -> String {
     format!("json_object({})", fields.join(", "))
 }
 
+/// [`row_json_sql`] in PostgreSQL: the same keys and values (times as the store's RFC 3339
+/// text, JSON columns as JSON), for reading rows with `psql` or in tests.
+pub fn pg_row_json_sql() -> String {
+    let fields: Vec<String> = ALL
+        .iter()
+        .map(|c| match c {
+            Column::ReceivedAt => format!("'{}', {}", c.name(), c.pg_select()),
+            _ => format!("'{0}', {0}", c.name()),
+        })
+        .collect();
+    format!("json_build_object({})", fields.join(", "))
+}
+
 /// One value of a row.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Cell<'a> {

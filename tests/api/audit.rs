@@ -12,24 +12,14 @@ use serde_json::{Value, json};
 
 use crate::helpers::on_both_stores;
 use crate::helpers::{
-    StoreLock, TestApp, metric_value, row_json, served_request_ids, spawn_app, spawn_app_with,
+    StoreLock, TestApp, metric_value, served_request_ids, spawn_app, spawn_app_with,
 };
 
-fn rows_of(app: &crate::helpers::TestApp, request_id: &str) -> Vec<Value> {
-    app.db_json(&format!(
-        "select {} from prediction where request_id = '{}' order by item",
-        row_json(),
-        request_id.replace('\'', "''")
-    ))
-}
-
-#[test]
-fn single_prediction_row_holds_exactly_what_was_returned() {
-    let app = spawn_app();
+on_both_stores!(fn single_prediction_row_holds_exactly_what_was_returned(app) {
     let res = app.post_predict(r#"{"features": [5.8, 2.7, 5.1, 1.9]}"#);
     assert_eq!(res.status, 200);
     let body = res.json();
-    let rows = rows_of(&app, body["request_id"].as_str().unwrap());
+    let rows = app.rows_of(body["request_id"].as_str().unwrap());
     assert_eq!(
         rows.len(),
         1,
@@ -51,11 +41,9 @@ fn single_prediction_row_holds_exactly_what_was_returned() {
         at.len() == 27 && at.ends_with('Z') && at.as_bytes()[19] == b'.',
         "RFC 3339 UTC with microseconds: {at}"
     );
-}
+});
 
-#[test]
-fn batch_rows_share_the_request_id_and_keep_their_order() {
-    let app = spawn_app();
+on_both_stores!(fn batch_rows_share_the_request_id_and_keep_their_order(app) {
     let rows_in: Vec<[f64; 4]> = (0..50)
         .map(|i| {
             [
@@ -69,7 +57,7 @@ fn batch_rows_share_the_request_id_and_keep_their_order() {
     let res = app.post_predict(&json!({ "features": rows_in }).to_string());
     assert_eq!(res.status, 200, "{}", res.text());
     let body = res.json();
-    let rows = rows_of(&app, body["request_id"].as_str().unwrap());
+    let rows = app.rows_of(body["request_id"].as_str().unwrap());
     assert_eq!(rows.len(), 50);
     for (i, r) in rows.iter().enumerate() {
         assert_eq!(r["item"], i);
@@ -77,15 +65,13 @@ fn batch_rows_share_the_request_id_and_keep_their_order() {
         assert_eq!(r["prediction"], body["prediction"][i], "row {i}");
         assert_eq!(r["label"], body["labels"][i], "row {i}");
     }
-}
+});
 
-#[test]
-fn rejected_requests_are_audited_with_reason_and_body() {
-    let app = spawn_app();
+on_both_stores!(fn rejected_requests_are_audited_with_reason_and_body(app) {
     let res = app.post_predict(r#"{"features": [5.8, "x", 5.1, 1.9]}"#);
     assert_eq!(res.status, 422);
     app.wait_for_rows(1);
-    let rows = rows_of(&app, res.header("x-request-id").unwrap());
+    let rows = app.rows_of(res.header("x-request-id").unwrap());
     assert_eq!(rows.len(), 1);
     let r = &rows[0];
     assert_eq!(r["status"], 422);
@@ -99,43 +85,38 @@ fn rejected_requests_are_audited_with_reason_and_body() {
     assert_eq!(res.status, 404);
     let id = res.header("x-request-id").unwrap().to_string();
     app.wait_for_rows(2);
-    let rows = rows_of(&app, &id);
+    let rows = app.rows_of(&id);
     assert_eq!(rows[0]["model"], "nope");
     assert_eq!(rows[0]["error_code"], "unknown_model");
-}
+});
 
-#[test]
-fn raw_body_of_a_rejected_request_is_cut_to_4_kib() {
-    let app = spawn_app();
+on_both_stores!(fn raw_body_of_a_rejected_request_is_cut_to_4_kib(app) {
     let body = format!(r#"{{"features": "{}"}}"#, "y".repeat(10_000));
     let res = app.post_predict(&body);
     assert_eq!(res.status, 422);
     app.wait_for_rows(1);
-    let rows = rows_of(&app, res.header("x-request-id").unwrap());
+    let rows = app.rows_of(res.header("x-request-id").unwrap());
     assert_eq!(rows[0]["raw_body"].as_str().unwrap().len(), 4096);
-}
+});
 
-#[test]
-fn durable_rows_are_readable_the_moment_each_answer_arrives() {
-    let app = spawn_app();
+on_both_stores!(fn durable_rows_are_readable_the_moment_each_answer_arrives(app) {
     for i in 0..40 {
         let res = app.post_predict(&format!(
             r#"{{"features": [5.{i}, 2.7, 5.1, 1.9]}}"#,
             i = i % 10
         ));
         assert_eq!(res.status, 200);
-        let rows = rows_of(&app, res.header("x-request-id").unwrap());
+        let rows = app.rows_of(res.header("x-request-id").unwrap());
         assert_eq!(
             rows.len(),
             1,
             "request {i}: row missing when the answer arrived"
         );
     }
-}
+});
 
-#[test]
-fn async_mode_has_every_row_after_shutdown() {
-    let mut app = spawn_app_with(|s| s.audit.mode = AuditMode::Async);
+on_both_stores!(fn async_mode_has_every_row_after_shutdown(app) with |s| s.audit.mode = AuditMode::Async, {
+    let mut app = app;
     let mut ids = HashSet::new();
     for i in 0..200 {
         let res = app.post_predict(&format!(
@@ -146,11 +127,9 @@ fn async_mode_has_every_row_after_shutdown() {
         ids.insert(res.header("x-request-id").unwrap().to_string());
     }
     app.stop();
-    let stored = served_request_ids(&app.db_path);
-    assert_eq!(stored, ids);
-    let n = app.db_json("select json_object('n', count(*)) from prediction");
-    assert_eq!(n[0]["n"], 400);
-}
+    assert_eq!(app.served_request_ids(), ids);
+    assert_eq!(app.stored_count(""), 400);
+});
 
 /// Walks every page both ways, then tails: oldest first, the last page still gives a cursor,
 /// and following it later returns exactly the rows written since.
@@ -237,9 +216,7 @@ on_both_stores!(fn audit_filters_by_model_label_status_and_time(app) {
     assert_eq!(count("min_latency_us=100000000"), 0);
 });
 
-#[test]
-fn audit_of_one_request_and_unknown_request() {
-    let app = spawn_app();
+on_both_stores!(fn audit_of_one_request_and_unknown_request(app) {
     let res = app.post_predict(r#"{"features": [[5.1, 3.5, 1.4, 0.2], [5.8, 2.7, 5.1, 1.9]]}"#);
     let id = res.header("x-request-id").unwrap();
     let got = app.get(&format!("/audit/{id}"));
@@ -251,11 +228,9 @@ fn audit_of_one_request_and_unknown_request() {
     let missing = app.get("/audit/no-such-request");
     assert_eq!(missing.status, 404);
     assert_eq!(missing.error_code(), "not_found");
-}
+});
 
-#[test]
-fn audit_rejects_bad_parameters_naming_them() {
-    let app = spawn_app();
+on_both_stores!(fn audit_rejects_bad_parameters_naming_them(app) {
     for (q, name) in [
         ("since=yesterday", "since"),
         ("limit=5000", "limit"),
@@ -276,11 +251,9 @@ fn audit_rejects_bad_parameters_naming_them() {
     let res = app.get("/audit?model=x%27%20OR%20%271%27%3D%271");
     assert_eq!(res.status, 200);
     assert_eq!(res.json()["records"], json!([]));
-}
+});
 
-#[test]
-fn csv_export_of_the_whole_range_parses_with_a_csv_reader() {
-    let app = spawn_app();
+on_both_stores!(fn csv_export_of_the_whole_range_parses_with_a_csv_reader(app) {
     let rows_in: Vec<[f64; 4]> = (0..1000)
         .map(|i| [5.0 + (i % 7) as f64 * 0.3, 3.0, 4.0, 1.2])
         .collect();
@@ -313,11 +286,9 @@ fn csv_export_of_the_whole_range_parses_with_a_csv_reader() {
         .collect();
     assert_eq!(lines.len(), 1);
     assert_eq!(lines[0]["error_code"], "wrong_feature_count");
-}
+});
 
-#[test]
-fn csv_export_neutralises_cells_a_spreadsheet_would_evaluate() {
-    let app = spawn_app();
+on_both_stores!(fn csv_export_neutralises_cells_a_spreadsheet_would_evaluate(app) {
     // A client plants formulas where it can: its request id, the model name, a rejected body.
     let res = app.request(
         "POST",
@@ -346,11 +317,9 @@ fn csv_export_neutralises_cells_a_spreadsheet_would_evaluate() {
     // The JSON export and the database keep the text as it came.
     let page = app.audit_page("order=asc&limit=1");
     assert_eq!(page.records[0]["client_request_id"], "=2+5");
-}
+});
 
-#[test]
-fn a_huge_unknown_model_name_is_cut_in_the_answer_the_audit_row_and_the_log() {
-    let app = spawn_app();
+on_both_stores!(fn a_huge_unknown_model_name_is_cut_in_the_answer_the_audit_row_and_the_log(app) {
     let name = "m".repeat(60_000);
     let res = app.post_json(&format!("/models/{name}/predict"), "{}");
     assert_eq!(
@@ -363,7 +332,7 @@ fn a_huge_unknown_model_name_is_cut_in_the_answer_the_audit_row_and_the_log() {
     assert!(res.body.len() < 1000, "answer of {} bytes", res.body.len());
     let id = res.header("x-request-id").unwrap().to_string();
     app.wait_for_rows(1);
-    let model = rows_of(&app, &id)[0]["model"].as_str().unwrap().to_string();
+    let model = app.rows_of(&id)[0]["model"].as_str().unwrap().to_string();
     assert!(
         model.len() <= 256 + '…'.len_utf8(),
         "stored {} bytes",
@@ -372,7 +341,7 @@ fn a_huge_unknown_model_name_is_cut_in_the_answer_the_audit_row_and_the_log() {
     assert!(model.starts_with("mmm") && model.ends_with('…'));
     let line = app.wait_for_log_line(&[&id, "request rejected"]);
     assert!(line.len() < 2000, "log line of {} bytes", line.len());
-}
+});
 
 #[test]
 fn audit_snapshot_writes_a_consistent_copy_while_the_server_writes() {
@@ -432,12 +401,15 @@ fn audit_snapshot_writes_a_consistent_copy_while_the_server_writes() {
     assert!(String::from_utf8_lossy(&again.stderr).contains("exists already"));
 }
 
-#[test]
-fn cli_takes_plain_paths_and_database_url_everywhere_and_writes_summary_csv() {
-    let app = spawn_app();
+on_both_stores!(fn cli_takes_plain_paths_and_database_url_everywhere_and_writes_summary_csv(app) {
     app.predict_ok(r#"{"features": [5.8, 2.7, 5.1, 1.9]}"#);
     app.predict_ok(r#"{"features": [5.1, 3.5, 1.4, 0.2]}"#);
-    let path = app.db_path.display().to_string();
+    // SQLite as a plain path, PostgreSQL as its URL.
+    let path = if app.database_url.starts_with("postgres") {
+        app.database_url.clone()
+    } else {
+        app.db_path.display().to_string()
+    };
     let run = |args: &[&str]| {
         let out = crate::shutdown::binary().args(args).output().unwrap();
         assert!(
@@ -473,11 +445,9 @@ fn cli_takes_plain_paths_and_database_url_everywhere_and_writes_summary_csv() {
     let report = run(&["drift", "--database-url", &path, "--models", models]);
     let report: Value = serde_json::from_str(&report).unwrap();
     assert_eq!(report["rows"], 2);
-}
+});
 
-#[test]
-fn summary_counts_and_percentiles() {
-    let app = spawn_app();
+on_both_stores!(fn summary_counts_and_percentiles(app) {
     app.post_predict(r#"{"features": [[5.1, 3.5, 1.4, 0.2], [5.8, 2.7, 5.1, 1.9]]}"#);
     app.post_predict(r#"{"features": [5.8, 2.7, 5.1, 1.9]}"#);
     app.post_predict(r#"{"features": []}"#);
@@ -497,11 +467,9 @@ fn summary_counts_and_percentiles() {
             .contains(&json!({"key": "422", "count": 1}))
     );
     assert!(s["latency_us"]["p50"].as_i64().unwrap() <= s["latency_us"]["max"].as_i64().unwrap());
-}
+});
 
-#[test]
-fn audit_token_is_required_when_set() {
-    let app = spawn_app_with(|s| s.audit.token = Some("s3cret-token".into()));
+on_both_stores!(fn audit_token_is_required_when_set(app) with |s| s.audit.token = Some("s3cret-token".into()), {
     let res = app.get("/audit");
     assert_eq!(res.status, 401);
     assert_eq!(res.error_code(), "unauthorized");
@@ -531,7 +499,7 @@ fn audit_token_is_required_when_set() {
     );
     app.wait_for_log_line(&[res.header("x-request-id").unwrap()]);
     assert!(!app.log_text().contains("s3cret-token"));
-}
+});
 
 /// The `latency_us` value of a log line in the term format (`latency_us: 1234`).
 fn logged_latency(line: &str) -> i64 {
@@ -568,7 +536,7 @@ fn durable_latency_counts_the_wait_for_a_held_store_lock_in_row_and_log_alike() 
     assert_eq!(res.status, 200, "{}", res.text());
     let id = res.json()["request_id"].as_str().unwrap().to_string();
 
-    let row = &rows_of(&app, &id)[0];
+    let row = &app.rows_of(&id)[0];
     let row_latency = row["latency_us"].as_i64().unwrap();
     let line = app.wait_for_log_line(&[&id, "prediction served"]);
     assert_eq!(
@@ -595,7 +563,7 @@ fn rejected_requests_log_the_latency_of_their_audit_row() {
     assert_eq!(res.status, 422);
     let id = res.header("x-request-id").unwrap().to_string();
     app.wait_for_rows(1);
-    let row = &rows_of(&app, &id)[0];
+    let row = &app.rows_of(&id)[0];
     let line = app.wait_for_log_line(&[&id, "request rejected"]);
     assert_eq!(
         row["latency_us"].as_i64().unwrap(),
@@ -641,11 +609,7 @@ fn locked_store_makes_durable_predict_503_and_it_recovers_by_itself() {
     let res = app.post_predict(r#"{"features": [5.8, 2.7, 5.1, 1.9]}"#);
     assert_eq!(res.status, 200, "recovered: {}", res.text());
     // The refused prediction has no "served" row; the two served ones do.
-    assert!(
-        rows_of(&app, &refused_id)
-            .iter()
-            .all(|r| r["status"] != 200)
-    );
+    assert!(app.rows_of(&refused_id).iter().all(|r| r["status"] != 200));
     let served =
         app.db_json("select json_object('n', count(*)) from prediction where status = 200");
     assert_eq!(served[0]["n"], 2);
@@ -790,7 +754,7 @@ fn deleting_the_database_while_serving_loses_no_acknowledged_row() {
     );
     for id in &acked {
         assert_eq!(
-            rows_of(&app, id).len(),
+            app.rows_of(id).len(),
             1,
             "acknowledged {id} is not in the database file"
         );

@@ -29,9 +29,7 @@ fn expected_matrix(predicted: &[usize], truth: &[usize]) -> Vec<Vec<i64>> {
     m
 }
 
-#[test]
-fn feedback_then_performance_gives_accuracy_and_confusion_matrix() {
-    let app = spawn_app();
+on_both_stores!(fn feedback_then_performance_gives_accuracy_and_confusion_matrix(app) {
     let rows = json!({"features": [
         [5.1, 3.5, 1.4, 0.2], [4.9, 3.0, 1.4, 0.2],
         [6.4, 3.2, 4.5, 1.5], [5.7, 2.8, 4.1, 1.3],
@@ -92,9 +90,10 @@ fn feedback_then_performance_gives_accuracy_and_confusion_matrix() {
     let r = feedback(&app, &id, 0, CLASSES[new_truth]);
     assert_eq!(r.status, 201);
     assert_eq!(r.json()["replaced"], CLASSES[truth[0]]);
-    let history = app.db_json(&format!(
-        "select json_object('label', label) from feedback where request_id = '{id}' and item = 0 order by id"
-    ));
+    let history = app.store_json(
+        ["json_object('label', label)", "json_build_object('label', label)"],
+        &format!("feedback where request_id = '{id}' and item = 0 order by id"),
+    );
     assert_eq!(history.len(), 2);
     truth[0] = new_truth;
     let perf = app.get("/monitor/performance").json();
@@ -103,7 +102,7 @@ fn feedback_then_performance_gives_accuracy_and_confusion_matrix() {
         json!(expected_matrix(&predicted, &truth))
     );
     assert_eq!(perf["labelled"], 7);
-}
+});
 
 on_both_stores!(fn feedback_errors_are_404_and_422(app) {
     let res = app.post_predict(r#"{"features": [5.8, 2.7, 5.1, 1.9]}"#);

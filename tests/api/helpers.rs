@@ -248,21 +248,7 @@ impl TestApp {
     pub fn wait_for_rows(&self, n: i64) {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            let got = if self.database_url.starts_with("postgres") {
-                crate::pg::shared()
-                    .expect("a PostgreSQL server")
-                    .psql(
-                        crate::pg::database_name(&self.database_url),
-                        "select count(*) from prediction",
-                    )
-                    .trim()
-                    .parse()
-                    .unwrap()
-            } else {
-                self.db_json("select json_object('n', count(*)) from prediction")[0]["n"]
-                    .as_i64()
-                    .unwrap()
-            };
+            let got = self.stored_count("");
             if got >= n {
                 return;
             }
@@ -278,6 +264,76 @@ impl TestApp {
     /// (build it with `json_object(...)`).
     pub fn db_json(&self, sql: &str) -> Vec<serde_json::Value> {
         db_json(&self.db_path, sql)
+    }
+
+    fn on_postgres(&self) -> bool {
+        self.database_url.starts_with("postgres")
+    }
+
+    /// Runs `select <expr> from <rest>` on the server's store, SQLite or PostgreSQL, where
+    /// `json` is the expression giving one JSON object per row in each dialect.
+    pub fn store_json(&self, json: [&str; 2], rest: &str) -> Vec<serde_json::Value> {
+        if self.on_postgres() {
+            crate::pg::shared()
+                .expect("a PostgreSQL server")
+                .psql(
+                    crate::pg::database_name(&self.database_url),
+                    &format!("select {} from {rest}", json[1]),
+                )
+                .lines()
+                .map(|l| serde_json::from_str(l).expect("a JSON row"))
+                .collect()
+        } else {
+            self.db_json(&format!("select {} from {rest}", json[0]))
+        }
+    }
+
+    /// Whole audit rows (every column, JSON columns as JSON, times as the RFC 3339 text the
+    /// store keeps) from either store: `stored_rows("where request_id = 'x' order by item")`.
+    /// The clause must be plain SQL both dialects read.
+    pub fn stored_rows(&self, clause: &str) -> Vec<serde_json::Value> {
+        self.store_json(
+            [
+                &inferlog::audit::columns::row_json_sql(),
+                &inferlog::audit::columns::pg_row_json_sql(),
+            ],
+            &format!("prediction {clause}"),
+        )
+    }
+
+    /// The rows of one request, in item order.
+    pub fn rows_of(&self, request_id: &str) -> Vec<serde_json::Value> {
+        self.stored_rows(&format!(
+            "where request_id = '{}' order by item",
+            request_id.replace('\'', "''")
+        ))
+    }
+
+    /// How many audit rows match `clause` (`""` for all), in either store.
+    pub fn stored_count(&self, clause: &str) -> i64 {
+        self.store_json(
+            [
+                "json_object('n', count(*))",
+                "json_build_object('n', count(*))",
+            ],
+            &format!("prediction {clause}"),
+        )[0]["n"]
+            .as_i64()
+            .unwrap()
+    }
+
+    /// Request ids with an answered row, as [`served_request_ids`] reads them, in either store.
+    pub fn served_request_ids(&self) -> std::collections::HashSet<String> {
+        self.store_json(
+            [
+                "json_object('r', coalesce(client_request_id, request_id))",
+                "json_build_object('r', coalesce(client_request_id, request_id))",
+            ],
+            "prediction where status = 200",
+        )
+        .iter()
+        .map(|v| v["r"].as_str().unwrap().to_string())
+        .collect()
     }
 }
 
@@ -417,12 +473,6 @@ pub fn served_request_ids(db: &Path) -> std::collections::HashSet<String> {
     .iter()
     .map(|v| v["r"].as_str().unwrap().to_string())
     .collect()
-}
-
-/// Every column of `prediction` as one JSON object, for [`db_json`]; built from the store's
-/// one column list.
-pub fn row_json() -> String {
-    inferlog::audit::columns::row_json_sql()
 }
 
 pub fn wait_for_line(path: &Path, needles: &[&str]) -> String {

@@ -6,7 +6,7 @@ use inferlog::model::data::load_dataset;
 use serde_json::{Value, json};
 
 use crate::helpers::on_both_stores;
-use crate::helpers::{row_json, send_raw, spawn_app, spawn_app_with};
+use crate::helpers::{send_raw, spawn_app, spawn_app_with};
 
 /// The 150 iris rows, optionally with one feature shifted by `shift`.
 fn iris_rows(shift_feature: Option<usize>, shift: f64) -> Vec<Vec<f64>> {
@@ -100,9 +100,7 @@ on_both_stores!(fn drift_windows_follow_time_filters_and_bad_parameters_are_400(
     assert!(res.text().contains("%2B"), "{}", res.text());
 });
 
-#[test]
-fn outliers_are_flagged_in_response_audit_row_metrics_and_log() {
-    let app = spawn_app();
+on_both_stores!(fn outliers_are_flagged_in_response_audit_row_metrics_and_log(app) {
     let res = app.post_predict(r#"{"features": [[5.8, 2.7, 5.1, 1.9], [5.1, 3.5, 1.4, 9.5]]}"#);
     assert_eq!(res.status, 200);
     let body = res.json();
@@ -116,10 +114,7 @@ fn outliers_are_flagged_in_response_audit_row_metrics_and_log() {
         "still predicted"
     );
     let id = body["request_id"].as_str().unwrap();
-    let rows = app.db_json(&format!(
-        "select {} from prediction where request_id = '{id}' order by item",
-        row_json()
-    ));
+    let rows = app.rows_of(id);
     assert_eq!(rows[0]["outliers"], Value::Null);
     assert_eq!(rows[1]["outliers"], json!(["petal_width"]));
     let metrics = app.get("/metrics").text();
@@ -138,7 +133,7 @@ fn outliers_are_flagged_in_response_audit_row_metrics_and_log() {
         .post_predict(r#"{"features": [5.8, 2.7, 5.1, 1.9]}"#)
         .json();
     assert_eq!(clean["outliers"], json!([]));
-}
+});
 
 #[test]
 fn metrics_count_requests_predictions_and_rejections() {
