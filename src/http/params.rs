@@ -136,6 +136,9 @@ fn parse_time(name: &str, value: &str) -> Result<DateTime<Utc>, ParamError> {
 fn nonempty(name: &str, value: &str) -> Result<String, ParamError> {
     if value.is_empty() {
         Err(bad(name, "is empty"))
+    } else if value.contains('\0') {
+        // Nothing stored holds one, and PostgreSQL refuses it as a parameter.
+        Err(bad(name, "contains a NUL character"))
     } else {
         Ok(value.to_string())
     }

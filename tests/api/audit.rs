@@ -319,6 +319,42 @@ on_both_stores!(fn csv_export_neutralises_cells_a_spreadsheet_would_evaluate(app
     assert_eq!(page.records[0]["client_request_id"], "=2+5");
 });
 
+// A NUL character cannot be stored in PostgreSQL's text: one in a rejected body once made
+// every later commit fail (the whole batch refused, at every retry), so no durable prediction
+// could be answered again.
+on_both_stores!(fn nul_characters_from_clients_neither_block_the_store_nor_fail_reads(app) {
+    let res = app.request(
+        "POST",
+        "/predict",
+        &[("Content-Type", "application/json")],
+        b"{\"features\": [1,\x00 2]}",
+    );
+    assert_eq!(res.status, 400, "{}", res.text());
+    let body_id = res.header("x-request-id").unwrap().to_string();
+    let res = app.post_json("/models/a%00b/predict", r#"{"features": [1, 2, 3, 4]}"#);
+    assert_eq!(res.status, 404, "{}", res.text());
+    // Durable predictions are still answered, with their rows.
+    for _ in 0..3 {
+        let id = app.predict_ok(r#"{"features": [5.8, 2.7, 5.1, 1.9]}"#);
+        assert_eq!(app.rows_of(&id).len(), 1);
+    }
+    app.wait_for_rows(5);
+    let raw = app.rows_of(&body_id)[0]["raw_body"].as_str().unwrap().to_string();
+    let kept = if app.database_url.starts_with("postgres") { '\u{FFFD}' } else { '\0' };
+    assert_eq!(raw, format!("{{\"features\": [1,{kept} 2]}}"));
+    // Reads naming a NUL: nothing matches, or the parameter is refused; never a 5xx.
+    let res = app.get("/audit/a%00b");
+    assert_eq!(res.status, 404, "{}", res.text());
+    let res = app.get("/audit?model=a%00b");
+    assert_eq!(res.status, 400, "{}", res.text());
+    assert!(res.text().contains("model"), "{}", res.text());
+    let res = app.post_json(
+        "/feedback",
+        r#"{"request_id": "a\u0000b", "item": 0, "label": "setosa"}"#,
+    );
+    assert_eq!(res.status, 404, "{}", res.text());
+});
+
 on_both_stores!(fn a_huge_unknown_model_name_is_cut_in_the_answer_the_audit_row_and_the_log(app) {
     let name = "m".repeat(60_000);
     let res = app.post_json(&format!("/models/{name}/predict"), "{}");
