@@ -41,12 +41,16 @@ db_url() { # name: the SQLite file of a variant, or its PostgreSQL database (pg-
   esac
 }
 
-start_server() { # name mode
+start_server() { # name mode [extra serve arguments]
   rm -f "$WORK/$1.db"* "$WORK/$1.log"
+  # Each variant starts with no dirty pages of the one before still being written back:
+  # otherwise a batch variant's gigabyte of SQLite pages is flushed during the next variant
+  # and slows its commits (PostgreSQL's WAL fsyncs above all).
+  sync
   case "$1" in pg-*) "$PG_BIN/psql" -h "$PGDIR" -U postgres -qc "create database ${1//-/_}" ;; esac
   "$BIN" serve --bind "127.0.0.1:$PORT" --models models \
     --database-url "$(db_url "$1")" --log-file "$WORK/$1.log" \
-    --audit-mode "$2" --audit-queue-timeout-ms 5000 &
+    --audit-mode "$2" --audit-queue-timeout-ms 5000 "${@:3}" &
   SERVER=$!
   "$LOADGEN" --addr "127.0.0.1:$PORT" --wait-ready 30
 }
@@ -134,6 +138,12 @@ if [ -n "$PG_BIN" ] && [ -x "$PG_BIN/initdb" ] && [ "${SKIP_PG:-0}" != 1 ]; then
   PG_BATCHED=$(load POST /predict "$BATCH")
   stop_server
   row "PostgreSQL: POST /predict, 100 rows, durable" "$PG_BATCHED" 100 "$(audited_rows pg-batch)"
+
+  # Two writers committing side by side (INFERLOG_PG_WRITERS), the server sharing the cores.
+  start_server pg-batch2 durable --pg-writers 2
+  PG_BATCHED2=$(load POST /predict "$BATCH")
+  stop_server
+  row "PostgreSQL: POST /predict, 100 rows, durable, 2 writers" "$PG_BATCHED2" 100 "$(audited_rows pg-batch2)"
 fi
 
 echo

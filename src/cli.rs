@@ -30,6 +30,7 @@ pub mod defaults {
     pub const AUDIT_BUSY_TIMEOUT_MS: u64 = 5000;
     pub const AUDIT_QUEUE_ROWS: usize = 16_384;
     pub const PG_POOL_SIZE: u32 = 4;
+    pub const PG_WRITERS: usize = 1;
     pub const PG_ACQUIRE_TIMEOUT_MS: u64 = 5000;
     pub const AUDIT_QUEUE_TIMEOUT_MS: u64 = 1000;
     pub const AUDIT_COMMIT_TIMEOUT_MS: u64 = 10_000;
@@ -176,11 +177,17 @@ pub struct AuditSettings {
     #[arg(long, env = "INFERLOG_AUDIT_QUEUE_ROWS", default_value_t = defaults::AUDIT_QUEUE_ROWS)]
     pub audit_queue_rows: usize,
 
-    /// PostgreSQL: connections this replica keeps to the audit database. The writer needs one
-    /// at a time; the rest serve reads (`/audit`, `/monitor/*`, feedback). Mind the server's
-    /// `max_connections` across replicas.
+    /// PostgreSQL: connections this replica keeps to the audit database. Each writer needs
+    /// one at a time; the rest serve reads (`/audit`, `/monitor/*`, feedback). Mind the
+    /// server's `max_connections` across replicas.
     #[arg(long, env = "INFERLOG_PG_POOL_SIZE", default_value_t = defaults::PG_POOL_SIZE)]
     pub pg_pool_size: u32,
+
+    /// PostgreSQL: audit writers committing side by side, each its own batches on its own
+    /// connection (one PostgreSQL backend runs one statement on one core). At most the pool
+    /// size less one; SQLite always has one (one write lock).
+    #[arg(long, env = "INFERLOG_PG_WRITERS", default_value_t = defaults::PG_WRITERS)]
+    pub pg_writers: usize,
 
     /// PostgreSQL: the longest a store call waits for a connection; while the server is
     /// unreachable, durable requests get their 503 after this long (at most the commit

@@ -54,6 +54,8 @@ pub struct AuditSettings {
     pub pg_pool_size: u32,
     /// PostgreSQL: the longest a store call waits for a connection.
     pub pg_acquire_timeout: Duration,
+    /// PostgreSQL: writers committing side by side.
+    pub pg_writers: usize,
     /// Rows the writer may hold (queued, being committed or retried).
     pub queue_rows: usize,
     /// Where rows go that cannot be committed by the shutdown deadline; `None`: beside the
@@ -121,6 +123,7 @@ impl Default for Settings {
                 max_bytes: None,
                 pg_pool_size: defaults::PG_POOL_SIZE,
                 pg_acquire_timeout: Duration::from_millis(defaults::PG_ACQUIRE_TIMEOUT_MS),
+                pg_writers: defaults::PG_WRITERS,
                 queue_rows: defaults::AUDIT_QUEUE_ROWS,
                 spill_file: None,
                 queue_timeout: Duration::from_millis(defaults::AUDIT_QUEUE_TIMEOUT_MS),
@@ -188,6 +191,7 @@ impl Settings {
                 max_bytes: (a.audit_max_mb > 0).then(|| a.audit_max_mb.saturating_mul(1 << 20)),
                 pg_pool_size: a.pg_pool_size,
                 pg_acquire_timeout: Duration::from_millis(a.pg_acquire_timeout_ms),
+                pg_writers: a.pg_writers,
                 queue_rows: a.audit_queue_rows,
                 spill_file: a.audit_spill_file.clone(),
                 queue_timeout: Duration::from_millis(a.audit_queue_timeout_ms),

@@ -110,9 +110,24 @@ impl Application {
             warn!(logger, "audit queue raised to hold one whole batch";
                 "queue_rows" => queue_rows, "configured" => a.queue_rows);
         }
+        // PostgreSQL takes several writers' commits at once; SQLite has one write lock. Each
+        // writer holds a connection while it commits: at least one is left for reads.
+        let writers = match &store {
+            Store::Postgres(_) => {
+                let most = (a.pg_pool_size as usize).saturating_sub(1).max(1);
+                let writers = a.pg_writers.clamp(1, most);
+                if writers != a.pg_writers {
+                    warn!(logger, "PostgreSQL writers limited to the pool size less one";
+                        "writers" => writers, "configured" => a.pg_writers, "pool_size" => a.pg_pool_size);
+                }
+                writers
+            }
+            Store::Sqlite(_) => 1,
+        };
         let (audit, writer) = writer::spawn(
             store.clone(),
             &WriterOptions {
+                writers,
                 mode: a.mode,
                 queue_rows,
                 queue_timeout: a.queue_timeout,

@@ -94,8 +94,8 @@ impl Column {
         }
     }
 
-    /// The array type a column's values are bound as in PostgreSQL's one-statement batch
-    /// insert (`unnest` of one array per column), with the cast to the column's type.
+    /// The array type a column's values are bound as in PostgreSQL's insert that skips rows
+    /// already stored (`unnest` of one array per column), with the cast to the column's type.
     pub const fn pg_array(self) -> &'static str {
         match self {
             Column::Item | Column::Prediction | Column::Status | Column::LatencyUs | Column::Id => {

@@ -37,6 +37,9 @@ pub fn beside(database: &Path) -> PathBuf {
 /// fsynced, and its folder too when the file was created, so the rows survive a power loss
 /// once this returns.
 pub fn append(path: &Path, records: &[AuditRecord]) -> std::io::Result<()> {
+    // Writers of one store may spill at once: one append at a time keeps their lines whole.
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let existed = path.exists();
     let file = OpenOptions::new().create(true).append(true).open(path)?;
     let mut out = BufWriter::new(file);

@@ -98,6 +98,8 @@ fn a_postgres_restart_under_load_loses_no_acknowledged_row() {
         s.database_url = db_url;
         s.audit.pg_acquire_timeout = Duration::from_millis(300);
         s.audit.commit_timeout = Duration::from_secs(2);
+        // Two writers: both must come back after the restart.
+        s.audit.pg_writers = 2;
     });
     let stop = Arc::new(AtomicBool::new(false));
     let seen = Arc::new(Mutex::new((Vec::new(), 0usize, Vec::new())));
@@ -207,13 +209,15 @@ fn two_replicas_share_one_store_and_a_tail_sees_every_row_once() {
     };
     let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
     let mut replicas = Vec::new();
-    for dir in &dirs {
+    // The second replica commits with two writers side by side: rows of one replica commit
+    // out of id order too.
+    for (dir, writers) in dirs.iter().zip(["1", "2"]) {
         let (child, addr) = crate::shutdown::serve_in(
             crate::shutdown::binary(),
             dir.path(),
             "server.log",
             &url,
-            &[],
+            &["--pg-writers", writers],
         );
         replicas.push((crate::helpers::KillOnDrop(child), addr));
     }

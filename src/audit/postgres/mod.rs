@@ -4,8 +4,8 @@
 //! - One pool per replica (`INFERLOG_PG_POOL_SIZE` connections, each call waiting at most
 //!   `INFERLOG_PG_ACQUIRE_TIMEOUT_MS` for one); connections lost when the server restarts are
 //!   replaced by the pool on the next call, so recovery needs no restart of the service.
-//! - A batch is one `insert … select … from unnest(…)` statement, whatever its size: one round
-//!   trip and one implicit transaction ([`insert`]).
+//! - A batch is one binary `COPY`, whatever its size, in one implicit transaction ([`insert`]);
+//!   `INFERLOG_PG_WRITERS` writers may each run theirs at once.
 //! - The table is partitioned by day of arrival; partitions are created a week ahead, at
 //!   start-up and every hour, under an advisory lock so replicas do not race.
 //! - Faults are classified by SQLSTATE here; nothing above sees PostgreSQL's codes.

@@ -36,13 +36,13 @@ pub use metrics::WriterMetrics;
 pub use options::{MAX_BATCH_ROWS, WriterOptions};
 pub use sink::{AuditSink, SubmitError};
 
-use self::task::Writer;
+use self::task::{Shared, Writer};
 use super::store::Store;
 
-/// Owns the writer task; [`WriterHandle::shutdown`] drains and stops it.
+/// Owns the writer tasks; [`WriterHandle::shutdown`] drains and stops them.
 pub struct WriterHandle {
     stop: watch::Sender<Option<Instant>>,
-    task: tokio::task::JoinHandle<()>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
     log: Logger,
 }
 
@@ -55,7 +55,12 @@ impl WriterHandle {
         // The writer keeps the deadline itself; this only guards against a writer stuck in a
         // call that never returns (the spill file on a hung disk).
         let grace = deadline.saturating_duration_since(Instant::now()) + Duration::from_secs(2);
-        if tokio::time::timeout(grace, self.task).await.is_err() {
+        let all = async {
+            for task in self.tasks {
+                let _ = task.await;
+            }
+        };
+        if tokio::time::timeout(grace, all).await.is_err() {
             crit!(
                 self.log,
                 "the audit writer did not stop by the shutdown deadline; exiting without it"
@@ -64,16 +69,34 @@ impl WriterHandle {
     }
 }
 
-/// Starts the writer (and the store's own maintenance) on the current runtime.
+/// Starts the writers (and the store's own maintenance) on the current runtime. With several
+/// writers, each takes its own queue and the sink deals jobs out in turn; the queue's bound
+/// in rows covers them all.
 pub fn spawn(store: Store, opts: &WriterOptions, log: Logger) -> (AuditSink, WriterHandle) {
     let capacity = opts.queue_rows.clamp(1, Semaphore::MAX_PERMITS);
-    let (tx, rx) = mpsc::unbounded_channel();
+    let writers = opts.writers.max(1);
     let (stop, stop_rx) = watch::channel(None);
     let health = Arc::new(StoreHealth::default());
-    let writer = Writer::new(store, rx, stop_rx, log.clone(), Arc::clone(&health), opts);
-    let task = tokio::spawn(writer.run());
+    let shared = Shared::start(&store, writers, &log);
+    let mut senders = Vec::with_capacity(writers);
+    let mut tasks = Vec::with_capacity(writers);
+    for _ in 0..writers {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let writer = Writer::new(
+            store.clone(),
+            rx,
+            stop_rx.clone(),
+            log.clone(),
+            Arc::clone(&health),
+            Arc::clone(&shared),
+            opts,
+        );
+        senders.push(tx);
+        tasks.push(tokio::spawn(writer.run()));
+    }
     let sink = AuditSink {
-        tx,
+        tx: senders.into(),
+        next: Arc::default(),
         rows: Arc::new(Semaphore::new(capacity)),
         mode: opts.mode,
         queue_timeout: opts.queue_timeout,
@@ -81,5 +104,5 @@ pub fn spawn(store: Store, opts: &WriterOptions, log: Logger) -> (AuditSink, Wri
         health,
         capacity,
     };
-    (sink, WriterHandle { stop, task, log })
+    (sink, WriterHandle { stop, tasks, log })
 }

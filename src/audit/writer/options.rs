@@ -11,6 +11,8 @@ pub const MAX_BATCH_ROWS: usize = 16_384;
 /// Settings of the writer.
 #[derive(Debug, Clone)]
 pub struct WriterOptions {
+    /// Writers committing side by side, each its own share of the jobs (1 for SQLite).
+    pub writers: usize,
     pub mode: AuditMode,
     /// Rows the queue holds, counting those being committed or retried: the most an
     /// abrupt exit (SIGKILL) can lose in async mode.

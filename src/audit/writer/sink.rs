@@ -4,6 +4,7 @@
 //! taken at that moment, so the audit row and the log line carry the same number.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
@@ -42,7 +43,10 @@ pub enum SubmitError {
 /// The handlers' side of the writer. Cheap to clone.
 #[derive(Clone)]
 pub struct AuditSink {
-    pub(super) tx: mpsc::UnboundedSender<Job>,
+    /// One queue per writer.
+    pub(super) tx: Arc<[mpsc::UnboundedSender<Job>]>,
+    /// The writer the next job goes to (in turn).
+    pub(super) next: Arc<AtomicUsize>,
     /// One permit per row the queue may hold: the channel itself is unbounded, this bounds
     /// it in rows (and so in bytes, each row being bounded).
     pub(super) rows: Arc<Semaphore>,
@@ -127,7 +131,11 @@ impl AuditSink {
     }
 
     fn send(&self, job: Job) -> Result<(), SubmitError> {
-        self.tx.send(job).map_err(|_| SubmitError::Stopped)
+        let i = match self.tx.len() {
+            1 => 0,
+            n => self.next.fetch_add(1, Ordering::Relaxed) % n,
+        };
+        self.tx[i].send(job).map_err(|_| SubmitError::Stopped)
     }
 
     /// Places in the queue for `rows` rows: at once if there is room, else after waiting up

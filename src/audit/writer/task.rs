@@ -60,6 +60,24 @@ impl Round {
     }
 }
 
+/// What the writers of one store share: the last to finish stops the store's background
+/// work and closes it, so no writer's commit meets a closed store.
+pub(crate) struct Shared {
+    running: std::sync::atomic::AtomicUsize,
+    /// The store's background work, started with the writers.
+    maintenance: std::sync::Mutex<Option<Maintenance>>,
+}
+
+impl Shared {
+    /// For `writers` writers of `store`, starting its background work.
+    pub(crate) fn start(store: &Store, writers: usize, log: &Logger) -> Arc<Shared> {
+        Arc::new(Shared {
+            running: std::sync::atomic::AtomicUsize::new(writers),
+            maintenance: std::sync::Mutex::new(Some(store.spawn_maintenance(log.clone()))),
+        })
+    }
+}
+
 pub(crate) struct Writer {
     store: Store,
     rx: mpsc::UnboundedReceiver<Job>,
@@ -68,9 +86,8 @@ pub(crate) struct Writer {
     log: Logger,
     health: Arc<StoreHealth>,
     metrics: WriterMetrics,
-    /// The store's background work, started with the writer and stopped before it closes
-    /// the store.
-    maintenance: Option<Maintenance>,
+    /// Shared with the store's other writers.
+    shared: Arc<Shared>,
     /// What the next commit writes.
     round: Round,
     /// Wait before the next retry or probe of a failing store.
@@ -89,15 +106,16 @@ pub(crate) struct Writer {
 }
 
 impl Writer {
+    /// One of the store's writers, taking the jobs of `rx`.
     pub(super) fn new(
         store: Store,
         rx: mpsc::UnboundedReceiver<Job>,
         stop: watch::Receiver<Option<Instant>>,
         log: Logger,
         health: Arc<StoreHealth>,
+        shared: Arc<Shared>,
         opts: &WriterOptions,
     ) -> Writer {
-        let maintenance = Some(store.spawn_maintenance(log.clone()));
         Writer {
             store,
             rx,
@@ -105,7 +123,7 @@ impl Writer {
             log,
             health,
             metrics: opts.metrics.clone(),
-            maintenance,
+            shared,
             round: Round::default(),
             backoff: MIN_BACKOFF,
             max_backoff: opts.max_backoff.max(MIN_BACKOFF),
@@ -135,6 +153,15 @@ impl Writer {
                 break;
             }
         }
+        // The last writer to finish closes the store.
+        if self
+            .shared
+            .running
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel)
+            != 1
+        {
+            return;
+        }
         // Bounded by the deadline too: a store stuck in I/O must not hold the exit.
         let left = self
             .draining
@@ -142,8 +169,9 @@ impl Writer {
                 deadline.saturating_duration_since(Instant::now())
             })
             .max(Duration::from_millis(50));
+        let maintenance = self.shared.maintenance.lock().unwrap().take();
         let close = async {
-            if let Some(m) = self.maintenance.take() {
+            if let Some(m) = maintenance {
                 m.stop().await;
             }
             self.store.close().await;
@@ -489,6 +517,7 @@ mod tests {
         let health = Arc::new(StoreHealth::default());
         let log = Logger::root(slog::Discard, slog::o!());
         let writer_opts = WriterOptions {
+            writers: 1,
             mode: AuditMode::Durable,
             queue_rows: 16,
             queue_timeout: Duration::from_millis(10),
@@ -497,7 +526,16 @@ mod tests {
             metrics: WriterMetrics::default(),
             spill: Some(dir.path().join("audit.db-spill.jsonl")),
         };
-        let writer = Writer::new(store, rx, stop_rx, log, Arc::clone(&health), &writer_opts);
+        let shared = Shared::start(&store, 1, &log);
+        let writer = Writer::new(
+            store,
+            rx,
+            stop_rx,
+            log,
+            Arc::clone(&health),
+            shared,
+            &writer_opts,
+        );
         Setup {
             dir,
             url,
