@@ -30,7 +30,7 @@ pub mod defaults {
     pub const AUDIT_BUSY_TIMEOUT_MS: u64 = 5000;
     pub const AUDIT_QUEUE_ROWS: usize = 16_384;
     pub const PG_POOL_SIZE: u32 = 4;
-    pub const PG_WRITERS: usize = 1;
+    pub const PG_WRITERS: usize = 2;
     pub const PG_ACQUIRE_TIMEOUT_MS: u64 = 5000;
     pub const AUDIT_QUEUE_TIMEOUT_MS: u64 = 1000;
     pub const AUDIT_COMMIT_TIMEOUT_MS: u64 = 10_000;
