@@ -350,6 +350,14 @@ pub enum AuditAction {
         #[arg(long, value_parser = database_url)]
         to: String,
     },
+    /// Recompute the per-minute rollups (`/audit/summary`, `/audit/timeseries`) from the audit
+    /// rows, in one transaction: after rows were changed by hand, or to check them. The
+    /// service keeps them itself, also for copied and replayed rows.
+    RebuildRollups {
+        /// Audit database: `sqlite://PATH`, a plain path, or `postgres://…`.
+        #[arg(long, env = "DATABASE_URL", default_value = defaults::DATABASE_URL, value_parser = database_url)]
+        database_url: String,
+    },
     /// Write the rows of a spill file (left by a shutdown while the store was failing) into
     /// the audit database. Rows it holds already are skipped, so a replay may be repeated.
     /// The service replays its own spill file at start-up; this is for a file moved to

@@ -103,6 +103,17 @@ pub struct Summary {
     pub by_status: Vec<Count>,
     pub by_error_code: Vec<Count>,
     pub latency_us: LatencySummary,
+    /// Where the figures come from: the per-minute rollups (latency percentiles within 4%),
+    /// or the rows themselves (a filter rollups cannot answer: label, status, ids, latency,
+    /// or time bounds inside a minute).
+    pub source: SummarySource,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum SummarySource {
+    Rollups,
+    Rows,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]

@@ -24,6 +24,7 @@ pub mod filter;
 pub mod modes;
 pub mod postgres;
 pub mod record;
+pub mod rollup;
 pub mod spill;
 pub mod sql;
 pub mod sqlite;

@@ -10,6 +10,10 @@ use super::filter::{AuditFilter, Cursor, Page, Summary};
 use super::modes::StoreOptions;
 use super::postgres::PgStore;
 use super::record::{AuditRecord, Feedback, RequestRef, StoredRecord, Written};
+use super::rollup::{self, RollupRange, RollupRow};
+
+/// A bucket wider than any range: [`Store::rollups`] sums everything into one.
+const ALL_MINUTES: i64 = i64::MAX / 4;
 use super::sqlite::SqliteStore;
 
 /// The audit backend.
@@ -119,10 +123,42 @@ impl Store {
         }
     }
 
+    /// The summary of the rows a filter selects: from the rollups when they answer it
+    /// exactly (see [`RollupRange::of`]), else from the rows; `source` says which.
     pub async fn summary(&self, filter: &AuditFilter) -> Result<Summary, StoreFault> {
+        if let Some(range) = RollupRange::of(filter) {
+            let rows = self.rollups(&range, ALL_MINUTES).await?;
+            return Ok(rollup::summary(&rows));
+        }
+        self.summary_of_rows(filter).await
+    }
+
+    /// The summary computed from the rows, whatever the filter.
+    pub async fn summary_of_rows(&self, filter: &AuditFilter) -> Result<Summary, StoreFault> {
         match self {
             Store::Sqlite(s) => s.summary(filter).await,
             Store::Postgres(s) => s.summary(filter).await,
+        }
+    }
+
+    /// Rollup counts of a range, summed per bucket of `bucket_minutes` minutes (buckets start
+    /// at multiples of it since the epoch).
+    pub async fn rollups(
+        &self,
+        range: &RollupRange,
+        bucket_minutes: i64,
+    ) -> Result<Vec<RollupRow>, StoreFault> {
+        match self {
+            Store::Sqlite(s) => s.rollups(range, bucket_minutes).await,
+            Store::Postgres(s) => s.rollups(range, bucket_minutes).await,
+        }
+    }
+
+    /// Recomputes every rollup from the rows (after rows were changed by hand, or to check).
+    pub async fn rebuild_rollups(&self) -> Result<(), StoreFault> {
+        match self {
+            Store::Sqlite(s) => s.rebuild_rollups().await,
+            Store::Postgres(s) => s.rebuild_rollups().await,
         }
     }
 

@@ -18,6 +18,7 @@ pub fn run(args: &AuditCliArgs) -> anyhow::Result<()> {
         }
         Some(AuditAction::Replay { file, database_url }) => return replay(database_url, file),
         Some(AuditAction::Copy { from, to }) => return copy(from, to),
+        Some(AuditAction::RebuildRollups { database_url }) => return rebuild_rollups(database_url),
         None => {}
     }
     let stdout = std::io::stdout();
@@ -42,6 +43,22 @@ fn snapshot(database_url: &str, file: &std::path::Path) -> anyhow::Result<()> {
     println!(
         "wrote a snapshot of the audit database to {}",
         file.display()
+    );
+    Ok(())
+}
+
+/// `inferlog audit rebuild-rollups`: the rollups recomputed from the rows.
+fn rebuild_rollups(database_url: &str) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    super::runtime()?.block_on(async {
+        let store = Store::open(database_url, &StoreOptions::writable()).await?;
+        let result = store.rebuild_rollups().await;
+        store.close().await;
+        result.map_err(|e| anyhow::anyhow!("{}: {}", e.cause(), e.detail()))
+    })?;
+    println!(
+        "rebuilt the audit rollups from the rows in {:.1} s",
+        started.elapsed().as_secs_f64()
     );
     Ok(())
 }

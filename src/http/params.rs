@@ -144,6 +144,93 @@ fn nonempty(name: &str, value: &str) -> Result<String, ParamError> {
     }
 }
 
+/// `/audit/timeseries`: buckets of `bucket_minutes` from `since` to `until` (minutes since the
+/// epoch, on bucket boundaries), for one model or all.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TimeseriesQuery {
+    pub bucket: &'static str,
+    pub bucket_minutes: i64,
+    pub since: i64,
+    pub until: i64,
+    pub model: Option<String>,
+    pub model_version: Option<String>,
+}
+
+/// Buckets `/audit/timeseries` answers at most.
+pub const MAX_BUCKETS: i64 = 10_080;
+
+/// Buckets by default: the 60 up to and including the current one.
+const DEFAULT_BUCKETS: i64 = 60;
+
+/// Parses `/audit/timeseries` query pairs at `now`. `since` is rounded down and `until` up to
+/// bucket boundaries; without them, the range is the 60 buckets up to the current one.
+pub fn parse_timeseries(
+    pairs: &[(String, String)],
+    now: DateTime<Utc>,
+) -> Result<TimeseriesQuery, ParamError> {
+    let mut bucket = ("1m", 1i64);
+    let (mut since, mut until, mut model, mut model_version) = (None, None, None, None);
+    let mut seen: Vec<&str> = Vec::new();
+    for (key, value) in pairs {
+        let k = key.as_str();
+        if seen.contains(&k) {
+            return Err(bad(k, "given more than once"));
+        }
+        match k {
+            "bucket" => {
+                bucket = match value.as_str() {
+                    "1m" => ("1m", 1),
+                    "5m" => ("5m", 5),
+                    "15m" => ("15m", 15),
+                    "1h" => ("1h", 60),
+                    "1d" => ("1d", 1440),
+                    _ => return Err(bad(k, "must be 1m, 5m, 15m, 1h or 1d")),
+                }
+            }
+            "since" => since = Some(parse_time(k, value)?),
+            "until" => until = Some(parse_time(k, value)?),
+            "model" => model = Some(nonempty(k, value)?),
+            "model_version" => model_version = Some(nonempty(k, value)?),
+            _ => return Err(bad(&escape_controls(k), "is not a known parameter")),
+        }
+        seen.push(k);
+    }
+    let b = bucket.1;
+    let minute = |t: &DateTime<Utc>| t.timestamp().div_euclid(60);
+    let round_up = |t: &DateTime<Utc>| {
+        let m = minute(t)
+            + i64::from(t.timestamp().rem_euclid(60) > 0 || t.timestamp_subsec_nanos() > 0);
+        (m + b - 1).div_euclid(b) * b
+    };
+    let until = match &until {
+        Some(t) => round_up(t),
+        None => (minute(&now).div_euclid(b) + 1) * b,
+    };
+    let since = match &since {
+        Some(t) => minute(t).div_euclid(b) * b,
+        None => until - DEFAULT_BUCKETS * b,
+    };
+    if since > until {
+        return Err(bad("since", "is later than until"));
+    }
+    if (until - since) / b > MAX_BUCKETS {
+        return Err(bad(
+            "since",
+            format!(
+                "asks for more than {MAX_BUCKETS} buckets; use a wider bucket or a shorter range"
+            ),
+        ));
+    }
+    Ok(TimeseriesQuery {
+        bucket: bucket.0,
+        bucket_minutes: b,
+        since,
+        until,
+        model,
+        model_version,
+    })
+}
+
 /// Cursors are opaque to clients: a position in hex behind a prefix, `c<id>` (after a row id)
 /// or `t<txid>-<id>` (after a row of a transaction, PostgreSQL's ascending order).
 pub fn encode_cursor(c: Cursor) -> String {

@@ -15,6 +15,7 @@ mod predict;
 mod readme;
 mod reload;
 mod request_ids;
+mod rollups;
 mod shutdown;
 mod spill;
 mod store_props;

@@ -9,10 +9,11 @@ use std::sync::OnceLock;
 use std::time::Instant;
 
 use anyhow::Context;
-use sqlx::PgPool;
+use sqlx::{Executor, PgConnection, PgPool};
 
 use crate::audit::columns::{self, Cell, Column};
 use crate::audit::record::{AuditRecord, Feedback, Written, format_time};
+use crate::audit::rollup::Delta;
 
 /// The batch insert that skips rows already stored, built once from the column list. The
 /// duplicate check costs the server about a fifth of the insert, so it is only paid when the
@@ -26,7 +27,7 @@ fn insert_sql() -> &'static str {
             .collect();
         format!(
             "insert into prediction ({}) select * from unnest({}) \
-             on conflict (request_id, item, received_at) do nothing",
+             on conflict (request_id, item, received_at) do nothing returning request_id, item",
             columns::insert_list(),
             arrays.join(", ")
         )
@@ -155,9 +156,14 @@ fn column_values(column: Column, records: &[&AuditRecord], stored_at: Instant) -
     }
 }
 
-/// Writes `records` in one statement; rows already stored (same request id, item and arrival)
-/// are skipped. The write moment is taken when a connection is in hand, just before the
-/// statement is sent: durable rows' latencies include the wait for a connection.
+/// Writes `records` and their rollup counts ([`Delta`]) in one transaction: `begin`, the
+/// binary `COPY`, then the rollup upsert and `commit` in one simple query (four round trips).
+/// The write moment is taken when a connection is in hand, just before the `COPY`: durable
+/// rows' latencies include the wait for a connection.
+///
+/// `COPY` cannot skip rows: a batch holding a row already stored (a replayed spill file, a
+/// copy run again, a retry of a commit whose outcome was lost) fails as a whole, is rolled
+/// back, and is written again by [`write_new_rows`], counting only the rows it inserts.
 pub(super) async fn write_rows(pool: &PgPool, records: &[&AuditRecord]) -> anyhow::Result<Written> {
     if records.is_empty() {
         return Ok(Written {
@@ -170,29 +176,234 @@ pub(super) async fn write_rows(pool: &PgPool, records: &[&AuditRecord]) -> anyho
         .await
         .context("taking a connection to the audit database")?;
     let stored_at = Instant::now();
-    // `COPY` first: the fastest way in (BENCHMARKS.md, session 5). It cannot skip rows, so a
-    // batch holding a row already stored (a replayed spill file, a copy run again, a retry of
-    // a commit whose outcome was lost) fails as a whole, writes nothing, and is written again
-    // by the insert that skips those rows.
-    let copied = async {
-        let mut copy = conn.copy_in_raw(copy_sql()).await?;
-        copy.send(copy_data(records, stored_at)).await?;
-        copy.finish().await
-    }
-    .await;
-    let inserted = match copied {
-        Ok(n) => n,
-        Err(e) if is_unique_violation(&e) => bound(insert_sql(), records, stored_at)
+    let delta = Delta::of(records.iter().copied(), stored_at);
+    let written = if records.len() <= ONE_STATEMENT_ROWS {
+        bound(one_statement_sql(), records, stored_at)
+            .bind(delta.to_json_with(storable))
             .execute(&mut *conn)
             .await
-            .context("inserting audit rows")?
-            .rows_affected(),
-        Err(e) => return Err(e).context("copying audit rows"),
+            .map(|_| ())
+    } else {
+        let upsert = rollup_upsert(&delta, "commit");
+        copy_and_commit(&mut conn, copy_data(records, stored_at), &upsert).await
     };
+    match written {
+        Ok(_) => Ok(Written {
+            at: stored_at,
+            inserted: records.len() as u64,
+        }),
+        Err(e) => {
+            // Ends the failed transaction; a connection that cannot is not reused.
+            if rollback(&mut conn).await.is_err() {
+                conn.detach();
+            } else if is_unique_violation(&e) {
+                return write_new_rows(&mut conn, records, stored_at).await;
+            }
+            Err(e).context("writing audit rows")
+        }
+    }
+}
+
+/// Batches up to this many rows are written by one statement ([`one_statement_sql`]): one
+/// round trip, where `COPY` in a transaction with the rollups takes four. Larger ones by
+/// `COPY`, whose cheaper rows outweigh the round trips.
+const ONE_STATEMENT_ROWS: usize = 64;
+
+/// The rows (`unnest` of one array per column) and their rollup delta (a JSON array, the last
+/// parameter) in one statement: the delta's insert is a data-modifying `with`, so both commit
+/// or fail together.
+fn one_statement_sql() -> &'static str {
+    static SQL: OnceLock<String> = OnceLock::new();
+    SQL.get_or_init(|| {
+        let arrays: Vec<String> = columns::written()
+            .enumerate()
+            .map(|(i, c)| format!("${}::{}", i + 1, c.pg_array()))
+            .collect();
+        format!(
+            "with counted as (insert into rollup_delta (counts) values (${})) \
+             insert into prediction ({}) select * from unnest({})",
+            arrays.len() + 1,
+            columns::insert_list(),
+            arrays.join(", ")
+        )
+    })
+}
+
+/// The upsert of merged rollup counts given as the JSON array `json` (an SQL expression).
+fn rollup_upsert_sql(json: &str) -> String {
+    format!(
+        "insert into rollup (minute, model, model_version, kind, key, count) \
+         select (e->>0)::bigint, e->>1, e->>2, e->>3, e->>4, (e->>5)::bigint \
+         from jsonb_array_elements({json}) e \
+         on conflict (minute, model, model_version, kind, key) do update set count = \
+         case when rollup.kind = 'latency_max' then greatest(rollup.count, excluded.count) \
+         else rollup.count + excluded.count end"
+    )
+}
+
+/// `begin`, the `COPY` of `data`, then `upsert_and_commit`.
+async fn copy_and_commit(
+    conn: &mut PgConnection,
+    data: Vec<u8>,
+    upsert_and_commit: &str,
+) -> Result<(), sqlx::Error> {
+    (&mut *conn).execute("begin").await?;
+    let mut copy = conn.copy_in_raw(copy_sql()).await?;
+    copy.send(data).await?;
+    copy.finish().await?;
+    (&mut *conn).execute(upsert_and_commit).await?;
+    Ok(())
+}
+
+async fn rollback(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
+    conn.execute("rollback").await.map(|_| ())
+}
+
+/// [`write_rows`] for a batch holding rows already stored: the rows not there yet are
+/// inserted, and only they are counted in the rollups, in one transaction.
+async fn write_new_rows(
+    conn: &mut PgConnection,
+    records: &[&AuditRecord],
+    stored_at: Instant,
+) -> anyhow::Result<Written> {
+    use sqlx::Row;
+    let mut tx = sqlx::Connection::begin(conn)
+        .await
+        .context("starting a transaction")?;
+    let done = bound(insert_sql(), records, stored_at)
+        .fetch_all(&mut *tx)
+        .await
+        .context("inserting audit rows")?;
+    let new: std::collections::HashSet<(String, i32)> = done
+        .iter()
+        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+        .collect::<Result<_, sqlx::Error>>()?;
+    let delta = Delta::of(
+        records
+            .iter()
+            .copied()
+            .filter(|r| new.contains(&(r.request_id.to_string(), r.item as i32))),
+        stored_at,
+    );
+    if !delta.is_empty() {
+        (&mut *tx)
+            .execute(rollup_upsert(&delta, "").as_str())
+            .await
+            .context("updating the audit rollups")?;
+    }
+    tx.commit().await.context("committing audit rows")?;
     Ok(Written {
         at: stored_at,
-        inserted,
+        inserted: new.len() as u64,
     })
+}
+
+/// Appends a rollup delta (inside the caller's transaction), then runs `then`: one simple
+/// query, the counts inlined as a literal (simple queries take no parameters; the literal is
+/// quoted, and its texts cleaned of NUL as the rows' are).
+fn rollup_upsert(delta: &Delta, then: &str) -> String {
+    let json = delta.to_json_with(storable).replace('\'', "''");
+    format!("insert into rollup_delta (counts) values ('{json}'); {then}")
+}
+
+/// Merges the oldest rollup deltas (up to 10,000) into `rollup` and removes them, in one
+/// transaction, one replica at a time (an advisory lock: a replica that finds it taken skips
+/// this round). Deltas are removed by id, not up to one: ids are not committed in order, and a
+/// delta committed after the read must stay. Returns how many were merged.
+pub(super) async fn merge_deltas(pool: &PgPool) -> anyhow::Result<usize> {
+    use sqlx::Row;
+    let mut tx = pool.begin().await.context("starting a transaction")?;
+    let mine: bool = sqlx::query_scalar("select pg_try_advisory_xact_lock($1)")
+        .bind(MERGE_LOCK)
+        .fetch_one(&mut *tx)
+        .await?;
+    if !mine {
+        return Ok(0);
+    }
+    let rows = sqlx::query("select id, counts from rollup_delta order by id limit 10000")
+        .fetch_all(&mut *tx)
+        .await
+        .context("reading rollup deltas")?;
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    let ids: Vec<i64> = rows
+        .iter()
+        .map(|r| r.try_get(0))
+        .collect::<Result<_, _>>()?;
+    let counts: Vec<String> = rows
+        .iter()
+        .map(|r| r.try_get(1))
+        .collect::<Result<_, _>>()?;
+    let merged = crate::audit::rollup::merge_deltas(counts.iter().map(String::as_str))?;
+    sqlx::query(&rollup_upsert_sql("$1::jsonb"))
+        .bind(merged)
+        .execute(&mut *tx)
+        .await
+        .context("merging rollup deltas")?;
+    sqlx::query("delete from rollup_delta where id = any($1)")
+        .bind(&ids)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await.context("committing merged rollups")?;
+    Ok(ids.len())
+}
+
+/// The advisory lock key of [`merge_deltas`] (any fixed number; "ROLL" in ASCII).
+const MERGE_LOCK: i64 = 0x524f_4c4c;
+
+/// Recomputes the rollups from the rows, in one transaction, 10,000 rows at a time, with
+/// the writer's own counting ([`Delta`]). Replicas may write meanwhile: the table lock makes
+/// their commits wait until the rebuild has committed.
+pub(super) async fn rebuild_rollups(pool: &PgPool) -> anyhow::Result<()> {
+    use sqlx::Row;
+    let mut tx = pool.begin().await.context("starting a transaction")?;
+    (&mut *tx)
+        .execute(
+            "lock table rollup, rollup_delta in exclusive mode; \
+             delete from rollup; delete from rollup_delta",
+        )
+        .await
+        .context("clearing the audit rollups")?;
+    let sql = format!(
+        "select {} from prediction where id > $1 order by id limit 10000",
+        columns::pg_select_list()
+    );
+    let mut after = 0i64;
+    loop {
+        let rows = sqlx::query(&sql)
+            .bind(after)
+            .fetch_all(&mut *tx)
+            .await
+            .context("reading audit rows")?;
+        let Some(last) = rows.last() else { break };
+        after = last.try_get(0)?;
+        let records = rows
+            .iter()
+            .map(|r| crate::audit::sql::decode_row(r)?.into_record())
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let delta = Delta::of(&records, Instant::now()).to_json_with(storable);
+        sqlx::query(&rollup_upsert_sql("$1::jsonb"))
+            .bind(crate::audit::rollup::merge_deltas([delta.as_str()])?)
+            .execute(&mut *tx)
+            .await
+            .context("writing the audit rollups")?;
+    }
+    tx.commit()
+        .await
+        .context("committing the rebuilt rollups")?;
+    Ok(())
+}
+
+/// Whether the store has rows but no rollups (rows written before rollups existed).
+pub(super) async fn rollups_missing(pool: &PgPool) -> anyhow::Result<bool> {
+    sqlx::query_scalar(
+        "select exists (select 1 from prediction) and not exists (select 1 from rollup) \
+         and not exists (select 1 from rollup_delta)",
+    )
+    .fetch_one(pool)
+    .await
+    .context("checking the audit rollups")
 }
 
 /// Inserts a row in a transaction and rolls it back.

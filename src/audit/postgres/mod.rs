@@ -26,12 +26,16 @@ use crate::audit::fault::{FaultKind, StoreFault};
 use crate::audit::filter::{AuditFilter, Cursor, Page, Summary};
 use crate::audit::modes::StoreOptions;
 use crate::audit::record::{AuditRecord, Feedback, RequestRef, StoredRecord, Written};
+use crate::audit::rollup::{RollupRange, RollupRow};
 
 /// Days of partitions kept ready ahead of today (and one behind, for clocks a little slow).
 const PARTITION_DAYS_AHEAD: i64 = 7;
 
 /// How often the partitions ahead are checked.
 const PARTITION_CHECK_EVERY: Duration = Duration::from_secs(3600);
+
+/// How often rollup deltas are merged (see `migrations/postgres/0003_rollup.sql`).
+const MERGE_EVERY: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone)]
 pub struct PgStore {
@@ -93,19 +97,37 @@ impl PgStore {
                 .await
                 .with_context(|| format!("migrating the audit database at {server}"))?;
             create_partitions(&pool).await?;
+            // Rows from before rollups existed get theirs once.
+            if insert::rollups_missing(&pool).await? {
+                insert::rebuild_rollups(&pool).await?;
+            }
         }
         Ok(PgStore { pool })
     }
 
-    /// Creates the partitions ahead every hour, until aborted.
+    /// The store's background work, until aborted: rollup deltas merged every second, and
+    /// the partitions created ahead every hour.
     pub fn spawn_partitions(&self, log: Logger) -> tokio::task::JoinHandle<()> {
         let pool = self.pool.clone();
         tokio::spawn(async move {
+            let mut last_partitions = tokio::time::Instant::now();
+            let mut merge_failing = false;
             loop {
-                tokio::time::sleep(PARTITION_CHECK_EVERY).await;
-                if let Err(e) = create_partitions(&pool).await {
-                    warn!(log, "could not create the audit table's partitions ahead; rows go to the default partition meanwhile";
-                        "error" => format!("{e:#}"));
+                tokio::time::sleep(MERGE_EVERY).await;
+                match insert::merge_deltas(&pool).await {
+                    Ok(_) => merge_failing = false,
+                    Err(e) if !merge_failing => {
+                        merge_failing = true;
+                        warn!(log, "merging audit rollups failed; will retry"; "error" => format!("{e:#}"));
+                    }
+                    Err(_) => {}
+                }
+                if last_partitions.elapsed() >= PARTITION_CHECK_EVERY {
+                    last_partitions = tokio::time::Instant::now();
+                    if let Err(e) = create_partitions(&pool).await {
+                        warn!(log, "could not create the audit table's partitions ahead; rows go to the default partition meanwhile";
+                            "error" => format!("{e:#}"));
+                    }
                 }
             }
         })
@@ -150,6 +172,20 @@ impl PgStore {
         query::client_requests(&self.pool, client_id, limit)
             .await
             .map_err(fault)
+    }
+
+    pub async fn rollups(
+        &self,
+        range: &RollupRange,
+        bucket_minutes: i64,
+    ) -> Result<Vec<RollupRow>, StoreFault> {
+        query::rollups(&self.pool, range, bucket_minutes)
+            .await
+            .map_err(fault)
+    }
+
+    pub async fn rebuild_rollups(&self) -> Result<(), StoreFault> {
+        insert::rebuild_rollups(&self.pool).await.map_err(fault)
     }
 
     pub async fn summary(&self, filter: &AuditFilter) -> Result<Summary, StoreFault> {

@@ -9,8 +9,11 @@ use sqlx::postgres::PgPool;
 use sqlx::{Postgres, QueryBuilder, Row};
 
 use crate::audit::columns;
-use crate::audit::filter::{AuditFilter, Count, Cursor, LatencySummary, Order, Page, Summary};
+use crate::audit::filter::{
+    AuditFilter, Count, Cursor, LatencySummary, Order, Page, Summary, SummarySource,
+};
 use crate::audit::record::{Feedback, RequestRef, StoredRecord};
+use crate::audit::rollup::{RollupRange, RollupRow};
 use crate::audit::sql;
 
 const TIME_CAST: &str = "::timestamptz";
@@ -198,6 +201,7 @@ pub(super) async fn summary(pool: &PgPool, filter: &AuditFilter) -> anyhow::Resu
         by_status: counts.next().unwrap_or_default(),
         by_error_code: counts.next().unwrap_or_default(),
         latency_us: latency,
+        source: SummarySource::Rows,
     })
 }
 
@@ -224,6 +228,25 @@ pub(super) async fn drift_rows(
         drift.push(row.try_get(0)?, row.try_get(1)?);
     }
     Ok(drift.finish(max_rows))
+}
+
+/// Rollup counts of a range, per bucket of `bucket_minutes`.
+pub(super) async fn rollups(
+    pool: &PgPool,
+    range: &RollupRange,
+    bucket_minutes: i64,
+) -> anyhow::Result<Vec<RollupRow>> {
+    let rows = sql::rollup_query::<Postgres>(
+        range,
+        bucket_minutes,
+        "select (g->>0)::bigint, g->>1, g->>2, e->>0, e->>1, (e->>2)::bigint \
+         from rollup_delta, jsonb_array_elements(counts::jsonb) g, jsonb_array_elements(g->3) e",
+    )
+    .build()
+    .fetch_all(pool)
+    .await
+    .context("reading the audit rollups")?;
+    rows.iter().map(sql::decode_rollup).collect()
 }
 
 pub(super) async fn served_row(

@@ -10,6 +10,7 @@ use sqlx::sqlite::{SqliteArguments, SqliteConnection};
 
 use crate::audit::columns::{self, Cell};
 use crate::audit::record::{AuditRecord, Written, format_time};
+use crate::audit::rollup::{Delta, merge_deltas as merge_deltas_json};
 
 /// Rows per INSERT statement. A batch of up to [`EXACT_ROWS`] rows is one statement of its
 /// exact size (one implicit transaction, one round trip to SQLite's thread). A larger batch is
@@ -25,9 +26,10 @@ pub(super) const MAX_ROWS_PER_STATEMENT: usize = 2048;
 // lowers MAX_ROWS_PER_STATEMENT.
 const _: () = assert!(MAX_ROWS_PER_STATEMENT * (columns::ALL.len() - 1) <= 32_766);
 
-/// Prepared statements the writing connection keeps (see [`EXACT_ROWS`]), plus the
-/// transaction and feedback statements.
-pub(super) const WRITE_STATEMENT_CACHE: usize = EXACT_ROWS + 5 + 10;
+/// Prepared statements the writing connection keeps (see [`EXACT_ROWS`]): each small size
+/// twice (alone, and in the one-trip query of [`write_rows`]), plus the transaction, rollup
+/// and feedback statements.
+pub(super) const WRITE_STATEMENT_CACHE: usize = 2 * EXACT_ROWS + 5 + 10;
 
 /// Rows of the next statement for `remaining` rows.
 pub(super) fn chunk_len(remaining: usize) -> usize {
@@ -82,14 +84,21 @@ pub(super) async fn begin_immediate(
     }
 }
 
-/// Writes `records` in one transaction and returns the moment they were written, the write
-/// lock held (durable rows' latencies are taken at that moment), and how many were new.
+/// Writes `records` and their rollup counts ([`Delta`]) in one transaction, and returns the
+/// moment they were written, the write lock held (durable rows' latencies are taken at that
+/// moment), and how many were new.
 ///
-/// A batch of up to [`EXACT_ROWS`] rows is first tried as one autocommit statement (a single
-/// round trip to SQLite's thread). If another process holds the lock, that statement fails at
-/// once without writing (the connection has no busy timeout), and the batch is written inside
-/// `begin immediate` once the lock is free: the rows' latencies then include the wait. A larger
-/// batch always takes the lock first, then writes its chunks.
+/// A batch of up to [`EXACT_ROWS`] rows is first sent as one multi-statement query, `begin
+/// immediate; insert …; insert of the rollup delta; commit`: a single round trip to SQLite's
+/// thread.
+/// If another process holds the lock, its `begin immediate` fails at once without writing
+/// (the connection has no busy timeout), and the batch is written after a `begin immediate`
+/// that waits for the lock: the rows' latencies then include the wait. A larger batch always
+/// takes the lock first, then writes its chunks and the rollups.
+///
+/// The inserts do not skip rows: a row already stored (a replayed spill file, a copy run
+/// again, a retried commit whose outcome was lost) fails the batch, which is rolled back and
+/// written again by [`write_new_rows`], counting only the rows it inserts.
 pub(super) async fn write_rows(
     conn: &mut SqliteConnection,
     records: &[&AuditRecord],
@@ -103,37 +112,240 @@ pub(super) async fn write_rows(
     }
     if records.len() <= EXACT_ROWS {
         let stored_at = Instant::now();
-        match insert(records, stored_at).execute(&mut *conn).await {
-            Ok(done) => {
+        let delta = Delta::of(records.iter().copied(), stored_at).to_json();
+        match insert(one_trip_sql(records.len()), records, stored_at)
+            .bind(delta)
+            .execute(&mut *conn)
+            .await
+        {
+            Ok(_) => {
                 return Ok(Written {
                     at: stored_at,
-                    inserted: done.rows_affected(),
+                    inserted: records.len() as u64,
                 });
             }
+            // `begin immediate` met the lock: nothing was done.
             Err(e) if is_busy(&e) => {}
-            Err(e) => return Err(e).context("inserting audit rows"),
+            Err(e) => {
+                rollback(conn).await?;
+                if is_unique_violation(&e) {
+                    return write_new_rows(conn, records, busy_timeout).await;
+                }
+                return Err(e).context("inserting audit rows");
+            }
         }
     }
     begin_immediate(conn, busy_timeout).await?;
     let stored_at = Instant::now();
     let mut rest = records;
-    let mut inserted = 0;
     while !rest.is_empty() {
         let (chunk, tail) = rest.split_at(chunk_len(rest.len()));
         rest = tail;
-        inserted += insert(chunk, stored_at)
+        if let Err(e) = insert(insert_sql(chunk.len()), chunk, stored_at)
             .execute(&mut *conn)
             .await
-            .context("inserting audit rows")?
-            .rows_affected();
+        {
+            rollback(conn).await?;
+            if is_unique_violation(&e) {
+                return write_new_rows(conn, records, busy_timeout).await;
+            }
+            return Err(e).context("inserting audit rows");
+        }
     }
+    add_rollups(conn, &Delta::of(records.iter().copied(), stored_at)).await?;
     sqlx::query("commit")
         .execute(&mut *conn)
         .await
         .context("committing audit rows")?;
     Ok(Written {
         at: stored_at,
-        inserted,
+        inserted: records.len() as u64,
+    })
+}
+
+/// [`write_rows`] for a batch holding rows already stored: each row is inserted unless its
+/// request id and item are there, and only the rows inserted are counted in the rollups.
+async fn write_new_rows(
+    conn: &mut SqliteConnection,
+    records: &[&AuditRecord],
+    busy_timeout: Duration,
+) -> anyhow::Result<Written> {
+    begin_immediate(conn, busy_timeout).await?;
+    let stored_at = Instant::now();
+    let mut new = Vec::with_capacity(records.len());
+    for r in records {
+        let done = insert(skipping_insert_sql(), &[r], stored_at)
+            .execute(&mut *conn)
+            .await
+            .context("inserting audit rows")?;
+        if done.rows_affected() == 1 {
+            new.push(*r);
+        }
+    }
+    add_rollups(conn, &Delta::of(new.iter().copied(), stored_at)).await?;
+    sqlx::query("commit")
+        .execute(&mut *conn)
+        .await
+        .context("committing audit rows")?;
+    Ok(Written {
+        at: stored_at,
+        inserted: new.len() as u64,
+    })
+}
+
+/// Appends rollup counts to the deltas, inside the caller's transaction.
+pub(super) async fn add_rollups(conn: &mut SqliteConnection, delta: &Delta) -> anyhow::Result<()> {
+    if delta.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(DELTA_INSERT)
+        .bind(delta.to_json())
+        .execute(&mut *conn)
+        .await
+        .context("updating the audit rollups")?;
+    Ok(())
+}
+
+/// Adds merged counts (a flat array of [`merge_deltas_json`]) to `rollup`, inside the
+/// caller's transaction.
+async fn upsert_rollups(conn: &mut SqliteConnection, json: String) -> anyhow::Result<()> {
+    sqlx::query(ROLLUP_UPSERT)
+        .bind(json)
+        .execute(&mut *conn)
+        .await
+        .context("merging the audit rollups")?;
+    Ok(())
+}
+
+/// Merges the oldest deltas (up to 10,000) into `rollup` and removes them, in one
+/// transaction; returns how many were merged.
+pub(super) async fn merge_deltas(
+    conn: &mut SqliteConnection,
+    busy_timeout: Duration,
+) -> anyhow::Result<usize> {
+    use sqlx::Row;
+    begin_immediate(conn, busy_timeout).await?;
+    let result: anyhow::Result<usize> = async {
+        let rows = sqlx::query("select id, counts from rollup_delta order by id limit 10000")
+            .fetch_all(&mut *conn)
+            .await?;
+        let Some(last) = rows.last() else {
+            return Ok(0);
+        };
+        let last: i64 = last.try_get(0)?;
+        let counts: Vec<String> = rows
+            .iter()
+            .map(|r| r.try_get(1))
+            .collect::<Result<_, _>>()?;
+        let merged = merge_deltas_json(counts.iter().map(String::as_str))?;
+        upsert_rollups(conn, merged).await?;
+        sqlx::query("delete from rollup_delta where id <= ?")
+            .bind(last)
+            .execute(&mut *conn)
+            .await?;
+        Ok(rows.len())
+    }
+    .await;
+    match result {
+        Ok(n) => {
+            sqlx::query("commit")
+                .execute(&mut *conn)
+                .await
+                .context("committing merged rollups")?;
+            Ok(n)
+        }
+        Err(e) => {
+            rollback(conn).await?;
+            Err(e)
+        }
+    }
+}
+
+/// Recomputes the rollups from the rows, in one transaction (readers keep seeing the old ones
+/// until it commits).
+pub(super) async fn rebuild_rollups(
+    conn: &mut SqliteConnection,
+    busy_timeout: Duration,
+) -> anyhow::Result<()> {
+    use sqlx::Row;
+    begin_immediate(conn, busy_timeout).await?;
+    sqlx::query("delete from rollup")
+        .execute(&mut *conn)
+        .await?;
+    let sql = format!(
+        "select {} from prediction where id > ? order by id limit 10000",
+        columns::select_list()
+    );
+    let mut after = 0i64;
+    loop {
+        let rows = sqlx::query(&sql)
+            .bind(after)
+            .fetch_all(&mut *conn)
+            .await
+            .context("reading audit rows")?;
+        let Some(last) = rows.last() else { break };
+        after = last.try_get(0)?;
+        let records = rows
+            .iter()
+            .map(|r| crate::audit::sql::decode_row(r)?.into_record())
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let delta = Delta::of(&records, Instant::now()).to_json();
+        upsert_rollups(conn, merge_deltas_json([delta.as_str()])?).await?;
+    }
+    sqlx::query("commit")
+        .execute(&mut *conn)
+        .await
+        .context("committing the rebuilt rollups")?;
+    Ok(())
+}
+
+/// Ends the transaction a failed statement left open, if any.
+async fn rollback(conn: &mut SqliteConnection) -> anyhow::Result<()> {
+    match sqlx::query("rollback").execute(&mut *conn).await {
+        Ok(_) => Ok(()),
+        // SQLite already rolled back (some errors do), or the failure came before `begin`.
+        Err(e) if e.to_string().contains("no transaction is active") => Ok(()),
+        Err(e) => Err(e).context("rolling back a failed audit write"),
+    }
+}
+
+/// SQLite's `SQLITE_CONSTRAINT_PRIMARYKEY` or `_UNIQUE`: a row already stored.
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.is_unique_violation())
+}
+
+/// Appends one delta (see [`Delta::to_json`]).
+const DELTA_INSERT: &str = "insert into rollup_delta (counts) values (?)";
+
+/// Adds the counts of one JSON array of `[minute, model, model_version, kind, key, count]`
+/// (see [`merge_deltas_json`]): summed, or the larger for `latency_max`.
+const ROLLUP_UPSERT: &str = "insert into rollup (minute, model, model_version, kind, key, count) \
+     select value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5 \
+     from json_each(?) where true \
+     on conflict (minute, model, model_version, kind, key) do update set count = \
+     case when kind = 'latency_max' then max(count, excluded.count) \
+     else count + excluded.count end";
+
+/// `begin immediate; insert of `rows` rows; insert of their rollup delta; commit`, built once
+/// per size.
+fn one_trip_sql(rows: usize) -> &'static str {
+    static SQL: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    let all = SQL.get_or_init(|| {
+        (1..=EXACT_ROWS)
+            .map(|n| format!("begin immediate; {}; {DELTA_INSERT}; commit", insert_sql(n)))
+            .collect()
+    });
+    &all[rows - 1]
+}
+
+/// The one-row insert that skips a row already stored.
+fn skipping_insert_sql() -> &'static str {
+    static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    SQL.get_or_init(|| {
+        format!(
+            "{} on conflict (request_id, item) do nothing",
+            insert_sql(1)
+        )
     })
 }
 
@@ -148,7 +360,7 @@ pub(super) async fn probe_rows(
     begin_immediate(conn, busy_timeout)
         .await
         .context("starting a probe transaction")?;
-    insert(&[probe], Instant::now())
+    insert(insert_sql(1), &[probe], Instant::now())
         .execute(&mut *conn)
         .await
         .context("inserting audit rows")?;
@@ -162,10 +374,11 @@ pub(super) async fn probe_rows(
 /// A multi-row INSERT of `rows` (at most [`MAX_ROWS_PER_STATEMENT`]), values bound in the
 /// order of [`columns::written`].
 fn insert<'a>(
+    sql: &'static str,
     rows: &[&'a AuditRecord],
     stored_at: Instant,
 ) -> sqlx::query::Query<'a, Sqlite, SqliteArguments<'a>> {
-    let mut q = sqlx::query(insert_sql(rows.len()));
+    let mut q = sqlx::query(sql);
     // The rows of one request share their arrival time: format it once per request.
     let mut time: Option<(DateTime<Utc>, String)> = None;
     for r in rows {
@@ -217,9 +430,6 @@ pub(super) fn insert_sql(rows: usize) -> &'static str {
                     }
                     sql.push_str(&values);
                 }
-                // A row already stored (same request id and item) is skipped: a replayed spill
-                // file, or a retry of a commit whose outcome was lost, writes no row twice.
-                sql.push_str(" on conflict (request_id, item) do nothing");
                 (n, sql)
             })
             .collect()
@@ -253,8 +463,8 @@ mod tests {
             while rest > 0 {
                 let n = chunk_len(rest);
                 if checked.insert(n) {
-                    // One "(" for the column list, one for the conflict target, one per row.
-                    assert_eq!(insert_sql(n).matches('(').count() - 2, n, "{total} rows");
+                    // One "(" for the column list, one per row.
+                    assert_eq!(insert_sql(n).matches('(').count() - 1, n, "{total} rows");
                 }
                 rest -= n;
             }

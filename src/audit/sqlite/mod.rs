@@ -31,6 +31,7 @@ use crate::audit::fault::{FaultKind, StoreFault};
 use crate::audit::filter::{AuditFilter, Cursor, Page, Summary};
 use crate::audit::modes::StoreOptions;
 use crate::audit::record::{AuditRecord, Feedback, RequestRef, StoredRecord, Written, format_time};
+use crate::audit::rollup::{RollupRange, RollupRow};
 use crate::throttle::Throttle;
 
 #[derive(Debug, Clone)]
@@ -88,6 +89,18 @@ fn fault(e: anyhow::Error) -> StoreFault {
 /// How often committed writes are checkpointed into the database file.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
 
+/// How often rollup deltas are merged (see `migrations/sqlite/0006_rollup.sql`).
+const MERGE_EVERY: Duration = Duration::from_secs(1);
+
+/// Aborts a task when dropped: the merge loop stops with the checkpoint task that owns it.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Checkpoints in a row that copied nothing while frames waited (2 s) before the WAL is
 /// reported as starved.
 const STARVED_ROUNDS: u32 = 20;
@@ -99,14 +112,71 @@ impl SqliteStore {
             let p = o.get_filename();
             (!p.as_os_str().is_empty() && p != Path::new(":memory:")).then(|| p.to_path_buf())
         });
-        Ok(SqliteStore {
+        let store = SqliteStore {
             pools: Arc::new(RwLock::new(pools)),
             url: url.to_string(),
             opts: opts.clone(),
             path,
             reopening: Arc::new(tokio::sync::Mutex::new(())),
             wal_pending: Arc::new(AtomicU64::new(0)),
-        })
+        };
+        if !opts.read_only {
+            store.build_missing_rollups().await?;
+        }
+        Ok(store)
+    }
+
+    /// A store with rows but no rollups (rows written before rollups existed, migration 6)
+    /// gets them built once.
+    async fn build_missing_rollups(&self) -> anyhow::Result<()> {
+        let missing: bool = sqlx::query_scalar(
+            "select exists (select 1 from prediction) and not exists (select 1 from rollup) \
+             and not exists (select 1 from rollup_delta)",
+        )
+        .fetch_one(&self.read())
+        .await
+        .context("checking the audit rollups")?;
+        if missing {
+            self.rebuild_rollups()
+                .await
+                .map_err(|f| anyhow::anyhow!("building the audit rollups: {}", f.detail()))?;
+        }
+        Ok(())
+    }
+
+    /// Recomputes the rollups from the rows, in one transaction, 10,000 rows at a time.
+    pub async fn rebuild_rollups(&self) -> Result<(), StoreFault> {
+        let result: anyhow::Result<()> = async {
+            let (conn, _) = self.write()?;
+            let mut guard = conn.lock().await?;
+            let rebuilt = insert::rebuild_rollups(guard.conn(), self.opts.busy_timeout).await;
+            guard.finish(rebuilt).await
+        }
+        .await;
+        result.map_err(fault)
+    }
+
+    /// Merges rollup deltas into the rollups (see `migrations/sqlite/0006_rollup.sql`); the
+    /// number merged.
+    pub async fn merge_rollups(&self) -> Result<usize, StoreFault> {
+        let result: anyhow::Result<usize> = async {
+            let (conn, _) = self.write()?;
+            let mut guard = conn.lock().await?;
+            let merged = insert::merge_deltas(guard.conn(), self.opts.busy_timeout).await;
+            guard.finish(merged).await
+        }
+        .await;
+        result.map_err(fault)
+    }
+
+    pub async fn rollups(
+        &self,
+        range: &RollupRange,
+        bucket_minutes: i64,
+    ) -> Result<Vec<RollupRow>, StoreFault> {
+        query::rollups(&self.read(), range, bucket_minutes)
+            .await
+            .map_err(fault)
     }
 
     pub fn file(&self) -> Option<&Path> {
@@ -408,6 +478,26 @@ impl SqliteStore {
             let mut stuck_rounds = 0u32;
             let mut last_copied = -1i64;
             let starved_log = Throttle::new(Duration::from_secs(60));
+            // Rollup deltas are merged beside the checkpoints, never delaying them.
+            let merges = {
+                let (store, log) = (store.clone(), log.clone());
+                async move {
+                    let mut failing = false;
+                    loop {
+                        tokio::time::sleep(MERGE_EVERY).await;
+                        match store.merge_rollups().await {
+                            Ok(_) => failing = false,
+                            Err(e) if !failing => {
+                                failing = true;
+                                warn!(log, "merging audit rollups failed; will retry"; "error" => e.detail());
+                            }
+                            Err(_) => {}
+                        }
+                    }
+                }
+            };
+            let merges = tokio::spawn(merges);
+            let _stop_merges_with_this_task = AbortOnDrop(merges);
             loop {
                 tokio::time::sleep(CHECKPOINT_EVERY).await;
                 match store.checkpoint().await {

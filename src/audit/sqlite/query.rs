@@ -7,8 +7,9 @@ use sqlx::sqlite::{SqlitePool, SqliteRow};
 use sqlx::{QueryBuilder, Row, Sqlite};
 
 use crate::audit::columns;
-use crate::audit::filter::{AuditFilter, Count, LatencySummary, Order, Summary};
+use crate::audit::filter::{AuditFilter, Count, LatencySummary, Order, Summary, SummarySource};
 use crate::audit::record::{Feedback, RequestRef, StoredRecord};
+use crate::audit::rollup::{RollupRange, RollupRow};
 use crate::audit::sql;
 
 pub(super) async fn page(
@@ -161,6 +162,7 @@ pub(super) async fn summary(read: &SqlitePool, filter: &AuditFilter) -> anyhow::
         by_status: counts.next().unwrap_or_default(),
         by_error_code: counts.next().unwrap_or_default(),
         latency_us: latency,
+        source: SummarySource::Rows,
     })
 }
 
@@ -183,6 +185,26 @@ pub(super) async fn drift_rows(
         drift.push(row.try_get(0)?, row.try_get(1)?);
     }
     Ok(drift.finish(max_rows))
+}
+
+/// Rollup counts of a range, per bucket of `bucket_minutes`.
+pub(super) async fn rollups(
+    read: &SqlitePool,
+    range: &RollupRange,
+    bucket_minutes: i64,
+) -> anyhow::Result<Vec<RollupRow>> {
+    let rows = sql::rollup_query::<Sqlite>(
+        range,
+        bucket_minutes,
+        "select g.value ->> 0, g.value ->> 1, g.value ->> 2, e.value ->> 0, e.value ->> 1, \
+         e.value ->> 2 from rollup_delta, json_each(rollup_delta.counts) g, \
+         json_each(g.value, '$[3]') e",
+    )
+    .build()
+    .fetch_all(read)
+    .await
+    .context("reading the audit rollups")?;
+    rows.iter().map(sql::decode_rollup).collect()
 }
 
 /// The model and predicted label of an answered row, if it exists.

@@ -1,4 +1,5 @@
-//! `GET /audit`, `GET /audit/summary` and `GET /audit/{request_id}`: the audit trail over HTTP.
+//! `GET /audit`, `GET /audit/summary`, `GET /audit/timeseries` and `GET /audit/{request_id}`:
+//! the audit trail over HTTP.
 //! Audit data holds users' inputs, so every route here takes [`AuditAccess`].
 
 use actix_web::http::header;
@@ -10,10 +11,11 @@ use serde_json::json;
 use crate::audit::StoredRecord;
 use crate::audit::export::{Walk, csv_chunk, jsonl_chunk};
 use crate::audit::filter::{Cursor, Order};
+use crate::audit::rollup::{self, RollupRange};
 use crate::http::access::AuditAccess;
 use crate::http::error::ApiError;
 use crate::http::lookup::by_client_id;
-use crate::http::params::{Format, encode_cursor, parse_query};
+use crate::http::params::{Format, encode_cursor, parse_query, parse_timeseries};
 use crate::http::state::AppState;
 use crate::text::escape_controls;
 
@@ -115,6 +117,41 @@ pub async fn summary(
         .await
         .map_err(|e| ApiError::store("the audit summary could not be read", &e))?;
     Ok(HttpResponse::Ok().json(summary))
+}
+
+/// `GET /audit/timeseries`: requests, rejects by code, latency percentiles, the label mix and
+/// outliers per bucket, from the rollups (a few rows per minute, whatever the traffic).
+pub async fn timeseries(
+    _access: AuditAccess,
+    state: web::Data<AppState>,
+    params: web::Query<Vec<(String, String)>>,
+) -> Result<HttpResponse, ApiError> {
+    let q = parse_timeseries(&params, chrono::Utc::now())?;
+    let range = RollupRange {
+        since: Some(q.since),
+        until: Some(q.until),
+        model: q.model.clone(),
+        model_version: q.model_version.clone(),
+    };
+    let rows = state
+        .store
+        .rollups(&range, q.bucket_minutes)
+        .await
+        .map_err(|e| ApiError::store("the audit time series could not be read", &e))?;
+    let time = |m: i64| {
+        chrono::DateTime::<chrono::Utc>::from_timestamp(m * 60, 0)
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+    };
+    Ok(HttpResponse::Ok().json(json!({
+        "bucket": q.bucket,
+        "since": time(q.since),
+        "until": time(q.until),
+        "model": q.model,
+        "model_version": q.model_version,
+        "source": "rollups",
+        "latency_relative_error": rollup::LATENCY_RELATIVE_ERROR,
+        "buckets": rollup::timeseries(&rows, q.since, q.until, q.bucket_minutes),
+    })))
 }
 
 pub async fn by_request(

@@ -15,13 +15,14 @@ use crate::text::escape_controls;
 
 /// Route patterns, also the `route` label of the HTTP metrics (a fixed set: label values stay
 /// bounded whatever paths clients ask for).
-pub const ROUTES: [&str; 14] = [
+pub const ROUTES: [&str; 15] = [
     "/predict",
     "/models/{name}/predict",
     "/models",
     "/models/{name}",
     "/audit",
     "/audit/summary",
+    "/audit/timeseries",
     "/audit/{request_id}",
     "/metrics",
     "/monitor/drift",
@@ -55,6 +56,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, with_metrics: bool) {
         .service(resource("/models/{name}").route(web::get().to(models::show)))
         .service(resource("/audit").route(web::get().to(audit::list)))
         .service(resource("/audit/summary").route(web::get().to(audit::summary)))
+        .service(resource("/audit/timeseries").route(web::get().to(audit::timeseries)))
         .service(resource("/audit/{request_id}").route(web::get().to(audit::by_request)))
         .service(resource("/monitor/drift").route(web::get().to(monitor::drift)))
         .service(resource("/monitor/performance").route(web::get().to(monitor::performance)))
