@@ -40,7 +40,7 @@ fn older_rows(rng: &mut Rng, requests: usize, now: DateTime<Utc>) -> Vec<Value> 
     for n in 0..requests {
         let at = now - Span::seconds(300 + rng.below(3 * 3600) as i64);
         let at = at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
-        let model = *rng.pick(&[Some("iris"), Some("iris"), Some("other"), None]);
+        let model = *rng.pick(&[Some("iris"), Some("iris"), Some("o'th\\er"), None]);
         let rejected = rng.below(4) == 0 || model.is_none();
         let rows = if rejected {
             1

@@ -184,7 +184,7 @@ pub(super) async fn write_rows(pool: &PgPool, records: &[&AuditRecord]) -> anyho
             .await
             .map(|_| ())
     } else {
-        let upsert = rollup_upsert(&delta, "commit");
+        let upsert = delta_then(&delta, "commit");
         copy_and_commit(&mut conn, copy_data(records, stored_at), &upsert).await
     };
     match written {
@@ -287,7 +287,7 @@ async fn write_new_rows(
     );
     if !delta.is_empty() {
         (&mut *tx)
-            .execute(rollup_upsert(&delta, "").as_str())
+            .execute(delta_then(&delta, "").as_str())
             .await
             .context("updating the audit rollups")?;
     }
@@ -301,9 +301,14 @@ async fn write_new_rows(
 /// Appends a rollup delta (inside the caller's transaction), then runs `then`: one simple
 /// query, the counts inlined as a literal (simple queries take no parameters; the literal is
 /// quoted, and its texts cleaned of NUL as the rows' are).
-fn rollup_upsert(delta: &Delta, then: &str) -> String {
-    let json = delta.to_json_with(storable).replace('\'', "''");
-    format!("insert into rollup_delta (counts) values ('{json}'); {then}")
+fn delta_then(delta: &Delta, then: &str) -> String {
+    // An escape string, so its backslashes mean the same whatever the server's
+    // standard_conforming_strings.
+    let json = delta
+        .to_json_with(storable)
+        .replace('\\', "\\\\")
+        .replace('\'', "''");
+    format!("insert into rollup_delta (counts) values (E'{json}'); {then}")
 }
 
 /// Merges the oldest rollup deltas (up to 10,000) into `rollup` and removes them, in one
