@@ -21,17 +21,25 @@ use crate::audit::rollup::Delta;
 fn insert_sql() -> &'static str {
     static SQL: OnceLock<String> = OnceLock::new();
     SQL.get_or_init(|| {
-        let arrays: Vec<String> = columns::written()
-            .enumerate()
-            .map(|(i, c)| format!("${}::{}", i + 1, c.pg_array()))
-            .collect();
         format!(
-            "insert into prediction ({}) select * from unnest({}) \
-             on conflict (request_id, item, received_at) do nothing returning request_id, item",
-            columns::insert_list(),
-            arrays.join(", ")
+            "{} on conflict (request_id, item, received_at) do nothing returning request_id, item",
+            unnest_insert()
         )
     })
+}
+
+/// `insert into prediction (…) select * from unnest($1::…, …)`: one array per written column,
+/// bound by [`bound`], as parameters 1 to 15.
+fn unnest_insert() -> String {
+    let arrays: Vec<String> = columns::written()
+        .enumerate()
+        .map(|(i, c)| format!("${}::{}", i + 1, c.pg_array()))
+        .collect();
+    format!(
+        "insert into prediction ({}) select * from unnest({})",
+        columns::insert_list(),
+        arrays.join(", ")
+    )
 }
 
 /// The batch insert with its arrays bound.
@@ -215,16 +223,10 @@ const ONE_STATEMENT_ROWS: usize = 64;
 fn one_statement_sql() -> &'static str {
     static SQL: OnceLock<String> = OnceLock::new();
     SQL.get_or_init(|| {
-        let arrays: Vec<String> = columns::written()
-            .enumerate()
-            .map(|(i, c)| format!("${}::{}", i + 1, c.pg_array()))
-            .collect();
         format!(
-            "with counted as (insert into rollup_delta (counts) values (${})) \
-             insert into prediction ({}) select * from unnest({})",
-            arrays.len() + 1,
-            columns::insert_list(),
-            arrays.join(", ")
+            "with counted as (insert into rollup_delta (counts) values (${})) {}",
+            columns::written().count() + 1,
+            unnest_insert()
         )
     })
 }
