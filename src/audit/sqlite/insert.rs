@@ -152,15 +152,7 @@ pub(super) async fn write_rows(
             return Err(e).context("inserting audit rows");
         }
     }
-    add_rollups(conn, &Delta::of(records.iter().copied(), stored_at)).await?;
-    sqlx::query("commit")
-        .execute(&mut *conn)
-        .await
-        .context("committing audit rows")?;
-    Ok(Written {
-        at: stored_at,
-        inserted: records.len() as u64,
-    })
+    commit_counted(conn, records, stored_at).await
 }
 
 /// [`write_rows`] for a batch holding rows already stored: each row is inserted unless its
@@ -182,14 +174,24 @@ async fn write_new_rows(
             new.push(*r);
         }
     }
-    add_rollups(conn, &Delta::of(new.iter().copied(), stored_at)).await?;
+    commit_counted(conn, &new, stored_at).await
+}
+
+/// Appends the rollup delta of `inserted` (the rows this transaction inserted, written at
+/// `stored_at`) and commits.
+async fn commit_counted(
+    conn: &mut SqliteConnection,
+    inserted: &[&AuditRecord],
+    stored_at: Instant,
+) -> anyhow::Result<Written> {
+    add_rollups(conn, &Delta::of(inserted.iter().copied(), stored_at)).await?;
     sqlx::query("commit")
         .execute(&mut *conn)
         .await
         .context("committing audit rows")?;
     Ok(Written {
         at: stored_at,
-        inserted: new.len() as u64,
+        inserted: inserted.len() as u64,
     })
 }
 
