@@ -109,6 +109,7 @@ fn audit_writes(c: &mut Criterion) {
                 max_bytes: None,
                 pool_size: 2,
                 acquire_timeout: Duration::from_secs(5),
+                baselines: Default::default(),
             },
         ))
         .unwrap();

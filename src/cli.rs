@@ -40,6 +40,7 @@ pub mod defaults {
     pub const DRIFT_PSI_ALERT: f64 = 0.25;
     pub const DRIFT_MIN_ROWS: usize = 100;
     pub const DRIFT_MAX_ROWS: usize = 100_000;
+    pub const DRIFT_SAMPLE_ROWS: usize = 10_000;
     pub const DRIFT_WINDOW: usize = 1000;
     pub const LOG_LEVEL: &str = "info";
     pub const LOG_QUEUE_SIZE: usize = 65_536;
@@ -252,9 +253,15 @@ pub struct DriftSettings {
     #[arg(long, env = "INFERLOG_DRIFT_MIN_ROWS", default_value_t = defaults::DRIFT_MIN_ROWS)]
     pub drift_min_rows: usize,
 
-    /// Most rows a drift report reads: the most recent of its range.
+    /// Most rows a drift report reads when it cannot use the rollups: the most recent of its
+    /// range.
     #[arg(long, env = "INFERLOG_DRIFT_MAX_ROWS", default_value_t = defaults::DRIFT_MAX_ROWS)]
     pub drift_max_rows: usize,
+
+    /// When PSI comes from the rollups: the most recent rows of the range behind the
+    /// Kolmogorov–Smirnov statistics and live means (they need raw values).
+    #[arg(long, env = "INFERLOG_DRIFT_SAMPLE_ROWS", default_value_t = defaults::DRIFT_SAMPLE_ROWS)]
+    pub drift_sample_rows: usize,
 }
 
 /// `inferlog drift`: the `/monitor/drift` report, run on the database file.
@@ -349,14 +356,22 @@ pub enum AuditAction {
         /// The store to write (created and migrated if needed).
         #[arg(long, value_parser = database_url)]
         to: String,
+        /// Models folder: rows are counted over their model version's training bins (drift
+        /// rollups); versions not there get no bin counts.
+        #[arg(long, env = "INFERLOG_MODELS", default_value = defaults::MODELS)]
+        models: PathBuf,
     },
-    /// Recompute the per-minute rollups (`/audit/summary`, `/audit/timeseries`) from the audit
-    /// rows, in one transaction: after rows were changed by hand, or to check them. The
+    /// Recompute the rollups (`/audit/summary`, `/audit/timeseries`, `/monitor/drift`,
+    /// `/monitor/performance`) from the audit rows and feedback, in one transaction: after rows were changed by hand, or to check them. The
     /// service keeps them itself, also for copied and replayed rows.
     RebuildRollups {
         /// Audit database: `sqlite://PATH`, a plain path, or `postgres://…`.
         #[arg(long, env = "DATABASE_URL", default_value = defaults::DATABASE_URL, value_parser = database_url)]
         database_url: String,
+        /// Models folder: rows are counted over their model version's training bins (drift
+        /// rollups); versions not there get no bin counts.
+        #[arg(long, env = "INFERLOG_MODELS", default_value = defaults::MODELS)]
+        models: PathBuf,
     },
     /// Write the rows of a spill file (left by a shutdown while the store was failing) into
     /// the audit database. Rows it holds already are skipped, so a replay may be repeated.
@@ -368,6 +383,10 @@ pub enum AuditAction {
         /// Audit database: `sqlite://PATH`, or a plain path.
         #[arg(long, env = "DATABASE_URL", default_value = defaults::DATABASE_URL, value_parser = database_url)]
         database_url: String,
+        /// Models folder: rows are counted over their model version's training bins (drift
+        /// rollups); versions not there get no bin counts.
+        #[arg(long, env = "INFERLOG_MODELS", default_value = defaults::MODELS)]
+        models: PathBuf,
     },
 }
 

@@ -140,6 +140,7 @@ impl Default for Settings {
                     psi_alert: defaults::DRIFT_PSI_ALERT,
                     min_rows: defaults::DRIFT_MIN_ROWS,
                     max_rows: defaults::DRIFT_MAX_ROWS,
+                    sample_rows: defaults::DRIFT_SAMPLE_ROWS,
                 },
                 drift_window: defaults::DRIFT_WINDOW,
             },
@@ -165,6 +166,7 @@ pub fn drift_rule(args: &DriftArgs) -> DriftRule {
         psi_alert: args.drift_psi_alert,
         min_rows: args.drift_min_rows,
         max_rows: args.drift_max_rows.max(1),
+        sample_rows: args.drift_sample_rows.max(1),
     }
 }
 

@@ -18,6 +18,8 @@
 //!   backend, typed store faults, the background writer, exports.
 //! - [`prediction`]: one served prediction, from which the response, audit rows, metrics and
 //!   log line are built.
+//! - [`reports`]: drift and performance reports read from the audit store (its rollups, or
+//!   its rows), for the routes and the command line.
 //!
 //! Edges:
 //! - [`metrics`]: the Prometheus registry and `/metrics` exposition.
@@ -30,11 +32,12 @@
 //!
 //! # Import rules
 //!
-//! Lowest first: `text`, `throttle`, `stats` ← `model` ← {`input`, `monitor`, `audit`} ← `prediction` ←
+//! Lowest first: `text`, `throttle`, `stats` ← `model` ← {`input`, `monitor`, `audit`} ← {`prediction`, `reports`} ←
 //! `metrics` ← `http` ← `startup` ← `commands` ← `main`; `cli` ← `config` ← `telemetry` sit
 //! beside `http` and below `startup`.
 //!
-//! - A domain module (`text`, `throttle`, `stats`, `model`, `input`, `monitor`, `audit`, `prediction`)
+//! - A domain module (`text`, `throttle`, `stats`, `model`, `input`, `monitor`, `audit`,
+//!   `prediction`, `reports`)
 //!   never imports `http`, `cli`, `config`, `metrics`, `telemetry`, `startup` or `commands`.
 //!   (`cli` may name domain enums, such as `AuditMode`.)
 //! - `monitor` never imports `audit`: drift and performance take rows as plain values.
@@ -53,6 +56,7 @@ pub mod metrics;
 pub mod model;
 pub mod monitor;
 pub mod prediction;
+pub mod reports;
 pub mod startup;
 pub mod stats;
 pub mod telemetry;

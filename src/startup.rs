@@ -22,7 +22,7 @@ use anyhow::Context;
 use slog::{Logger, info, warn};
 
 use crate::audit::writer::{self, WriterHandle, WriterMetrics, WriterOptions};
-use crate::audit::{Store, StoreOptions, spill};
+use crate::audit::{Baselines, Store, StoreOptions, spill};
 use crate::config::Settings;
 use crate::http::access::token_digest;
 use crate::http::body::BodyBudget;
@@ -76,6 +76,10 @@ impl Application {
                 "model" => m.name(), "version" => &m.artifact.version,
                 "algorithm" => %m.artifact.algorithm, "path" => %m.path.display());
         }
+        let baselines = Baselines::default();
+        for m in registry.all() {
+            baselines.register(m);
+        }
         let a = &settings.audit;
         let store = Store::open(
             &settings.database_url,
@@ -86,6 +90,7 @@ impl Application {
                 max_bytes: a.max_bytes,
                 pool_size: a.pg_pool_size,
                 acquire_timeout: a.pg_acquire_timeout,
+                baselines: baselines.clone(),
             },
         )
         .await?;
@@ -156,6 +161,14 @@ impl Application {
             &settings.models,
             &settings.default_model,
         ));
+        let served = Arc::clone(&models);
+        baselines.follow(Arc::new(move |name: &str, version: &str| {
+            served
+                .current()
+                .get(name)
+                .filter(|m| m.artifact.version == version)
+                .cloned()
+        }));
         let mut metrics = Metrics::new(writer_metrics);
         metrics.register_live(LiveCollector {
             audit: audit.clone(),

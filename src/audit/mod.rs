@@ -17,6 +17,7 @@
 //! Imports inside this module run one way: `modes`, `record`, `filter`, `fault` at the bottom;
 //! `columns` and the backend on them; `store` on the backend; `spill`, `writer` and `export` on `store` (`writer` also on `spill`).
 
+pub mod baselines;
 pub mod columns;
 pub mod export;
 pub mod fault;
@@ -31,6 +32,7 @@ pub mod sqlite;
 pub mod store;
 pub mod writer;
 
+pub use baselines::Baselines;
 pub use fault::{FaultKind, StoreFault};
 pub use filter::{AuditFilter, Count, Cursor, LatencySummary, Order, Page, StatusFilter, Summary};
 pub use modes::{AuditMode, StoreOptions, SyncLevel};

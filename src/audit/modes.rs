@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use super::baselines::Baselines;
+
 use serde::{Deserialize, Serialize};
 
 /// How `/predict` waits for its audit rows.
@@ -38,6 +40,8 @@ pub struct StoreOptions {
     /// PostgreSQL: the longest a call waits for a connection (while the server is down, this
     /// is how long a durable request waits before its 503).
     pub acquire_timeout: Duration,
+    /// The training bins of the model versions served, for the rollups' drift counts.
+    pub baselines: Baselines,
 }
 
 impl StoreOptions {
@@ -58,6 +62,7 @@ impl StoreOptions {
             max_bytes: None,
             pool_size: 2,
             acquire_timeout: Duration::from_secs(5),
+            baselines: Baselines::default(),
         }
     }
 }

@@ -1,7 +1,8 @@
-//! Per-minute aggregates of the audit rows, kept beside them in the same transaction, so
-//! summaries and time series read a few rows per minute instead of every row.
+//! Per-minute and per-hour aggregates of the audit rows, kept beside them in the same
+//! transaction, so summaries, time series, drift and performance read a few rows per minute
+//! (or hour) instead of every row.
 //!
-//! One table, `rollup`, keyed by (minute, model, model version, kind, key), with a count:
+//! Counts are `(kind, key) → count` per minute, model and model version:
 //!
 //! | kind | key | count |
 //! |---|---|---|
@@ -14,23 +15,29 @@
 //! | `latency_max` | `''` | the largest latency, in µs (merged by max, not summed) |
 //! | `outlier_rows` | `''` | rows with at least one feature flagged |
 //! | `outlier` | a feature's name | rows flagging it |
+//! | `bin` | `j:b`: feature `j` (model order) in training bin `b` | answered rows |
+//! | `confusion` | `["predicted","true"]` (JSON) | answered rows whose latest feedback says `true` |
 //!
-//! `minute` counts whole minutes since 1970-01-01 UTC; a row without a model (or version) has
-//! `''`. Nothing here reads the rows back: retention may drop rows and keep their rollups.
+//! `bin` counts use the bins of the row's own model version ([`Baselines`]); a version the
+//! service never loaded gets none. `confusion` is counted when feedback arrives (at the
+//! answered row's minute, model and version): +1 for the new true label, −1 for the one it
+//! replaces.
 //!
-//! SQLite's writer adds [`Delta::of`] the rows it inserts in the transaction that inserts them;
-//! PostgreSQL does the same in SQL, in a statement trigger over the rows each statement
-//! inserted (`migrations/postgres/0003_rollup.sql`). Either way a row skipped as already stored
-//! is not counted twice, and `inferlog audit rebuild-rollups` recomputes the table from the
-//! rows with the same rules.
+//! Each commit appends its counts as one *delta* ([`Delta::to_json`]); the store's
+//! maintenance folds deltas ([`fold_deltas`]) into the `rollup` table, one row of packed
+//! counts ([`Counts`]) per minute and per hour ([`with_hours`]). Readers take both tables in
+//! one snapshot ([`collect`]). `minute` counts whole minutes since 1970-01-01 UTC; a row
+//! without a model (or version) has `''`. Nothing here reads the rows back: retention may
+//! drop rows and keep their rollups.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Instant;
 
 use chrono::{DateTime, Timelike, Utc};
 use serde::Serialize;
 
+use super::baselines::{Baselines, Edges};
 use super::filter::{AuditFilter, Count, LatencySummary, StatusFilter, Summary, SummarySource};
 use super::record::AuditRecord;
 
@@ -80,6 +87,13 @@ pub mod kind {
     pub const LATENCY_MAX: &str = "latency_max";
     pub const OUTLIER_ROWS: &str = "outlier_rows";
     pub const OUTLIER: &str = "outlier";
+    pub const BIN: &str = "bin";
+    pub const CONFUSION: &str = "confusion";
+}
+
+/// The key of a `confusion` count.
+pub fn confusion_key(predicted: &str, actual: &str) -> String {
+    serde_json::to_string(&(predicted, actual)).unwrap_or_default()
 }
 
 /// The rows of one minute, model and version.
@@ -99,6 +113,33 @@ struct Group {
     label: Vec<(Option<Arc<str>>, i64)>,
     latency: Vec<(i64, i64)>,
     outliers: Vec<(String, i64)>,
+    /// The bins of this model version, if known; counts keyed `feature << 16 | bin`.
+    edges: Option<Edges>,
+    bins: Vec<(u32, i64)>,
+    /// `confusion` counts by key.
+    confusion: Vec<(String, i64)>,
+}
+
+impl Group {
+    fn new(minute: i64, model: Option<Arc<str>>, model_version: Option<Arc<str>>) -> Group {
+        Group {
+            minute,
+            model,
+            model_version,
+            rows: 0,
+            requests: 0,
+            latency_max: 0,
+            outlier_rows: 0,
+            status: Vec::new(),
+            error: Vec::new(),
+            label: Vec::new(),
+            latency: Vec::new(),
+            outliers: Vec::new(),
+            edges: None,
+            bins: Vec::new(),
+            confusion: Vec::new(),
+        }
+    }
 }
 
 fn bump<K: PartialEq>(list: &mut Vec<(K, i64)>, key: K) {
@@ -122,8 +163,13 @@ fn same(a: &Option<Arc<str>>, b: &Option<Arc<str>>) -> bool {
 pub struct Delta(Vec<Group>);
 
 impl Delta {
-    /// The counts of `records`, written at `stored_at` (which fixes durable latencies).
-    pub fn of<'a>(records: impl IntoIterator<Item = &'a AuditRecord>, stored_at: Instant) -> Delta {
+    /// The counts of `records`, written at `stored_at` (which fixes durable latencies), their
+    /// features binned over their model version's bins in `baselines`.
+    pub fn of<'a>(
+        records: impl IntoIterator<Item = &'a AuditRecord>,
+        stored_at: Instant,
+        baselines: &Baselines,
+    ) -> Delta {
         let mut groups: Vec<Group> = Vec::new();
         let mut last = 0;
         for r in records {
@@ -137,20 +183,11 @@ impl Delta {
                 last = match groups.iter().position(fits) {
                     Some(i) => i,
                     None => {
-                        groups.push(Group {
-                            minute,
-                            model: r.model.clone(),
-                            model_version: r.model_version.clone(),
-                            rows: 0,
-                            requests: 0,
-                            latency_max: 0,
-                            outlier_rows: 0,
-                            status: Vec::new(),
-                            error: Vec::new(),
-                            label: Vec::new(),
-                            latency: Vec::new(),
-                            outliers: Vec::new(),
-                        });
+                        let mut g = Group::new(minute, r.model.clone(), r.model_version.clone());
+                        if let (Some(m), Some(v)) = (&r.model, &r.model_version) {
+                            g.edges = baselines.edges(m, v);
+                        }
+                        groups.push(g);
                         groups.len() - 1
                     }
                 };
@@ -176,8 +213,41 @@ impl Delta {
                     bump(&mut g.outliers, name);
                 }
             }
+            if let (200, Some(edges), Some(features)) = (r.status, &g.edges, &r.features) {
+                if let Ok(values) = serde_json::from_str::<Vec<f64>>(features) {
+                    if values.len() == edges.len() {
+                        for (j, (edges, v)) in edges.iter().zip(values).enumerate() {
+                            let b = crate::stats::bin_index(edges, v) as u32;
+                            bump(&mut g.bins, (j as u32) << 16 | b);
+                        }
+                    }
+                }
+            }
         }
         Delta(groups)
+    }
+
+    /// What a true label adds for an answered row received at `received_at`: one row
+    /// predicted `predicted` is now truly `actual`, and no longer `replaced` (the true label
+    /// it had before, if any).
+    pub fn feedback(
+        received_at: &DateTime<Utc>,
+        model: Option<&str>,
+        model_version: Option<&str>,
+        predicted: &str,
+        actual: &str,
+        replaced: Option<&str>,
+    ) -> Delta {
+        let mut g = Group::new(
+            minute_of(received_at),
+            model.map(Arc::from),
+            model_version.map(Arc::from),
+        );
+        g.confusion.push((confusion_key(predicted, actual), 1));
+        if let Some(old) = replaced {
+            g.confusion.push((confusion_key(predicted, old), -1));
+        }
+        Delta(vec![g])
     }
 
     pub fn is_empty(&self) -> bool {
@@ -217,7 +287,10 @@ impl Delta {
                 first = false;
                 let _ = write!(out, "[\"{kind}\",{},{n}]", json_text(Some(key)));
             };
-            count(kind::ROWS, "", g.rows);
+            if g.rows > 0 {
+                count(kind::ROWS, "", g.rows);
+                count(kind::LATENCY_MAX, "", g.latency_max);
+            }
             if g.requests > 0 {
                 count(kind::REQUESTS, "", g.requests);
             }
@@ -233,12 +306,17 @@ impl Delta {
             for (bucket, n) in &g.latency {
                 count(kind::LATENCY, &bucket.to_string(), *n);
             }
-            count(kind::LATENCY_MAX, "", g.latency_max);
             if g.outlier_rows > 0 {
                 count(kind::OUTLIER_ROWS, "", g.outlier_rows);
             }
             for (name, n) in &g.outliers {
                 count(kind::OUTLIER, name, *n);
+            }
+            for (key, n) in &g.bins {
+                count(kind::BIN, &format!("{}:{}", key >> 16, key & 0xffff), *n);
+            }
+            for (key, n) in &g.confusion {
+                count(kind::CONFUSION, key, *n);
             }
             out.push_str("]]");
         }
@@ -247,30 +325,127 @@ impl Delta {
     }
 }
 
-/// Deltas (each a [`Delta::to_json`] array) merged into one flat JSON array of `[minute,
-/// model, model_version, kind, key, count]`, the input of the stores' rollup upserts: counts
-/// of the same minute, model, version, kind and key summed (the largest for `latency_max`).
-pub fn merge_deltas<'a>(deltas: impl IntoIterator<Item = &'a str>) -> anyhow::Result<String> {
+/// The counts of one minute (or hour), model and version: `kind → key → count`.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Counts(BTreeMap<String, BTreeMap<String, i64>>);
+
+impl Counts {
+    /// Adds `n` (the larger of the two for `latency_max`).
+    pub fn add(&mut self, kind: &str, key: &str, n: i64) {
+        let keys = match self.0.get_mut(kind) {
+            Some(keys) => keys,
+            None => self.0.entry(kind.to_string()).or_default(),
+        };
+        match keys.get_mut(key) {
+            Some(v) if kind == kind::LATENCY_MAX => *v = (*v).max(n),
+            Some(v) => *v += n,
+            None => {
+                keys.insert(key.to_string(), n);
+            }
+        }
+    }
+
+    pub fn merge(&mut self, other: &Counts) {
+        for (kind, keys) in &other.0 {
+            for (key, n) in keys {
+                self.add(kind, key, *n);
+            }
+        }
+    }
+
+    /// Packed as stored: a JSON array of `[kind, key, count]`, sorted, counts that cancelled
+    /// out (feedback replaced) left out.
+    pub fn to_json(&self) -> String {
+        let list: Vec<(&str, &str, i64)> = self
+            .0
+            .iter()
+            .flat_map(|(kind, keys)| {
+                keys.iter()
+                    .map(move |(key, n)| (kind.as_str(), key.as_str(), *n))
+            })
+            .filter(|(kind, _, n)| *n != 0 || *kind == kind::LATENCY_MAX)
+            .collect();
+        serde_json::to_string(&list).unwrap_or_else(|_| "[]".into())
+    }
+
+    pub fn parse(json: &str) -> anyhow::Result<Counts> {
+        let list: Vec<(String, String, i64)> = serde_json::from_str(json)
+            .map_err(|e| anyhow::anyhow!("rollup counts are not valid: {e}"))?;
+        let mut counts = Counts::default();
+        for (kind, key, n) in list {
+            counts.add(&kind, &key, n);
+        }
+        Ok(counts)
+    }
+}
+
+/// Per (minute, model, model version): the counts of all `deltas` (each a [`Delta::to_json`]
+/// array).
+pub type Folded = BTreeMap<(i64, String, String), Counts>;
+
+/// Deltas folded into one [`Counts`] per minute, model and version.
+pub fn fold_deltas<'a>(deltas: impl IntoIterator<Item = &'a str>) -> anyhow::Result<Folded> {
     type Group = (i64, String, String, Vec<(String, String, i64)>);
-    let mut merged: HashMap<(i64, String, String, String, String), i64> = HashMap::new();
+    let mut folded = Folded::new();
     for delta in deltas {
         let groups: Vec<Group> = serde_json::from_str(delta)
             .map_err(|e| anyhow::anyhow!("a rollup delta is not valid: {e}"))?;
         for (minute, model, version, counts) in groups {
+            let slot = folded.entry((minute, model, version)).or_default();
             for (kind, key, n) in counts {
-                let is_max = kind == kind::LATENCY_MAX;
-                let slot = merged
-                    .entry((minute, model.clone(), version.clone(), kind, key))
-                    .or_insert(0);
-                *slot = if is_max { (*slot).max(n) } else { *slot + n };
+                slot.add(&kind, &key, n);
             }
         }
     }
-    let list: Vec<(i64, String, String, String, String, i64)> = merged
-        .into_iter()
-        .map(|((m, model, v, kind, key), n)| (m, model, v, kind, key, n))
-        .collect();
-    Ok(serde_json::to_string(&list)?)
+    Ok(folded)
+}
+
+/// Minutes per hour row.
+pub const HOUR: i64 = 60;
+
+/// One row of the `rollup` table: `span` minutes (1 or [`HOUR`]) from `start`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SpanCounts {
+    pub span: i64,
+    pub start: i64,
+    pub model: String,
+    pub model_version: String,
+    pub counts: Counts,
+}
+
+/// The rollup rows `folded` adds to: each minute's, and each hour's (its minutes summed).
+pub fn with_hours(folded: Folded) -> Vec<SpanCounts> {
+    let mut hours: BTreeMap<(i64, String, String), Counts> = BTreeMap::new();
+    let mut out = Vec::with_capacity(folded.len() + 1);
+    for ((minute, model, version), counts) in folded {
+        hours
+            .entry((
+                minute.div_euclid(HOUR) * HOUR,
+                model.clone(),
+                version.clone(),
+            ))
+            .or_default()
+            .merge(&counts);
+        out.push(SpanCounts {
+            span: 1,
+            start: minute,
+            model,
+            model_version: version,
+            counts,
+        });
+    }
+    out.extend(
+        hours
+            .into_iter()
+            .map(|((start, model, model_version), counts)| SpanCounts {
+                span: HOUR,
+                start,
+                model,
+                model_version,
+                counts,
+            }),
+    );
+    out
 }
 
 /// A JSON string of `text` (`""` for none).
@@ -318,6 +493,118 @@ impl RollupRange {
             model_version: filter.model_version.clone(),
         })
     }
+}
+
+/// Which rollup rows a range reads: hours where whole hours fit (when the caller's buckets
+/// are whole hours), minutes at the edges; each `(since, until)` in minutes, either open.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ReadPlan {
+    pub hours: Option<(Option<i64>, Option<i64>)>,
+    pub minutes: Vec<(Option<i64>, Option<i64>)>,
+}
+
+impl ReadPlan {
+    /// `hours`: the caller sums into buckets of whole hours, so hour rows may stand for their
+    /// minutes.
+    pub fn of(range: &RollupRange, hours: bool) -> ReadPlan {
+        let (since, until) = (range.since, range.until);
+        if !hours {
+            return ReadPlan {
+                hours: None,
+                minutes: vec![(since, until)],
+            };
+        }
+        // Whole hours inside the range: from the first hour boundary at or after `since`
+        // to the last at or before `until`.
+        let first = since.map(|m| (m + HOUR - 1).div_euclid(HOUR) * HOUR);
+        let last = until.map(|m| m.div_euclid(HOUR) * HOUR);
+        if let (Some(f), Some(l)) = (first, last) {
+            if f >= l {
+                return ReadPlan {
+                    hours: None,
+                    minutes: vec![(since, until)],
+                };
+            }
+        }
+        let mut minutes = Vec::new();
+        if let (Some(s), Some(f)) = (since, first) {
+            if s < f {
+                minutes.push((Some(s), Some(f)));
+            }
+        }
+        if let (Some(l), Some(u)) = (last, until) {
+            if l < u {
+                minutes.push((Some(l), Some(u)));
+            }
+        }
+        ReadPlan {
+            hours: Some((first, last)),
+            minutes,
+        }
+    }
+}
+
+/// A row as read for a [`ReadPlan`]: a `rollup` row (`span` ≥ 1), or a delta not merged yet
+/// (`span` 0, `counts` a [`Delta::to_json`] array).
+#[derive(Debug, Clone)]
+pub struct PackedRow {
+    pub span: i64,
+    pub start: i64,
+    pub model: String,
+    pub counts: String,
+}
+
+/// The counts of `rows` (read for `range`) summed per bucket of `bucket_minutes` (starting at
+/// multiples of it since the epoch), model, kind and key, the largest for `latency_max`.
+pub fn collect(
+    rows: &[PackedRow],
+    range: &RollupRange,
+    bucket_minutes: i64,
+) -> anyhow::Result<Vec<RollupRow>> {
+    type Group = (i64, String, String, Vec<(String, String, i64)>);
+    let mut sums: HashMap<(i64, String, String, String), i64> = HashMap::new();
+    let mut add = |start: i64, model: &str, kind: String, key: String, n: i64| {
+        let bucket = start.div_euclid(bucket_minutes) * bucket_minutes;
+        let is_max = kind == kind::LATENCY_MAX;
+        let slot = sums
+            .entry((bucket, model.to_string(), kind, key))
+            .or_insert(0);
+        *slot = if is_max { (*slot).max(n) } else { *slot + n };
+    };
+    for row in rows {
+        if row.span > 0 {
+            let list: Vec<(String, String, i64)> = serde_json::from_str(&row.counts)
+                .map_err(|e| anyhow::anyhow!("rollup counts are not valid: {e}"))?;
+            for (kind, key, n) in list {
+                add(row.start, &row.model, kind, key, n);
+            }
+            continue;
+        }
+        let groups: Vec<Group> = serde_json::from_str(&row.counts)
+            .map_err(|e| anyhow::anyhow!("a rollup delta is not valid: {e}"))?;
+        for (minute, model, version, list) in groups {
+            let wanted = range.since.is_none_or(|s| minute >= s)
+                && range.until.is_none_or(|u| minute < u)
+                && range.model.as_ref().is_none_or(|m| *m == model)
+                && range.model_version.as_ref().is_none_or(|v| *v == version);
+            if wanted {
+                for (kind, key, n) in list {
+                    add(minute, &model, kind, key, n);
+                }
+            }
+        }
+    }
+    Ok(sums
+        .into_iter()
+        .filter(|((_, _, kind, _), n)| *n != 0 || kind == kind::LATENCY_MAX)
+        .map(|((start, model, kind, key), count)| RollupRow {
+            start,
+            model,
+            kind,
+            key,
+            count,
+        })
+        .collect())
 }
 
 /// Nearest-rank percentiles and the largest latency of a histogram.
@@ -545,6 +832,65 @@ mod tests {
     fn ln_gamma_matches_the_stated_error() {
         let a = LATENCY_RELATIVE_ERROR;
         assert!((((1.0 + a) / (1.0 - a)).ln() - LN_GAMMA).abs() < 1e-15);
+    }
+
+    #[test]
+    fn a_read_plan_takes_whole_hours_and_minutes_at_the_edges() {
+        let range = |since, until| RollupRange {
+            since,
+            until,
+            ..RollupRange::default()
+        };
+        // 10:30 to 13:15: minutes 10:30–11:00, hours 11:00–13:00, minutes 13:00–13:15.
+        let plan = ReadPlan::of(&range(Some(630), Some(795)), true);
+        assert_eq!(plan.hours, Some((Some(660), Some(780))));
+        assert_eq!(
+            plan.minutes,
+            vec![(Some(630), Some(660)), (Some(780), Some(795))]
+        );
+        // Inside one hour: minutes only; buckets not in hours: minutes only.
+        let plan = ReadPlan::of(&range(Some(630), Some(650)), true);
+        assert_eq!(
+            (plan.hours, plan.minutes),
+            (None, vec![(Some(630), Some(650))])
+        );
+        let plan = ReadPlan::of(&range(Some(600), Some(720)), false);
+        assert_eq!(
+            (plan.hours, plan.minutes),
+            (None, vec![(Some(600), Some(720))])
+        );
+        // Open ends and aligned bounds: hours only.
+        let plan = ReadPlan::of(&range(None, None), true);
+        assert_eq!((plan.hours, plan.minutes), (Some((None, None)), vec![]));
+        let plan = ReadPlan::of(&range(Some(600), None), true);
+        assert_eq!(
+            (plan.hours, plan.minutes),
+            (Some((Some(600), None)), vec![])
+        );
+    }
+
+    #[test]
+    fn counts_sum_keep_the_largest_maximum_and_drop_what_cancels() {
+        let mut a = Counts::default();
+        a.add(kind::ROWS, "", 2);
+        a.add(kind::LATENCY_MAX, "", 70);
+        a.add(kind::CONFUSION, &confusion_key("a", "b"), 1);
+        let mut b = Counts::default();
+        b.add(kind::ROWS, "", 3);
+        b.add(kind::LATENCY_MAX, "", 50);
+        b.add(kind::CONFUSION, &confusion_key("a", "b"), -1);
+        a.merge(&b);
+        assert_eq!(
+            a.to_json(),
+            r#"[["latency_max","",70],["rows","",5]]"#,
+            "summed, the larger maximum, the cancelled count left out"
+        );
+        assert_eq!(Counts::parse(&a.to_json()).unwrap(), {
+            let mut c = Counts::default();
+            c.add(kind::LATENCY_MAX, "", 70);
+            c.add(kind::ROWS, "", 5);
+            c
+        });
     }
 
     #[test]

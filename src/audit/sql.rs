@@ -8,7 +8,7 @@ use sqlx::{ColumnIndex, Database, Decode, Encode, QueryBuilder, Row, Type};
 use super::columns::{ALL, Column};
 use super::filter::{AuditFilter, StatusFilter};
 use super::record::{Feedback, StoredRecord, format_time};
-use super::rollup::{RollupRange, RollupRow};
+use super::rollup::{HOUR, PackedRow, ReadPlan, RollupRange};
 
 /// The filter as a WHERE clause; `p` qualifies the columns (`"p."` in joins, else `""`),
 /// `time_cast` follows each bound time (PostgreSQL: `::timestamptz`; SQLite compares the text).
@@ -112,60 +112,57 @@ where
     qb
 }
 
-/// The rollup counts of a range — the merged ones and the deltas not merged yet, in one
-/// snapshot — summed per bucket of `bucket_minutes` (the largest for `latency_max`), model,
-/// kind and key: `start, model, kind, key, count`. `deltas` selects the deltas' entries as
-/// `minute, model, model_version, kind, key, count` in the backend's dialect.
-pub(crate) fn rollup_query<'a, DB>(
-    range: &RollupRange,
-    bucket_minutes: i64,
-    deltas: &str,
-) -> QueryBuilder<'a, DB>
+/// The rollup rows a [`ReadPlan`] names, then every delta not merged yet, in one statement
+/// (one snapshot: a merge moves counts from the deltas to `rollup` in one transaction, so each
+/// is read exactly once): `span, start, model, counts` (see [`PackedRow`]).
+pub(crate) fn rollup_query<'a, DB>(range: &RollupRange, plan: &ReadPlan) -> QueryBuilder<'a, DB>
 where
     DB: Database,
     String: Encode<'a, DB> + Type<DB>,
     i64: Encode<'a, DB> + Type<DB>,
 {
-    let mut qb = QueryBuilder::new("select (minute / ");
-    qb.push_bind(bucket_minutes)
-        .push(") * ")
-        .push_bind(bucket_minutes)
-        .push(format!(
-            " as start, model, kind, key, \
-             cast(case when kind = 'latency_max' then max(count) else sum(count) end as bigint) \
-             from (select minute, model, model_version, kind, key, count from rollup \
-             union all {deltas}) r where 1 = 1"
-        ));
-    if let Some(m) = range.since {
-        qb.push(" and minute >= ").push_bind(m);
+    let mut qb = QueryBuilder::new("select span, start, model, counts from rollup where (1 = 0");
+    let part =
+        |qb: &mut QueryBuilder<'a, DB>, span: i64, (since, until): (Option<i64>, Option<i64>)| {
+            qb.push(" or (span = ").push_bind(span);
+            if let Some(m) = since {
+                qb.push(" and start >= ").push_bind(m);
+            }
+            if let Some(m) = until {
+                qb.push(" and start < ").push_bind(m);
+            }
+            qb.push(")");
+        };
+    if let Some(hours) = plan.hours {
+        part(&mut qb, HOUR, hours);
     }
-    if let Some(m) = range.until {
-        qb.push(" and minute < ").push_bind(m);
+    for minutes in &plan.minutes {
+        part(&mut qb, 1, *minutes);
     }
+    qb.push(")");
     if let Some(v) = &range.model {
         qb.push(" and model = ").push_bind(v.clone());
     }
     if let Some(v) = &range.model_version {
         qb.push(" and model_version = ").push_bind(v.clone());
     }
-    qb.push(" group by 1, 2, 3, 4");
+    qb.push(" union all select 0, 0, '', counts from rollup_delta");
     qb
 }
 
 /// The rows of [`rollup_query`].
-pub(crate) fn decode_rollup<'r, R>(row: &'r R) -> anyhow::Result<RollupRow>
+pub(crate) fn decode_packed<'r, R>(row: &'r R) -> anyhow::Result<PackedRow>
 where
     R: Row,
     usize: ColumnIndex<R>,
     i64: Decode<'r, R::Database> + Type<R::Database>,
     String: Decode<'r, R::Database> + Type<R::Database>,
 {
-    Ok(RollupRow {
-        start: row.try_get(0)?,
-        model: row.try_get(1)?,
-        kind: row.try_get(2)?,
-        key: row.try_get(3)?,
-        count: row.try_get(4)?,
+    Ok(PackedRow {
+        span: row.try_get(0)?,
+        start: row.try_get(1)?,
+        model: row.try_get(2)?,
+        counts: row.try_get(3)?,
     })
 }
 

@@ -10,10 +10,10 @@ use super::filter::{AuditFilter, Cursor, Page, Summary};
 use super::modes::StoreOptions;
 use super::postgres::PgStore;
 use super::record::{AuditRecord, Feedback, RequestRef, StoredRecord, Written};
-use super::rollup::{self, RollupRange, RollupRow};
+use super::rollup::{self, ReadPlan, RollupRange, RollupRow};
 
-/// A bucket wider than any range: [`Store::rollups`] sums everything into one.
-const ALL_MINUTES: i64 = i64::MAX / 4;
+/// A bucket wider than any range, of whole hours: [`Store::rollups`] sums everything into one.
+const ALL_MINUTES: i64 = rollup::HOUR << 40;
 use super::sqlite::SqliteStore;
 
 /// The audit backend.
@@ -127,7 +127,7 @@ impl Store {
     /// exactly (see [`RollupRange::of`]), else from the rows; `source` says which.
     pub async fn summary(&self, filter: &AuditFilter) -> Result<Summary, StoreFault> {
         if let Some(range) = RollupRange::of(filter) {
-            let rows = self.rollups(&range, ALL_MINUTES).await?;
+            let rows = self.rollup_totals(&range).await?;
             return Ok(rollup::summary(&rows));
         }
         self.summary_of_rows(filter).await
@@ -142,16 +142,25 @@ impl Store {
     }
 
     /// Rollup counts of a range, summed per bucket of `bucket_minutes` minutes (buckets start
-    /// at multiples of it since the epoch).
+    /// at multiples of it since the epoch). Buckets of whole hours read hour rows where whole
+    /// hours fit.
     pub async fn rollups(
         &self,
         range: &RollupRange,
         bucket_minutes: i64,
     ) -> Result<Vec<RollupRow>, StoreFault> {
-        match self {
-            Store::Sqlite(s) => s.rollups(range, bucket_minutes).await,
-            Store::Postgres(s) => s.rollups(range, bucket_minutes).await,
-        }
+        let plan = ReadPlan::of(range, bucket_minutes % rollup::HOUR == 0);
+        let rows = match self {
+            Store::Sqlite(s) => s.rollup_rows(range, &plan).await,
+            Store::Postgres(s) => s.rollup_rows(range, &plan).await,
+        }?;
+        rollup::collect(&rows, range, bucket_minutes)
+            .map_err(|e| StoreFault::new(FaultKind::Other, &e))
+    }
+
+    /// Rollup counts of a range, all in one bucket.
+    pub async fn rollup_totals(&self, range: &RollupRange) -> Result<Vec<RollupRow>, StoreFault> {
+        self.rollups(range, ALL_MINUTES).await
     }
 
     /// Recomputes every rollup from the rows (after rows were changed by hand, or to check).

@@ -2,6 +2,7 @@
 //! JSON lines. It opens the file read-only, so it is safe beside a running server.
 
 use std::io::Write;
+use std::path::Path;
 
 use crate::audit::export::{Walk, csv_chunk, jsonl_chunk};
 use crate::audit::{
@@ -16,9 +17,16 @@ pub fn run(args: &AuditCliArgs) -> anyhow::Result<()> {
         Some(AuditAction::Snapshot { file, database_url }) => {
             return snapshot(database_url, file);
         }
-        Some(AuditAction::Replay { file, database_url }) => return replay(database_url, file),
-        Some(AuditAction::Copy { from, to }) => return copy(from, to),
-        Some(AuditAction::RebuildRollups { database_url }) => return rebuild_rollups(database_url),
+        Some(AuditAction::Replay {
+            file,
+            database_url,
+            models,
+        }) => return replay(database_url, file, models),
+        Some(AuditAction::Copy { from, to, models }) => return copy(from, to, models),
+        Some(AuditAction::RebuildRollups {
+            database_url,
+            models,
+        }) => return rebuild_rollups(database_url, models),
         None => {}
     }
     let stdout = std::io::stdout();
@@ -47,11 +55,35 @@ fn snapshot(database_url: &str, file: &std::path::Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Options for a command that writes rows: the service's defaults, with the training bins of
+/// every artifact in `models` that loads (a missing or unreadable folder leaves rows without
+/// bin counts, as a version the service never served would).
+fn writable_with(models: &Path) -> StoreOptions {
+    let opts = StoreOptions::writable();
+    let Ok(entries) = std::fs::read_dir(models) else {
+        eprintln!(
+            "note: no models folder at {}: rows get no drift bin counts",
+            models.display()
+        );
+        return opts;
+    };
+    for path in entries.flatten().map(|e| e.path()) {
+        if path.extension().is_some_and(|e| e == "json") {
+            if let Ok(artifact) = crate::model::Artifact::load(&path) {
+                opts.baselines
+                    .register(&crate::model::Model::new(artifact, path));
+            }
+        }
+    }
+    opts
+}
+
 /// `inferlog audit rebuild-rollups`: the rollups recomputed from the rows.
-fn rebuild_rollups(database_url: &str) -> anyhow::Result<()> {
+fn rebuild_rollups(database_url: &str, models: &Path) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
+    let opts = writable_with(models);
     super::runtime()?.block_on(async {
-        let store = Store::open(database_url, &StoreOptions::writable()).await?;
+        let store = Store::open(database_url, &opts).await?;
         let result = store.rebuild_rollups().await;
         store.close().await;
         result.map_err(|e| anyhow::anyhow!("{}: {}", e.cause(), e.detail()))
@@ -64,12 +96,13 @@ fn rebuild_rollups(database_url: &str) -> anyhow::Result<()> {
 }
 
 /// `inferlog audit replay FILE`: the rows of a spill file into the store, each at most once.
-fn replay(database_url: &str, file: &std::path::Path) -> anyhow::Result<()> {
+fn replay(database_url: &str, file: &Path, models: &Path) -> anyhow::Result<()> {
     if !file.exists() {
         anyhow::bail!("no spill file at {}", file.display());
     }
+    let opts = writable_with(models);
     let done = super::runtime()?.block_on(async {
-        let store = Store::open(database_url, &StoreOptions::writable()).await?;
+        let store = Store::open(database_url, &opts).await?;
         let result = spill::replay(&store, file).await;
         store.close().await;
         result
@@ -89,11 +122,12 @@ const COPY_PAGE: usize = 4096;
 
 /// `inferlog audit copy --from URL --to URL`: every row (oldest first) and every feedback,
 /// each written once however often the copy runs.
-fn copy(from: &str, to: &str) -> anyhow::Result<()> {
+fn copy(from: &str, to: &str, models: &Path) -> anyhow::Result<()> {
     let fail = |what: &str, e: StoreFault| anyhow::anyhow!("{what}: {}", e.detail());
+    let opts = writable_with(models);
     let (rows, written, feedback, feedback_new) = super::runtime()?.block_on(async {
         let source = Store::open(from, &StoreOptions::read_only()).await?;
-        let target = Store::open(to, &StoreOptions::writable()).await?;
+        let target = Store::open(to, &opts).await?;
         let result: anyhow::Result<(u64, u64, u64, u64)> = async {
             let filter = AuditFilter {
                 order: Order::Asc,

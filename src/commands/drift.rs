@@ -4,7 +4,7 @@ use crate::audit::{AuditFilter, Store, StoreOptions};
 use crate::cli::DriftCliArgs;
 use crate::config::drift_rule;
 use crate::model::ModelRegistry;
-use crate::monitor::drift::report;
+use crate::reports;
 
 pub fn run(args: &DriftCliArgs) -> anyhow::Result<()> {
     let models = ModelRegistry::load_dir(&args.models, &args.model)?;
@@ -21,15 +21,12 @@ pub fn run(args: &DriftCliArgs) -> anyhow::Result<()> {
     };
     let url = &args.database_url;
     let rule = drift_rule(&args.drift);
-    let (values, classes, truncated) = super::runtime()?.block_on(async {
+    let report = super::runtime()?.block_on(async {
         let store = Store::open(url, &StoreOptions::read_only()).await?;
-        let rows = store
-            .drift_rows(model.name(), model.n_features(), &filter, rule.max_rows)
-            .await;
+        let report = reports::drift(&store, model, &filter, &rule).await;
         store.close().await;
-        anyhow::Ok(rows?)
+        report.map_err(|e| anyhow::anyhow!("{}: {}", e.cause(), e.detail()))
     })?;
-    let report = report(model, &values, &classes, &rule, truncated);
     println!("{}", serde_json::to_string_pretty(&report)?);
     Ok(())
 }

@@ -18,9 +18,12 @@ pub struct DriftRule {
     pub psi_warn: f64,
     pub psi_alert: f64,
     pub min_rows: usize,
-    /// Most rows a report compares: the most recent of its range. Keeps a report's time and
-    /// memory bounded on a store of millions of rows.
+    /// Most rows a report compares when it reads rows for everything: the most recent of
+    /// its range. Keeps a report's time and memory bounded on a store of millions of rows.
     pub max_rows: usize,
+    /// When PSI and class counts come from the rollups (all rows of the range): the most
+    /// recent rows read for what needs raw values (Kolmogorov–Smirnov, live means).
+    pub sample_rows: usize,
 }
 
 impl Default for DriftRule {
@@ -30,6 +33,7 @@ impl Default for DriftRule {
             psi_alert: 0.25,
             min_rows: 100,
             max_rows: 100_000,
+            sample_rows: 10_000,
         }
     }
 }
@@ -76,24 +80,52 @@ pub struct PredictionDrift {
     pub status: Status,
 }
 
+/// Where a report's counts come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    /// PSI and class drift over every row of the range, from the rollups; KS and live means
+    /// over the most recent `sample_rows`.
+    Rollups,
+    /// Everything over the most recent rows of the range (at most `max_rows`), read.
+    Rows,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct DriftReport {
     pub model: String,
     pub model_version: String,
+    /// Answered rows of the model version the PSI and class drift cover.
     pub rows: usize,
     pub min_rows: usize,
     /// The most rows a report reads (the most recent of the range).
     pub max_rows: usize,
-    /// The range held more rows than `max_rows`: the report covers the most recent ones.
+    /// Some figure covers only the most recent rows of the range: with `source: rows`, the
+    /// range held more than `max_rows`; with `source: rollups`, KS and live means cover
+    /// `sample_rows` of `rows`.
     pub truncated: bool,
+    pub source: Source,
+    /// The rows behind the Kolmogorov–Smirnov statistics and live means: the most recent of
+    /// the range.
+    pub sample_rows: usize,
     /// The worst status of all features and the predictions.
     pub status: Status,
     pub features: Vec<FeatureDrift>,
     pub prediction: PredictionDrift,
 }
 
+/// What the live rows of a range hold, counted over the baseline's bins and classes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LiveCounts {
+    pub rows: usize,
+    /// Per feature (model order), rows per bin of the baseline's edges.
+    pub bins: Vec<Vec<u64>>,
+    /// Rows per class, in class order.
+    pub classes: Vec<u64>,
+}
+
 /// Compares `rows` live input rows (row-major in `values`) and their predicted `classes` with
-/// the model's baseline.
+/// the model's baseline, all read from the rows.
 /// `truncated`: the range held more than `rule.max_rows` rows, and these are the most recent.
 pub fn report(
     model: &Model,
@@ -105,28 +137,55 @@ pub fn report(
     let baseline = &model.artifact.baseline;
     let cols = model.n_features();
     let rows = classes.len();
+    let counts = LiveCounts {
+        rows,
+        bins: baseline
+            .features
+            .iter()
+            .enumerate()
+            .map(|(j, stats)| bin_counts(&stats.bin_edges, (0..rows).map(|i| values[i * cols + j])))
+            .collect(),
+        classes: class_counts(classes.iter().copied(), baseline.class_proportions.len()),
+    };
+    let mut report = report_counts(model, &counts, values, rows, rule, Source::Rows);
+    report.truncated = truncated;
+    report
+}
+
+/// A report from counts (PSI, class drift) and a sample of the most recent rows (`values`,
+/// row-major, `sample` rows: Kolmogorov–Smirnov and live means).
+pub fn report_counts(
+    model: &Model,
+    counts: &LiveCounts,
+    values: &[f64],
+    sample: usize,
+    rule: &DriftRule,
+    source: Source,
+) -> DriftReport {
+    let baseline = &model.artifact.baseline;
+    let cols = model.n_features();
+    let rows = counts.rows;
     let mut features = Vec::with_capacity(cols);
     for (j, stats) in baseline.features.iter().enumerate() {
-        let mut column: Vec<f64> = (0..rows).map(|i| values[i * cols + j]).collect();
-        let counts = bin_counts(&stats.bin_edges, column.iter().copied());
+        let mut column: Vec<f64> = (0..sample).map(|i| values[i * cols + j]).collect();
         column.sort_by(f64::total_cmp);
-        let p = psi(&stats.bin_proportions, &counts);
+        let empty = Vec::new();
+        let p = psi(&stats.bin_proportions, counts.bins.get(j).unwrap_or(&empty));
         let (d, p_value) = ks_two_sample(&stats.sample, &column);
         features.push(FeatureDrift {
             feature: stats.name.clone(),
             psi: p,
             ks_statistic: d,
             ks_p_value: p_value,
-            live_mean: (rows > 0).then(|| column.iter().sum::<f64>() / rows as f64),
+            live_mean: (sample > 0).then(|| column.iter().sum::<f64>() / sample as f64),
             baseline_mean: stats.mean,
             status: rule.status(p, rows),
         });
     }
-    let counts = class_counts(classes.iter().copied(), baseline.class_proportions.len());
-    let class_psi = psi(&baseline.class_proportions, &counts);
+    let class_psi = psi(&baseline.class_proportions, &counts.classes);
     let prediction = PredictionDrift {
         psi: class_psi,
-        live_proportions: proportions(&counts),
+        live_proportions: proportions(&counts.classes),
         baseline_proportions: baseline.class_proportions.clone(),
         status: rule.status(class_psi, rows),
     };
@@ -147,7 +206,9 @@ pub fn report(
         rows,
         min_rows: rule.min_rows,
         max_rows: rule.max_rows,
-        truncated,
+        truncated: sample < rows,
+        source,
+        sample_rows: sample,
         status,
         features,
         prediction,

@@ -4,6 +4,8 @@
 
 use serde::Serialize;
 
+pub use super::drift::Source;
+
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct ClassScore {
     pub label: String,
@@ -33,12 +35,19 @@ pub struct Performance {
     pub labelled: i64,
     pub model: String,
     pub per_class: Vec<ClassScore>,
+    /// `rollups` (counted as feedback arrived) or `rows` (joined now).
+    pub source: Source,
     /// Labelled rows whose predicted or true label is not a class of the model.
     pub unmatched_labels: i64,
 }
 
 /// Scores `pairs` of (predicted label, true label, count) against the model's `classes`.
-pub fn score(model: &str, classes: &[String], pairs: &[(String, String, i64)]) -> Performance {
+pub fn score(
+    model: &str,
+    classes: &[String],
+    pairs: &[(String, String, i64)],
+    source: Source,
+) -> Performance {
     let k = classes.len();
     let mut matrix = vec![vec![0i64; k]; k];
     let mut unmatched = 0i64;
@@ -72,6 +81,7 @@ pub fn score(model: &str, classes: &[String], pairs: &[(String, String, i64)]) -
         unmatched_labels: unmatched,
         accuracy: ratio(correct, labelled),
         per_class,
+        source,
         confusion_matrix: ConfusionMatrix {
             labels: classes.to_vec(),
             rows: "true label",
@@ -94,7 +104,7 @@ mod tests {
             ("b".to_string(), "b".to_string(), 2),
             ("a".to_string(), "zzz".to_string(), 5),
         ];
-        let p = score("m", &classes, &pairs);
+        let p = score("m", &classes, &pairs, Source::Rows);
         assert_eq!((p.labelled, p.unmatched_labels), (6, 5));
         assert_eq!(p.accuracy, Some(5.0 / 6.0));
         assert_eq!(p.per_class[0].precision, Some(1.0));

@@ -263,15 +263,28 @@ fn an_admin_address_serves_metrics_and_probes_and_the_main_one_no_metrics() {
     assert_eq!(res.status, 404);
 }
 
-on_both_stores!(fn a_drift_report_reads_at_most_the_most_recent_max_rows(app) with |s| s.monitor.drift.max_rows = 50, {
+on_both_stores!(fn a_drift_report_reads_at_most_its_bound_of_recent_rows(app) with |s| {
+    s.monitor.drift.max_rows = 50;
+    s.monitor.drift.sample_rows = 40;
+}, {
     let rows: Vec<[f64; 4]> = (0..60).map(|_| [5.8, 2.7, 5.1, 1.9]).collect();
     assert_eq!(
         app.post_predict(&json!({ "features": rows }).to_string())
             .status,
         200
     );
+    // Whole minutes (here everything): PSI over every row, from the rollups; KS and the live
+    // means over the most recent `sample_rows`.
     let report = app.get("/monitor/drift").json();
+    assert_eq!(report["source"], "rollups", "{report}");
+    assert_eq!(report["rows"], 60, "{report}");
+    assert_eq!(report["sample_rows"], 40, "{report}");
+    assert_eq!(report["truncated"], true);
+    // Otherwise everything from the most recent `max_rows` rows.
+    let report = app.get("/monitor/drift?since=2000-01-01T00:00:30Z").json();
+    assert_eq!(report["source"], "rows", "{report}");
     assert_eq!(report["rows"], 50, "{report}");
+    assert_eq!(report["sample_rows"], 50, "{report}");
     assert_eq!(report["max_rows"], 50);
     assert_eq!(report["truncated"], true);
     // A range that holds fewer rows is read whole.

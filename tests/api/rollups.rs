@@ -35,7 +35,7 @@ const LABELS: [&str; 3] = ["setosa", "versicolor", "virginica"];
 /// Spill-file lines for `requests` requests spread over the three hours before `now` less
 /// five minutes: models (one not served, some none), batches, rejections of several codes,
 /// latencies from 0 µs to seconds, outliers.
-fn older_rows(rng: &mut Rng, requests: usize, now: DateTime<Utc>) -> Vec<Value> {
+fn older_rows(rng: &mut Rng, requests: usize, now: DateTime<Utc>, iris: &str) -> Vec<Value> {
     let mut lines = Vec::new();
     for n in 0..requests {
         let at = now - Span::seconds(300 + rng.below(3 * 3600) as i64);
@@ -74,8 +74,17 @@ fn older_rows(rng: &mut Rng, requests: usize, now: DateTime<Utc>) -> Vec<Value> 
                 "item": item,
                 "received_at": at,
                 "model": model,
-                "model_version": model.map(|_| "v1"),
-                "features": if rejected { Value::Null } else { json!([5.1, 3.5, 1.4, 0.2]) },
+                "model_version": model.map(|m| if m == "iris" { iris } else { "v1" }),
+                "features": if rejected {
+                    Value::Null
+                } else {
+                    json!([
+                        4.0 + rng.below(40) as f64 / 10.0,
+                        2.0 + rng.below(25) as f64 / 10.0,
+                        1.0 + rng.below(60) as f64 / 10.0,
+                        rng.below(25) as f64 / 10.0
+                    ])
+                },
                 "prediction": if rejected { Value::Null } else { json!(class) },
                 "label": if rejected { Value::Null } else { json!(LABELS[class]) },
                 "status": status,
@@ -289,20 +298,31 @@ fn check_timeseries(app: &TestApp, query: &str, bucket_minutes: i64, rows: &[&Va
     assert_eq!(seen_rows, rows.len(), "{query}");
 }
 
-/// The rollups, merged and deltas added up as the readers do, in a stable order, read
-/// straight from the store.
-fn rollup_table(app: &TestApp) -> Vec<Value> {
-    let n = "cast(case when kind = 'latency_max' then max(count) else sum(count) end as bigint)";
-    let group = "group by minute, model, model_version, kind, key \
-                 order by minute, model, model_version, kind, key";
-    let merged = "select minute, model, model_version, kind, key, count from rollup";
+/// The rollups' counts per minute (or, with `hours`, per hour), model, version, kind and key,
+/// in a stable order, read straight from the store: from the rows of `span` (1 or 60) and,
+/// for minutes, the deltas not merged yet, added up as the readers do.
+fn rollup_table(app: &TestApp, span: i64, hours: bool) -> Vec<Value> {
+    let n = "cast(case when kind = 'latency_max' then max(n) else sum(n) end as bigint)";
+    let m = if hours { "(m / 60) * 60" } else { "m" };
+    let group = format!(
+        "group by {m}, model, v, kind, key having {n} <> 0 or kind = 'latency_max' \
+         order by {m}, model, v, kind, key"
+    );
+    let deltas = span == 1;
     if app.database_url.starts_with("postgres") {
-        let sql = format!(
-            "select json_build_object('m', minute, 'model', model, 'v', model_version, \
-             'kind', kind, 'key', key, 'n', {n}) from ({merged} union all \
-             select (g->>0)::bigint, g->>1, g->>2, e->>0, e->>1, (e->>2)::bigint \
+        let delta = if deltas {
+            "union all select (g->>0)::bigint, g->>1, g->>2, e->>0, e->>1, (e->>2)::bigint \
              from rollup_delta, jsonb_array_elements(counts::jsonb) g, \
-             jsonb_array_elements(g->3) e) r {group}"
+             jsonb_array_elements(g->3) e"
+        } else {
+            ""
+        };
+        let sql = format!(
+            "select json_build_object('m', {m}, 'model', model, 'v', v, \
+             'kind', kind, 'key', key, 'n', {n}) from (\
+             select r.start as m, r.model, r.model_version as v, e->>0 as kind, \
+             e->>1 as key, (e->>2)::bigint as n from rollup r, \
+             jsonb_array_elements(r.counts::jsonb) e where r.span = {span} {delta}) x {group}"
         );
         crate::pg::shared()
             .unwrap()
@@ -311,14 +331,165 @@ fn rollup_table(app: &TestApp) -> Vec<Value> {
             .map(|l| serde_json::from_str(l).unwrap())
             .collect()
     } else {
-        app.db_json(&format!(
-            "select json_object('m', minute, 'model', model, 'v', model_version, \
-             'kind', kind, 'key', key, 'n', {n}) from ({merged} union all \
-             select g.value ->> 0, g.value ->> 1, g.value ->> 2, e.value ->> 0, \
+        let delta = if deltas {
+            "union all select g.value ->> 0, g.value ->> 1, g.value ->> 2, e.value ->> 0, \
              e.value ->> 1, e.value ->> 2 from rollup_delta, json_each(rollup_delta.counts) g, \
-             json_each(g.value, '$[3]') e) r {group}"
+             json_each(g.value, '$[3]') e"
+        } else {
+            ""
+        };
+        app.db_json(&format!(
+            "select json_object('m', {m}, 'model', model, 'v', v, \
+             'kind', kind, 'key', key, 'n', {n}) from (\
+             select r.start as m, r.model, r.model_version as v, e.value ->> 0 as kind, \
+             e.value ->> 1 as key, e.value ->> 2 as n from rollup r, json_each(r.counts) e \
+             where r.span = {span} {delta}) x {group}"
         ))
     }
+}
+
+/// The version of the iris model the server answers with.
+fn served_version(app: &TestApp) -> String {
+    let id = app.predict_ok(r#"{"features": [5.1, 3.5, 1.4, 0.2]}"#);
+    app.wait_for_rows(1);
+    let rows = app.rows_of(&id);
+    rows[0]["model_version"].as_str().unwrap().to_string()
+}
+
+fn iris_inside<'a>(rows: &[&'a Value]) -> Vec<&'a Value> {
+    rows.iter()
+        .copied()
+        .filter(|r| r["model"] == "iris")
+        .collect()
+}
+
+/// Sends feedback on about a third of the answered rows among `rows` (a sixth of those
+/// twice, the second replacing the first); the latest true label of each.
+fn random_feedback(
+    app: &TestApp,
+    rng: &mut Rng,
+    rows: &[&Value],
+) -> HashMap<(String, i64), String> {
+    let mut truth = HashMap::new();
+    for r in rows.iter().filter(|r| r["status"] == 200) {
+        if rng.below(3) != 0 {
+            continue;
+        }
+        let key = (
+            r["request_id"].as_str().unwrap().to_string(),
+            r["item"].as_i64().unwrap(),
+        );
+        for _ in 0..(1 + usize::from(rng.below(6) == 0)) {
+            let label = *rng.pick(&LABELS);
+            let res = app.post_json(
+                "/feedback",
+                &json!({"request_id": key.0, "item": key.1, "label": label}).to_string(),
+            );
+            assert_eq!(res.status, 201, "{}", res.text());
+            truth.insert(key.clone(), label.to_string());
+        }
+    }
+    assert!(truth.len() > 20, "{} rows labelled", truth.len());
+    truth
+}
+
+/// Checks `/monitor/performance?model=iris&{query}` against `rows` (the iris rows of the
+/// range) and their latest true labels; returns the report.
+fn check_performance(
+    app: &TestApp,
+    query: &str,
+    rows: &[&Value],
+    truth: &HashMap<(String, i64), String>,
+) -> Value {
+    let res = app.get(&format!("/monitor/performance?model=iris&{query}"));
+    assert_eq!(res.status, 200, "{}", res.text());
+    let p = res.json();
+    if !query.starts_with("since") || query.contains("until") {
+        assert_eq!(p["source"], "rollups", "{query}");
+    }
+    let mut matrix = vec![vec![0i64; 3]; 3];
+    for r in rows.iter().filter(|r| r["status"] == 200) {
+        let key = (
+            r["request_id"].as_str().unwrap().to_string(),
+            r["item"].as_i64().unwrap(),
+        );
+        if let Some(t) = truth.get(&key) {
+            let t = LABELS.iter().position(|l| l == t).unwrap();
+            let pred = LABELS.iter().position(|l| r["label"] == *l).unwrap();
+            matrix[t][pred] += 1;
+        }
+    }
+    assert_eq!(p["confusion_matrix"]["counts"], json!(matrix), "{query}");
+    let labelled: i64 = matrix.iter().flatten().sum();
+    assert_eq!(p["labelled"], labelled, "{query}");
+    p
+}
+
+/// PSI as the service defines it (proportions floored at 1e-4), written again here.
+fn psi(expected: &[f64], counts: &[u64]) -> f64 {
+    let n: u64 = counts.iter().sum();
+    if n == 0 {
+        return 0.0;
+    }
+    expected
+        .iter()
+        .zip(counts)
+        .map(|(e, c)| {
+            let a = (*c as f64 / n as f64).max(1e-4);
+            let e = e.max(1e-4);
+            (a - e) * (a / e).ln()
+        })
+        .sum()
+}
+
+/// Checks `/monitor/drift?model=iris&{query}` against the answered rows of the served iris
+/// version among `rows`: row count, each feature's PSI over the artifact's bins and the
+/// predictions' PSI, computed here; returns the report.
+fn check_drift(app: &TestApp, query: &str, rows: &[&Value], version: &str) -> Value {
+    let artifact: Value =
+        serde_json::from_str(&std::fs::read_to_string("models/iris.json").unwrap()).unwrap();
+    let served: Vec<&&Value> = rows
+        .iter()
+        .filter(|r| r["status"] == 200 && r["model"] == "iris" && r["model_version"] == version)
+        .collect();
+    let res = app.get(&format!("/monitor/drift?model=iris&{query}"));
+    assert_eq!(res.status, 200, "{}", res.text());
+    let d = res.json();
+    assert_eq!(d["rows"], served.len(), "{query}");
+    assert_eq!(d["sample_rows"], served.len().min(10_000), "{query}");
+    for (j, f) in artifact["baseline"]["features"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .enumerate()
+    {
+        let edges: Vec<f64> = serde_json::from_value(f["bin_edges"].clone()).unwrap();
+        let expected: Vec<f64> = serde_json::from_value(f["bin_proportions"].clone()).unwrap();
+        let mut counts = vec![0u64; edges.len() + 1];
+        for r in &served {
+            let v = r["features"][j].as_f64().unwrap();
+            counts[edges.iter().filter(|e| **e <= v).count()] += 1;
+        }
+        let want = psi(&expected, &counts);
+        let got = d["features"][j]["psi"].as_f64().unwrap();
+        assert!(
+            (got - want).abs() < 1e-9,
+            "{query} feature {j}: PSI {got} against {want}"
+        );
+    }
+    let mut classes = vec![0u64; 3];
+    for r in &served {
+        classes[LABELS.iter().position(|l| r["label"] == *l).unwrap()] += 1;
+    }
+    let expected: Vec<f64> =
+        serde_json::from_value(artifact["baseline"]["class_proportions"].clone()).unwrap();
+    let want = psi(&expected, &classes);
+    let got = d["prediction"]["psi"].as_f64().unwrap();
+    assert!(
+        (got - want).abs() < 1e-9,
+        "{query} predictions: PSI {got} against {want}"
+    );
+    d
 }
 
 /// Rollup deltas not merged yet.
@@ -360,7 +531,8 @@ on_both_stores!(fn rollups_give_the_figures_the_rows_give(app) {
     let mut rng = Rng(0x5EED_1234_ABCD_0001);
     let now = Utc::now();
     let spill = app.dir.path().join("older.jsonl");
-    let older = older_rows(&mut rng, 400, now);
+    let version = served_version(&app);
+    let older = older_rows(&mut rng, 400, now, &version);
     let mut file = std::fs::File::create(&spill).unwrap();
     for line in &older {
         writeln!(file, "{line}").unwrap();
@@ -369,7 +541,8 @@ on_both_stores!(fn rollups_give_the_figures_the_rows_give(app) {
     let db = store_arg(&app);
     let spill_arg = spill.to_str().unwrap();
     inferlog(&["audit", "replay", spill_arg, "--database-url", &db]);
-    let total = older.len() + live_traffic(&app, &mut rng, 60);
+    // The row of `served_version`'s request, the older ones, the live ones.
+    let total = 1 + older.len() + live_traffic(&app, &mut rng, 60);
     // Rejected requests are answered before their rows commit.
     app.wait_for_rows(total as i64);
     let rows = app.stored_rows("order by id");
@@ -419,9 +592,29 @@ on_both_stores!(fn rollups_give_the_figures_the_rows_give(app) {
         &iris,
     );
 
+    // Feedback on a third of the answered iris rows, some of it replaced, then performance
+    // and drift from the rollups against the same figures from the rows.
+    let truth = random_feedback(&app, &mut rng, &iris);
+    check_performance(&app, "", &iris, &truth);
+    check_performance(&app, &range, &iris_inside(&inside), &truth);
+    // Not whole minutes: joined from the rows, the same figures.
+    let earlier = format!("since={}", iso(now - Span::hours(5) + Span::seconds(30)));
+    let rows_perf = check_performance(&app, &earlier, &iris, &truth);
+    assert_eq!(rows_perf["source"], "rows");
+    let drift = check_drift(&app, "", &all, &version);
+    let rows_drift = check_drift(&app, &earlier, &all, &version);
+    assert_eq!(rows_drift["source"], "rows");
+    for j in 0..4 {
+        let (a, b) = (&drift["features"][j], &rows_drift["features"][j]);
+        assert_eq!(a["ks_statistic"], b["ks_statistic"], "KS over the same rows");
+        let (ma, mb) = (a["live_mean"].as_f64().unwrap(), b["live_mean"].as_f64().unwrap());
+        assert!((ma - mb).abs() < 1e-9, "live means {ma} {mb}");
+    }
+    check_drift(&app, &range, &inside, &version);
+
     // A rebuild from the rows gives the same table; a replay of rows already stored adds
     // nothing to rows or rollups.
-    let live = rollup_table(&app);
+    let live = rollup_table(&app, 1, false);
     assert!(live.len() > 100, "{} rollup rows", live.len());
     // The deltas are merged within seconds, and the merge changes no figure.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
@@ -429,12 +622,17 @@ on_both_stores!(fn rollups_give_the_figures_the_rows_give(app) {
         assert!(std::time::Instant::now() < deadline, "rollup deltas never merged");
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
-    assert_eq!(rollup_table(&app), live, "merged against unmerged rollups");
+    assert_eq!(rollup_table(&app, 1, false), live, "merged against unmerged rollups");
+    let hours = rollup_table(&app, 60, true);
+    assert_eq!(rollup_table(&app, 1, true), hours, "hour rows against their minutes");
     inferlog(&["audit", "rebuild-rollups", "--database-url", &db]);
-    assert_eq!(rollup_table(&app), live, "rebuilt against live rollups");
+    assert_eq!(rollup_table(&app, 1, false), live, "rebuilt against live rollups");
+    check_performance(&app, "", &iris, &truth);
+    check_drift(&app, "", &all, &version);
+    assert_eq!(rollup_table(&app, 60, true), hours, "rebuilt hours against live ones");
     inferlog(&["audit", "replay", spill_arg, "--database-url", &db]);
     assert_eq!(app.stored_count(""), total as i64);
-    assert_eq!(rollup_table(&app), live, "after replaying stored rows again");
+    assert_eq!(rollup_table(&app, 1, false), live, "after replaying stored rows again");
 });
 
 on_both_stores!(fn timeseries_parameters_are_checked_and_defaults_cover_the_last_hour(app) {

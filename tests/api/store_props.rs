@@ -197,6 +197,7 @@ proptest! {
                 max_bytes: None,
                 pool_size: 2,
                 acquire_timeout: Duration::from_secs(5),
+                baselines: Default::default(),
             }).await.unwrap();
             let records: Vec<AuditRecord> =
                 specs.iter().enumerate().map(|(i, s)| record(s, i as u32)).collect();

@@ -9,11 +9,13 @@ use std::sync::OnceLock;
 use std::time::Instant;
 
 use anyhow::Context;
+use chrono::{DateTime, Utc};
 use sqlx::{Executor, PgConnection, PgPool};
 
+use crate::audit::baselines::Baselines;
 use crate::audit::columns::{self, Cell, Column};
 use crate::audit::record::{AuditRecord, Feedback, Written, format_time};
-use crate::audit::rollup::Delta;
+use crate::audit::rollup::{Counts, Delta, Folded, fold_deltas, with_hours};
 
 /// The batch insert that skips rows already stored, built once from the column list. The
 /// duplicate check costs the server about a fifth of the insert, so it is only paid when the
@@ -172,7 +174,11 @@ fn column_values(column: Column, records: &[&AuditRecord], stored_at: Instant) -
 /// `COPY` cannot skip rows: a batch holding a row already stored (a replayed spill file, a
 /// copy run again, a retry of a commit whose outcome was lost) fails as a whole, is rolled
 /// back, and is written again by [`write_new_rows`], counting only the rows it inserts.
-pub(super) async fn write_rows(pool: &PgPool, records: &[&AuditRecord]) -> anyhow::Result<Written> {
+pub(super) async fn write_rows(
+    pool: &PgPool,
+    records: &[&AuditRecord],
+    baselines: &Baselines,
+) -> anyhow::Result<Written> {
     if records.is_empty() {
         return Ok(Written {
             at: Instant::now(),
@@ -184,7 +190,7 @@ pub(super) async fn write_rows(pool: &PgPool, records: &[&AuditRecord]) -> anyho
         .await
         .context("taking a connection to the audit database")?;
     let stored_at = Instant::now();
-    let delta = Delta::of(records.iter().copied(), stored_at);
+    let delta = Delta::of(records.iter().copied(), stored_at, baselines);
     let written = if records.len() <= ONE_STATEMENT_ROWS {
         bound(one_statement_sql(), records, stored_at)
             .bind(delta.to_json_with(storable))
@@ -205,7 +211,7 @@ pub(super) async fn write_rows(pool: &PgPool, records: &[&AuditRecord]) -> anyho
             if rollback(&mut conn).await.is_err() {
                 conn.detach();
             } else if is_unique_violation(&e) {
-                return write_new_rows(&mut conn, records, stored_at).await;
+                return write_new_rows(&mut conn, records, stored_at, baselines).await;
             }
             Err(e).context("writing audit rows")
         }
@@ -229,18 +235,6 @@ fn one_statement_sql() -> &'static str {
             unnest_insert()
         )
     })
-}
-
-/// The upsert of merged rollup counts given as the JSON array `json` (an SQL expression).
-fn rollup_upsert_sql(json: &str) -> String {
-    format!(
-        "insert into rollup (minute, model, model_version, kind, key, count) \
-         select (e->>0)::bigint, e->>1, e->>2, e->>3, e->>4, (e->>5)::bigint \
-         from jsonb_array_elements({json}) e \
-         on conflict (minute, model, model_version, kind, key) do update set count = \
-         case when rollup.kind = 'latency_max' then greatest(rollup.count, excluded.count) \
-         else rollup.count + excluded.count end"
-    )
 }
 
 /// `begin`, the `COPY` of `data`, then `upsert_and_commit`.
@@ -267,6 +261,7 @@ async fn write_new_rows(
     conn: &mut PgConnection,
     records: &[&AuditRecord],
     stored_at: Instant,
+    baselines: &Baselines,
 ) -> anyhow::Result<Written> {
     use sqlx::Row;
     let mut tx = sqlx::Connection::begin(conn)
@@ -286,6 +281,7 @@ async fn write_new_rows(
             .copied()
             .filter(|r| new.contains(&(r.request_id.to_string(), r.item as i32))),
         stored_at,
+        baselines,
     );
     if !delta.is_empty() {
         (&mut *tx)
@@ -342,12 +338,7 @@ pub(super) async fn merge_deltas(pool: &PgPool) -> anyhow::Result<usize> {
         .iter()
         .map(|r| r.try_get(1))
         .collect::<Result<_, _>>()?;
-    let merged = crate::audit::rollup::merge_deltas(counts.iter().map(String::as_str))?;
-    sqlx::query(&rollup_upsert_sql("$1::jsonb"))
-        .bind(merged)
-        .execute(&mut *tx)
-        .await
-        .context("merging rollup deltas")?;
+    add_to_rollup(&mut tx, fold_deltas(counts.iter().map(String::as_str))?).await?;
     sqlx::query("delete from rollup_delta where id = any($1)")
         .bind(&ids)
         .execute(&mut *tx)
@@ -359,10 +350,46 @@ pub(super) async fn merge_deltas(pool: &PgPool) -> anyhow::Result<usize> {
 /// The advisory lock key of [`merge_deltas`] (any fixed number; "ROLL" in ASCII).
 const MERGE_LOCK: i64 = 0x524f_4c4c;
 
-/// Recomputes the rollups from the rows, in one transaction, 10,000 rows at a time, with
-/// the writer's own counting ([`Delta`]). Replicas may write meanwhile: the table lock makes
-/// their commits wait until the rebuild has committed.
-pub(super) async fn rebuild_rollups(pool: &PgPool) -> anyhow::Result<()> {
+/// Adds folded deltas to the rollup rows of their minutes and hours, inside the caller's
+/// transaction, which holds [`MERGE_LOCK`] (or the table lock of a rebuild): no one else
+/// changes these rows meanwhile.
+async fn add_to_rollup(conn: &mut PgConnection, folded: Folded) -> anyhow::Result<()> {
+    for mut row in with_hours(folded) {
+        let old: Option<String> = sqlx::query_scalar(
+            "select counts from rollup where span = $1 and start = $2 and model = $3 \
+             and model_version = $4",
+        )
+        .bind(row.span)
+        .bind(row.start)
+        .bind(&row.model)
+        .bind(&row.model_version)
+        .fetch_optional(&mut *conn)
+        .await
+        .context("reading the audit rollups")?;
+        if let Some(old) = old {
+            row.counts.merge(&Counts::parse(&old)?);
+        }
+        sqlx::query(
+            "insert into rollup (span, start, model, model_version, counts) \
+             values ($1, $2, $3, $4, $5) on conflict (span, start, model, model_version) \
+             do update set counts = excluded.counts",
+        )
+        .bind(row.span)
+        .bind(row.start)
+        .bind(&row.model)
+        .bind(&row.model_version)
+        .bind(row.counts.to_json())
+        .execute(&mut *conn)
+        .await
+        .context("merging the audit rollups")?;
+    }
+    Ok(())
+}
+
+/// Recomputes the rollups from the rows and the feedback, in one transaction, 10,000 rows
+/// at a time, with the writer's own counting ([`Delta`]). Replicas may write meanwhile: the
+/// table lock makes their commits wait until the rebuild has committed.
+pub(super) async fn rebuild_rollups(pool: &PgPool, baselines: &Baselines) -> anyhow::Result<()> {
     use sqlx::Row;
     let mut tx = pool.begin().await.context("starting a transaction")?;
     (&mut *tx)
@@ -389,17 +416,44 @@ pub(super) async fn rebuild_rollups(pool: &PgPool) -> anyhow::Result<()> {
             .iter()
             .map(|r| crate::audit::sql::decode_row(r)?.into_record())
             .collect::<anyhow::Result<Vec<_>>>()?;
-        let delta = Delta::of(&records, Instant::now()).to_json_with(storable);
-        sqlx::query(&rollup_upsert_sql("$1::jsonb"))
-            .bind(crate::audit::rollup::merge_deltas([delta.as_str()])?)
-            .execute(&mut *tx)
-            .await
-            .context("writing the audit rollups")?;
+        let delta = Delta::of(&records, Instant::now(), baselines).to_json_with(storable);
+        add_to_rollup(&mut tx, fold_deltas([delta.as_str()])?).await?;
     }
+    let labelled = sqlx::query(
+        "select extract(epoch from p.received_at)::float8, p.model, p.model_version, \
+         p.label, t.true_label \
+         from prediction p join ground_truth t on t.request_id = p.request_id \
+         and t.item = p.item where p.status = 200",
+    )
+    .fetch_all(&mut *tx)
+    .await
+    .context("reading labelled rows")?;
+    let mut deltas = Vec::with_capacity(labelled.len());
+    for r in &labelled {
+        let received_at = from_epoch(r.try_get(0)?);
+        let (model, version): (Option<String>, Option<String>) = (r.try_get(1)?, r.try_get(2)?);
+        let predicted: Option<String> = r.try_get(3)?;
+        let actual: String = r.try_get(4)?;
+        let delta = Delta::feedback(
+            &received_at,
+            model.as_deref(),
+            version.as_deref(),
+            predicted.as_deref().unwrap_or(""),
+            &actual,
+            None,
+        );
+        deltas.push(delta.to_json_with(storable));
+    }
+    add_to_rollup(&mut tx, fold_deltas(deltas.iter().map(String::as_str))?).await?;
     tx.commit()
         .await
         .context("committing the rebuilt rollups")?;
     Ok(())
+}
+
+/// A time read as seconds since the epoch (only its minute matters here).
+fn from_epoch(seconds: f64) -> DateTime<Utc> {
+    DateTime::from_timestamp(seconds.floor() as i64, 0).unwrap_or_default()
 }
 
 /// Whether the store has rows but no rollups (rows written before rollups existed).
@@ -425,27 +479,42 @@ pub(super) async fn probe(pool: &PgPool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Stores a feedback row unless an identical one is there (copying a store twice).
-pub(super) async fn copy_feedback(pool: &PgPool, fb: &Feedback) -> anyhow::Result<bool> {
-    let done = sqlx::query(
-        "insert into feedback (request_id, item, label, received_at, client_addr) \
-         select $1, $2, $3, $4::timestamptz, $5 where not exists (select 1 from feedback \
-         where request_id = $1 and item = $2 and label = $3 and received_at = $4::timestamptz)",
+/// Stores a true label and counts it in the rollups, in one transaction; returns the label it
+/// replaces. `copy`: unless an identical feedback (same request, item, label and time) is
+/// there already, then `None`. Feedback for one item is taken one at a time (a row lock on
+/// its answered row), so "the label it replaces" is the latest committed one.
+pub(super) async fn feedback(
+    pool: &PgPool,
+    fb: &Feedback,
+    copy: bool,
+) -> anyhow::Result<Option<Option<String>>> {
+    use sqlx::Row;
+    let mut tx = pool.begin().await.context("storing feedback")?;
+    let row = sqlx::query(
+        "select extract(epoch from received_at)::float8, model, model_version, label \
+         from prediction \
+         where request_id = $1 and item = $2 and status = 200 order by id limit 1 for update",
     )
     .bind(&fb.request_id)
     .bind(fb.item as i32)
-    .bind(&fb.label)
-    .bind(format_time(&fb.received_at))
-    .bind(fb.client_addr.as_deref())
-    .execute(pool)
+    .fetch_optional(&mut *tx)
     .await
-    .context("copying feedback")?;
-    Ok(done.rows_affected() == 1)
-}
-
-/// Stores a true label; returns the label it replaces, if any. Both in one transaction.
-pub(super) async fn feedback(pool: &PgPool, fb: &Feedback) -> anyhow::Result<Option<String>> {
-    let mut tx = pool.begin().await.context("storing feedback")?;
+    .context("looking up the labelled row")?;
+    if copy {
+        let there: bool = sqlx::query_scalar(
+            "select exists (select 1 from feedback where request_id = $1 and item = $2 \
+             and label = $3 and received_at = $4::timestamptz)",
+        )
+        .bind(&fb.request_id)
+        .bind(fb.item as i32)
+        .bind(&fb.label)
+        .bind(format_time(&fb.received_at))
+        .fetch_one(&mut *tx)
+        .await?;
+        if there {
+            return Ok(None);
+        }
+    }
     let previous: Option<String> = sqlx::query_scalar(
         "select label from feedback where request_id = $1 and item = $2 \
          order by id desc limit 1",
@@ -454,6 +523,23 @@ pub(super) async fn feedback(pool: &PgPool, fb: &Feedback) -> anyhow::Result<Opt
     .bind(fb.item as i32)
     .fetch_optional(&mut *tx)
     .await?;
+    if let Some(row) = row {
+        let received_at = from_epoch(row.try_get(0)?);
+        let (model, version, label): (Option<String>, Option<String>, Option<String>) =
+            (row.try_get(1)?, row.try_get(2)?, row.try_get(3)?);
+        let delta = Delta::feedback(
+            &received_at,
+            model.as_deref(),
+            version.as_deref(),
+            label.as_deref().unwrap_or(""),
+            &storable(&fb.label),
+            previous.as_deref(),
+        );
+        (&mut *tx)
+            .execute(delta_then(&delta, "").as_str())
+            .await
+            .context("counting feedback in the audit rollups")?;
+    }
     sqlx::query(
         "insert into feedback (request_id, item, label, received_at, client_addr) \
          values ($1, $2, $3, $4::timestamptz, $5)",
@@ -467,5 +553,5 @@ pub(super) async fn feedback(pool: &PgPool, fb: &Feedback) -> anyhow::Result<Opt
     .await
     .context("storing feedback")?;
     tx.commit().await.context("committing feedback")?;
-    Ok(previous)
+    Ok(Some(previous))
 }

@@ -22,11 +22,12 @@ use anyhow::Context;
 use slog::{Logger, warn};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
+use crate::audit::baselines::Baselines;
 use crate::audit::fault::{FaultKind, StoreFault};
 use crate::audit::filter::{AuditFilter, Cursor, Page, Summary};
 use crate::audit::modes::StoreOptions;
 use crate::audit::record::{AuditRecord, Feedback, RequestRef, StoredRecord, Written};
-use crate::audit::rollup::{RollupRange, RollupRow};
+use crate::audit::rollup::{PackedRow, ReadPlan, RollupRange};
 
 /// Days of partitions kept ready ahead of today (and one behind, for clocks a little slow).
 const PARTITION_DAYS_AHEAD: i64 = 7;
@@ -40,6 +41,7 @@ const MERGE_EVERY: Duration = Duration::from_secs(1);
 #[derive(Debug, Clone)]
 pub struct PgStore {
     pool: PgPool,
+    baselines: Baselines,
 }
 
 /// The class of a failure: from the SQLSTATE where the server sent one, else from how the
@@ -99,10 +101,13 @@ impl PgStore {
             create_partitions(&pool).await?;
             // Rows from before rollups existed get theirs once.
             if insert::rollups_missing(&pool).await? {
-                insert::rebuild_rollups(&pool).await?;
+                insert::rebuild_rollups(&pool, &opts.baselines).await?;
             }
         }
-        Ok(PgStore { pool })
+        Ok(PgStore {
+            pool,
+            baselines: opts.baselines.clone(),
+        })
     }
 
     /// The store's background work, until aborted: rollup deltas merged every second, and
@@ -134,7 +139,9 @@ impl PgStore {
     }
 
     pub async fn write_batch(&self, records: &[&AuditRecord]) -> Result<Written, StoreFault> {
-        insert::write_rows(&self.pool, records).await.map_err(fault)
+        insert::write_rows(&self.pool, records, &self.baselines)
+            .await
+            .map_err(fault)
     }
 
     /// A row inserted in a transaction that is rolled back: the server is reachable and
@@ -174,18 +181,20 @@ impl PgStore {
             .map_err(fault)
     }
 
-    pub async fn rollups(
+    pub async fn rollup_rows(
         &self,
         range: &RollupRange,
-        bucket_minutes: i64,
-    ) -> Result<Vec<RollupRow>, StoreFault> {
-        query::rollups(&self.pool, range, bucket_minutes)
+        plan: &ReadPlan,
+    ) -> Result<Vec<PackedRow>, StoreFault> {
+        query::rollup_rows(&self.pool, range, plan)
             .await
             .map_err(fault)
     }
 
     pub async fn rebuild_rollups(&self) -> Result<(), StoreFault> {
-        insert::rebuild_rollups(&self.pool).await.map_err(fault)
+        insert::rebuild_rollups(&self.pool, &self.baselines)
+            .await
+            .map_err(fault)
     }
 
     pub async fn summary(&self, filter: &AuditFilter) -> Result<Summary, StoreFault> {
@@ -228,7 +237,10 @@ impl PgStore {
     }
 
     pub async fn insert_feedback(&self, fb: &Feedback) -> Result<Option<String>, StoreFault> {
-        insert::feedback(&self.pool, fb).await.map_err(fault)
+        insert::feedback(&self.pool, fb, false)
+            .await
+            .map(Option::flatten)
+            .map_err(fault)
     }
 
     pub async fn feedback_after(
@@ -242,7 +254,10 @@ impl PgStore {
     }
 
     pub async fn copy_feedback(&self, fb: &Feedback) -> Result<bool, StoreFault> {
-        insert::copy_feedback(&self.pool, fb).await.map_err(fault)
+        insert::feedback(&self.pool, fb, true)
+            .await
+            .map(|stored| stored.is_some())
+            .map_err(fault)
     }
 
     pub async fn close(&self) {

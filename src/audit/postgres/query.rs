@@ -13,7 +13,7 @@ use crate::audit::filter::{
     AuditFilter, Count, Cursor, LatencySummary, Order, Page, Summary, SummarySource,
 };
 use crate::audit::record::{Feedback, RequestRef, StoredRecord};
-use crate::audit::rollup::{RollupRange, RollupRow};
+use crate::audit::rollup::{PackedRow, ReadPlan, RollupRange};
 use crate::audit::sql;
 
 const TIME_CAST: &str = "::timestamptz";
@@ -230,23 +230,18 @@ pub(super) async fn drift_rows(
     Ok(drift.finish(max_rows))
 }
 
-/// Rollup counts of a range, per bucket of `bucket_minutes`.
-pub(super) async fn rollups(
+/// The rollup rows of a plan and the deltas not merged yet (see [`sql::rollup_query`]).
+pub(super) async fn rollup_rows(
     pool: &PgPool,
     range: &RollupRange,
-    bucket_minutes: i64,
-) -> anyhow::Result<Vec<RollupRow>> {
-    let rows = sql::rollup_query::<Postgres>(
-        range,
-        bucket_minutes,
-        "select (g->>0)::bigint, g->>1, g->>2, e->>0, e->>1, (e->>2)::bigint \
-         from rollup_delta, jsonb_array_elements(counts::jsonb) g, jsonb_array_elements(g->3) e",
-    )
-    .build()
-    .fetch_all(pool)
-    .await
-    .context("reading the audit rollups")?;
-    rows.iter().map(sql::decode_rollup).collect()
+    plan: &ReadPlan,
+) -> anyhow::Result<Vec<PackedRow>> {
+    let rows = sql::rollup_query::<Postgres>(range, plan)
+        .build()
+        .fetch_all(pool)
+        .await
+        .context("reading the audit rollups")?;
+    rows.iter().map(sql::decode_packed).collect()
 }
 
 pub(super) async fn served_row(

@@ -8,9 +8,10 @@ use chrono::{DateTime, Utc};
 use sqlx::Sqlite;
 use sqlx::sqlite::{SqliteArguments, SqliteConnection};
 
+use crate::audit::baselines::Baselines;
 use crate::audit::columns::{self, Cell};
 use crate::audit::record::{AuditRecord, Written, format_time};
-use crate::audit::rollup::{Delta, merge_deltas as merge_deltas_json};
+use crate::audit::rollup::{Counts, Delta, Folded, fold_deltas, with_hours};
 
 /// Rows per INSERT statement. A batch of up to [`EXACT_ROWS`] rows is one statement of its
 /// exact size (one implicit transaction, one round trip to SQLite's thread). A larger batch is
@@ -103,6 +104,7 @@ pub(super) async fn write_rows(
     conn: &mut SqliteConnection,
     records: &[&AuditRecord],
     busy_timeout: Duration,
+    baselines: &Baselines,
 ) -> anyhow::Result<Written> {
     if records.is_empty() {
         return Ok(Written {
@@ -112,7 +114,7 @@ pub(super) async fn write_rows(
     }
     if records.len() <= EXACT_ROWS {
         let stored_at = Instant::now();
-        let delta = Delta::of(records.iter().copied(), stored_at).to_json();
+        let delta = Delta::of(records.iter().copied(), stored_at, baselines).to_json();
         match insert(one_trip_sql(records.len()), records, stored_at)
             .bind(delta)
             .execute(&mut *conn)
@@ -129,7 +131,7 @@ pub(super) async fn write_rows(
             Err(e) => {
                 rollback(conn).await?;
                 if is_unique_violation(&e) {
-                    return write_new_rows(conn, records, busy_timeout).await;
+                    return write_new_rows(conn, records, busy_timeout, baselines).await;
                 }
                 return Err(e).context("inserting audit rows");
             }
@@ -147,12 +149,12 @@ pub(super) async fn write_rows(
         {
             rollback(conn).await?;
             if is_unique_violation(&e) {
-                return write_new_rows(conn, records, busy_timeout).await;
+                return write_new_rows(conn, records, busy_timeout, baselines).await;
             }
             return Err(e).context("inserting audit rows");
         }
     }
-    commit_counted(conn, records, stored_at).await
+    commit_counted(conn, records, stored_at, baselines).await
 }
 
 /// [`write_rows`] for a batch holding rows already stored: each row is inserted unless its
@@ -161,6 +163,7 @@ async fn write_new_rows(
     conn: &mut SqliteConnection,
     records: &[&AuditRecord],
     busy_timeout: Duration,
+    baselines: &Baselines,
 ) -> anyhow::Result<Written> {
     begin_immediate(conn, busy_timeout).await?;
     let stored_at = Instant::now();
@@ -174,7 +177,7 @@ async fn write_new_rows(
             new.push(*r);
         }
     }
-    commit_counted(conn, &new, stored_at).await
+    commit_counted(conn, &new, stored_at, baselines).await
 }
 
 /// Appends the rollup delta of `inserted` (the rows this transaction inserted, written at
@@ -183,8 +186,13 @@ async fn commit_counted(
     conn: &mut SqliteConnection,
     inserted: &[&AuditRecord],
     stored_at: Instant,
+    baselines: &Baselines,
 ) -> anyhow::Result<Written> {
-    add_rollups(conn, &Delta::of(inserted.iter().copied(), stored_at)).await?;
+    add_rollups(
+        conn,
+        &Delta::of(inserted.iter().copied(), stored_at, baselines),
+    )
+    .await?;
     sqlx::query("commit")
         .execute(&mut *conn)
         .await
@@ -208,14 +216,38 @@ pub(super) async fn add_rollups(conn: &mut SqliteConnection, delta: &Delta) -> a
     Ok(())
 }
 
-/// Adds merged counts (a flat array of [`merge_deltas_json`]) to `rollup`, inside the
-/// caller's transaction.
-async fn upsert_rollups(conn: &mut SqliteConnection, json: String) -> anyhow::Result<()> {
-    sqlx::query(ROLLUP_UPSERT)
-        .bind(json)
+/// Adds folded deltas to the rollup rows of their minutes and hours, inside the caller's
+/// transaction (which holds the write lock: nothing else changes these rows meanwhile).
+async fn add_to_rollup(conn: &mut SqliteConnection, folded: Folded) -> anyhow::Result<()> {
+    for mut row in with_hours(folded) {
+        let old: Option<String> = sqlx::query_scalar(
+            "select counts from rollup where span = ? and start = ? and model = ? \
+             and model_version = ?",
+        )
+        .bind(row.span)
+        .bind(row.start)
+        .bind(&row.model)
+        .bind(&row.model_version)
+        .fetch_optional(&mut *conn)
+        .await
+        .context("reading the audit rollups")?;
+        if let Some(old) = old {
+            row.counts.merge(&Counts::parse(&old)?);
+        }
+        sqlx::query(
+            "insert into rollup (span, start, model, model_version, counts) \
+             values (?, ?, ?, ?, ?) on conflict (span, start, model, model_version) \
+             do update set counts = excluded.counts",
+        )
+        .bind(row.span)
+        .bind(row.start)
+        .bind(&row.model)
+        .bind(&row.model_version)
+        .bind(row.counts.to_json())
         .execute(&mut *conn)
         .await
         .context("merging the audit rollups")?;
+    }
     Ok(())
 }
 
@@ -239,8 +271,7 @@ pub(super) async fn merge_deltas(
             .iter()
             .map(|r| r.try_get(1))
             .collect::<Result<_, _>>()?;
-        let merged = merge_deltas_json(counts.iter().map(String::as_str))?;
-        upsert_rollups(conn, merged).await?;
+        add_to_rollup(conn, fold_deltas(counts.iter().map(String::as_str))?).await?;
         sqlx::query("delete from rollup_delta where id <= ?")
             .bind(last)
             .execute(&mut *conn)
@@ -263,15 +294,36 @@ pub(super) async fn merge_deltas(
     }
 }
 
-/// Recomputes the rollups from the rows, in one transaction (readers keep seeing the old ones
-/// until it commits).
+/// Recomputes the rollups from the rows and the feedback, in one transaction (readers keep
+/// seeing the old ones until it commits).
 pub(super) async fn rebuild_rollups(
     conn: &mut SqliteConnection,
     busy_timeout: Duration,
+    baselines: &Baselines,
+) -> anyhow::Result<()> {
+    begin_immediate(conn, busy_timeout).await?;
+    let result = rebuild_in_transaction(conn, baselines).await;
+    match result {
+        Ok(()) => {
+            sqlx::query("commit")
+                .execute(&mut *conn)
+                .await
+                .context("committing the rebuilt rollups")?;
+            Ok(())
+        }
+        Err(e) => {
+            rollback(conn).await?;
+            Err(e)
+        }
+    }
+}
+
+async fn rebuild_in_transaction(
+    conn: &mut SqliteConnection,
+    baselines: &Baselines,
 ) -> anyhow::Result<()> {
     use sqlx::Row;
-    begin_immediate(conn, busy_timeout).await?;
-    sqlx::query("delete from rollup")
+    sqlx::query("delete from rollup; delete from rollup_delta")
         .execute(&mut *conn)
         .await?;
     let sql = format!(
@@ -291,14 +343,37 @@ pub(super) async fn rebuild_rollups(
             .iter()
             .map(|r| crate::audit::sql::decode_row(r)?.into_record())
             .collect::<anyhow::Result<Vec<_>>>()?;
-        let delta = Delta::of(&records, Instant::now()).to_json();
-        upsert_rollups(conn, merge_deltas_json([delta.as_str()])?).await?;
+        let delta = Delta::of(&records, Instant::now(), baselines).to_json();
+        add_to_rollup(conn, fold_deltas([delta.as_str()])?).await?;
     }
-    sqlx::query("commit")
-        .execute(&mut *conn)
-        .await
-        .context("committing the rebuilt rollups")?;
-    Ok(())
+    let labelled = sqlx::query(
+        "select p.received_at, p.model, p.model_version, p.label, t.true_label \
+         from prediction p join ground_truth t on t.request_id = p.request_id \
+         and t.item = p.item where p.status = 200",
+    )
+    .fetch_all(&mut *conn)
+    .await
+    .context("reading labelled rows")?;
+    let mut deltas = Vec::with_capacity(labelled.len());
+    for r in &labelled {
+        let received_at: String = r.try_get(0)?;
+        let received_at = DateTime::parse_from_rfc3339(&received_at)?.with_timezone(&Utc);
+        let (model, version): (Option<String>, Option<String>) = (r.try_get(1)?, r.try_get(2)?);
+        let predicted: Option<String> = r.try_get(3)?;
+        let actual: String = r.try_get(4)?;
+        deltas.push(
+            Delta::feedback(
+                &received_at,
+                model.as_deref(),
+                version.as_deref(),
+                predicted.as_deref().unwrap_or(""),
+                &actual,
+                None,
+            )
+            .to_json(),
+        );
+    }
+    add_to_rollup(conn, fold_deltas(deltas.iter().map(String::as_str))?).await
 }
 
 /// Ends the transaction a failed statement left open, if any.
@@ -318,15 +393,6 @@ fn is_unique_violation(e: &sqlx::Error) -> bool {
 
 /// Appends one delta (see [`Delta::to_json`]).
 const DELTA_INSERT: &str = "insert into rollup_delta (counts) values (?)";
-
-/// Adds the counts of one JSON array of `[minute, model, model_version, kind, key, count]`
-/// (see [`merge_deltas_json`]): summed, or the larger for `latency_max`.
-const ROLLUP_UPSERT: &str = "insert into rollup (minute, model, model_version, kind, key, count) \
-     select value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5 \
-     from json_each(?) where true \
-     on conflict (minute, model, model_version, kind, key) do update set count = \
-     case when kind = 'latency_max' then max(count, excluded.count) \
-     else count + excluded.count end";
 
 /// `begin immediate; insert of `rows` rows; insert of their rollup delta; commit`, built once
 /// per size.

@@ -31,7 +31,7 @@ use crate::audit::fault::{FaultKind, StoreFault};
 use crate::audit::filter::{AuditFilter, Cursor, Page, Summary};
 use crate::audit::modes::StoreOptions;
 use crate::audit::record::{AuditRecord, Feedback, RequestRef, StoredRecord, Written, format_time};
-use crate::audit::rollup::{RollupRange, RollupRow};
+use crate::audit::rollup::{Delta, PackedRow, ReadPlan, RollupRange};
 use crate::throttle::Throttle;
 
 #[derive(Debug, Clone)]
@@ -149,7 +149,9 @@ impl SqliteStore {
         let result: anyhow::Result<()> = async {
             let (conn, _) = self.write()?;
             let mut guard = conn.lock().await?;
-            let rebuilt = insert::rebuild_rollups(guard.conn(), self.opts.busy_timeout).await;
+            let rebuilt =
+                insert::rebuild_rollups(guard.conn(), self.opts.busy_timeout, &self.opts.baselines)
+                    .await;
             guard.finish(rebuilt).await
         }
         .await;
@@ -169,12 +171,12 @@ impl SqliteStore {
         result.map_err(fault)
     }
 
-    pub async fn rollups(
+    pub async fn rollup_rows(
         &self,
         range: &RollupRange,
-        bucket_minutes: i64,
-    ) -> Result<Vec<RollupRow>, StoreFault> {
-        query::rollups(&self.read(), range, bucket_minutes)
+        plan: &ReadPlan,
+    ) -> Result<Vec<PackedRow>, StoreFault> {
+        query::rollup_rows(&self.read(), range, plan)
             .await
             .map_err(fault)
     }
@@ -286,7 +288,13 @@ impl SqliteStore {
             self.check_size()?;
             let (conn, opened) = self.write()?;
             let mut guard = conn.lock().await?;
-            let written = insert::write_rows(guard.conn(), records, self.opts.busy_timeout).await;
+            let written = insert::write_rows(
+                guard.conn(),
+                records,
+                self.opts.busy_timeout,
+                &self.opts.baselines,
+            )
+            .await;
             let stored_at = guard.finish(written).await?;
             self.check_unchanged(opened)?;
             Ok(stored_at)
@@ -390,8 +398,8 @@ impl SqliteStore {
             self.ensure_current_file().await?;
             let (conn, opened) = self.write()?;
             let mut guard = conn.lock().await?;
-            let written = insert_feedback(guard.conn(), fb, self.opts.busy_timeout).await;
-            let previous = guard.finish(written).await?;
+            let written = insert_feedback(guard.conn(), fb, self.opts.busy_timeout, false).await;
+            let previous = guard.finish(written).await?.flatten();
             self.check_unchanged(opened)?;
             Ok(previous)
         }
@@ -413,21 +421,8 @@ impl SqliteStore {
         let result: anyhow::Result<bool> = async {
             let (conn, _) = self.write()?;
             let mut guard = conn.lock().await?;
-            let done = sqlx::query(
-                "insert into feedback (request_id, item, label, received_at, client_addr) \
-                 select ?1, ?2, ?3, ?4, ?5 where not exists (select 1 from feedback \
-                 where request_id = ?1 and item = ?2 and label = ?3 and received_at = ?4)",
-            )
-            .bind(&fb.request_id)
-            .bind(fb.item)
-            .bind(&fb.label)
-            .bind(format_time(&fb.received_at))
-            .bind(fb.client_addr.as_deref())
-            .execute(guard.conn())
-            .await
-            .context("copying feedback");
-            let done = guard.finish(done).await?;
-            Ok(done.rows_affected() == 1)
+            let written = insert_feedback(guard.conn(), fb, self.opts.busy_timeout, true).await;
+            Ok(guard.finish(written).await?.is_some())
         }
         .await;
         result.map_err(fault)
@@ -588,35 +583,102 @@ impl SqliteStore {
 }
 
 /// The feedback write: the previous label (if any) and the new one, in one transaction.
+/// Stores a true label and counts it in the rollups, in one transaction; returns the label it
+/// replaces. `copy`: unless an identical feedback (same request, item, label and time) is
+/// there already, then `None`.
 async fn insert_feedback(
     conn: &mut sqlx::SqliteConnection,
     fb: &Feedback,
     busy_timeout: Duration,
-) -> anyhow::Result<Option<String>> {
+    copy: bool,
+) -> anyhow::Result<Option<Option<String>>> {
     insert::begin_immediate(conn, busy_timeout).await?;
-    let previous: Option<String> = sqlx::query_scalar(
-        "select label from feedback where request_id = ? and item = ? \
-         order by id desc limit 1",
+    let stored = async {
+        if copy {
+            let there: bool = sqlx::query_scalar(
+                "select exists (select 1 from feedback where request_id = ? and item = ? \
+                 and label = ? and received_at = ?)",
+            )
+            .bind(&fb.request_id)
+            .bind(fb.item)
+            .bind(&fb.label)
+            .bind(format_time(&fb.received_at))
+            .fetch_one(&mut *conn)
+            .await?;
+            if there {
+                return Ok(None);
+            }
+        }
+        let previous: Option<String> = sqlx::query_scalar(
+            "select label from feedback where request_id = ? and item = ? \
+             order by id desc limit 1",
+        )
+        .bind(&fb.request_id)
+        .bind(fb.item)
+        .fetch_optional(&mut *conn)
+        .await?;
+        count_feedback(conn, fb, previous.as_deref()).await?;
+        sqlx::query(
+            "insert into feedback (request_id, item, label, received_at, client_addr) \
+             values (?, ?, ?, ?, ?)",
+        )
+        .bind(&fb.request_id)
+        .bind(fb.item)
+        .bind(&fb.label)
+        .bind(format_time(&fb.received_at))
+        .bind(fb.client_addr.as_deref())
+        .execute(&mut *conn)
+        .await
+        .context("storing feedback")?;
+        anyhow::Ok(Some(previous))
+    }
+    .await;
+    match stored {
+        Ok(previous) => {
+            sqlx::query("commit")
+                .execute(&mut *conn)
+                .await
+                .context("committing feedback")?;
+            Ok(previous)
+        }
+        Err(e) => {
+            let _ = sqlx::query("rollback").execute(&mut *conn).await;
+            Err(e)
+        }
+    }
+}
+
+/// Appends the rollup delta of a true label that replaces `previous` (see
+/// [`Delta::feedback`]), inside the caller's transaction; nothing when no answered row has
+/// that request id and item.
+async fn count_feedback(
+    conn: &mut sqlx::SqliteConnection,
+    fb: &Feedback,
+    previous: Option<&str>,
+) -> anyhow::Result<()> {
+    use sqlx::Row;
+    let row = sqlx::query(
+        "select received_at, model, model_version, label from prediction \
+         where request_id = ? and item = ? and status = 200 order by id limit 1",
     )
     .bind(&fb.request_id)
     .bind(fb.item)
     .fetch_optional(&mut *conn)
-    .await?;
-    sqlx::query(
-        "insert into feedback (request_id, item, label, received_at, client_addr) \
-         values (?, ?, ?, ?, ?)",
-    )
-    .bind(&fb.request_id)
-    .bind(fb.item)
-    .bind(&fb.label)
-    .bind(format_time(&fb.received_at))
-    .bind(fb.client_addr.as_deref())
-    .execute(&mut *conn)
     .await
-    .context("storing feedback")?;
-    sqlx::query("commit")
-        .execute(&mut *conn)
-        .await
-        .context("committing feedback")?;
-    Ok(previous)
+    .context("looking up the labelled row")?;
+    let Some(row) = row else { return Ok(()) };
+    let received_at: String = row.try_get(0)?;
+    let received_at =
+        chrono::DateTime::parse_from_rfc3339(&received_at)?.with_timezone(&chrono::Utc);
+    let (model, version, label): (Option<String>, Option<String>, Option<String>) =
+        (row.try_get(1)?, row.try_get(2)?, row.try_get(3)?);
+    let delta = Delta::feedback(
+        &received_at,
+        model.as_deref(),
+        version.as_deref(),
+        label.as_deref().unwrap_or(""),
+        &fb.label,
+        previous,
+    );
+    insert::add_rollups(conn, &delta).await
 }

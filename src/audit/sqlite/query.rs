@@ -9,7 +9,7 @@ use sqlx::{QueryBuilder, Row, Sqlite};
 use crate::audit::columns;
 use crate::audit::filter::{AuditFilter, Count, LatencySummary, Order, Summary, SummarySource};
 use crate::audit::record::{Feedback, RequestRef, StoredRecord};
-use crate::audit::rollup::{RollupRange, RollupRow};
+use crate::audit::rollup::{PackedRow, ReadPlan, RollupRange};
 use crate::audit::sql;
 
 pub(super) async fn page(
@@ -187,24 +187,18 @@ pub(super) async fn drift_rows(
     Ok(drift.finish(max_rows))
 }
 
-/// Rollup counts of a range, per bucket of `bucket_minutes`.
-pub(super) async fn rollups(
+/// The rollup rows of a plan and the deltas not merged yet (see [`sql::rollup_query`]).
+pub(super) async fn rollup_rows(
     read: &SqlitePool,
     range: &RollupRange,
-    bucket_minutes: i64,
-) -> anyhow::Result<Vec<RollupRow>> {
-    let rows = sql::rollup_query::<Sqlite>(
-        range,
-        bucket_minutes,
-        "select g.value ->> 0, g.value ->> 1, g.value ->> 2, e.value ->> 0, e.value ->> 1, \
-         e.value ->> 2 from rollup_delta, json_each(rollup_delta.counts) g, \
-         json_each(g.value, '$[3]') e",
-    )
-    .build()
-    .fetch_all(read)
-    .await
-    .context("reading the audit rollups")?;
-    rows.iter().map(sql::decode_rollup).collect()
+    plan: &ReadPlan,
+) -> anyhow::Result<Vec<PackedRow>> {
+    let rows = sql::rollup_query::<Sqlite>(range, plan)
+        .build()
+        .fetch_all(read)
+        .await
+        .context("reading the audit rollups")?;
+    rows.iter().map(sql::decode_packed).collect()
 }
 
 /// The model and predicted label of an answered row, if it exists.

@@ -9,7 +9,7 @@ use crate::http::access::{AuditAccess, MetricsAccess};
 use crate::http::error::ApiError;
 use crate::http::params::model_window;
 use crate::http::state::AppState;
-use crate::monitor::{drift, performance};
+use crate::reports;
 
 /// Open, unless a token is set: per-label counts and per-feature drift describe users' data.
 pub async fn metrics(
@@ -24,21 +24,16 @@ pub async fn metrics(
 }
 
 /// `?model=&since=&until=`: the model defaults to the default model, the range to everything.
+/// Whole-minute ranges read the rollups (see [`reports::drift`]).
 pub async fn drift(
     _access: AuditAccess,
     state: web::Data<AppState>,
     params: web::Query<Vec<(String, String)>>,
 ) -> Result<HttpResponse, ApiError> {
     let (model, filter) = model_window(&state.models.current(), &params)?;
-    let rule = state.drift_rule;
-    let (values, classes, truncated) = state
-        .store
-        .drift_rows(model.name(), model.n_features(), &filter, rule.max_rows)
+    let report = reports::drift(&state.store, &model, &filter, &state.drift_rule)
         .await
         .map_err(|e| ApiError::store("the recent inputs could not be read", &e))?;
-    let report = web::block(move || drift::report(&model, &values, &classes, &rule, truncated))
-        .await
-        .map_err(|e| ApiError::Internal(anyhow::anyhow!("drift task failed: {e}")))?;
     Ok(HttpResponse::Ok().json(report))
 }
 
@@ -50,14 +45,8 @@ pub async fn performance(
     params: web::Query<Vec<(String, String)>>,
 ) -> Result<HttpResponse, ApiError> {
     let (model, filter) = model_window(&state.models.current(), &params)?;
-    let pairs = state
-        .store
-        .confusion(model.name(), &filter)
+    let report = reports::performance(&state.store, &model, &filter)
         .await
         .map_err(|e| ApiError::store("the labelled predictions could not be read", &e))?;
-    Ok(HttpResponse::Ok().json(performance::score(
-        model.name(),
-        &model.artifact.class_names,
-        &pairs,
-    )))
+    Ok(HttpResponse::Ok().json(report))
 }

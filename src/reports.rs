@@ -1,0 +1,135 @@
+//! The monitoring reports read from the audit store: drift (`/monitor/drift`, `inferlog
+//! drift`) and performance (`/monitor/performance`). Each reads the rollups when its range
+//! allows (whole minutes), and the rows otherwise; the report says which.
+//!
+//! It sits above [`crate::audit`] and [`crate::monitor`], which do not know each other: the
+//! store gives counts and rows, the monitor turns them into figures.
+
+use crate::audit::rollup::{RollupRange, kind};
+use std::sync::Arc;
+
+use crate::audit::{AuditFilter, FaultKind, Store, StoreFault};
+use crate::model::Model;
+use crate::monitor::drift::{self, DriftReport, DriftRule, LiveCounts, Source};
+use crate::monitor::performance::{self, Performance};
+
+/// Drift of `model`'s current version over the range of `filter`: PSI and class drift over
+/// every answered row of that version from the rollups, Kolmogorov–Smirnov and live means over
+/// the most recent `rule.sample_rows`; or everything over the most recent `rule.max_rows`
+/// rows when the range is not in whole minutes.
+pub async fn drift(
+    store: &Store,
+    model: &Arc<Model>,
+    filter: &AuditFilter,
+    rule: &DriftRule,
+) -> Result<DriftReport, StoreFault> {
+    let filter = AuditFilter {
+        model_version: Some(model.artifact.version.clone()),
+        ..filter.clone()
+    };
+    let n = model.n_features();
+    let range = RollupRange::of(&AuditFilter {
+        model: Some(model.name().to_string()),
+        ..filter.clone()
+    });
+    let Some(range) = range else {
+        let (values, classes, truncated) = store
+            .drift_rows(model.name(), n, &filter, rule.max_rows)
+            .await?;
+        let (model, rule) = (Arc::clone(model), *rule);
+        return off_thread(move || drift::report(&model, &values, &classes, &rule, truncated))
+            .await;
+    };
+    let totals = store.rollup_totals(&range).await?;
+    let baseline = &model.artifact.baseline;
+    let mut counts = LiveCounts {
+        rows: 0,
+        bins: baseline
+            .features
+            .iter()
+            .map(|f| vec![0; f.bin_edges.len() + 1])
+            .collect(),
+        classes: vec![0; model.artifact.class_names.len()],
+    };
+    for r in &totals {
+        match r.kind.as_str() {
+            kind::LABEL => {
+                if let Some(c) = model.artifact.class_names.iter().position(|c| *c == r.key) {
+                    counts.classes[c] += r.count.max(0) as u64;
+                    counts.rows += r.count.max(0) as usize;
+                }
+            }
+            kind::BIN => {
+                let slot = r.key.split_once(':').and_then(|(j, b)| {
+                    let (j, b) = (j.parse::<usize>().ok()?, b.parse::<usize>().ok()?);
+                    counts.bins.get_mut(j)?.get_mut(b)
+                });
+                if let Some(slot) = slot {
+                    *slot += r.count.max(0) as u64;
+                }
+            }
+            _ => {}
+        }
+    }
+    let (values, classes, _) = store
+        .drift_rows(model.name(), n, &filter, rule.sample_rows)
+        .await?;
+    let (model, rule) = (Arc::clone(model), *rule);
+    off_thread(move || {
+        let sample = classes.len();
+        drift::report_counts(&model, &counts, &values, sample, &rule, Source::Rollups)
+    })
+    .await
+}
+
+/// Runs the statistics (sorting up to `max_rows` values per feature) off the async threads.
+async fn off_thread(
+    work: impl FnOnce() -> DriftReport + Send + 'static,
+) -> Result<DriftReport, StoreFault> {
+    tokio::task::spawn_blocking(work).await.map_err(|e| {
+        StoreFault::new(
+            FaultKind::Other,
+            &anyhow::anyhow!("the drift statistics failed: {e}"),
+        )
+    })
+}
+
+/// Accuracy, per-class scores and the confusion matrix of `model` (all its versions) over the
+/// predictions made in the range of `filter` that have feedback: from the rollups' counts
+/// (kept as feedback arrives) when the range is in whole minutes, else joined from the rows.
+pub async fn performance(
+    store: &Store,
+    model: &Model,
+    filter: &AuditFilter,
+) -> Result<Performance, StoreFault> {
+    let classes = &model.artifact.class_names;
+    let range = RollupRange::of(&AuditFilter {
+        model: Some(model.name().to_string()),
+        ..filter.clone()
+    });
+    let Some(range) = range else {
+        let pairs = store.confusion(model.name(), filter).await?;
+        return Ok(performance::score(
+            model.name(),
+            classes,
+            &pairs,
+            Source::Rows,
+        ));
+    };
+    let pairs: Vec<(String, String, i64)> = store
+        .rollup_totals(&range)
+        .await?
+        .into_iter()
+        .filter(|r| r.kind == kind::CONFUSION && r.count != 0)
+        .filter_map(|r| {
+            let (predicted, actual): (String, String) = serde_json::from_str(&r.key).ok()?;
+            Some((predicted, actual, r.count))
+        })
+        .collect();
+    Ok(performance::score(
+        model.name(),
+        classes,
+        &pairs,
+        Source::Rollups,
+    ))
+}
