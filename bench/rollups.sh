@@ -2,12 +2,15 @@
 # The audit analytics routes on big stores: for each size, builds a SQLite store of that many
 # rows through the writer's insert path (`inferlog audit replay` of a generated spill file:
 # requests over the last 24 hours, batches, rejections, outliers), starts the server on it,
+# sends feedback on 20,000 answered rows over HTTP (a sixth of them replacing an earlier one),
 # and times each route (median of 5 requests, curl's total time).
 #
-#   bench/rollups.sh                     # 1,000,000 and 10,000,000 rows
+#   bench/rollups.sh                     # SQLite: 1,000,000 and 10,000,000 rows
 #   SIZES="100000 1000000" bench/rollups.sh
+#   PG_SIZES="1000000" (the default)     # PostgreSQL, on a throwaway local server
+#   SKIP_PG=1                            # no PostgreSQL
 #
-# Needs python3 and curl. The 10M store takes about 3 GB of disk, its spill file as much.
+# Needs python3, curl and sqlite3. The 10M store takes about 3 GB of disk, its spill file as much.
 # Prints a Markdown table (paste it into BENCHMARKS.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -50,6 +53,27 @@ with open(path, "w") as f:
 PY
 }
 
+feedback() { # rows: 20,000 feedbacks on answered rows of the store, over one connection
+  python3 - "$1" "$PORT" <<'PY'
+import http.client, json, random, sys
+rows, port = int(sys.argv[1]), int(sys.argv[2])
+random.seed(11)
+conn = http.client.HTTPConnection("127.0.0.1", port)
+sent = 0
+while sent < 20000:
+    req = random.randrange(rows // 2)
+    body = json.dumps({"request_id": f"bench-{req}", "item": 0,
+                       "label": random.choice(["setosa", "versicolor", "virginica"])})
+    for _ in range(2 if random.random() < 1 / 6 else 1):
+        conn.request("POST", "/feedback", body, {"Content-Type": "application/json"})
+        res = conn.getresponse()
+        res.read()
+        # A rejected request has no answered row: 404, and another is picked.
+        if res.status == 201:
+            sent += 1
+PY
+}
+
 median_ms() { # path
   local times=()
   for _ in 1 2 3 4 5; do
@@ -59,22 +83,23 @@ median_ms() { # path
 }
 
 SINCE=$(date -u -d '24 hours ago' +%Y-%m-%dT%H:%M:00Z)
-printf '| rows | build (s) | /audit/summary | /audit/timeseries 24 h by minute | /audit/summary?label=setosa (rows) | /monitor/drift | /monitor/performance |\n'
-printf '|---:|---:|---:|---:|---:|---:|---:|\n'
-for rows in $SIZES; do
-  db="$WORK/audit-$rows.db"
+
+measure() { # store rows url pending-deltas-function: builds, serves, times; one table row
+  local store=$1 rows=$2 url=$3 pending=$4
   generate "$rows" "$WORK/spill.jsonl"
+  local start built
   start=$(date +%s.%N)
-  "$BIN" audit replay "$WORK/spill.jsonl" --database-url "sqlite://$db" >/dev/null
+  "$BIN" audit replay "$WORK/spill.jsonl" --database-url "$url" >/dev/null
   built=$(echo "$(date +%s.%N) - $start" | bc)
   rm -f "$WORK/spill.jsonl"
-  "$BIN" serve --bind "127.0.0.1:$PORT" --models models --database-url "sqlite://$db" \
+  "$BIN" serve --bind "127.0.0.1:$PORT" --models models --database-url "$url" \
     --log-file "$WORK/server.log" &
   SERVER=$!
   until curl -sf "http://127.0.0.1:$PORT/health/ready" >/dev/null; do sleep 0.2; done
-  # The replay's rollup deltas are merged within a second or two of the start.
-  sleep 3
-  printf '| %s | %.0f | %s ms | %s ms | %s ms | %s ms | %s ms |\n' "$rows" "$built" \
+  feedback "$rows"
+  # The replay's and the feedback's rollup deltas are merged every second.
+  until [ "$($pending)" = 0 ]; do sleep 0.5; done
+  printf '| %s | %s | %.0f | %s ms | %s ms | %s ms | %s ms | %s ms |\n' "$store" "$rows" "$built" \
     "$(median_ms /audit/summary)" \
     "$(median_ms "/audit/timeseries?bucket=1m&since=$SINCE")" \
     "$(median_ms '/audit/summary?label=setosa')" \
@@ -82,7 +107,35 @@ for rows in $SIZES; do
     "$(median_ms /monitor/performance)"
   kill -TERM "$SERVER"
   wait "$SERVER" || true
+}
+
+printf '| store | rows | build (s) | /audit/summary | /audit/timeseries 24 h by minute | /audit/summary?label=setosa (rows) | /monitor/drift | /monitor/performance |\n'
+printf '|---|---:|---:|---:|---:|---:|---:|---:|\n'
+command -v sqlite3 >/dev/null || { echo "sqlite3 is needed (apt-get install sqlite3)"; exit 1; }
+sqlite_pending() { sqlite3 "$db" 'select count(*) from rollup_delta'; }
+for rows in $SIZES; do
+  db="$WORK/audit-$rows.db"
+  measure SQLite "$rows" "sqlite://$db" sqlite_pending
   rm -f "$db"*
 done
+
+# PostgreSQL: a throwaway local server (default settings), PG_SIZES rows (SKIP_PG=1: none).
+PG_SIZES=${PG_SIZES:-"1000000"}
+PG_BIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
+if [ -n "$PG_BIN" ] && [ -x "$PG_BIN/initdb" ] && [ "${SKIP_PG:-0}" != 1 ] && [ -n "$PG_SIZES" ]; then
+  PGDIR=$(mktemp -d)
+  as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+  [ "$(id -u)" = 0 ] && chown postgres "$PGDIR"
+  as_pg "$PG_BIN/initdb" -D "$PGDIR/data" -A trust -U postgres -E UTF8 >/dev/null
+  as_pg "$PG_BIN/pg_ctl" -D "$PGDIR/data" -l "$PGDIR/log" -w start \
+    -o "-c listen_addresses= -c unix_socket_directories=$PGDIR" >/dev/null
+  trap 'kill "${SERVER:-0}" 2>/dev/null || true; as_pg "$PG_BIN/pg_ctl" -D "$PGDIR/data" -m immediate stop >/dev/null 2>&1 || true; rm -rf "$WORK" "$PGDIR"' EXIT
+  pg_pending() { "$PG_BIN/psql" -h "$PGDIR" -U postgres -d "r$rows" -Atc 'select count(*) from rollup_delta'; }
+  for rows in $PG_SIZES; do
+    "$PG_BIN/psql" -h "$PGDIR" -U postgres -qc "create database r$rows"
+    measure PostgreSQL "$rows" "postgres://postgres@localhost/r$rows?host=$PGDIR" pg_pending
+    "$PG_BIN/psql" -h "$PGDIR" -U postgres -qc "drop database r$rows"
+  done
+fi
 echo
 echo "$(nproc) cores, $(date -u +%Y-%m-%d)"

@@ -5,7 +5,7 @@
 //! It sits above [`crate::audit`] and [`crate::monitor`], which do not know each other: the
 //! store gives counts and rows, the monitor turns them into figures.
 
-use crate::audit::rollup::{RollupRange, kind};
+use crate::audit::rollup::{self, RollupRange, kind};
 use std::sync::Arc;
 
 use crate::audit::{AuditFilter, FaultKind, Store, StoreFault};
@@ -41,35 +41,9 @@ pub async fn drift(
             .await;
     };
     let totals = store.rollup_totals(&range).await?;
-    let baseline = &model.artifact.baseline;
-    let mut counts = LiveCounts {
-        rows: 0,
-        bins: baseline
-            .features
-            .iter()
-            .map(|f| vec![0; f.bin_edges.len() + 1])
-            .collect(),
-        classes: vec![0; model.artifact.class_names.len()],
-    };
+    let mut counts = empty_counts(model);
     for r in &totals {
-        match r.kind.as_str() {
-            kind::LABEL => {
-                if let Some(c) = model.artifact.class_names.iter().position(|c| *c == r.key) {
-                    counts.classes[c] += r.count.max(0) as u64;
-                    counts.rows += r.count.max(0) as usize;
-                }
-            }
-            kind::BIN => {
-                let slot = r.key.split_once(':').and_then(|(j, b)| {
-                    let (j, b) = (j.parse::<usize>().ok()?, b.parse::<usize>().ok()?);
-                    counts.bins.get_mut(j)?.get_mut(b)
-                });
-                if let Some(slot) = slot {
-                    *slot += r.count.max(0) as u64;
-                }
-            }
-            _ => {}
-        }
+        add_count(model, &mut counts, &r.kind, &r.key, r.count);
     }
     let (values, classes, _) = store
         .drift_rows(model.name(), n, &filter, rule.sample_rows)
@@ -92,6 +66,85 @@ async fn off_thread(
             &anyhow::anyhow!("the drift statistics failed: {e}"),
         )
     })
+}
+
+/// Counts of the answered rows of `model`'s current version in the most recent whole minutes
+/// of the last 24 hours, newest first, as many minutes as hold at most `most_rows` rows in all:
+/// what the drift gauges start from. The current minute is included (its rows so far).
+pub async fn recent_counts(
+    store: &Store,
+    model: &Model,
+    most_rows: usize,
+) -> Result<LiveCounts, StoreFault> {
+    let now = chrono::Utc::now().timestamp().div_euclid(60);
+    let range = RollupRange {
+        since: Some(now - 24 * 60),
+        until: Some(now + 1),
+        model: Some(model.name().to_string()),
+        model_version: Some(model.artifact.version.clone()),
+    };
+    let rows = store.rollup_rows(&range, 1).await?;
+    let mut by_minute: std::collections::BTreeMap<i64, LiveCounts> = Default::default();
+    rollup::for_each(&rows, &range, 1, |e| {
+        let counts = by_minute
+            .entry(e.start)
+            .or_insert_with(|| empty_counts(model));
+        add_count(model, counts, e.kind, e.key, e.count);
+    })
+    .map_err(|e| StoreFault::new(FaultKind::Other, &e))?;
+    let mut total = empty_counts(model);
+    for minute in by_minute.values().rev() {
+        if total.rows + minute.rows > most_rows {
+            break;
+        }
+        total.rows += minute.rows;
+        for (t, m) in total.classes.iter_mut().zip(&minute.classes) {
+            *t += m;
+        }
+        for (t, m) in total.bins.iter_mut().zip(&minute.bins) {
+            for (t, m) in t.iter_mut().zip(m) {
+                *t += m;
+            }
+        }
+    }
+    Ok(total)
+}
+
+fn empty_counts(model: &Model) -> LiveCounts {
+    LiveCounts {
+        rows: 0,
+        bins: model
+            .artifact
+            .baseline
+            .features
+            .iter()
+            .map(|f| vec![0; f.bin_edges.len() + 1])
+            .collect(),
+        classes: vec![0; model.artifact.class_names.len()],
+    }
+}
+
+/// Adds a label (class) or bin count of the rollups to `counts`; other kinds are not drift's.
+fn add_count(model: &Model, counts: &mut LiveCounts, kind: &str, key: &str, n: i64) {
+    let n = n.max(0) as u64;
+    match kind {
+        kind::LABEL => {
+            if let Some(c) = model.artifact.class_names.iter().position(|c| c == key) {
+                counts.classes[c] += n;
+                counts.rows += n as usize;
+            }
+        }
+        kind::BIN => {
+            let slot = key.split_once(':').and_then(|(j, b)| {
+                let (j, b) = (j.parse::<usize>().ok()?, b.parse::<usize>().ok()?);
+                counts.bins.get_mut(j)?.get_mut(b)
+            });
+            if let Some(slot) = slot {
+                *slot += n;
+            }
+        }
+        _ => {}
+    }
 }
 
 /// Accuracy, per-class scores and the confusion matrix of `model` (all its versions) over the

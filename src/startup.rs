@@ -156,6 +156,7 @@ impl Application {
             m.drift_window,
             m.drift.min_rows,
         ));
+        seed_drift_windows(&logger, &store, &registry, &drift_windows, m.drift_window).await;
         let models = Arc::new(LiveModels::new(
             registry,
             &settings.models,
@@ -401,6 +402,31 @@ impl Application {
     /// Serves until SIGTERM or SIGINT.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         self.run(shutdown_signal()).await
+    }
+}
+
+/// Starts each model's drift window from the rows stored before this start (from the
+/// rollups), so the drift gauges describe the recent traffic at once. A store that cannot
+/// be read leaves the windows empty (they fill with live rows as before).
+async fn seed_drift_windows(
+    log: &Logger,
+    store: &Store,
+    registry: &ModelRegistry,
+    windows: &DriftWindows,
+    capacity: usize,
+) {
+    for m in registry.all() {
+        match crate::reports::recent_counts(store, m, capacity).await {
+            Ok(counts) => {
+                let rows = windows.seed(m, &counts);
+                if rows > 0 {
+                    info!(log, "drift window started from stored rows";
+                        "model" => m.name(), "rows" => rows);
+                }
+            }
+            Err(e) => warn!(log, "drift window starts empty: stored rows could not be read";
+                "model" => m.name(), "error" => e.detail()),
+        }
     }
 }
 

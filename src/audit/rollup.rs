@@ -554,46 +554,102 @@ pub struct PackedRow {
     pub counts: String,
 }
 
-/// The counts of `rows` (read for `range`) summed per bucket of `bucket_minutes` (starting at
-/// multiples of it since the epoch), model, kind and key, the largest for `latency_max`.
+/// `[kind, key, count]` as stored, borrowing the text where it has no escapes.
+#[derive(serde::Deserialize)]
+struct Triple<'a>(
+    #[serde(borrow)] std::borrow::Cow<'a, str>,
+    #[serde(borrow)] std::borrow::Cow<'a, str>,
+    i64,
+);
+
+/// A delta's group, `[minute, model, model_version, [[kind, key, count], ...]]`.
+#[derive(serde::Deserialize)]
+struct DeltaGroup<'a>(
+    i64,
+    #[serde(borrow)] std::borrow::Cow<'a, str>,
+    #[serde(borrow)] std::borrow::Cow<'a, str>,
+    #[serde(borrow)] Vec<Triple<'a>>,
+);
+
+/// One count of a rollup row or pending delta, as [`for_each`] hands it out.
+#[derive(Debug, Clone, Copy)]
+pub struct Entry<'a> {
+    /// The bucket it falls in (a minute, a multiple of the bucket's length).
+    pub start: i64,
+    pub model: &'a str,
+    pub kind: &'a str,
+    pub key: &'a str,
+    pub count: i64,
+}
+
+/// Calls `f` with every count of `rows` (read for `range`: deltas outside it are left out),
+/// each in its bucket of `bucket_minutes` (buckets start at multiples of it since the epoch).
+/// Counts of one bucket, model, kind and key come in several entries: `f` sums them (the
+/// largest for `latency_max`).
+pub fn for_each(
+    rows: &[PackedRow],
+    range: &RollupRange,
+    bucket_minutes: i64,
+    mut f: impl FnMut(Entry<'_>),
+) -> anyhow::Result<()> {
+    let bucket = |m: i64| m.div_euclid(bucket_minutes) * bucket_minutes;
+    for row in rows {
+        if row.span > 0 {
+            let list: Vec<Triple<'_>> = serde_json::from_str(&row.counts)
+                .map_err(|e| anyhow::anyhow!("rollup counts are not valid: {e}"))?;
+            let start = bucket(row.start);
+            for Triple(kind, key, count) in &list {
+                f(Entry {
+                    start,
+                    model: &row.model,
+                    kind,
+                    key,
+                    count: *count,
+                });
+            }
+            continue;
+        }
+        let groups: Vec<DeltaGroup<'_>> = serde_json::from_str(&row.counts)
+            .map_err(|e| anyhow::anyhow!("a rollup delta is not valid: {e}"))?;
+        for DeltaGroup(minute, model, version, list) in &groups {
+            let wanted = range.since.is_none_or(|s| *minute >= s)
+                && range.until.is_none_or(|u| *minute < u)
+                && range.model.as_deref().is_none_or(|m| m == model)
+                && range.model_version.as_deref().is_none_or(|v| v == version);
+            if wanted {
+                for Triple(kind, key, count) in list {
+                    f(Entry {
+                        start: bucket(*minute),
+                        model,
+                        kind,
+                        key,
+                        count: *count,
+                    });
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The counts of `rows` (read for `range`) summed per bucket of `bucket_minutes`, model, kind
+/// and key, the largest for `latency_max`.
 pub fn collect(
     rows: &[PackedRow],
     range: &RollupRange,
     bucket_minutes: i64,
 ) -> anyhow::Result<Vec<RollupRow>> {
-    type Group = (i64, String, String, Vec<(String, String, i64)>);
     let mut sums: HashMap<(i64, String, String, String), i64> = HashMap::new();
-    let mut add = |start: i64, model: &str, kind: String, key: String, n: i64| {
-        let bucket = start.div_euclid(bucket_minutes) * bucket_minutes;
-        let is_max = kind == kind::LATENCY_MAX;
+    for_each(rows, range, bucket_minutes, |e| {
         let slot = sums
-            .entry((bucket, model.to_string(), kind, key))
+            .entry((e.start, e.model.into(), e.kind.into(), e.key.into()))
             .or_insert(0);
-        *slot = if is_max { (*slot).max(n) } else { *slot + n };
-    };
-    for row in rows {
-        if row.span > 0 {
-            let list: Vec<(String, String, i64)> = serde_json::from_str(&row.counts)
-                .map_err(|e| anyhow::anyhow!("rollup counts are not valid: {e}"))?;
-            for (kind, key, n) in list {
-                add(row.start, &row.model, kind, key, n);
-            }
-            continue;
-        }
-        let groups: Vec<Group> = serde_json::from_str(&row.counts)
-            .map_err(|e| anyhow::anyhow!("a rollup delta is not valid: {e}"))?;
-        for (minute, model, version, list) in groups {
-            let wanted = range.since.is_none_or(|s| minute >= s)
-                && range.until.is_none_or(|u| minute < u)
-                && range.model.as_ref().is_none_or(|m| *m == model)
-                && range.model_version.as_ref().is_none_or(|v| *v == version);
-            if wanted {
-                for (kind, key, n) in list {
-                    add(minute, &model, kind, key, n);
-                }
-            }
-        }
-    }
+        *slot = if e.kind == kind::LATENCY_MAX {
+            (*slot).max(e.count)
+        } else {
+            *slot + e.count
+        };
+    })?;
     Ok(sums
         .into_iter()
         .filter(|((_, _, kind, _), n)| *n != 0 || kind == kind::LATENCY_MAX)
@@ -742,45 +798,57 @@ pub struct TimeLatency {
     pub max: Option<i64>,
 }
 
+/// Adds `n` under `key` without allocating when the key is there.
+fn add_to(map: &mut HashMap<String, i64>, key: &str, n: i64) {
+    match map.get_mut(key) {
+        Some(v) => *v += n,
+        None => {
+            map.insert(key.to_string(), n);
+        }
+    }
+}
+
+/// Counts by key (`""` for none), largest first, as [`counts`] lists them.
+fn keyed(map: HashMap<String, i64>) -> Vec<Count> {
+    counts(map.into_iter().map(|(k, n)| (key_of(&k), n)).collect())
+}
+
 /// The buckets from `since` (a minute, aligned to the bucket) to `until` (exclusive), every
-/// one present, empty ones with zeros.
+/// one present, empty ones with zeros, from rollup rows read for `range`.
 pub fn timeseries(
-    rows: &[RollupRow],
+    rows: &[PackedRow],
+    range: &RollupRange,
     since: i64,
     until: i64,
     bucket_minutes: i64,
-) -> Vec<TimeBucket> {
+) -> anyhow::Result<Vec<TimeBucket>> {
     #[derive(Default)]
     struct Acc {
         requests: i64,
         rows: i64,
         rejected: i64,
-        rejects: HashMap<Option<String>, i64>,
-        labels: HashMap<Option<String>, i64>,
+        rejects: HashMap<String, i64>,
+        labels: HashMap<String, i64>,
         outlier_rows: i64,
-        outliers: HashMap<Option<String>, i64>,
+        outliers: HashMap<String, i64>,
         latency: Histogram,
     }
     let mut accs: HashMap<i64, Acc> = HashMap::new();
-    for r in rows {
-        let a = accs.entry(r.start).or_default();
-        match r.kind.as_str() {
-            kind::ROWS => a.rows += r.count,
-            kind::REQUESTS => a.requests += r.count,
-            kind::STATUS if r.key != "200" => a.rejected += r.count,
-            kind::ERROR if !r.key.is_empty() => {
-                *a.rejects.entry(key_of(&r.key)).or_insert(0) += r.count
-            }
-            kind::LABEL if !r.key.is_empty() => {
-                *a.labels.entry(key_of(&r.key)).or_insert(0) += r.count
-            }
-            kind::LATENCY => a.latency.add(r.key.parse().unwrap_or(0), r.count),
-            kind::LATENCY_MAX => a.latency.see_max(r.count),
-            kind::OUTLIER_ROWS => a.outlier_rows += r.count,
-            kind::OUTLIER => *a.outliers.entry(key_of(&r.key)).or_insert(0) += r.count,
+    for_each(rows, range, bucket_minutes, |e| {
+        let a = accs.entry(e.start).or_default();
+        match e.kind {
+            kind::ROWS => a.rows += e.count,
+            kind::REQUESTS => a.requests += e.count,
+            kind::STATUS if e.key != "200" => a.rejected += e.count,
+            kind::ERROR if !e.key.is_empty() => add_to(&mut a.rejects, e.key, e.count),
+            kind::LABEL if !e.key.is_empty() => add_to(&mut a.labels, e.key, e.count),
+            kind::LATENCY => a.latency.add(e.key.parse().unwrap_or(0), e.count),
+            kind::LATENCY_MAX => a.latency.see_max(e.count),
+            kind::OUTLIER_ROWS => a.outlier_rows += e.count,
+            kind::OUTLIER => add_to(&mut a.outliers, e.key, e.count),
             _ => {}
         }
-    }
+    })?;
     let mut out = Vec::new();
     let mut start = since;
     while start < until {
@@ -794,21 +862,21 @@ pub fn timeseries(
             served: a.requests - a.rejected,
             rejected: a.rejected,
             rows: a.rows,
-            rejects_by_code: counts(a.rejects),
+            rejects_by_code: keyed(a.rejects),
             latency_us: TimeLatency {
                 p50: a.latency.quantile(0.5),
                 p95: a.latency.quantile(0.95),
                 p99: a.latency.quantile(0.99),
                 max: a.latency.max(),
             },
-            labels: counts(a.labels),
+            labels: keyed(a.labels),
             outlier_rows: a.outlier_rows,
             outlier_rate: (served_rows > 0).then(|| a.outlier_rows as f64 / served_rows as f64),
-            outliers_by_feature: counts(a.outliers),
+            outliers_by_feature: keyed(a.outliers),
         });
         start += bucket_minutes;
     }
-    out
+    Ok(out)
 }
 
 #[cfg(test)]

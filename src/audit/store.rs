@@ -10,7 +10,7 @@ use super::filter::{AuditFilter, Cursor, Page, Summary};
 use super::modes::StoreOptions;
 use super::postgres::PgStore;
 use super::record::{AuditRecord, Feedback, RequestRef, StoredRecord, Written};
-use super::rollup::{self, ReadPlan, RollupRange, RollupRow};
+use super::rollup::{self, PackedRow, ReadPlan, RollupRange, RollupRow};
 
 /// A bucket wider than any range, of whole hours: [`Store::rollups`] sums everything into one.
 const ALL_MINUTES: i64 = rollup::HOUR << 40;
@@ -141,19 +141,29 @@ impl Store {
         }
     }
 
+    /// The rollup rows and pending deltas behind the counts of a range, for buckets of
+    /// `bucket_minutes` (see [`rollup::for_each`]): buckets of whole hours read hour rows
+    /// where whole hours fit.
+    pub async fn rollup_rows(
+        &self,
+        range: &RollupRange,
+        bucket_minutes: i64,
+    ) -> Result<Vec<PackedRow>, StoreFault> {
+        let plan = ReadPlan::of(range, bucket_minutes % rollup::HOUR == 0);
+        match self {
+            Store::Sqlite(s) => s.rollup_rows(range, &plan).await,
+            Store::Postgres(s) => s.rollup_rows(range, &plan).await,
+        }
+    }
+
     /// Rollup counts of a range, summed per bucket of `bucket_minutes` minutes (buckets start
-    /// at multiples of it since the epoch). Buckets of whole hours read hour rows where whole
-    /// hours fit.
+    /// at multiples of it since the epoch).
     pub async fn rollups(
         &self,
         range: &RollupRange,
         bucket_minutes: i64,
     ) -> Result<Vec<RollupRow>, StoreFault> {
-        let plan = ReadPlan::of(range, bucket_minutes % rollup::HOUR == 0);
-        let rows = match self {
-            Store::Sqlite(s) => s.rollup_rows(range, &plan).await,
-            Store::Postgres(s) => s.rollup_rows(range, &plan).await,
-        }?;
+        let rows = self.rollup_rows(range, bucket_minutes).await?;
         rollup::collect(&rows, range, bucket_minutes)
             .map_err(|e| StoreFault::new(FaultKind::Other, &e))
     }

@@ -8,6 +8,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, RwLock};
 
+use super::drift::LiveCounts;
 use crate::model::{Model, ModelRegistry};
 use crate::stats::{bin_index, class_counts, psi};
 
@@ -109,6 +110,52 @@ impl DriftWindows {
             }
             w.classes.push_back(class);
         }
+    }
+
+    /// Fills the model's window with rows stored before this start (so the gauges describe
+    /// the recent traffic at once, not an empty window): rows of `counts` as synthetic rows
+    /// carrying the same counts per feature bin and class (PSI only needs those), oldest in
+    /// the window, so live rows push them out first. Counts that do not fit the window, or
+    /// whose features and classes disagree on the number of rows, are not used. Returns the
+    /// rows added.
+    pub fn seed(&self, model: &Model, counts: &LiveCounts) -> usize {
+        let Some(window) = self
+            .windows
+            .read()
+            .ok()
+            .and_then(|w| w.get(model.name()).cloned())
+        else {
+            return 0;
+        };
+        let Ok(mut w) = window.lock() else { return 0 };
+        let rows = counts.rows;
+        let fits = rows + w.classes.len() <= w.capacity
+            && std::ptr::eq(Arc::as_ptr(&w.model), model)
+            && counts.classes.iter().sum::<u64>() == rows as u64
+            && counts.bins.len() == model.n_features()
+            && counts
+                .bins
+                .iter()
+                .all(|b| b.iter().sum::<u64>() == rows as u64 && b.len() <= 256);
+        if !fits || rows == 0 {
+            return 0;
+        }
+        // Each feature's bins (and the classes) listed in order: row i takes the i-th of each.
+        let expand = |c: &[u64]| -> Vec<usize> {
+            c.iter()
+                .enumerate()
+                .flat_map(|(b, &n)| std::iter::repeat_n(b, n as usize))
+                .collect()
+        };
+        let bins: Vec<Vec<usize>> = counts.bins.iter().map(|b| expand(b)).collect();
+        let classes = expand(&counts.classes);
+        for i in (0..rows).rev() {
+            for b in bins.iter().rev() {
+                w.bins.push_front(b[i] as u8);
+            }
+            w.classes.push_front(classes[i] as u32);
+        }
+        rows
     }
 
     /// PSI of every window with enough rows.

@@ -292,3 +292,45 @@ on_both_stores!(fn a_drift_report_reads_at_most_its_bound_of_recent_rows(app) wi
     assert_eq!(report["rows"], 0);
     assert_eq!(report["truncated"], false);
 });
+
+on_both_stores!(fn drift_gauges_start_from_the_stored_rows_after_a_restart(app) with |s| {
+    s.monitor.drift.min_rows = 10;
+    s.monitor.drift_window = 200;
+}, {
+    let mut app = app;
+    // 150 rows with petal_length shifted, then a rejected request (not in the window).
+    let rows = iris_rows(Some(2), 1.5);
+    for chunk in rows.chunks(50) {
+        app.predict_ok(&json!({ "features": chunk }).to_string());
+    }
+    app.post_predict(r#"{"features": [1, 2]}"#);
+    let gauges = |m: &str| -> Vec<f64> {
+        ["sepal_length", "sepal_width", "petal_length", "petal_width", "prediction"]
+            .iter()
+            .map(|f| {
+                let name = format!(r#"inferlog_drift_psi{{model="iris",feature="{f}"}}"#);
+                crate::helpers::metric_value(m, &name).unwrap_or_else(|| panic!("{name}:\n{m}"))
+            })
+            .collect()
+    };
+    let before = app.get("/metrics").text();
+    assert!(before.contains(r#"inferlog_drift_window_rows{model="iris"} 150"#), "{before}");
+    let psi_before = gauges(&before);
+    assert!(psi_before[2] > 0.25, "petal_length drifted: {psi_before:?}");
+    app.wait_for_rows(151);
+    app.stop();
+
+    // A new server on the same store: the window starts from the stored rows, not empty.
+    let url = app.database_url.clone();
+    let again = spawn_app_with(move |s| {
+        s.monitor.drift.min_rows = 10;
+        s.monitor.drift_window = 200;
+        s.database_url = url;
+    });
+    let after = again.get("/metrics").text();
+    assert!(after.contains(r#"inferlog_drift_window_rows{model="iris"} 150"#), "{after}");
+    for (a, b) in gauges(&after).iter().zip(&psi_before) {
+        assert!((a - b).abs() < 1e-9, "{:?} after against {psi_before:?}", gauges(&after));
+    }
+    again.wait_for_log_line(&["drift window started from stored rows", "150"]);
+});

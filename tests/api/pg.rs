@@ -235,12 +235,38 @@ impl Drop for PgServer {
     }
 }
 
+/// Servers of this process, stopped and their folders removed when it exits: a leaked
+/// `&'static` server is never dropped, and each test run would leave its cluster behind.
+static STARTED: Mutex<Vec<&'static PgServer>> = Mutex::new(Vec::new());
+
+extern "C" fn remove_servers() {
+    let Ok(servers) = STARTED.lock() else { return };
+    for server in servers.iter() {
+        if let Ok(mut child) = server.child.lock()
+            && let Some(mut child) = child.take()
+        {
+            // SAFETY: a signal to the server process this value owns.
+            unsafe { libc::kill(child.id() as i32, libc::SIGQUIT) };
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_dir_all(&server.dir);
+    }
+}
+
 /// Starts a server on a thread that lives as long as the test process (the server's parent
-/// death signal follows that thread).
+/// death signal follows that thread); it is stopped and its folder removed at exit.
 pub fn start_server() -> Option<&'static PgServer> {
+    static AT_EXIT: std::sync::Once = std::sync::Once::new();
+    AT_EXIT.call_once(|| {
+        // SAFETY: registers a function with no preconditions, run once at process exit.
+        unsafe { libc::atexit(remove_servers) };
+    });
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let server: Option<&'static PgServer> = PgServer::start().map(|s| &*Box::leak(Box::new(s)));
+        if let Some(s) = server {
+            STARTED.lock().unwrap().push(s);
+        }
         tx.send(server).unwrap();
         loop {
             std::thread::park();

@@ -135,9 +135,11 @@ pub async fn timeseries(
     };
     let rows = state
         .store
-        .rollups(&range, q.bucket_minutes)
+        .rollup_rows(&range, q.bucket_minutes)
         .await
         .map_err(|e| ApiError::store("the audit time series could not be read", &e))?;
+    let buckets = rollup::timeseries(&rows, &range, q.since, q.until, q.bucket_minutes)
+        .map_err(|e| ApiError::Internal(e.context("reading the audit time series")))?;
     let time = |m: i64| {
         chrono::DateTime::<chrono::Utc>::from_timestamp(m * 60, 0)
             .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
@@ -150,7 +152,7 @@ pub async fn timeseries(
         "model_version": q.model_version,
         "source": "rollups",
         "latency_relative_error": rollup::LATENCY_RELATIVE_ERROR,
-        "buckets": rollup::timeseries(&rows, q.since, q.until, q.bucket_minutes),
+        "buckets": buckets,
     })))
 }
 
