@@ -395,6 +395,8 @@ pub enum OutputFormat {
     Table,
     Csv,
     Jsonl,
+    /// One line per request in SageMaker's Data Capture layout (oldest first).
+    Sagemaker,
 }
 
 /// Where log lines go and how they look.

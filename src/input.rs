@@ -33,6 +33,14 @@ pub enum InputCode {
     UnknownFeature,
     DuplicateFeature,
     MissingFeature,
+    /// Open Inference Protocol: a tensor whose shape, data or name cannot be used.
+    InvalidTensor,
+    /// Open Inference Protocol: a tensor datatype other than FP32 or FP64.
+    UnsupportedDatatype,
+    /// Open Inference Protocol: binary tensor data (Triton's extension), not supported.
+    BinaryData,
+    /// Open Inference Protocol: an output the model does not have.
+    UnknownOutput,
 }
 
 impl InputCode {
@@ -49,6 +57,10 @@ impl InputCode {
             InputCode::UnknownFeature => "unknown_feature",
             InputCode::DuplicateFeature => "duplicate_feature",
             InputCode::MissingFeature => "missing_feature",
+            InputCode::InvalidTensor => "invalid_tensor",
+            InputCode::UnsupportedDatatype => "unsupported_datatype",
+            InputCode::BinaryData => "binary_data_unsupported",
+            InputCode::UnknownOutput => "unknown_output",
         }
     }
 }
@@ -69,7 +81,7 @@ pub enum InputError {
     BatchTooLarge { max: usize },
 }
 
-fn invalid(code: InputCode, message: impl Into<String>) -> InputError {
+pub(crate) fn invalid(code: InputCode, message: impl Into<String>) -> InputError {
     InputError::Invalid {
         code,
         message: message.into(),
@@ -100,7 +112,7 @@ impl PartialEq for PredictInput {
 }
 
 impl PredictInput {
-    fn new(shape: Shape, rows: usize, cols: usize, values: Vec<f64>) -> PredictInput {
+    pub(crate) fn new(shape: Shape, rows: usize, cols: usize, values: Vec<f64>) -> PredictInput {
         // The parser pushed exactly `cols` values per row, so the sizes always agree.
         let x = Matrix::new(rows, cols, values, false)
             .expect("the parser builds rows of the model's width");

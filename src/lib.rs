@@ -20,6 +20,8 @@
 //!   log line are built.
 //! - [`reports`]: drift and performance reports read from the audit store (its rollups, or
 //!   its rows), for the routes and the command line.
+//! - [`oip`]: the Open Inference Protocol v2: inference requests parsed into the same input
+//!   `/predict` makes, and the protocol's answers built from a prediction.
 //!
 //! Edges:
 //! - [`metrics`]: the Prometheus registry and `/metrics` exposition.
@@ -32,12 +34,12 @@
 //!
 //! # Import rules
 //!
-//! Lowest first: `text`, `throttle`, `stats` ← `model` ← {`input`, `monitor`, `audit`} ← {`prediction`, `reports`} ←
+//! Lowest first: `text`, `throttle`, `stats` ← `model` ← {`input`, `monitor`, `audit`} ← `prediction` ← {`reports`, `oip`} ←
 //! `metrics` ← `http` ← `startup` ← `commands` ← `main`; `cli` ← `config` ← `telemetry` sit
 //! beside `http` and below `startup`.
 //!
 //! - A domain module (`text`, `throttle`, `stats`, `model`, `input`, `monitor`, `audit`,
-//!   `prediction`, `reports`)
+//!   `prediction`, `reports`, `oip`)
 //!   never imports `http`, `cli`, `config`, `metrics`, `telemetry`, `startup` or `commands`.
 //!   (`cli` may name domain enums, such as `AuditMode`.)
 //! - `monitor` never imports `audit`: drift and performance take rows as plain values.
@@ -55,6 +57,7 @@ pub mod input;
 pub mod metrics;
 pub mod model;
 pub mod monitor;
+pub mod oip;
 pub mod prediction;
 pub mod reports;
 pub mod startup;

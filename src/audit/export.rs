@@ -87,6 +87,127 @@ pub fn jsonl_chunk(records: &[StoredRecord]) -> anyhow::Result<Vec<u8>> {
     Ok(out)
 }
 
+/// Requests in the JSON-lines layout of SageMaker's Data Capture, so tooling written for Model
+/// Monitor reads inferlog's history: one line per request (its rows gathered, in item order),
+/// `captureData.endpointInput` (the request body: `{"features": [[…], …]}` for an answered
+/// request, the body kept for a rejected one) and `endpointOutput` (the answer `/predict`
+/// gave, or the error code), `eventMetadata` (`eventId`: the server's request id,
+/// `inferenceId`: the client's, when it sent one, `inferenceTime`) and `eventVersion` `"0"`.
+///
+/// Rows come page by page: a request whose rows continue on the next page is held until its
+/// last row has come (rows of a request are consecutive in ascending order, the order this
+/// export walks in).
+#[derive(Default)]
+pub struct SageMaker {
+    pending: Vec<StoredRecord>,
+}
+
+impl SageMaker {
+    /// The lines of the requests `records` completes.
+    pub fn chunk(&mut self, records: Vec<StoredRecord>) -> anyhow::Result<Vec<u8>> {
+        let mut out = Vec::with_capacity(records.len() * 400);
+        for r in records {
+            if self
+                .pending
+                .first()
+                .is_some_and(|p| p.request_id != r.request_id)
+            {
+                let done = std::mem::take(&mut self.pending);
+                capture_line(&done, &mut out)?;
+            }
+            self.pending.push(r);
+        }
+        Ok(out)
+    }
+
+    /// The line of the last request.
+    pub fn finish(&mut self) -> anyhow::Result<Vec<u8>> {
+        let mut out = Vec::new();
+        let done = std::mem::take(&mut self.pending);
+        if !done.is_empty() {
+            capture_line(&done, &mut out)?;
+        }
+        Ok(out)
+    }
+}
+
+/// One Data Capture record of the rows of one request.
+fn capture_line(rows: &[StoredRecord], out: &mut Vec<u8>) -> anyhow::Result<()> {
+    use serde_json::{Value, json};
+    let first = &rows[0];
+    let mut rows: Vec<&StoredRecord> = rows.iter().collect();
+    rows.sort_by_key(|r| r.item);
+    let (input, input_encoding, output) = if first.status == 200 {
+        let features: Vec<&serde_json::value::RawValue> =
+            rows.iter().filter_map(|r| r.features.as_deref()).collect();
+        let outliers: Vec<Value> = rows
+            .iter()
+            .filter_map(|r| {
+                let flagged: Value = serde_json::from_str(r.outliers.as_deref()?.get()).ok()?;
+                Some(json!({"item": r.item, "features": flagged}))
+            })
+            .collect();
+        let mut answer = json!({
+            "prediction": rows.iter().map(|r| r.prediction).collect::<Vec<_>>(),
+            "labels": rows.iter().map(|r| r.label.as_deref()).collect::<Vec<_>>(),
+            "model": first.model,
+            "model_version": first.model_version,
+            "request_id": first.request_id,
+            "outliers": outliers,
+        });
+        if let Some(client) = &first.client_request_id {
+            answer["client_request_id"] = json!(client);
+        }
+        (
+            serde_json::to_string(&json!({ "features": features }))?,
+            "JSON",
+            answer.to_string(),
+        )
+    } else {
+        let body = first.raw_body.clone().unwrap_or_default();
+        let (data, encoding) = if serde_json::from_str::<serde::de::IgnoredAny>(&body).is_ok() {
+            (body, "JSON")
+        } else {
+            use base64::Engine;
+            (
+                base64::engine::general_purpose::STANDARD.encode(body),
+                "BASE64",
+            )
+        };
+        let answer = json!({"error": {"code": first.error_code, "request_id": first.request_id}});
+        (data, encoding, answer.to_string())
+    };
+    let mut metadata = json!({
+        "eventId": first.request_id,
+        // Second precision, as SageMaker writes it.
+        "inferenceTime": format!("{}Z", first.received_at.get(..19).unwrap_or(&first.received_at)),
+    });
+    if let Some(client) = &first.client_request_id {
+        metadata["inferenceId"] = json!(client);
+    }
+    let record = json!({
+        "captureData": {
+            "endpointInput": {
+                "observedContentType": "application/json",
+                "mode": "INPUT",
+                "data": input,
+                "encoding": input_encoding,
+            },
+            "endpointOutput": {
+                "observedContentType": "application/json",
+                "mode": "OUTPUT",
+                "data": output,
+                "encoding": "JSON",
+            },
+        },
+        "eventMetadata": metadata,
+        "eventVersion": "0",
+    });
+    serde_json::to_writer(&mut *out, &record)?;
+    out.push(b'\n');
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,7 +4,7 @@
 use std::io::Write;
 use std::path::Path;
 
-use crate::audit::export::{Walk, csv_chunk, jsonl_chunk};
+use crate::audit::export::{SageMaker, Walk, csv_chunk, jsonl_chunk};
 use crate::audit::{
     AuditFilter, AuditRecord, Order, Store, StoreFault, StoreOptions, StoredRecord, Summary, spill,
 };
@@ -265,15 +265,23 @@ async fn write_rows(
         return Ok(());
     }
     let mut remaining = args.limit.unwrap_or(usize::MAX);
+    let mut filter = filter;
+    // Data Capture records gather the rows of a request, consecutive oldest first.
+    if args.format == OutputFormat::Sagemaker {
+        filter.order = crate::audit::Order::Asc;
+    }
     let mut walk = Walk::new(store.clone(), filter, None);
     let mut first = true;
+    let mut sagemaker = SageMaker::default();
     while remaining > 0 {
         let Some(records) = walk.next_page(PAGE.min(remaining)).await? else {
             break;
         };
+        let n = records.len();
         match args.format {
             OutputFormat::Csv => out.write_all(&csv_chunk(&records, first)?)?,
             OutputFormat::Jsonl => out.write_all(&jsonl_chunk(&records)?)?,
+            OutputFormat::Sagemaker => out.write_all(&sagemaker.chunk(records)?)?,
             OutputFormat::Table => {
                 if first {
                     writeln!(
@@ -309,7 +317,8 @@ async fn write_rows(
             }
         }
         first = false;
-        remaining = remaining.saturating_sub(records.len());
+        remaining = remaining.saturating_sub(n);
     }
+    out.write_all(&sagemaker.finish()?)?;
     Ok(())
 }

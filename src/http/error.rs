@@ -246,6 +246,16 @@ pub fn error_body(info: &ErrorInfo, request_id: Option<&str>) -> serde_json::Val
     .unwrap_or_default()
 }
 
+/// The error body of the Open Inference Protocol's routes: `error` is the message (a string,
+/// which clients such as `tritonclient` print), with inferlog's code and request id beside.
+pub fn oip_error_body(info: &ErrorInfo, request_id: &str) -> serde_json::Value {
+    serde_json::json!({
+        "error": info.message,
+        "code": info.code,
+        "request_id": request_id,
+    })
+}
+
 /// Code for an error response that did not come from [`ApiError`] (actix's own errors).
 pub fn code_for_status(status: StatusCode) -> &'static str {
     match status {

@@ -17,10 +17,10 @@ use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
 use slog::{debug, error, info, warn};
 
 use super::connections::Connection;
-use super::error::{ErrorInfo, code_for_status, error_body};
+use super::error::{ErrorInfo, code_for_status, error_body, oip_error_body};
 use super::log_values::{self, Features, IfPresent, Path};
 use super::request::{CLIENT_REQUEST_ID_HEADER, REQUEST_ID_HEADER, RequestId, RequestMeta};
-use super::routes::{PREDICT_ROUTES, PROBE_ROUTES, route_label};
+use super::routes::{PREDICT_ROUTES, PROBE_ROUTES, is_oip, route_label};
 use super::state::AppState;
 use std::sync::Arc;
 use std::time::Instant;
@@ -50,7 +50,7 @@ pub async fn request_middleware(
         // that are in progress (for hangs, and for the shutdown test).
         debug!(state.logger, "request started";
             "path" => ?req.path(), "method" => req.method().as_str(),
-            "client_request_id" => IfPresent(meta.client_id.as_ref().map(|c| c.as_str())),
+            "client_request_id" => IfPresent(meta.client_id().as_ref().map(|c| c.as_str())),
             "request_id" => %meta.id);
         state.in_flight.enter()
     });
@@ -79,7 +79,7 @@ pub async fn request_middleware(
             .head_mut()
             .set_connection_type(ConnectionType::Close);
     }
-    if let Some(client) = &meta.client_id
+    if let Some(client) = &meta.client_id()
         && let Ok(v) = HeaderValue::from_str(client.as_str())
     {
         res.headers_mut().insert(CLIENT_REQUEST_ID_HEADER, v);
@@ -98,7 +98,8 @@ fn log_and_shape(
 ) -> ServiceResponse<BoxBody> {
     let log = &state.logger;
     let id = &meta.id;
-    let client_id = IfPresent(meta.client_id.as_ref().map(|c| c.as_str()));
+    let client = meta.client_id();
+    let client_id = IfPresent(client.as_ref().map(|c| c.as_str()));
     // slog-term prints key-value pairs last-to-first, so the macros below list them in reverse
     // for lines that read `request_id, …, latency_us`.
     let status = res.status();
@@ -252,7 +253,12 @@ fn json_error_response(
             builder.append_header((name.clone(), value.clone()));
         }
     }
-    let mut new = builder.json(error_body(info, Some(id.as_str())));
+    let body = if is_oip(route_label(&req)) {
+        oip_error_body(info, id.as_str())
+    } else {
+        error_body(info, Some(id.as_str()))
+    };
+    let mut new = builder.json(body);
     new.extensions_mut().insert(info.clone());
     ServiceResponse::new(req, new)
 }

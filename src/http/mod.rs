@@ -11,6 +11,7 @@
 //! - [`access`]: the access rule of audit data, as an extractor.
 //! - [`lookup`]: the request an id names (the server's id, or a client's).
 //! - [`params`]: query-string parsing.
+//! - [`serving`]: a prediction served, audited and metered, whatever protocol it speaks.
 //! - [`routes`]: one file per resource, and the route table.
 
 pub mod access;
@@ -23,6 +24,7 @@ pub mod middleware;
 pub mod params;
 pub mod request;
 pub mod routes;
+pub mod serving;
 pub mod state;
 
 pub use error::ApiError;

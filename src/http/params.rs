@@ -29,6 +29,8 @@ pub enum Format {
     Json,
     Csv,
     Jsonl,
+    /// One line per request in SageMaker's Data Capture layout.
+    Sagemaker,
 }
 
 /// Everything `GET /audit` accepts.
@@ -99,7 +101,8 @@ pub fn parse_query(pairs: &[(String, String)], summary: bool) -> Result<AuditQue
                     "json" => Format::Json,
                     "csv" => Format::Csv,
                     "jsonl" => Format::Jsonl,
-                    _ => return Err(bad(k, "must be json, csv or jsonl")),
+                    "sagemaker" => Format::Sagemaker,
+                    _ => return Err(bad(k, "must be json, csv, jsonl or sagemaker")),
                 }
             }
             _ => {
@@ -112,6 +115,16 @@ pub fn parse_query(pairs: &[(String, String)], summary: bool) -> Result<AuditQue
         && s > u
     {
         return Err(bad("since", "is later than until"));
+    }
+    // Data Capture records gather the rows of a request, which are consecutive oldest first.
+    if q.format == Format::Sagemaker {
+        if seen.contains(&"order") && q.filter.order == Order::Desc {
+            return Err(bad(
+                "order",
+                "must be asc with format=sagemaker (requests oldest first)",
+            ));
+        }
+        q.filter.order = Order::Asc;
     }
     Ok(q)
 }

@@ -66,8 +66,9 @@ impl fmt::Display for RequestId {
 pub struct RequestMeta {
     /// The server's id: unique.
     pub id: RequestId,
-    /// The `X-Request-Id` the client sent, if it was usable.
-    pub client_id: Option<RequestId>,
+    /// The client's id of the request: the `X-Request-Id` it sent, if usable, or the one its
+    /// protocol carries in the body (the Open Inference Protocol's `id`), once parsed.
+    client_id: Rc<std::cell::RefCell<Option<RequestId>>>,
     /// Calendar time of arrival, for the audit trail.
     pub received_at: chrono::DateTime<chrono::Utc>,
     /// The client's IP address (formatted only for the requests that record it).
@@ -84,10 +85,11 @@ impl RequestMeta {
     pub fn arrive(req: &HttpRequest) -> RequestMeta {
         RequestMeta {
             id: RequestId::generate(),
-            client_id: req
-                .headers()
-                .get(&REQUEST_ID_HEADER)
-                .and_then(RequestId::from_client),
+            client_id: Rc::new(std::cell::RefCell::new(
+                req.headers()
+                    .get(&REQUEST_ID_HEADER)
+                    .and_then(RequestId::from_client),
+            )),
             received_at: chrono::Utc::now(),
             peer: req.peer_addr().map(|a| a.ip()),
             clock: Instant::now(),
@@ -104,11 +106,21 @@ impl RequestMeta {
     pub fn origin(&self) -> Origin {
         Origin {
             request_id: Arc::clone(&self.id.0),
-            client_request_id: self.client_id.as_ref().map(|c| Arc::clone(&c.0)),
+            client_request_id: self.client_id().map(|c| c.0),
             received_at: self.received_at,
             arrived: self.clock,
             client_addr: self.client(),
         }
+    }
+
+    /// The client's id of the request, if it gave one.
+    pub fn client_id(&self) -> Option<RequestId> {
+        self.client_id.borrow().clone()
+    }
+
+    /// Sets the client's id of the request found in its body (it replaces a header's).
+    pub fn set_client_id(&self, id: RequestId) {
+        *self.client_id.borrow_mut() = Some(id);
     }
 
     /// Records the latency at which the answer became ready.

@@ -42,3 +42,17 @@ pub struct AppState {
     /// Lets the line of a request refused for load (`overloaded`) through once per interval.
     pub overload_log: Throttle,
 }
+
+impl AppState {
+    /// Why the service cannot serve predictions now, if it cannot: shutting down, or the
+    /// audit store's last commit failed (what `/health/ready` and `/v2/health/ready` follow).
+    pub fn not_ready(&self) -> Option<String> {
+        if self.in_flight.closing() {
+            return Some("shutting down".into());
+        }
+        self.audit
+            .health
+            .problem()
+            .map(|problem| format!("audit store: {problem}"))
+    }
+}

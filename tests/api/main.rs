@@ -1,6 +1,8 @@
 //! Integration tests: the real server over HTTP on a free port.
 
 mod audit;
+mod capture;
+mod clients;
 mod faults;
 mod feedback;
 mod fuzz;
@@ -9,6 +11,7 @@ mod hostile;
 mod logging;
 mod models;
 mod monitor;
+mod oip;
 mod pg;
 mod postgres;
 mod predict;

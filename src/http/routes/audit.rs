@@ -9,7 +9,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::audit::StoredRecord;
-use crate::audit::export::{Walk, csv_chunk, jsonl_chunk};
+use crate::audit::export::{SageMaker, Walk, csv_chunk, jsonl_chunk};
 use crate::audit::filter::{Cursor, Order};
 use crate::audit::rollup::{self, RollupRange};
 use crate::http::access::AuditAccess;
@@ -67,11 +67,11 @@ pub async fn list(
                 Walk::new(state.store.clone(), q.filter, q.cursor),
                 Format::Csv,
             ))),
-        Format::Jsonl => Ok(HttpResponse::Ok()
+        Format::Jsonl | Format::Sagemaker => Ok(HttpResponse::Ok()
             .content_type("application/x-ndjson")
             .streaming(export(
                 Walk::new(state.store.clone(), q.filter, q.cursor),
-                Format::Jsonl,
+                q.format,
             ))),
     }
 }
@@ -81,28 +81,41 @@ fn export(
     walk: Walk,
     format: Format,
 ) -> impl futures_util::Stream<Item = Result<web::Bytes, actix_web::Error>> + 'static {
-    stream::unfold(Some((walk, true)), move |state| async move {
-        let (mut walk, first) = state?;
-        // The status line is gone already when a page fails; ending the stream with an error
-        // truncates the chunked body, which clients see as an incomplete transfer.
-        let failed = |e: String| Some((Err(actix_web::error::ErrorInternalServerError(e)), None));
-        let records = match walk.next_page(EXPORT_PAGE).await {
-            Ok(Some(records)) => records,
-            Ok(None) => return None,
-            Err(e) => return failed(e.to_string()),
-        };
-        if records.is_empty() && !first {
-            return None;
-        }
-        let chunk = match format {
-            Format::Csv => csv_chunk(&records, first),
-            _ => jsonl_chunk(&records),
-        };
-        match chunk {
-            Ok(c) => Some((Ok(web::Bytes::from(c)), Some((walk, false)))),
-            Err(e) => failed(format!("{e:#}")),
-        }
-    })
+    stream::unfold(
+        Some((walk, true, SageMaker::default())),
+        move |state| async move {
+            let (mut walk, first, mut sagemaker) = state?;
+            // The status line is gone already when a page fails; ending the stream with an error
+            // truncates the chunked body, which clients see as an incomplete transfer.
+            let failed =
+                |e: String| Some((Err(actix_web::error::ErrorInternalServerError(e)), None));
+            let records = match walk.next_page(EXPORT_PAGE).await {
+                Ok(Some(records)) => records,
+                // The last request of a Data Capture export waits for the end.
+                Ok(None) if format == Format::Sagemaker => {
+                    return match sagemaker.finish() {
+                        Ok(c) if c.is_empty() => None,
+                        Ok(c) => Some((Ok(web::Bytes::from(c)), None)),
+                        Err(e) => failed(format!("{e:#}")),
+                    };
+                }
+                Ok(None) => return None,
+                Err(e) => return failed(e.to_string()),
+            };
+            if records.is_empty() && !first && format != Format::Sagemaker {
+                return None;
+            }
+            let chunk = match format {
+                Format::Csv => csv_chunk(&records, first),
+                Format::Sagemaker => sagemaker.chunk(records),
+                _ => jsonl_chunk(&records),
+            };
+            match chunk {
+                Ok(c) => Some((Ok(web::Bytes::from(c)), Some((walk, false, sagemaker)))),
+                Err(e) => failed(format!("{e:#}")),
+            }
+        },
+    )
 }
 
 pub async fn summary(

@@ -13,16 +13,10 @@ pub async fn live() -> HttpResponse {
 /// The service can serve predictions: models are loaded (they always are once the server
 /// listens, since start-up fails otherwise) and the audit store's last commit worked.
 pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
-    if state.in_flight.closing() {
+    if let Some(reason) = state.not_ready() {
         return HttpResponse::ServiceUnavailable().json(json!({
             "status": "not_ready",
-            "reason": "shutting down",
-        }));
-    }
-    if let Some(problem) = state.audit.health.problem() {
-        return HttpResponse::ServiceUnavailable().json(json!({
-            "status": "not_ready",
-            "reason": format!("audit store: {problem}"),
+            "reason": reason,
         }));
     }
     HttpResponse::Ok().json(json!({

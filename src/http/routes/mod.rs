@@ -6,6 +6,7 @@ mod feedback;
 mod health;
 mod models;
 mod monitor;
+mod oip;
 mod predict;
 
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -15,7 +16,7 @@ use crate::text::escape_controls;
 
 /// Route patterns, also the `route` label of the HTTP metrics (a fixed set: label values stay
 /// bounded whatever paths clients ask for).
-pub const ROUTES: [&str; 15] = [
+pub const ROUTES: [&str; 24] = [
     "/predict",
     "/models/{name}/predict",
     "/models",
@@ -30,14 +31,38 @@ pub const ROUTES: [&str; 15] = [
     "/feedback",
     "/health/live",
     "/health/ready",
+    "/v2",
+    "/v2/health/live",
+    "/v2/health/ready",
+    "/v2/models/{name}",
+    "/v2/models/{name}/versions/{version}",
+    "/v2/models/{name}/ready",
+    "/v2/models/{name}/versions/{version}/ready",
+    "/v2/models/{name}/infer",
+    "/v2/models/{name}/versions/{version}/infer",
     "unmatched",
 ];
 
 /// The prediction routes: their rejections are counted by reason.
-pub const PREDICT_ROUTES: [&str; 2] = ["/predict", "/models/{name}/predict"];
+pub const PREDICT_ROUTES: [&str; 4] = [
+    "/predict",
+    "/models/{name}/predict",
+    "/v2/models/{name}/infer",
+    "/v2/models/{name}/versions/{version}/infer",
+];
 
 /// The probes: logged at debug, since orchestrators call them every few seconds.
-pub const PROBE_ROUTES: [&str; 2] = ["/health/live", "/health/ready"];
+pub const PROBE_ROUTES: [&str; 4] = [
+    "/health/live",
+    "/health/ready",
+    "/v2/health/live",
+    "/v2/health/ready",
+];
+
+/// Whether a route is the Open Inference Protocol's: its errors are `{"error": "<message>"}`.
+pub fn is_oip(route: &str) -> bool {
+    route == "/v2" || route.starts_with("/v2/")
+}
 
 /// A resource named by its own pattern, so the middleware can read it back without allocating.
 fn resource(pattern: &'static str) -> actix_web::Resource {
@@ -61,6 +86,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, with_metrics: bool) {
         .service(resource("/monitor/drift").route(web::get().to(monitor::drift)))
         .service(resource("/monitor/performance").route(web::get().to(monitor::performance)))
         .service(resource("/feedback").route(web::post().to(feedback::post)))
+        .configure(open_inference_protocol)
         .configure(probes)
         .default_service(web::to(not_found));
 }
@@ -71,6 +97,28 @@ pub fn configure_admin(cfg: &mut web::ServiceConfig) {
     cfg.service(resource("/metrics").route(web::get().to(monitor::metrics)))
         .configure(probes)
         .default_service(web::to(not_found));
+}
+
+/// The Open Inference Protocol v2 (REST).
+fn open_inference_protocol(cfg: &mut web::ServiceConfig) {
+    cfg.service(resource("/v2").route(web::get().to(oip::server_metadata)))
+        .service(resource("/v2/health/live").route(web::get().to(oip::live)))
+        .service(resource("/v2/health/ready").route(web::get().to(oip::ready)))
+        .service(resource("/v2/models/{name}").route(web::get().to(oip::model_metadata)))
+        .service(
+            resource("/v2/models/{name}/versions/{version}")
+                .route(web::get().to(oip::model_metadata)),
+        )
+        .service(resource("/v2/models/{name}/ready").route(web::get().to(oip::model_ready)))
+        .service(
+            resource("/v2/models/{name}/versions/{version}/ready")
+                .route(web::get().to(oip::model_ready)),
+        )
+        .service(resource("/v2/models/{name}/infer").route(web::post().to(oip::infer)))
+        .service(
+            resource("/v2/models/{name}/versions/{version}/infer")
+                .route(web::post().to(oip::infer)),
+        );
 }
 
 fn probes(cfg: &mut web::ServiceConfig) {

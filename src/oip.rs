@@ -1,0 +1,516 @@
+//! The Open Inference Protocol ("v2", REST), as KServe, Triton and Seldon MLServer speak it:
+//! an inference request parsed and validated into the same [`PredictInput`] `/predict` makes,
+//! and the protocol's answers built from a [`Prediction`] and a [`Model`].
+//!
+//! A request's features come as one `[N, F]` tensor (any name) or as one `[N]` tensor per
+//! feature, named after the model's features; FP32 or FP64; `data` flat (row-major) or nested.
+//! The answer has two outputs, `prediction` (INT64 class indices) and `label` (BYTES class
+//! names), or those the request's `outputs` names. Binary tensor data (Triton's extension) is
+//! refused; a request for binary outputs is answered in JSON, which clients read as well.
+//! Unknown `parameters` are ignored.
+
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use crate::input::{InputCode, InputError, PredictInput, Shape, invalid};
+use crate::model::Model;
+use crate::prediction::Prediction;
+use crate::text::quote;
+
+/// Longest request `id` kept (it is stored as the client's request id).
+const MAX_ID_LEN: usize = 128;
+
+/// The request header that announces binary tensor data after the JSON.
+pub const BINARY_HEADER: &str = "inference-header-content-length";
+
+/// An output of the model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Output {
+    /// Class indices, INT64.
+    Prediction,
+    /// Class names, BYTES.
+    Label,
+}
+
+impl Output {
+    const ALL: [Output; 2] = [Output::Prediction, Output::Label];
+
+    fn name(self) -> &'static str {
+        match self {
+            Output::Prediction => "prediction",
+            Output::Label => "label",
+        }
+    }
+
+    fn datatype(self) -> &'static str {
+        match self {
+            Output::Prediction => "INT64",
+            Output::Label => "BYTES",
+        }
+    }
+}
+
+/// A validated inference request.
+#[derive(Debug)]
+pub struct InferRequest {
+    /// The client's id of the request, echoed in the answer.
+    pub id: Option<String>,
+    /// The outputs to answer, in the order asked for.
+    pub outputs: Vec<Output>,
+    pub input: PredictInput,
+}
+
+#[derive(Deserialize)]
+struct RawRequest {
+    #[serde(default)]
+    id: Option<Value>,
+    #[serde(default)]
+    inputs: Option<Vec<RawTensor>>,
+    #[serde(default)]
+    outputs: Option<Vec<RawOutput>>,
+}
+
+#[derive(Deserialize)]
+struct RawTensor {
+    name: String,
+    shape: Vec<i64>,
+    datatype: String,
+    #[serde(default)]
+    parameters: Option<Map<String, Value>>,
+    #[serde(default)]
+    data: Option<Value>,
+}
+
+#[derive(Deserialize)]
+struct RawOutput {
+    name: String,
+}
+
+/// Parses and validates an inference request for `model`.
+pub fn parse_infer(
+    body: &[u8],
+    model: &Model,
+    max_batch: usize,
+) -> Result<InferRequest, InputError> {
+    let raw: RawRequest = serde_json::from_slice(body).map_err(|e| match e.classify() {
+        serde_json::error::Category::Data => invalid(
+            InputCode::InvalidBody,
+            format!("not an inference request: {e}"),
+        ),
+        _ => InputError::MalformedJson(format!("the body is not valid JSON: {e}")),
+    })?;
+    let id = match raw.id {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) if s.len() <= MAX_ID_LEN && !s.chars().any(char::is_control) => {
+            Some(s)
+        }
+        Some(Value::String(_)) => {
+            return Err(invalid(
+                InputCode::InvalidBody,
+                format!("\"id\" must be at most {MAX_ID_LEN} bytes, without control characters"),
+            ));
+        }
+        Some(other) => {
+            return Err(invalid(
+                InputCode::InvalidBody,
+                format!("\"id\" must be a string, got {}", kind(&other)),
+            ));
+        }
+    };
+    let outputs = match raw.outputs {
+        None => Output::ALL.to_vec(),
+        Some(list) => {
+            let mut outputs = Vec::with_capacity(list.len());
+            for o in list {
+                let output = Output::ALL
+                    .into_iter()
+                    .find(|k| k.name() == o.name)
+                    .ok_or_else(|| {
+                        invalid(
+                            InputCode::UnknownOutput,
+                            format!(
+                                "unknown output {}; the model's outputs are \"prediction\" and \"label\"",
+                                quote(&o.name)
+                            ),
+                        )
+                    })?;
+                if !outputs.contains(&output) {
+                    outputs.push(output);
+                }
+            }
+            outputs
+        }
+    };
+    let inputs = raw.inputs.unwrap_or_default();
+    if inputs.is_empty() {
+        return Err(invalid(
+            InputCode::MissingFeatures,
+            format!("the request has no \"inputs\"; {}", expected(model)),
+        ));
+    }
+    let input = tensors(inputs, model, max_batch)?;
+    Ok(InferRequest { id, outputs, input })
+}
+
+/// What a request's inputs must look like, for messages.
+fn expected(model: &Model) -> String {
+    format!(
+        "send one FP32 or FP64 tensor of shape [N, {}] or one [N] tensor per feature ({})",
+        model.n_features(),
+        model.artifact.feature_names.join(", ")
+    )
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// The rows of `inputs`: one `[N, F]` tensor, or one `[N]` (or `[N, 1]`) tensor per feature.
+fn tensors(
+    inputs: Vec<RawTensor>,
+    model: &Model,
+    max_batch: usize,
+) -> Result<PredictInput, InputError> {
+    let cols = model.n_features();
+    for t in &inputs {
+        let binary = t.parameters.as_ref().is_some_and(|p| {
+            p.contains_key("binary_data_size") || p.contains_key("shared_memory_region")
+        });
+        if binary {
+            return Err(binary_refused());
+        }
+        if t.datatype != "FP32" && t.datatype != "FP64" {
+            return Err(invalid(
+                InputCode::UnsupportedDatatype,
+                format!(
+                    "input {} has datatype {}; the model takes FP32 or FP64",
+                    quote(&t.name),
+                    quote(&t.datatype)
+                ),
+            ));
+        }
+        if t.shape.iter().any(|&d| d < 0) {
+            return Err(invalid(
+                InputCode::InvalidTensor,
+                format!(
+                    "input {} has a negative dimension in its shape",
+                    quote(&t.name)
+                ),
+            ));
+        }
+    }
+    let rows_of = |t: &RawTensor| -> Option<usize> { t.shape.first().map(|&n| n as usize) };
+    // One `[N, F]` tensor, else one tensor per feature.
+    let per_feature =
+        !(inputs.len() == 1 && matches!(inputs[0].shape.as_slice(), [_, f] if *f as usize == cols));
+    let rows = if per_feature {
+        let n = rows_of(&inputs[0]).unwrap_or(0);
+        if inputs.len() != cols {
+            return Err(invalid(
+                InputCode::InvalidTensor,
+                format!("{} input tensors; {}", inputs.len(), expected(model)),
+            ));
+        }
+        for t in &inputs {
+            let column = matches!(t.shape.as_slice(), [_] | [_, 1]);
+            if !column || rows_of(t) != Some(n) {
+                return Err(invalid(
+                    InputCode::InvalidTensor,
+                    format!(
+                        "input {} has shape {:?}; with one tensor per feature each is [N] with the same N",
+                        quote(&t.name),
+                        t.shape
+                    ),
+                ));
+            }
+        }
+        n
+    } else {
+        rows_of(&inputs[0]).unwrap_or(0)
+    };
+    if rows == 0 {
+        return Err(invalid(
+            InputCode::EmptyFeatures,
+            "the input tensors have no rows (N is 0)",
+        ));
+    }
+    if rows > max_batch {
+        return Err(InputError::BatchTooLarge { max: max_batch });
+    }
+    let mut values = vec![0.0; rows * cols];
+    if per_feature {
+        let mut seen = vec![false; cols];
+        for t in &inputs {
+            let Some(j) = model
+                .artifact
+                .feature_names
+                .iter()
+                .position(|f| *f == t.name)
+            else {
+                return Err(invalid(
+                    InputCode::UnknownFeature,
+                    format!(
+                        "input {} is not a feature of the model ({})",
+                        quote(&t.name),
+                        model.artifact.feature_names.join(", ")
+                    ),
+                ));
+            };
+            if std::mem::replace(&mut seen[j], true) {
+                return Err(invalid(
+                    InputCode::DuplicateFeature,
+                    format!("input {} appears twice", quote(&t.name)),
+                ));
+            }
+            let column = flat(t, rows)?;
+            for (i, v) in column.into_iter().enumerate() {
+                values[i * cols + j] = v;
+            }
+        }
+    } else {
+        values = flat(&inputs[0], rows * cols)?;
+    }
+    let shape = if rows == 1 {
+        Shape::Single
+    } else {
+        Shape::Batch
+    };
+    Ok(PredictInput::new(shape, rows, cols, values))
+}
+
+/// The refusal of binary tensor data.
+pub fn binary_refused() -> InputError {
+    invalid(
+        InputCode::BinaryData,
+        "binary tensor data is not supported; send the data as JSON (tritonclient: \
+         binary_data=False on InferInput)",
+    )
+}
+
+/// A tensor's `data`, flat or nested, as exactly `count` finite numbers in row-major order.
+fn flat(t: &RawTensor, count: usize) -> Result<Vec<f64>, InputError> {
+    let Some(data) = &t.data else {
+        return Err(invalid(
+            InputCode::InvalidTensor,
+            format!("input {} has no \"data\"", quote(&t.name)),
+        ));
+    };
+    let mut out = Vec::with_capacity(count);
+    let mut stack = vec![data];
+    // Depth-first, left to right: nested data comes out row-major.
+    while let Some(v) = stack.pop() {
+        match v {
+            Value::Number(n) => {
+                if out.len() == count {
+                    return Err(wrong_count(t, count));
+                }
+                match n.as_f64().filter(|x| x.is_finite()) {
+                    Some(x) => out.push(x),
+                    None => {
+                        return Err(invalid(
+                            InputCode::NonFiniteFeature,
+                            format!("input {} holds a number out of range", quote(&t.name)),
+                        ));
+                    }
+                }
+            }
+            Value::Array(items) => stack.extend(items.iter().rev()),
+            other => {
+                return Err(invalid(
+                    InputCode::InvalidFeature,
+                    format!(
+                        "input {} holds {} at element {}; {} data are numbers",
+                        quote(&t.name),
+                        kind(other),
+                        out.len(),
+                        t.datatype
+                    ),
+                ));
+            }
+        }
+    }
+    if out.len() != count {
+        return Err(wrong_count(t, count));
+    }
+    Ok(out)
+}
+
+fn wrong_count(t: &RawTensor, count: usize) -> InputError {
+    invalid(
+        InputCode::WrongFeatureCount,
+        format!(
+            "input {} has shape {:?} ({count} elements), and its data does not hold {count} numbers",
+            quote(&t.name),
+            t.shape
+        ),
+    )
+}
+
+/// The answer to an inference request: the outputs asked for, the client's `id`, and the
+/// server's request id (in `parameters`, to find the audit rows by).
+pub fn infer_response(
+    prediction: &Prediction,
+    outputs: &[Output],
+    id: Option<&str>,
+    request_id: &str,
+) -> Value {
+    let n = prediction.classes.len();
+    let outputs: Vec<Value> = outputs
+        .iter()
+        .map(|&o| {
+            let data = match o {
+                Output::Prediction => json!(prediction.classes),
+                Output::Label => json!(prediction.labels),
+            };
+            json!({"name": o.name(), "datatype": o.datatype(), "shape": [n], "data": data})
+        })
+        .collect();
+    let mut answer = json!({
+        "model_name": prediction.model.name(),
+        "model_version": prediction.model.artifact.version,
+        "outputs": outputs,
+        "parameters": {"request_id": request_id},
+    });
+    if let Some(id) = id {
+        answer["id"] = json!(id);
+    }
+    answer
+}
+
+/// `GET /v2/models/{name}`: the model's name, version, inputs and outputs.
+pub fn model_metadata(model: &Model) -> Value {
+    let outputs: Vec<Value> = Output::ALL
+        .iter()
+        .map(|o| json!({"name": o.name(), "datatype": o.datatype(), "shape": [-1]}))
+        .collect();
+    json!({
+        "name": model.name(),
+        "versions": [model.artifact.version],
+        "platform": format!("smartcore_{}", model.artifact.algorithm),
+        "inputs": [{"name": "input", "datatype": "FP64", "shape": [-1, model.n_features()]}],
+        "outputs": outputs,
+    })
+}
+
+/// `GET /v2`: the server's name, version and protocol extensions (none).
+pub fn server_metadata() -> Value {
+    json!({"name": "inferlog", "version": env!("CARGO_PKG_VERSION"), "extensions": []})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn iris() -> Model {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/iris.json");
+        Model::new(crate::model::Artifact::load(&path).unwrap(), path)
+    }
+
+    fn parse(body: &str) -> Result<InferRequest, InputError> {
+        parse_infer(body.as_bytes(), &iris(), 100)
+    }
+
+    fn code(r: Result<InferRequest, InputError>) -> String {
+        match r.unwrap_err() {
+            InputError::Invalid { code, .. } => code.as_str().to_string(),
+            InputError::MalformedJson(_) => "malformed_json".into(),
+            InputError::BatchTooLarge { .. } => "batch_too_large".into(),
+        }
+    }
+
+    #[test]
+    fn one_matrix_tensor_flat_or_nested_gives_the_same_rows() {
+        let flat = parse(
+            r#"{"id": "a", "inputs": [{"name": "x", "shape": [2, 4], "datatype": "FP32",
+                "data": [5.1, 3.5, 1.4, 0.2, 6.7, 3.0, 5.2, 2.3]}]}"#,
+        )
+        .unwrap();
+        let nested = parse(
+            r#"{"inputs": [{"name": "x", "shape": [2, 4], "datatype": "FP64",
+                "data": [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]}]}"#,
+        )
+        .unwrap();
+        assert_eq!(flat.input, nested.input);
+        assert_eq!(flat.input.rows, 2);
+        assert_eq!(flat.id.as_deref(), Some("a"));
+        assert_eq!(flat.outputs, vec![Output::Prediction, Output::Label]);
+        assert_eq!(flat.input.row(1), &[6.7, 3.0, 5.2, 2.3]);
+    }
+
+    #[test]
+    fn one_tensor_per_feature_in_any_order() {
+        let r = parse(
+            r#"{"inputs": [
+                {"name": "petal_width", "shape": [2], "datatype": "FP64", "data": [0.2, 2.3]},
+                {"name": "sepal_length", "shape": [2], "datatype": "FP64", "data": [5.1, 6.7]},
+                {"name": "petal_length", "shape": [2, 1], "datatype": "FP64", "data": [[1.4], [5.2]]},
+                {"name": "sepal_width", "shape": [2], "datatype": "FP64", "data": [3.5, 3.0]}],
+                "outputs": [{"name": "label", "parameters": {"binary_data": true}}]}"#,
+        )
+        .unwrap();
+        assert_eq!(r.input.row(0), &[5.1, 3.5, 1.4, 0.2]);
+        assert_eq!(r.input.row(1), &[6.7, 3.0, 5.2, 2.3]);
+        assert_eq!(r.outputs, vec![Output::Label]);
+    }
+
+    #[test]
+    fn bad_requests_get_their_codes() {
+        let t = |shape: &str, dtype: &str, data: &str| {
+            format!(
+                r#"{{"inputs": [{{"name": "x", "shape": {shape}, "datatype": "{dtype}", "data": {data}}}]}}"#
+            )
+        };
+        assert_eq!(code(parse("{")), "malformed_json");
+        assert_eq!(code(parse(r#"{"inputs": 3}"#)), "invalid_body");
+        assert_eq!(code(parse(r#"{"inputs": []}"#)), "missing_features");
+        assert_eq!(
+            code(parse(&t("[1, 4]", "INT32", "[1, 2, 3, 4]"))),
+            "unsupported_datatype"
+        );
+        assert_eq!(
+            code(parse(&t("[1, 3]", "FP32", "[1, 2, 3]"))),
+            "invalid_tensor"
+        );
+        assert_eq!(
+            code(parse(&t("[1, 4]", "FP32", "[1, 2, 3]"))),
+            "wrong_feature_count"
+        );
+        assert_eq!(
+            code(parse(&t("[1, 4]", "FP32", "[1, 2, 3, 4, 5]"))),
+            "wrong_feature_count"
+        );
+        assert_eq!(
+            code(parse(&t("[1, 4]", "FP32", r#"[1, "2", 3, 4]"#))),
+            "invalid_feature"
+        );
+        assert_eq!(code(parse(&t("[0, 4]", "FP32", "[]"))), "empty_features");
+        assert_eq!(code(parse(&t("[101, 4]", "FP32", "[]"))), "batch_too_large");
+        assert_eq!(
+            code(parse(
+                r#"{"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32",
+                    "parameters": {"binary_data_size": 16}}]}"#
+            )),
+            "binary_data_unsupported"
+        );
+        assert_eq!(
+            code(parse(&format!(
+                r#"{{"outputs": [{{"name": "proba"}}], {}"#,
+                &t("[1, 4]", "FP32", "[1, 2, 3, 4]")[1..]
+            ))),
+            "unknown_output"
+        );
+        assert_eq!(
+            code(parse(
+                r#"{"id": 7, "inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]}"#
+            )),
+            "invalid_body"
+        );
+    }
+}

@@ -1,0 +1,142 @@
+//! The Open Inference Protocol v2 (REST) routes: metadata, health, and inference served and
+//! audited like `/predict`, with the protocol's error body.
+
+use serde_json::{Value, json};
+
+use crate::helpers::{TestApp, metric_value, on_both_stores, shipped_version, spawn_app};
+
+/// `POST` with no `Content-Type`, as tritonclient sends it.
+fn infer(app: &TestApp, path: &str, body: &Value) -> crate::helpers::Response {
+    app.request("POST", path, &[], body.to_string().as_bytes())
+}
+
+/// An OIP error: a string `error` naming the problem, inferlog's `code` and request id.
+fn assert_oip_error(res: &crate::helpers::Response, status: u16, code: &str, needle: &str) {
+    assert_eq!(res.status, status, "{}", res.text());
+    let body = res.json();
+    let message = body["error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("error is a string: {body}"));
+    assert!(message.contains(needle), "{needle:?} in {message:?}");
+    assert_eq!(body["code"], code, "{body}");
+    assert_eq!(
+        body["request_id"].as_str(),
+        res.header("x-request-id"),
+        "{body}"
+    );
+}
+
+#[test]
+fn metadata_and_health_follow_the_protocol() {
+    let app = spawn_app();
+    let v = shipped_version();
+    let server = app.get("/v2").json();
+    assert_eq!(server["name"], "inferlog");
+    assert_eq!(server["extensions"], json!([]));
+    assert_eq!(app.get("/v2/health/live").json(), json!({"live": true}));
+    assert_eq!(app.get("/v2/health/ready").json(), json!({"ready": true}));
+    for path in [
+        "/v2/models/iris".to_string(),
+        format!("/v2/models/iris/versions/{v}"),
+    ] {
+        let m = app.get(&path).json();
+        assert_eq!(m["name"], "iris", "{path}");
+        assert_eq!(m["versions"], json!([v]));
+        assert_eq!(m["inputs"][0]["shape"], json!([-1, 4]));
+        assert_eq!(
+            m["outputs"][0],
+            json!({"name": "prediction", "datatype": "INT64", "shape": [-1]})
+        );
+        assert_eq!(
+            m["outputs"][1],
+            json!({"name": "label", "datatype": "BYTES", "shape": [-1]})
+        );
+        let ready = app.get(&format!("{path}/ready"));
+        assert_eq!(ready.status, 200);
+        assert_eq!(ready.json(), json!({"name": "iris", "ready": true}));
+    }
+    let res = app.get("/v2/models/iris/versions/0000/ready");
+    assert_oip_error(&res, 404, "not_found", "no version \"0000\"");
+    assert_oip_error(&app.get("/v2/models/nope"), 404, "unknown_model", "nope");
+    assert_oip_error(
+        &app.get("/v2/models/nope/ready"),
+        404,
+        "unknown_model",
+        "nope",
+    );
+}
+
+on_both_stores!(fn inference_is_answered_and_audited_like_predict(app) {
+    let rows = json!([[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3], [5.9, 3.0, 4.2, 1.5]]);
+    let want = app.post_predict(&json!({"features": rows}).to_string()).json();
+    let matrix = json!({"id": "oip-1", "inputs": [
+        {"name": "input", "shape": [3, 4], "datatype": "FP32", "data": rows}]});
+    let res = infer(&app, "/v2/models/iris/infer", &matrix);
+    assert_eq!(res.status, 200, "{}", res.text());
+    let r = res.json();
+    assert_eq!(r["id"], "oip-1");
+    assert_eq!(r["model_name"], "iris");
+    assert_eq!(r["model_version"], shipped_version());
+    assert_eq!(r["outputs"][0], json!({"name": "prediction", "datatype": "INT64", "shape": [3], "data": want["prediction"]}));
+    assert_eq!(r["outputs"][1], json!({"name": "label", "datatype": "BYTES", "shape": [3], "data": want["labels"]}));
+    assert_eq!(r["parameters"]["request_id"].as_str(), res.header("x-request-id"));
+    assert_eq!(res.header("x-client-request-id"), Some("oip-1"));
+
+    // One [N] tensor per feature, flat data, one output asked for, at the served version.
+    let per_feature = json!({"id": "oip-2", "inputs": [
+        {"name": "petal_width", "shape": [3], "datatype": "FP64", "data": [0.2, 2.3, 1.5]},
+        {"name": "sepal_length", "shape": [3], "datatype": "FP64", "data": [5.1, 6.7, 5.9]},
+        {"name": "petal_length", "shape": [3], "datatype": "FP64", "data": [1.4, 5.2, 4.2]},
+        {"name": "sepal_width", "shape": [3], "datatype": "FP64", "data": [3.5, 3.0, 3.0]}],
+        "outputs": [{"name": "label", "parameters": {"binary_data": false}}],
+        "parameters": {"binary_data_output": false, "priority": 1}});
+    let path = format!("/v2/models/iris/versions/{}/infer", shipped_version());
+    let res = infer(&app, &path, &per_feature);
+    assert_eq!(res.status, 200, "{}", res.text());
+    let r = res.json();
+    assert_eq!(r["outputs"].as_array().unwrap().len(), 1);
+    assert_eq!(r["outputs"][0]["data"], want["labels"]);
+
+    // Refusals: the protocol's error body, and a rejected row on record.
+    let bad_shape = json!({"inputs": [{"name": "x", "shape": [1, 3], "datatype": "FP32", "data": [1, 2, 3]}]});
+    assert_oip_error(&infer(&app, "/v2/models/iris/infer", &bad_shape), 422, "invalid_tensor", "[N, 4]");
+    let ints = json!({"inputs": [{"name": "x", "shape": [1, 4], "datatype": "INT32", "data": [1, 2, 3, 4]}]});
+    assert_oip_error(&infer(&app, "/v2/models/iris/infer", &ints), 422, "unsupported_datatype", "INT32");
+    let res = app.request(
+        "POST",
+        "/v2/models/iris/infer",
+        &[("Inference-Header-Content-Length", "60")],
+        b"{\"inputs\":[{\"name\":\"x\",\"shape\":[1,4],\"datatype\":\"FP32\",\"parameters\":{\"binary_data_size\":16}}]}\x00\x00\x80?\x00\x00\x00@\x00\x00@@\x00\x00\x80@",
+    );
+    assert_oip_error(&res, 422, "binary_data_unsupported", "binary");
+    assert_oip_error(&infer(&app, "/v2/models/nope/infer", &matrix), 404, "unknown_model", "nope");
+    assert_oip_error(&infer(&app, "/v2/models/iris/versions/0000/infer", &matrix), 404, "not_found", "0000");
+    let res = app.request("POST", "/v2/models/iris/infer", &[], b"{\"inputs\": [");
+    assert_oip_error(&res, 400, "malformed_json", "JSON");
+
+    // 3 + 3 + 3 served rows, 6 refusals (one row each).
+    app.wait_for_rows(15);
+    let by_id = |id: &str| app.stored_rows(&format!("where client_request_id = '{id}' order by item"));
+    let oip1 = by_id("oip-1");
+    assert_eq!(oip1.len(), 3);
+    for (i, r) in oip1.iter().enumerate() {
+        assert_eq!(r["status"], 200);
+        assert_eq!(r["label"], want["labels"][i]);
+        assert_eq!(r["features"], rows[i]);
+    }
+    assert_eq!(by_id("oip-2").len(), 3);
+    let codes: Vec<String> = app
+        .stored_rows("where status <> 200 order by id")
+        .iter()
+        .map(|r| r["error_code"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        codes,
+        ["invalid_tensor", "unsupported_datatype", "binary_data_unsupported", "unknown_model", "not_found", "malformed_json"]
+    );
+    // Metered like /predict: per route, with rejections by reason.
+    let m = app.get("/metrics").text();
+    let served = r#"inferlog_http_requests_total{route="/v2/models/{name}/infer",method="POST",status="200"}"#;
+    assert_eq!(metric_value(&m, served), Some(1.0), "{m}");
+    assert!(m.contains(r#"reason="invalid_tensor""#), "{m}");
+});
