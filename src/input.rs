@@ -136,6 +136,29 @@ impl PredictInput {
     }
 }
 
+/// The body `POST /predict` takes, for the API's documentation: the request is parsed by
+/// [`parse_predict_body`] (which keeps duplicate keys to refuse them), not by this type.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct PredictRequest {
+    features: Features,
+}
+
+/// One row or a batch, by position (the model's feature order) or by feature name.
+#[derive(serde::Deserialize, utoipa::ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+pub enum Features {
+    /// One row: `[5.8, 2.7, 5.1, 1.9]`.
+    Row(Vec<f64>),
+    /// Rows: `[[5.8, 2.7, 5.1, 1.9], [5.1, 3.5, 1.4, 0.2]]`.
+    Rows(Vec<Vec<f64>>),
+    /// One row by name: `{"sepal_length": 5.8, ...}`.
+    Named(std::collections::BTreeMap<String, f64>),
+    /// Rows by name.
+    NamedRows(Vec<std::collections::BTreeMap<String, f64>>),
+}
+
 /// A JSON value as far as validation cares.
 #[derive(Debug, Clone, PartialEq)]
 enum Node {

@@ -9,8 +9,9 @@
 //! refused; a request for binary outputs is answered in JSON, which clients read as well.
 //! Unknown `parameters` are ignored.
 
-use serde::Deserialize;
-use serde_json::{Map, Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use utoipa::ToSchema;
 
 use crate::input::{InputCode, InputError, PredictInput, Shape, invalid};
 use crate::model::Model;
@@ -60,30 +61,56 @@ pub struct InferRequest {
     pub input: PredictInput,
 }
 
-#[derive(Deserialize)]
-struct RawRequest {
+/// An inference request as it is read (then checked by [`parse_infer`]).
+#[derive(Deserialize, ToSchema)]
+#[schema(as = InferRequestBody)]
+pub struct RawRequest {
+    /// The client's id of the request: echoed, and kept as its client request id.
     #[serde(default)]
+    #[schema(value_type = Option<String>)]
     id: Option<Value>,
+    /// Ignored (clients send `binary_data_output`, `priority`, …).
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    #[allow(dead_code)]
+    parameters: Option<Value>,
+    /// One `[N, F]` tensor, or one `[N]` tensor per feature.
+    #[serde(default)]
+    #[schema(required = true, min_items = 1)]
     inputs: Option<Vec<RawTensor>>,
+    /// The outputs to answer (default: all).
     #[serde(default)]
     outputs: Option<Vec<RawOutput>>,
 }
 
-#[derive(Deserialize)]
-struct RawTensor {
+/// An input tensor.
+#[derive(Deserialize, ToSchema)]
+#[schema(as = InputTensor)]
+pub struct RawTensor {
     name: String,
     shape: Vec<i64>,
+    /// `FP32` or `FP64`.
     datatype: String,
+    /// `binary_data_size` (binary data) is refused.
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     parameters: Option<Map<String, Value>>,
+    /// Numbers, flat (row-major) or nested.
     #[serde(default)]
     data: Option<Value>,
 }
 
-#[derive(Deserialize)]
-struct RawOutput {
+/// An output asked for.
+#[derive(Deserialize, ToSchema)]
+#[schema(as = RequestedOutput)]
+pub struct RawOutput {
+    /// `prediction` or `label`.
     name: String,
+    /// Ignored (`binary_data`: outputs are always JSON).
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    #[allow(dead_code)]
+    parameters: Option<Value>,
 }
 
 /// Parses and validates an inference request for `model`.
@@ -353,6 +380,35 @@ fn wrong_count(t: &RawTensor, count: usize) -> InputError {
     )
 }
 
+/// An output tensor of an answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OutputTensor {
+    name: &'static str,
+    datatype: &'static str,
+    shape: Vec<usize>,
+    /// `prediction`: class indices; `label`: class names.
+    data: Value,
+}
+
+/// What inferlog adds to an answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct InferParameters {
+    /// The server's id of the request, to find its audit rows by.
+    request_id: String,
+}
+
+/// The answer to an inference request.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct InferResponse {
+    model_name: String,
+    model_version: String,
+    /// The request's `id`, when it had one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<String>,
+    outputs: Vec<OutputTensor>,
+    parameters: InferParameters,
+}
+
 /// The answer to an inference request: the outputs asked for, the client's `id`, and the
 /// server's request id (in `parameters`, to find the audit rows by).
 pub fn infer_response(
@@ -360,48 +416,86 @@ pub fn infer_response(
     outputs: &[Output],
     id: Option<&str>,
     request_id: &str,
-) -> Value {
+) -> InferResponse {
     let n = prediction.classes.len();
-    let outputs: Vec<Value> = outputs
-        .iter()
-        .map(|&o| {
-            let data = match o {
-                Output::Prediction => json!(prediction.classes),
-                Output::Label => json!(prediction.labels),
-            };
-            json!({"name": o.name(), "datatype": o.datatype(), "shape": [n], "data": data})
-        })
-        .collect();
-    let mut answer = json!({
-        "model_name": prediction.model.name(),
-        "model_version": prediction.model.artifact.version,
-        "outputs": outputs,
-        "parameters": {"request_id": request_id},
-    });
-    if let Some(id) = id {
-        answer["id"] = json!(id);
+    InferResponse {
+        model_name: prediction.model.name().to_string(),
+        model_version: prediction.model.artifact.version.clone(),
+        id: id.map(str::to_string),
+        outputs: outputs
+            .iter()
+            .map(|&o| OutputTensor {
+                name: o.name(),
+                datatype: o.datatype(),
+                shape: vec![n],
+                data: match o {
+                    Output::Prediction => serde_json::json!(prediction.classes),
+                    Output::Label => serde_json::json!(prediction.labels),
+                },
+            })
+            .collect(),
+        parameters: InferParameters {
+            request_id: request_id.to_string(),
+        },
     }
-    answer
+}
+
+/// A tensor as model metadata lists it (`-1`: any size).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TensorMetadata {
+    name: &'static str,
+    datatype: &'static str,
+    shape: Vec<i64>,
+}
+
+/// `GET /v2/models/{name}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ModelMetadata {
+    name: String,
+    versions: Vec<String>,
+    platform: String,
+    inputs: Vec<TensorMetadata>,
+    outputs: Vec<TensorMetadata>,
 }
 
 /// `GET /v2/models/{name}`: the model's name, version, inputs and outputs.
-pub fn model_metadata(model: &Model) -> Value {
-    let outputs: Vec<Value> = Output::ALL
-        .iter()
-        .map(|o| json!({"name": o.name(), "datatype": o.datatype(), "shape": [-1]}))
-        .collect();
-    json!({
-        "name": model.name(),
-        "versions": [model.artifact.version],
-        "platform": format!("smartcore_{}", model.artifact.algorithm),
-        "inputs": [{"name": "input", "datatype": "FP64", "shape": [-1, model.n_features()]}],
-        "outputs": outputs,
-    })
+pub fn model_metadata(model: &Model) -> ModelMetadata {
+    ModelMetadata {
+        name: model.name().to_string(),
+        versions: vec![model.artifact.version.clone()],
+        platform: format!("smartcore_{}", model.artifact.algorithm),
+        inputs: vec![TensorMetadata {
+            name: "input",
+            datatype: "FP64",
+            shape: vec![-1, model.n_features() as i64],
+        }],
+        outputs: Output::ALL
+            .iter()
+            .map(|o| TensorMetadata {
+                name: o.name(),
+                datatype: o.datatype(),
+                shape: vec![-1],
+            })
+            .collect(),
+    }
+}
+
+/// `GET /v2`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ServerMetadata {
+    name: &'static str,
+    version: &'static str,
+    /// Protocol extensions supported: none.
+    extensions: Vec<String>,
 }
 
 /// `GET /v2`: the server's name, version and protocol extensions (none).
-pub fn server_metadata() -> Value {
-    json!({"name": "inferlog", "version": env!("CARGO_PKG_VERSION"), "extensions": []})
+pub fn server_metadata() -> ServerMetadata {
+    ServerMetadata {
+        name: "inferlog",
+        version: env!("CARGO_PKG_VERSION"),
+        extensions: Vec::new(),
+    }
 }
 
 #[cfg(test)]

@@ -130,22 +130,37 @@ impl Prediction {
     }
 }
 
-#[derive(Serialize)]
+/// The answer of `/predict`: a class index and a label per row, the model that answered, the
+/// request's ids, and the rows flagged as outliers.
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct PredictResponse<'a> {
+    /// Class index per row.
+    #[schema(value_type = Vec<u32>)]
     prediction: &'a [u32],
+    /// Class name per row.
+    #[schema(value_type = Vec<String>)]
     labels: &'a [Arc<str>],
+    #[schema(value_type = String)]
     model: &'a str,
+    #[schema(value_type = String)]
     model_version: &'a str,
+    /// The server's id of the request (also the `X-Request-Id` response header).
+    #[schema(value_type = String)]
     request_id: &'a str,
+    /// The `X-Request-Id` the client sent, when it sent one.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
     client_request_id: Option<&'a str>,
     /// Rows with features outside the training range or spread (empty when none).
     outliers: Vec<OutlierEntry<'a>>,
 }
 
-#[derive(Serialize)]
-struct OutlierEntry<'a> {
+/// A row with features outside the training range or spread.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct OutlierEntry<'a> {
     item: usize,
+    /// The flagged features.
+    #[schema(value_type = Vec<String>)]
     features: &'a [Arc<str>],
 }
 

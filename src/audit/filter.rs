@@ -3,6 +3,7 @@
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+use utoipa::ToSchema;
 
 use super::record::StoredRecord;
 
@@ -94,7 +95,7 @@ impl Page {
 }
 
 /// Counts and latency percentiles over a filtered range.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, ToSchema)]
 pub struct Summary {
     pub rows: i64,
     pub requests: i64,
@@ -109,21 +110,21 @@ pub struct Summary {
     pub source: SummarySource,
 }
 
-#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum SummarySource {
     Rollups,
     Rows,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, ToSchema)]
 pub struct Count {
     pub key: Option<String>,
     pub count: i64,
 }
 
 /// Latency of the rows in the range (nearest-rank percentiles); null when there are none.
-#[derive(Debug, Clone, Serialize, PartialEq, Default)]
+#[derive(Debug, Clone, Serialize, PartialEq, Default, ToSchema)]
 pub struct LatencySummary {
     pub p50: Option<i64>,
     pub p90: Option<i64>,

@@ -112,7 +112,7 @@ impl AuditRecord {
 }
 
 /// A request named by the server's id, with its arrival time.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct RequestRef {
     pub request_id: String,
     pub received_at: String,
@@ -172,7 +172,7 @@ pub fn cut_body(body: &[u8]) -> String {
 /// A row as read back from the store. Fields are in the order of
 /// [`crate::audit::columns::ALL`] (a test holds them to it), which is also the order of
 /// the JSON-lines export.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct StoredRecord {
     /// Assigned by the store (absent from a spill file's lines, which are not stored yet).
     #[serde(default)]
@@ -183,6 +183,7 @@ pub struct StoredRecord {
     pub model: Option<String>,
     pub model_version: Option<String>,
     /// Kept as the JSON text stored, so it is written out as a JSON array without re-parsing.
+    #[schema(value_type = Option<Vec<f64>>)]
     pub features: Option<Box<serde_json::value::RawValue>>,
     pub prediction: Option<i64>,
     pub label: Option<String>,
@@ -191,6 +192,7 @@ pub struct StoredRecord {
     pub latency_us: i64,
     pub client_addr: Option<String>,
     pub raw_body: Option<String>,
+    #[schema(value_type = Option<Vec<String>>)]
     pub outliers: Option<Box<serde_json::value::RawValue>>,
     pub client_request_id: Option<String>,
 }

@@ -767,7 +767,7 @@ pub fn summary(rows: &[RollupRow]) -> Summary {
 }
 
 /// One bucket of `/audit/timeseries`.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct TimeBucket {
     /// Start of the bucket (RFC 3339, UTC).
     pub start: String,
@@ -790,7 +790,7 @@ pub struct TimeBucket {
 }
 
 /// Latency percentiles of a bucket (from the histogram: within 4%) and its exact maximum.
-#[derive(Debug, Clone, Serialize, PartialEq, Default)]
+#[derive(Debug, Clone, Serialize, PartialEq, Default, utoipa::ToSchema)]
 pub struct TimeLatency {
     pub p50: Option<i64>,
     pub p95: Option<i64>,

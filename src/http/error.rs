@@ -218,42 +218,60 @@ impl ResponseError for ApiError {
     }
 }
 
-#[derive(Serialize)]
-struct ErrorBody<'a> {
-    error: ErrorFields<'a>,
+/// The error body of every route but the Open Inference Protocol's.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorFields,
 }
 
-#[derive(Serialize)]
-struct ErrorFields<'a> {
-    code: &'a str,
-    message: &'a str,
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ErrorFields {
+    /// Stable machine-readable code (README, "Errors").
+    pub code: String,
+    /// What was wrong, for people.
+    pub message: String,
+    /// The server's id of the request.
     #[serde(skip_serializing_if = "Option::is_none")]
-    request_id: Option<&'a str>,
+    pub request_id: Option<String>,
+    /// `ambiguous_request_id`: the requests the id names (oldest first).
     #[serde(skip_serializing_if = "Option::is_none")]
-    candidates: Option<&'a serde_json::Value>,
+    #[schema(value_type = Option<Vec<RequestRef>>)]
+    pub candidates: Option<serde_json::Value>,
 }
 
 /// The JSON error body every error response carries.
 pub fn error_body(info: &ErrorInfo, request_id: Option<&str>) -> serde_json::Value {
     serde_json::to_value(ErrorBody {
         error: ErrorFields {
-            code: &info.code,
-            message: &info.message,
-            request_id,
-            candidates: info.candidates.as_ref(),
+            code: info.code.to_string(),
+            message: info.message.clone(),
+            request_id: request_id.map(str::to_string),
+            candidates: info.candidates.clone(),
         },
     })
     .unwrap_or_default()
 }
 
+/// The error body of the Open Inference Protocol's routes.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct OipErrorBody {
+    /// What was wrong: a string, which clients such as `tritonclient` print.
+    pub error: String,
+    /// inferlog's code (README, "Errors").
+    pub code: String,
+    /// The server's id of the request.
+    pub request_id: String,
+}
+
 /// The error body of the Open Inference Protocol's routes: `error` is the message (a string,
 /// which clients such as `tritonclient` print), with inferlog's code and request id beside.
 pub fn oip_error_body(info: &ErrorInfo, request_id: &str) -> serde_json::Value {
-    serde_json::json!({
-        "error": info.message,
-        "code": info.code,
-        "request_id": request_id,
+    serde_json::to_value(OipErrorBody {
+        error: info.message.clone(),
+        code: info.code.to_string(),
+        request_id: request_id.to_string(),
     })
+    .unwrap_or_default()
 }
 
 /// Code for an error response that did not come from [`ApiError`] (actix's own errors).

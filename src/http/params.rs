@@ -33,6 +33,115 @@ pub enum Format {
     Sagemaker,
 }
 
+/// The query parameters of `GET /audit`, for the API's documentation ([`parse_query`] reads
+/// them; a test holds the two to the same names).
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct AuditParams {
+    /// Rows received at or after this RFC 3339 time.
+    #[param(format = DateTime)]
+    since: Option<String>,
+    /// Rows received before this RFC 3339 time.
+    #[param(format = DateTime)]
+    until: Option<String>,
+    #[param(min_length = 1)]
+    model: Option<String>,
+    #[param(min_length = 1)]
+    model_version: Option<String>,
+    /// Rows predicted with this label.
+    #[param(min_length = 1)]
+    label: Option<String>,
+    /// `ok`, `rejected` or `all` (the default).
+    #[param(pattern = "^(ok|rejected|all)$")]
+    status: Option<String>,
+    /// The server's id of a request.
+    #[param(min_length = 1)]
+    request_id: Option<String>,
+    /// The `X-Request-Id` (or OIP `id`) a client sent.
+    #[param(min_length = 1)]
+    client_request_id: Option<String>,
+    /// Rows at least this slow.
+    #[param(minimum = 0)]
+    min_latency_us: Option<i64>,
+    /// `desc` (newest first, the default) or `asc`.
+    #[param(pattern = "^(asc|desc)$")]
+    order: Option<String>,
+    /// Rows per page, 1–1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
+    limit: Option<i64>,
+    /// `next_cursor` of the previous page.
+    #[param(min_length = 1)]
+    cursor: Option<String>,
+    /// `json` (a page, the default), `csv`, `jsonl` or `sagemaker` (the whole range, streamed).
+    #[param(pattern = "^(json|csv|jsonl|sagemaker)$")]
+    format: Option<String>,
+}
+
+/// The query parameters of `GET /audit/summary`: [`AuditParams`]' filters.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct SummaryParams {
+    /// Rows received at or after this RFC 3339 time.
+    #[param(format = DateTime)]
+    since: Option<String>,
+    /// Rows received before this RFC 3339 time.
+    #[param(format = DateTime)]
+    until: Option<String>,
+    #[param(min_length = 1)]
+    model: Option<String>,
+    #[param(min_length = 1)]
+    model_version: Option<String>,
+    #[param(min_length = 1)]
+    label: Option<String>,
+    /// `ok`, `rejected` or `all` (the default).
+    #[param(pattern = "^(ok|rejected|all)$")]
+    status: Option<String>,
+    #[param(min_length = 1)]
+    request_id: Option<String>,
+    #[param(min_length = 1)]
+    client_request_id: Option<String>,
+    #[param(minimum = 0)]
+    min_latency_us: Option<i64>,
+}
+
+/// The query parameters of `GET /audit/timeseries`.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct TimeseriesParams {
+    /// `1m` (the default), `5m`, `15m`, `1h` or `1d`.
+    #[param(pattern = "^(1m|5m|15m|1h|1d)$")]
+    bucket: Option<String>,
+    /// RFC 3339; rounded down to a bucket (default: 60 buckets before `until`).
+    #[param(format = DateTime)]
+    since: Option<String>,
+    /// RFC 3339; rounded up to a bucket (default: the end of the current one).
+    #[param(format = DateTime)]
+    until: Option<String>,
+    #[param(min_length = 1)]
+    model: Option<String>,
+    #[param(min_length = 1)]
+    model_version: Option<String>,
+}
+
+/// The query parameters of `/monitor/drift` and `/monitor/performance`.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct WindowParams {
+    /// A model served (default: the default model).
+    #[param(min_length = 1)]
+    model: Option<String>,
+    /// RFC 3339: rows received at or after.
+    #[param(format = DateTime)]
+    since: Option<String>,
+    /// RFC 3339: rows received before.
+    #[param(format = DateTime)]
+    until: Option<String>,
+}
+
 /// Everything `GET /audit` accepts.
 #[derive(Debug, Clone, Default)]
 pub struct AuditQuery {
@@ -302,6 +411,56 @@ pub fn model_window(
         None => Arc::clone(models.default_model()),
     };
     Ok((model, filter))
+}
+
+#[cfg(test)]
+mod documented {
+    use super::*;
+    use utoipa::IntoParams;
+
+    fn names<P: IntoParams>() -> Vec<String> {
+        P::into_params(|| None)
+            .into_iter()
+            .map(|p| p.name)
+            .collect()
+    }
+
+    /// The documented parameters are the ones the parsers take: each is accepted, and a name
+    /// not documented is refused.
+    #[test]
+    fn documented_parameters_are_the_accepted_ones() {
+        let value = |name: &str| match name {
+            "since" | "until" => "2026-11-27T00:00:00Z",
+            "status" => "ok",
+            "order" => "asc",
+            "format" => "csv",
+            "limit" | "min_latency_us" => "5",
+            "cursor" => "c0",
+            "bucket" => "5m",
+            _ => "x",
+        };
+        let pairs = |list: &[String]| -> Vec<(String, String)> {
+            list.iter()
+                .map(|n| (n.clone(), value(n).to_string()))
+                .collect()
+        };
+        let audit = names::<AuditParams>();
+        assert_eq!(audit.len(), 13);
+        parse_query(&pairs(&audit), false).unwrap();
+        let summary = names::<SummaryParams>();
+        parse_query(&pairs(&summary), true).unwrap();
+        for extra in ["order", "limit", "cursor", "format"] {
+            assert!(!summary.contains(&extra.to_string()));
+            assert!(
+                parse_query(&pairs(&[extra.to_string()]), true).is_err(),
+                "{extra}"
+            );
+        }
+        assert!(parse_query(&pairs(&["colour".into()]), false).is_err());
+        let now = chrono::Utc::now();
+        parse_timeseries(&pairs(&names::<TimeseriesParams>()), now).unwrap();
+        assert!(parse_timeseries(&pairs(&["limit".into()]), now).is_err());
+    }
 }
 
 #[cfg(test)]

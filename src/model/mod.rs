@@ -32,7 +32,9 @@ pub use baseline::{Baseline, FeatureStats};
 pub const FORMAT_VERSION: u32 = 1;
 
 /// The learning algorithms `inferlog train` offers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum, utoipa::ToSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum Algorithm {
     RandomForest,
@@ -87,7 +89,7 @@ impl Classifier {
 }
 
 /// How the model was trained and how well it did on rows it never saw.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TrainingSummary {
     /// Where the rows came from (`smartcore:iris`, `csv:flowers.csv`).
     pub source: String,

@@ -38,7 +38,7 @@ impl Default for DriftRule {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
     Ok,
@@ -61,7 +61,7 @@ impl DriftRule {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct FeatureDrift {
     pub feature: String,
     pub psi: f64,
@@ -72,7 +72,7 @@ pub struct FeatureDrift {
     pub status: Status,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct PredictionDrift {
     pub psi: f64,
     pub live_proportions: Vec<f64>,
@@ -81,7 +81,7 @@ pub struct PredictionDrift {
 }
 
 /// Where a report's counts come from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Source {
     /// PSI and class drift over every row of the range, from the rollups; KS and live means
@@ -91,7 +91,7 @@ pub enum Source {
     Rows,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct DriftReport {
     pub model: String,
     pub model_version: String,

@@ -6,7 +6,7 @@ use serde::Serialize;
 
 pub use super::drift::Source;
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct ClassScore {
     pub label: String,
     /// Rows truly of this class.
@@ -16,18 +16,20 @@ pub struct ClassScore {
 }
 
 /// Fields in alphabetical order, as the JSON of earlier releases had them.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct ConfusionMatrix {
+    #[schema(value_type = String)]
     pub columns: &'static str,
     /// `counts[true][predicted]`.
     pub counts: Vec<Vec<i64>>,
     pub labels: Vec<String>,
+    #[schema(value_type = String)]
     pub rows: &'static str,
 }
 
 /// What `/monitor/performance` reports for one model (fields in alphabetical order, as the
 /// JSON of earlier releases had them).
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct Performance {
     pub accuracy: Option<f64>,
     pub confusion_matrix: ConfusionMatrix,

@@ -6,16 +6,20 @@ use actix_web::http::header;
 use actix_web::{HttpResponse, web};
 use futures_util::stream;
 use serde::Serialize;
-use serde_json::json;
 
 use crate::audit::StoredRecord;
 use crate::audit::export::{SageMaker, Walk, csv_chunk, jsonl_chunk};
+use crate::audit::filter::Summary;
 use crate::audit::filter::{Cursor, Order};
+use crate::audit::rollup::TimeBucket;
 use crate::audit::rollup::{self, RollupRange};
 use crate::http::access::AuditAccess;
-use crate::http::error::ApiError;
+use crate::http::error::{ApiError, ErrorBody};
 use crate::http::lookup::by_client_id;
-use crate::http::params::{Format, encode_cursor, parse_query, parse_timeseries};
+use crate::http::params::{
+    AuditParams, Format, SummaryParams, TimeseriesParams, encode_cursor, parse_query,
+    parse_timeseries,
+};
 use crate::http::state::AppState;
 use crate::text::escape_controls;
 
@@ -23,12 +27,52 @@ use crate::text::escape_controls;
 const EXPORT_PAGE: usize = 1000;
 
 /// One page of records and where the next one starts.
-#[derive(Debug, Serialize)]
-struct PageBody {
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct PageBody {
     records: Vec<StoredRecord>,
+    /// Where the next page starts (oldest first, the last page's too: poll it for rows
+    /// written later); `null` when there is no more.
     next_cursor: Option<String>,
 }
 
+/// `/audit/timeseries`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Timeseries {
+    bucket: String,
+    since: Option<String>,
+    until: Option<String>,
+    model: Option<String>,
+    model_version: Option<String>,
+    /// `rollups`.
+    source: &'static str,
+    /// The largest relative error of a latency percentile.
+    latency_relative_error: f64,
+    buckets: Vec<TimeBucket>,
+}
+
+/// `/audit/{request_id}`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct RequestRecords {
+    request_id: String,
+    client_request_id: Option<String>,
+    records: Vec<StoredRecord>,
+}
+
+/// The audit trail: a page of rows, or the whole filtered range as CSV, JSON lines or
+/// SageMaker Data Capture lines.
+#[utoipa::path(get, path = "/audit", tag = "audit", operation_id = "list_audit_rows", params(AuditParams),
+    responses(
+        (status = 200, description = "A page (`format=json`), or the range streamed", content(
+            (PageBody = "application/json"),
+            (String = "text/csv"),
+            (String = "application/x-ndjson"),
+        )),
+        (status = 400, description = "A parameter is unknown, repeated or malformed (`invalid_parameter`)", body = ErrorBody),
+        (status = 401, description = "The token is needed (`unauthorized`)", body = ErrorBody),
+        (status = 403, description = "Not a loopback client and no token set (`forbidden`)", body = ErrorBody),
+        (status = 503, description = "The store could not be read (`audit_unavailable`)", body = ErrorBody),
+    ),
+    security((), ("bearer" = [])))]
 pub async fn list(
     _access: AuditAccess,
     state: web::Data<AppState>,
@@ -118,6 +162,17 @@ fn export(
     )
 }
 
+/// Counts per model, label, status and error code, and latency percentiles, over the rows a
+/// filter selects (from the rollups when the filter allows: `source`).
+#[utoipa::path(get, path = "/audit/summary", tag = "audit", params(SummaryParams),
+    responses(
+        (status = 200, description = "The summary", body = Summary),
+        (status = 400, description = "A parameter is unknown, repeated or malformed (`invalid_parameter`)", body = ErrorBody),
+        (status = 401, description = "The token is needed (`unauthorized`)", body = ErrorBody),
+        (status = 403, description = "Not a loopback client and no token set (`forbidden`)", body = ErrorBody),
+        (status = 503, description = "The store could not be read (`audit_unavailable`)", body = ErrorBody),
+    ),
+    security((), ("bearer" = [])))]
 pub async fn summary(
     _access: AuditAccess,
     state: web::Data<AppState>,
@@ -134,6 +189,15 @@ pub async fn summary(
 
 /// `GET /audit/timeseries`: requests, rejects by code, latency percentiles, the label mix and
 /// outliers per bucket, from the rollups (a few rows per minute, whatever the traffic).
+#[utoipa::path(get, path = "/audit/timeseries", tag = "audit", params(TimeseriesParams),
+    responses(
+        (status = 200, description = "Every bucket of the range", body = Timeseries),
+        (status = 400, description = "A parameter is unknown, repeated or malformed (`invalid_parameter`)", body = ErrorBody),
+        (status = 401, description = "The token is needed (`unauthorized`)", body = ErrorBody),
+        (status = 403, description = "Not a loopback client and no token set (`forbidden`)", body = ErrorBody),
+        (status = 503, description = "The store could not be read (`audit_unavailable`)", body = ErrorBody),
+    ),
+    security((), ("bearer" = [])))]
 pub async fn timeseries(
     _access: AuditAccess,
     state: web::Data<AppState>,
@@ -157,18 +221,31 @@ pub async fn timeseries(
         chrono::DateTime::<chrono::Utc>::from_timestamp(m * 60, 0)
             .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
     };
-    Ok(HttpResponse::Ok().json(json!({
-        "bucket": q.bucket,
-        "since": time(q.since),
-        "until": time(q.until),
-        "model": q.model,
-        "model_version": q.model_version,
-        "source": "rollups",
-        "latency_relative_error": rollup::LATENCY_RELATIVE_ERROR,
-        "buckets": buckets,
-    })))
+    Ok(HttpResponse::Ok().json(Timeseries {
+        bucket: q.bucket.to_string(),
+        since: time(q.since),
+        until: time(q.until),
+        model: q.model,
+        model_version: q.model_version,
+        source: "rollups",
+        latency_relative_error: rollup::LATENCY_RELATIVE_ERROR,
+        buckets,
+    }))
 }
 
+/// Every row of one request, by the server's id or a client's id that names one request.
+#[utoipa::path(get, path = "/audit/{request_id}", tag = "audit",
+    params(("request_id" = String, Path, description = "The server's id of the request, or a client's")),
+    responses(
+        (status = 200, description = "The request's rows", body = RequestRecords),
+        (status = 404, description = "No such request (`not_found`)", body = ErrorBody),
+        (status = 409, description = "A client's id that names several requests (`ambiguous_request_id`)", body = ErrorBody),
+        (status = 400, description = "A parameter is unknown, repeated or malformed (`invalid_parameter`)", body = ErrorBody),
+        (status = 401, description = "The token is needed (`unauthorized`)", body = ErrorBody),
+        (status = 403, description = "Not a loopback client and no token set (`forbidden`)", body = ErrorBody),
+        (status = 503, description = "The store could not be read (`audit_unavailable`)", body = ErrorBody),
+    ),
+    security((), ("bearer" = [])))]
 pub async fn by_request(
     _access: AuditAccess,
     state: web::Data<AppState>,
@@ -196,9 +273,9 @@ pub async fn by_request(
             escape_controls(&request_id)
         )));
     };
-    Ok(HttpResponse::Ok().json(json!({
-        "request_id": first.request_id,
-        "client_request_id": first.client_request_id,
-        "records": records,
-    })))
+    Ok(HttpResponse::Ok().json(RequestRecords {
+        request_id: first.request_id.clone(),
+        client_request_id: first.client_request_id.clone(),
+        records,
+    }))
 }

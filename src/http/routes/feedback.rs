@@ -2,13 +2,12 @@
 //! `/audit`: labels are derived from users' data.
 
 use actix_web::{HttpRequest, HttpResponse, web};
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 
 use crate::audit::Feedback;
 use crate::http::access::AuditAccess;
 use crate::http::body::{check_content_type, decode_json, read_body};
-use crate::http::error::{ApiError, Unprocessable};
+use crate::http::error::{ApiError, ErrorBody, Unprocessable};
 use crate::http::lookup::by_client_id;
 use crate::http::request::RequestMeta;
 use crate::http::state::AppState;
@@ -17,15 +16,46 @@ use crate::text::escape_controls;
 /// Largest feedback body.
 const FEEDBACK_BODY_LIMIT: usize = 16 * 1024;
 
-#[derive(Debug, Deserialize)]
+/// The true label of an audited prediction.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct FeedbackBody {
+pub struct FeedbackBody {
+    /// The server's id of the request, or the client's id if exactly one request sent it.
     request_id: String,
+    /// The row of a batch (0 for a single row).
     #[serde(default)]
     item: u32,
+    /// One of the model's class names.
     label: String,
 }
 
+/// Feedback stored.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct FeedbackStored {
+    /// The server's id of the request.
+    request_id: String,
+    item: i64,
+    label: String,
+    /// The true label this one replaces, if the item had one.
+    replaced: Option<String>,
+}
+
+/// Stores the true label of an audited prediction (the latest one counts for scoring).
+#[utoipa::path(post, path = "/feedback", tag = "monitoring",
+    request_body(content = FeedbackBody, content_type = "application/json"),
+    responses(
+        (status = 201, description = "Stored", body = FeedbackStored),
+        (status = 400, description = "Not JSON (`malformed_json`)", body = ErrorBody),
+        (status = 401, description = "The token is needed (`unauthorized`)", body = ErrorBody),
+        (status = 403, description = "Not a loopback client and no token set (`forbidden`)", body = ErrorBody),
+        (status = 404, description = "No answered row with that request id and item (`not_found`)", body = ErrorBody),
+        (status = 409, description = "A client's id that names several requests (`ambiguous_request_id`)", body = ErrorBody),
+        (status = 413, description = "Body too large (`body_too_large`)", body = ErrorBody),
+        (status = 415, description = "Not JSON (`unsupported_media_type`)", body = ErrorBody),
+        (status = 422, description = "Not a feedback body, or a label the model does not have (`invalid_body`, `unknown_label`, `unknown_model`)", body = ErrorBody),
+        (status = 503, description = "The store could not be written (`audit_unavailable`)", body = ErrorBody),
+    ),
+    security((), ("bearer" = [])))]
 pub async fn post(
     _access: AuditAccess,
     req: HttpRequest,
@@ -101,10 +131,10 @@ pub async fn post(
         })
         .await
         .map_err(|e| ApiError::store("the feedback could not be stored", &e))?;
-    Ok(HttpResponse::Created().json(json!({
-        "request_id": request_id,
-        "item": item,
-        "label": fb.label,
-        "replaced": previous,
-    })))
+    Ok(HttpResponse::Created().json(FeedbackStored {
+        request_id,
+        item,
+        label: fb.label,
+        replaced: previous,
+    }))
 }

@@ -9,14 +9,18 @@ mod monitor;
 mod oip;
 mod predict;
 
-use actix_web::{HttpRequest, HttpResponse, web};
+use std::sync::{Arc, OnceLock};
 
-use super::error::ApiError;
+use actix_web::{HttpRequest, HttpResponse, web};
+use utoipa::OpenApi;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+
+use super::error::{ApiError, ErrorBody};
 use crate::text::escape_controls;
 
 /// Route patterns, also the `route` label of the HTTP metrics (a fixed set: label values stay
 /// bounded whatever paths clients ask for).
-pub const ROUTES: [&str; 24] = [
+pub const ROUTES: [&str; 27] = [
     "/predict",
     "/models/{name}/predict",
     "/models",
@@ -40,6 +44,9 @@ pub const ROUTES: [&str; 24] = [
     "/v2/models/{name}/versions/{version}/ready",
     "/v2/models/{name}/infer",
     "/v2/models/{name}/versions/{version}/infer",
+    "/openapi.json",
+    "/docs",
+    "/docs/{file}",
     "unmatched",
 ];
 
@@ -65,7 +72,13 @@ pub fn is_oip(route: &str) -> bool {
 }
 
 /// A resource named by its own pattern, so the middleware can read it back without allocating.
+/// Every route is registered through here, and each is in [`ROUTES`] (a test checks the
+/// reverse: every entry is routed to its resource).
 fn resource(pattern: &'static str) -> actix_web::Resource {
+    assert!(
+        ROUTES.contains(&pattern),
+        "route {pattern} is not in ROUTES (nor, then, in the API documentation)"
+    );
     web::resource(pattern).name(pattern)
 }
 
@@ -75,7 +88,9 @@ pub fn configure(cfg: &mut web::ServiceConfig, with_metrics: bool) {
     if with_metrics {
         cfg.service(resource("/metrics").route(web::get().to(monitor::metrics)));
     }
+    // actix tries resources in the order they are registered: the busiest routes first.
     cfg.service(resource("/predict").route(web::post().to(predict::predict_default)))
+        .configure(probes)
         .service(resource("/models/{name}/predict").route(web::post().to(predict::predict_named)))
         .service(resource("/models").route(web::get().to(models::list)))
         .service(resource("/models/{name}").route(web::get().to(models::show)))
@@ -87,7 +102,9 @@ pub fn configure(cfg: &mut web::ServiceConfig, with_metrics: bool) {
         .service(resource("/monitor/performance").route(web::get().to(monitor::performance)))
         .service(resource("/feedback").route(web::post().to(feedback::post)))
         .configure(open_inference_protocol)
-        .configure(probes)
+        .service(resource("/openapi.json").route(web::get().to(openapi_json)))
+        .service(resource("/docs").route(web::get().to(docs_index)))
+        .service(resource("/docs/{file}").route(web::get().to(docs_file)))
         .default_service(web::to(not_found));
 }
 
@@ -107,17 +124,17 @@ fn open_inference_protocol(cfg: &mut web::ServiceConfig) {
         .service(resource("/v2/models/{name}").route(web::get().to(oip::model_metadata)))
         .service(
             resource("/v2/models/{name}/versions/{version}")
-                .route(web::get().to(oip::model_metadata)),
+                .route(web::get().to(oip::model_metadata_at)),
         )
         .service(resource("/v2/models/{name}/ready").route(web::get().to(oip::model_ready)))
         .service(
             resource("/v2/models/{name}/versions/{version}/ready")
-                .route(web::get().to(oip::model_ready)),
+                .route(web::get().to(oip::model_ready_at)),
         )
         .service(resource("/v2/models/{name}/infer").route(web::post().to(oip::infer)))
         .service(
             resource("/v2/models/{name}/versions/{version}/infer")
-                .route(web::post().to(oip::infer)),
+                .route(web::post().to(oip::infer_at)),
         );
 }
 
@@ -147,4 +164,128 @@ async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
         req.method(),
         escape_controls(req.path())
     )))
+}
+
+/// The API's OpenAPI 3.1 document, generated from the handlers' `#[utoipa::path]` attributes
+/// and the types they name.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "inferlog",
+        description = "Predictions from smartcore models, every one logged and audited.",
+        license(name = "MIT OR Apache-2.0"),
+    ),
+    paths(
+        predict::predict_default,
+        predict::predict_named,
+        models::list,
+        models::show,
+        audit::list,
+        audit::summary,
+        audit::timeseries,
+        audit::by_request,
+        monitor::metrics,
+        monitor::drift,
+        monitor::performance,
+        feedback::post,
+        health::live,
+        health::ready,
+        oip::server_metadata,
+        oip::live,
+        oip::ready,
+        oip::model_metadata,
+        oip::model_metadata_at,
+        oip::model_ready,
+        oip::model_ready_at,
+        oip::infer,
+        oip::infer_at,
+        openapi_json,
+        docs_index,
+        docs_file,
+    ),
+    modifiers(&BearerToken),
+    tags(
+        (name = "predict", description = "Predictions, audited"),
+        (name = "models", description = "The models served"),
+        (name = "audit", description = "The audit trail: rows, summaries, time series, exports"),
+        (name = "monitoring", description = "Metrics, drift, feedback and performance"),
+        (name = "health", description = "Probes"),
+        (name = "open inference protocol", description = "KServe / Triton / MLServer clients (v2 REST)"),
+        (name = "docs", description = "This document and its interactive page"),
+    ),
+)]
+pub struct ApiDoc;
+
+/// The `bearer` scheme the audit routes take when `AUDIT_TOKEN` is set (without it they
+/// answer loopback clients only).
+struct BearerToken;
+
+impl utoipa::Modify for BearerToken {
+    fn modify(&self, api: &mut utoipa::openapi::OpenApi) {
+        let components = api.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "AUDIT_TOKEN; without one set, the audit and monitoring routes answer \
+                         loopback clients only",
+                    ))
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// The document as served, built once.
+pub fn openapi_text() -> &'static str {
+    static TEXT: OnceLock<String> = OnceLock::new();
+    TEXT.get_or_init(|| ApiDoc::openapi().to_json().unwrap_or_default())
+}
+
+/// This API's OpenAPI 3.1 document.
+#[utoipa::path(get, path = "/openapi.json", tag = "docs",
+    responses((status = 200, description = "The OpenAPI 3.1 document", body = Object)))]
+async fn openapi_json() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(openapi_text())
+}
+
+/// The interactive documentation (Swagger UI, served from the binary: no network needed).
+#[utoipa::path(get, path = "/docs", tag = "docs",
+    responses((status = 308, description = "To `/docs/index.html`")))]
+async fn docs_index() -> HttpResponse {
+    HttpResponse::PermanentRedirect()
+        .insert_header((actix_web::http::header::LOCATION, "/docs/index.html"))
+        .finish()
+}
+
+/// A file of the interactive documentation.
+#[utoipa::path(get, path = "/docs/{file}", tag = "docs",
+    params(("file" = String, Path, description = "`index.html`, its scripts and styles")),
+    responses(
+        (status = 200, description = "The file", content(
+            (String = "text/html"), (String = "text/javascript"), (String = "text/css"))),
+        (status = 404, description = "No such file (`not_found`)", body = ErrorBody),
+    ))]
+async fn docs_file(file: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    static CONFIG: OnceLock<Arc<utoipa_swagger_ui::Config<'static>>> = OnceLock::new();
+    // The page reads this server's document; "none": no call to a public validator.
+    let config = CONFIG.get_or_init(|| {
+        Arc::new(utoipa_swagger_ui::Config::from("/openapi.json").validator_url("none"))
+    });
+    match utoipa_swagger_ui::serve(&file, Arc::clone(config)) {
+        Ok(Some(f)) => Ok(HttpResponse::Ok()
+            .content_type(f.content_type)
+            .body(f.bytes.into_owned())),
+        Ok(None) => Err(ApiError::NotFound(format!(
+            "no documentation file {}",
+            crate::text::quote(&file)
+        ))),
+        Err(e) => Err(ApiError::Internal(anyhow::anyhow!(
+            "serving the documentation: {e}"
+        ))),
+    }
 }

@@ -3,20 +3,34 @@
 use actix_web::{HttpResponse, web};
 use serde::Serialize;
 
-use crate::http::error::ApiError;
+use crate::http::error::{ApiError, ErrorBody};
 use crate::http::state::AppState;
 use crate::model::{Algorithm, Model, ModelRegistry, TrainingSummary};
 
-#[derive(Serialize)]
-struct ModelSummary<'a> {
+/// A model served.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ModelSummary<'a> {
+    #[schema(value_type = String)]
     name: &'a str,
+    /// The artifact's version (a hash of its content unless set at training).
+    #[schema(value_type = String)]
     version: &'a str,
     algorithm: Algorithm,
+    #[schema(value_type = String)]
     created_at: &'a str,
+    #[schema(value_type = Vec<String>)]
     feature_names: &'a [String],
+    #[schema(value_type = Vec<String>)]
     class_names: &'a [String],
+    #[schema(value_type = TrainingSummary)]
     training: &'a TrainingSummary,
+    /// The model `/predict` uses.
     default: bool,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ModelList<'a> {
+    models: Vec<ModelSummary<'a>>,
 }
 
 fn summary<'a>(model: &'a Model, models: &ModelRegistry) -> ModelSummary<'a> {
@@ -33,6 +47,9 @@ fn summary<'a>(model: &'a Model, models: &ModelRegistry) -> ModelSummary<'a> {
     }
 }
 
+/// Every model served.
+#[utoipa::path(get, path = "/models", tag = "models", operation_id = "list_models",
+    responses((status = 200, description = "The models served", body = ModelList)))]
 pub async fn list(state: web::Data<AppState>) -> HttpResponse {
     let current = state.models.current();
     let models: Vec<ModelSummary> = current
@@ -40,9 +57,16 @@ pub async fn list(state: web::Data<AppState>) -> HttpResponse {
         .into_iter()
         .map(|m| summary(m, &current))
         .collect();
-    HttpResponse::Ok().json(serde_json::json!({ "models": models }))
+    HttpResponse::Ok().json(ModelList { models })
 }
 
+/// One model.
+#[utoipa::path(get, path = "/models/{name}", tag = "models",
+    params(("name" = String, Path, description = "The model's name")),
+    responses(
+        (status = 200, description = "The model", body = ModelSummary),
+        (status = 404, description = "No such model (`unknown_model`)", body = ErrorBody),
+    ))]
 pub async fn show(
     state: web::Data<AppState>,
     name: web::Path<String>,

@@ -6,12 +6,22 @@ use actix_web::{HttpResponse, web};
 use prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
 
 use crate::http::access::{AuditAccess, MetricsAccess};
-use crate::http::error::ApiError;
-use crate::http::params::model_window;
+use crate::http::error::{ApiError, ErrorBody};
+use crate::http::params::{WindowParams, model_window};
 use crate::http::state::AppState;
+use crate::monitor::drift::DriftReport;
+use crate::monitor::performance::Performance;
 use crate::reports;
 
-/// Open, unless a token is set: per-label counts and per-feature drift describe users' data.
+/// Prometheus metrics. Open, unless a token is set: per-label counts and per-feature drift
+/// describe users' data.
+#[utoipa::path(get, path = "/metrics", tag = "monitoring",
+    responses(
+        (status = 200, description = "The Prometheus text exposition", body = String,
+         content_type = "text/plain; version=0.0.4; charset=utf-8"),
+        (status = 401, description = "The token is needed (`unauthorized`)", body = ErrorBody),
+    ),
+    security((), ("bearer" = [])))]
 pub async fn metrics(
     _access: MetricsAccess,
     state: web::Data<AppState>,
@@ -25,6 +35,16 @@ pub async fn metrics(
 
 /// `?model=&since=&until=`: the model defaults to the default model, the range to everything.
 /// Whole-minute ranges read the rollups (see [`reports::drift`]).
+#[utoipa::path(get, path = "/monitor/drift", tag = "monitoring", params(WindowParams),
+    responses(
+        (status = 200, description = "Drift of the model's current version against its training baseline", body = DriftReport),
+        (status = 404, description = "No such model (`unknown_model`)", body = ErrorBody),
+        (status = 400, description = "A parameter is unknown, repeated or malformed (`invalid_parameter`)", body = ErrorBody),
+        (status = 401, description = "The token is needed (`unauthorized`)", body = ErrorBody),
+        (status = 403, description = "Not a loopback client and no token set (`forbidden`)", body = ErrorBody),
+        (status = 503, description = "The store could not be read (`audit_unavailable`)", body = ErrorBody),
+    ),
+    security((), ("bearer" = [])))]
 pub async fn drift(
     _access: AuditAccess,
     state: web::Data<AppState>,
@@ -39,6 +59,16 @@ pub async fn drift(
 
 /// `?model=&since=&until=`: performance over the predictions made in the range that have
 /// feedback.
+#[utoipa::path(get, path = "/monitor/performance", tag = "monitoring", params(WindowParams),
+    responses(
+        (status = 200, description = "Accuracy, per-class scores and the confusion matrix", body = Performance),
+        (status = 404, description = "No such model (`unknown_model`)", body = ErrorBody),
+        (status = 400, description = "A parameter is unknown, repeated or malformed (`invalid_parameter`)", body = ErrorBody),
+        (status = 401, description = "The token is needed (`unauthorized`)", body = ErrorBody),
+        (status = 403, description = "Not a loopback client and no token set (`forbidden`)", body = ErrorBody),
+        (status = 503, description = "The store could not be read (`audit_unavailable`)", body = ErrorBody),
+    ),
+    security((), ("bearer" = [])))]
 pub async fn performance(
     _access: AuditAccess,
     state: web::Data<AppState>,

@@ -8,38 +8,79 @@
 use std::sync::Arc;
 
 use actix_web::{HttpRequest, HttpResponse, web};
-use serde_json::json;
+use serde::Serialize;
+use utoipa::ToSchema;
 
-use crate::http::error::ApiError;
+use crate::http::error::{ApiError, OipErrorBody};
 use crate::http::request::{RequestId, RequestMeta};
 use crate::http::serving::{Protocol, audited};
 use crate::http::state::AppState;
 use crate::input::{InputError, PredictInput};
 use crate::model::Model;
-use crate::oip::{self, InferRequest, Output};
+use crate::oip::{
+    self, InferRequest, InferResponse, ModelMetadata, Output, RawRequest, ServerMetadata,
+};
 use crate::prediction::Prediction;
 use crate::text::{cap, escape_controls};
 
 /// Longest model name kept in an audit row, in bytes (as `/models/{name}/predict` keeps).
 const MAX_MODEL_NAME: usize = 256;
 
-/// `GET /v2`.
+/// Server metadata (Open Inference Protocol).
+#[utoipa::path(get, path = "/v2", tag = "open inference protocol",
+    responses((status = 200, description = "Name, version, extensions", body = ServerMetadata)))]
 pub async fn server_metadata() -> HttpResponse {
     HttpResponse::Ok().json(oip::server_metadata())
 }
 
-/// `GET /v2/health/live`.
-pub async fn live() -> HttpResponse {
-    HttpResponse::Ok().json(json!({"live": true}))
+#[derive(Serialize, ToSchema)]
+#[schema(as = V2Live)]
+pub struct Live {
+    live: bool,
 }
 
-/// `GET /v2/health/ready`: follows `/health/ready`.
+#[derive(Serialize, ToSchema)]
+#[schema(as = V2Ready)]
+pub struct Ready {
+    ready: bool,
+    /// Why not, when not ready.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+#[schema(as = V2ModelReady)]
+pub struct ModelReady {
+    name: String,
+    ready: bool,
+    /// Why not, when not ready.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+}
+
+/// Server liveness (Open Inference Protocol).
+#[utoipa::path(get, path = "/v2/health/live", tag = "open inference protocol", operation_id = "v2_live",
+    responses((status = 200, description = "Alive", body = Live)))]
+pub async fn live() -> HttpResponse {
+    HttpResponse::Ok().json(Live { live: true })
+}
+
+/// Server readiness (Open Inference Protocol): follows `/health/ready`.
+#[utoipa::path(get, path = "/v2/health/ready", tag = "open inference protocol", operation_id = "v2_ready",
+    responses(
+        (status = 200, description = "Ready", body = Ready),
+        (status = 503, description = "Not ready, and why", body = Ready),
+    ))]
 pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
     match state.not_ready() {
-        None => HttpResponse::Ok().json(json!({"ready": true})),
-        Some(reason) => {
-            HttpResponse::ServiceUnavailable().json(json!({"ready": false, "reason": reason}))
-        }
+        None => HttpResponse::Ok().json(Ready {
+            ready: true,
+            reason: None,
+        }),
+        Some(reason) => HttpResponse::ServiceUnavailable().json(Ready {
+            ready: false,
+            reason: Some(reason),
+        }),
     }
 }
 
@@ -69,8 +110,31 @@ pub struct ModelPath {
     version: Option<String>,
 }
 
-/// `GET /v2/models/{name}[/versions/{version}]`.
+/// Model metadata (Open Inference Protocol).
+#[utoipa::path(get, path = "/v2/models/{name}", tag = "open inference protocol",
+    params(("name" = String, Path, description = "A model served")),
+    responses(
+        (status = 200, description = "Name, versions, inputs, outputs", body = ModelMetadata),
+        (status = 404, description = "No such model (`unknown_model`)", body = OipErrorBody),
+    ))]
 pub async fn model_metadata(
+    state: web::Data<AppState>,
+    path: web::Path<ModelPath>,
+) -> Result<HttpResponse, ApiError> {
+    model_metadata_at(state, path).await
+}
+
+/// Model metadata at a version (Open Inference Protocol): 404 for a version not served.
+#[utoipa::path(get, path = "/v2/models/{name}/versions/{version}", tag = "open inference protocol",
+    params(
+        ("name" = String, Path, description = "A model served"),
+        ("version" = String, Path, description = "The version it serves"),
+    ),
+    responses(
+        (status = 200, description = "Name, versions, inputs, outputs", body = ModelMetadata),
+        (status = 404, description = "No such model or version (`unknown_model`, `not_found`)", body = OipErrorBody),
+    ))]
+pub async fn model_metadata_at(
     state: web::Data<AppState>,
     path: web::Path<ModelPath>,
 ) -> Result<HttpResponse, ApiError> {
@@ -78,18 +142,48 @@ pub async fn model_metadata(
     Ok(HttpResponse::Ok().json(oip::model_metadata(&model)))
 }
 
-/// `GET /v2/models/{name}[/versions/{version}]/ready`: the model is served and the server is
-/// ready.
+/// Model readiness (Open Inference Protocol): the model is served and the server is ready.
+#[utoipa::path(get, path = "/v2/models/{name}/ready", tag = "open inference protocol",
+    params(("name" = String, Path, description = "A model served")),
+    responses(
+        (status = 200, description = "Ready", body = ModelReady),
+        (status = 404, description = "No such model (`unknown_model`)", body = OipErrorBody),
+        (status = 503, description = "Not ready, and why", body = ModelReady),
+    ))]
 pub async fn model_ready(
+    state: web::Data<AppState>,
+    path: web::Path<ModelPath>,
+) -> Result<HttpResponse, ApiError> {
+    model_ready_at(state, path).await
+}
+
+/// Model readiness at a version (Open Inference Protocol): 404 for a version not served.
+#[utoipa::path(get, path = "/v2/models/{name}/versions/{version}/ready", tag = "open inference protocol",
+    params(
+        ("name" = String, Path, description = "A model served"),
+        ("version" = String, Path, description = "The version it serves"),
+    ),
+    responses(
+        (status = 200, description = "Ready", body = ModelReady),
+        (status = 404, description = "No such model or version (`unknown_model`, `not_found`)", body = OipErrorBody),
+        (status = 503, description = "Not ready, and why", body = ModelReady),
+    ))]
+pub async fn model_ready_at(
     state: web::Data<AppState>,
     path: web::Path<ModelPath>,
 ) -> Result<HttpResponse, ApiError> {
     let model = served(&state, &path.name, path.version.as_deref())?;
     Ok(match state.not_ready() {
-        None => HttpResponse::Ok().json(json!({"name": model.name(), "ready": true})),
-        Some(reason) => HttpResponse::ServiceUnavailable().json(json!({
-            "name": model.name(), "ready": false, "reason": reason,
-        })),
+        None => HttpResponse::Ok().json(ModelReady {
+            name: model.name().to_string(),
+            ready: true,
+            reason: None,
+        }),
+        Some(reason) => HttpResponse::ServiceUnavailable().json(ModelReady {
+            name: model.name().to_string(),
+            ready: false,
+            reason: Some(reason),
+        }),
     })
 }
 
@@ -137,8 +231,46 @@ impl Protocol for Infer {
     }
 }
 
-/// `POST /v2/models/{name}[/versions/{version}]/infer`.
+/// Inference (Open Inference Protocol), served and audited as `/predict`.
+#[utoipa::path(post, path = "/v2/models/{name}/infer", tag = "open inference protocol",
+    params(("name" = String, Path, description = "A model served")),
+    request_body(content = RawRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The outputs asked for", body = InferResponse),
+        (status = 400, description = "Not JSON (`malformed_json`)", body = OipErrorBody),
+        (status = 404, description = "No such model or version (`unknown_model`, `not_found`)", body = OipErrorBody),
+        (status = 413, description = "Body or batch too large (`body_too_large`, `batch_too_large`)", body = OipErrorBody),
+        (status = 415, description = "A Content-Type other than JSON (`unsupported_media_type`)", body = OipErrorBody),
+        (status = 422, description = "Not a valid request for the model (`invalid_tensor`, `unsupported_datatype`, `binary_data_unsupported`, …)", body = OipErrorBody),
+        (status = 503, description = "Not audited, so not served (`audit_unavailable`)", body = OipErrorBody),
+    ))]
 pub async fn infer(
+    req: HttpRequest,
+    body: web::Payload,
+    state: web::Data<AppState>,
+    meta: RequestMeta,
+    path: web::Path<ModelPath>,
+) -> Result<HttpResponse, ApiError> {
+    infer_at(req, body, state, meta, path).await
+}
+
+/// Inference at a version (Open Inference Protocol): 404 for a version not served.
+#[utoipa::path(post, path = "/v2/models/{name}/versions/{version}/infer", tag = "open inference protocol",
+    params(
+        ("name" = String, Path, description = "A model served"),
+        ("version" = String, Path, description = "The version it serves"),
+    ),
+    request_body(content = RawRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The outputs asked for", body = InferResponse),
+        (status = 400, description = "Not JSON (`malformed_json`)", body = OipErrorBody),
+        (status = 404, description = "No such model or version (`unknown_model`, `not_found`)", body = OipErrorBody),
+        (status = 413, description = "Body or batch too large (`body_too_large`, `batch_too_large`)", body = OipErrorBody),
+        (status = 415, description = "A Content-Type other than JSON (`unsupported_media_type`)", body = OipErrorBody),
+        (status = 422, description = "Not a valid request for the model (`invalid_tensor`, `unsupported_datatype`, `binary_data_unsupported`, …)", body = OipErrorBody),
+        (status = 503, description = "Not audited, so not served (`audit_unavailable`)", body = OipErrorBody),
+    ))]
+pub async fn infer_at(
     req: HttpRequest,
     body: web::Payload,
     state: web::Data<AppState>,

@@ -7,18 +7,32 @@ use std::sync::Arc;
 
 use actix_web::{HttpRequest, HttpResponse, web};
 
-use crate::http::error::ApiError;
+use crate::http::error::{ApiError, ErrorBody};
 use crate::http::request::RequestMeta;
 use crate::http::serving::{Protocol, audited};
 use crate::http::state::AppState;
-use crate::input::{InputError, PredictInput, parse_predict_body};
+use crate::input::{InputError, PredictInput, PredictRequest, parse_predict_body};
 use crate::model::Model;
-use crate::prediction::Prediction;
+use crate::prediction::{PredictResponse, Prediction};
 use crate::text::{cap, escape_controls};
 
 /// Longest model name kept in an audit row, in bytes (longer names are cut and marked `…`).
 const MAX_MODEL_NAME: usize = 256;
 
+/// Predicts with the default model; the answer waits for the audit rows' commit in durable
+/// mode.
+#[utoipa::path(post, path = "/predict", tag = "predict",
+    request_body(content = PredictRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The predictions", body = PredictResponse),
+        (status = 400, description = "Not JSON (`malformed_json`)", body = ErrorBody),
+        (status = 404, description = "No such model (`unknown_model`)", body = ErrorBody),
+        (status = 408, description = "The body did not arrive in time (`body_timeout`)", body = ErrorBody),
+        (status = 413, description = "Body or batch too large (`body_too_large`, `batch_too_large`)", body = ErrorBody),
+        (status = 415, description = "A Content-Type other than JSON (`unsupported_media_type`)", body = ErrorBody),
+        (status = 422, description = "Not a valid request for the model (the code names what: `wrong_feature_count`, `invalid_feature`, …)", body = ErrorBody),
+        (status = 503, description = "Not audited, so not served (`audit_unavailable`), or the server holds its budget of bodies (`overloaded`)", body = ErrorBody),
+    ))]
 pub async fn predict_default(
     req: HttpRequest,
     body: web::Payload,
@@ -30,6 +44,20 @@ pub async fn predict_default(
     audited(&PredictJson, &req, body, &state, &meta, name, Ok(model)).await
 }
 
+/// Predicts with a named model.
+#[utoipa::path(post, path = "/models/{name}/predict", tag = "predict",
+    params(("name" = String, Path, description = "A model served")),
+    request_body(content = PredictRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The predictions", body = PredictResponse),
+        (status = 400, description = "Not JSON (`malformed_json`)", body = ErrorBody),
+        (status = 404, description = "No such model (`unknown_model`)", body = ErrorBody),
+        (status = 408, description = "The body did not arrive in time (`body_timeout`)", body = ErrorBody),
+        (status = 413, description = "Body or batch too large (`body_too_large`, `batch_too_large`)", body = ErrorBody),
+        (status = 415, description = "A Content-Type other than JSON (`unsupported_media_type`)", body = ErrorBody),
+        (status = 422, description = "Not a valid request for the model (the code names what: `wrong_feature_count`, `invalid_feature`, …)", body = ErrorBody),
+        (status = 503, description = "Not audited, so not served (`audit_unavailable`), or the server holds its budget of bodies (`overloaded`)", body = ErrorBody),
+    ))]
 pub async fn predict_named(
     req: HttpRequest,
     body: web::Payload,
