@@ -194,12 +194,13 @@ impl Protocol for Infer {
     type Parsed = (Option<String>, Vec<Output>);
 
     /// Binary tensor data (Triton's extension) is refused before the body is read: it would
-    /// not parse as JSON.
+    /// not parse as JSON. The protocol's body is JSON whatever `Content-Type` says (clients
+    /// send none, or curl's form type), so the type is not checked.
     fn check(&self, req: &HttpRequest) -> Result<(), ApiError> {
         if req.headers().contains_key(oip::BINARY_HEADER) {
             return Err(oip::binary_refused().into());
         }
-        crate::http::body::check_content_type(req)
+        Ok(())
     }
 
     fn parse(
@@ -240,7 +241,6 @@ impl Protocol for Infer {
         (status = 400, description = "Not JSON (`malformed_json`)", body = OipErrorBody),
         (status = 404, description = "No such model or version (`unknown_model`, `not_found`)", body = OipErrorBody),
         (status = 413, description = "Body or batch too large (`body_too_large`, `batch_too_large`)", body = OipErrorBody),
-        (status = 415, description = "A Content-Type other than JSON (`unsupported_media_type`)", body = OipErrorBody),
         (status = 422, description = "Not a valid request for the model (`invalid_tensor`, `unsupported_datatype`, `binary_data_unsupported`, …)", body = OipErrorBody),
         (status = 503, description = "Not audited, so not served (`audit_unavailable`)", body = OipErrorBody),
     ))]
@@ -266,7 +266,6 @@ pub async fn infer(
         (status = 400, description = "Not JSON (`malformed_json`)", body = OipErrorBody),
         (status = 404, description = "No such model or version (`unknown_model`, `not_found`)", body = OipErrorBody),
         (status = 413, description = "Body or batch too large (`body_too_large`, `batch_too_large`)", body = OipErrorBody),
-        (status = 415, description = "A Content-Type other than JSON (`unsupported_media_type`)", body = OipErrorBody),
         (status = 422, description = "Not a valid request for the model (`invalid_tensor`, `unsupported_datatype`, `binary_data_unsupported`, …)", body = OipErrorBody),
         (status = 503, description = "Not audited, so not served (`audit_unavailable`)", body = OipErrorBody),
     ))]
