@@ -3,6 +3,7 @@
 mod audit;
 mod capture;
 mod clients;
+mod dashboard;
 mod docs;
 mod faults;
 mod feedback;

@@ -2,6 +2,7 @@
 //! another: what they share lives beside this folder (state, access, body, params, errors).
 
 mod audit;
+mod dashboard;
 mod feedback;
 mod health;
 mod models;
@@ -20,7 +21,7 @@ use crate::text::escape_controls;
 
 /// Route patterns, also the `route` label of the HTTP metrics (a fixed set: label values stay
 /// bounded whatever paths clients ask for).
-pub const ROUTES: [&str; 27] = [
+pub const ROUTES: [&str; 29] = [
     "/predict",
     "/models/{name}/predict",
     "/models",
@@ -47,6 +48,8 @@ pub const ROUTES: [&str; 27] = [
     "/openapi.json",
     "/docs",
     "/docs/{file}",
+    "/dashboard",
+    "/",
     "unmatched",
 ];
 
@@ -105,6 +108,8 @@ pub fn configure(cfg: &mut web::ServiceConfig, with_metrics: bool) {
         .service(resource("/openapi.json").route(web::get().to(openapi_json)))
         .service(resource("/docs").route(web::get().to(docs_index)))
         .service(resource("/docs/{file}").route(web::get().to(docs_file)))
+        .service(resource("/dashboard").route(web::get().to(dashboard::page)))
+        .service(resource("/").route(web::get().to(dashboard::root)))
         .default_service(web::to(not_found));
 }
 
@@ -202,6 +207,8 @@ async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
         openapi_json,
         docs_index,
         docs_file,
+        dashboard::page,
+        dashboard::root,
     ),
     modifiers(&BearerToken),
     tags(

@@ -1,0 +1,215 @@
+//! `/dashboard` in a real browser (Debian's `chromium`, headless): the numbers it shows come
+//! from the same store as `/audit/summary` and `/monitor/performance`, read from the rendered
+//! page; screenshots at desktop and phone sizes; with a token set, a prompt, not broken charts.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::{Value, json};
+
+use crate::helpers::{TestApp, spawn_app, spawn_app_with};
+
+/// The browser, or `None` (with one line) when the test is skipped.
+fn chromium() -> Option<&'static str> {
+    let found = ["chromium", "chromium-browser"].into_iter().find(|b| {
+        Command::new(b)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    });
+    if found.is_none() {
+        let required = std::env::var("INFERLOG_TEST_BROWSER").is_ok_and(|v| v == "require");
+        assert!(
+            !required,
+            "INFERLOG_TEST_BROWSER=require but no chromium found"
+        );
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stderr(),
+            "browser test SKIPPED: no chromium (Debian package chromium); .ci/run installs it"
+        );
+    }
+    found
+}
+
+/// Runs headless Chromium on `url` with every other host unreachable; `extra` chooses what
+/// it does (`--dump-dom`, `--screenshot=…`). Its stdout.
+fn browse(browser: &str, app: &TestApp, url: &str, extra: &[&str]) -> String {
+    let profile = app
+        .dir
+        .path()
+        .join(format!("chromium-{}", extra.join("").len()));
+    let out = Command::new(browser)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--no-first-run",
+            "--hide-scrollbars",
+            "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
+            "--virtual-time-budget=8000",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .args(extra)
+        .arg(url)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The value of `attr` on the element whose opening tag contains `marker`.
+fn attr_after<'a>(dom: &'a str, marker: &str, attr: &str) -> Option<&'a str> {
+    let at = dom.find(marker)?;
+    let tag_end = dom[at..].find('>')? + at;
+    let tag_start = dom[..at].rfind('<')?;
+    let tag = &dom[tag_start..tag_end];
+    let v = tag.split(&format!("{attr}=\"")).nth(1)?;
+    v.split('"').next()
+}
+
+/// The count in the row `<tr data-code="{code}">…<td class="num">N</td>`.
+fn reject_count(dom: &str, code: &str) -> Option<i64> {
+    let row = dom.split(&format!("data-code=\"{code}\"")).nth(1)?;
+    let row = row.split("</tr>").next()?;
+    let cell = row.split("<td class=\"num\">").nth(1)?;
+    cell.split('<').next()?.replace(',', "").parse().ok()
+}
+
+#[test]
+fn the_dashboard_shows_the_stores_numbers_and_fits_two_screens() {
+    let Some(browser) = chromium() else {
+        return;
+    };
+    let app = spawn_app();
+    // Served rows (one of them an outlier), a batch, rejections of two kinds, feedback.
+    let mut ids = Vec::new();
+    for row in [
+        [5.1, 3.5, 1.4, 0.2],
+        [6.7, 3.0, 5.2, 2.3],
+        [5.9, 3.0, 4.2, 1.5],
+        [5.8, 2.7, 5.1, 9.9],
+    ] {
+        ids.push(app.predict_ok(&json!({ "features": row }).to_string()));
+    }
+    app.predict_ok(
+        r#"{"features": [[5.0, 3.4, 1.5, 0.2], [6.4, 3.2, 4.5, 1.5], [7.7, 2.6, 6.9, 2.3]]}"#,
+    );
+    assert_eq!(app.post_predict(r#"{"features": [1, 2]}"#).status, 422);
+    assert_eq!(app.post_predict(r#"{"features": [1, 2, 3]}"#).status, 422);
+    assert_eq!(app.post_predict("{nope").status, 400);
+    for (id, label) in ids.iter().zip(["setosa", "virginica", "setosa"]) {
+        let body = json!({"request_id": id, "item": 0, "label": label}).to_string();
+        assert_eq!(app.post_json("/feedback", &body).status, 201);
+    }
+    app.wait_for_rows(10);
+
+    let summary = app.get("/audit/summary?model=iris").json();
+    let performance = app.get("/monitor/performance?model=iris").json();
+    let url = format!("http://{}/dashboard", app.addr());
+    let dom = browse(browser, &app, &url, &["--dump-dom"]);
+    let shown =
+        |id: &str| attr_after(&dom, &format!("id=\"{id}\""), "data-value").map(str::to_string);
+    assert_eq!(
+        shown("total-requests"),
+        Some(summary["requests"].to_string()),
+        "{dom}"
+    );
+    assert_eq!(shown("total-rows"), Some(summary["rows"].to_string()));
+    for c in summary["by_error_code"].as_array().unwrap() {
+        let Some(code) = c["key"].as_str() else {
+            continue;
+        };
+        assert_eq!(
+            reject_count(&dom, code),
+            c["count"].as_i64(),
+            "{code} in {dom}"
+        );
+    }
+    assert_eq!(reject_count(&dom, "wrong_feature_count"), Some(2));
+    let accuracy: f64 = shown("accuracy").unwrap().parse().unwrap();
+    assert!((accuracy - performance["accuracy"].as_f64().unwrap()).abs() < 1e-12);
+    assert!(dom.contains("data-feature=\"petal_length\""), "drift table");
+    assert!(dom.contains("data-request=\""), "audit records listed");
+
+    // Screenshots at a desktop and a phone size, left in target/dashboard-screenshots.
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/dashboard-screenshots");
+    std::fs::create_dir_all(&dir).unwrap();
+    for (name, size) in [
+        ("dashboard-1280x800.png", "1280,800"),
+        ("dashboard-390x844.png", "390,844"),
+    ] {
+        let file = dir.join(name);
+        let _ = std::fs::remove_file(&file);
+        browse(
+            browser,
+            &app,
+            &url,
+            &[
+                &format!("--screenshot={}", file.display()),
+                &format!("--window-size={size}"),
+            ],
+        );
+        assert_png(&file);
+    }
+}
+
+fn assert_png(file: &Path) {
+    let bytes = std::fs::read(file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+    assert!(
+        bytes.starts_with(b"\x89PNG"),
+        "{} is not a PNG",
+        file.display()
+    );
+    assert!(
+        bytes.len() > 10_000,
+        "{} is too small to show the page",
+        file.display()
+    );
+}
+
+#[test]
+fn with_a_token_the_dashboard_asks_for_it_instead_of_drawing_errors() {
+    let Some(browser) = chromium() else {
+        return;
+    };
+    let app = spawn_app_with(|s| s.audit.token = Some("s3cret".into()));
+    app.predict_ok(r#"{"features": [5.1, 3.5, 1.4, 0.2]}"#);
+    for path in [
+        "/audit/timeseries",
+        "/audit/summary",
+        "/monitor/drift",
+        "/monitor/performance",
+        "/audit",
+    ] {
+        assert_eq!(app.get(path).status, 401, "{path} without the token");
+    }
+    let page = app.get("/dashboard");
+    assert_eq!(page.status, 200, "the page itself holds no data");
+    assert!(
+        page.header("content-security-policy")
+            .is_some_and(|c| c.contains("default-src 'none'"))
+    );
+    let dom = browse(
+        browser,
+        &app,
+        &format!("http://{}/dashboard", app.addr()),
+        &["--dump-dom"],
+    );
+    assert!(
+        dom.contains(
+            "id=\"token-prompt\" role=\"dialog\" aria-labelledby=\"token-title\" class=\"shown\""
+        ),
+        "{dom}"
+    );
+    assert!(dom.contains("id=\"panels\" hidden"), "{dom}");
+    let error = dom
+        .split("id=\"error\" role=\"alert\">")
+        .nth(1)
+        .unwrap_or("");
+    assert!(error.starts_with("</div>"), "no error shown: {error}");
+    let root = app.get("/");
+    assert_eq!(root.status, 308);
+    assert_eq!(root.header("location"), Some("/dashboard"));
+    let _: Value = app.get("/openapi.json").json();
+}
