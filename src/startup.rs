@@ -398,11 +398,6 @@ impl Application {
         info!(self.logger, "audit queue drained");
         served
     }
-
-    /// Serves until SIGTERM or SIGINT.
-    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
-        self.run(shutdown_signal()).await
-    }
 }
 
 /// Starts each model's drift window from the rows stored before this start (from the
@@ -633,18 +628,21 @@ fn close_listener(log: &Logger, listening: &TcpListener) {
     }
 }
 
-/// Resolves on SIGTERM or SIGINT, with the signal's name.
-pub async fn shutdown_signal() -> &'static str {
+/// Installs the SIGTERM and SIGINT handlers now, and returns what resolves on either, with
+/// the signal's name. Made before [`Application::build`] logs `listening`, so a signal sent as
+/// soon as the server says it listens drains it instead of killing it by the default action.
+pub fn shutdown_signal() -> impl Future<Output = &'static str> + 'static {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        // Without signal handlers the process still stops on the default action.
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
+    let term = signal(SignalKind::terminate()).ok();
+    let int = signal(SignalKind::interrupt()).ok();
+    async move {
+        let (Some(mut term), Some(mut int)) = (term, int) else {
+            // Without signal handlers the process still stops on the default action.
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        }
     }
 }

@@ -2,7 +2,7 @@
 
 use crate::cli::ServeArgs;
 use crate::config::Settings;
-use crate::startup::Application;
+use crate::startup::{Application, shutdown_signal};
 use crate::telemetry;
 
 pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
@@ -16,8 +16,10 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
     }
     let dropped = std::sync::Arc::clone(&telemetry.dropped);
     let result = actix_web::rt::System::new().block_on(async {
+        // The handlers first: a signal that comes once the server says it listens drains it.
+        let stop = shutdown_signal();
         let app = Application::build(settings, logger.clone(), dropped).await?;
-        app.run_until_stopped().await
+        app.run(stop).await
     });
     match &result {
         Ok(()) => slog::info!(logger, "shutdown complete"),

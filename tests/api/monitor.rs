@@ -142,6 +142,19 @@ fn metrics_count_requests_predictions_and_rejections() {
     app.post_predict(r#"{"features": [5.8]}"#);
     app.get("/health/live");
     app.wait_for_rows(3); // the rejected request's row is queued without waiting
+    // The writer gives the rows' places back just after their commit is visible.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !app
+        .get("/metrics")
+        .text()
+        .contains("inferlog_audit_queue_rows 0\n")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the audit queue never emptied"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     let res = app.get("/metrics");
     assert_eq!(res.status, 200);
     assert!(

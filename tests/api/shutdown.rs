@@ -509,3 +509,19 @@ fn sigterm_closes_the_listener_and_keep_alive_connections() {
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(!text.lines().any(|l| l.contains(" ERRO ")), "{text}");
 }
+
+/// A SIGTERM sent the moment the server says it listens drains it (exit 0, "shutdown
+/// complete"): the handlers are installed before that line, not when serving begins (a signal
+/// in between used to kill the process by its default action; CI caught it under load).
+#[test]
+fn sigterm_right_after_listening_is_a_clean_shutdown() {
+    let dir = tempfile::tempdir().unwrap();
+    for round in 0..5 {
+        let log = format!("quick{round}.log");
+        let (mut child, _addr) = serve_binary_in(dir.path(), &log, &[]);
+        kill(&child, "-TERM");
+        let exit = wait_exit(&mut child);
+        assert!(exit.success(), "round {round}: {exit:?}");
+        wait_for_line(&dir.path().join(&log), &["shutdown complete"]);
+    }
+}
