@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use crate::helpers::{TestApp, spawn_app, spawn_app_with};
 
 /// The browser, or `None` (with one line) when the test is skipped.
-fn chromium() -> Option<&'static str> {
+pub(crate) fn chromium() -> Option<&'static str> {
     let found = ["chromium", "chromium-browser"].into_iter().find(|b| {
         Command::new(b)
             .arg("--version")
@@ -34,7 +34,7 @@ fn chromium() -> Option<&'static str> {
 
 /// Runs headless Chromium on `url` with every other host unreachable; `extra` chooses what
 /// it does (`--dump-dom`, `--screenshot=…`). Its stdout.
-fn browse(browser: &str, app: &TestApp, url: &str, extra: &[&str]) -> String {
+pub(crate) fn browse(browser: &str, app: &TestApp, url: &str, extra: &[&str]) -> String {
     let profile = app
         .dir
         .path()

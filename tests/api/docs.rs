@@ -179,43 +179,12 @@ fn the_docs_page_needs_no_network() {
 /// with one line (`INFERLOG_TEST_BROWSER=require` makes that a failure).
 #[test]
 fn the_docs_page_renders_in_a_browser_without_network() {
-    let Some(chromium) = ["chromium", "chromium-browser"].into_iter().find(|b| {
-        std::process::Command::new(b)
-            .arg("--version")
-            .output()
-            .is_ok_and(|o| o.status.success())
-    }) else {
-        let required = std::env::var("INFERLOG_TEST_BROWSER").is_ok_and(|v| v == "require");
-        assert!(
-            !required,
-            "INFERLOG_TEST_BROWSER=require but no chromium found"
-        );
-        use std::io::Write;
-        let _ = writeln!(
-            std::io::stderr(),
-            "browser test SKIPPED: no chromium (Debian package chromium); .ci/run installs it"
-        );
+    let Some(browser) = crate::dashboard::chromium() else {
         return;
     };
     let app = spawn_app();
-    let profile = app.dir.path().join("chromium-profile");
-    let out = std::process::Command::new(chromium)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-dev-shm-usage",
-            "--no-first-run",
-            // Every host but this server fails to resolve: the page must need none.
-            "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
-            "--virtual-time-budget=15000",
-            "--dump-dom",
-        ])
-        .arg(format!("--user-data-dir={}", profile.display()))
-        .arg(format!("http://{}/docs/index.html", app.addr()))
-        .output()
-        .unwrap();
-    let dom = String::from_utf8_lossy(&out.stdout);
+    let url = format!("http://{}/docs/index.html", app.addr());
+    let dom = crate::dashboard::browse(browser, &app, &url, &["--dump-dom"]);
     for op in [
         "/predict",
         "/audit/timeseries",
@@ -224,9 +193,8 @@ fn the_docs_page_renders_in_a_browser_without_network() {
     ] {
         assert!(
             dom.contains(&format!("data-path=\"{op}\"")) || dom.contains(&format!(">{op}<")),
-            "the page does not list {op}:\n{}\n{}",
-            &dom[..dom.len().min(3000)],
-            String::from_utf8_lossy(&out.stderr)
+            "the page does not list {op}:\n{}",
+            &dom[..dom.len().min(3000)]
         );
     }
     assert!(dom.contains("opblock"), "operations are rendered");
