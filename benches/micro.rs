@@ -88,6 +88,18 @@ fn predicting(c: &mut Criterion) {
             &hundred,
             |b, x| b.iter(|| model.predict(x).unwrap()),
         );
+        if model.uses_compiled_trees() {
+            // The same trees walked by smartcore, for comparison with the compiled walk.
+            let name = format!("{algorithm}-smartcore");
+            g.throughput(Throughput::Elements(1));
+            g.bench_with_input(BenchmarkId::new(&name, "1_row"), &one, |b, x| {
+                b.iter(|| model.artifact.model.predict(x).unwrap())
+            });
+            g.throughput(Throughput::Elements(100));
+            g.bench_with_input(BenchmarkId::new(&name, "100_rows"), &hundred, |b, x| {
+                b.iter(|| model.artifact.model.predict(x).unwrap())
+            });
+        }
     }
     g.finish();
 }

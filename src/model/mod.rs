@@ -8,6 +8,7 @@
 //! serde_json's `float_roundtrip` feature makes a reloaded model bit-identical to the saved one.
 
 pub mod baseline;
+pub mod compiled;
 pub mod data;
 pub mod train;
 
@@ -20,6 +21,7 @@ use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use smartcore::ensemble::random_forest_classifier::RandomForestClassifier;
+use smartcore::linalg::basic::arrays::Array;
 use smartcore::linalg::basic::matrix::DenseMatrix;
 use smartcore::linear::logistic_regression::LogisticRegression;
 use smartcore::metrics::distance::euclidian::Euclidian;
@@ -78,7 +80,9 @@ impl Classifier {
         }
     }
 
-    fn predict(&self, x: &Matrix) -> Result<Labels, smartcore::error::Failed> {
+    /// Predicts through smartcore. [`Model::predict`] walks compiled trees instead when it
+    /// can ([`compiled`]); this stays for the other algorithms, for training, and to compare.
+    pub fn predict(&self, x: &Matrix) -> Result<Labels, smartcore::error::Failed> {
         match self {
             Classifier::RandomForest(m) => m.predict(x),
             Classifier::LogisticRegression(m) => m.predict(x),
@@ -213,6 +217,9 @@ pub struct Model {
     pub path: PathBuf,
     /// Name, version and class names as shared strings, so audit rows reuse them.
     pub shared: SharedNames,
+    /// The trees laid out for prediction, when the model is a random forest ([`compiled`]);
+    /// `None` predicts through smartcore.
+    trees: Option<compiled::Trees>,
 }
 
 #[derive(Debug, Clone)]
@@ -247,11 +254,24 @@ impl Model {
                 .map(|f| f.as_str().into())
                 .collect(),
         };
+        let width = artifact.feature_names.len();
+        let trees = match &artifact.model {
+            Classifier::RandomForest(m) => compiled::Trees::forest(m, width).ok(),
+            Classifier::LogisticRegression(_)
+            | Classifier::DecisionTree(_)
+            | Classifier::Knn(_) => None,
+        };
         Model {
             artifact,
             path,
             shared,
+            trees,
         }
+    }
+
+    /// Whether predictions walk the compiled trees ([`compiled`]) rather than smartcore's.
+    pub fn uses_compiled_trees(&self) -> bool {
+        self.trees.is_some()
     }
 
     pub fn name(&self) -> &str {
@@ -269,11 +289,21 @@ impl Model {
             model: self.artifact.name.clone(),
             reason,
         };
-        let y = self
-            .artifact
-            .model
-            .predict(x)
-            .map_err(|e| fail(e.to_string()))?;
+        let (rows, cols) = x.shape();
+        let y = match &self.trees {
+            Some(trees) if cols == self.n_features() => {
+                let mut values = Vec::with_capacity(rows * cols);
+                for i in 0..rows {
+                    values.extend((0..cols).map(|j| *x.get((i, j))));
+                }
+                trees.predict(&values)
+            }
+            _ => self
+                .artifact
+                .model
+                .predict(x)
+                .map_err(|e| fail(e.to_string()))?,
+        };
         if let Some(bad) = y
             .iter()
             .find(|&&c| c as usize >= self.artifact.class_names.len())
@@ -498,5 +528,63 @@ impl ModelRegistry {
         let mut all: Vec<_> = self.models.values().collect();
         all.sort_by(|a, b| a.name().cmp(b.name()));
         all
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Rows spread over and beyond every feature's training range.
+    fn grid(model: &Model, steps: usize) -> Matrix {
+        let features = &model.artifact.baseline.features;
+        let cols = features.len();
+        let rows = 400;
+        let mut values = Vec::with_capacity(rows * cols);
+        for i in 0..rows {
+            for (j, f) in features.iter().enumerate() {
+                let span = (f.max - f.min).max(1e-9);
+                let k = (i * (j + 3) + j) % (steps + 1);
+                values.push(f.min - span * 0.1 + span * 1.2 * k as f64 / steps as f64);
+            }
+        }
+        Matrix::new(rows, cols, values, false).unwrap()
+    }
+
+    fn assert_same_as_smartcore(model: &Model) {
+        assert!(
+            model.uses_compiled_trees(),
+            "{} walks compiled trees",
+            model.name()
+        );
+        let x = grid(model, 37);
+        let ours = model.predict(&x).unwrap();
+        let smartcore = model.artifact.model.predict(&x).unwrap();
+        assert_eq!(ours, smartcore, "{}", model.name());
+        assert!(
+            ours.iter().any(|&c| c != ours[0]),
+            "the grid reaches several classes"
+        );
+    }
+
+    #[test]
+    fn the_shipped_forest_predicts_as_smartcore_does() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/iris.json");
+        let model = Model::new(Artifact::load(&path).unwrap(), path);
+        assert_same_as_smartcore(&model);
+    }
+
+    #[test]
+    fn a_trained_forest_on_thirty_features_predicts_as_smartcore_does() {
+        let data = data::load_dataset(data::Dataset::BreastCancer);
+        let opts = train::TrainOptions {
+            name: "cancer".into(),
+            algorithm: Algorithm::RandomForest,
+            seed: 3,
+            test_size: 0.2,
+            created_at: "2026-01-01T00:00:00Z".into(),
+        };
+        let model = Model::new(train::train(&data, &opts).unwrap(), PathBuf::new());
+        assert_same_as_smartcore(&model);
     }
 }
