@@ -11,7 +11,8 @@
 //! - [`text`]: escaping and quoting client text for messages and logs; [`throttle`]: one log
 //!   line per interval for failures that repeat per request.
 //! - [`stats`]: bins, class counts, PSI and Kolmogorov–Smirnov, once for training and drift.
-//! - [`model`]: the artifact format, loading, prediction, training data and training.
+//! - [`model`]: the artifact format, loading, prediction (a compiled walk for random forests),
+//!   training data and training.
 //! - [`input`]: parsing and validating prediction requests, with typed errors.
 //! - [`monitor`]: outlier flags, drift, the recent-input window, accuracy from feedback.
 //! - [`audit`]: the audit store: records, the column list, the store interface and its SQLite

@@ -1,5 +1,5 @@
-//! Models: the artifact format, loading, prediction, training data ([`data`]) and training
-//! ([`train`]).
+//! Models: the artifact format, loading, prediction (random forests through a compiled walk of
+//! the same trees, [`compiled`]), training data ([`data`]) and training ([`train`]).
 //!
 //! An artifact is one JSON file holding everything needed to serve and to monitor a model: its
 //! identity (name, content-hash version, algorithm, creation time), the feature and class names
