@@ -173,13 +173,13 @@ async fn predict(
 ) -> Result<(PredictInput, Vec<u32>), ApiError> {
     if input.rows <= INLINE_ROWS {
         let classes = model
-            .predict(input.matrix())
+            .predict_rows(input.matrix(), input.values())
             .map_err(|e| ApiError::Internal(e.into()))?;
         return Ok((input, classes));
     }
     let m = Arc::clone(model);
     let (input, classes) = web::block(move || {
-        let classes = m.predict(input.matrix());
+        let classes = m.predict_rows(input.matrix(), input.values());
         (input, classes)
     })
     .await

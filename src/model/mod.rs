@@ -285,18 +285,29 @@ impl Model {
     /// Predicts class indices for the rows of `x` (validated: the model's feature count, every
     /// value finite).
     pub fn predict(&self, x: &Matrix) -> Result<Vec<u32>, PredictError> {
+        let (rows, cols) = x.shape();
+        let mut values = Vec::new();
+        if self.trees.is_some() {
+            values.reserve(rows * cols);
+            for i in 0..rows {
+                values.extend((0..cols).map(|j| *x.get((i, j))));
+            }
+        }
+        self.predict_rows(x, &values)
+    }
+
+    /// [`Model::predict`] for a matrix whose values the caller also holds in row order
+    /// (`row_major`, as a validated request does), so the compiled walk reads them without a
+    /// copy.
+    pub fn predict_rows(&self, x: &Matrix, row_major: &[f64]) -> Result<Vec<u32>, PredictError> {
         let fail = |reason: String| PredictError {
             model: self.artifact.name.clone(),
             reason,
         };
         let (rows, cols) = x.shape();
         let y = match &self.trees {
-            Some(trees) if cols == self.n_features() => {
-                let mut values = Vec::with_capacity(rows * cols);
-                for i in 0..rows {
-                    values.extend((0..cols).map(|j| *x.get((i, j))));
-                }
-                trees.predict(&values)
+            Some(trees) if cols == self.n_features() && row_major.len() == rows * cols => {
+                trees.predict(row_major)
             }
             _ => self
                 .artifact
@@ -535,8 +546,9 @@ impl ModelRegistry {
 mod tests {
     use super::*;
 
-    /// Rows spread over and beyond every feature's training range.
-    fn grid(model: &Model, steps: usize) -> Matrix {
+    /// Rows spread over and beyond every feature's training range, and their values in row
+    /// order.
+    fn grid(model: &Model, steps: usize) -> (Matrix, Vec<f64>) {
         let features = &model.artifact.baseline.features;
         let cols = features.len();
         let rows = 400;
@@ -548,7 +560,10 @@ mod tests {
                 values.push(f.min - span * 0.1 + span * 1.2 * k as f64 / steps as f64);
             }
         }
-        Matrix::new(rows, cols, values, false).unwrap()
+        (
+            Matrix::new(rows, cols, values.clone(), false).unwrap(),
+            values,
+        )
     }
 
     fn assert_same_as_smartcore(model: &Model) {
@@ -557,10 +572,11 @@ mod tests {
             "{} walks compiled trees",
             model.name()
         );
-        let x = grid(model, 37);
+        let (x, values) = grid(model, 37);
         let ours = model.predict(&x).unwrap();
         let smartcore = model.artifact.model.predict(&x).unwrap();
         assert_eq!(ours, smartcore, "{}", model.name());
+        assert_eq!(model.predict_rows(&x, &values).unwrap(), smartcore);
         assert!(
             ours.iter().any(|&c| c != ours[0]),
             "the grid reaches several classes"
