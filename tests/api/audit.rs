@@ -572,6 +572,16 @@ fn durable_latency_counts_the_wait_for_a_held_store_lock_in_row_and_log_alike() 
             crate::helpers::send_raw(&addr, raw.as_bytes())
         })
     };
+    // The clock starts once the request is in the writer's queue (its place is given back
+    // only after its commit), so a slow start of the client cannot eat into the 400 ms.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while metric_value(&app.get("/metrics").text(), "inferlog_audit_queue_rows") != Some(1.0) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the request never queued"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
     let held = std::time::Instant::now();
     std::thread::sleep(Duration::from_millis(400));
     lock.release();

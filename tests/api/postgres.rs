@@ -63,18 +63,25 @@ fn predictions_are_audited_and_read_back_from_postgres() {
     let drift = app.get("/monitor/drift?model=iris").json();
     assert_eq!(drift["rows"], 3, "{drift}");
 
-    // The rows are in PostgreSQL's own types, in today's partition.
+    // The rows are in PostgreSQL's own types, in the partition of their UTC day (read from
+    // the row itself: a run may straddle midnight).
     let server = crate::pg::shared().unwrap();
     let db = crate::pg::database_name(&url);
     let row = server.psql(
         db,
-        "select jsonb_typeof(features), pg_typeof(received_at)::text, tableoid::regclass::text \
+        "select jsonb_typeof(features), pg_typeof(received_at)::text, tableoid::regclass::text, \
+         to_char(received_at at time zone 'UTC', 'YYYYMMDD') \
          from prediction where status = 200 order by id limit 1",
     );
+    let day = row.trim().rsplit('|').next().unwrap().to_string();
     let today = chrono::Utc::now().format("%Y%m%d").to_string();
+    let yesterday = (chrono::Utc::now() - chrono::Duration::days(1))
+        .format("%Y%m%d")
+        .to_string();
+    assert!(day == today || day == yesterday, "{row}");
     assert_eq!(
         row.trim(),
-        format!("array|timestamp with time zone|prediction_p{today}")
+        format!("array|timestamp with time zone|prediction_p{day}|{day}")
     );
 }
 

@@ -68,7 +68,19 @@ fn sighup_reloads_the_models_folder_without_failing_a_request() {
             })
         })
         .collect();
-    std::thread::sleep(Duration::from_millis(200));
+    // Waits until the clients have had `n` answers in all (a loaded machine may take a while).
+    let served = |n: usize| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while answers.lock().unwrap().0.len() < n {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "fewer than {n} answers"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    };
+    // Some rows of the original version before it changes.
+    served(5);
 
     // A new artifact and a changed one.
     std::fs::write(
@@ -112,7 +124,7 @@ fn sighup_reloads_the_models_folder_without_failing_a_request() {
     assert_eq!(get(&addr, "/models/iris2").status, 404);
     assert_eq!(get(&addr, "/models/iris").status, 200);
 
-    std::thread::sleep(Duration::from_millis(200));
+    served(25);
     stop.store(true, Ordering::Relaxed);
     for c in clients {
         c.join().unwrap();

@@ -266,6 +266,18 @@ impl Load {
         }
     }
 
+    /// Waits until `n` requests have been answered 200 (a loaded machine may take a while).
+    fn wait_for(&self, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while self.acked.lock().unwrap().len() < n {
+            assert!(
+                Instant::now() < deadline,
+                "fewer than {n} requests answered"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
     fn finish(self) -> HashSet<String> {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
         for c in self.clients {
@@ -313,7 +325,8 @@ pub(crate) fn wait_exit(child: &mut std::process::Child) -> std::process::ExitSt
 fn sigterm_under_load_loses_nothing(mode: &str) {
     let mut s = serve_binary(&["--audit-mode", mode]);
     let load = Load::start(&s.addr, "t");
-    std::thread::sleep(Duration::from_millis(700));
+    load.wait_for(25);
+    std::thread::sleep(Duration::from_millis(200));
     kill(&s.child, "-TERM");
     let exit = wait_exit(&mut s.child);
     let acked = load.finish();
@@ -353,6 +366,8 @@ fn sigkill_at_five_points_loses_no_acknowledged_row() {
         .expect("answers after restart");
         assert_eq!(first.status, 200, "round {round}: {}", first.text());
         let load = Load::start(&addr, &format!("k{round}-"));
+        // At least a few answers per round (the total is checked below), then a kill point.
+        load.wait_for(12);
         std::thread::sleep(Duration::from_millis(after_ms));
         kill(&child, "-KILL");
         wait_exit(&mut child);

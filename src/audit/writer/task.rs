@@ -706,8 +706,9 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(5), s.writer.run())
             .await
             .expect("the drain ended");
+        // Near its deadline, not after a backoff (seconds): the slack is for a loaded machine.
         assert!(
-            Instant::now() < deadline + Duration::from_millis(100),
+            Instant::now() < deadline + Duration::from_millis(1000),
             "late"
         );
         drop(_other);
