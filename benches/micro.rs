@@ -121,6 +121,7 @@ fn audit_writes(c: &mut Criterion) {
                 max_bytes: None,
                 pool_size: 2,
                 acquire_timeout: Duration::from_secs(5),
+                catch_up: Duration::ZERO,
                 baselines: Default::default(),
             },
         ))

@@ -32,6 +32,7 @@ pub mod defaults {
     pub const PG_POOL_SIZE: u32 = 4;
     pub const PG_WRITERS: usize = 2;
     pub const PG_ACQUIRE_TIMEOUT_MS: u64 = 5000;
+    pub const PG_CATCH_UP_MS: u64 = 500;
     pub const AUDIT_QUEUE_TIMEOUT_MS: u64 = 1000;
     pub const AUDIT_COMMIT_TIMEOUT_MS: u64 = 10_000;
     pub const OUTLIER_RANGE_MARGIN: f64 = 0.1;
@@ -195,6 +196,13 @@ pub struct AuditSettings {
     /// timeout).
     #[arg(long, env = "INFERLOG_PG_ACQUIRE_TIMEOUT_MS", default_value_t = defaults::PG_ACQUIRE_TIMEOUT_MS)]
     pub pg_acquire_timeout_ms: u64,
+
+    /// PostgreSQL: how long an oldest-first read (`order=asc`, the exports) that reaches the
+    /// end of the rows waits for the writing transactions open when it began to end, so that
+    /// it holds every row committed before it began. A transaction open longer holds the newest
+    /// rows back from that read (they show in the next one); 0: never wait.
+    #[arg(long, env = "INFERLOG_PG_CATCH_UP_MS", default_value_t = defaults::PG_CATCH_UP_MS)]
+    pub pg_catch_up_ms: u64,
 
     /// Where acknowledged rows go that the store cannot take before the shutdown deadline
     /// (JSON lines, fsynced); the next start replays them. Default: beside the database,

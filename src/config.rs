@@ -54,6 +54,9 @@ pub struct AuditSettings {
     pub pg_pool_size: u32,
     /// PostgreSQL: the longest a store call waits for a connection.
     pub pg_acquire_timeout: Duration,
+    /// PostgreSQL: how long an oldest-first read at the end of the rows waits for the
+    /// transactions open when it began.
+    pub pg_catch_up: Duration,
     /// PostgreSQL: writers committing side by side.
     pub pg_writers: usize,
     /// Rows the writer may hold (queued, being committed or retried).
@@ -123,6 +126,7 @@ impl Default for Settings {
                 max_bytes: None,
                 pg_pool_size: defaults::PG_POOL_SIZE,
                 pg_acquire_timeout: Duration::from_millis(defaults::PG_ACQUIRE_TIMEOUT_MS),
+                pg_catch_up: Duration::from_millis(defaults::PG_CATCH_UP_MS),
                 pg_writers: defaults::PG_WRITERS,
                 queue_rows: defaults::AUDIT_QUEUE_ROWS,
                 spill_file: None,
@@ -193,6 +197,7 @@ impl Settings {
                 max_bytes: (a.audit_max_mb > 0).then(|| a.audit_max_mb.saturating_mul(1 << 20)),
                 pg_pool_size: a.pg_pool_size,
                 pg_acquire_timeout: Duration::from_millis(a.pg_acquire_timeout_ms),
+                pg_catch_up: Duration::from_millis(a.pg_catch_up_ms),
                 pg_writers: a.pg_writers,
                 queue_rows: a.audit_queue_rows,
                 spill_file: a.audit_spill_file.clone(),

@@ -90,6 +90,7 @@ impl Application {
                 max_bytes: a.max_bytes,
                 pool_size: a.pg_pool_size,
                 acquire_timeout: a.pg_acquire_timeout,
+                catch_up: a.pg_catch_up,
                 baselines: baselines.clone(),
             },
         )

@@ -40,6 +40,9 @@ pub struct StoreOptions {
     /// PostgreSQL: the longest a call waits for a connection (while the server is down, this
     /// is how long a durable request waits before its 503).
     pub acquire_timeout: Duration,
+    /// PostgreSQL: how long an oldest-first read that reaches the end of the rows waits for
+    /// the transactions open when it began to end.
+    pub catch_up: Duration,
     /// The training bins of the model versions served, for the rollups' drift counts.
     pub baselines: Baselines,
 }
@@ -62,6 +65,7 @@ impl StoreOptions {
             max_bytes: None,
             pool_size: 2,
             acquire_timeout: Duration::from_secs(5),
+            catch_up: Duration::from_millis(500),
             baselines: Baselines::default(),
         }
     }

@@ -9,8 +9,9 @@
 //! `.ci/run` installs PostgreSQL and sets `INFERLOG_TEST_POSTGRES=require`, which turns a
 //! missing server into a failure.
 
+use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -212,6 +213,34 @@ impl PgServer {
         String::from_utf8(out.stdout).unwrap()
     }
 
+    /// A writing transaction (it has its id) held open in `psql` on database `db` until
+    /// [`OpenTransaction::commit`].
+    pub fn open_transaction(&self, db: &str) -> OpenTransaction {
+        let mut child = Command::new(self.bin.join("psql"))
+            .arg("-h")
+            .arg(&self.dir)
+            .args(["-U", "postgres", "-d", db, "-XAtq", "-v", "ON_ERROR_STOP=1"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("psql runs");
+        let mut stdin = child.stdin.take().unwrap();
+        stdin
+            .write_all(b"begin;\nselect pg_current_xact_id();\n")
+            .unwrap();
+        stdin.flush().unwrap();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        // psql prints the id once the transaction has it.
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        assert!(line.trim().parse::<u64>().is_ok(), "psql said {line:?}");
+        OpenTransaction {
+            child,
+            stdin: Some(stdin),
+            _stdout: stdout,
+        }
+    }
+
     /// Stops the server as `pg_ctl stop -m fast` would (SIGINT: connections are cut, nothing
     /// committed is lost) and starts it again on the same folder.
     pub fn restart(&self, down_for: Duration) {
@@ -222,6 +251,35 @@ impl PgServer {
         }
         std::thread::sleep(down_for);
         self.run();
+    }
+}
+
+/// A transaction open in a `psql` process ([`PgServer::open_transaction`]); dropped without
+/// [`OpenTransaction::commit`], the process is killed and the server rolls it back.
+pub struct OpenTransaction {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    _stdout: BufReader<ChildStdout>,
+}
+
+impl OpenTransaction {
+    pub fn commit(mut self) {
+        let mut stdin = self.stdin.take().unwrap();
+        stdin.write_all(b"commit;\n").unwrap();
+        drop(stdin);
+        assert!(
+            self.child.wait().unwrap().success(),
+            "psql could not commit"
+        );
+    }
+}
+
+impl Drop for OpenTransaction {
+    fn drop(&mut self) {
+        if self.stdin.is_some() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
     }
 }
 

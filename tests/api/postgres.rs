@@ -454,3 +454,68 @@ fn audit_copy_moves_a_sqlite_history_into_postgres_once() {
         new.close().await;
     });
 }
+
+/// Oldest-first reads only hand out rows of transactions older than every one still open, and
+/// that horizon is the whole server's: a writing transaction in another database holds it. A
+/// read that reaches the end waits for the transactions open when it began
+/// (`INFERLOG_PG_CATCH_UP_MS`), so an answered request's row is in the read that follows. A
+/// transaction open longer holds the row back from that read only: the cursor it returns
+/// picks the row up once the transaction ends, and nothing is skipped.
+#[test]
+fn oldest_first_reads_wait_for_open_transactions_and_skip_nothing() {
+    use std::time::Duration;
+
+    // Its own server: the transactions held open here would hold back every other test's reads.
+    if crate::pg::shared().is_none() {
+        return;
+    }
+    let server = crate::pg::start_server().expect("PostgreSQL");
+    let url = server.fresh_database();
+    let (a, b) = (url.clone(), url.clone());
+    let patient = spawn_app_with(move |s| {
+        s.database_url = a;
+        s.audit.pg_catch_up = Duration::from_secs(20);
+    });
+    let hasty = spawn_app_with(move |s| {
+        s.database_url = b;
+        s.audit.pg_catch_up = Duration::from_millis(50);
+    });
+    let ids = |page: &crate::helpers::AuditPage| -> Vec<String> {
+        page.records
+            .iter()
+            .map(|r| r["request_id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let body = r#"{"features": [5.8, 2.7, 5.1, 1.9]}"#;
+
+    // Open while the request is answered; it ends while the read waits.
+    let other = server.open_transaction("postgres");
+    let first = patient.predict_ok(body);
+    let ender = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        other.commit();
+    });
+    let page = patient.audit_page("order=asc");
+    ender.join().unwrap();
+    assert_eq!(ids(&page), [first.as_str()]);
+
+    // Open longer than the read waits: the row is stored (newest first shows it), held back
+    // from the oldest-first read, and the cursor of that read picks it up once it ends.
+    let other = server.open_transaction("postgres");
+    let second = hasty.predict_ok(body);
+    assert_eq!(
+        ids(&hasty.audit_page("order=desc")),
+        [second.clone(), first.clone()]
+    );
+    let held = hasty.audit_page("order=asc");
+    assert_eq!(ids(&held), [first.as_str()]);
+    let cursor = held
+        .next_cursor
+        .expect("the last page says where to resume");
+    other.commit();
+    let rest = hasty.audit_page(&format!("order=asc&cursor={cursor}"));
+    assert_eq!(ids(&rest), [second]);
+    // Everything, exported oldest first.
+    let csv = patient.get("/audit?format=jsonl&order=asc").text();
+    assert_eq!(csv.lines().count(), 2, "{csv}");
+}

@@ -197,6 +197,7 @@ proptest! {
                 max_bytes: None,
                 pool_size: 2,
                 acquire_timeout: Duration::from_secs(5),
+                catch_up: Duration::ZERO,
                 baselines: Default::default(),
             }).await.unwrap();
             let records: Vec<AuditRecord> =

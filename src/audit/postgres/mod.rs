@@ -42,6 +42,8 @@ const MERGE_EVERY: Duration = Duration::from_secs(1);
 pub struct PgStore {
     pool: PgPool,
     baselines: Baselines,
+    /// How long an oldest-first read at the end of the rows waits ([`query::page`]).
+    catch_up: Duration,
 }
 
 /// The class of a failure: from the SQLSTATE where the server sent one, else from how the
@@ -107,6 +109,7 @@ impl PgStore {
         Ok(PgStore {
             pool,
             baselines: opts.baselines.clone(),
+            catch_up: opts.catch_up,
         })
     }
 
@@ -156,7 +159,7 @@ impl PgStore {
         after: Option<Cursor>,
         limit: usize,
     ) -> Result<Page, StoreFault> {
-        query::page(&self.pool, filter, after, limit)
+        query::page(&self.pool, filter, after, limit, self.catch_up)
             .await
             .map_err(fault)
     }

@@ -3,6 +3,8 @@
 //! text and cast, and columns are selected in the shared row types' form
 //! ([`crate::audit::columns::pg_select_list`]).
 
+use std::time::{Duration, Instant};
+
 use anyhow::Context;
 use futures_util::TryStreamExt;
 use sqlx::postgres::PgPool;
@@ -24,16 +26,65 @@ fn push_where_on(qb: &mut QueryBuilder<'_, Postgres>, f: &AuditFilter, p: &str) 
 
 /// A page of rows. Newest first (`desc`), positions are ids, as on SQLite. Oldest first
 /// (`asc`, how a reader tails the store), rows come in (writing transaction, id) order, and
-/// only rows of transactions older than every transaction still open
-/// (`pg_snapshot_xmin(pg_current_snapshot())`): with several writers, ids are not committed in
+/// only rows of transactions older than every transaction still open (the horizon,
+/// `pg_snapshot_xmin(pg_current_snapshot())`): with several writers, ids are not committed in
 /// order, and a transaction still open could add a row below one already committed. Such a
 /// transaction's rows all sort after the horizon, so a reader following the positions sees
 /// every row exactly once, however the replicas' commits interleave.
+///
+/// The horizon is the whole server's: any writing transaction, in any database, holds it
+/// back while it is open. So a page that comes back short (the end of the rows) while
+/// transactions were open when the read began waits for them to end, for at most
+/// `catch_up` (`INFERLOG_PG_CATCH_UP_MS`), and is read again: the read then holds every row committed before it began,
+/// as a client that has just been answered expects, unless a transaction stays open longer.
 pub(super) async fn page(
     pool: &PgPool,
     filter: &AuditFilter,
     after: Option<Cursor>,
     limit: usize,
+    catch_up: Duration,
+) -> anyhow::Result<Page> {
+    if filter.order == Order::Desc {
+        return read_page(pool, filter, after, limit, None).await;
+    }
+    let (horizon, began) = snapshot(pool).await?;
+    let page = read_page(pool, filter, after, limit, Some(horizon)).await?;
+    if page.records.len() >= limit || horizon >= began || catch_up.is_zero() {
+        return Ok(page);
+    }
+    let deadline = Instant::now() + catch_up;
+    loop {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        let (now, _) = snapshot(pool).await?;
+        if now >= began || Instant::now() >= deadline {
+            return if now > horizon {
+                read_page(pool, filter, after, limit, Some(now)).await
+            } else {
+                Ok(page)
+            };
+        }
+    }
+}
+
+/// The horizon now (the oldest transaction still open) and the id the next transaction will
+/// get: every transaction that has begun has an id below it.
+async fn snapshot(pool: &PgPool) -> anyhow::Result<(i64, i64)> {
+    sqlx::query_as(
+        "select pg_snapshot_xmin(s)::text::int8, pg_snapshot_xmax(s)::text::int8 \
+         from pg_current_snapshot() s",
+    )
+    .fetch_one(pool)
+    .await
+    .context("reading the transaction horizon")
+}
+
+/// One page; oldest first, only rows of transactions below `horizon` (unused newest first).
+async fn read_page(
+    pool: &PgPool,
+    filter: &AuditFilter,
+    after: Option<Cursor>,
+    limit: usize,
+    horizon: Option<i64>,
 ) -> anyhow::Result<Page> {
     let mut qb = QueryBuilder::<Postgres>::new(format!(
         "select {}, txid::text::int8 from prediction",
@@ -48,7 +99,10 @@ pub(super) async fn page(
             qb.push(" order by id desc limit ");
         }
         Order::Asc => {
-            qb.push(" and txid < pg_snapshot_xmin(pg_current_snapshot())");
+            let horizon = horizon.context("an oldest-first read needs a horizon")?;
+            qb.push(" and txid < ")
+                .push_bind(horizon.to_string())
+                .push("::xid8");
             match after {
                 Some(Cursor {
                     id,

@@ -510,6 +510,7 @@ mod tests {
             max_bytes: None,
             pool_size: 2,
             acquire_timeout: Duration::from_secs(5),
+            catch_up: Duration::ZERO,
             baselines: Default::default(),
         };
         let store = Store::open(&url, &opts).await.unwrap();
