@@ -34,9 +34,10 @@ fn push_where_on(qb: &mut QueryBuilder<'_, Postgres>, f: &AuditFilter, p: &str) 
 ///
 /// The horizon is the whole server's: any writing transaction, in any database, holds it
 /// back while it is open. So a page that comes back short (the end of the rows) while
-/// transactions were open when the read began waits for them to end, for at most
-/// `catch_up` (`INFERLOG_PG_CATCH_UP_MS`), and is read again: the read then holds every row committed before it began,
-/// as a client that has just been answered expects, unless a transaction stays open longer.
+/// transactions were open when the read began waits for them to end, for at most `catch_up`
+/// (`INFERLOG_PG_CATCH_UP_MS`), and is read again: the read then holds every row committed
+/// before it began, as a client that has just been answered expects, unless a transaction
+/// stays open longer.
 pub(super) async fn page(
     pool: &PgPool,
     filter: &AuditFilter,
