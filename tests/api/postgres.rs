@@ -516,6 +516,6 @@ fn oldest_first_reads_wait_for_open_transactions_and_skip_nothing() {
     let rest = hasty.audit_page(&format!("order=asc&cursor={cursor}"));
     assert_eq!(ids(&rest), [second]);
     // Everything, exported oldest first.
-    let csv = patient.get("/audit?format=jsonl&order=asc").text();
-    assert_eq!(csv.lines().count(), 2, "{csv}");
+    let export = patient.get("/audit?format=jsonl&order=asc").text();
+    assert_eq!(export.lines().count(), 2, "{export}");
 }
