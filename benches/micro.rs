@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use inferlog::audit::{AuditRecord, Latency, Store, StoreOptions, SyncLevel};
+use inferlog::audit::{AuditRecord, Latency, Store, StoreOptions};
 use inferlog::input::parse_predict_body;
 use inferlog::model::data::{Dataset, load_dataset};
 use inferlog::model::train::{TrainOptions, train};
@@ -112,19 +112,7 @@ fn audit_writes(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("bench.db").display());
     let store = rt
-        .block_on(Store::open(
-            &url,
-            &StoreOptions {
-                sync: SyncLevel::Normal,
-                busy_timeout: Duration::from_secs(5),
-                read_only: false,
-                max_bytes: None,
-                pool_size: 2,
-                acquire_timeout: Duration::from_secs(5),
-                catch_up: Duration::ZERO,
-                baselines: Default::default(),
-            },
-        ))
+        .block_on(Store::open(&url, &StoreOptions::writable()))
         .unwrap();
     // As in the service, a second connection checkpoints the WAL every 100 ms beside the
     // writer (on the same runtime); without it the WAL would only grow during the measurement.

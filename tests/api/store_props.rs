@@ -2,12 +2,10 @@
 //! compared with a plain in-memory filter written here independently of the SQL.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
 use inferlog::audit::{
-    AuditFilter, AuditRecord, Latency, Order, StatusFilter, Store, StoreOptions, SyncLevel,
-    format_time,
+    AuditFilter, AuditRecord, Latency, Order, StatusFilter, Store, StoreOptions, format_time,
 };
 use proptest::prelude::*;
 
@@ -190,16 +188,7 @@ proptest! {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("p.db").display());
         rt.block_on(async {
-            let store = Store::open(&url, &StoreOptions {
-                sync: SyncLevel::Normal,
-                busy_timeout: Duration::from_secs(5),
-                read_only: false,
-                max_bytes: None,
-                pool_size: 2,
-                acquire_timeout: Duration::from_secs(5),
-                catch_up: Duration::ZERO,
-                baselines: Default::default(),
-            }).await.unwrap();
+            let store = Store::open(&url, &StoreOptions::writable()).await.unwrap();
             let records: Vec<AuditRecord> =
                 specs.iter().enumerate().map(|(i, s)| record(s, i as u32)).collect();
             for chunk in records.chunks(batch) {

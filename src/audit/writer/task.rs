@@ -465,8 +465,8 @@ mod tests {
 
     use super::*;
     use crate::audit::fault::FaultKind;
+    use crate::audit::modes::AuditMode;
     use crate::audit::modes::StoreOptions;
-    use crate::audit::modes::{AuditMode, SyncLevel};
     use crate::audit::record::Latency;
 
     struct Setup {
@@ -504,14 +504,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("audit.db").display());
         let opts = StoreOptions {
-            sync: SyncLevel::Normal,
             busy_timeout: Duration::from_millis(5),
-            read_only: false,
-            max_bytes: None,
-            pool_size: 2,
-            acquire_timeout: Duration::from_secs(5),
-            catch_up: Duration::ZERO,
-            baselines: Default::default(),
+            ..StoreOptions::writable()
         };
         let store = Store::open(&url, &opts).await.unwrap();
         let (tx, rx) = mpsc::unbounded_channel();
