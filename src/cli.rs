@@ -388,8 +388,10 @@ pub enum AuditAction {
     Replay {
         /// The spill file (JSON lines).
         file: PathBuf,
-        /// Audit database: `sqlite://PATH`, or a plain path.
-        #[arg(long, env = "DATABASE_URL", default_value = defaults::DATABASE_URL, value_parser = database_url)]
+        /// Audit database: `sqlite://PATH`, a plain path, or `postgres://…`. Required (flag or
+        /// `DATABASE_URL`): replayed into a default `./inferlog.db` made up on the spot, the
+        /// rows would be safe but nowhere anyone looks.
+        #[arg(long, env = "DATABASE_URL", value_parser = database_url)]
         database_url: String,
         /// Models folder: rows are counted over their model version's training bins (drift
         /// rollups); versions not there get no bin counts.

@@ -22,6 +22,7 @@ fn main() -> ExitCode {
     }
     match inferlog::commands::run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if inferlog::commands::ends_in_closed_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE

@@ -182,7 +182,7 @@ pub fn parse_infer(
 /// What a request's inputs must look like, for messages.
 fn expected(model: &Model) -> String {
     format!(
-        "send one FP32 or FP64 tensor of shape [N, {}] or one [N] tensor per feature ({})",
+        "send one numeric tensor (FP64, FP32, FP16 or an INT/UINT type) of shape [N, {}] or one [N] tensor per feature ({})",
         model.n_features(),
         model.artifact.feature_names.join(", ")
     )
@@ -213,11 +213,12 @@ fn tensors(
         if binary {
             return Err(binary_refused());
         }
-        if t.datatype != "FP32" && t.datatype != "FP64" {
+        if !NUMERIC_DATATYPES.contains(&t.datatype.as_str()) {
             return Err(invalid(
                 InputCode::UnsupportedDatatype,
                 format!(
-                    "input {} has datatype {}; the model takes FP32 or FP64",
+                    "input {} has datatype {}; the model takes numbers: FP64, FP32, FP16, \
+                     INT8, INT16, INT32, INT64, UINT8, UINT16, UINT32 or UINT64",
                     quote(&t.name),
                     quote(&t.datatype)
                 ),
@@ -240,9 +241,13 @@ fn tensors(
     let rows = if per_feature {
         let n = rows_of(&inputs[0]).unwrap_or(0);
         if inputs.len() != cols {
+            let got = match inputs.as_slice() {
+                [t] => format!("input {} has shape {:?}", quote(&t.name), t.shape),
+                _ => format!("{} input tensors", inputs.len()),
+            };
             return Err(invalid(
                 InputCode::InvalidTensor,
-                format!("{} input tensors; {}", inputs.len(), expected(model)),
+                format!("{got}; {}", expected(model)),
             ));
         }
         for t in &inputs {
@@ -321,7 +326,15 @@ pub fn binary_refused() -> InputError {
     )
 }
 
-/// A tensor's `data`, flat or nested, as exactly `count` finite numbers in row-major order.
+/// The datatypes of the protocol that hold numbers: each is read as f64, as `/predict` reads
+/// integers. (Values of FP16 and FP32 tensors arrive as JSON numbers, already widened.)
+const NUMERIC_DATATYPES: [&str; 11] = [
+    "FP64", "FP32", "FP16", "INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32",
+    "UINT64",
+];
+
+/// A tensor's `data`, flat or nested, as exactly `count` finite numbers in row-major order;
+/// an integer tensor's data must be whole numbers.
 fn flat(t: &RawTensor, count: usize) -> Result<Vec<f64>, InputError> {
     let Some(data) = &t.data else {
         return Err(invalid(
@@ -329,6 +342,7 @@ fn flat(t: &RawTensor, count: usize) -> Result<Vec<f64>, InputError> {
             format!("input {} has no \"data\"", quote(&t.name)),
         ));
     };
+    let integer = t.datatype.contains("INT");
     let mut out = Vec::with_capacity(count);
     let mut stack = vec![data];
     // Depth-first, left to right: nested data comes out row-major.
@@ -339,6 +353,17 @@ fn flat(t: &RawTensor, count: usize) -> Result<Vec<f64>, InputError> {
                     return Err(wrong_count(t, count));
                 }
                 match n.as_f64().filter(|x| x.is_finite()) {
+                    Some(x) if integer && x.fract() != 0.0 => {
+                        return Err(invalid(
+                            InputCode::InvalidFeature,
+                            format!(
+                                "input {} is {} and holds {x} at element {}, not a whole number",
+                                quote(&t.name),
+                                t.datatype,
+                                out.len()
+                            ),
+                        ));
+                    }
                     Some(x) => out.push(x),
                     None => {
                         return Err(invalid(
@@ -555,6 +580,32 @@ mod tests {
     }
 
     #[test]
+    fn integer_and_half_precision_tensors_hold_the_same_rows() {
+        let rows = |dtype: &str, data: &str| {
+            parse(&format!(
+                r#"{{"inputs": [{{"name": "x", "shape": [2, 4], "datatype": "{dtype}", "data": {data}}}]}}"#
+            ))
+            .unwrap_or_else(|e| panic!("{dtype}: {e}"))
+            .input
+        };
+        let ints = "[[5, 3, 1, 0], [6, 3, 5, 2]]";
+        let want = rows("FP64", ints);
+        for dtype in ["INT32", "INT64", "UINT8", "FP16", "FP32"] {
+            assert_eq!(rows(dtype, ints), want, "{dtype}");
+        }
+    }
+
+    #[test]
+    fn a_wrong_shape_is_named_with_the_one_expected() {
+        let e = parse(
+            r#"{"inputs": [{"name": "x", "shape": [1, 3], "datatype": "FP32", "data": [1, 2, 3]}]}"#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("shape [1, 3]") && e.contains("[N, 4]"), "{e}");
+    }
+
+    #[test]
     fn bad_requests_get_their_codes() {
         let t = |shape: &str, dtype: &str, data: &str| {
             format!(
@@ -565,8 +616,12 @@ mod tests {
         assert_eq!(code(parse(r#"{"inputs": 3}"#)), "invalid_body");
         assert_eq!(code(parse(r#"{"inputs": []}"#)), "missing_features");
         assert_eq!(
-            code(parse(&t("[1, 4]", "INT32", "[1, 2, 3, 4]"))),
+            code(parse(&t("[1, 4]", "BOOL", "[true, false, true, true]"))),
             "unsupported_datatype"
+        );
+        assert_eq!(
+            code(parse(&t("[1, 4]", "INT32", "[1, 2.5, 3, 4]"))),
+            "invalid_feature"
         );
         assert_eq!(
             code(parse(&t("[1, 3]", "FP32", "[1, 2, 3]"))),

@@ -96,7 +96,7 @@ impl Application {
         )
         .await?;
         info!(logger, "audit store open";
-            "mode" => ?a.mode, "database" => &settings.database_url);
+            "mode" => ?a.mode, "database" => crate::audit::url::redacted(&settings.database_url));
         let writer_metrics = WriterMetrics::default();
         // Beside the database file; a database server has none here: the working directory.
         let spill_file = a.spill_file.clone().or_else(|| match &store {

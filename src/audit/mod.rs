@@ -11,10 +11,11 @@
 //!   modes, retries) and the handlers' [`AuditSink`].
 //! - [`modes`]: the operator's choices of how rows are written ([`AuditMode`], [`SyncLevel`]).
 //! - [`export`]: CSV and JSON-lines output and the page walk behind it.
+//! - [`url`]: database URLs as they may be shown ([`url::redacted`]: no passwords).
 //! - [`spill`]: the file that keeps acknowledged rows the store could not take at shutdown,
 //!   and their replay.
 //!
-//! Imports inside this module run one way: `modes`, `record`, `filter`, `fault` at the bottom;
+//! Imports inside this module run one way: `modes`, `record`, `filter`, `fault`, `url` at the bottom;
 //! `columns` and the backend on them; `store` on the backend; `spill`, `writer` and `export` on `store` (`writer` also on `spill`).
 
 pub mod baselines;
@@ -30,6 +31,7 @@ pub mod spill;
 pub mod sql;
 pub mod sqlite;
 pub mod store;
+pub mod url;
 pub mod writer;
 
 pub use baselines::Baselines;

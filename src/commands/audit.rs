@@ -48,10 +48,10 @@ fn snapshot(database_url: &str, file: &std::path::Path) -> anyhow::Result<()> {
         store.close().await;
         result.map_err(|e| anyhow::anyhow!("{}: {}", e.cause(), e.detail()))
     })?;
-    println!(
+    super::outln!(
         "wrote a snapshot of the audit database to {}",
         file.display()
-    );
+    )?;
     Ok(())
 }
 
@@ -88,10 +88,10 @@ fn rebuild_rollups(database_url: &str, models: &Path) -> anyhow::Result<()> {
         store.close().await;
         result.map_err(|e| anyhow::anyhow!("{}: {}", e.cause(), e.detail()))
     })?;
-    println!(
+    super::outln!(
         "rebuilt the audit rollups from the rows in {:.1} s",
         started.elapsed().as_secs_f64()
-    );
+    )?;
     Ok(())
 }
 
@@ -107,13 +107,13 @@ fn replay(database_url: &str, file: &Path, models: &Path) -> anyhow::Result<()> 
         store.close().await;
         result
     })?;
-    println!(
+    super::outln!(
         "replayed {} rows from {}: {} written, {} already in the store",
         done.rows,
         file.display(),
         done.inserted,
         done.rows - done.inserted
-    );
+    )?;
     Ok(())
 }
 
@@ -178,10 +178,10 @@ fn copy(from: &str, to: &str, models: &Path) -> anyhow::Result<()> {
         target.close().await;
         result
     })?;
-    println!(
+    super::outln!(
         "copied {rows} audit rows ({written} new, {} already there) and {feedback} feedback ({feedback_new} new)",
         rows - written
-    );
+    )?;
     Ok(())
 }
 

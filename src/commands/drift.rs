@@ -27,6 +27,6 @@ pub fn run(args: &DriftCliArgs) -> anyhow::Result<()> {
         store.close().await;
         report.map_err(|e| anyhow::anyhow!("{}: {}", e.cause(), e.detail()))
     })?;
-    println!("{}", serde_json::to_string_pretty(&report)?);
+    super::outln!("{}", serde_json::to_string_pretty(&report)?)?;
     Ok(())
 }

@@ -19,6 +19,27 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+/// Writes one line to standard output and flushes it, returning the error `println!` would
+/// panic on (a closed pipe, a full disk): [`ends_in_closed_pipe`] tells the first apart.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let mut out = std::io::stdout().lock();
+        writeln!(out, $($arg)*).and_then(|()| out.flush())
+    }};
+}
+pub(crate) use outln;
+
+/// Whether a command failed only because its reader went away (`inferlog audit | head`): like
+/// other Unix tools, it then ends quietly and successfully.
+pub fn ends_in_closed_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
 /// A single-threaded runtime for the commands that read the store.
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_current_thread()

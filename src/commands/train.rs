@@ -26,7 +26,7 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(|| std::path::Path::new("models").join(format!("{name}.json")));
     artifact.save(&out).context("saving the model")?;
-    println!(
+    super::outln!(
         "trained {} ({}) on {} rows from {}: held-out accuracy {:.4} on {} rows; version {}; wrote {}",
         artifact.name,
         artifact.algorithm,
@@ -36,6 +36,6 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
         artifact.training.test_rows,
         artifact.version,
         out.display()
-    );
+    )?;
     Ok(())
 }

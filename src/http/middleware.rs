@@ -253,7 +253,7 @@ fn json_error_response(
             builder.append_header((name.clone(), value.clone()));
         }
     }
-    let body = if is_oip(route_label(&req)) {
+    let body = if is_oip(req.path()) {
         oip_error_body(info, id.as_str())
     } else {
         error_body(info, Some(id.as_str()))

@@ -3,6 +3,7 @@
 mod audit;
 mod capture;
 mod clients;
+mod commands;
 mod dashboard;
 mod docs;
 mod faults;
@@ -21,6 +22,7 @@ mod readme;
 mod reload;
 mod request_ids;
 mod rollups;
+mod secrets;
 mod shutdown;
 mod spill;
 mod store_props;

@@ -3,7 +3,9 @@
 
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, metric_value, on_both_stores, shipped_version, spawn_app};
+use crate::helpers::{
+    TestApp, metric_value, on_both_stores, shipped_version, spawn_app, spawn_app_with,
+};
 
 /// `POST` with no `Content-Type`, as tritonclient sends it.
 fn infer(app: &TestApp, path: &str, body: &Value) -> crate::helpers::Response {
@@ -100,8 +102,14 @@ on_both_stores!(fn inference_is_answered_and_audited_like_predict(app) {
     // Refusals: the protocol's error body, and a rejected row on record.
     let bad_shape = json!({"inputs": [{"name": "x", "shape": [1, 3], "datatype": "FP32", "data": [1, 2, 3]}]});
     assert_oip_error(&infer(&app, "/v2/models/iris/infer", &bad_shape), 422, "invalid_tensor", "[N, 4]");
-    let ints = json!({"inputs": [{"name": "x", "shape": [1, 4], "datatype": "INT32", "data": [1, 2, 3, 4]}]});
-    assert_oip_error(&infer(&app, "/v2/models/iris/infer", &ints), 422, "unsupported_datatype", "INT32");
+    let bools = json!({"inputs": [{"name": "x", "shape": [1, 4], "datatype": "BOOL", "data": [true, false, true, true]}]});
+    assert_oip_error(&infer(&app, "/v2/models/iris/infer", &bools), 422, "unsupported_datatype", "BOOL");
+    // Integer tensors hold numbers too, as integers do in /predict.
+    let ints = json!({"id": "oip-ints", "inputs": [{"name": "x", "shape": [1, 4], "datatype": "INT32", "data": [6, 3, 5, 2]}]});
+    let res = infer(&app, "/v2/models/iris/infer", &ints);
+    assert_eq!(res.status, 200, "{}", res.text());
+    let as_floats = app.post_predict(r#"{"features": [6.0, 3.0, 5.0, 2.0]}"#).json();
+    assert_eq!(res.json()["outputs"][0]["data"], as_floats["prediction"]);
     let res = app.request(
         "POST",
         "/v2/models/iris/infer",
@@ -113,19 +121,27 @@ on_both_stores!(fn inference_is_answered_and_audited_like_predict(app) {
     assert_oip_error(&infer(&app, "/v2/models/iris/versions/0000/infer", &matrix), 404, "not_found", "0000");
     let res = app.request("POST", "/v2/models/iris/infer", &[], b"{\"inputs\": [");
     assert_oip_error(&res, 400, "malformed_json", "JSON");
-    // curl -d sends a form type: the protocol's body is JSON whatever the type says.
-    let mut form = matrix.clone();
-    form["id"] = json!("oip-3");
+    // Content-Type as /predict takes it: none or JSON is read, a declared other type is a 415
+    // with the same code.
+    let mut typed = matrix.clone();
+    typed["id"] = json!("oip-3");
     let res = app.request(
         "POST",
         "/v2/models/iris/infer",
-        &[("Content-Type", "application/x-www-form-urlencoded")],
-        form.to_string().as_bytes(),
+        &[("Content-Type", "application/json; charset=utf-8")],
+        typed.to_string().as_bytes(),
     );
     assert_eq!(res.status, 200, "{}", res.text());
+    let form = [("Content-Type", "application/x-www-form-urlencoded")];
+    let res = app.request("POST", "/v2/models/iris/infer", &form, matrix.to_string().as_bytes());
+    assert_oip_error(&res, 415, "unsupported_media_type", "application/json");
+    let predict = app.request("POST", "/predict", &form, br#"{"features": [5.1, 3.5, 1.4, 0.2]}"#);
+    assert_eq!(predict.status, 415, "{}", predict.text());
+    assert_eq!(predict.error_code(), "unsupported_media_type");
 
-    // 3 + 3 + 3 + 3 served rows, 6 refusals (one row each).
-    app.wait_for_rows(18);
+    // Served: 3 + 3 + 3 + 3 rows, 1 + 1 integer rows; refused: 7 requests (one row each, the
+    // /predict one among them).
+    app.wait_for_rows(21);
     let by_id = |id: &str| app.stored_rows(&format!("where client_request_id = '{id}' order by item"));
     let oip1 = by_id("oip-1");
     assert_eq!(oip1.len(), 3);
@@ -149,12 +165,49 @@ on_both_stores!(fn inference_is_answered_and_audited_like_predict(app) {
         "unknown_model",
         "not_found",
         "malformed_json",
+        "unsupported_media_type",
+        "unsupported_media_type",
     ];
     want.sort();
     assert_eq!(codes, want);
     // Metered like /predict: per route, with rejections by reason.
     let m = app.get("/metrics").text();
     let served = r#"inferlog_http_requests_total{route="/v2/models/{name}/infer",method="POST",status="200"}"#;
-    assert_eq!(metric_value(&m, served), Some(2.0), "{m}");
+    assert_eq!(metric_value(&m, served), Some(3.0), "{m}");
     assert!(m.contains(r#"reason="invalid_tensor""#), "{m}");
 });
+
+/// Every error under `/v2`, on a route the server has or not, whatever the status, is the
+/// protocol's `{"error": "<string>"}`: the body tritonclient and the kserve client parse.
+#[test]
+fn every_error_under_v2_has_the_protocols_body() {
+    let app = spawn_app_with(|s| s.http.max_body_bytes = 4096);
+    for path in [
+        "/v2/models/iris/config",
+        "/v2/models/iris/stats",
+        "/v2/models/iris/versions/x/config",
+        "/v2/nothing",
+    ] {
+        assert_oip_error(&app.get(path), 404, "not_found", "no route for GET");
+    }
+    let res = app.request("POST", "/v2/repository/index", &[], b"{}");
+    assert_oip_error(&res, 404, "not_found", "no route for POST");
+    let res = app.get("/v2/models/iris/infer");
+    assert_oip_error(&res, 405, "method_not_allowed", "");
+    let res = app.request("DELETE", "/v2/models/iris", &[], b"");
+    assert_oip_error(&res, 405, "method_not_allowed", "");
+    let big = vec![b' '; 8192];
+    let res = app.request("POST", "/v2/models/iris/infer", &[], &big);
+    assert_oip_error(&res, 413, "body_too_large", "4096");
+    let res = app.request(
+        "POST",
+        "/v2/models/iris/infer",
+        &[("Content-Type", "text/plain")],
+        b"{}",
+    );
+    assert_oip_error(&res, 415, "unsupported_media_type", "text/plain");
+    // Outside /v2 the errors keep inferlog's own shape.
+    let res = app.get("/v2x/models");
+    assert_eq!(res.status, 404);
+    assert_eq!(res.json()["error"]["code"], "not_found", "{}", res.text());
+}

@@ -203,16 +203,16 @@ pub(crate) fn serve_in(
         .stdin(Stdio::null())
         .spawn()
         .expect("binary starts");
-    let line = wait_for_line(&log, &["listening", "addr: 127.0.0.1:"]);
+    // `addr: 127.0.0.1:N` in the term format, `"addr":"127.0.0.1:N"` in JSON lines.
+    let line = wait_for_line(&log, &["listening", "127.0.0.1:"]);
     let addr = line
-        .split("addr: ")
+        .split("127.0.0.1:")
         .nth(1)
         .unwrap()
-        .split([',', ' '])
+        .split(|c: char| !c.is_ascii_digit())
         .next()
-        .unwrap()
-        .to_string();
-    (child, addr)
+        .unwrap();
+    (child, format!("127.0.0.1:{addr}"))
 }
 
 /// Load from four client threads until `stop` is set (or 20 s pass); request ids are

@@ -227,6 +227,17 @@ fn audit_replay_writes_a_moved_spill_file_once() {
     assert_eq!(stored.len(), 3);
     assert!(stored.values().all(|n| *n == 4), "{stored:?}");
     assert!(moved.exists(), "the CLI leaves the file in place");
+    // Without a store named, the replay refuses rather than fill a new ./inferlog.db.
+    let out = binary()
+        .current_dir(dir.path())
+        .args(["audit", "replay"])
+        .arg(&moved)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--database-url"), "{stderr}");
+    assert!(!dir.path().join("inferlog.db").exists());
 }
 
 /// Async mode's bound: a SIGKILL loses at most `INFERLOG_AUDIT_QUEUE_ROWS` acknowledged rows,

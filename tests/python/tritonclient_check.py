@@ -4,7 +4,9 @@ Run by tests/api/clients.rs against a live server: python tritonclient_check.py 
 Checks server live/ready, model metadata and readiness, inference of one row and of a batch
 (JSON tensors: binary_data=False) against /predict's answers for the same rows, the request id
 echoed and on record in /audit, and a bad input refused with a 4xx whose message the client
-shows. Prints one line per check; any failure raises.
+shows, and the extensions inferlog does not serve (model configuration, statistics, repository
+index) refused with a clean InferenceServerException. Prints one line per check; any failure
+raises.
 """
 
 import json
@@ -111,5 +113,21 @@ try:
 except InferenceServerException as e:
     assert e.status() == "404" and "nope" in e.message(), str(e)
     print(f"unknown model: {e}")
+
+# Extensions inferlog does not serve (model configuration, statistics, the repository): a
+# clean InferenceServerException with the 404, which the client can only raise when the body
+# is the protocol's {"error": "<string>"}.
+for call in (
+    lambda: client.get_model_config("iris"),
+    lambda: client.get_inference_statistics("iris"),
+    lambda: client.get_model_repository_index(),
+):
+    try:
+        call()
+        raise AssertionError("an extension inferlog does not serve answered")
+    except InferenceServerException as e:
+        assert e.status() == "404", str(e)
+        assert "no route for" in e.message(), e.message()
+print("model config, statistics and repository index: 404 in the protocol's error body")
 
 print("tritonclient: all checks passed")

@@ -20,7 +20,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use slog::{Logger, warn};
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::Connection;
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 
 use crate::audit::baselines::Baselines;
 use crate::audit::fault::{FaultKind, StoreFault};
@@ -72,11 +73,15 @@ fn fault(e: anyhow::Error) -> StoreFault {
     StoreFault::new(kind, &e)
 }
 
-/// `host:port/database` of a URL, for messages (never the password).
+/// `host:port/database` of a URL (or the socket folder's path in place of `host`), for
+/// messages: never the password.
 fn describe(opts: &PgConnectOptions) -> String {
+    let host = match opts.get_socket() {
+        Some(dir) => dir.display().to_string(),
+        None => opts.get_host().to_string(),
+    };
     format!(
-        "{}:{}/{}",
-        opts.get_host(),
+        "{host}:{}/{}",
         opts.get_port(),
         opts.get_database().unwrap_or("postgres")
     )
@@ -89,6 +94,29 @@ impl PgStore {
         let connect = PgConnectOptions::from_str(url)
             .context("bad PostgreSQL URL (expected postgres://user:password@host:port/database)")?;
         let server = describe(&connect);
+        // One connection first, on its own: a pool that cannot connect reports only that it
+        // timed out, while this reports why (refused, no such host, a wrong password).
+        let first = tokio::time::timeout(
+            opts.acquire_timeout.max(Duration::from_secs(1)),
+            PgConnection::connect_with(&connect),
+        )
+        .await
+        .map_err(|_| {
+            anyhow::anyhow!(
+                "connecting to PostgreSQL at {server}: no answer within {:?}",
+                opts.acquire_timeout.max(Duration::from_secs(1))
+            )
+        })?
+        .map_err(|e| {
+            // An I/O error's own text, once ("connection refused (os error 111)"): sqlx's
+            // wrapper repeats it.
+            let cause = match &e {
+                sqlx::Error::Io(io) => io.to_string().to_lowercase(),
+                other => other.to_string(),
+            };
+            anyhow::anyhow!("connecting to PostgreSQL at {server}: {cause}")
+        })?;
+        let _ = first.close().await;
         let pool = PgPoolOptions::new()
             .max_connections(opts.pool_size.max(1))
             .acquire_timeout(opts.acquire_timeout)

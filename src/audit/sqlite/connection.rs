@@ -177,15 +177,17 @@ impl ConnGuard {
 /// Opens the connections for `url`: read-only, or writing (created if missing, WAL, migrated)
 /// plus read-only query connections and the checkpointing connection.
 pub(super) async fn connect(url: &str, opts: &StoreOptions) -> anyhow::Result<Pools> {
+    // Messages name the URL as it may be shown.
+    let shown = crate::audit::url::redacted(url);
     let base = SqliteConnectOptions::from_str(url)
-        .with_context(|| format!("bad database URL {url:?}"))?
+        .with_context(|| format!("bad database URL {shown:?}"))?
         .busy_timeout(opts.busy_timeout);
     if opts.read_only {
         let read = SqlitePoolOptions::new()
             .max_connections(2)
             .connect_with(base.read_only(true))
             .await
-            .with_context(|| format!("opening {url} read-only"))?;
+            .with_context(|| format!("opening {shown} read-only"))?;
         return Ok(Pools {
             write: None,
             read,
@@ -234,12 +236,12 @@ pub(super) async fn connect(url: &str, opts: &StoreOptions) -> anyhow::Result<Po
         true,
     )
     .await
-    .with_context(|| format!("opening the audit database {url}"))?;
+    .with_context(|| format!("opening the audit database {shown}"))?;
     {
         let mut guard = write.lock().await?;
         let result = migrate(guard.conn(), opts.busy_timeout)
             .await
-            .with_context(|| format!("migrating the audit database {url}"));
+            .with_context(|| format!("migrating the audit database {shown}"));
         guard.finish(result).await?;
     }
     let file = FileId::of(base.get_filename());
@@ -248,10 +250,10 @@ pub(super) async fn connect(url: &str, opts: &StoreOptions) -> anyhow::Result<Po
         .max_connections(4)
         .connect_with(base.clone().read_only(true))
         .await
-        .with_context(|| format!("opening {url} for queries"))?;
+        .with_context(|| format!("opening {shown} for queries"))?;
     let checkpoint = OwnedConn::open(base, None, false)
         .await
-        .with_context(|| format!("opening {url} for checkpoints"))?;
+        .with_context(|| format!("opening {shown} for checkpoints"))?;
     Ok(Pools {
         write: Some(Arc::new(write)),
         read,

@@ -69,9 +69,11 @@ pub const PROBE_ROUTES: [&str; 4] = [
     "/v2/health/ready",
 ];
 
-/// Whether a route is the Open Inference Protocol's: its errors are `{"error": "<message>"}`.
-pub fn is_oip(route: &str) -> bool {
-    route == "/v2" || route.starts_with("/v2/")
+/// Whether a request path (or a route pattern) is under the Open Inference Protocol's `/v2`:
+/// every error there, on a known route or not, is `{"error": "<message>"}`, the shape the
+/// protocol's clients parse.
+pub fn is_oip(path: &str) -> bool {
+    path == "/v2" || path.starts_with("/v2/")
 }
 
 /// A resource named by its own pattern, so the middleware can read it back without allocating.

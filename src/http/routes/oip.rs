@@ -11,6 +11,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use crate::http::body::check_content_type;
 use crate::http::error::{ApiError, OipErrorBody};
 use crate::http::request::{RequestId, RequestMeta};
 use crate::http::serving::{Protocol, audited};
@@ -194,13 +195,13 @@ impl Protocol for Infer {
     type Parsed = (Option<String>, Vec<Output>);
 
     /// Binary tensor data (Triton's extension) is refused before the body is read: it would
-    /// not parse as JSON. The protocol's body is JSON whatever `Content-Type` says (clients
-    /// send none, or curl's form type), so the type is not checked.
+    /// not parse as JSON. The type is checked as `/predict` checks it: none (what tritonclient
+    /// sends) or JSON is read, a declared other type is a 415.
     fn check(&self, req: &HttpRequest) -> Result<(), ApiError> {
         if req.headers().contains_key(oip::BINARY_HEADER) {
             return Err(oip::binary_refused().into());
         }
-        Ok(())
+        check_content_type(req)
     }
 
     fn parse(
@@ -241,6 +242,7 @@ impl Protocol for Infer {
         (status = 400, description = "Not JSON (`malformed_json`)", body = OipErrorBody),
         (status = 404, description = "No such model or version (`unknown_model`, `not_found`)", body = OipErrorBody),
         (status = 413, description = "Body or batch too large (`body_too_large`, `batch_too_large`)", body = OipErrorBody),
+        (status = 415, description = "A Content-Type other than JSON (`unsupported_media_type`); none is read as JSON", body = OipErrorBody),
         (status = 422, description = "Not a valid request for the model (`invalid_tensor`, `unsupported_datatype`, `binary_data_unsupported`, …)", body = OipErrorBody),
         (status = 503, description = "Not audited, so not served (`audit_unavailable`)", body = OipErrorBody),
     ))]
@@ -266,6 +268,7 @@ pub async fn infer(
         (status = 400, description = "Not JSON (`malformed_json`)", body = OipErrorBody),
         (status = 404, description = "No such model or version (`unknown_model`, `not_found`)", body = OipErrorBody),
         (status = 413, description = "Body or batch too large (`body_too_large`, `batch_too_large`)", body = OipErrorBody),
+        (status = 415, description = "A Content-Type other than JSON (`unsupported_media_type`); none is read as JSON", body = OipErrorBody),
         (status = 422, description = "Not a valid request for the model (`invalid_tensor`, `unsupported_datatype`, `binary_data_unsupported`, …)", body = OipErrorBody),
         (status = 503, description = "Not audited, so not served (`audit_unavailable`)", body = OipErrorBody),
     ))]
