@@ -123,11 +123,13 @@ pub struct Count {
     pub count: i64,
 }
 
-/// Latency of the rows in the range (nearest-rank percentiles); null when there are none.
+/// Latency in µs, arrival to answer, per request (nearest-rank percentiles over one value per
+/// request id: a batch of 400 rows counts once, as one answer); null when there are none.
 #[derive(Debug, Clone, Serialize, PartialEq, Default, ToSchema)]
 pub struct LatencySummary {
     pub p50: Option<i64>,
     pub p90: Option<i64>,
+    pub p95: Option<i64>,
     pub p99: Option<i64>,
     pub max: Option<i64>,
 }

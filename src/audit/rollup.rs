@@ -11,7 +11,7 @@
 //! | `status` | the HTTP status | rows |
 //! | `error` | the error code, `''` for none | rows |
 //! | `label` | the predicted label, `''` for none | rows |
-//! | `latency` | the latency's bucket (see [`latency_bucket`]) | rows |
+//! | `latency` | the latency's bucket (see [`latency_bucket`]) | requests (rows with item 0: a batch's latency counts once) |
 //! | `latency_max` | `''` | the largest latency, in µs (merged by max, not summed) |
 //! | `outlier_rows` | `''` | rows with at least one feature flagged |
 //! | `outlier` | a feature's name | rows flagging it |
@@ -206,7 +206,10 @@ impl Delta {
                 Some((_, n)) => *n += 1,
                 None => g.label.push((r.label.clone(), 1)),
             }
-            bump(&mut g.latency, latency_bucket(latency));
+            // Latency is the request's: a batch of 400 rows is one answer, counted once.
+            if r.item == 0 {
+                bump(&mut g.latency, latency_bucket(latency));
+            }
             if let Some(outliers) = &r.outliers {
                 g.outlier_rows += 1;
                 for name in serde_json::from_str::<Vec<String>>(outliers).unwrap_or_default() {
@@ -683,6 +686,17 @@ impl Histogram {
         self.buckets.iter().map(|(_, n)| n).sum()
     }
 
+    /// p50, p90, p95, p99 and the largest latency.
+    pub fn summary(&mut self) -> LatencySummary {
+        LatencySummary {
+            p50: self.quantile(0.5),
+            p90: self.quantile(0.9),
+            p95: self.quantile(0.95),
+            p99: self.quantile(0.99),
+            max: self.max(),
+        }
+    }
+
     /// The `p` quantile (0 < p ≤ 1) by nearest rank, read as its bucket's value, never above
     /// the largest latency; `None` when empty.
     pub fn quantile(&mut self, p: f64) -> Option<i64> {
@@ -756,12 +770,7 @@ pub fn summary(rows: &[RollupRow]) -> Summary {
         by_label: counts(by_label),
         by_status: counts(by_status),
         by_error_code: counts(by_error),
-        latency_us: LatencySummary {
-            p50: latency.quantile(0.5),
-            p90: latency.quantile(0.9),
-            p99: latency.quantile(0.99),
-            max: latency.max(),
-        },
+        latency_us: latency.summary(),
         source: SummarySource::Rollups,
     }
 }
@@ -779,7 +788,8 @@ pub struct TimeBucket {
     pub rows: i64,
     /// Rejected rows by error code.
     pub rejects_by_code: Vec<Count>,
-    pub latency_us: TimeLatency,
+    /// Latency percentiles per request (from the histogram: within 4%) and the exact maximum.
+    pub latency_us: LatencySummary,
     /// Served rows by predicted label.
     pub labels: Vec<Count>,
     /// Rows with at least one feature flagged as an outlier, and their share of served rows.
@@ -787,15 +797,6 @@ pub struct TimeBucket {
     pub outlier_rate: Option<f64>,
     /// Rows flagging each feature.
     pub outliers_by_feature: Vec<Count>,
-}
-
-/// Latency percentiles of a bucket (from the histogram: within 4%) and its exact maximum.
-#[derive(Debug, Clone, Serialize, PartialEq, Default, utoipa::ToSchema)]
-pub struct TimeLatency {
-    pub p50: Option<i64>,
-    pub p95: Option<i64>,
-    pub p99: Option<i64>,
-    pub max: Option<i64>,
 }
 
 /// Adds `n` under `key` without allocating when the key is there.
@@ -863,12 +864,7 @@ pub fn timeseries(
             rejected: a.rejected,
             rows: a.rows,
             rejects_by_code: keyed(a.rejects),
-            latency_us: TimeLatency {
-                p50: a.latency.quantile(0.5),
-                p95: a.latency.quantile(0.95),
-                p99: a.latency.quantile(0.99),
-                max: a.latency.max(),
-            },
+            latency_us: a.latency.summary(),
             labels: keyed(a.labels),
             outlier_rows: a.outlier_rows,
             outlier_rate: (served_rows > 0).then(|| a.outlier_rows as f64 / served_rows as f64),

@@ -210,6 +210,7 @@ fn summary_csv(s: &Summary) -> anyhow::Result<Vec<u8>> {
     for (key, value) in [
         ("p50", l.p50),
         ("p90", l.p90),
+        ("p95", l.p95),
         ("p99", l.p99),
         ("max", l.max),
     ] {

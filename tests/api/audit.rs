@@ -513,6 +513,61 @@ on_both_stores!(fn summary_counts_and_percentiles(app) {
     assert!(s["latency_us"]["p50"].as_i64().unwrap() <= s["latency_us"]["max"].as_i64().unwrap());
 });
 
+/// Nearest-rank percentile of sorted values.
+fn nearest_rank(sorted: &[i64], p: f64) -> i64 {
+    let rank = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
+}
+
+on_both_stores!(fn latency_percentiles_count_each_request_once(app) {
+    // Five single rows and one batch of 200: by rows the batch would be 200 of 205 values.
+    for _ in 0..5 {
+        app.predict_ok(r#"{"features": [5.8, 2.7, 5.1, 1.9]}"#);
+    }
+    let batch = serde_json::to_string(&json!({"features": vec![[6.7, 3.0, 5.2, 2.3]; 200]})).unwrap();
+    app.predict_ok(&batch);
+    app.wait_for_rows(205);
+    let mut per_request: Vec<i64> = app
+        .stored_rows("where item = 0")
+        .iter()
+        .map(|r| r["latency_us"].as_i64().unwrap())
+        .collect();
+    per_request.sort_unstable();
+    assert_eq!(per_request.len(), 6);
+    let want: Vec<(&str, i64)> = [("p50", 0.5), ("p90", 0.9), ("p95", 0.95), ("p99", 0.99), ("max", 1.0)]
+        .iter()
+        .map(|(k, p)| (*k, nearest_rank(&per_request, *p)))
+        .collect();
+    // From the rows (a latency filter needs them): exact.
+    let rows = app.get("/audit/summary?min_latency_us=0").json();
+    assert_eq!(rows["source"], "rows", "{rows}");
+    for (key, value) in &want {
+        assert_eq!(rows["latency_us"][key], *value, "{key} from the rows: {rows}");
+    }
+    // From the rollups, the summary and the time series alike: within the histogram's 4%.
+    let rollups = app.get("/audit/summary").json();
+    assert_eq!(rollups["source"], "rollups", "{rollups}");
+    let series = app.get("/audit/timeseries?bucket=1d").json();
+    let buckets: Vec<&Value> = series["buckets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|b| b["requests"].as_i64() > Some(0))
+        .collect();
+    let mut checked = vec![("summary", &rollups["latency_us"])];
+    if buckets.len() == 1 {
+        // Unless the requests straddle midnight UTC.
+        checked.push(("time series", &buckets[0]["latency_us"]));
+    }
+    for (what, latency) in checked {
+        for (key, value) in &want {
+            let got = latency[key].as_i64().unwrap_or_else(|| panic!("{what} {key}: {latency}"));
+            let tolerance = (*value as f64 * 0.04).ceil() as i64 + 1;
+            assert!((got - value).abs() <= tolerance, "{what} {key}: {got} against {value} per request");
+        }
+    }
+});
+
 on_both_stores!(fn audit_token_is_required_when_set(app) with |s| s.audit.token = Some("s3cret-token".into()), {
     let res = app.get("/audit");
     assert_eq!(res.status, 401);

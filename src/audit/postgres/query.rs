@@ -231,20 +231,23 @@ pub(super) async fn summary(pool: &PgPool, filter: &AuditFilter) -> anyhow::Resu
         counts.push(list);
     }
 
-    // Nearest-rank percentiles, as the SQLite backend computes them, in one pass.
+    // Nearest-rank percentiles over one latency per request (its rows share it), as the
+    // SQLite backend computes them, in one pass.
     let mut latency = LatencySummary::default();
     if rows > 0 {
         let mut qb = QueryBuilder::<Postgres>::new(
-            "select percentile_disc(array[0.5, 0.9, 0.99, 1.0]) \
-             within group (order by latency_us) from prediction",
+            "select percentile_disc(array[0.5, 0.9, 0.95, 0.99, 1.0]) \
+             within group (order by l) from (select max(latency_us) as l from prediction",
         );
         push_where_on(&mut qb, filter, "");
+        qb.push(" group by request_id) r");
         let at: Vec<i64> = qb.build().fetch_one(pool).await?.try_get(0)?;
         latency = LatencySummary {
             p50: at.first().copied(),
             p90: at.get(1).copied(),
-            p99: at.get(2).copied(),
-            max: at.get(3).copied(),
+            p95: at.get(2).copied(),
+            p99: at.get(3).copied(),
+            max: at.get(4).copied(),
         };
     }
     let mut counts = counts.into_iter();

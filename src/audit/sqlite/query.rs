@@ -125,32 +125,44 @@ pub(super) async fn summary(read: &SqlitePool, filter: &AuditFilter) -> anyhow::
         counts.push(list);
     }
 
+    // One latency per request (its rows share it), nearest-rank percentiles over them, in one
+    // pass: the ranks' values picked from the sorted per-request latencies.
     let mut latency = LatencySummary::default();
-    if rows > 0 {
-        let nearest_rank = |p: f64| ((p * rows as f64).ceil() as i64 - 1).clamp(0, rows - 1);
-        let mut at = Vec::new();
-        for offset in [
+    if requests > 0 {
+        let nearest_rank = |p: f64| ((p * requests as f64).ceil() as i64).clamp(1, requests);
+        let ranks = [
             nearest_rank(0.5),
             nearest_rank(0.9),
+            nearest_rank(0.95),
             nearest_rank(0.99),
-            rows - 1,
-        ] {
-            let mut qb = QueryBuilder::<Sqlite>::new("select latency_us from prediction");
-            push_where(&mut qb, filter);
-            qb.push(" order by latency_us limit 1 offset ")
-                .push_bind(offset);
-            at.push(
-                qb.build()
-                    .fetch_optional(read)
-                    .await?
-                    .map(|r| r.get::<i64, _>(0)),
-            );
+            requests,
+        ];
+        let mut qb =
+            QueryBuilder::<Sqlite>::new("with r as (select max(latency_us) as l from prediction");
+        push_where(&mut qb, filter);
+        qb.push(
+            " group by request_id), o as (select l, row_number() over (order by l) as n from r) \
+             select n, l from o where n in (",
+        );
+        let mut list = qb.separated(", ");
+        for rank in ranks {
+            list.push_bind(rank);
         }
+        qb.push(")");
+        let found: Vec<(i64, i64)> = qb
+            .build()
+            .fetch_all(read)
+            .await?
+            .iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .collect::<Result<_, sqlx::Error>>()?;
+        let at = |rank: i64| found.iter().find(|(n, _)| *n == rank).map(|(_, l)| *l);
         latency = LatencySummary {
-            p50: at[0],
-            p90: at[1],
-            p99: at[2],
-            max: at[3],
+            p50: at(ranks[0]),
+            p90: at(ranks[1]),
+            p95: at(ranks[2]),
+            p99: at(ranks[3]),
+            max: at(ranks[4]),
         };
     }
     let mut counts = counts.into_iter();

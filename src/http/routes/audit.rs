@@ -162,8 +162,10 @@ fn export(
     )
 }
 
-/// Counts per model, label, status and error code, and latency percentiles, over the rows a
-/// filter selects (from the rollups when the filter allows: `source`).
+/// Counts per model, label, status and error code, and latency percentiles (p50, p90, p95,
+/// p99, max) over the rows a filter selects (from the rollups when the filter allows:
+/// `source`). Percentiles are per request: one latency per request id, so a batch of 400 rows
+/// counts once.
 #[utoipa::path(get, path = "/audit/summary", tag = "audit", params(SummaryParams),
     responses(
         (status = 200, description = "The summary", body = Summary),
@@ -187,8 +189,9 @@ pub async fn summary(
     Ok(HttpResponse::Ok().json(summary))
 }
 
-/// `GET /audit/timeseries`: requests, rejects by code, latency percentiles, the label mix and
-/// outliers per bucket, from the rollups (a few rows per minute, whatever the traffic).
+/// `GET /audit/timeseries`: requests, rejects by code, latency percentiles (p50, p90, p95, p99,
+/// max; per request, a batch counting once), the label mix and outliers per bucket, from the
+/// rollups (a few rows per minute, whatever the traffic).
 #[utoipa::path(get, path = "/audit/timeseries", tag = "audit", params(TimeseriesParams),
     responses(
         (status = 200, description = "Every bucket of the range", body = Timeseries),
