@@ -231,11 +231,11 @@ pub struct AuditSettings {
 #[derive(Debug, Clone, Args)]
 pub struct MonitorSettings {
     /// Flag values outside the training range widened by this fraction of it on each side.
-    #[arg(long, env = "INFERLOG_OUTLIER_RANGE_MARGIN", default_value_t = defaults::OUTLIER_RANGE_MARGIN)]
+    #[arg(long, env = "INFERLOG_OUTLIER_RANGE_MARGIN", default_value_t = defaults::OUTLIER_RANGE_MARGIN, value_parser = non_negative)]
     pub outlier_range_margin: f64,
 
     /// Flag values further than this many training standard deviations from the mean.
-    #[arg(long, env = "INFERLOG_OUTLIER_STD_K", default_value_t = defaults::OUTLIER_STD_K)]
+    #[arg(long, env = "INFERLOG_OUTLIER_STD_K", default_value_t = defaults::OUTLIER_STD_K, value_parser = non_negative)]
     pub outlier_std_k: f64,
 
     #[command(flatten)]
@@ -250,11 +250,11 @@ pub struct MonitorSettings {
 #[derive(Debug, Clone, Args)]
 pub struct DriftSettings {
     /// PSI from which a feature's drift is `warn`.
-    #[arg(long, env = "INFERLOG_DRIFT_PSI_WARN", default_value_t = defaults::DRIFT_PSI_WARN)]
+    #[arg(long, env = "INFERLOG_DRIFT_PSI_WARN", default_value_t = defaults::DRIFT_PSI_WARN, value_parser = non_negative)]
     pub drift_psi_warn: f64,
 
     /// PSI from which a feature's drift is `alert`.
-    #[arg(long, env = "INFERLOG_DRIFT_PSI_ALERT", default_value_t = defaults::DRIFT_PSI_ALERT)]
+    #[arg(long, env = "INFERLOG_DRIFT_PSI_ALERT", default_value_t = defaults::DRIFT_PSI_ALERT, value_parser = non_negative)]
     pub drift_psi_alert: f64,
 
     /// Fewer rows than this give `insufficient_data` instead of a verdict.
@@ -444,6 +444,16 @@ fn database_url(s: &str) -> Result<String, String> {
         Ok(s.to_string())
     } else {
         Ok(format!("sqlite://{s}"))
+    }
+}
+
+/// A threshold: a finite number, zero or more (NaN, infinities and negative values would make
+/// every verdict or flag meaningless).
+fn non_negative(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
+        Ok(_) => Err("must be a finite number, zero or more".to_string()),
+        Err(_) => Err("must be a number".to_string()),
     }
 }
 

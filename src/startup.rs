@@ -70,6 +70,7 @@ impl Application {
         logger: Logger,
         log_dropped: Arc<AtomicU64>,
     ) -> anyhow::Result<Application> {
+        settings.monitor.drift.check().map_err(anyhow::Error::msg)?;
         let registry = ModelRegistry::load_dir(&settings.models, &settings.default_model)?;
         for m in registry.all() {
             info!(logger, "model loaded";

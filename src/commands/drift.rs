@@ -21,6 +21,7 @@ pub fn run(args: &DriftCliArgs) -> anyhow::Result<()> {
     };
     let url = &args.database_url;
     let rule = drift_rule(&args.drift);
+    rule.check().map_err(anyhow::Error::msg)?;
     let report = super::runtime()?.block_on(async {
         let store = Store::open(url, &StoreOptions::read_only()).await?;
         let report = reports::drift(&store, model, &filter, &rule).await;

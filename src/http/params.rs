@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 
 use super::error::{ApiError, ParamError};
 use crate::audit::{AuditFilter, Cursor, Order, StatusFilter};
-use crate::model::{Model, ModelRegistry};
+use crate::model::{LiveModels, Model};
 use crate::text::escape_controls;
 
 fn bad(name: &str, reason: impl Into<String>) -> ParamError {
@@ -126,7 +126,7 @@ pub struct TimeseriesParams {
     model_version: Option<String>,
 }
 
-/// The query parameters of `/monitor/drift` and `/monitor/performance`.
+/// The query parameters of `/monitor/performance`.
 #[derive(utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 #[allow(dead_code)]
@@ -134,6 +134,26 @@ pub struct WindowParams {
     /// A model served (default: the default model).
     #[param(min_length = 1)]
     model: Option<String>,
+    /// RFC 3339: rows received at or after.
+    #[param(format = DateTime)]
+    since: Option<String>,
+    /// RFC 3339: rows received before.
+    #[param(format = DateTime)]
+    until: Option<String>,
+}
+
+/// The query parameters of `/monitor/drift`.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct DriftParams {
+    /// A model served (default: the default model).
+    #[param(min_length = 1)]
+    model: Option<String>,
+    /// A version of the model (default: the one served now): an older one, served earlier
+    /// since start, is compared with its own training baseline.
+    #[param(min_length = 1)]
+    model_version: Option<String>,
     /// RFC 3339: rows received at or after.
     #[param(format = DateTime)]
     since: Option<String>,
@@ -381,11 +401,17 @@ pub fn decode_cursor(s: &str) -> Result<Cursor, ParamError> {
 
 /// The `model`, `since` and `until` parameters of the monitoring routes: the model (default:
 /// the default model; 404 if not served) and the time range as an audit filter.
+///
+/// With `versioned` (`/monitor/drift`), `model_version` names a version of that model other
+/// than the one served: served earlier since start (a reload replaced it), its rows are
+/// compared with its own baseline; a version this server never loaded is a 404.
 pub fn model_window(
-    models: &ModelRegistry,
+    models: &LiveModels,
     params: &[(String, String)],
+    versioned: bool,
 ) -> Result<(Arc<Model>, AuditFilter), ApiError> {
     let mut model_name = None;
+    let mut version = None;
     let mut range = Vec::new();
     for (k, v) in params {
         match k.as_str() {
@@ -393,24 +419,50 @@ pub fn model_window(
                 return Err(ApiError::BadParameter(bad("model", "given more than once")));
             }
             "model" => model_name = Some(v.clone()),
+            "model_version" if versioned && version.is_some() => {
+                return Err(ApiError::BadParameter(bad(
+                    "model_version",
+                    "given more than once",
+                )));
+            }
+            "model_version" if versioned => version = Some(v.clone()),
             "since" | "until" => range.push((k.clone(), v.clone())),
             _ => {
                 return Err(ApiError::BadParameter(bad(
                     &escape_controls(k),
-                    "is not a known parameter (model, since, until)",
+                    if versioned {
+                        "is not a known parameter (model, model_version, since, until)"
+                    } else {
+                        "is not a known parameter (model, since, until)"
+                    },
                 )));
             }
         }
     }
     let filter = parse_query(&range, true)?.filter;
+    let current = models.current();
     let model = match model_name {
-        Some(name) => models
+        Some(name) => current
             .get(&name)
             .cloned()
             .ok_or(ApiError::UnknownModel(name))?,
-        None => Arc::clone(models.default_model()),
+        None => Arc::clone(current.default_model()),
     };
-    Ok((model, filter))
+    match version {
+        Some(v) if v != model.artifact.version => {
+            let older = models.version(model.name(), &v).ok_or_else(|| {
+                ApiError::NotFound(format!(
+                    "model {} has no version {} known to this server (known: {}); a version's \
+                     baseline is its artifact, loaded at start or by a reload",
+                    crate::text::quote(model.name()),
+                    crate::text::quote(&v),
+                    models.versions(model.name()).join(", ")
+                ))
+            })?;
+            Ok((older, filter))
+        }
+        _ => Ok((model, filter)),
+    }
 }
 
 #[cfg(test)]

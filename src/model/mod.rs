@@ -350,17 +350,64 @@ pub struct Reload {
 #[derive(Debug)]
 pub struct LiveModels {
     current: RwLock<Arc<ModelRegistry>>,
+    /// Every (name, version) served since start, the ones a reload replaced too: reports on
+    /// an older version's rows use its own baseline. Artifacts are small; a process serves
+    /// few versions.
+    seen: RwLock<HashMap<(String, String), Arc<Model>>>,
     dir: PathBuf,
     default_model: String,
 }
 
 impl LiveModels {
     pub fn new(registry: ModelRegistry, dir: &Path, default_model: &str) -> LiveModels {
-        LiveModels {
+        let live = LiveModels {
             current: RwLock::new(Arc::new(registry)),
+            seen: RwLock::default(),
             dir: dir.to_path_buf(),
             default_model: default_model.to_string(),
+        };
+        live.remember(&live.current());
+        live
+    }
+
+    fn remember(&self, registry: &ModelRegistry) {
+        let mut seen = match self.seen.write() {
+            Ok(w) => w,
+            Err(p) => p.into_inner(),
+        };
+        for m in registry.all() {
+            seen.entry((m.name().to_string(), m.artifact.version.clone()))
+                .or_insert_with(|| Arc::clone(m));
         }
+    }
+
+    /// Model `name` at `version`: served now, or served earlier since start.
+    pub fn version(&self, name: &str, version: &str) -> Option<Arc<Model>> {
+        if let Some(m) = self.current().get(name)
+            && m.artifact.version == version
+        {
+            return Some(Arc::clone(m));
+        }
+        let seen = match self.seen.read() {
+            Ok(r) => r,
+            Err(p) => p.into_inner(),
+        };
+        seen.get(&(name.to_string(), version.to_string())).cloned()
+    }
+
+    /// The versions of `name` known (served now or earlier since start), sorted.
+    pub fn versions(&self, name: &str) -> Vec<String> {
+        let seen = match self.seen.read() {
+            Ok(r) => r,
+            Err(p) => p.into_inner(),
+        };
+        let mut out: Vec<String> = seen
+            .keys()
+            .filter(|(n, _)| n == name)
+            .map(|(_, v)| v.clone())
+            .collect();
+        out.sort();
+        out
     }
 
     /// The models being served now.
@@ -375,6 +422,7 @@ impl LiveModels {
     pub fn reload(&self) -> anyhow::Result<Reload> {
         let (next, report) = self.current().reload(&self.dir, &self.default_model)?;
         let next = Arc::new(next);
+        self.remember(&next);
         match self.current.write() {
             Ok(mut w) => *w = next,
             Err(p) => *p.into_inner() = next,

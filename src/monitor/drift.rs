@@ -48,6 +48,32 @@ pub enum Status {
 }
 
 impl DriftRule {
+    /// Refuses thresholds that cannot give the verdicts their names promise: the names are the
+    /// settings' flags, for the start-up error.
+    pub fn check(&self) -> Result<(), String> {
+        for (value, flag) in [
+            (self.psi_warn, "--drift-psi-warn (INFERLOG_DRIFT_PSI_WARN)"),
+            (
+                self.psi_alert,
+                "--drift-psi-alert (INFERLOG_DRIFT_PSI_ALERT)",
+            ),
+        ] {
+            if !value.is_finite() || value < 0.0 {
+                return Err(format!(
+                    "{flag} must be a finite number, zero or more; got {value}"
+                ));
+            }
+        }
+        if self.psi_warn > self.psi_alert {
+            return Err(format!(
+                "--drift-psi-warn (INFERLOG_DRIFT_PSI_WARN) {} is above --drift-psi-alert \
+                 (INFERLOG_DRIFT_PSI_ALERT) {}: a drift would alert before it warns",
+                self.psi_warn, self.psi_alert
+            ));
+        }
+        Ok(())
+    }
+
     pub fn status(&self, psi: f64, rows: usize) -> Status {
         if rows < self.min_rows {
             Status::InsufficientData
@@ -97,7 +123,12 @@ pub struct DriftReport {
     pub model_version: String,
     /// Answered rows of the model version the PSI and class drift cover.
     pub rows: usize,
+    /// Fewer answered rows than this give `insufficient_data` (the PSI is still shown, but
+    /// it is no verdict: small windows make it jump).
     pub min_rows: usize,
+    /// The PSI from which a status is `warn`, and `alert` (the service's settings).
+    pub psi_warn: f64,
+    pub psi_alert: f64,
     /// The most rows a report reads (the most recent of the range).
     pub max_rows: usize,
     /// Some figure covers only the most recent rows of the range: with `source: rows`, the
@@ -205,6 +236,8 @@ pub fn report_counts(
         model_version: model.artifact.version.clone(),
         rows,
         min_rows: rule.min_rows,
+        psi_warn: rule.psi_warn,
+        psi_alert: rule.psi_alert,
         max_rows: rule.max_rows,
         truncated: sample < rows,
         source,
@@ -226,5 +259,25 @@ mod tests {
         assert_eq!(rule.status(0.1, 500), Status::Warn);
         assert_eq!(rule.status(0.3, 500), Status::Alert);
         assert_eq!(rule.status(0.3, 99), Status::InsufficientData);
+    }
+
+    #[test]
+    fn thresholds_that_cannot_be_meant_are_refused_naming_the_flag() {
+        assert_eq!(DriftRule::default().check(), Ok(()));
+        let rule = |psi_warn, psi_alert| DriftRule {
+            psi_warn,
+            psi_alert,
+            ..DriftRule::default()
+        };
+        let e = rule(0.3, 0.2).check().unwrap_err();
+        assert!(
+            e.contains("--drift-psi-warn") && e.contains("above --drift-psi-alert"),
+            "{e}"
+        );
+        let e = rule(f64::NAN, 0.2).check().unwrap_err();
+        assert!(e.starts_with("--drift-psi-warn"), "{e}");
+        let e = rule(0.1, -1.0).check().unwrap_err();
+        assert!(e.starts_with("--drift-psi-alert"), "{e}");
+        assert_eq!(rule(0.2, 0.2).check(), Ok(()));
     }
 }

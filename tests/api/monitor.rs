@@ -43,11 +43,16 @@ on_both_stores!(fn inputs_like_the_training_data_show_no_drift(app) {
     assert_eq!(report.status, 200, "{}", report.text());
     let report = report.json();
     assert_eq!(report["rows"], 150);
-    for f in FEATURES {
+    for (j, f) in FEATURES.iter().enumerate() {
         assert_eq!(feature_status(&report, f), "ok", "{f}: {report}");
+        // The training rows again: no sign of drift in the KS test either.
+        let p = report["features"][j]["ks_p_value"].as_f64().unwrap();
+        assert!(p > 0.5, "{f}: KS p-value {p} for the training rows: {report}");
     }
     assert_eq!(report["prediction"]["status"], "ok", "{report}");
     assert_eq!(report["status"], "ok");
+    assert_eq!(report["psi_warn"], 0.1);
+    assert_eq!(report["psi_alert"], 0.25);
 });
 
 on_both_stores!(fn a_two_std_shift_of_one_feature_alerts_on_that_feature_only(app) {
@@ -347,3 +352,129 @@ on_both_stores!(fn drift_gauges_start_from_the_stored_rows_after_a_restart(app) 
     }
     again.wait_for_log_line(&["drift window started from stored rows", "150"]);
 });
+
+/// `model_version=` reports on a version a reload replaced, over its own rows and baseline; a
+/// version the server never loaded is a 404 naming the versions it knows.
+#[test]
+fn drift_of_an_older_version_uses_its_own_rows() {
+    use crate::shutdown::{kill, serve_binary_in, wait_exit};
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("server.log");
+    let (mut child, addr) = serve_binary_in(dir.path(), "server.log", &[]);
+    let get = |path: &str| {
+        send_raw(
+            &addr,
+            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+    };
+    let post = |rows: &[Vec<f64>]| {
+        let body = json!({ "features": rows }).to_string();
+        let res = send_raw(
+            &addr,
+            format!(
+                "POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            )
+            .as_bytes(),
+        );
+        assert_eq!(res.status, 200, "{}", res.text());
+    };
+    let original = get("/models/iris").json()["version"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    post(&iris_rows(None, 0.0));
+    // A new version of iris (the same model under another version), loaded by SIGHUP.
+    let models = dir.path().join("models");
+    let mut artifact: Value =
+        serde_json::from_slice(&std::fs::read(models.join("iris.json")).unwrap()).unwrap();
+    artifact["version"] = json!("1111111111111111");
+    std::fs::write(models.join("iris.json"), artifact.to_string()).unwrap();
+    kill(&child, "-HUP");
+    crate::helpers::wait_for_line(&log, &["models reloaded", "changed: iris"]);
+    post(&iris_rows(None, 0.0)[..40]);
+
+    let now = get("/monitor/drift").json();
+    assert_eq!(now["model_version"], "1111111111111111", "{now}");
+    assert_eq!(now["rows"], 40, "{now}");
+    let older = get(&format!("/monitor/drift?model_version={original}"));
+    assert_eq!(older.status, 200, "{}", older.text());
+    let older = older.json();
+    assert_eq!(older["model_version"], original, "{older}");
+    assert_eq!(older["rows"], 150, "{older}");
+    assert_eq!(older["status"], "ok", "{older}");
+    let same = get("/monitor/drift?model_version=1111111111111111").json();
+    assert_eq!(same["rows"], 40, "{same}");
+    let unknown = get("/monitor/drift?model_version=feedfacefeedface");
+    assert_eq!(unknown.status, 404, "{}", unknown.text());
+    assert_eq!(unknown.error_code(), "not_found");
+    assert!(unknown.text().contains(&original), "{}", unknown.text());
+    // Performance takes no version.
+    assert_eq!(
+        get(&format!("/monitor/performance?model_version={original}")).status,
+        400
+    );
+    kill(&child, "-TERM");
+    assert!(wait_exit(&mut child).success());
+}
+
+/// Thresholds that cannot mean what their names say stop the start (and `inferlog drift`)
+/// with a message naming the flag.
+#[test]
+fn drift_thresholds_that_cannot_be_meant_are_refused_at_start() {
+    use crate::shutdown::binary;
+    let dir = tempfile::tempdir().unwrap();
+    let models = crate::helpers::shipped_model()
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let db = dir.path().join("audit.db");
+    let run = |args: &[&str], env: &[(&str, &str)]| {
+        let mut cmd = binary();
+        cmd.current_dir(dir.path())
+            .args(args)
+            .env("INFERLOG_MODELS", &models)
+            .env("DATABASE_URL", &db);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let serve = ["serve", "--bind", "127.0.0.1:0"];
+    let with = |extra: &[&'static str]| -> Vec<&str> {
+        serve.iter().copied().chain(extra.iter().copied()).collect()
+    };
+    let (code, err) = run(
+        &with(&["--drift-psi-warn", "0.3", "--drift-psi-alert", "0.2"]),
+        &[],
+    );
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("--drift-psi-warn") && err.contains("above --drift-psi-alert"),
+        "{err}"
+    );
+    for (flag, arg) in [
+        ("--drift-psi-warn", "--drift-psi-warn=NaN"),
+        ("--drift-psi-alert", "--drift-psi-alert=-0.5"),
+        ("--outlier-std-k", "--outlier-std-k=inf"),
+    ] {
+        let (code, err) = run(&with(&[arg]), &[]);
+        let value = arg;
+        assert_eq!(code, Some(2), "{flag} {value}: {err}");
+        assert!(
+            err.contains(flag) && err.contains("finite number"),
+            "{flag} {value}: {err}"
+        );
+    }
+    let (code, err) = run(&serve, &[("INFERLOG_DRIFT_PSI_WARN", "nan")]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("--drift-psi-warn"), "{err}");
+    let (code, err) = run(&["drift", "--drift-psi-warn", "0.5"], &[]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("above --drift-psi-alert"), "{err}");
+    assert!(!db.exists(), "nothing was opened");
+}

@@ -7,7 +7,7 @@ use prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
 
 use crate::http::access::{AuditAccess, MetricsAccess};
 use crate::http::error::{ApiError, ErrorBody};
-use crate::http::params::{WindowParams, model_window};
+use crate::http::params::{DriftParams, WindowParams, model_window};
 use crate::http::state::AppState;
 use crate::monitor::drift::DriftReport;
 use crate::monitor::performance::Performance;
@@ -33,12 +33,12 @@ pub async fn metrics(
     Ok(HttpResponse::Ok().content_type(CONTENT_TYPE).body(text))
 }
 
-/// `?model=&since=&until=`: the model defaults to the default model, the range to everything.
-/// Whole-minute ranges read the rollups (see [`reports::drift`]).
-#[utoipa::path(get, path = "/monitor/drift", tag = "monitoring", params(WindowParams),
+/// `?model=&model_version=&since=&until=`: the model defaults to the default model, its
+/// version to the one served, the range to everything. Whole-minute ranges read the rollups.
+#[utoipa::path(get, path = "/monitor/drift", tag = "monitoring", params(DriftParams),
     responses(
-        (status = 200, description = "Drift of the model's current version against its training baseline", body = DriftReport),
-        (status = 404, description = "No such model (`unknown_model`)", body = ErrorBody),
+        (status = 200, description = "Drift of the model version's rows against its training baseline", body = DriftReport),
+        (status = 404, description = "No such model (`unknown_model`), or a version this server never loaded (`not_found`)", body = ErrorBody),
         (status = 400, description = "A parameter is unknown, repeated or malformed (`invalid_parameter`)", body = ErrorBody),
         (status = 401, description = "The token is needed (`unauthorized`)", body = ErrorBody),
         (status = 403, description = "Not a loopback client and no token set (`forbidden`)", body = ErrorBody),
@@ -50,7 +50,7 @@ pub async fn drift(
     state: web::Data<AppState>,
     params: web::Query<Vec<(String, String)>>,
 ) -> Result<HttpResponse, ApiError> {
-    let (model, filter) = model_window(&state.models.current(), &params)?;
+    let (model, filter) = model_window(&state.models, &params, true)?;
     let report = reports::drift(&state.store, &model, &filter, &state.drift_rule)
         .await
         .map_err(|e| ApiError::store("the recent inputs could not be read", &e))?;
@@ -74,7 +74,7 @@ pub async fn performance(
     state: web::Data<AppState>,
     params: web::Query<Vec<(String, String)>>,
 ) -> Result<HttpResponse, ApiError> {
-    let (model, filter) = model_window(&state.models.current(), &params)?;
+    let (model, filter) = model_window(&state.models, &params, false)?;
     let report = reports::performance(&state.store, &model, &filter)
         .await
         .map_err(|e| ApiError::store("the labelled predictions could not be read", &e))?;
