@@ -165,15 +165,18 @@ fn capture_line(rows: &[StoredRecord], out: &mut Vec<u8>) -> anyhow::Result<()> 
         )
     } else {
         let body = first.raw_body.clone().unwrap_or_default();
-        let (data, encoding) = if serde_json::from_str::<serde::de::IgnoredAny>(&body).is_ok() {
-            (body, "JSON")
-        } else {
-            use base64::Engine;
-            (
-                base64::engine::general_purpose::STANDARD.encode(body),
-                "BASE64",
-            )
-        };
+        // As SageMaker labels by the content type: JSON, or nothing at all (a body refused
+        // before it was read), is JSON; other bytes are BASE64.
+        let (data, encoding) =
+            if body.is_empty() || serde_json::from_str::<serde::de::IgnoredAny>(&body).is_ok() {
+                (body, "JSON")
+            } else {
+                use base64::Engine;
+                (
+                    base64::engine::general_purpose::STANDARD.encode(body),
+                    "BASE64",
+                )
+            };
         let answer = json!({"error": {"code": first.error_code, "request_id": first.request_id}});
         (data, encoding, answer.to_string())
     };

@@ -120,9 +120,26 @@ async fn serve<P: Protocol>(
     meta: &RequestMeta,
     model: Result<Arc<Model>, ApiError>,
 ) -> Result<HttpResponse, Failure> {
-    let model = model?;
-    protocol.check(req)?;
     let limits = &state.limits;
+    let model = match model {
+        Ok(model) => model,
+        // An unknown model's request keeps its body for the audit row, as other rejections
+        // do (read within the same limits; if it cannot be read, the row has none).
+        Err(error) => {
+            let body = read_body(
+                req,
+                payload,
+                limits.max_body_bytes,
+                &state.body_budget,
+                limits.body_timeout,
+            )
+            .await
+            .ok()
+            .map(|(body, _permit)| body);
+            return Err(Failure { error, body });
+        }
+    };
+    protocol.check(req)?;
     // The permit keeps the body's share of the body budget until the body is dropped.
     let (body, permit) = read_body(
         req,
