@@ -33,6 +33,7 @@ use crate::http::{self, AppState};
 use crate::metrics::{LiveCollector, Metrics};
 use crate::model::{LiveModels, ModelRegistry};
 use crate::monitor::window::DriftWindows;
+use crate::telemetry::LogFile;
 use crate::throttle::Throttle;
 
 pub struct Application {
@@ -313,9 +314,16 @@ impl Application {
                 drift: drift_windows,
                 // Taken over now, before the first request: its default action kills.
                 hangup: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok(),
+                log_file: None,
             },
             shutdown_timeout: limits.shutdown_timeout.max(MIN_SHUTDOWN_TIMEOUT),
         })
+    }
+
+    /// The log file to reopen on SIGHUP (with the models), for `logrotate`.
+    pub fn reopening(mut self, log_file: Option<LogFile>) -> Application {
+        self.reload.log_file = log_file;
+        self
     }
 
     pub fn port(&self) -> u16 {
@@ -432,6 +440,8 @@ struct Reloader {
     models: Arc<LiveModels>,
     drift: Arc<DriftWindows>,
     hangup: Option<tokio::signal::unix::Signal>,
+    /// Reopened first on SIGHUP, so `logrotate` can move it away.
+    log_file: Option<LogFile>,
 }
 
 impl Reloader {
@@ -444,6 +454,13 @@ impl Reloader {
             return;
         };
         while hup.recv().await.is_some() {
+            if let Some(file) = &self.log_file {
+                match file.reopen() {
+                    Ok(()) => info!(log, "log file reopened"; "path" => %file.path().display()),
+                    Err(e) => slog::error!(log, "log file not reopened; writing to the one open";
+                        "error" => format!("{e:#}")),
+                }
+            }
             info!(log, "SIGHUP received; reloading the models folder");
             self.reload(&log).await;
         }

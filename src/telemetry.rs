@@ -32,12 +32,50 @@ pub struct Telemetry {
     _guard: AsyncGuard,
     /// Flushes the log file's buffer periodically, and a last time when dropped.
     _flusher: Option<Flusher>,
+    /// The log file, to reopen on SIGHUP (`logrotate` without `copytruncate`); `None` when
+    /// logging to stderr.
+    pub log_file: Option<LogFile>,
+}
+
+/// A handle on the log file that reopens it by its path: after `logrotate` has renamed it,
+/// the next lines go to a new file under the old name.
+#[derive(Clone)]
+pub struct LogFile {
+    path: std::path::PathBuf,
+    out: BatchedFile,
+}
+
+impl LogFile {
+    /// Opens the path again (creating the file) and writes there from now on; what was
+    /// buffered for the old file is written to it first. On failure the old file stays.
+    pub fn reopen(&self) -> anyhow::Result<()> {
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)
+            .with_context(|| format!("reopening log file {}", self.path.display()))?;
+        let mut w = self
+            .out
+            .0
+            .lock()
+            .map_err(|_| anyhow::anyhow!("log file lock poisoned"))?;
+        // A failed flush of the old file loses nothing the new one could take: the lines
+        // were for the old file.
+        let _ = w.flush();
+        *w = BufWriter::with_capacity(LOG_BUFFER, file);
+        Ok(())
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
+    }
 }
 
 /// Builds the logger described by `settings`.
 pub fn init(settings: &LogSettings) -> anyhow::Result<Telemetry> {
     let args = settings;
     let mut flusher = None;
+    let mut log_file = None;
     let (core, guard) = match (&args.file, args.format) {
         (Some(path), format) => {
             let file = OpenOptions::new()
@@ -47,6 +85,10 @@ pub fn init(settings: &LogSettings) -> anyhow::Result<Telemetry> {
                 .with_context(|| format!("opening log file {}", path.display()))?;
             let out = BatchedFile::new(file);
             flusher = Some(Flusher::start(out.clone()));
+            log_file = Some(LogFile {
+                path: path.clone(),
+                out: out.clone(),
+            });
             let line = LineBuffered {
                 line: Vec::with_capacity(512),
                 out,
@@ -79,11 +121,15 @@ pub fn init(settings: &LogSettings) -> anyhow::Result<Telemetry> {
         dropped,
         _guard: guard,
         _flusher: flusher,
+        log_file,
     })
 }
 
 /// How often buffered log lines reach the file.
 const FLUSH_EVERY: Duration = Duration::from_millis(50);
+
+/// The log file's buffer.
+const LOG_BUFFER: usize = 256 * 1024;
 
 /// A log file written through a shared buffer: the formatters' per-record `flush` is a no-op,
 /// and a [`Flusher`] thread writes the buffer out every [`FLUSH_EVERY`] (and when it fills).
@@ -95,8 +141,7 @@ struct BatchedFile(Arc<Mutex<BufWriter<File>>>);
 impl BatchedFile {
     fn new(file: File) -> BatchedFile {
         BatchedFile(Arc::new(Mutex::new(BufWriter::with_capacity(
-            256 * 1024,
-            file,
+            LOG_BUFFER, file,
         ))))
     }
 

@@ -15,10 +15,13 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
             "audit_queue_rows" => settings.audit.queue_rows);
     }
     let dropped = std::sync::Arc::clone(&telemetry.dropped);
+    let log_file = telemetry.log_file.clone();
     let result = actix_web::rt::System::new().block_on(async {
         // The handlers first: a signal that comes once the server says it listens drains it.
         let stop = shutdown_signal();
-        let app = Application::build(settings, logger.clone(), dropped).await?;
+        let app = Application::build(settings, logger.clone(), dropped)
+            .await?
+            .reopening(log_file);
         app.run(stop).await
     });
     match &result {

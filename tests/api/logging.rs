@@ -147,3 +147,108 @@ fn a_failing_store_logs_its_error_once_per_interval_not_per_request() {
     assert_eq!(commit_errors, 1, "{text}");
     assert!(app.wait_for_log_line(&[&refused[0]]).contains("cause"));
 }
+
+/// The README's logrotate stanza, run by `logrotate -f`: the service reopens its log file on
+/// the SIGHUP of `postrotate`, so the lines before the rotation are in the renamed file, the
+/// ones after in a new file under the old name, and none is lost.
+#[test]
+fn the_readmes_logrotate_stanza_rotates_the_log_file() {
+    let Some(logrotate) = [
+        "/usr/sbin/logrotate",
+        "/sbin/logrotate",
+        "/usr/bin/logrotate",
+    ]
+    .into_iter()
+    .map(std::path::Path::new)
+    .find(|p| p.exists()) else {
+        let required = std::env::var("INFERLOG_TEST_LOGROTATE").is_ok_and(|v| v == "require");
+        assert!(
+            !required,
+            "INFERLOG_TEST_LOGROTATE=require but logrotate is not installed"
+        );
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stderr(),
+            "logrotate test SKIPPED: no logrotate found. Install Debian's logrotate to run it; .ci/run does."
+        );
+        return;
+    };
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let stanza = readme
+        .split("<!-- logrotate stanza: run by tests/api/logging.rs -->\n```\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("the README has the logrotate stanza");
+    assert!(stanza.contains("pkill -HUP -x inferlog"), "{stanza}");
+
+    let dir = tempfile::tempdir().unwrap();
+    // A process name of its own (a link to the binary), so the stanza's pkill signals this
+    // server only, not others the tests run at the same time.
+    let name = format!("inflr{}", std::process::id() % 1_000_000);
+    let link = dir.path().join(&name);
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_inferlog"), &link).unwrap();
+    let (mut child, addr) = serve_in(
+        crate::shutdown::binary_at(&link),
+        dir.path(),
+        "inferlog.log",
+        "sqlite://audit.db",
+        &[],
+    );
+    let log = dir.path().join("inferlog.log");
+    let predict = |id: &str| {
+        let body = r#"{"features": [5.8, 2.7, 5.1, 1.9]}"#;
+        let res = send_raw(
+            &addr,
+            format!(
+                "POST /predict HTTP/1.1\r\nHost: x\r\nX-Request-Id: {id}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            )
+            .as_bytes(),
+        );
+        assert_eq!(res.status, 200, "{}", res.text());
+    };
+    predict("before-rotation");
+    wait_for_line(&log, &["prediction served", "before-rotation"]);
+
+    let config = dir.path().join("logrotate.conf");
+    let stanza = stanza
+        .replace("/var/log/inferlog/inferlog.log", &log.display().to_string())
+        .replace("pkill -HUP -x inferlog", &format!("pkill -HUP -x {name}"));
+    std::fs::write(&config, stanza).unwrap();
+    let out = std::process::Command::new(logrotate)
+        .arg("-f")
+        .arg("-s")
+        .arg(dir.path().join("logrotate.state"))
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "logrotate: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rotated = dir.path().join("inferlog.log.1");
+    // The new file appears when the service has reopened it.
+    wait_for_line(&log, &["log file reopened"]);
+    predict("after-rotation");
+    wait_for_line(&log, &["prediction served", "after-rotation"]);
+    kill(&child, "-TERM");
+    assert!(wait_exit(&mut child).success());
+
+    let old = std::fs::read_to_string(&rotated).unwrap();
+    let new = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        old.contains("before-rotation") && !old.contains("after-rotation"),
+        "{old}"
+    );
+    assert!(
+        new.contains("after-rotation") && !new.contains("before-rotation"),
+        "{new}"
+    );
+    assert!(
+        new.contains("shutdown complete"),
+        "the last lines go to the new file: {new}"
+    );
+}

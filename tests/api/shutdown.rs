@@ -11,7 +11,12 @@ use std::sync::{Arc, Mutex};
 use crate::helpers::{db_json, served_request_ids, shipped_model, try_send_raw, wait_for_line};
 
 pub(crate) fn binary() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_inferlog"));
+    binary_at(std::path::Path::new(env!("CARGO_BIN_EXE_inferlog")))
+}
+
+/// The binary run through another path (a link to it, so the process has another name).
+pub(crate) fn binary_at(program: &std::path::Path) -> Command {
+    let mut cmd = Command::new(program);
     // Keep the developer's or CI's environment (and any .env) out of the child's settings.
     for var in [
         "INFERLOG_BIND",
