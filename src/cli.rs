@@ -368,6 +368,10 @@ pub enum AuditAction {
         /// rollups); versions not there get no bin counts.
         #[arg(long, env = "INFERLOG_MODELS", default_value = defaults::MODELS)]
         models: PathBuf,
+        /// Show progress on stderr (rows done, rate, time left) also when it is not a
+        /// terminal; on a terminal it is shown anyway.
+        #[arg(long)]
+        progress: bool,
     },
     /// Recompute the rollups (`/audit/summary`, `/audit/timeseries`, `/monitor/drift`,
     /// `/monitor/performance`) from the audit rows and feedback, in one transaction: after rows were changed by hand, or to check them. The
@@ -380,6 +384,10 @@ pub enum AuditAction {
         /// rollups); versions not there get no bin counts.
         #[arg(long, env = "INFERLOG_MODELS", default_value = defaults::MODELS)]
         models: PathBuf,
+        /// Show progress on stderr (rows done, rate, time left) also when it is not a
+        /// terminal; on a terminal it is shown anyway.
+        #[arg(long)]
+        progress: bool,
     },
     /// Write the rows of a spill file (left by a shutdown while the store was failing) into
     /// the audit database. Rows it holds already are skipped, so a replay may be repeated.
@@ -397,6 +405,10 @@ pub enum AuditAction {
         /// rollups); versions not there get no bin counts.
         #[arg(long, env = "INFERLOG_MODELS", default_value = defaults::MODELS)]
         models: PathBuf,
+        /// Show progress on stderr (rows done, rate, time left) also when it is not a
+        /// terminal; on a terminal it is shown anyway.
+        #[arg(long)]
+        progress: bool,
     },
 }
 

@@ -542,7 +542,7 @@ async fn replay_spill(
         return;
     }
     info!(logger, "replaying audit rows from the spill file"; "file" => %path.display());
-    match spill::replay(store, path).await {
+    match spill::replay(store, path, &|_| {}).await {
         Ok(done) => {
             metrics.replayed_rows.inc_by(done.inserted);
             info!(logger, "spill file replayed into the audit store";

@@ -70,3 +70,7 @@ impl StoreOptions {
         }
     }
 }
+
+/// Told how many rows a long piece of work (a rebuild of the rollups) has done so far, after
+/// each step: for a command's progress line.
+pub type RowsDone<'a> = &'a (dyn Fn(u64) + Send + Sync);

@@ -17,6 +17,7 @@ use anyhow::Context;
 use serde_json::{Map, Value};
 
 use super::columns::{self, Cell};
+use super::modes::RowsDone;
 use super::record::{AuditRecord, StoredRecord, format_time};
 use super::store::Store;
 
@@ -97,10 +98,10 @@ pub struct Replayed {
 /// [`REPLAY_BATCH`] rows, skipping rows it already holds. The file is left as it is: the
 /// caller removes it once it is done with it. A line that is not an audit row stops the
 /// replay with its line number (nothing is skipped silently); rows before it stay written.
-pub async fn replay(store: &Store, path: &Path) -> anyhow::Result<Replayed> {
+pub async fn replay(store: &Store, path: &Path, done: RowsDone<'_>) -> anyhow::Result<Replayed> {
     let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
     let mut lines = BufReader::new(file).lines();
-    let mut done = Replayed::default();
+    let mut replayed = Replayed::default();
     let mut batch = Vec::with_capacity(REPLAY_BATCH);
     let mut number = 0usize;
     loop {
@@ -119,15 +120,16 @@ pub async fn replay(store: &Store, path: &Path) -> anyhow::Result<Replayed> {
         if batch.len() >= REPLAY_BATCH || (next.is_none() && !batch.is_empty()) {
             let refs: Vec<&AuditRecord> = batch.iter().collect();
             let written = store
-                .write_batch(&refs)
+                .import_batch(&refs)
                 .await
                 .map_err(|f| anyhow::anyhow!("writing spilled rows: {}", f.detail()))?;
-            done.rows += batch.len() as u64;
-            done.inserted += written.inserted;
+            replayed.rows += batch.len() as u64;
+            replayed.inserted += written.inserted;
+            done(replayed.rows);
             batch.clear();
         }
         if next.is_none() {
-            return Ok(done);
+            return Ok(replayed);
         }
     }
 }

@@ -7,7 +7,7 @@ use slog::Logger;
 
 use super::fault::{FaultKind, StoreFault};
 use super::filter::{AuditFilter, Cursor, Page, Summary};
-use super::modes::StoreOptions;
+use super::modes::{RowsDone, StoreOptions};
 use super::postgres::PgStore;
 use super::record::{AuditRecord, Feedback, RequestRef, StoredRecord, Written};
 use super::rollup::{self, PackedRow, ReadPlan, RollupRange, RollupRow};
@@ -173,11 +173,21 @@ impl Store {
         self.rollups(range, ALL_MINUTES).await
     }
 
-    /// Recomputes every rollup from the rows (after rows were changed by hand, or to check).
-    pub async fn rebuild_rollups(&self) -> Result<(), StoreFault> {
+    /// Recomputes every rollup from the rows (after rows were changed by hand, or to check),
+    /// telling `done` the rows counted so far.
+    pub async fn rebuild_rollups(&self, done: RowsDone<'_>) -> Result<(), StoreFault> {
         match self {
-            Store::Sqlite(s) => s.rebuild_rollups().await,
-            Store::Postgres(s) => s.rebuild_rollups().await,
+            Store::Sqlite(s) => s.rebuild_rollups(done).await,
+            Store::Postgres(s) => s.rebuild_rollups(done).await,
+        }
+    }
+
+    /// [`Store::write_batch`] for rows some of which may be stored already (a copy, a replay):
+    /// the same outcome, without a failed statement on the normal path.
+    pub async fn import_batch(&self, records: &[&AuditRecord]) -> Result<Written, StoreFault> {
+        match self {
+            Store::Sqlite(s) => s.write_batch(records).await,
+            Store::Postgres(s) => s.import_batch(records).await,
         }
     }
 

@@ -4,6 +4,7 @@
 use std::io::Write;
 use std::path::Path;
 
+use super::progress::Progress;
 use crate::audit::export::{SageMaker, Walk, csv_chunk, jsonl_chunk};
 use crate::audit::{
     AuditFilter, AuditRecord, Order, Store, StoreFault, StoreOptions, StoredRecord, Summary, spill,
@@ -21,12 +22,19 @@ pub fn run(args: &AuditCliArgs) -> anyhow::Result<()> {
             file,
             database_url,
             models,
-        }) => return replay(database_url, file, models),
-        Some(AuditAction::Copy { from, to, models }) => return copy(from, to, models),
+            progress,
+        }) => return replay(database_url, file, models, *progress),
+        Some(AuditAction::Copy {
+            from,
+            to,
+            models,
+            progress,
+        }) => return copy(from, to, models, *progress),
         Some(AuditAction::RebuildRollups {
             database_url,
             models,
-        }) => return rebuild_rollups(database_url, models),
+            progress,
+        }) => return rebuild_rollups(database_url, models, *progress),
         None => {}
     }
     let stdout = std::io::stdout();
@@ -79,40 +87,62 @@ fn writable_with(models: &Path) -> StoreOptions {
 }
 
 /// `inferlog audit rebuild-rollups`: the rollups recomputed from the rows.
-fn rebuild_rollups(database_url: &str, models: &Path) -> anyhow::Result<()> {
+fn rebuild_rollups(database_url: &str, models: &Path, asked: bool) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     let opts = writable_with(models);
-    super::runtime()?.block_on(async {
+    let rows = super::runtime()?.block_on(async {
         let store = Store::open(database_url, &opts).await?;
-        let result = store.rebuild_rollups().await;
+        let total = store
+            .summary(&AuditFilter::default())
+            .await
+            .ok()
+            .map(|s| s.rows as u64);
+        let progress = Progress::new("rows counted", total, asked);
+        let counted = std::sync::atomic::AtomicU64::new(0);
+        let result = store
+            .rebuild_rollups(&|n| {
+                counted.store(n, std::sync::atomic::Ordering::Relaxed);
+                progress.update(n);
+            })
+            .await;
+        progress.finish();
         store.close().await;
-        result.map_err(|e| anyhow::anyhow!("{}: {}", e.cause(), e.detail()))
+        result.map_err(|e| anyhow::anyhow!("{}: {}", e.cause(), e.detail()))?;
+        anyhow::Ok(counted.into_inner())
     })?;
     super::outln!(
-        "rebuilt the audit rollups from the rows in {:.1} s",
+        "rebuilt the audit rollups from {rows} rows in {:.1} s",
         started.elapsed().as_secs_f64()
     )?;
     Ok(())
 }
 
 /// `inferlog audit replay FILE`: the rows of a spill file into the store, each at most once.
-fn replay(database_url: &str, file: &Path, models: &Path) -> anyhow::Result<()> {
+fn replay(database_url: &str, file: &Path, models: &Path, asked: bool) -> anyhow::Result<()> {
     if !file.exists() {
         anyhow::bail!("no spill file at {}", file.display());
     }
+    let started = std::time::Instant::now();
     let opts = writable_with(models);
+    // One line a row: the total for the estimate.
+    let total = std::fs::read(file)
+        .ok()
+        .map(|bytes| bytes.iter().filter(|b| **b == b'\n').count() as u64);
     let done = super::runtime()?.block_on(async {
         let store = Store::open(database_url, &opts).await?;
-        let result = spill::replay(&store, file).await;
+        let progress = Progress::new("rows replayed", total, asked);
+        let result = spill::replay(&store, file, &|n| progress.update(n)).await;
+        progress.finish();
         store.close().await;
         result
     })?;
     super::outln!(
-        "replayed {} rows from {}: {} written, {} already in the store",
+        "replayed {} rows from {}: {} written, {} already in the store, in {:.1} s",
         done.rows,
         file.display(),
         done.inserted,
-        done.rows - done.inserted
+        done.rows - done.inserted,
+        started.elapsed().as_secs_f64()
     )?;
     Ok(())
 }
@@ -122,12 +152,19 @@ const COPY_PAGE: usize = 4096;
 
 /// `inferlog audit copy --from URL --to URL`: every row (oldest first) and every feedback,
 /// each written once however often the copy runs.
-fn copy(from: &str, to: &str, models: &Path) -> anyhow::Result<()> {
+fn copy(from: &str, to: &str, models: &Path, asked: bool) -> anyhow::Result<()> {
     let fail = |what: &str, e: StoreFault| anyhow::anyhow!("{what}: {}", e.detail());
+    let started = std::time::Instant::now();
     let opts = writable_with(models);
     let (rows, written, feedback, feedback_new) = super::runtime()?.block_on(async {
         let source = Store::open(from, &StoreOptions::read_only()).await?;
         let target = Store::open(to, &opts).await?;
+        let total = source
+            .summary(&AuditFilter::default())
+            .await
+            .ok()
+            .map(|s| s.rows as u64);
+        let progress = Progress::new("rows copied", total, asked);
         let result: anyhow::Result<(u64, u64, u64, u64)> = async {
             let filter = AuditFilter {
                 order: Order::Asc,
@@ -146,12 +183,14 @@ fn copy(from: &str, to: &str, models: &Path) -> anyhow::Result<()> {
                     .collect::<anyhow::Result<Vec<_>>>()?;
                 let refs: Vec<&AuditRecord> = batch.iter().collect();
                 let done = target
-                    .write_batch(&refs)
+                    .import_batch(&refs)
                     .await
                     .map_err(|e| fail("writing", e))?;
                 rows += batch.len() as u64;
                 written += done.inserted;
+                progress.update(rows);
             }
+            progress.finish();
             let (mut feedback, mut feedback_new, mut after) = (0, 0, 0);
             loop {
                 let page = source
@@ -179,8 +218,9 @@ fn copy(from: &str, to: &str, models: &Path) -> anyhow::Result<()> {
         result
     })?;
     super::outln!(
-        "copied {rows} audit rows ({written} new, {} already there) and {feedback} feedback ({feedback_new} new)",
-        rows - written
+        "copied {rows} audit rows ({written} new, {} already there) and {feedback} feedback ({feedback_new} new) in {:.1} s",
+        rows - written,
+        started.elapsed().as_secs_f64()
     )?;
     Ok(())
 }

@@ -3,6 +3,7 @@
 
 pub mod audit;
 pub mod drift;
+pub mod progress;
 pub mod serve;
 pub mod train;
 

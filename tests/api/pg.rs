@@ -121,6 +121,8 @@ impl PgServer {
             .arg(format!("unix_socket_directories={}", self.dir.display()))
             .args(["-c", "fsync=off", "-c", "max_connections=300"])
             .args(["-c", "shared_buffers=32MB"])
+            // Each line names its database, so a test can read its own database's lines.
+            .args(["-c", "log_line_prefix=%m [%p] db=%d "])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(self.dir.join("server.log")).unwrap());
@@ -165,6 +167,16 @@ impl PgServer {
 
     fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default()
+    }
+
+    /// The server log's lines about database `db`.
+    pub fn log_of(&self, db: &str) -> Vec<String> {
+        let tag = format!("db={db} ");
+        self.log()
+            .lines()
+            .filter(|l| l.contains(&tag))
+            .map(str::to_string)
+            .collect()
     }
 
     /// The URL of database `db` on this server.

@@ -389,28 +389,59 @@ fn audit_copy_moves_a_sqlite_history_into_postgres_once() {
          select request_id, item, 'label1', '2026-11-02T00:00:00.000000Z' from prediction
          where status = 200 and id % 1000 = 1;",
     );
-    let copy = || {
-        crate::shutdown::stdout_of(
-            crate::shutdown::binary()
-                .args(["audit", "copy", "--from"])
-                .arg(&db)
-                .args(["--to", &url]),
-        )
-    };
-    let first = copy();
+    // The first copy with --progress: lines on stderr (no terminal here), the summary on
+    // stdout.
+    let out = crate::shutdown::binary()
+        .args(["audit", "copy", "--progress", "--from"])
+        .arg(&db)
+        .args(["--to", &url])
+        .output()
+        .unwrap();
+    let (first, progress) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{progress}");
     assert!(
         first.contains(
-            "copied 100000 audit rows (100000 new, 0 already there) and 100 feedback (100 new)"
+            "copied 100000 audit rows (100000 new, 0 already there) and 100 feedback (100 new) in "
         ),
         "{first}"
     );
-    let again = copy();
+    // (The source, from before rollups, cannot tell its total: no estimate of time left.)
+    assert!(
+        progress.contains("rows copied, ") && progress.contains(" rows/s"),
+        "{progress}"
+    );
+    let server = crate::pg::shared().unwrap();
+    let name = crate::pg::database_name(&url);
+    let errors_before = server
+        .log_of(name)
+        .iter()
+        .filter(|l| l.contains("ERROR"))
+        .count();
+    // Without --progress and no terminal: no progress lines.
+    let out = crate::shutdown::binary()
+        .args(["audit", "copy", "--from"])
+        .arg(&db)
+        .args(["--to", &url])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "");
+    let again = String::from_utf8_lossy(&out.stdout);
     assert!(
         again.contains("(0 new, 100000 already there) and 100 feedback (0 new)"),
         "{again}"
     );
-    let server = crate::pg::shared().unwrap();
-    let name = crate::pg::database_name(&url);
+    // Rows already there are skipped without a failed statement in the server's log.
+    let errors: Vec<String> = server
+        .log_of(name)
+        .into_iter()
+        .filter(|l| l.contains("ERROR"))
+        .collect();
+    assert_eq!(errors.len(), errors_before, "{errors:#?}");
+    assert_eq!(errors_before, 0, "{errors:#?}");
     assert_eq!(
         server.psql(name, "select count(*) from prediction").trim(),
         "100000"

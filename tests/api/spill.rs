@@ -223,6 +223,28 @@ fn audit_replay_writes_a_moved_spill_file_once() {
         again.contains("0 written, 12 already in the store"),
         "{again}"
     );
+    // With --progress, also when stderr is not a terminal: rows done of the file's, the rate.
+    let out = binary()
+        .args(["audit", "replay", "--progress"])
+        .arg(&moved)
+        .arg("--database-url")
+        .arg(&other)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let progress = String::from_utf8_lossy(&out.stderr);
+    assert!(progress.contains("12 of 12 rows replayed, "), "{progress}");
+    // And the rebuild of the rollups, counting the rows.
+    let out = binary()
+        .args(["audit", "rebuild-rollups", "--progress", "--database-url"])
+        .arg(&other)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("12 of 12 rows counted, "));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("rebuilt the audit rollups from 12 rows in ")
+    );
     let stored = stored_rows(&other);
     assert_eq!(stored.len(), 3);
     assert!(stored.values().all(|n| *n == 4), "{stored:?}");

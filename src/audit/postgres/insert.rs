@@ -14,6 +14,7 @@ use sqlx::{Executor, PgConnection, PgPool};
 
 use crate::audit::baselines::Baselines;
 use crate::audit::columns::{self, Cell, Column};
+use crate::audit::modes::RowsDone;
 use crate::audit::record::{AuditRecord, Feedback, Written, format_time};
 use crate::audit::rollup::{Counts, Delta, Folded, fold_deltas, with_hours};
 
@@ -255,6 +256,27 @@ async fn rollback(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
     conn.execute("rollback").await.map(|_| ())
 }
 
+/// Writes `records`, skipping those already stored, without a failed statement on the way:
+/// for copies and replays, where rows already there are expected (the `COPY` of
+/// [`write_rows`] would fail, and leave an ERROR in the server's log, before the retry).
+pub(super) async fn import_rows(
+    pool: &PgPool,
+    records: &[&AuditRecord],
+    baselines: &Baselines,
+) -> anyhow::Result<Written> {
+    if records.is_empty() {
+        return Ok(Written {
+            at: Instant::now(),
+            inserted: 0,
+        });
+    }
+    let mut conn = pool
+        .acquire()
+        .await
+        .context("taking a connection to the audit database")?;
+    write_new_rows(&mut conn, records, Instant::now(), baselines).await
+}
+
 /// [`write_rows`] for a batch holding rows already stored: the rows not there yet are
 /// inserted, and only they are counted in the rollups, in one transaction.
 async fn write_new_rows(
@@ -389,7 +411,11 @@ async fn add_to_rollup(conn: &mut PgConnection, folded: Folded) -> anyhow::Resul
 /// Recomputes the rollups from the rows and the feedback, in one transaction, 10,000 rows
 /// at a time, with the writer's own counting ([`Delta`]). Replicas may write meanwhile: the
 /// table lock makes their commits wait until the rebuild has committed.
-pub(super) async fn rebuild_rollups(pool: &PgPool, baselines: &Baselines) -> anyhow::Result<()> {
+pub(super) async fn rebuild_rollups(
+    pool: &PgPool,
+    baselines: &Baselines,
+    done: RowsDone<'_>,
+) -> anyhow::Result<()> {
     use sqlx::Row;
     let mut tx = pool.begin().await.context("starting a transaction")?;
     (&mut *tx)
@@ -403,7 +429,7 @@ pub(super) async fn rebuild_rollups(pool: &PgPool, baselines: &Baselines) -> any
         "select {} from prediction where id > $1 order by id limit 10000",
         columns::pg_select_list()
     );
-    let mut after = 0i64;
+    let (mut after, mut rows_done) = (0i64, 0u64);
     loop {
         let rows = sqlx::query(&sql)
             .bind(after)
@@ -418,6 +444,8 @@ pub(super) async fn rebuild_rollups(pool: &PgPool, baselines: &Baselines) -> any
             .collect::<anyhow::Result<Vec<_>>>()?;
         let delta = Delta::of(&records, Instant::now(), baselines).to_json_with(storable);
         add_to_rollup(&mut tx, fold_deltas([delta.as_str()])?).await?;
+        rows_done += records.len() as u64;
+        done(rows_done);
     }
     let labelled = sqlx::query(
         "select extract(epoch from p.received_at)::float8, p.model, p.model_version, \

@@ -26,7 +26,7 @@ use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 use crate::audit::baselines::Baselines;
 use crate::audit::fault::{FaultKind, StoreFault};
 use crate::audit::filter::{AuditFilter, Cursor, Page, Summary};
-use crate::audit::modes::StoreOptions;
+use crate::audit::modes::{RowsDone, StoreOptions};
 use crate::audit::record::{AuditRecord, Feedback, RequestRef, StoredRecord, Written};
 use crate::audit::rollup::{PackedRow, ReadPlan, RollupRange};
 
@@ -131,7 +131,7 @@ impl PgStore {
             create_partitions(&pool).await?;
             // Rows from before rollups existed get theirs once.
             if insert::rollups_missing(&pool).await? {
-                insert::rebuild_rollups(&pool, &opts.baselines).await?;
+                insert::rebuild_rollups(&pool, &opts.baselines, &|_| {}).await?;
             }
         }
         Ok(PgStore {
@@ -222,8 +222,14 @@ impl PgStore {
             .map_err(fault)
     }
 
-    pub async fn rebuild_rollups(&self) -> Result<(), StoreFault> {
-        insert::rebuild_rollups(&self.pool, &self.baselines)
+    pub async fn rebuild_rollups(&self, done: RowsDone<'_>) -> Result<(), StoreFault> {
+        insert::rebuild_rollups(&self.pool, &self.baselines, done)
+            .await
+            .map_err(fault)
+    }
+
+    pub async fn import_batch(&self, records: &[&AuditRecord]) -> Result<Written, StoreFault> {
+        insert::import_rows(&self.pool, records, &self.baselines)
             .await
             .map_err(fault)
     }

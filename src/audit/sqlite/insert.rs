@@ -10,6 +10,7 @@ use sqlx::sqlite::{SqliteArguments, SqliteConnection};
 
 use crate::audit::baselines::Baselines;
 use crate::audit::columns::{self, Cell};
+use crate::audit::modes::RowsDone;
 use crate::audit::record::{AuditRecord, Written, format_time};
 use crate::audit::rollup::{Counts, Delta, Folded, fold_deltas, with_hours};
 
@@ -300,9 +301,10 @@ pub(super) async fn rebuild_rollups(
     conn: &mut SqliteConnection,
     busy_timeout: Duration,
     baselines: &Baselines,
+    done: RowsDone<'_>,
 ) -> anyhow::Result<()> {
     begin_immediate(conn, busy_timeout).await?;
-    let result = rebuild_in_transaction(conn, baselines).await;
+    let result = rebuild_in_transaction(conn, baselines, done).await;
     match result {
         Ok(()) => {
             sqlx::query("commit")
@@ -321,6 +323,7 @@ pub(super) async fn rebuild_rollups(
 async fn rebuild_in_transaction(
     conn: &mut SqliteConnection,
     baselines: &Baselines,
+    done: RowsDone<'_>,
 ) -> anyhow::Result<()> {
     use sqlx::Row;
     sqlx::query("delete from rollup; delete from rollup_delta")
@@ -330,7 +333,7 @@ async fn rebuild_in_transaction(
         "select {} from prediction where id > ? order by id limit 10000",
         columns::select_list()
     );
-    let mut after = 0i64;
+    let (mut after, mut rows_done) = (0i64, 0u64);
     loop {
         let rows = sqlx::query(&sql)
             .bind(after)
@@ -345,6 +348,8 @@ async fn rebuild_in_transaction(
             .collect::<anyhow::Result<Vec<_>>>()?;
         let delta = Delta::of(&records, Instant::now(), baselines).to_json();
         add_to_rollup(conn, fold_deltas([delta.as_str()])?).await?;
+        rows_done += records.len() as u64;
+        done(rows_done);
     }
     let labelled = sqlx::query(
         "select p.received_at, p.model, p.model_version, p.label, t.true_label \

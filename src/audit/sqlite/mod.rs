@@ -29,7 +29,7 @@ use self::connection::{OwnedConn, Pools, connect};
 use self::file_identity::{FileId, FileReplaced, sidecar};
 use crate::audit::fault::{FaultKind, StoreFault};
 use crate::audit::filter::{AuditFilter, Cursor, Page, Summary};
-use crate::audit::modes::StoreOptions;
+use crate::audit::modes::{RowsDone, StoreOptions};
 use crate::audit::record::{AuditRecord, Feedback, RequestRef, StoredRecord, Written, format_time};
 use crate::audit::rollup::{Delta, PackedRow, ReadPlan, RollupRange};
 use crate::throttle::Throttle;
@@ -137,7 +137,7 @@ impl SqliteStore {
         .await
         .context("checking the audit rollups")?;
         if missing {
-            self.rebuild_rollups()
+            self.rebuild_rollups(&|_| {})
                 .await
                 .map_err(|f| anyhow::anyhow!("building the audit rollups: {}", f.detail()))?;
         }
@@ -145,13 +145,17 @@ impl SqliteStore {
     }
 
     /// Recomputes the rollups from the rows, in one transaction, 10,000 rows at a time.
-    pub async fn rebuild_rollups(&self) -> Result<(), StoreFault> {
+    pub async fn rebuild_rollups(&self, done: RowsDone<'_>) -> Result<(), StoreFault> {
         let result: anyhow::Result<()> = async {
             let (conn, _) = self.write()?;
             let mut guard = conn.lock().await?;
-            let rebuilt =
-                insert::rebuild_rollups(guard.conn(), self.opts.busy_timeout, &self.opts.baselines)
-                    .await;
+            let rebuilt = insert::rebuild_rollups(
+                guard.conn(),
+                self.opts.busy_timeout,
+                &self.opts.baselines,
+                done,
+            )
+            .await;
             guard.finish(rebuilt).await
         }
         .await;
