@@ -47,21 +47,49 @@ pub struct AuditFilter {
     pub order: Order,
 }
 
-/// Where a walk through the audit rows stands: after row `id` in id order, or, for a store
-/// with several writers read in ascending order (PostgreSQL), after row `id` of transaction
-/// `txid` in commit-safe order (see the PostgreSQL backend's `page`).
+/// Where a walk through the audit rows stands: after row `id` in id order; for a store with
+/// several writers read in ascending order (PostgreSQL), after row `id` of transaction `txid`
+/// in commit-safe order (see the PostgreSQL backend's `page`); newest first, after row `id`
+/// received at `at` (microseconds since 1970) in (arrival, id) order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Cursor {
     pub id: i64,
     pub txid: Option<i64>,
+    pub at: Option<i64>,
 }
 
 impl Cursor {
     /// Before the first row.
-    pub const START: Cursor = Cursor { id: 0, txid: None };
+    pub const START: Cursor = Cursor {
+        id: 0,
+        txid: None,
+        at: None,
+    };
 
     pub fn after_id(id: i64) -> Cursor {
-        Cursor { id, txid: None }
+        Cursor {
+            id,
+            txid: None,
+            at: None,
+        }
+    }
+
+    /// Newest first: after `record` in (arrival, id) order.
+    pub fn before(record: &StoredRecord) -> Cursor {
+        Cursor {
+            id: record.id,
+            txid: None,
+            at: chrono::DateTime::parse_from_rfc3339(&record.received_at)
+                .ok()
+                .map(|t| t.timestamp_micros()),
+        }
+    }
+
+    /// The arrival time of `at` as stored (RFC 3339, microseconds, UTC).
+    pub fn at_text(&self) -> Option<String> {
+        self.at
+            .and_then(chrono::DateTime::from_timestamp_micros)
+            .map(|t| super::record::format_time(&t))
     }
 }
 
@@ -73,9 +101,16 @@ pub struct Page {
 }
 
 impl Page {
-    /// A page whose positions are its rows' ids.
-    pub fn by_id(records: Vec<StoredRecord>) -> Page {
-        let positions = records.iter().map(|r| Cursor::after_id(r.id)).collect();
+    /// A page whose positions are its rows' ids (oldest first), or their arrival and ids
+    /// (newest first).
+    pub fn of(records: Vec<StoredRecord>, order: Order) -> Page {
+        let positions = records
+            .iter()
+            .map(|r| match order {
+                Order::Asc => Cursor::after_id(r.id),
+                Order::Desc => Cursor::before(r),
+            })
+            .collect();
         Page { records, positions }
     }
 

@@ -6,7 +6,7 @@ use anyhow::Context;
 use sqlx::{ColumnIndex, Database, Decode, Encode, QueryBuilder, Row, Type};
 
 use super::columns::{ALL, Column};
-use super::filter::{AuditFilter, StatusFilter};
+use super::filter::{AuditFilter, Cursor, StatusFilter};
 use super::record::{Feedback, StoredRecord, format_time};
 use super::rollup::{HOUR, PackedRow, ReadPlan, RollupRange};
 
@@ -67,6 +67,33 @@ pub(crate) fn push_where<'a, DB>(
 
 /// The query behind a drift report: features and predicted class of the most recent answered
 /// rows of `model` in the filter's range, one more than `max_rows` (to tell a truncated range).
+/// Newest first, the rows after `after` in (arrival, id) order: `and (received_at, id) <
+/// (at, id)`. A cursor without an arrival time (given out before newest-first pages sorted by
+/// arrival) continues by id.
+pub(crate) fn push_before<'a, DB>(
+    qb: &mut QueryBuilder<'a, DB>,
+    after: Option<Cursor>,
+    time_cast: &str,
+) where
+    DB: Database,
+    String: Encode<'a, DB> + Type<DB>,
+    i64: Encode<'a, DB> + Type<DB>,
+{
+    let Some(after) = after else { return };
+    match after.at_text() {
+        Some(at) => {
+            qb.push(" and (received_at, id) < (")
+                .push_bind(at)
+                .push(format!("{time_cast}, "))
+                .push_bind(after.id)
+                .push(")");
+        }
+        None => {
+            qb.push(" and id < ").push_bind(after.id);
+        }
+    }
+}
+
 /// `select` names the two columns in the backend's dialect.
 pub(crate) fn drift_query<'a, DB>(
     select: &str,

@@ -376,9 +376,10 @@ pub fn parse_timeseries(
 /// Cursors are opaque to clients: a position in hex behind a prefix, `c<id>` (after a row id)
 /// or `t<txid>-<id>` (after a row of a transaction, PostgreSQL's ascending order).
 pub fn encode_cursor(c: Cursor) -> String {
-    match c.txid {
-        None => format!("c{:x}", c.id),
-        Some(txid) => format!("t{txid:x}-{:x}", c.id),
+    match (c.txid, c.at) {
+        (Some(txid), _) => format!("t{txid:x}-{:x}", c.id),
+        (None, Some(at)) if at >= 0 => format!("d{at:x}-{:x}", c.id),
+        _ => format!("c{:x}", c.id),
     }
 }
 
@@ -391,6 +392,15 @@ pub fn decode_cursor(s: &str) -> Result<Cursor, ParamError> {
             Some(Cursor {
                 id: hex(id)?,
                 txid: Some(hex(txid)?),
+                at: None,
+            })
+        })
+    } else if let Some(rest) = s.strip_prefix('d') {
+        rest.split_once('-').and_then(|(at, id)| {
+            Some(Cursor {
+                id: hex(id)?,
+                txid: None,
+                at: Some(hex(at)?),
             })
         })
     } else {
@@ -548,8 +558,18 @@ mod tests {
         let tail = Cursor {
             id: 7,
             txid: Some(1234),
+            at: None,
         };
         assert_eq!(decode_cursor(&encode_cursor(tail)).unwrap(), tail);
+        let newest_first = Cursor {
+            id: 9,
+            txid: None,
+            at: Some(1_795_737_600_123_456),
+        };
+        assert_eq!(
+            decode_cursor(&encode_cursor(newest_first)).unwrap(),
+            newest_first
+        );
         assert!(decode_cursor("t12").is_err());
         assert_eq!(q.format, Format::Csv);
         assert_eq!(q.filter.status, StatusFilter::Rejected);

@@ -4,7 +4,7 @@
 //! naively from the rows in the test (percentiles within the histogram's stated 4%); a rebuild
 //! gives the same rollup table, and a replay of rows already stored changes nothing.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::Write;
 
 use chrono::{DateTime, Duration as Span, Utc};
@@ -719,3 +719,53 @@ fn a_store_with_the_rollups_of_migration_6_is_rebuilt_from_its_rows() {
         .sum();
     assert_eq!(rows, 50, "{hours}");
 }
+
+on_both_stores!(fn newest_first_pages_sort_by_arrival_then_id(app) {
+    // Live rows first (lower ids), then a history of the last hours replayed in after them
+    // (higher ids, older arrival times).
+    let version = served_version(&app);
+    for _ in 0..4 {
+        app.predict_ok(r#"{"features": [5.8, 2.7, 5.1, 1.9]}"#);
+    }
+    app.wait_for_rows(5);
+    let mut rng = Rng(0x5EED_0000_0000_0012);
+    let older = older_rows(&mut rng, 30, Utc::now(), &version);
+    let spill = app.dir.path().join("older.jsonl");
+    let mut file = std::fs::File::create(&spill).unwrap();
+    for line in &older {
+        writeln!(file, "{line}").unwrap();
+    }
+    drop(file);
+    inferlog(&["audit", "replay", spill.to_str().unwrap(), "--database-url", &store_arg(&app)]);
+    let total = 5 + older.len();
+    app.wait_for_rows(total as i64);
+
+    // Walk newest first, 7 rows a page.
+    let mut seen: Vec<(String, i64)> = Vec::new();
+    let mut query = "limit=7".to_string();
+    loop {
+        let page = app.audit_page(&query);
+        seen.extend(page.records.iter().map(|r| {
+            (r["received_at"].as_str().unwrap().to_string(), r["id"].as_i64().unwrap())
+        }));
+        match page.next_cursor {
+            Some(c) => query = format!("limit=7&cursor={c}"),
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), total, "every row once: {seen:?}");
+    let mut want = seen.clone();
+    want.sort_by(|a, b| b.cmp(a));
+    want.dedup();
+    assert_eq!(seen, want, "by arrival, then id, newest first");
+    // The live rows lead, although the replayed history has the higher ids.
+    let live_ids: HashSet<i64> = app
+        .stored_rows("where client_addr <> '10.0.0.1'")
+        .iter()
+        .map(|r| r["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(live_ids.len(), 5);
+    assert!(seen[..5].iter().all(|(_, id)| live_ids.contains(id)), "{seen:?}");
+    assert!(seen[5..].iter().all(|(_, id)| !live_ids.contains(id)));
+    assert!(live_ids.iter().max() < seen[5..].iter().map(|(_, id)| id).max());
+});

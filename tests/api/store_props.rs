@@ -204,7 +204,10 @@ proptest! {
                     .map(|(i, _)| i as i64 + 1)
                     .collect();
                 if !f.asc {
-                    expected.reverse();
+                    // Newest first: by arrival, then id.
+                    expected.sort_by_key(|id| {
+                        std::cmp::Reverse((specs[(*id - 1) as usize].at_us, *id))
+                    });
                 }
                 let filter = f.filter();
                 let mut walked = Vec::new();

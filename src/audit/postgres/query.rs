@@ -93,11 +93,10 @@ async fn read_page(
     ));
     push_where_on(&mut qb, filter, "");
     match filter.order {
+        // By arrival, then id, as on SQLite (the index on (received_at, id) walks it).
         Order::Desc => {
-            if let Some(after) = after {
-                qb.push(" and id < ").push_bind(after.id);
-            }
-            qb.push(" order by id desc limit ");
+            sql::push_before(&mut qb, after, TIME_CAST);
+            qb.push(" order by received_at desc, id desc limit ");
         }
         Order::Asc => {
             let horizon = horizon.context("an oldest-first read needs a horizon")?;
@@ -108,6 +107,7 @@ async fn read_page(
                 Some(Cursor {
                     id,
                     txid: Some(txid),
+                    ..
                 }) => {
                     qb.push(" and (txid, id) > (")
                         .push_bind(txid.to_string())
@@ -115,7 +115,7 @@ async fn read_page(
                         .push_bind(id)
                         .push(")");
                 }
-                Some(Cursor { id, txid: None }) => {
+                Some(Cursor { id, txid: None, .. }) => {
                     qb.push(" and id > ").push_bind(id);
                 }
                 None => {}
@@ -134,10 +134,11 @@ async fn read_page(
     for row in &rows {
         let record = sql::decode_row(row)?;
         let position = match filter.order {
-            Order::Desc => Cursor::after_id(record.id),
+            Order::Desc => Cursor::before(&record),
             Order::Asc => Cursor {
                 id: record.id,
                 txid: Some(row.try_get(tx_column)?),
+                at: None,
             },
         };
         page.records.push(record);

@@ -338,9 +338,9 @@ impl SqliteStore {
         after: Option<Cursor>,
         limit: usize,
     ) -> Result<Page, StoreFault> {
-        query::page(&self.read(), filter, after.map(|c| c.id), limit)
+        query::page(&self.read(), filter, after, limit)
             .await
-            .map(Page::by_id)
+            .map(|records| Page::of(records, filter.order))
             .map_err(fault)
     }
 

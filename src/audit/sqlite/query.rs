@@ -7,7 +7,9 @@ use sqlx::sqlite::{SqlitePool, SqliteRow};
 use sqlx::{QueryBuilder, Row, Sqlite};
 
 use crate::audit::columns;
-use crate::audit::filter::{AuditFilter, Count, LatencySummary, Order, Summary, SummarySource};
+use crate::audit::filter::{
+    AuditFilter, Count, Cursor, LatencySummary, Order, Summary, SummarySource,
+};
 use crate::audit::record::{Feedback, RequestRef, StoredRecord};
 use crate::audit::rollup::{PackedRow, ReadPlan, RollupRange};
 use crate::audit::sql;
@@ -15,24 +17,27 @@ use crate::audit::sql;
 pub(super) async fn page(
     read: &SqlitePool,
     filter: &AuditFilter,
-    after: Option<i64>,
+    after: Option<Cursor>,
     limit: usize,
 ) -> anyhow::Result<Vec<StoredRecord>> {
     let mut qb =
         QueryBuilder::<Sqlite>::new(format!("select {} from prediction", columns::select_list()));
     push_where(&mut qb, filter);
-    if let Some(after) = after {
-        qb.push(match filter.order {
-            Order::Asc => " and id > ",
-            Order::Desc => " and id < ",
-        })
-        .push_bind(after);
+    match filter.order {
+        Order::Asc => {
+            if let Some(after) = after {
+                qb.push(" and id > ").push_bind(after.id);
+            }
+            qb.push(" order by id asc limit ");
+        }
+        // By arrival, then id: a history copied in later (higher ids, older times) is not
+        // listed ahead of live rows. The received_at index holds the rowid: no sort.
+        Order::Desc => {
+            sql::push_before(&mut qb, after, "");
+            qb.push(" order by received_at desc, id desc limit ");
+        }
     }
-    qb.push(match filter.order {
-        Order::Asc => " order by id asc limit ",
-        Order::Desc => " order by id desc limit ",
-    })
-    .push_bind(limit as i64);
+    qb.push_bind(limit as i64);
     let rows = qb
         .build()
         .fetch_all(read)
