@@ -127,6 +127,7 @@ fn audit_writes(c: &mut Criterion) {
     // Fresh rows for every iteration, as the service makes them: a new time-ordered request
     // id per request of 10 rows and the current time, so index inserts land where they do in
     // production (reusing one id would pile duplicate keys into the middle of the index).
+    let writer: Arc<str> = "bench@2026-12-06T00:00:00Z".into();
     let make = |rows: usize| -> Vec<AuditRecord> {
         let now = chrono::Utc::now();
         let mut id: Arc<str> = uuid::Uuid::now_v7().to_string().into();
@@ -151,6 +152,7 @@ fn audit_writes(c: &mut Criterion) {
                     client_addr: Some(client.clone()),
                     raw_body: None,
                     outliers: None,
+                    writer: Some(writer.clone()),
                 }
             })
             .collect()

@@ -101,6 +101,11 @@ pub struct ServeArgs {
     #[arg(long, env = "DATABASE_URL", default_value = defaults::DATABASE_URL, value_parser = database_url)]
     pub database_url: String,
 
+    /// This replica's name in each audit row's `writer` column (default: the host name and
+    /// the process's start time, `host@2026-12-06T10:00:00Z`).
+    #[arg(long, env = "INFERLOG_INSTANCE", value_parser = nonempty)]
+    pub instance: Option<String>,
+
     #[command(flatten)]
     pub log: LogArgs,
 

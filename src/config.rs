@@ -23,6 +23,8 @@ pub struct Settings {
     pub default_model: String,
     /// Audit database URL.
     pub database_url: String,
+    /// This replica's name in the audit rows; `None`: host name and start time.
+    pub instance: Option<String>,
     pub log: LogSettings,
     pub audit: AuditSettings,
     pub monitor: MonitorSettings,
@@ -113,6 +115,7 @@ impl Default for Settings {
             models: defaults::MODELS.into(),
             default_model: defaults::DEFAULT_MODEL.into(),
             database_url: defaults::DATABASE_URL.into(),
+            instance: None,
             log: LogSettings {
                 file: None,
                 format: LogFormat::Term,
@@ -184,6 +187,7 @@ impl Settings {
             models: args.models.clone(),
             default_model: args.default_model.clone(),
             database_url: args.database_url.clone(),
+            instance: args.instance.clone(),
             log: LogSettings {
                 file: args.log.log_file.clone(),
                 format: args.log.log_format,

@@ -95,6 +95,7 @@ impl Prediction {
                 outliers: flagged
                     .next_if(|row| row.item == i)
                     .map(|row| serde_json::to_string(&row.features).unwrap_or_default()),
+                writer: origin.writer.clone(),
             })
             .collect()
     }

@@ -97,8 +97,14 @@ impl Application {
             },
         )
         .await?;
+        let instance: Arc<str> = settings
+            .instance
+            .clone()
+            .unwrap_or_else(default_instance)
+            .into();
         info!(logger, "audit store open";
-            "mode" => ?a.mode, "database" => crate::audit::url::redacted(&settings.database_url));
+            "instance" => &*instance, "mode" => ?a.mode,
+            "database" => crate::audit::url::redacted(&settings.database_url));
         let writer_metrics = WriterMetrics::default();
         // Beside the database file; a database server has none here: the working directory.
         let spill_file = a.spill_file.clone().or_else(|| match &store {
@@ -147,11 +153,21 @@ impl Application {
             logger.new(slog::o!("component" => "audit")),
         );
         let audit_token_digest = token_digest(a.token.as_deref());
+        // On a loopback address (the default) only local clients reach the service anyway;
+        // on another one, remote clients are refused the audit routes: worth a warning.
         if audit_token_digest.is_none() {
-            warn!(
-                logger,
-                "AUDIT_TOKEN is not set: /audit answers loopback clients only"
-            );
+            if settings.bind.ip().is_loopback() {
+                info!(
+                    logger,
+                    "AUDIT_TOKEN is not set: /audit answers loopback clients only"
+                );
+            } else {
+                warn!(
+                    logger,
+                    "AUDIT_TOKEN is not set: /audit answers loopback clients only";
+                    "bind" => %settings.bind
+                );
+            }
         }
         let m = &settings.monitor;
         let drift_windows = Arc::new(DriftWindows::new(
@@ -202,6 +218,7 @@ impl Application {
             in_flight: Arc::clone(&in_flight),
             store_error_log: Throttle::new(Duration::from_secs(10)),
             overload_log: Throttle::new(Duration::from_secs(10)),
+            instance: Arc::clone(&instance),
         });
         let listener = TcpListener::bind(settings.bind)
             .with_context(|| format!("binding {}", settings.bind))?;
@@ -510,6 +527,30 @@ impl Reloader {
     }
 }
 
+/// The name a replica gives its audit rows when `INFERLOG_INSTANCE` is not set: the host
+/// name and the process's start time (`web-1@2026-12-06T10:00:00Z`), which tells replicas of
+/// one host apart across restarts.
+fn default_instance() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most `buf.len()` bytes into the buffer it is given.
+    let ok = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } == 0;
+    let host = if ok {
+        let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
+        String::from_utf8_lossy(&buf[..end]).into_owned()
+    } else {
+        String::new()
+    };
+    let host = if host.is_empty() {
+        "inferlog".into()
+    } else {
+        host
+    };
+    format!(
+        "{host}@{}",
+        chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    )
+}
+
 /// Cross-origin access for browser clients from `origins`: the methods and headers the API
 /// uses, the request id readable by scripts, preflights cached for an hour.
 fn cors(origins: &[String]) -> Cors {
@@ -569,6 +610,8 @@ const RESERVED_FDS: u64 = 64;
 /// 1,024 files, new connections would fail in `accept` and requests time out instead of
 /// waiting in the backlog. Logs what it chose.
 fn connection_cap(logger: &Logger, wanted: usize, workers: usize) -> usize {
+    /// Connections per worker below which a lowered cap is a warning.
+    const LOW_CONNECTION_CAP: usize = 1024;
     let Some((before, limit, hard)) = raise_open_files_limit() else {
         warn!(logger, "could not read the open-file limit; connection cap as configured";
             "max_connections_per_worker" => wanted);
@@ -579,9 +622,20 @@ fn connection_cap(logger: &Logger, wanted: usize, workers: usize) -> usize {
     let fit = (limit.saturating_sub(RESERVED_FDS) / (2 * workers.max(1) as u64)).max(1) as usize;
     let cap = wanted.min(fit);
     if cap < wanted {
-        warn!(logger, "connection cap lowered to fit the open-file limit";
-            "max_connections_per_worker" => cap, "configured" => wanted, "workers" => workers,
-            "open_files_limit" => limit, "raised_from" => before, "hard_limit" => hard);
+        // Lowered from a high default on a normal machine, it still serves thousands of
+        // connections: worth a line, not a warning. A cap this low is one.
+        let reason = "each connection takes two descriptors; 64 are kept for the store and logs";
+        if cap < LOW_CONNECTION_CAP {
+            warn!(logger, "connection cap lowered to fit the open-file limit";
+                "reason" => reason,
+                "max_connections_per_worker" => cap, "configured" => wanted, "workers" => workers,
+                "open_files_limit" => limit, "raised_from" => before, "hard_limit" => hard);
+        } else {
+            info!(logger, "connection cap lowered to fit the open-file limit";
+                "reason" => reason,
+                "max_connections_per_worker" => cap, "configured" => wanted, "workers" => workers,
+                "open_files_limit" => limit, "raised_from" => before, "hard_limit" => hard);
+        }
     } else {
         info!(logger, "open-file limit";
             "max_connections_per_worker" => cap, "workers" => workers,

@@ -27,12 +27,14 @@ pub enum Column {
     ClientAddr,
     RawBody,
     Outliers,
-    /// Last, as in the table (a later migration added it), so CSV columns keep their places.
+    /// Added by later migrations, so last, as in the table: CSV columns keep their places.
     ClientRequestId,
+    /// The replica that wrote the row (`INFERLOG_INSTANCE`, by default host and start time).
+    Writer,
 }
 
 /// Every column, in table order.
-pub const ALL: [Column; 16] = [
+pub const ALL: [Column; 17] = [
     Column::Id,
     Column::RequestId,
     Column::Item,
@@ -49,6 +51,7 @@ pub const ALL: [Column; 16] = [
     Column::RawBody,
     Column::Outliers,
     Column::ClientRequestId,
+    Column::Writer,
 ];
 
 /// The columns an insert gives values for (the store assigns `id`).
@@ -75,6 +78,7 @@ impl Column {
             Column::RawBody => "raw_body",
             Column::Outliers => "outliers",
             Column::ClientRequestId => "client_request_id",
+            Column::Writer => "writer",
         }
     }
 
@@ -197,6 +201,7 @@ impl AuditRecord {
             Column::RawBody => text(&self.raw_body),
             Column::Outliers => self.outliers.as_deref().map_or(Cell::Null, Cell::Json),
             Column::ClientRequestId => text(&self.client_request_id),
+            Column::Writer => text(&self.writer),
         }
     }
 }
@@ -230,6 +235,7 @@ impl StoredRecord {
                 .as_ref()
                 .map_or(Cell::Null, |f| Cell::Json(f.get())),
             Column::ClientRequestId => text(&self.client_request_id),
+            Column::Writer => text(&self.writer),
         }
     }
 }
@@ -257,6 +263,7 @@ mod tests {
             raw_body: None,
             outliers: None,
             client_request_id: None,
+            writer: None,
         };
         let json = serde_json::to_string(&r).unwrap();
         let mut at = 0;

@@ -68,6 +68,8 @@ pub struct AuditRecord {
     pub raw_body: Option<String>,
     /// JSON array of the names of features flagged as outliers; `None` when none were.
     pub outliers: Option<String>,
+    /// The replica that wrote the row; `None` for rows from before the column existed.
+    pub writer: Option<Arc<str>>,
 }
 
 /// Where and when a request came in: what every audit row of it shares.
@@ -79,6 +81,8 @@ pub struct Origin {
     /// The clock every latency of the request is measured from.
     pub arrived: Instant,
     pub client_addr: Option<Arc<str>>,
+    /// This replica's name (`INFERLOG_INSTANCE`).
+    pub writer: Option<Arc<str>>,
 }
 
 impl AuditRecord {
@@ -107,6 +111,7 @@ impl AuditRecord {
             client_addr: origin.client_addr.clone(),
             raw_body: body.map(cut_body),
             outliers: None,
+            writer: origin.writer.clone(),
         }
     }
 }
@@ -137,6 +142,7 @@ impl AuditRecord {
             client_addr: None,
             raw_body,
             outliers: None,
+            writer: None,
         }
     }
 }
@@ -195,6 +201,9 @@ pub struct StoredRecord {
     #[schema(value_type = Option<Vec<String>>)]
     pub outliers: Option<Box<serde_json::value::RawValue>>,
     pub client_request_id: Option<String>,
+    /// The replica that wrote the row (absent from older spill files' lines).
+    #[serde(default)]
+    pub writer: Option<String>,
 }
 
 impl StoredRecord {
@@ -226,6 +235,7 @@ impl StoredRecord {
             client_addr: text(self.client_addr),
             raw_body: self.raw_body,
             outliers: self.outliers.map(|f| f.get().to_string()),
+            writer: text(self.writer),
         })
     }
 }

@@ -161,6 +161,7 @@ mod tests {
             client_addr: Some("127.0.0.1".into()),
             raw_body: Some("line\nbreak \"quoted\"".into()),
             outliers: Some(r#"["petal_width"]"#.into()),
+            writer: Some("host-a@2026-11-27T09:00:00Z".into()),
         };
         let text = serde_json::to_string(&line(&r, Instant::now())).unwrap();
         assert!(!text.contains('\n'), "one line: {text}");

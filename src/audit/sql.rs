@@ -218,6 +218,7 @@ where
         raw_body: None,
         outliers: None,
         client_request_id: None,
+        writer: None,
     };
     for (i, column) in ALL.into_iter().enumerate() {
         match column {
@@ -237,6 +238,7 @@ where
             Column::RawBody => r.raw_body = row.try_get(i)?,
             Column::Outliers => r.outliers = json(row.try_get(i)?, column)?,
             Column::ClientRequestId => r.client_request_id = row.try_get(i)?,
+            Column::Writer => r.writer = row.try_get(i)?,
         }
     }
     Ok(r)

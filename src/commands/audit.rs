@@ -327,7 +327,7 @@ async fn write_rows(
                 if first {
                     writeln!(
                         out,
-                        "{:>8}  {:<27}  {:<36}  {:>4}  {:<10}  {:<12}  {:>6}  {:<20}  {:>10}  features",
+                        "{:>8}  {:<27}  {:<36}  {:>4}  {:<10}  {:<12}  {:>6}  {:<20}  {:>10}  {:<20}  {:<16}  features",
                         "id",
                         "received_at",
                         "request_id",
@@ -336,13 +336,15 @@ async fn write_rows(
                         "label",
                         "status",
                         "error_code",
-                        "latency_us"
+                        "latency_us",
+                        "client_request_id",
+                        "outliers"
                     )?;
                 }
                 for r in &records {
                     writeln!(
                         out,
-                        "{:>8}  {:<27}  {:<36}  {:>4}  {:<10}  {:<12}  {:>6}  {:<20}  {:>10}  {}",
+                        "{:>8}  {:<27}  {:<36}  {:>4}  {:<10}  {:<12}  {:>6}  {:<20}  {:>10}  {:<20}  {:<16}  {}",
                         r.id,
                         r.received_at,
                         r.request_id,
@@ -352,6 +354,8 @@ async fn write_rows(
                         r.status,
                         r.error_code.as_deref().unwrap_or("-"),
                         r.latency_us,
+                        r.client_request_id.as_deref().unwrap_or("-"),
+                        r.outliers.as_ref().map(|o| o.get()).unwrap_or("-"),
                         r.features.as_ref().map(|f| f.get()).unwrap_or("-"),
                     )?;
                 }

@@ -102,14 +102,15 @@ impl RequestMeta {
         self.peer.map(|ip| ip.to_string().into())
     }
 
-    /// What the audit rows of this request share.
-    pub fn origin(&self) -> Origin {
+    /// What the audit rows of this request share; `instance` names this replica.
+    pub fn origin(&self, instance: &Arc<str>) -> Origin {
         Origin {
             request_id: Arc::clone(&self.id.0),
             client_request_id: self.client_id().map(|c| c.0),
             received_at: self.received_at,
             arrived: self.clock,
             client_addr: self.client(),
+            writer: Some(Arc::clone(instance)),
         }
     }
 

@@ -97,7 +97,7 @@ pub async fn audited<P: Protocol>(
         .get(&model_name)
         .map(|m| Arc::clone(&m.shared.version));
     let record = AuditRecord::rejected(
-        &meta.origin(),
+        &meta.origin(&state.instance),
         Some(model_name),
         version,
         error.status_code().as_u16(),
@@ -168,7 +168,10 @@ async fn serve<P: Protocol>(
     let prediction = Prediction::new(model, input, classes, &state.outlier_rule);
     let latency_us = state
         .audit
-        .submit(prediction.audit_records(&meta.origin()), meta.clock)
+        .submit(
+            prediction.audit_records(&meta.origin(&state.instance)),
+            meta.clock,
+        )
         .await
         .map_err(ApiError::NotAudited)?;
     meta.answered(latency_us);

@@ -41,6 +41,8 @@ pub struct AppState {
     pub store_error_log: Throttle,
     /// Lets the line of a request refused for load (`overloaded`) through once per interval.
     pub overload_log: Throttle,
+    /// This replica's name, in each audit row's `writer` (`INFERLOG_INSTANCE`).
+    pub instance: Arc<str>,
 }
 
 impl AppState {

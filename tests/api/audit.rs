@@ -899,3 +899,68 @@ fn committed_rows_reach_the_database_file_by_background_checkpoints() {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
+
+on_both_stores!(fn each_row_names_the_replica_that_wrote_it(app) with |s| s.instance = Some("replica-a".into()), {
+    let res = app.request(
+        "POST",
+        "/predict",
+        &[("Content-Type", "application/json"), ("X-Request-Id", "w-1")],
+        br#"{"features": [[5.8, 2.7, 5.1, 9.9], [5.1, 3.5, 1.4, 0.2]]}"#,
+    );
+    assert_eq!(res.status, 200, "{}", res.text());
+    assert_eq!(app.post_predict(r#"{"features": [1, 2]}"#).status, 422);
+    app.wait_for_rows(3);
+    // The rows, /audit, and the exports carry it.
+    for r in app.stored_rows("") {
+        assert_eq!(r["writer"], "replica-a", "{r}");
+    }
+    let page = app.audit_page("limit=10");
+    assert!(page.records.iter().all(|r| r["writer"] == "replica-a"), "{:?}", page.records);
+    let csv = app.get("/audit?format=csv").text();
+    assert!(csv.lines().next().unwrap().ends_with(",client_request_id,writer"), "{csv}");
+    let jsonl = app.get("/audit?format=jsonl").text();
+    assert!(jsonl.lines().all(|l| l.contains(r#""writer":"replica-a""#)), "{jsonl}");
+    // The views: served with the outliers, the client's id and the writer; rejected with the
+    // writer.
+    let served = app.store_json(
+        [
+            "json_object('outliers', json(outliers), 'client_request_id', client_request_id, 'writer', writer)",
+            "json_build_object('outliers', outliers, 'client_request_id', client_request_id, 'writer', writer)",
+        ],
+        "served order by id",
+    );
+    assert_eq!(served.len(), 2);
+    assert_eq!(served[0]["outliers"], json!(["petal_width"]), "{served:?}");
+    assert_eq!(served[0]["client_request_id"], "w-1");
+    assert_eq!(served[1]["writer"], "replica-a");
+    let rejected = app.store_json(
+        ["json_object('writer', writer)", "json_build_object('writer', writer)"],
+        "rejected",
+    );
+    assert_eq!(rejected, vec![json!({"writer": "replica-a"})]);
+});
+
+#[test]
+fn the_default_writer_is_the_host_and_the_start_time() {
+    let app = crate::helpers::spawn_app();
+    app.predict_ok(r#"{"features": [5.8, 2.7, 5.1, 1.9]}"#);
+    app.wait_for_rows(1);
+    let writer = app.stored_rows("")[0]["writer"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (host, started) = writer.split_once('@').unwrap_or_else(|| panic!("{writer}"));
+    assert!(!host.is_empty(), "{writer}");
+    chrono::DateTime::parse_from_rfc3339(started).unwrap_or_else(|e| panic!("{writer}: {e}"));
+    // The CLI table shows the client's request id and the outliers.
+    let out = crate::shutdown::stdout_of(
+        crate::shutdown::binary()
+            .args(["audit", "--database-url"])
+            .arg(&app.db_path),
+    );
+    let header = out.lines().next().unwrap();
+    assert!(
+        header.contains("client_request_id") && header.contains("outliers"),
+        "{out}"
+    );
+}

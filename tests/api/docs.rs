@@ -23,6 +23,16 @@ fn document(app: &TestApp) -> Value {
     res.json()
 }
 
+/// Descriptions come from doc comments: no rustdoc link syntax is left in them.
+#[test]
+fn the_document_has_no_rustdoc_link_syntax() {
+    let app = spawn_app();
+    let text = app.get("/openapi.json").text();
+    for leftover in ["[`", "`]", "](crate::", "[crate::"] {
+        assert!(!text.contains(leftover), "{leftover:?} in the document");
+    }
+}
+
 /// Every route the server registers is in the document, and the document names no other:
 /// the route list comes from the code (`ROUTES`, which every registration is checked
 /// against), and each of its entries is routed to its own resource.

@@ -252,3 +252,30 @@ fn the_readmes_logrotate_stanza_rotates_the_log_file() {
         "the last lines go to the new file: {new}"
     );
 }
+
+/// A start with the defaults (loopback address, no token, this machine's open-file limit)
+/// says nothing to be warned about: a WARN at every start teaches operators to ignore them.
+#[test]
+fn a_default_start_prints_no_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, _addr) = serve_in(binary(), dir.path(), "server.log", "sqlite://audit.db", &[]);
+    kill(&child, "-TERM");
+    assert!(wait_exit(&mut child).success());
+    let log = std::fs::read_to_string(dir.path().join("server.log")).unwrap();
+    assert!(log.contains("audit store open"), "{log}");
+    // A machine whose hard open-file limit leaves fewer than 1,024 connections per worker (2
+    // here) is worth that one warning.
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit only writes the struct it is given.
+    unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
+    let low_limit = (lim.rlim_max.saturating_sub(64) / 4) < 1024;
+    let warnings: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains(" WARN ") || l.contains(" ERRO ") || l.contains(" CRIT "))
+        .filter(|l| !(low_limit && l.contains("connection cap lowered")))
+        .collect();
+    assert!(warnings.is_empty(), "{warnings:#?}");
+}

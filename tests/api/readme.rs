@@ -149,9 +149,20 @@ fn readme_training_examples_leave_the_shipped_model_as_it_is() {
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
     let commands: Vec<&str> = readme
         .lines()
-        .filter(|l| l.contains("-- train ") && !l.trim_start().starts_with('#'))
+        .filter(|l| {
+            (l.contains("-- train ") || l.contains("inferlog train "))
+                && !l.trim_start().starts_with('#')
+        })
         .collect();
     assert!(!commands.is_empty());
+    // The reproducible one runs the built binary (`cargo run` may rebuild the release binary
+    // first).
+    for line in commands.iter().filter(|l| l.contains("SOURCE_DATE_EPOCH=")) {
+        assert!(
+            line.contains("./target/release/inferlog train") && !line.contains("cargo run"),
+            "{line}"
+        );
+    }
     for line in commands {
         // A command that writes models/iris.json must be the one that reproduces it byte for
         // byte (a fixed SOURCE_DATE_EPOCH and the shipped options).

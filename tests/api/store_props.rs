@@ -78,6 +78,7 @@ fn record(s: &Spec, item: u32) -> AuditRecord {
         client_addr: Some("127.0.0.1".into()),
         raw_body: None,
         outliers: None,
+        writer: Some("props@2026-11-27T00:00:00Z".into()),
     }
 }
 

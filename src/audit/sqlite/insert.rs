@@ -16,13 +16,13 @@ use crate::audit::rollup::{Counts, Delta, Folded, fold_deltas, with_hours};
 
 /// Rows per INSERT statement. A batch of up to [`EXACT_ROWS`] rows is one statement of its
 /// exact size (one implicit transaction, one round trip to SQLite's thread). A larger batch is
-/// written in one transaction as chunks of 2048, 1024, 512, 256, 128 or 64 rows and a final
+/// written in one transaction as chunks of 1024, 512, 256, 128 or 64 rows and a final
 /// exact chunk. Statements stay prepared per size, so the cache holds at most 64 small sizes
-/// and 5 large ones: caching every size up to 512 rows took tens of MB once async batches
-/// varied widely, and 64-row chunks alone cost a third of the batch throughput. (2048 rows of
-/// 14 values stay under SQLite's limit of 32766 bound values per statement.)
+/// and 4 large ones: caching every size up to 512 rows took tens of MB once async batches
+/// varied widely, and 64-row chunks alone cost a third of the batch throughput. (1024 rows of
+/// 16 values stay under SQLite's limit of 32766 bound values per statement.)
 pub(super) const EXACT_ROWS: usize = 64;
-pub(super) const MAX_ROWS_PER_STATEMENT: usize = 2048;
+pub(super) const MAX_ROWS_PER_STATEMENT: usize = 1024;
 
 // A statement of the largest size must stay under SQLite's limit of bound values: a new column
 // lowers MAX_ROWS_PER_STATEMENT.

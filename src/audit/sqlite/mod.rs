@@ -27,6 +27,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqlitePool};
 
 use self::connection::{OwnedConn, Pools, connect};
 use self::file_identity::{FileId, FileReplaced, sidecar};
+use crate::audit::columns;
 use crate::audit::fault::{FaultKind, StoreFault};
 use crate::audit::filter::{AuditFilter, Cursor, Page, Summary};
 use crate::audit::modes::{RowsDone, StoreOptions};
@@ -48,6 +49,9 @@ pub struct SqliteStore {
     reopening: Arc<tokio::sync::Mutex<()>>,
     /// Bytes of WAL frames not yet copied into the database, as the last checkpoint found.
     wal_pending: Arc<AtomicU64>,
+    /// The select list of a whole row: the columns a store opened read-only before its last
+    /// migrations lacks (an old file being copied) are read as null.
+    select: Arc<str>,
 }
 
 /// The write-ahead log passed its share of the configured size cap.
@@ -112,6 +116,23 @@ impl SqliteStore {
             let p = o.get_filename();
             (!p.as_os_str().is_empty() && p != Path::new(":memory:")).then(|| p.to_path_buf())
         });
+        let present: Vec<String> =
+            sqlx::query_scalar("select name from pragma_table_info('prediction')")
+                .fetch_all(&pools.read)
+                .await
+                .context("reading the audit table's columns")?;
+        let select = columns::ALL
+            .iter()
+            .map(|c| {
+                if present.iter().any(|p| p == c.name()) {
+                    c.name().to_string()
+                } else {
+                    format!("null as {}", c.name())
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+            .into();
         let store = SqliteStore {
             pools: Arc::new(RwLock::new(pools)),
             url: url.to_string(),
@@ -119,6 +140,7 @@ impl SqliteStore {
             path,
             reopening: Arc::new(tokio::sync::Mutex::new(())),
             wal_pending: Arc::new(AtomicU64::new(0)),
+            select,
         };
         if !opts.read_only {
             store.build_missing_rollups().await?;
@@ -338,14 +360,14 @@ impl SqliteStore {
         after: Option<Cursor>,
         limit: usize,
     ) -> Result<Page, StoreFault> {
-        query::page(&self.read(), filter, after, limit)
+        query::page(&self.read(), &self.select, filter, after, limit)
             .await
             .map(|records| Page::of(records, filter.order))
             .map_err(fault)
     }
 
     pub async fn request(&self, request_id: &str) -> Result<Vec<StoredRecord>, StoreFault> {
-        query::request(&self.read(), request_id)
+        query::request(&self.read(), &self.select, request_id)
             .await
             .map_err(fault)
     }

@@ -6,7 +6,6 @@ use anyhow::Context;
 use sqlx::sqlite::{SqlitePool, SqliteRow};
 use sqlx::{QueryBuilder, Row, Sqlite};
 
-use crate::audit::columns;
 use crate::audit::filter::{
     AuditFilter, Count, Cursor, LatencySummary, Order, Summary, SummarySource,
 };
@@ -16,12 +15,12 @@ use crate::audit::sql;
 
 pub(super) async fn page(
     read: &SqlitePool,
+    select: &str,
     filter: &AuditFilter,
     after: Option<Cursor>,
     limit: usize,
 ) -> anyhow::Result<Vec<StoredRecord>> {
-    let mut qb =
-        QueryBuilder::<Sqlite>::new(format!("select {} from prediction", columns::select_list()));
+    let mut qb = QueryBuilder::<Sqlite>::new(format!("select {select} from prediction"));
     push_where(&mut qb, filter);
     match filter.order {
         Order::Asc => {
@@ -48,11 +47,11 @@ pub(super) async fn page(
 
 pub(super) async fn request(
     read: &SqlitePool,
+    select: &str,
     request_id: &str,
 ) -> anyhow::Result<Vec<StoredRecord>> {
     let rows = sqlx::query(&format!(
-        "select {} from prediction where request_id = ? order by item, id",
-        columns::select_list()
+        "select {select} from prediction where request_id = ? order by item, id"
     ))
     .bind(request_id)
     .fetch_all(read)

@@ -562,6 +562,7 @@ mod tests {
             client_addr: None,
             raw_body: None,
             outliers: None,
+            writer: None,
         }
     }
 

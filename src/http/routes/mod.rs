@@ -247,10 +247,14 @@ impl utoipa::Modify for BearerToken {
     }
 }
 
-/// The document as served, built once.
+/// The document as served, built once. Descriptions come from doc comments, whose rustdoc
+/// links (``[`parse_infer`]``) mean nothing to a reader of `/docs`: they are shown as code.
 pub fn openapi_text() -> &'static str {
     static TEXT: OnceLock<String> = OnceLock::new();
-    TEXT.get_or_init(|| ApiDoc::openapi().to_json().unwrap_or_default())
+    TEXT.get_or_init(|| {
+        let json = ApiDoc::openapi().to_json().unwrap_or_default();
+        json.replace("[`", "`").replace("`]", "`")
+    })
 }
 
 /// This API's OpenAPI 3.1 document.
