@@ -154,6 +154,7 @@ fn capture_line(rows: &[StoredRecord], out: &mut Vec<u8>) -> anyhow::Result<()> 
             "model_version": first.model_version,
             "request_id": first.request_id,
             "outliers": outliers,
+            "writer": first.writer,
         });
         if let Some(client) = &first.client_request_id {
             answer["client_request_id"] = json!(client);
@@ -177,7 +178,10 @@ fn capture_line(rows: &[StoredRecord], out: &mut Vec<u8>) -> anyhow::Result<()> 
                     "BASE64",
                 )
             };
-        let answer = json!({"error": {"code": first.error_code, "request_id": first.request_id}});
+        let answer = json!({
+            "error": {"code": first.error_code, "request_id": first.request_id},
+            "writer": first.writer,
+        });
         (data, encoding, answer.to_string())
     };
     let mut metadata = json!({

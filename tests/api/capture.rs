@@ -66,6 +66,8 @@ on_both_stores!(fn a_sagemaker_export_has_one_record_per_request_equal_to_the_ro
         assert_eq!(output["mode"], "OUTPUT");
         assert_eq!(output["encoding"], "JSON");
         let answer: Value = serde_json::from_str(output["data"].as_str().unwrap()).unwrap();
+        assert_eq!(answer["writer"], first["writer"], "{line}");
+        assert!(answer["writer"].is_string(), "{line}");
         if first["status"] == 200 {
             assert_eq!(input["encoding"], "JSON");
             let body: Value = serde_json::from_str(input["data"].as_str().unwrap()).unwrap();

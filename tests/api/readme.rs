@@ -91,6 +91,16 @@ fn readme_alert_rules_pass_promtool() {
     let end = start + readme[start..].find("```").unwrap();
     let rules = &readme[start..end];
     assert!(rules.contains("inferlog_drift_psi") && rules.contains("inferlog_audit_store_failing"));
+    // The drift alerts fire where the service says `alert`: a PSI at or above the threshold.
+    let alert = inferlog::monitor::drift::DriftRule::default().psi_alert;
+    let drift_rules: Vec<&str> = rules
+        .lines()
+        .filter(|l| l.contains("expr: inferlog_drift_psi"))
+        .collect();
+    assert_eq!(drift_rules.len(), 2, "{rules}");
+    for rule in drift_rules {
+        assert!(rule.ends_with(&format!(">= {alert}")), "{rule}");
+    }
     let available = Command::new("promtool")
         .arg("--version")
         .output()
