@@ -342,7 +342,9 @@ fn flat(t: &RawTensor, count: usize) -> Result<Vec<f64>, InputError> {
             format!("input {} has no \"data\"", quote(&t.name)),
         ));
     };
+    nested_as_shaped(t, data)?;
     let integer = t.datatype.contains("INT");
+    let (low, high) = range_of(&t.datatype);
     let mut out = Vec::with_capacity(count);
     let mut stack = vec![data];
     // Depth-first, left to right: nested data comes out row-major.
@@ -361,6 +363,18 @@ fn flat(t: &RawTensor, count: usize) -> Result<Vec<f64>, InputError> {
                                 quote(&t.name),
                                 t.datatype,
                                 out.len()
+                            ),
+                        ));
+                    }
+                    Some(x) if !(low..=high).contains(&x) => {
+                        return Err(invalid(
+                            InputCode::InvalidFeature,
+                            format!(
+                                "input {} is {} and holds {x} at element {}, outside {}'s range",
+                                quote(&t.name),
+                                t.datatype,
+                                out.len(),
+                                t.datatype
                             ),
                         ));
                     }
@@ -392,6 +406,72 @@ fn flat(t: &RawTensor, count: usize) -> Result<Vec<f64>, InputError> {
         return Err(wrong_count(t, count));
     }
     Ok(out)
+}
+
+/// The values a datatype holds (finite ones: infinities and NaN are refused before).
+fn range_of(datatype: &str) -> (f64, f64) {
+    match datatype {
+        "FP32" => (f64::from(f32::MIN), f64::from(f32::MAX)),
+        "FP16" => (-65504.0, 65504.0),
+        "INT8" => (i8::MIN.into(), i8::MAX.into()),
+        "INT16" => (i16::MIN.into(), i16::MAX.into()),
+        "INT32" => (i32::MIN.into(), i32::MAX.into()),
+        "INT64" => (-(2f64.powi(63)), 2f64.powi(63) - 1.0),
+        "UINT8" => (0.0, u8::MAX.into()),
+        "UINT16" => (0.0, u16::MAX.into()),
+        "UINT32" => (0.0, u32::MAX.into()),
+        "UINT64" => (0.0, 2f64.powi(64) - 1.0),
+        _ => (f64::MIN, f64::MAX),
+    }
+}
+
+/// Nested data must nest as the shape says (`[[1, 2], [3, 4]]` for `[2, 2]`): ragged rows,
+/// or rows of another length, would otherwise be read in row-major order as rows the client
+/// never sent. Flat data (numbers only) is taken as row-major whatever the shape.
+fn nested_as_shaped(t: &RawTensor, data: &Value) -> Result<(), InputError> {
+    let Value::Array(top) = data else {
+        return Ok(());
+    };
+    if !top.iter().any(Value::is_array) {
+        return Ok(());
+    }
+    // Depth-first with each array's place in the nesting, e.g. `[1][0]`.
+    let mut stack = vec![(data, 0usize, String::new())];
+    while let Some((v, depth, at)) = stack.pop() {
+        let Value::Array(items) = v else {
+            if depth != t.shape.len() {
+                return Err(misnested(
+                    t,
+                    &at,
+                    "a number where the shape has more dimensions",
+                ));
+            }
+            continue;
+        };
+        let Some(&dim) = t.shape.get(depth) else {
+            return Err(misnested(t, &at, "an array deeper than the shape"));
+        };
+        if items.len() as i64 != dim {
+            let what = format!("{} elements where the shape says {dim}", items.len());
+            return Err(misnested(t, &at, &what));
+        }
+        for (i, item) in items.iter().enumerate().rev() {
+            stack.push((item, depth + 1, format!("{at}[{i}]")));
+        }
+    }
+    Ok(())
+}
+
+fn misnested(t: &RawTensor, at: &str, what: &str) -> InputError {
+    let at = if at.is_empty() { "its top level" } else { at };
+    invalid(
+        InputCode::InvalidTensor,
+        format!(
+            "input {} has shape {:?} but its nested data holds {what} at {at}; nest the data as the shape says, or send it flat",
+            quote(&t.name),
+            t.shape
+        ),
+    )
 }
 
 fn wrong_count(t: &RawTensor, count: usize) -> InputError {

@@ -583,12 +583,17 @@ async fn replay_spill(
         return;
     }
     info!(logger, "replaying audit rows from the spill file"; "file" => %path.display());
-    match spill::replay(store, path, &|_| {}).await {
+    match spill::replay(store, path, spill::TornFile::Append, &|_| {}).await {
         Ok(done) => {
             metrics.replayed_rows.inc_by(done.inserted);
             info!(logger, "spill file replayed into the audit store";
                 "already_stored" => done.rows - done.inserted, "written" => done.inserted,
                 "rows" => done.rows, "file" => %path.display());
+            if let Some(kept) = &done.torn_file {
+                warn!(logger, "the spill file held torn lines (an append cut short); every whole row was replayed, the torn bytes are kept for a person to look at";
+                    "torn_file" => %kept.display(), "torn_bytes" => done.torn_bytes,
+                    "torn_pieces" => done.torn_pieces, "file" => %path.display());
+            }
             if let Err(e) = std::fs::remove_file(path) {
                 warn!(logger, "could not remove the replayed spill file; the next start replays it again, writing nothing twice";
                     "error" => %e, "file" => %path.display());

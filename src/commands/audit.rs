@@ -131,7 +131,10 @@ fn replay(database_url: &str, file: &Path, models: &Path, asked: bool) -> anyhow
     let done = super::runtime()?.block_on(async {
         let store = Store::open(database_url, &opts).await?;
         let progress = Progress::new("rows replayed", total, asked);
-        let result = spill::replay(&store, file, &|n| progress.update(n)).await;
+        let result = spill::replay(&store, file, spill::TornFile::Replace, &|n| {
+            progress.update(n)
+        })
+        .await;
         progress.finish();
         store.close().await;
         result
@@ -144,6 +147,14 @@ fn replay(database_url: &str, file: &Path, models: &Path, asked: bool) -> anyhow
         done.rows - done.inserted,
         started.elapsed().as_secs_f64()
     )?;
+    if let Some(kept) = &done.torn_file {
+        super::outln!(
+            "{} torn pieces ({} bytes) were not whole rows and were skipped; kept in {}",
+            done.torn_pieces,
+            done.torn_bytes,
+            kept.display()
+        )?;
+    }
     Ok(())
 }
 

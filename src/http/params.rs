@@ -18,6 +18,21 @@ fn bad(name: &str, reason: impl Into<String>) -> ParamError {
     }
 }
 
+/// A model name from a URL: no control characters (no model is named with one, and a name
+/// holding one is refused rather than looked up and stored escaped).
+pub fn check_model_name(name: &str) -> Result<(), ParamError> {
+    if name.chars().any(char::is_control) {
+        return Err(bad(
+            "model",
+            format!(
+                "{} holds a control character; model names never do",
+                crate::text::quote(name)
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Most rows one page may hold.
 pub const MAX_LIMIT: usize = 1000;
 pub const DEFAULT_LIMIT: usize = 100;
@@ -384,7 +399,14 @@ pub fn encode_cursor(c: Cursor) -> String {
 }
 
 pub fn decode_cursor(s: &str) -> Result<Cursor, ParamError> {
-    let hex = |h: &str| i64::from_str_radix(h, 16).ok().filter(|v| *v >= 0);
+    // Hex digits only, as they were given out: `from_str_radix` alone would take a sign too.
+    let hex = |h: &str| {
+        let digits = !h.is_empty() && h.len() <= 16 && h.bytes().all(|b| b.is_ascii_hexdigit());
+        digits
+            .then(|| i64::from_str_radix(h, 16).ok())
+            .flatten()
+            .filter(|v| *v >= 0)
+    };
     let cursor = if let Some(id) = s.strip_prefix('c') {
         hex(id).map(Cursor::after_id)
     } else if let Some(rest) = s.strip_prefix('t') {
@@ -571,6 +593,18 @@ mod tests {
             newest_first
         );
         assert!(decode_cursor("t12").is_err());
+        for signed in [
+            "c+10",
+            "c-1",
+            "t+1-2",
+            "t1-+2",
+            "d+5-1",
+            "c",
+            "c 10",
+            "c10000000000000000",
+        ] {
+            assert!(decode_cursor(signed).is_err(), "{signed}");
+        }
         assert_eq!(q.format, Format::Csv);
         assert_eq!(q.filter.status, StatusFilter::Rejected);
         assert_eq!(q.filter.order, Order::Asc);

@@ -339,14 +339,23 @@ on_both_stores!(fn nul_characters_from_clients_neither_block_the_store_nor_fail_
     );
     assert_eq!(res.status, 400, "{}", res.text());
     let body_id = res.header("x-request-id").unwrap().to_string();
+    // A model name with a control character is refused, naming the parameter; its refusal is
+    // audited with the name escaped.
     let res = app.post_json("/models/a%00b/predict", r#"{"features": [1, 2, 3, 4]}"#);
-    assert_eq!(res.status, 404, "{}", res.text());
+    assert_eq!(res.status, 400, "{}", res.text());
+    assert_eq!(res.error_code(), "invalid_parameter");
+    assert!(res.text().contains("control character"), "{}", res.text());
+    let name_id = res.header("x-request-id").unwrap().to_string();
+    let res = app.request("POST", "/v2/models/a%01b/infer", &[], br#"{"inputs": []}"#);
+    assert_eq!(res.status, 400, "{}", res.text());
+    assert!(res.json()["error"].as_str().unwrap().contains("control character"), "{}", res.text());
     // Durable predictions are still answered, with their rows.
     for _ in 0..3 {
         let id = app.predict_ok(r#"{"features": [5.8, 2.7, 5.1, 1.9]}"#);
         assert_eq!(app.rows_of(&id).len(), 1);
     }
-    app.wait_for_rows(5);
+    app.wait_for_rows(6);
+    assert_eq!(app.rows_of(&name_id)[0]["model"], "a\\u{0}b");
     let raw = app.rows_of(&body_id)[0]["raw_body"].as_str().unwrap().to_string();
     let kept = if app.database_url.starts_with("postgres") { '\u{FFFD}' } else { '\0' };
     assert_eq!(raw, format!("{{\"features\": [1,{kept} 2]}}"));
@@ -963,4 +972,38 @@ fn the_default_writer_is_the_host_and_the_start_time() {
         header.contains("client_request_id") && header.contains("outliers"),
         "{out}"
     );
+}
+
+/// A client's id echoed in a 404 (`/audit/{id}`, `/feedback`) is cut and escaped in the answer
+/// and in the log line, as a model name is: a 60 KB id cannot bloat either.
+#[test]
+fn a_huge_unknown_request_id_is_cut_in_the_answer_and_the_log() {
+    let app = spawn_app();
+    let id = |n: usize| format!("{}\u{1b}[2J", "r".repeat(n));
+    let path = format!(
+        "/audit/{}",
+        id(60_000).replace('\u{1b}', "%1B").replace('[', "%5B")
+    );
+    // Within the feedback body's limit of 16 KB.
+    let fb = serde_json::json!({"request_id": id(15_000), "item": 0, "label": "setosa"});
+    let fb = fb.to_string();
+    for res in [app.get(&path), app.post_json("/feedback", &fb)] {
+        assert_eq!(
+            res.status,
+            404,
+            "{}",
+            &res.text()[..200.min(res.text().len())]
+        );
+        assert_eq!(res.error_code(), "not_found");
+        assert!(res.body.len() < 1000, "answer of {} bytes", res.body.len());
+        let message = res.json()["error"]["message"].as_str().unwrap().to_string();
+        assert!(
+            message.contains("rrrr") && message.contains('…'),
+            "{message}"
+        );
+        let server_id = res.header("x-request-id").unwrap().to_string();
+        let line = app.wait_for_log_line(&[&server_id, "no "]);
+        assert!(line.len() < 2000, "log line of {} bytes", line.len());
+        assert!(!line.contains('\u{1b}'), "{line}");
+    }
 }

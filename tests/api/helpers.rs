@@ -345,8 +345,40 @@ pub struct StoreLock {
 }
 
 impl StoreLock {
+    ///
+    /// SQLite's busy handler sleeps up to 100 ms between tries and a writer under load leaves
+    /// the lock free only for moments between its commits, so a plain `begin exclusive` can
+    /// starve past any busy timeout. The lock is asked for again every fraction of a
+    /// millisecond instead, for up to a minute.
     pub fn take(db: &Path) -> StoreLock {
-        StoreLock::open(db, &["begin exclusive"])
+        use sqlx::ConnectOptions;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let options = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(db)
+            .busy_timeout(Duration::ZERO);
+        let conn = rt.block_on(async {
+            let mut c = options.connect().await.unwrap();
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                match sqlx::query("begin exclusive").execute(&mut c).await {
+                    Ok(_) => break,
+                    Err(sqlx::Error::Database(e))
+                        if e.code().as_deref() == Some("5") && Instant::now() < deadline =>
+                    {
+                        tokio::time::sleep(Duration::from_micros(200)).await;
+                    }
+                    Err(e) => panic!("cannot take the write lock of {}: {e}", db.display()),
+                }
+            }
+            c
+        });
+        StoreLock {
+            rt,
+            conn: Some(conn),
+        }
     }
 
     /// A read transaction kept open: it holds an old snapshot, as a long `sqlite3` session

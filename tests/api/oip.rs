@@ -211,3 +211,78 @@ fn every_error_under_v2_has_the_protocols_body() {
     assert_eq!(res.status, 404);
     assert_eq!(res.json()["error"]["code"], "not_found", "{}", res.text());
 }
+
+/// Tensors a client could not have meant are refused as `/predict` refuses them, and nothing
+/// is served or audited as served: values outside the datatype's range, and nested rows that
+/// do not nest as the shape says (which would otherwise be re-read as rows never sent).
+#[test]
+fn malformed_tensors_are_refused_not_reinterpreted() {
+    let app = spawn_app();
+    let path = "/v2/models/iris/infer";
+    let tensor = |shape: Value, datatype: &str, data: Value| json!({"inputs": [{"name": "x", "shape": shape, "datatype": datatype, "data": data}]});
+    let cases = [
+        (
+            tensor(json!([1, 4]), "FP32", json!([5.1, 3.5, 1.4, 1e39])),
+            "outside FP32's range",
+        ),
+        (
+            tensor(json!([1, 4]), "FP16", json!([5.1, 3.5, 1.4, 70000])),
+            "outside FP16's range",
+        ),
+        (
+            tensor(json!([1, 4]), "UINT8", json!([5, 3, 1, -1])),
+            "outside UINT8's range",
+        ),
+        (
+            tensor(json!([1, 4]), "INT8", json!([5, 3, 1, 300])),
+            "outside INT8's range",
+        ),
+        // Ragged rows: 3 + 5 numbers, 8 in all, as [2, 4] asks.
+        (
+            tensor(
+                json!([2, 4]),
+                "FP64",
+                json!([[5.1, 3.5, 1.4], [0.2, 6.7, 3.0, 5.2, 2.3]]),
+            ),
+            "3 elements where the shape says 4 at [0]",
+        ),
+        // Four rows of two for a shape of two rows of four.
+        (
+            tensor(
+                json!([2, 4]),
+                "FP64",
+                json!([[5.1, 3.5], [1.4, 0.2], [6.7, 3.0], [5.2, 2.3]]),
+            ),
+            "4 elements where the shape says 2 at its top level",
+        ),
+        (
+            tensor(json!([1, 4]), "FP64", json!([[5.1, 3.5, [1.4], 0.2]])),
+            "an array deeper than the shape at [0][2]",
+        ),
+    ];
+    for (body, needle) in &cases {
+        let code = if needle.contains("range") {
+            "invalid_feature"
+        } else {
+            "invalid_tensor"
+        };
+        assert_oip_error(&infer(&app, path, body), 422, code, needle);
+    }
+    // In range and nested as shaped: served.
+    let ok = infer(
+        &app,
+        path,
+        &tensor(
+            json!([2, 4]),
+            "FP32",
+            json!([[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]),
+        ),
+    );
+    assert_eq!(ok.status, 200, "{}", ok.text());
+    app.wait_for_rows(cases.len() as i64 + 2);
+    let served = crate::helpers::db_json(
+        &app.db_path,
+        "select json_object('n', count(*)) from prediction where status = 200",
+    );
+    assert_eq!(served[0]["n"], 2, "only the well-formed rows are served");
+}

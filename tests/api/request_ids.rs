@@ -185,3 +185,30 @@ fn the_migration_carries_reused_ids_over_as_distinct_requests() {
     );
     assert_eq!(unique[0]["u"], 1);
 }
+
+/// The client ids that are routes of their own (`summary`, `timeseries`) reach their rows by
+/// `/audit?client_request_id=`, as the README says.
+#[test]
+fn client_ids_named_like_audit_routes_are_found_by_the_filter() {
+    let app = spawn_app();
+    for (n, id) in ["summary", "timeseries"].into_iter().enumerate() {
+        let res = app.request(
+            "POST",
+            "/predict",
+            &[("Content-Type", "application/json"), ("X-Request-Id", id)],
+            br#"{"features": [5.8, 2.7, 5.1, 1.9]}"#,
+        );
+        assert_eq!(res.status, 200, "{}", res.text());
+        let server_id = res.json()["request_id"].as_str().unwrap().to_string();
+        app.wait_for_rows(n as i64 + 1);
+        let page = app.get(&format!("/audit?client_request_id={id}"));
+        assert_eq!(page.status, 200, "{}", page.text());
+        let records = page.json()["records"].as_array().unwrap().clone();
+        assert_eq!(records.len(), 1, "{}", page.text());
+        assert_eq!(records[0]["request_id"], server_id.as_str());
+        // The route of that name answers as the route.
+        let route = app.get(&format!("/audit/{id}"));
+        assert_eq!(route.status, 200, "{}", route.text());
+        assert!(route.json().get("records").is_none(), "{}", route.text());
+    }
+}

@@ -9,6 +9,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use inferlog::audit::spill;
+
 use crate::helpers::{StoreLock, db_json, try_send_raw, wait_for_line};
 use crate::shutdown::{binary, kill, serve_binary_in, stdout_of, wait_exit};
 
@@ -260,6 +262,166 @@ fn audit_replay_writes_a_moved_spill_file_once() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("--database-url"), "{stderr}");
     assert!(!dir.path().join("inferlog.db").exists());
+}
+
+/// Serves in async mode on the store in `dir`, spilling to `spill` (a name in `dir`), while
+/// another connection holds the store's write lock; sends `batches` batches of 4 rows as
+/// `{prefix}-{i}`, runs `before_stop`, and stops: the rows go to the spill file.
+fn spill_batches(
+    dir: &Path,
+    log: &str,
+    spill: &str,
+    prefix: &str,
+    batches: usize,
+    before_stop: impl FnOnce(),
+) {
+    let mut extra = args("async");
+    extra.extend(["--audit-spill-file", spill]);
+    let (mut child, addr) = serve_binary_in(dir, log, &extra);
+    let lock = StoreLock::take(&dir.join("audit.db"));
+    for i in 0..batches {
+        assert_eq!(send(&addr, &format!("{prefix}-{i}"), &batch(4)), Some(200));
+    }
+    before_stop();
+    kill(&child, "-TERM");
+    assert!(wait_exit(&mut child).success());
+    wait_for_line(&dir.join(log), &["rows written to the spill file"]);
+    lock.release();
+}
+
+/// An append cut short leaves a torn last line. The next spill starts on a line of its own,
+/// and the start after that replays every whole row, keeping the torn bytes in a side file:
+/// the torn line costs only its own row.
+#[test]
+fn a_torn_spill_line_costs_only_its_own_row() {
+    let dir = tempfile::tempdir().unwrap();
+    spill_batches(dir.path(), "first.log", "first.jsonl", "torn-a", 3, || {});
+    // The last line loses its second half and its newline, as a full disk would leave it.
+    let text = std::fs::read(dir.path().join("first.jsonl")).unwrap();
+    let last_start = text[..text.len() - 1]
+        .iter()
+        .rposition(|b| *b == b'\n')
+        .unwrap()
+        + 1;
+    let torn_len = (text.len() - last_start) / 2;
+    let torn = text[last_start..last_start + torn_len].to_vec();
+    assert!(
+        String::from_utf8_lossy(&torn).contains("torn-a-2"),
+        "the last line is torn-a-2's last row"
+    );
+    // The torn file is where the next server spills (put there once it has started, so that
+    // its start does not replay it first).
+    let spill = dir.path().join("audit.db-spill.jsonl");
+    spill_batches(
+        dir.path(),
+        "second.log",
+        "audit.db-spill.jsonl",
+        "torn-b",
+        2,
+        || std::fs::write(&spill, &text[..last_start + torn_len]).unwrap(),
+    );
+    let appended = std::fs::read(&spill).unwrap();
+    assert!(
+        appended
+            .split(|b| *b == b'\n')
+            .any(|line| line == torn.as_slice()),
+        "the torn bytes stay a line of their own"
+    );
+
+    let (mut child, _addr) = serve_binary_in(dir.path(), "third.log", &args("async"));
+    let line = wait_for_line(
+        &dir.path().join("third.log"),
+        &["spill file replayed into the audit store"],
+    );
+    assert!(line.contains("written: 19"), "{line}");
+    let warned = wait_for_line(&dir.path().join("third.log"), &["torn lines"]);
+    assert!(
+        warned.contains(&format!("torn_bytes: {torn_len}")) && warned.contains("torn_pieces: 1"),
+        "{warned}"
+    );
+    kill(&child, "-TERM");
+    assert!(wait_exit(&mut child).success());
+    assert!(!spill.exists());
+    let kept = std::fs::read(spill::torn_beside(&spill)).unwrap();
+    assert_eq!(kept, [torn.as_slice(), b"\n"].concat());
+    // Every row but the torn one, each once.
+    let expected: HashMap<String, i64> = [
+        ("torn-a-0", 4),
+        ("torn-a-1", 4),
+        ("torn-a-2", 3),
+        ("torn-b-0", 4),
+        ("torn-b-1", 4),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    assert_eq!(stored_rows(&dir.path().join("audit.db")), expected);
+}
+
+/// `inferlog audit replay` on a damaged file: whole rows before and after a torn line, a row
+/// an older version appended onto torn bytes, a line of zeros, a line whose bytes changed.
+/// Every whole row is written once, the rest is counted and kept in the side file.
+#[test]
+fn audit_replay_takes_every_whole_row_around_damaged_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let spill = dir.path().join("spill.jsonl");
+    spill_batches(dir.path(), "server.log", "spill.jsonl", "damaged", 4, || {});
+    let text = std::fs::read_to_string(&spill).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 16);
+    // 10 whole rows; the 11th torn and the 12th glued onto it; zeros; the 13th changed;
+    // then the last three whole, the very last without its newline.
+    let torn = &lines[10][..lines[10].len() / 3];
+    let changed = lines[12].replacen("damaged-3", "damaged-9", 1);
+    let zeros = "\0".repeat(64);
+    let damaged = format!(
+        "{}\n{torn}{}\n{zeros}\n{changed}\n{}\n{}\n{}",
+        lines[..10].join("\n"),
+        lines[11],
+        lines[13],
+        lines[14],
+        lines[15]
+    );
+    let moved = dir.path().join("damaged.jsonl");
+    std::fs::write(&moved, &damaged).unwrap();
+    let other = dir.path().join("other.db");
+    let replay = || {
+        stdout_of(
+            binary()
+                .args(["audit", "replay"])
+                .arg(&moved)
+                .arg("--database-url")
+                .arg(&other),
+        )
+    };
+    let first = replay();
+    let torn_bytes = torn.len() + zeros.len() + changed.len();
+    assert!(
+        first.contains("replayed 14 rows") && first.contains("14 written"),
+        "{first}"
+    );
+    assert!(
+        first.contains(&format!("3 torn pieces ({torn_bytes} bytes)")),
+        "{first}"
+    );
+    let side = spill::torn_beside(&moved);
+    let kept = format!("{torn}\n{zeros}\n{changed}\n");
+    assert_eq!(std::fs::read_to_string(&side).unwrap(), kept);
+    let again = replay();
+    assert!(again.contains("0 written, 14 already"), "{again}");
+    assert_eq!(
+        std::fs::read_to_string(&side).unwrap(),
+        kept,
+        "a second replay writes the same side file"
+    );
+    assert_eq!(stored_rows(&other).values().sum::<i64>(), 14);
+    assert_eq!(
+        db_json(
+            &other,
+            "select json_object('n', count(*)) from prediction where client_request_id = 'damaged-9'"
+        )[0]["n"],
+        0
+    );
 }
 
 /// Async mode's bound: a SIGKILL loses at most `INFERLOG_AUDIT_QUEUE_ROWS` acknowledged rows,

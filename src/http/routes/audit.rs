@@ -21,7 +21,7 @@ use crate::http::params::{
     parse_timeseries,
 };
 use crate::http::state::AppState;
-use crate::text::escape_controls;
+use crate::text::quote;
 
 /// Rows fetched per step of an export stream: memory stays bounded whatever the range.
 const EXPORT_PAGE: usize = 1000;
@@ -272,8 +272,8 @@ pub async fn by_request(
     }
     let Some(first) = records.first() else {
         return Err(ApiError::NotFound(format!(
-            "no audit records for request {:?}",
-            escape_controls(&request_id)
+            "no audit records for request {}",
+            quote(&request_id)
         )));
     };
     Ok(HttpResponse::Ok().json(RequestRecords {

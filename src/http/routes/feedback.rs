@@ -11,7 +11,7 @@ use crate::http::error::{ApiError, ErrorBody, Unprocessable};
 use crate::http::lookup::by_client_id;
 use crate::http::request::RequestMeta;
 use crate::http::state::AppState;
-use crate::text::escape_controls;
+use crate::text::quote;
 
 /// Largest feedback body.
 const FEEDBACK_BODY_LIMIT: usize = 16 * 1024;
@@ -95,8 +95,8 @@ pub async fn post(
     }
     let Some((request_id, (model_name, _predicted))) = found else {
         return Err(ApiError::NotFound(format!(
-            "no answered prediction for request {:?} item {item}",
-            escape_controls(&fb.request_id)
+            "no answered prediction for request {} item {item}",
+            quote(&fb.request_id)
         )));
     };
     let model_name = model_name.unwrap_or_default();
@@ -113,8 +113,8 @@ pub async fn post(
         return Err(ApiError::Unprocessable {
             code: Unprocessable::UnknownLabel,
             message: format!(
-                "label {:?} is not a class of model {}; its classes are {}",
-                escape_controls(&fb.label),
+                "label {} is not a class of model {}; its classes are {}",
+                quote(&fb.label),
                 model.name(),
                 model.artifact.class_names.join(", ")
             ),

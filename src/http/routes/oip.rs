@@ -13,6 +13,7 @@ use utoipa::ToSchema;
 
 use crate::http::body::check_content_type;
 use crate::http::error::{ApiError, OipErrorBody};
+use crate::http::params::check_model_name;
 use crate::http::request::{RequestId, RequestMeta};
 use crate::http::serving::{Protocol, audited};
 use crate::http::state::AppState;
@@ -239,7 +240,7 @@ impl Protocol for Infer {
     request_body(content = RawRequest, content_type = "application/json"),
     responses(
         (status = 200, description = "The outputs asked for", body = InferResponse),
-        (status = 400, description = "Not JSON (`malformed_json`)", body = OipErrorBody),
+        (status = 400, description = "Not JSON (`malformed_json`), or a model name holding a control character (`invalid_parameter`)", body = OipErrorBody),
         (status = 404, description = "No such model or version (`unknown_model`, `not_found`)", body = OipErrorBody),
         (status = 413, description = "Body or batch too large (`body_too_large`, `batch_too_large`)", body = OipErrorBody),
         (status = 415, description = "A Content-Type other than JSON (`unsupported_media_type`); none is read as JSON", body = OipErrorBody),
@@ -265,7 +266,7 @@ pub async fn infer(
     request_body(content = RawRequest, content_type = "application/json"),
     responses(
         (status = 200, description = "The outputs asked for", body = InferResponse),
-        (status = 400, description = "Not JSON (`malformed_json`)", body = OipErrorBody),
+        (status = 400, description = "Not JSON (`malformed_json`), or a model name holding a control character (`invalid_parameter`)", body = OipErrorBody),
         (status = 404, description = "No such model or version (`unknown_model`, `not_found`)", body = OipErrorBody),
         (status = 413, description = "Body or batch too large (`body_too_large`, `batch_too_large`)", body = OipErrorBody),
         (status = 415, description = "A Content-Type other than JSON (`unsupported_media_type`); none is read as JSON", body = OipErrorBody),
@@ -279,7 +280,9 @@ pub async fn infer_at(
     meta: RequestMeta,
     path: web::Path<ModelPath>,
 ) -> Result<HttpResponse, ApiError> {
-    let model = served(&state, &path.name, path.version.as_deref());
+    let model = check_model_name(&path.name)
+        .map_err(ApiError::from)
+        .and_then(|()| served(&state, &path.name, path.version.as_deref()));
     let name: Arc<str> = cap(&escape_controls(&path.name), MAX_MODEL_NAME).into();
     audited(&Infer, &req, body, &state, &meta, name, model).await
 }

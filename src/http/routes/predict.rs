@@ -8,6 +8,7 @@ use std::sync::Arc;
 use actix_web::{HttpRequest, HttpResponse, web};
 
 use crate::http::error::{ApiError, ErrorBody};
+use crate::http::params::check_model_name;
 use crate::http::request::RequestMeta;
 use crate::http::serving::{Protocol, audited};
 use crate::http::state::AppState;
@@ -50,7 +51,7 @@ pub async fn predict_default(
     request_body(content = PredictRequest, content_type = "application/json"),
     responses(
         (status = 200, description = "The predictions", body = PredictResponse),
-        (status = 400, description = "Not JSON (`malformed_json`)", body = ErrorBody),
+        (status = 400, description = "Not JSON (`malformed_json`), or a model name holding a control character (`invalid_parameter`)", body = ErrorBody),
         (status = 404, description = "No such model (`unknown_model`)", body = ErrorBody),
         (status = 408, description = "The body did not arrive in time (`body_timeout`)", body = ErrorBody),
         (status = 413, description = "Body or batch too large (`body_too_large`, `batch_too_large`)", body = ErrorBody),
@@ -65,12 +66,16 @@ pub async fn predict_named(
     meta: RequestMeta,
     name: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let model = state
-        .models
-        .current()
-        .get(&name)
-        .cloned()
-        .ok_or_else(|| ApiError::UnknownModel(name.to_string()));
+    let model = check_model_name(&name)
+        .map_err(ApiError::from)
+        .and_then(|()| {
+            state
+                .models
+                .current()
+                .get(&name)
+                .cloned()
+                .ok_or_else(|| ApiError::UnknownModel(name.to_string()))
+        });
     // The name the client asked for goes into the audit row, escaped and cut like any text a
     // client chooses.
     let name: Arc<str> = cap(&escape_controls(&name), MAX_MODEL_NAME).into();
