@@ -61,6 +61,11 @@ fn spilled_rows(file: &Path) -> HashMap<String, i64> {
 const TIMEOUT_S: u64 = 3;
 
 fn args(mode: &'static str) -> Vec<&'static str> {
+    args_waiting(mode, "50")
+}
+
+/// [`args`] with commits that wait up to `busy_ms` for a lock.
+fn args_waiting(mode: &'static str, busy_ms: &'static str) -> Vec<&'static str> {
     vec![
         "--audit-mode",
         mode,
@@ -71,7 +76,7 @@ fn args(mode: &'static str) -> Vec<&'static str> {
         "--shutdown-timeout",
         "3",
         "--audit-busy-timeout-ms",
-        "50",
+        busy_ms,
         "--audit-queue-timeout-ms",
         "20",
         "--audit-commit-timeout-ms",
@@ -83,11 +88,11 @@ fn args(mode: &'static str) -> Vec<&'static str> {
 /// SIGTERM must end the process within its timeout with every acknowledged row in the store
 /// or the spill file, and a restart on the recovered store replays the file: every
 /// acknowledged row stored exactly once.
-fn failing_store_at_shutdown(mode: &'static str) {
+fn failing_store_at_shutdown(mode: &'static str, busy_ms: &'static str) {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("audit.db");
     let spill = dir.path().join("audit.db-spill.jsonl");
-    let (mut child, addr) = serve_binary_in(dir.path(), "first.log", &args(mode));
+    let (mut child, addr) = serve_binary_in(dir.path(), "first.log", &args_waiting(mode, busy_ms));
     // Client id → rows its answer acknowledged (a served batch: 10; a rejection: 1).
     let mut acked: HashMap<String, i64> = HashMap::new();
     for i in 0..5 {
@@ -182,12 +187,24 @@ fn failing_store_at_shutdown(mode: &'static str) {
 
 #[test]
 fn durable_shutdown_with_a_failing_store_spills_and_the_restart_replays() {
-    failing_store_at_shutdown("durable");
+    failing_store_at_shutdown("durable", "50");
 }
 
 #[test]
 fn async_shutdown_with_a_failing_store_spills_and_the_restart_replays() {
-    failing_store_at_shutdown("async");
+    failing_store_at_shutdown("async", "50");
+}
+
+/// Commits wait up to 20 s for the lock, far past the 3 s shutdown timeout: the commit in
+/// flight when the deadline nears is abandoned in time and its rows spilled.
+#[test]
+fn async_shutdown_cuts_off_a_commit_waiting_for_a_lock() {
+    failing_store_at_shutdown("async", "20000");
+}
+
+#[test]
+fn durable_shutdown_cuts_off_a_commit_waiting_for_a_lock() {
+    failing_store_at_shutdown("durable", "20000");
 }
 
 #[test]

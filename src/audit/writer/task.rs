@@ -244,18 +244,35 @@ impl Writer {
             .collect();
         let n = refs.len();
         let started = Instant::now();
-        let result = match self.draining {
-            None => self.store.write_batch(&refs).await,
-            Some((_, spill_at)) => {
-                let left = spill_at.saturating_duration_since(started);
-                match tokio::time::timeout(left, self.store.write_batch(&refs)).await {
-                    Ok(result) => result,
-                    Err(_) => Err(StoreFault::new(
-                        FaultKind::Other,
-                        &anyhow::anyhow!(
-                            "the audit commit did not finish before the shutdown deadline"
-                        ),
-                    )),
+        let result = {
+            let write = self.store.write_batch(&refs);
+            tokio::pin!(write);
+            // A shutdown that begins while the commit waits (for a lock, a busy timeout of
+            // seconds) bounds it too: the commit may run only until rows must be spilled.
+            loop {
+                if let Some((_, spill_at)) = self.draining {
+                    let left = spill_at.saturating_duration_since(Instant::now());
+                    break match tokio::time::timeout(left, &mut write).await {
+                        Ok(result) => result,
+                        Err(_) => Err(StoreFault::new(
+                            FaultKind::Other,
+                            &anyhow::anyhow!(
+                                "the audit commit did not finish before the shutdown deadline"
+                            ),
+                        )),
+                    };
+                }
+                if self.stop_gone {
+                    break (&mut write).await;
+                }
+                tokio::select! {
+                    result = &mut write => break result,
+                    changed = self.stop.changed() => match changed {
+                        Ok(()) => {
+                            self.draining = start_draining(&mut self.stop, &self.log, self.round.rows);
+                        }
+                        Err(_) => self.stop_gone = true,
+                    },
                 }
             }
         };
@@ -341,17 +358,9 @@ impl Writer {
 
     /// Starts draining once a shutdown deadline has been set.
     fn see_stop(&mut self) {
-        if self.draining.is_some() {
-            return;
+        if self.draining.is_none() {
+            self.draining = start_draining(&mut self.stop, &self.log, self.round.rows);
         }
-        let Some(deadline) = *self.stop.borrow_and_update() else {
-            return;
-        };
-        let left = deadline.saturating_duration_since(Instant::now());
-        let spill_at = deadline - (left / 4).min(SPILL_RESERVE);
-        info!(self.log, "audit writer draining";
-            "queued_rows" => self.round.rows, "deadline_ms" => left.as_millis() as u64);
-        self.draining = Some((deadline, spill_at));
     }
 
     async fn probe(&mut self) {
@@ -436,6 +445,21 @@ impl Writer {
     }
 }
 
+/// The drain's window once a shutdown deadline has been set: (deadline, moment from which
+/// rows still held are spilled), logged with the rows held.
+fn start_draining(
+    stop: &mut watch::Receiver<Option<Instant>>,
+    log: &Logger,
+    held_rows: usize,
+) -> Option<(Instant, Instant)> {
+    let deadline = (*stop.borrow_and_update())?;
+    let left = deadline.saturating_duration_since(Instant::now());
+    let spill_at = deadline - (left / 4).min(SPILL_RESERVE);
+    info!(log, "audit writer draining";
+        "queued_rows" => held_rows, "deadline_ms" => left.as_millis() as u64);
+    Some((deadline, spill_at))
+}
+
 /// What ended the writer's wait for work.
 enum Wake {
     Job(Option<Job>),
@@ -501,10 +525,15 @@ mod tests {
     }
 
     async fn setup() -> Setup {
+        setup_waiting(Duration::from_millis(5)).await
+    }
+
+    /// A writer whose commits wait up to `busy_timeout` for a lock.
+    async fn setup_waiting(busy_timeout: Duration) -> Setup {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("audit.db").display());
         let opts = StoreOptions {
-            busy_timeout: Duration::from_millis(5),
+            busy_timeout,
             ..StoreOptions::writable()
         };
         let store = Store::open(&url, &opts).await.unwrap();
@@ -723,6 +752,40 @@ mod tests {
         let mut expected: Vec<String> = (0..16).map(|i| format!("never-{i}")).collect();
         expected.sort();
         assert_eq!(spilled, expected);
+        assert_eq!(s.tx.rows.available_permits(), 16, "places given back");
+    }
+
+    /// A commit already waiting for a lock (a busy timeout of 20 s) when shutdown begins is
+    /// cut off at the moment rows must be spilled, and its rows are spilled: the drain ends
+    /// by its deadline, not when the busy timeout runs out.
+    #[tokio::test]
+    async fn a_commit_waiting_for_a_lock_when_shutdown_begins_is_cut_off_and_spilled() {
+        let s = setup_waiting(Duration::from_secs(20)).await;
+        let other = lock(&s.url).await;
+        for i in 0..8 {
+            owed(&s.tx, &format!("waiting-{i}"));
+        }
+        let stop = s.stop.clone();
+        let began = Instant::now();
+        let deadline = began + Duration::from_millis(600);
+        tokio::spawn(async move {
+            // Once the commit is waiting for the lock.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            stop.send(Some(deadline)).unwrap();
+        });
+        tokio::time::timeout(Duration::from_secs(10), s.writer.run())
+            .await
+            .expect("the drain ended");
+        let took = began.elapsed();
+        assert!(
+            took < Duration::from_millis(600 + 1000),
+            "the drain took {took:?} with its deadline at 600 ms"
+        );
+        drop(other);
+        assert!(request_ids(&s.url).await.is_empty());
+        let spill = s.dir.path().join("audit.db-spill.jsonl");
+        let text = std::fs::read_to_string(&spill).unwrap();
+        assert_eq!(text.lines().count(), 8, "{text}");
         assert_eq!(s.tx.rows.available_permits(), 16, "places given back");
     }
 
