@@ -67,7 +67,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve predictions over HTTP (the default).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Train a model and write its artifact (a JSON file) for `serve` to load.
     Train(TrainArgs),
     /// Query the audit database directly (works while the server runs).
@@ -124,6 +124,12 @@ pub struct ServeArgs {
     /// connections trickling bodies in.
     #[arg(long, env = "INFERLOG_BODY_BUDGET_BYTES", default_value_t = defaults::BODY_BUDGET_BYTES)]
     pub body_budget_bytes: usize,
+
+    /// Bytes of that budget one client address may hold (default: a quarter of it), so one
+    /// client cannot take it from the others. Behind a proxy every client has the proxy's
+    /// address: set it to the whole budget there.
+    #[arg(long, env = "INFERLOG_BODY_BUDGET_PER_CLIENT_BYTES")]
+    pub body_budget_per_client_bytes: Option<usize>,
 
     /// Time a client has to send a request body once its headers arrived (more gets 408).
     #[arg(long, env = "INFERLOG_BODY_TIMEOUT_MS", default_value_t = defaults::BODY_TIMEOUT_MS)]

@@ -90,6 +90,8 @@ pub struct HttpSettings {
     pub max_body_bytes: usize,
     /// Bytes of bodies all requests together may hold while reading them (more gets 503).
     pub body_budget_bytes: usize,
+    /// Bytes of that budget one client address may hold; `None`: a quarter of it.
+    pub body_budget_per_client_bytes: Option<usize>,
     /// Time a client has to send a request body (more gets 408).
     pub body_timeout: Duration,
     /// Most rows one `/predict` batch may carry (more gets 413).
@@ -154,6 +156,7 @@ impl Default for Settings {
             http: HttpSettings {
                 max_body_bytes: defaults::MAX_BODY_BYTES,
                 body_budget_bytes: defaults::BODY_BUDGET_BYTES,
+                body_budget_per_client_bytes: None,
                 body_timeout: Duration::from_millis(defaults::BODY_TIMEOUT_MS),
                 max_batch: defaults::MAX_BATCH,
                 workers: None,
@@ -220,6 +223,7 @@ impl Settings {
             http: HttpSettings {
                 max_body_bytes: args.max_body_bytes,
                 body_budget_bytes: args.body_budget_bytes,
+                body_budget_per_client_bytes: args.body_budget_per_client_bytes,
                 body_timeout: Duration::from_millis(args.body_timeout_ms),
                 max_batch: args.max_batch,
                 workers: args.workers,

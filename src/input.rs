@@ -238,30 +238,48 @@ impl<'de> Visitor<'de> for NodeVisitor {
     }
 }
 
-/// Parses `body` into a tree, stopping as soon as `features` holds more than `max_batch` rows:
-/// a body of 300,000 empty rows costs no more than one of `max_batch + 1`. `over_limit` tells
-/// that error from a syntax error.
-fn parse_tree(
-    body: &[u8],
+/// What ended a parse early: a limit passed, before the rest of the body was read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Over {
+    /// Within the limits (an error, if any, is the body's own).
+    No,
+    /// `features` holds more than `max_batch` rows.
+    Batch,
+    /// A row holds more values than the model has features: `features` itself (one row), or
+    /// its row `i`.
+    Row(Option<usize>),
+}
+
+/// The limits a body is read against, and what passed one.
+#[derive(Clone, Copy)]
+struct Limits<'a> {
     max_batch: usize,
-    over_limit: &Cell<bool>,
-) -> Result<Node, serde_json::Error> {
-    let mut de = serde_json::Deserializer::from_slice(body);
-    let root = BodySeed {
-        max_batch,
-        over_limit,
+    /// Values a row may hold before the parse stops (validation counts the exact number).
+    row_values: usize,
+    over: &'a Cell<Over>,
+}
+
+impl Limits<'_> {
+    fn passed<E: serde::de::Error>(&self, over: Over) -> E {
+        self.over.set(over);
+        E::custom("over a limit")
     }
-    .deserialize(&mut de)?;
+}
+
+/// Parses `body` into a tree, stopping as soon as `features` holds more than `max_batch` rows
+/// or a row more than `row_values` values: a body of 300,000 empty rows, or of one row of
+/// 500,000 numbers, costs no more than one just over the limit. `over` tells such an end from
+/// a syntax error.
+fn parse_tree(body: &[u8], limits: Limits<'_>) -> Result<Node, serde_json::Error> {
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let root = BodySeed(limits).deserialize(&mut de)?;
     de.end()?;
     Ok(root)
 }
 
 /// The whole body: like [`Node`], except that the value of a top-level `features` field is
 /// read with [`FeaturesSeed`].
-struct BodySeed<'a> {
-    max_batch: usize,
-    over_limit: &'a Cell<bool>,
-}
+struct BodySeed<'a>(Limits<'a>);
 
 impl<'de> DeserializeSeed<'de> for BodySeed<'_> {
     type Value = Node;
@@ -282,10 +300,7 @@ impl<'de> Visitor<'de> for BodySeed<'_> {
         let mut entries = Vec::new();
         while let Some(key) = map.next_key::<String>()? {
             let value = if key == "features" {
-                map.next_value_seed(FeaturesSeed {
-                    max_batch: self.max_batch,
-                    over_limit: self.over_limit,
-                })?
+                map.next_value_seed(FeaturesSeed(self.0))?
             } else {
                 map.next_value::<Node>()?
             };
@@ -296,11 +311,9 @@ impl<'de> Visitor<'de> for BodySeed<'_> {
 }
 
 /// The value of `features`: a [`Node`], but a list of rows ends with an error (flagged in
-/// `over_limit`) at its `max_batch + 1`-th row, before the rest is read.
-struct FeaturesSeed<'a> {
-    max_batch: usize,
-    over_limit: &'a Cell<bool>,
-}
+/// `over`) at its `max_batch + 1`-th row, and a row at its `row_values + 1`-th value, before
+/// the rest is read.
+struct FeaturesSeed<'a>(Limits<'a>);
 
 impl<'de> DeserializeSeed<'de> for FeaturesSeed<'_> {
     type Value = Node;
@@ -315,20 +328,65 @@ impl<'de> Visitor<'de> for FeaturesSeed<'_> {
 
     scalar_visits!();
     fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Node, A::Error> {
-        NodeVisitor.visit_map(map)
+        RowSeed(self.0, None).visit_map(map)
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Node, A::Error> {
+        let limits = self.0;
         let mut items: Vec<Node> = Vec::with_capacity(seq.size_hint().unwrap_or(4).min(4096));
-        while let Some(item) = seq.next_element::<Node>()? {
-            // Only a list of rows is a batch; a list of numbers is one row, checked later.
-            let is_row = matches!(item, Node::Arr(_) | Node::Obj(_));
-            items.push(item);
-            if is_row && items.len() > self.max_batch {
-                self.over_limit.set(true);
-                return Err(serde::de::Error::custom("batch over the limit"));
+        let mut scalars = 0usize;
+        while let Some(item) = seq.next_element_seed(RowSeed(limits, Some(items.len())))? {
+            // Only a list of rows is a batch; a list of numbers is one row.
+            if matches!(item, Node::Arr(_) | Node::Obj(_)) {
+                if items.len() >= limits.max_batch {
+                    return Err(limits.passed(Over::Batch));
+                }
+            } else {
+                scalars += 1;
+                if scalars > limits.row_values {
+                    return Err(limits.passed(Over::Row(None)));
+                }
             }
+            items.push(item);
         }
         Ok(Node::Arr(items))
+    }
+}
+
+/// One element of `features`: a row (a list or an object) ends with an error at its
+/// `row_values + 1`-th value; `at` is its index in `features` (`None`: `features` itself).
+struct RowSeed<'a>(Limits<'a>, Option<usize>);
+
+impl<'de> DeserializeSeed<'de> for RowSeed<'_> {
+    type Value = Node;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Node, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for RowSeed<'_> {
+    type Value = Node;
+
+    scalar_visits!();
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Node, A::Error> {
+        let mut items = Vec::with_capacity(self.0.row_values.min(4096));
+        while let Some(item) = seq.next_element()? {
+            if items.len() >= self.0.row_values {
+                return Err(self.0.passed(Over::Row(self.1)));
+            }
+            items.push(item);
+        }
+        Ok(Node::Arr(items))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Node, A::Error> {
+        let mut entries = Vec::new();
+        while let Some((k, v)) = map.next_entry::<String, Node>()? {
+            if entries.len() >= self.0.row_values {
+                return Err(self.0.passed(Over::Row(self.1)));
+            }
+            entries.push((k, v));
+        }
+        Ok(Node::Obj(entries))
     }
 }
 
@@ -338,12 +396,24 @@ pub fn parse_predict_body(
     model: &Model,
     max_batch: usize,
 ) -> Result<PredictInput, InputError> {
-    let over_limit = Cell::new(false);
-    let root = parse_tree(body, max_batch, &over_limit).map_err(|e| {
-        if over_limit.get() {
-            InputError::BatchTooLarge { max: max_batch }
-        } else {
-            json_error(&e, body)
+    let over = Cell::new(Over::No);
+    // Past the model's features with room to spare, so that a row a little too long is
+    // still counted exactly in its error; a row of thousands is refused at this point.
+    let row_values = model.n_features() * 2 + 16;
+    let limits = Limits {
+        max_batch,
+        row_values,
+        over: &over,
+    };
+    let root = parse_tree(body, limits).map_err(|e| match over.get() {
+        Over::No => json_error(&e, body),
+        Over::Batch => InputError::BatchTooLarge { max: max_batch },
+        Over::Row(at) => {
+            let at = at.map_or(At::Features, At::Row);
+            invalid(
+                InputCode::WrongFeatureCount,
+                format!("{at}: {}, got more than {row_values}", expected(model)),
+            )
         }
     })?;
     let Node::Obj(fields) = root else {
@@ -773,5 +843,33 @@ mod tests {
         let e = parse_predict_body(format!(r#"{{"features": [{long}]}}"#).as_bytes(), iris(), 5)
             .unwrap_err();
         assert_eq!(kind_and_code(&e), (422, "wrong_feature_count"));
+        assert!(e.to_string().contains("got 20"), "{e}");
+    }
+
+    #[test]
+    fn a_huge_row_is_refused_once_past_its_bound_before_the_rest_is_read() {
+        // 500,000 numbers, then a tail that is not JSON: refused as too long a row, not as
+        // bad JSON, so the parse stopped before the tail. Flat, as a row of a batch, and as
+        // an object row.
+        let numbers = vec!["1.5"; 500_000].join(",");
+        let bodies = [
+            (format!(r#"{{"features": [{numbers}, oops"#), "features: "),
+            (
+                format!(r#"{{"features": [[1, 2, 3, 4], [{numbers}, oops"#),
+                "features[1]: ",
+            ),
+        ];
+        for (body, at) in &bodies {
+            let e = parse_predict_body(body.as_bytes(), iris(), 100).unwrap_err();
+            assert_eq!(kind_and_code(&e), (422, "wrong_feature_count"), "{e}");
+            assert!(
+                e.to_string().starts_with(at) && e.to_string().contains("got more than 24"),
+                "{e}"
+            );
+        }
+        let keys: Vec<String> = (0..1000).map(|i| format!(r#""k{i}": 1"#)).collect();
+        let body = format!(r#"{{"features": {{{}, oops"#, keys.join(","));
+        let e = parse_predict_body(body.as_bytes(), iris(), 100).unwrap_err();
+        assert_eq!(kind_and_code(&e), (422, "wrong_feature_count"), "{e}");
     }
 }

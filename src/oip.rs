@@ -97,7 +97,127 @@ pub struct RawTensor {
     parameters: Option<Map<String, Value>>,
     /// Numbers, flat (row-major) or nested.
     #[serde(default)]
-    data: Option<Value>,
+    #[schema(value_type = Option<Value>)]
+    data: Option<TensorData>,
+}
+
+/// A tensor's `data`, read with a bound on the values of the whole request (see
+/// [`ValueBudget`]): a body of 500,000 numbers stops at the first value past what the model
+/// could take, before the rest is read.
+pub struct TensorData(Value);
+
+/// How many more values the request being parsed on this thread may hold, while
+/// [`parse_infer`] parses one; `None` outside it. Serde's derived structs take no state, so
+/// the bound rides on the thread: parsing is synchronous, nothing else runs on it meanwhile.
+struct ValueBudget;
+
+thread_local! {
+    static VALUES_LEFT: std::cell::Cell<Option<usize>> = const { std::cell::Cell::new(None) };
+    static VALUES_OVER: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+impl ValueBudget {
+    /// Sets the bound for the parse that follows; cleared when the guard is dropped.
+    fn set(values: usize) -> impl Drop {
+        struct Clear;
+        impl Drop for Clear {
+            fn drop(&mut self) {
+                VALUES_LEFT.with(|v| v.set(None));
+                VALUES_OVER.with(|v| v.set(false));
+            }
+        }
+        VALUES_LEFT.with(|v| v.set(Some(values)));
+        VALUES_OVER.with(|v| v.set(false));
+        Clear
+    }
+
+    /// Counts one value; `false` once the bound is passed.
+    fn take() -> bool {
+        VALUES_LEFT.with(|v| match v.get() {
+            None => true,
+            Some(0) => {
+                VALUES_OVER.with(|o| o.set(true));
+                false
+            }
+            Some(n) => {
+                v.set(Some(n - 1));
+                true
+            }
+        })
+    }
+
+    fn passed() -> bool {
+        VALUES_OVER.with(|o| o.get())
+    }
+}
+
+impl<'de> Deserialize<'de> for TensorData {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<TensorData, D::Error> {
+        d.deserialize_any(DataVisitor).map(TensorData)
+    }
+}
+
+/// Builds the JSON value of tensor data, counting each scalar against [`ValueBudget`].
+#[derive(Clone, Copy)]
+struct DataVisitor;
+
+impl DataVisitor {
+    fn scalar<E: serde::de::Error>(v: Value) -> Result<Value, E> {
+        if ValueBudget::take() {
+            Ok(v)
+        } else {
+            Err(E::custom("tensor data over the request's bound"))
+        }
+    }
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for DataVisitor {
+    type Value = Value;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for DataVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("tensor data")
+    }
+    fn visit_unit<E: serde::de::Error>(self) -> Result<Value, E> {
+        Self::scalar(Value::Null)
+    }
+    fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<Value, E> {
+        Self::scalar(Value::Bool(v))
+    }
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Value, E> {
+        Self::scalar(Value::from(v))
+    }
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Value, E> {
+        Self::scalar(Value::from(v))
+    }
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Value, E> {
+        Self::scalar(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
+    }
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Value, E> {
+        Self::scalar(Value::String(v.to_string()))
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(item) = seq.next_element_seed(self)? {
+            items.push(item);
+        }
+        Ok(Value::Array(items))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut out = Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            let value = map.next_value_seed(self)?;
+            out.insert(key, value);
+        }
+        Ok(Value::Object(out))
+    }
 }
 
 /// An output asked for.
@@ -119,7 +239,22 @@ pub fn parse_infer(
     model: &Model,
     max_batch: usize,
 ) -> Result<InferRequest, InputError> {
-    let raw: RawRequest = serde_json::from_slice(body).map_err(|e| match e.classify() {
+    // No request the model can take holds more values than this.
+    let most = max_batch.saturating_mul(model.n_features()).max(1);
+    let budget = ValueBudget::set(most);
+    let parsed = serde_json::from_slice::<RawRequest>(body);
+    let over = ValueBudget::passed();
+    drop(budget);
+    if over {
+        return Err(invalid(
+            InputCode::InvalidTensor,
+            format!(
+                "the input tensors hold more than {most} values; the model takes at most {max_batch} rows of {} features",
+                model.n_features()
+            ),
+        ));
+    }
+    let raw = parsed.map_err(|e| match e.classify() {
         serde_json::error::Category::Data => invalid(
             InputCode::InvalidBody,
             format!("not an inference request: {e}"),
@@ -336,7 +471,7 @@ const NUMERIC_DATATYPES: [&str; 11] = [
 /// A tensor's `data`, flat or nested, as exactly `count` finite numbers in row-major order;
 /// an integer tensor's data must be whole numbers.
 fn flat(t: &RawTensor, count: usize) -> Result<Vec<f64>, InputError> {
-    let Some(data) = &t.data else {
+    let Some(TensorData(data)) = &t.data else {
         return Err(invalid(
             InputCode::InvalidTensor,
             format!("input {} has no \"data\"", quote(&t.name)),
@@ -673,6 +808,24 @@ mod tests {
         for dtype in ["INT32", "INT64", "UINT8", "FP16", "FP32"] {
             assert_eq!(rows(dtype, ints), want, "{dtype}");
         }
+    }
+
+    #[test]
+    fn data_past_what_the_model_could_take_is_refused_before_the_rest_is_read() {
+        // 500,000 numbers and a tail that is not JSON: refused for the values, not the tail.
+        let numbers = vec!["1.5"; 500_000].join(",");
+        let body = format!(
+            r#"{{"inputs": [{{"name": "x", "shape": [125000, 4], "datatype": "FP64", "data": [{numbers}, oops"#
+        );
+        let e = parse(&body).unwrap_err();
+        assert_eq!(code(Err(e.clone())), "invalid_tensor");
+        assert!(e.to_string().contains("more than 400 values"), "{e}");
+        // The bound is the thread's only while parsing: the next request is not affected.
+        let ok = parse(
+            r#"{"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP64", "data": [1, 2, 3, 4]}]}"#,
+        );
+        assert!(ok.is_ok());
+        assert!(VALUES_LEFT.with(|v| v.get()).is_none());
     }
 
     #[test]

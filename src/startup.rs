@@ -28,6 +28,7 @@ use crate::http::access::token_digest;
 use crate::http::body::BodyBudget;
 use crate::http::connections::Connections;
 use crate::http::middleware::request_middleware;
+use crate::http::readiness::StoreCheck;
 use crate::http::request::InFlight;
 use crate::http::{self, AppState};
 use crate::metrics::{LiveCollector, Metrics};
@@ -151,7 +152,8 @@ impl Application {
                 spill: spill_file,
             },
             logger.new(slog::o!("component" => "audit")),
-        );
+        )
+        .await;
         let audit_token_digest = token_digest(a.token.as_deref());
         // On a loopback address (the default) only local clients reach the service anyway;
         // on another one, remote clients are refused the audit routes: worth a warning.
@@ -207,7 +209,10 @@ impl Application {
             models: Arc::clone(&models),
             logger: logger.clone(),
             limits: limits.clone(),
-            body_budget: BodyBudget::new(limits.body_budget_bytes),
+            body_budget: BodyBudget::new(
+                limits.body_budget_bytes,
+                limits.body_budget_per_client_bytes,
+            ),
             audit,
             store,
             audit_token_digest,
@@ -219,6 +224,7 @@ impl Application {
             store_error_log: Throttle::new(Duration::from_secs(10)),
             overload_log: Throttle::new(Duration::from_secs(10)),
             instance: Arc::clone(&instance),
+            store_check: StoreCheck::default(),
         });
         let listener = TcpListener::bind(settings.bind)
             .with_context(|| format!("binding {}", settings.bind))?;

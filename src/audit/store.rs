@@ -79,6 +79,15 @@ impl Store {
 
     /// Checks that a write would succeed now, writing nothing: how the writer finds out that
     /// a failing store works again when no rows are waiting to be written.
+    /// Whether the store answers a query now (a `select 1`): readiness asks it, bounded by
+    /// a short timeout, so a database server that stopped shows at once.
+    pub async fn ping(&self) -> Result<(), StoreFault> {
+        match self {
+            Store::Sqlite(s) => s.ping().await,
+            Store::Postgres(s) => s.ping().await,
+        }
+    }
+
     pub async fn probe(&self) -> Result<(), StoreFault> {
         match self {
             Store::Sqlite(s) => s.probe().await,

@@ -1,10 +1,13 @@
 //! Reading request bodies: the content type, the size limit and the deadline, and decoding a
 //! small JSON body into a typed value with errors that say what was expected.
 
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
 use actix_web::http::header;
 use actix_web::{HttpRequest, web};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
@@ -36,27 +39,84 @@ pub fn check_content_type(req: &HttpRequest) -> Result<(), ApiError> {
 
 /// The bytes of request bodies all connections together may hold while they are read: each
 /// body takes its share as it grows and gives it back when its [`BodyPermit`] is dropped.
+/// One client address may hold only a part of it (by default a quarter, [`CLIENT_SHARE`]), so
+/// a client that opens hundreds of slow bodies cannot take the budget from every other client.
 #[derive(Debug)]
 pub struct BodyBudget {
     limit: usize,
+    per_client: usize,
     used: AtomicUsize,
+    /// Bytes held per client address (addresses holding none are not kept).
+    by_client: Mutex<HashMap<IpAddr, usize>>,
+    /// The bodies held passed half the budget: once they are given back, the allocator is
+    /// asked to return its free memory to the system (see [`trim_after_flood`]).
+    flooded: AtomicBool,
 }
 
+/// The part of the budget one client address may hold by default.
+pub const CLIENT_SHARE: usize = 4;
+
 impl BodyBudget {
-    pub fn new(limit: usize) -> Arc<BodyBudget> {
+    /// A budget of `limit` bytes, of which one client address may hold `per_client`
+    /// (`None`: a [`CLIENT_SHARE`]th of it).
+    pub fn new(limit: usize, per_client: Option<usize>) -> Arc<BodyBudget> {
         Arc::new(BodyBudget {
             limit,
+            per_client: per_client
+                .unwrap_or(limit / CLIENT_SHARE)
+                .clamp(1, limit.max(1)),
             used: AtomicUsize::new(0),
+            by_client: Mutex::new(HashMap::new()),
+            flooded: AtomicBool::new(false),
         })
     }
 
-    /// An empty share of the budget.
-    pub fn permit(self: &Arc<Self>) -> BodyPermit {
+    /// An empty share of the budget, for a body from `client`.
+    pub fn permit(self: &Arc<Self>, client: Option<IpAddr>) -> BodyPermit {
         BodyPermit {
             budget: Arc::clone(self),
             bytes: 0,
+            client,
         }
     }
+
+    fn clients(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, usize>> {
+        self.by_client.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Gives `bytes` back, from `client`'s share too.
+    fn give_back(&self, client: Option<IpAddr>, bytes: usize) {
+        if bytes == 0 {
+            return;
+        }
+        if let Some(ip) = client {
+            let mut clients = self.clients();
+            if let Some(held) = clients.get_mut(&ip) {
+                *held = held.saturating_sub(bytes);
+                if *held == 0 {
+                    clients.remove(&ip);
+                }
+            }
+        }
+        let before = self.used.fetch_sub(bytes, Ordering::AcqRel);
+        let now = before.saturating_sub(bytes);
+        if now < self.limit / 8 && self.flooded.swap(false, Ordering::AcqRel) {
+            trim_after_flood();
+        }
+    }
+}
+
+/// After a flood of bodies, the allocator keeps the memory they held for reuse: hundreds of
+/// megabytes of a process that is idle again. Asks it (glibc's `malloc_trim`, on a thread of
+/// its own: it may take milliseconds) to return what is free to the system.
+fn trim_after_flood() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    std::thread::spawn(|| {
+        // SAFETY: malloc_trim has no preconditions; it only releases free heap memory.
+        unsafe {
+            libc::malloc_trim(0);
+        }
+    });
 }
 
 /// One body's share of the [`BodyBudget`], returned when dropped.
@@ -64,22 +124,51 @@ impl BodyBudget {
 pub struct BodyPermit {
     budget: Arc<BodyBudget>,
     bytes: usize,
+    client: Option<IpAddr>,
 }
 
 impl BodyPermit {
-    /// Grows the share to `total` bytes; 503 `overloaded` if the budget has no room.
+    /// Grows the share to `total` bytes; 503 `overloaded` if the budget, or the client's
+    /// share of it, has no room.
     fn grow_to(&mut self, total: usize) -> Result<(), ApiError> {
         let more = total.saturating_sub(self.bytes);
         if more == 0 {
             return Ok(());
         }
         let budget = &self.budget;
+        if let Some(ip) = self.client {
+            let mut clients = budget.clients();
+            let held = clients.entry(ip).or_insert(0);
+            if *held + more > budget.per_client {
+                if *held == 0 {
+                    clients.remove(&ip);
+                }
+                return Err(ApiError::Overloaded {
+                    budget: budget.limit,
+                    client_share: Some(budget.per_client),
+                });
+            }
+            *held += more;
+        }
         let before = budget.used.fetch_add(more, Ordering::AcqRel);
         if before + more > budget.limit {
             budget.used.fetch_sub(more, Ordering::AcqRel);
+            if let Some(ip) = self.client {
+                let mut clients = budget.clients();
+                if let Some(held) = clients.get_mut(&ip) {
+                    *held = held.saturating_sub(more);
+                    if *held == 0 {
+                        clients.remove(&ip);
+                    }
+                }
+            }
             return Err(ApiError::Overloaded {
                 budget: budget.limit,
+                client_share: None,
             });
+        }
+        if before + more > budget.limit / 2 {
+            budget.flooded.store(true, Ordering::Release);
         }
         self.bytes = total;
         Ok(())
@@ -88,7 +177,7 @@ impl BodyPermit {
 
 impl Drop for BodyPermit {
     fn drop(&mut self) {
-        self.budget.used.fetch_sub(self.bytes, Ordering::AcqRel);
+        self.budget.give_back(self.client, self.bytes);
     }
 }
 
@@ -105,7 +194,7 @@ pub async fn read_body(
     budget: &Arc<BodyBudget>,
     timeout: std::time::Duration,
 ) -> Result<(web::BytesMut, BodyPermit), ApiError> {
-    let mut permit = budget.permit();
+    let mut permit = budget.permit(req.peer_addr().map(|a| a.ip()));
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -170,9 +259,9 @@ mod tests {
 
     #[test]
     fn the_budget_is_shared_and_given_back() {
-        let budget = BodyBudget::new(100);
-        let mut a = budget.permit();
-        let mut b = budget.permit();
+        let budget = BodyBudget::new(100, Some(100));
+        let mut a = budget.permit(None);
+        let mut b = budget.permit(None);
         a.grow_to(60).unwrap();
         a.grow_to(60).unwrap(); // no more than it holds
         assert_eq!(b.grow_to(50).unwrap_err().code(), "overloaded");
@@ -181,5 +270,29 @@ mod tests {
         b.grow_to(100).unwrap();
         drop(b);
         assert_eq!(budget.used.load(Ordering::Acquire), 0);
+    }
+
+    #[test]
+    fn one_client_address_holds_at_most_its_share() {
+        let budget = BodyBudget::new(400, None);
+        let (one, other) = ("10.0.0.1".parse().ok(), "10.0.0.2".parse().ok());
+        let mut a = budget.permit(one);
+        let mut b = budget.permit(one);
+        a.grow_to(60).unwrap();
+        let e = b.grow_to(50).unwrap_err();
+        assert_eq!(e.code(), "overloaded");
+        assert!(e.to_string().contains("this client address"), "{e}");
+        b.grow_to(40).unwrap();
+        // Another address has its own share, and the budget has room for it.
+        let mut c = budget.permit(other);
+        c.grow_to(100).unwrap();
+        drop(a);
+        b.grow_to(100).unwrap();
+        drop((b, c));
+        assert_eq!(budget.used.load(Ordering::Acquire), 0);
+        assert!(
+            budget.clients().is_empty(),
+            "no address is kept once it holds nothing"
+        );
     }
 }

@@ -65,10 +65,12 @@ pub enum ApiError {
     BodyTimeout { after: std::time::Duration },
 
     /// The request bodies being read together passed their budget.
-    #[error(
-        "the server holds its limit of {budget} bytes of request bodies being read; retry shortly"
-    )]
-    Overloaded { budget: usize },
+    #[error("{}", overloaded(*.budget, *.client_share))]
+    Overloaded {
+        budget: usize,
+        /// Set when it is this client's share of the budget that is full.
+        client_share: Option<usize>,
+    },
 
     /// The name is quoted and cut (to 64 characters) in the message.
     #[error("no model named {}; GET /models lists the models served", quote(.0))]
@@ -291,6 +293,18 @@ pub fn code_for_status(status: StatusCode) -> &'static str {
         StatusCode::SERVICE_UNAVAILABLE => "unavailable",
         s if s.is_server_error() => "internal_error",
         _ => "error",
+    }
+}
+
+/// The message of [`ApiError::Overloaded`].
+fn overloaded(budget: usize, client_share: Option<usize>) -> String {
+    match client_share {
+        Some(share) => format!(
+            "this client address holds its share of {share} bytes of request bodies being read (of the server's {budget}); retry shortly"
+        ),
+        None => format!(
+            "the server holds its limit of {budget} bytes of request bodies being read; retry shortly"
+        ),
     }
 }
 

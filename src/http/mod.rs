@@ -11,6 +11,7 @@
 //! - [`access`]: the access rule of audit data, as an extractor.
 //! - [`lookup`]: the request an id names (the server's id, or a client's).
 //! - [`params`]: query-string parsing.
+//! - [`readiness`]: the store's answer to readiness probes.
 //! - [`serving`]: a prediction served, audited and metered, whatever protocol it speaks.
 //! - [`routes`]: one file per resource, and the route table.
 
@@ -22,6 +23,7 @@ pub mod log_values;
 pub mod lookup;
 pub mod middleware;
 pub mod params;
+pub mod readiness;
 pub mod request;
 pub mod routes;
 pub mod serving;

@@ -12,6 +12,7 @@ use crate::monitor::window::DriftWindows;
 use crate::throttle::Throttle;
 
 use super::body::BodyBudget;
+use super::readiness::StoreCheck;
 use super::request::InFlight;
 
 pub struct AppState {
@@ -43,18 +44,21 @@ pub struct AppState {
     pub overload_log: Throttle,
     /// This replica's name, in each audit row's `writer` (`INFERLOG_INSTANCE`).
     pub instance: Arc<str>,
+    /// The store's answer to readiness probes.
+    pub store_check: StoreCheck,
 }
 
 impl AppState {
-    /// Why the service cannot serve predictions now, if it cannot: shutting down, or the
-    /// audit store's last commit failed (what `/health/ready` and `/v2/health/ready` follow).
-    pub fn not_ready(&self) -> Option<String> {
+    /// Why the service cannot serve predictions now, if it cannot: shutting down, the audit
+    /// store's last commit failed, or the store does not answer (what `/health/ready` and
+    /// `/v2/health/ready` follow).
+    pub async fn not_ready(&self) -> Option<String> {
         if self.in_flight.closing() {
             return Some("shutting down".into());
         }
-        self.audit
-            .health
-            .problem()
-            .map(|problem| format!("audit store: {problem}"))
+        if let Some(problem) = self.audit.health.problem() {
+            return Some(format!("audit store: {problem}"));
+        }
+        self.store_check.problem(&self.store, &self.logger).await
     }
 }

@@ -404,3 +404,203 @@ fn a_starved_wal_is_reported_measured_and_counted_in_the_size_cap() {
     assert!(line.contains("long read transaction"), "{line}");
     reader.release();
 }
+
+/// A small tmpfs of its own, unmounted when dropped. `None` (with one line saying why) where
+/// this process may not mount one; `INFERLOG_TEST_TMPFS=require` (as `.ci/run` sets, running
+/// as root) makes that a failure.
+struct Tmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    fn mount(mib: u64) -> Option<Tmpfs> {
+        let dir = tempfile::tempdir().unwrap();
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "tmpfs"])
+            .arg(dir.path())
+            .output();
+        let mounted = out.as_ref().is_ok_and(|o| o.status.success());
+        if !mounted {
+            let required = std::env::var("INFERLOG_TEST_TMPFS").is_ok_and(|v| v == "require");
+            assert!(
+                !required,
+                "INFERLOG_TEST_TMPFS=require but mount failed: {out:?}"
+            );
+            let _ = writeln!(
+                std::io::stderr(),
+                "full-disk test SKIPPED: cannot mount a tmpfs (needs root); .ci/run runs it"
+            );
+            return None;
+        }
+        Some(Tmpfs { dir })
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+/// Fills what is left of the volume at `dir` but `leave` bytes with a ballast file.
+fn fill(dir: &Path, leave: u64) -> std::path::PathBuf {
+    let ballast = dir.join("ballast");
+    let mut f = std::fs::File::create(&ballast).unwrap();
+    let chunk = vec![0u8; 64 * 1024];
+    // Written, not only sized: tmpfs counts pages that hold data.
+    loop {
+        let free = free_bytes(dir);
+        if free <= leave + chunk.len() as u64 || f.write_all(&chunk).is_err() {
+            break;
+        }
+    }
+    let _ = f.sync_all();
+    ballast
+}
+
+fn free_bytes(dir: &Path) -> u64 {
+    let out = Command::new("df")
+        .args(["--output=avail", "-B1"])
+        .arg(dir)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .nth(1)
+        .and_then(|l| l.trim().parse().ok())
+        .unwrap()
+}
+
+fn ready_status(addr: &str) -> u16 {
+    try_send_raw(
+        addr,
+        b"GET /health/ready HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .map_or(0, |r| r.status)
+}
+
+/// Sends a batch of 20 rows as `id`; the status, if an answer came.
+fn send_batch(addr: &str, id: &str) -> Option<u16> {
+    let body = batch(20);
+    let raw = format!(
+        "POST /predict HTTP/1.1\r\nHost: x\r\nX-Request-Id: {id}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    try_send_raw(addr, raw.as_bytes()).map(|r| r.status)
+}
+
+/// The disk under the database fills. Readiness follows the commits: not ready while they
+/// fail (never ready while predictions fail), in the running server and after a restart on
+/// the full disk; once space is freed the store recovers without a restart. Every
+/// acknowledged row is stored once.
+#[test]
+fn a_full_disk_is_not_ready_and_recovers_when_space_is_freed() {
+    let Some(vol) = Tmpfs::mount(24) else {
+        return;
+    };
+    let outer = tempfile::tempdir().unwrap();
+    let db = vol.path().join("audit.db");
+    let url = format!("sqlite://{}", db.display());
+    let serve = |log: &str| serve_in(binary(), outer.path(), log, &url, &[]);
+    let (child, addr) = serve("first.log");
+    let mut child = KillOnDrop(child);
+    let ballast = fill(vol.path(), 2 << 20);
+    let mut acked: Vec<String> = Vec::new();
+    let mut sent = 0;
+    let mut refused = 0;
+    // Until commits fail for the full disk, and then some.
+    while refused < 20 && sent < 20_000 {
+        let id = format!("disk-{sent}");
+        sent += 1;
+        match send_batch(&addr, &id) {
+            Some(200) => acked.push(id),
+            Some(503) => refused += 1,
+            other => panic!("unexpected answer {other:?}"),
+        }
+    }
+    assert_eq!(refused, 20, "the disk never filled ({sent} batches)");
+    // Readiness and predictions agree: not ready, and predictions refused.
+    let mut ready_while_full = 0;
+    for i in 0..20 {
+        if ready_status(&addr) == 200 {
+            ready_while_full += 1;
+        }
+        let id = format!("full-{i}");
+        match send_batch(&addr, &id) {
+            Some(200) => acked.push(id),
+            Some(503) => {}
+            other => panic!("unexpected answer {other:?}"),
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(ready_while_full, 0, "ready while the disk was full");
+
+    // A restart on the full disk starts, and says it is not ready.
+    kill(&child.0, "-TERM");
+    assert!(wait_exit(&mut child.0).success());
+    let (child, addr) = serve("second.log");
+    let mut child = KillOnDrop(child);
+    let mut restarted_ready = 0;
+    for _ in 0..10 {
+        if ready_status(&addr) == 200 {
+            restarted_ready += 1;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // Space is freed: the store recovers without a restart.
+    std::fs::remove_file(&ballast).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while ready_status(&addr) != 200 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not ready 20 s after space was freed: {}",
+            std::fs::read_to_string(outer.path().join("second.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for i in 0..5 {
+        let id = format!("after-{i}");
+        assert_eq!(send_batch(&addr, &id), Some(200));
+        acked.push(id);
+    }
+    kill(&child.0, "-TERM");
+    assert!(wait_exit(&mut child.0).success());
+    assert_eq!(
+        restarted_ready, 0,
+        "a restart on the full disk said it was ready"
+    );
+
+    let stored: std::collections::HashMap<String, i64> = db_json(
+        &db,
+        "select json_object('c', client_request_id, 'n', count(*)) from prediction \
+         where client_request_id is not null group by client_request_id",
+    )
+    .iter()
+    .map(|v| {
+        (
+            v["c"].as_str().unwrap().to_string(),
+            v["n"].as_i64().unwrap(),
+        )
+    })
+    .collect();
+    for id in &acked {
+        assert_eq!(
+            stored.get(id),
+            Some(&20),
+            "{id}: acknowledged, stored once in full"
+        );
+    }
+    eprintln!(
+        "full disk: {} batches acknowledged, {} refused before readiness was checked, 0 lost",
+        acked.len(),
+        refused
+    );
+}

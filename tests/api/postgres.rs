@@ -550,3 +550,71 @@ fn oldest_first_reads_wait_for_open_transactions_and_skip_nothing() {
     let export = patient.get("/audit?format=jsonl&order=asc").text();
     assert_eq!(export.lines().count(), 2, "{export}");
 }
+
+/// With no traffic no commit fails, so readiness must ask the server itself: while
+/// PostgreSQL is down it answers 503 naming the store, and 200 again once it is back, with
+/// no request in between.
+#[test]
+fn readiness_follows_a_stopped_postgres_without_traffic() {
+    use std::time::{Duration, Instant};
+
+    if crate::pg::shared().is_none() {
+        return;
+    }
+    let server = crate::pg::start_server().expect("PostgreSQL");
+    let url = server.fresh_database();
+    let db_url = url.clone();
+    let app = spawn_app_with(move |s| {
+        s.database_url = db_url;
+        s.audit.pg_acquire_timeout = Duration::from_millis(300);
+    });
+    assert_eq!(app.get("/health/ready").status, 200);
+    // The restart runs on this thread: the server's parent-death signal follows the thread
+    // that starts it. The probes run beside it.
+    let restarted = std::sync::atomic::AtomicBool::new(false);
+    let down = std::thread::scope(|scope| {
+        let probes = scope.spawn(|| {
+            let mut down = Vec::new();
+            let began = Instant::now();
+            while !restarted.load(std::sync::atomic::Ordering::Relaxed) {
+                let res = app.get("/health/ready");
+                if res.status == 503 {
+                    down.push((began.elapsed(), res.json()["reason"].to_string()));
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            down
+        });
+        server.restart(Duration::from_secs(3));
+        restarted.store(true, std::sync::atomic::Ordering::Relaxed);
+        probes.join().unwrap()
+    });
+    assert!(
+        !down.is_empty(),
+        "readiness never said 503 while PostgreSQL was down"
+    );
+    assert!(
+        down.iter()
+            .all(|(_, reason)| reason.contains("audit store")),
+        "{down:?}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let res = app.get("/health/ready");
+        if res.status == 200 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not ready again after the restart: {}\n{}",
+            res.text(),
+            app.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!(
+        "PostgreSQL down 3 s without traffic: first 503 after {:?}, {} probes said 503",
+        down[0].0,
+        down.len()
+    );
+}

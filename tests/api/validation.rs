@@ -190,6 +190,8 @@ fn the_body_budget_counts_bytes_held_not_bytes_announced() {
     use std::io::{Read, Write};
     let app = spawn_app_with(|s| {
         s.http.body_budget_bytes = 64 * 1024;
+        // Every client here has one address: the whole budget is theirs.
+        s.http.body_budget_per_client_bytes = Some(64 * 1024);
         s.http.body_timeout = Duration::from_secs(5);
     });
     // Three clients announce 1 MiB bodies and trickle: they hold what they sent (a first
@@ -243,6 +245,7 @@ fn bodies_being_read_share_a_budget_and_past_it_get_503() {
     use std::io::Write;
     let app = spawn_app_with(|s| {
         s.http.body_budget_bytes = 3000;
+        s.http.body_budget_per_client_bytes = Some(3000);
         s.http.body_timeout = Duration::from_secs(5);
     });
     // Two clients declare 1,500-byte bodies and send only their start: they hold the budget.
@@ -292,4 +295,86 @@ fn bodies_being_read_share_a_budget_and_past_it_get_503() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// A connection to `addr` from the loopback address `from` (127.0.0.x: another client, as the
+/// server sees it).
+fn connect_from(from: &str, addr: &str) -> std::net::TcpStream {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let stream = rt.block_on(async {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(format!("{from}:0").parse().unwrap()).unwrap();
+        socket.connect(addr.parse().unwrap()).await.unwrap()
+    });
+    let stream = stream.into_std().unwrap();
+    stream.set_nonblocking(false).unwrap();
+    stream
+}
+
+/// One client address floods the server with unfinished chunked bodies: it gets 503
+/// `overloaded` for its own share once it holds a quarter of the budget, and every other
+/// client is served meanwhile.
+#[test]
+fn one_client_cannot_take_the_body_budget_from_the_others() {
+    use std::io::{Read, Write};
+    let app = spawn_app_with(|s| {
+        s.http.body_budget_bytes = 1 << 20;
+        s.http.body_timeout = Duration::from_secs(10);
+    });
+    let addr = app.addr();
+    let chunk = format!("[{}],", vec!["5.8, 2.7, 5.1, 1.9"; 800].join("], ["));
+    // 120 bodies of 16 KiB and more each, never finished: far past the budget's 1 MiB.
+    let mut flood = Vec::new();
+    let mut refused = 0;
+    for _ in 0..120 {
+        let mut s = connect_from("127.0.0.2", &addr);
+        write!(
+            s,
+            "POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n{:x}\r\n{{\"features\": [{chunk}\r\n",
+            chunk.len() + 14
+        )
+        .unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        // An answer now is a refusal (the server closes after it); none is a body held.
+        let mut answer = Vec::new();
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = s.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            answer.extend_from_slice(&buf[..n]);
+        }
+        if answer.is_empty() {
+            flood.push(s);
+        } else {
+            let text = String::from_utf8_lossy(&answer).to_string();
+            assert!(text.starts_with("HTTP/1.1 503"), "{text}");
+            assert!(text.contains("this client address"), "{text}");
+            refused += 1;
+        }
+    }
+    assert!(refused > 0, "the flooding client was never refused");
+    assert!(!flood.is_empty(), "the flooding client held nothing");
+    // Every other client is served while the flood holds its share.
+    for i in 0..20 {
+        let mut s = connect_from("127.0.0.1", &addr);
+        let body = r#"{"features": [5.8, 2.7, 5.1, 1.9]}"#;
+        write!(
+            s,
+            "POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut answer = String::new();
+        s.read_to_string(&mut answer).unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200"), "probe {i}: {answer}");
+    }
+    eprintln!(
+        "one client's flood: {} bodies held, {refused} refused for its share, 20 of 20 other requests served",
+        flood.len()
+    );
 }

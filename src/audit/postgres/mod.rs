@@ -177,6 +177,14 @@ impl PgStore {
 
     /// A row inserted in a transaction that is rolled back: the server is reachable and
     /// takes writes.
+    pub async fn ping(&self) -> Result<(), StoreFault> {
+        sqlx::query("select 1")
+            .execute(&self.pool)
+            .await
+            .map(|_| ())
+            .map_err(|e| fault(e.into()))
+    }
+
     pub async fn probe(&self) -> Result<(), StoreFault> {
         insert::probe(&self.pool).await.map_err(fault)
     }

@@ -422,9 +422,9 @@ fn skipping_insert_sql() -> &'static str {
     })
 }
 
-/// Inserts `probe` in a transaction and rolls it back: it needs the write lock (waited for up
-/// to the busy timeout, as a write would), a writable file and room for the row, and leaves
-/// nothing behind.
+/// Inserts `probe` and deletes it in one committed transaction: it needs the write lock
+/// (waited for up to the busy timeout, as a write would), a writable file and room on disk
+/// for the row's pages in the WAL, and leaves no row behind.
 pub(super) async fn probe_rows(
     conn: &mut SqliteConnection,
     probe: &AuditRecord,
@@ -433,15 +433,30 @@ pub(super) async fn probe_rows(
     begin_immediate(conn, busy_timeout)
         .await
         .context("starting a probe transaction")?;
-    insert(insert_sql(1), &[probe], Instant::now())
-        .execute(&mut *conn)
-        .await
-        .context("inserting audit rows")?;
-    sqlx::query("rollback")
-        .execute(&mut *conn)
-        .await
-        .context("rolling back the probe")?;
-    Ok(())
+    let wrote: anyhow::Result<()> = async {
+        insert(insert_sql(1), &[probe], Instant::now())
+            .execute(&mut *conn)
+            .await
+            .context("inserting audit rows")?;
+        sqlx::query("delete from prediction where request_id = ?")
+            .bind(&*probe.request_id)
+            .execute(&mut *conn)
+            .await
+            .context("removing the probe row")?;
+        // Committed, not rolled back: a rolled-back transaction never leaves SQLite's page
+        // cache, so it would pass on a full disk where every real commit fails. This one
+        // writes its pages to the WAL like a commit of rows does, and leaves no row behind.
+        sqlx::query("commit")
+            .execute(&mut *conn)
+            .await
+            .context("committing the probe")?;
+        Ok(())
+    }
+    .await;
+    if wrote.is_err() {
+        let _ = sqlx::query("rollback").execute(&mut *conn).await;
+    }
+    wrote
 }
 
 /// A multi-row INSERT of `rows` (at most [`MAX_ROWS_PER_STATEMENT`]), values bound in the

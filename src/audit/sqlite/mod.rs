@@ -332,6 +332,14 @@ impl SqliteStore {
     /// Writes one row in a transaction that is rolled back: it needs the write lock, a
     /// writable file with room for a row, and the file at the path (see
     /// [`SqliteStore::ensure_current_file`]), and leaves nothing behind.
+    pub async fn ping(&self) -> Result<(), StoreFault> {
+        sqlx::query("select 1")
+            .execute(&self.read())
+            .await
+            .map(|_| ())
+            .map_err(|e| fault(e.into()))
+    }
+
     pub async fn probe(&self) -> Result<(), StoreFault> {
         let result: anyhow::Result<()> = async {
             self.ensure_current_file().await?;

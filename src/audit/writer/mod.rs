@@ -72,11 +72,20 @@ impl WriterHandle {
 /// Starts the writers (and the store's own maintenance) on the current runtime. With several
 /// writers, each takes its own queue and the sink deals jobs out in turn; the queue's bound
 /// in rows covers them all.
-pub fn spawn(store: Store, opts: &WriterOptions, log: Logger) -> (AuditSink, WriterHandle) {
+///
+/// The store is probed first: one that cannot take a commit (a full disk, a read-only file, a
+/// server that refuses writes) starts not ready, rather than ready until its first commit
+/// fails, and the writers probe it until it can.
+pub async fn spawn(store: Store, opts: &WriterOptions, log: Logger) -> (AuditSink, WriterHandle) {
     let capacity = opts.queue_rows.clamp(1, Semaphore::MAX_PERMITS);
     let writers = opts.writers.max(1);
     let (stop, stop_rx) = watch::channel(None);
     let health = Arc::new(StoreHealth::default());
+    if let Err(fault) = store.probe().await {
+        slog::warn!(log, "the audit store cannot take a commit; not ready until it can (probed again in the background)";
+            "error" => fault.detail());
+        health.set_failed(fault.cause().to_string());
+    }
     let shared = Shared::start(&store, writers, &log);
     let mut senders = Vec::with_capacity(writers);
     let mut tasks = Vec::with_capacity(writers);

@@ -48,7 +48,7 @@ pub async fn live() -> HttpResponse {
         (status = 503, description = "Not ready: shutting down, or the audit store is failing", body = NotReady),
     ))]
 pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
-    if let Some(reason) = state.not_ready() {
+    if let Some(reason) = state.not_ready().await {
         return HttpResponse::ServiceUnavailable().json(NotReady {
             status: "not_ready",
             reason,

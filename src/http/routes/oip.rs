@@ -74,7 +74,7 @@ pub async fn live() -> HttpResponse {
         (status = 503, description = "Not ready, and why", body = Ready),
     ))]
 pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
-    match state.not_ready() {
+    match state.not_ready().await {
         None => HttpResponse::Ok().json(Ready {
             ready: true,
             reason: None,
@@ -175,7 +175,7 @@ pub async fn model_ready_at(
     path: web::Path<ModelPath>,
 ) -> Result<HttpResponse, ApiError> {
     let model = served(&state, &path.name, path.version.as_deref())?;
-    Ok(match state.not_ready() {
+    Ok(match state.not_ready().await {
         None => HttpResponse::Ok().json(ModelReady {
             name: model.name().to_string(),
             ready: true,
