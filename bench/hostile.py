@@ -6,13 +6,16 @@
 - SLOW clients that announce a body of the largest allowed size and trickle it a kilobyte at a
   time (reopened when answered or cut off),
 - BATCHERS that send the largest valid batch (INFERLOG_MAX_BATCH rows) and batches five times
-  too large, back to back.
+  too large, back to back,
+- CHUNKED clients, all from one address (127.0.0.2), that send a chunked body of 1 MB and never
+  finish it (reopened when answered or cut off),
+- FLAT senders of one row of 500,000 numbers (a 1 MB body), back to back.
 
 Prints one JSON object with what each kind of client got. The health prober runs in its own
 process (probe mode), so this event loop's own load does not enter its figures.
 
-    hostile.py load ADDR DURATION IDLE SLOW BATCHERS MAX_BODY MAX_BATCH
-    hostile.py probe ADDR DURATION INTERVAL_MS
+    hostile.py load ADDR DURATION IDLE SLOW BATCHERS MAX_BODY MAX_BATCH CHUNKED FLAT
+    hostile.py probe ADDR DURATION INTERVAL_MS [predict]
 """
 
 import asyncio
@@ -108,7 +111,63 @@ async def batcher(host, port, stop, stats, max_batch):
             await asyncio.sleep(0.05)
 
 
-async def load(addr, duration, n_idle, n_slow, n_batchers, max_body, max_batch):
+async def chunked(host, port, stop, stats, size):
+    """A chunked body of `size` bytes, never finished, from the address 127.0.0.2."""
+    piece = b" " * 65536
+    while not stop.is_set():
+        try:
+            reader, writer = await asyncio.open_connection(host, port, local_addr=("127.0.0.2", 0))
+            writer.write(
+                b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                + b"Transfer-Encoding: chunked\r\n\r\n%x\r\n" % size
+                + b'{"features": ['
+            )
+            await writer.drain()
+            sent = 14
+            answer = asyncio.ensure_future(read_status(reader))
+            while not stop.is_set() and not answer.done() and sent < size:
+                part = piece[: min(len(piece), size - sent)]
+                writer.write(part)
+                await writer.drain()
+                sent += len(part)
+                await asyncio.sleep(0.01)
+            # Held, unfinished, until answered or the run ends.
+            stopped = asyncio.ensure_future(stop.wait())
+            await asyncio.wait({answer, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            stopped.cancel()
+            if answer.done():
+                stats["chunked_" + answer.result()] += 1
+            else:
+                answer.cancel()
+                stats["chunked_held"] += 1
+            writer.close()
+        except OSError:
+            stats["chunked_reset"] += 1
+            await asyncio.sleep(0.1)
+
+
+async def flat(host, port, stop, stats):
+    """One row of 500,000 numbers, back to back."""
+    body = ('{"features": [' + ",".join(["1"] * 500_000) + "]}").encode()
+    while not stop.is_set():
+        try:
+            reader, writer = await asyncio.open_connection(host, port)
+            writer.write(
+                b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                + b"Connection: close\r\nContent-Length: %d\r\n\r\n" % len(body)
+                + body
+            )
+            await writer.drain()
+            status = await read_status(reader)
+            await reader.read()
+            writer.close()
+            stats["flat_" + status] += 1
+        except OSError:
+            stats["flat_reset"] += 1
+            await asyncio.sleep(0.05)
+
+
+async def load(addr, duration, n_idle, n_slow, n_batchers, max_body, max_batch, n_chunked, n_flat):
     host, port = addr.rsplit(":", 1)
     port = int(port)
     stop = asyncio.Event()
@@ -118,6 +177,11 @@ async def load(addr, duration, n_idle, n_slow, n_batchers, max_body, max_batch):
     tasks += [
         asyncio.ensure_future(batcher(host, port, stop, stats, max_batch)) for _ in range(n_batchers)
     ]
+    tasks += [
+        asyncio.ensure_future(chunked(host, port, stop, stats, min(max_body, 1_000_000)))
+        for _ in range(n_chunked)
+    ]
+    tasks += [asyncio.ensure_future(flat(host, port, stop, stats)) for _ in range(n_flat)]
     await asyncio.sleep(duration)
     stop.set()
     await asyncio.wait(tasks, timeout=15)
@@ -126,13 +190,22 @@ async def load(addr, duration, n_idle, n_slow, n_batchers, max_body, max_batch):
     print(json.dumps(dict(sorted(stats.items()))))
 
 
-def probe(addr, duration, interval_ms):
-    """GET /health/live on a new connection every interval: latencies in ms."""
+def probe(addr, duration, interval_ms, what="live"):
+    """GET /health/live (or a one-row POST /predict) on a new connection every interval:
+    latencies in ms."""
     host, port = addr.rsplit(":", 1)
     port = int(port)
     latencies, failures = [], Counter()
     end = time.monotonic() + duration
-    request = b"GET /health/live HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    if what == "predict":
+        body = b'{"features": [5.8, 2.7, 5.1, 1.9]}'
+        request = (
+            b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            + b"Connection: close\r\nContent-Length: %d\r\n\r\n" % len(body)
+            + body
+        )
+    else:
+        request = b"GET /health/live HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
     while time.monotonic() < end:
         started = time.monotonic()
         try:
@@ -174,7 +247,7 @@ def probe(addr, duration, interval_ms):
 if __name__ == "__main__":
     mode, addr = sys.argv[1], sys.argv[2]
     if mode == "load":
-        duration, n_idle, n_slow, n_batchers, max_body, max_batch = map(int, sys.argv[3:9])
-        asyncio.run(load(addr, duration, n_idle, n_slow, n_batchers, max_body, max_batch))
+        args = list(map(int, sys.argv[3:11]))
+        asyncio.run(load(addr, *args))
     else:
-        probe(addr, int(sys.argv[3]), int(sys.argv[4]))
+        probe(addr, int(sys.argv[3]), int(sys.argv[4]), *sys.argv[5:6])

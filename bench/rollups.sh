@@ -83,6 +83,8 @@ median_ms() { # path
 }
 
 SINCE=$(date -u -d '24 hours ago' +%Y-%m-%dT%H:%M:00Z)
+# A bound inside a minute: whole minutes from the rollups, the edge minute from its rows.
+SINCE_INSIDE=$(date -u -d '24 hours ago' +%Y-%m-%dT%H:%M:30Z)
 
 measure() { # store rows url pending-deltas-function: builds, serves, times; one table row
   local store=$1 rows=$2 url=$3 pending=$4
@@ -99,8 +101,9 @@ measure() { # store rows url pending-deltas-function: builds, serves, times; one
   feedback "$rows"
   # The replay's and the feedback's rollup deltas are merged every second.
   until [ "$($pending)" = 0 ]; do sleep 0.5; done
-  printf '| %s | %s | %.0f | %s ms | %s ms | %s ms | %s ms | %s ms |\n' "$store" "$rows" "$built" \
+  printf '| %s | %s | %.0f | %s ms | %s ms | %s ms | %s ms | %s ms | %s ms |\n' "$store" "$rows" "$built" \
     "$(median_ms /audit/summary)" \
+    "$(median_ms "/audit/summary?since=$SINCE_INSIDE")" \
     "$(median_ms "/audit/timeseries?bucket=1m&since=$SINCE")" \
     "$(median_ms '/audit/summary?label=setosa')" \
     "$(median_ms /monitor/drift)" \
@@ -109,8 +112,8 @@ measure() { # store rows url pending-deltas-function: builds, serves, times; one
   wait "$SERVER" || true
 }
 
-printf '| store | rows | build (s) | /audit/summary | /audit/timeseries 24 h by minute | /audit/summary?label=setosa (rows) | /monitor/drift | /monitor/performance |\n'
-printf '|---|---:|---:|---:|---:|---:|---:|---:|\n'
+printf '| store | rows | build (s) | /audit/summary | /audit/summary?since= inside a minute | /audit/timeseries 24 h by minute | /audit/summary?label=setosa (rows) | /monitor/drift | /monitor/performance |\n'
+printf '|---|---:|---:|---:|---:|---:|---:|---:|---:|\n'
 command -v sqlite3 >/dev/null || { echo "sqlite3 is needed (apt-get install sqlite3)"; exit 1; }
 sqlite_pending() { sqlite3 "$db" 'select count(*) from rollup_delta'; }
 for rows in $SIZES; do

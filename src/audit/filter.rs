@@ -139,9 +139,10 @@ pub struct Summary {
     pub by_status: Vec<Count>,
     pub by_error_code: Vec<Count>,
     pub latency_us: LatencySummary,
-    /// Where the figures come from: the per-minute rollups (latency percentiles within 4%),
-    /// or the rows themselves (a filter rollups cannot answer: label, status, ids, latency,
-    /// or time bounds inside a minute).
+    /// Where the figures come from: the per-minute rollups (latency percentiles within 4%);
+    /// the rollups for whole minutes and the rows of the partial minutes at the range's
+    /// edges (time bounds inside a minute); or the rows themselves (a filter rollups cannot
+    /// answer: label, status, ids, latency).
     pub source: SummarySource,
 }
 
@@ -149,6 +150,7 @@ pub struct Summary {
 #[serde(rename_all = "snake_case")]
 pub enum SummarySource {
     Rollups,
+    RollupsAndEdgeRows,
     Rows,
 }
 

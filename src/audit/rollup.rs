@@ -498,6 +498,91 @@ impl RollupRange {
     }
 }
 
+/// A filter rollups answer but for time bounds inside a minute: the whole minutes between
+/// them, for the rollups, and the partial minutes at the edges (at most one each side), for
+/// the rows. Counting the edges from their rows reads at most two minutes of rows, however
+/// long the range.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EdgeSplit {
+    /// The whole minutes, if there are any.
+    pub whole: Option<RollupRange>,
+    /// The filter's own, narrowed to each partial minute (or to the range itself when it
+    /// holds no whole minute).
+    pub edges: Vec<AuditFilter>,
+}
+
+impl EdgeSplit {
+    /// The split of `filter`, when it is one rollups answer but for its time bounds.
+    pub fn of(filter: &AuditFilter) -> Option<EdgeSplit> {
+        let whole = |t: &DateTime<Utc>| t.second() == 0 && t.nanosecond() == 0;
+        let plain = filter.label.is_none()
+            && filter.request_id.is_none()
+            && filter.client_request_id.is_none()
+            && filter.min_latency_us.is_none()
+            && filter.status == StatusFilter::All;
+        let inside = filter.since.as_ref().is_some_and(|t| !whole(t))
+            || filter.until.as_ref().is_some_and(|t| !whole(t));
+        if !plain || !inside {
+            return None;
+        }
+        let at = |minute: i64| DateTime::<Utc>::from_timestamp(minute * 60, 0);
+        // The first whole minute at or after `since`, the last boundary at or before `until`.
+        let first = filter.since.as_ref().map(|t| {
+            let m = minute_of(t);
+            if whole(t) { m } else { m + 1 }
+        });
+        let last = filter.until.as_ref().map(minute_of);
+        let range = |since, until| RollupRange {
+            since,
+            until,
+            model: filter.model.clone(),
+            model_version: filter.model_version.clone(),
+        };
+        if let (Some(f), Some(l)) = (first, last)
+            && f >= l
+        {
+            return Some(EdgeSplit {
+                whole: None,
+                edges: vec![filter.clone()],
+            });
+        }
+        let mut edges = Vec::new();
+        if let (Some(since), Some(f)) = (filter.since, first)
+            && !whole(&since)
+        {
+            edges.push(AuditFilter {
+                until: at(f),
+                ..filter.clone()
+            });
+        }
+        if let (Some(until), Some(l)) = (filter.until, last)
+            && !whole(&until)
+        {
+            edges.push(AuditFilter {
+                since: at(l),
+                ..filter.clone()
+            });
+        }
+        Some(EdgeSplit {
+            whole: Some(range(first, last)),
+            edges,
+        })
+    }
+}
+
+/// The counts of `records` as rollup rows, all in one bucket: what their rows would add to
+/// the rollups (without drift bins, which need the baselines).
+pub fn counts_of(records: &[AuditRecord]) -> anyhow::Result<Vec<RollupRow>> {
+    let delta = Delta::of(records, Instant::now(), &Baselines::default());
+    let packed = PackedRow {
+        span: 0,
+        start: 0,
+        model: String::new(),
+        counts: delta.to_json(),
+    };
+    collect(&[packed], &RollupRange::default(), HOUR << 40)
+}
+
 /// Which rollup rows a range reads: hours where whole hours fit (when the caller's buckets
 /// are whole hours), minutes at the edges; each `(since, until)` in minutes, either open.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -878,6 +963,69 @@ pub fn timeseries(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bounds_inside_minutes_split_into_whole_minutes_and_their_edges() {
+        let t = |s: &str| Some(DateTime::parse_from_rfc3339(s).unwrap().to_utc());
+        let filter = AuditFilter {
+            since: t("2026-12-01T10:00:30Z"),
+            until: t("2026-12-01T10:05:20Z"),
+            model: Some("iris".into()),
+            ..AuditFilter::default()
+        };
+        let split = EdgeSplit::of(&filter).unwrap();
+        let minute = |s: &str| minute_of(&t(s).unwrap());
+        let whole = split.whole.unwrap();
+        assert_eq!(
+            (whole.since, whole.until, whole.model.as_deref()),
+            (
+                Some(minute("2026-12-01T10:01:00Z")),
+                Some(minute("2026-12-01T10:05:00Z")),
+                Some("iris")
+            )
+        );
+        let bounds: Vec<_> = split.edges.iter().map(|f| (f.since, f.until)).collect();
+        assert_eq!(
+            bounds,
+            [
+                (t("2026-12-01T10:00:30Z"), t("2026-12-01T10:01:00Z")),
+                (t("2026-12-01T10:05:00Z"), t("2026-12-01T10:05:20Z")),
+            ]
+        );
+        assert!(
+            split
+                .edges
+                .iter()
+                .all(|f| f.model.as_deref() == Some("iris"))
+        );
+        // Inside one minute: the rows alone.
+        let within = AuditFilter {
+            since: t("2026-12-01T10:00:10Z"),
+            until: t("2026-12-01T10:00:50Z"),
+            ..AuditFilter::default()
+        };
+        let split = EdgeSplit::of(&within).unwrap();
+        assert_eq!((split.whole, split.edges), (None, vec![within]));
+        // An open end: one edge, whole minutes to the end.
+        let open = AuditFilter {
+            since: t("2026-12-01T10:00:30Z"),
+            ..AuditFilter::default()
+        };
+        let split = EdgeSplit::of(&open).unwrap();
+        assert_eq!(split.whole.unwrap().until, None);
+        assert_eq!(split.edges.len(), 1);
+        // Whole minutes, or a filter rollups cannot answer: no split.
+        let whole_minutes = AuditFilter {
+            since: t("2026-12-01T10:00:00Z"),
+            ..AuditFilter::default()
+        };
+        assert_eq!(EdgeSplit::of(&whole_minutes), None);
+        let labelled = AuditFilter {
+            label: Some("setosa".into()),
+            ..filter
+        };
+        assert_eq!(EdgeSplit::of(&labelled), None);
+    }
 
     #[test]
     fn every_latency_reads_back_within_the_stated_error() {

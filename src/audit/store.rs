@@ -6,14 +6,17 @@
 use slog::Logger;
 
 use super::fault::{FaultKind, StoreFault};
-use super::filter::{AuditFilter, Cursor, Page, Summary};
+use super::filter::{AuditFilter, Cursor, Order, Page, Summary, SummarySource};
 use super::modes::{RowsDone, StoreOptions};
 use super::postgres::PgStore;
 use super::record::{AuditRecord, Feedback, RequestRef, StoredRecord, Written};
-use super::rollup::{self, PackedRow, ReadPlan, RollupRange, RollupRow};
+use super::rollup::{self, EdgeSplit, PackedRow, ReadPlan, RollupRange, RollupRow};
 
 /// A bucket wider than any range, of whole hours: [`Store::rollups`] sums everything into one.
 const ALL_MINUTES: i64 = rollup::HOUR << 40;
+
+/// Rows per read when the partial minutes at a range's edges are counted from the rows.
+const EDGE_PAGE: usize = 1000;
 use super::sqlite::SqliteStore;
 
 /// The audit backend.
@@ -134,12 +137,55 @@ impl Store {
 
     /// The summary of the rows a filter selects: from the rollups when they answer it
     /// exactly (see [`RollupRange::of`]), else from the rows; `source` says which.
+    ///
+    /// Time bounds inside a minute do not send the whole range to the rows: its whole minutes
+    /// come from the rollups and only the partial minutes at its edges from the rows
+    /// ([`EdgeSplit`]), read newest first in pages of [`EDGE_PAGE`] (short reads, none
+    /// holding a snapshot for long).
     pub async fn summary(&self, filter: &AuditFilter) -> Result<Summary, StoreFault> {
         if let Some(range) = RollupRange::of(filter) {
             let rows = self.rollup_totals(&range).await?;
             return Ok(rollup::summary(&rows));
         }
+        if let Some(split) = EdgeSplit::of(filter) {
+            let mut rows = match &split.whole {
+                Some(range) => self.rollup_totals(range).await?,
+                None => Vec::new(),
+            };
+            for edge in &split.edges {
+                rows.extend(self.counts_of_rows(edge).await?);
+            }
+            let mut summary = rollup::summary(&rows);
+            summary.source = SummarySource::RollupsAndEdgeRows;
+            return Ok(summary);
+        }
         self.summary_of_rows(filter).await
+    }
+
+    /// The rollup counts of the rows `filter` selects, counted from the rows themselves, in
+    /// pages.
+    async fn counts_of_rows(&self, filter: &AuditFilter) -> Result<Vec<RollupRow>, StoreFault> {
+        let filter = AuditFilter {
+            order: Order::Desc,
+            ..filter.clone()
+        };
+        let mut records = Vec::new();
+        let mut after = None;
+        loop {
+            let page = self.page(&filter, after, EDGE_PAGE).await?;
+            let full = page.len() == EDGE_PAGE;
+            after = page.positions.last().copied();
+            for r in page.records {
+                records.push(
+                    r.into_record()
+                        .map_err(|e| StoreFault::new(FaultKind::Other, &e))?,
+                );
+            }
+            if !full {
+                break;
+            }
+        }
+        rollup::counts_of(&records).map_err(|e| StoreFault::new(FaultKind::Other, &e))
     }
 
     /// The summary computed from the rows, whatever the filter.

@@ -188,12 +188,18 @@ fn tally<'a>(keys: impl Iterator<Item = Option<&'a str>>) -> HashMap<String, i64
     m
 }
 
-/// Checks `/audit/summary?{query}` against `rows` (the rows the query selects).
+/// Checks `/audit/summary?{query}` against `rows` (the rows the query selects), answered
+/// from the rollups.
 fn check_summary(app: &TestApp, query: &str, rows: &[&Value]) {
+    check_summary_from(app, query, rows, "rollups");
+}
+
+/// [`check_summary`], answered from `source`.
+fn check_summary_from(app: &TestApp, query: &str, rows: &[&Value], source: &str) {
     let res = app.get(&format!("/audit/summary?{query}"));
     assert_eq!(res.status, 200, "{}", res.text());
     let s = res.json();
-    assert_eq!(s["source"], "rollups", "{query}");
+    assert_eq!(s["source"], source, "{query}");
     assert_eq!(s["rows"], rows.len(), "{query}");
     let requests = rows.iter().filter(|r| r["item"] == 0).count();
     assert_eq!(s["requests"], requests, "{query}");
@@ -574,8 +580,37 @@ on_both_stores!(fn rollups_give_the_figures_the_rows_give(app) {
     assert!(!inside.is_empty(), "the range holds rows");
     let range = format!("since={}&until={}", iso(from), iso(to));
     check_summary(&app, &range, &inside);
-    // Inside a minute, rollups cannot answer: the rows do, and say so.
-    let res = app.get(&format!("/audit/summary?since={}", iso(from + Span::seconds(30))));
+    // Bounds inside minutes: the whole minutes between them from the rollups, the partial
+    // minutes at the edges from their rows; the same figures the rows give, and it says so.
+    // Also a range inside one minute, and one with an open end.
+    let received = |r: &Value| {
+        DateTime::parse_from_rfc3339(r["received_at"].as_str().unwrap())
+            .unwrap()
+            .to_utc()
+    };
+    for (a, b) in [
+        (from + Span::seconds(30), Some(to + Span::seconds(20))),
+        (from + Span::seconds(10), Some(from + Span::seconds(50))),
+        (from + Span::seconds(30), None),
+    ] {
+        let between: Vec<&Value> = all
+            .iter()
+            .copied()
+            .filter(|r| received(r) >= a && b.is_none_or(|b| received(r) < b))
+            .collect();
+        let query = match b {
+            Some(b) => format!("since={}&until={}", iso(a), iso(b)),
+            None => format!("since={}", iso(a)),
+        };
+        if between.is_empty() {
+            let s = app.get(&format!("/audit/summary?{query}")).json();
+            assert_eq!((s["rows"].as_i64(), s["source"].as_str()), (Some(0), Some("rollups_and_edge_rows")));
+        } else {
+            check_summary_from(&app, &query, &between, "rollups_and_edge_rows");
+        }
+    }
+    // A filter rollups cannot answer at all is answered from the rows, and says so.
+    let res = app.get(&format!("/audit/summary?since={}&status=rejected", iso(from)));
     assert_eq!(res.json()["source"], "rows");
 
     // Time series by minute over the last four hours, and by hour.
