@@ -33,6 +33,7 @@ pub mod defaults {
     pub const PG_WRITERS: usize = 2;
     pub const PG_ACQUIRE_TIMEOUT_MS: u64 = 5000;
     pub const PG_CATCH_UP_MS: u64 = 500;
+    pub const AUDIT_READ_TIMEOUT_MS: u64 = 5000;
     pub const AUDIT_QUEUE_TIMEOUT_MS: u64 = 1000;
     pub const AUDIT_COMMIT_TIMEOUT_MS: u64 = 10_000;
     pub const OUTLIER_RANGE_MARGIN: f64 = 0.1;
@@ -214,6 +215,13 @@ pub struct AuditSettings {
     /// rows back from that read (they show in the next one); 0: never wait.
     #[arg(long, env = "INFERLOG_PG_CATCH_UP_MS", default_value_t = defaults::PG_CATCH_UP_MS)]
     pub pg_catch_up_ms: u64,
+
+    /// The longest an HTTP read of the audit rows (a summary the rollups cannot answer) may
+    /// run: past it, the read stops and answers 503 naming `inferlog audit snapshot`, since a
+    /// read holding one snapshot for long keeps SQLite from checkpointing its WAL (which then
+    /// grows, and slows every commit) and PostgreSQL from cleaning up.
+    #[arg(long, env = "INFERLOG_AUDIT_READ_TIMEOUT_MS", default_value_t = defaults::AUDIT_READ_TIMEOUT_MS)]
+    pub audit_read_timeout_ms: u64,
 
     /// Where acknowledged rows go that the store cannot take before the shutdown deadline
     /// (JSON lines, fsynced); the next start replays them. Default: beside the database,

@@ -59,6 +59,8 @@ pub struct AuditSettings {
     /// PostgreSQL: how long an oldest-first read at the end of the rows waits for the
     /// transactions open when it began.
     pub pg_catch_up: Duration,
+    /// The longest an HTTP read of the audit rows may run.
+    pub read_timeout: Duration,
     /// PostgreSQL: writers committing side by side.
     pub pg_writers: usize,
     /// Rows the writer may hold (queued, being committed or retried).
@@ -132,6 +134,7 @@ impl Default for Settings {
                 pg_pool_size: defaults::PG_POOL_SIZE,
                 pg_acquire_timeout: Duration::from_millis(defaults::PG_ACQUIRE_TIMEOUT_MS),
                 pg_catch_up: Duration::from_millis(defaults::PG_CATCH_UP_MS),
+                read_timeout: Duration::from_millis(defaults::AUDIT_READ_TIMEOUT_MS),
                 pg_writers: defaults::PG_WRITERS,
                 queue_rows: defaults::AUDIT_QUEUE_ROWS,
                 spill_file: None,
@@ -205,6 +208,7 @@ impl Settings {
                 pg_pool_size: a.pg_pool_size,
                 pg_acquire_timeout: Duration::from_millis(a.pg_acquire_timeout_ms),
                 pg_catch_up: Duration::from_millis(a.pg_catch_up_ms),
+                read_timeout: Duration::from_millis(a.audit_read_timeout_ms),
                 pg_writers: a.pg_writers,
                 queue_rows: a.audit_queue_rows,
                 spill_file: a.audit_spill_file.clone(),

@@ -94,6 +94,7 @@ impl Application {
                 pool_size: a.pg_pool_size,
                 acquire_timeout: a.pg_acquire_timeout,
                 catch_up: a.pg_catch_up,
+                read_timeout: a.read_timeout,
                 baselines: baselines.clone(),
             },
         )

@@ -25,6 +25,8 @@ pub enum FaultKind {
     /// The database file was deleted or replaced under the running service; the backend has
     /// opened a new one and the rows are written there on the next attempt.
     Replaced,
+    /// A read ran past its time limit (`INFERLOG_AUDIT_READ_TIMEOUT_MS`) and was stopped.
+    ReadTooLong,
     Other,
 }
 
@@ -42,6 +44,9 @@ impl FaultKind {
             FaultKind::Refused => "the audit database refused the write",
             FaultKind::Replaced => {
                 "the audit database file was deleted or replaced; writing to a new one"
+            }
+            FaultKind::ReadTooLong => {
+                "the read of the audit rows ran past INFERLOG_AUDIT_READ_TIMEOUT_MS and was stopped (long reads keep the store from checkpointing); narrow the filter, or analyse a copy: inferlog audit snapshot"
             }
             FaultKind::Other => "the audit store failed",
         }

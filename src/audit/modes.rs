@@ -43,6 +43,8 @@ pub struct StoreOptions {
     /// PostgreSQL: how long an oldest-first read that reaches the end of the rows waits for
     /// the transactions open when it began to end.
     pub catch_up: Duration,
+    /// The longest a read of the rows for an analysis (a summary from the rows) may run.
+    pub read_timeout: Duration,
     /// The training bins of the model versions served, for the rollups' drift counts.
     pub baselines: Baselines,
 }
@@ -66,6 +68,7 @@ impl StoreOptions {
             pool_size: 2,
             acquire_timeout: Duration::from_secs(5),
             catch_up: Duration::from_millis(500),
+            read_timeout: Duration::from_secs(5),
             baselines: Baselines::default(),
         }
     }

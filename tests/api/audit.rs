@@ -1007,3 +1007,39 @@ fn a_huge_unknown_request_id_is_cut_in_the_answer_and_the_log() {
         assert!(!line.contains('\u{1b}'), "{line}");
     }
 }
+
+/// A summary the rollups cannot answer reads the rows; past `INFERLOG_AUDIT_READ_TIMEOUT_MS`
+/// the read is stopped and answered 503 naming `inferlog audit snapshot`, so that no HTTP read
+/// holds a snapshot (and the WAL's checkpoints) for long. Predictions go on meanwhile, and a
+/// summary the rollups answer is not affected.
+#[test]
+fn a_read_of_the_rows_past_its_time_limit_is_stopped_with_a_503() {
+    let app = spawn_app_with(|s| s.audit.read_timeout = Duration::from_millis(1));
+    // 300,000 rows written by another connection, so a scan of them takes far past 1 ms.
+    crate::helpers::db_exec(
+        &app.db_path,
+        "with recursive n(i) as (select 1 union all select i + 1 from n limit 300000) \
+         insert into prediction (request_id, item, received_at, status, latency_us) \
+         select 'bulk-' || i, 0, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), 422, 10 from n",
+    );
+    let res = app.get("/audit/summary?status=rejected");
+    assert_eq!(res.status, 503, "{}", res.text());
+    assert_eq!(res.error_code(), "audit_unavailable");
+    let message = res.json()["error"]["message"].as_str().unwrap().to_string();
+    assert!(
+        message.contains("INFERLOG_AUDIT_READ_TIMEOUT_MS")
+            && message.contains("inferlog audit snapshot"),
+        "{message}"
+    );
+    // The store is not failing: readiness holds, predictions are served and audited, and the
+    // next read on the same pooled connection is not stopped by the old limit.
+    assert_eq!(app.get("/health/ready").status, 200);
+    let id = app.predict_ok(r#"{"features": [5.8, 2.7, 5.1, 1.9]}"#);
+    assert_eq!(app.rows_of(&id).len(), 1);
+    let s = app.get("/audit/summary");
+    assert_eq!(s.status, 200, "{}", s.text());
+    assert_eq!(s.json()["source"], "rollups");
+    for _ in 0..3 {
+        assert_eq!(app.get(&format!("/audit/{id}")).status, 200);
+    }
+}

@@ -593,6 +593,9 @@ on_both_stores!(fn rollups_give_the_figures_the_rows_give(app) {
         (from + Span::seconds(10), Some(from + Span::seconds(50))),
         (from + Span::seconds(30), None),
     ] {
+        // As the query says them: in whole seconds (`now`'s fraction dropped).
+        let whole = |t: DateTime<Utc>| DateTime::parse_from_rfc3339(&iso(t)).unwrap().to_utc();
+        let (a, b) = (whole(a), b.map(whole));
         let between: Vec<&Value> = all
             .iter()
             .copied()

@@ -45,6 +45,8 @@ pub struct PgStore {
     baselines: Baselines,
     /// How long an oldest-first read at the end of the rows waits ([`query::page`]).
     catch_up: Duration,
+    /// The longest an HTTP read of the rows may run (a summary from the rows).
+    read_timeout: Duration,
 }
 
 /// The class of a failure: from the SQLSTATE where the server sent one, else from how the
@@ -54,6 +56,8 @@ fn fault(e: anyhow::Error) -> StoreFault {
     let kind = match sqlx_error {
         Some(sqlx::Error::Database(db)) => match db.code().as_deref() {
             Some("53100") => FaultKind::Full,
+            // query_canceled: the read's statement_timeout ran out.
+            Some("57014") => FaultKind::ReadTooLong,
             Some("25006") => FaultKind::ReadOnly,
             Some("55P03") => FaultKind::LockedByOther,
             Some("40001" | "40P01") => FaultKind::Locked,
@@ -138,6 +142,7 @@ impl PgStore {
             pool,
             baselines: opts.baselines.clone(),
             catch_up: opts.catch_up,
+            read_timeout: opts.read_timeout,
         })
     }
 
@@ -243,7 +248,9 @@ impl PgStore {
     }
 
     pub async fn summary(&self, filter: &AuditFilter) -> Result<Summary, StoreFault> {
-        query::summary(&self.pool, filter).await.map_err(fault)
+        query::summary(&self.pool, filter, self.read_timeout)
+            .await
+            .map_err(fault)
     }
 
     pub async fn drift_rows(

@@ -201,12 +201,27 @@ pub(super) async fn feedback_after(
     rows.iter().map(sql::decode_feedback).collect()
 }
 
-pub(super) async fn summary(pool: &PgPool, filter: &AuditFilter) -> anyhow::Result<Summary> {
+pub(super) async fn summary(
+    pool: &PgPool,
+    filter: &AuditFilter,
+    limit: std::time::Duration,
+) -> anyhow::Result<Summary> {
+    // In a transaction of its own with a statement timeout: an HTTP read of the rows never
+    // runs (nor holds back vacuum) for longer than the limit.
+    let mut tx = pool.begin().await.context("opening a read")?;
+    sqlx::query(&format!(
+        "set local statement_timeout = {}",
+        limit.as_millis().max(1)
+    ))
+    .execute(&mut *tx)
+    .await
+    .context("opening a read")?;
+    let conn = &mut *tx;
     let mut qb = QueryBuilder::<Postgres>::new(
         "select count(*), count(distinct request_id) from prediction",
     );
     push_where_on(&mut qb, filter, "");
-    let row = qb.build().fetch_one(pool).await?;
+    let row = qb.build().fetch_one(&mut *conn).await?;
     let rows: i64 = row.try_get(0)?;
     let requests: i64 = row.try_get(1)?;
 
@@ -219,7 +234,7 @@ pub(super) async fn summary(pool: &PgPool, filter: &AuditFilter) -> anyhow::Resu
         qb.push(" group by k order by count(*) desc, k");
         let list = qb
             .build()
-            .fetch_all(pool)
+            .fetch_all(&mut *conn)
             .await?
             .iter()
             .map(|r| {
@@ -242,7 +257,7 @@ pub(super) async fn summary(pool: &PgPool, filter: &AuditFilter) -> anyhow::Resu
         );
         push_where_on(&mut qb, filter, "");
         qb.push(" group by request_id) r");
-        let at: Vec<i64> = qb.build().fetch_one(pool).await?.try_get(0)?;
+        let at: Vec<i64> = qb.build().fetch_one(&mut *conn).await?.try_get(0)?;
         latency = LatencySummary {
             p50: at.first().copied(),
             p90: at.get(1).copied(),

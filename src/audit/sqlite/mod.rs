@@ -75,6 +75,7 @@ fn fault(e: anyhow::Error) -> StoreFault {
             8 => FaultKind::ReadOnly,
             10 => FaultKind::Io,
             13 => FaultKind::Full,
+            9 => FaultKind::ReadTooLong,
             14 => FaultKind::CannotOpen,
             _ => FaultKind::Refused,
         }
@@ -391,7 +392,13 @@ impl SqliteStore {
     }
 
     pub async fn summary(&self, filter: &AuditFilter) -> Result<Summary, StoreFault> {
-        query::summary(&self.read(), filter).await.map_err(fault)
+        let result: anyhow::Result<Summary> = async {
+            let mut conn =
+                query::BoundedRead::acquire(&self.read(), self.opts.read_timeout).await?;
+            query::summary(&mut conn, filter).await
+        }
+        .await;
+        result.map_err(fault)
     }
 
     pub async fn drift_rows(

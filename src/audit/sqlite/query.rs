@@ -3,7 +3,7 @@
 //! spliced into the SQL.
 
 use anyhow::Context;
-use sqlx::sqlite::{SqlitePool, SqliteRow};
+use sqlx::sqlite::{SqliteConnection, SqlitePool, SqliteRow};
 use sqlx::{QueryBuilder, Row, Sqlite};
 
 use crate::audit::filter::{
@@ -100,11 +100,65 @@ pub(super) async fn feedback_after(
     rows.iter().map(sql::decode_feedback).collect()
 }
 
-pub(super) async fn summary(read: &SqlitePool, filter: &AuditFilter) -> anyhow::Result<Summary> {
+/// A connection of the read pool whose statements stop with `SQLITE_INTERRUPT` once a time
+/// limit has passed since it was acquired: an HTTP read of the rows never holds a snapshot
+/// (and so the WAL's checkpoints) for longer. SQLite checks the limit every 1,000 virtual
+/// machine steps (microseconds).
+pub(super) struct BoundedRead {
+    conn: sqlx::pool::PoolConnection<Sqlite>,
+    /// Cleared when dropped: the handler stays on the pooled connection until the next
+    /// bounded read replaces it, and must then stop nothing.
+    armed: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl BoundedRead {
+    pub(super) async fn acquire(
+        read: &SqlitePool,
+        limit: std::time::Duration,
+    ) -> anyhow::Result<BoundedRead> {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let mut conn = read.acquire().await.context("opening a read")?;
+        let armed = std::sync::Arc::new(AtomicBool::new(true));
+        let deadline = std::time::Instant::now() + limit;
+        let live = std::sync::Arc::clone(&armed);
+        conn.lock_handle()
+            .await
+            .context("opening a read")?
+            .set_progress_handler(1000, move || {
+                !live.load(Ordering::Relaxed) || std::time::Instant::now() < deadline
+            });
+        Ok(BoundedRead { conn, armed })
+    }
+}
+
+impl std::ops::Deref for BoundedRead {
+    type Target = SqliteConnection;
+    fn deref(&self) -> &SqliteConnection {
+        &self.conn
+    }
+}
+
+impl std::ops::DerefMut for BoundedRead {
+    fn deref_mut(&mut self) -> &mut SqliteConnection {
+        &mut self.conn
+    }
+}
+
+impl Drop for BoundedRead {
+    fn drop(&mut self) {
+        self.armed
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+pub(super) async fn summary(
+    conn: &mut SqliteConnection,
+    filter: &AuditFilter,
+) -> anyhow::Result<Summary> {
     let mut qb =
         QueryBuilder::<Sqlite>::new("select count(*), count(distinct request_id) from prediction");
     push_where(&mut qb, filter);
-    let row = qb.build().fetch_one(read).await?;
+    let row = qb.build().fetch_one(&mut *conn).await?;
     let rows: i64 = row.try_get(0)?;
     let requests: i64 = row.try_get(1)?;
 
@@ -116,7 +170,7 @@ pub(super) async fn summary(read: &SqlitePool, filter: &AuditFilter) -> anyhow::
         qb.push(" group by k order by count(*) desc, k");
         let list = qb
             .build()
-            .fetch_all(read)
+            .fetch_all(&mut *conn)
             .await?
             .iter()
             .map(|r| {
@@ -155,7 +209,7 @@ pub(super) async fn summary(read: &SqlitePool, filter: &AuditFilter) -> anyhow::
         qb.push(")");
         let found: Vec<(i64, i64)> = qb
             .build()
-            .fetch_all(read)
+            .fetch_all(&mut *conn)
             .await?
             .iter()
             .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
