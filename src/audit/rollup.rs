@@ -477,18 +477,27 @@ pub struct RollupRange {
     pub model_version: Option<String>,
 }
 
+/// No filter rollups cannot count by: the rows' label, status, ids or latency.
+fn countable(filter: &AuditFilter) -> bool {
+    filter.label.is_none()
+        && filter.request_id.is_none()
+        && filter.client_request_id.is_none()
+        && filter.min_latency_us.is_none()
+        && filter.status == StatusFilter::All
+}
+
+/// A time on a minute's boundary.
+fn whole_minute(t: &DateTime<Utc>) -> bool {
+    t.second() == 0 && t.nanosecond() == 0
+}
+
 impl RollupRange {
     /// The rollup range of `filter`, when rollups give its exact answer: no filter on the
     /// rows' label, status, ids or latency, and time bounds on whole minutes.
     pub fn of(filter: &AuditFilter) -> Option<RollupRange> {
-        let whole = |t: &DateTime<Utc>| t.second() == 0 && t.nanosecond() == 0;
-        let plain = filter.label.is_none()
-            && filter.request_id.is_none()
-            && filter.client_request_id.is_none()
-            && filter.min_latency_us.is_none()
-            && filter.status == StatusFilter::All
-            && filter.since.as_ref().is_none_or(whole)
-            && filter.until.as_ref().is_none_or(whole);
+        let plain = countable(filter)
+            && filter.since.as_ref().is_none_or(whole_minute)
+            && filter.until.as_ref().is_none_or(whole_minute);
         plain.then(|| RollupRange {
             since: filter.since.as_ref().map(minute_of),
             until: filter.until.as_ref().map(minute_of),
@@ -514,15 +523,10 @@ pub struct EdgeSplit {
 impl EdgeSplit {
     /// The split of `filter`, when it is one rollups answer but for its time bounds.
     pub fn of(filter: &AuditFilter) -> Option<EdgeSplit> {
-        let whole = |t: &DateTime<Utc>| t.second() == 0 && t.nanosecond() == 0;
-        let plain = filter.label.is_none()
-            && filter.request_id.is_none()
-            && filter.client_request_id.is_none()
-            && filter.min_latency_us.is_none()
-            && filter.status == StatusFilter::All;
+        let whole = whole_minute;
         let inside = filter.since.as_ref().is_some_and(|t| !whole(t))
             || filter.until.as_ref().is_some_and(|t| !whole(t));
-        if !plain || !inside {
+        if !countable(filter) || !inside {
             return None;
         }
         let at = |minute: i64| DateTime::<Utc>::from_timestamp(minute * 60, 0);

@@ -84,20 +84,26 @@ impl BodyBudget {
         self.by_client.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Gives `bytes` back to `client`'s share (an address holding nothing is forgotten).
+    fn give_back_share(&self, client: Option<IpAddr>, bytes: usize) {
+        let Some(ip) = client else {
+            return;
+        };
+        let mut clients = self.clients();
+        if let Some(held) = clients.get_mut(&ip) {
+            *held = held.saturating_sub(bytes);
+            if *held == 0 {
+                clients.remove(&ip);
+            }
+        }
+    }
+
     /// Gives `bytes` back, from `client`'s share too.
     fn give_back(&self, client: Option<IpAddr>, bytes: usize) {
         if bytes == 0 {
             return;
         }
-        if let Some(ip) = client {
-            let mut clients = self.clients();
-            if let Some(held) = clients.get_mut(&ip) {
-                *held = held.saturating_sub(bytes);
-                if *held == 0 {
-                    clients.remove(&ip);
-                }
-            }
-        }
+        self.give_back_share(client, bytes);
         let before = self.used.fetch_sub(bytes, Ordering::AcqRel);
         let now = before.saturating_sub(bytes);
         if now < self.limit / 8 && self.flooded.swap(false, Ordering::AcqRel) {
@@ -153,15 +159,7 @@ impl BodyPermit {
         let before = budget.used.fetch_add(more, Ordering::AcqRel);
         if before + more > budget.limit {
             budget.used.fetch_sub(more, Ordering::AcqRel);
-            if let Some(ip) = self.client {
-                let mut clients = budget.clients();
-                if let Some(held) = clients.get_mut(&ip) {
-                    *held = held.saturating_sub(more);
-                    if *held == 0 {
-                        clients.remove(&ip);
-                    }
-                }
-            }
+            budget.give_back_share(self.client, more);
             return Err(ApiError::Overloaded {
                 budget: budget.limit,
                 client_share: None,

@@ -578,19 +578,7 @@ fn a_full_disk_is_not_ready_and_recovers_when_space_is_freed() {
         "a restart on the full disk said it was ready"
     );
 
-    let stored: std::collections::HashMap<String, i64> = db_json(
-        &db,
-        "select json_object('c', client_request_id, 'n', count(*)) from prediction \
-         where client_request_id is not null group by client_request_id",
-    )
-    .iter()
-    .map(|v| {
-        (
-            v["c"].as_str().unwrap().to_string(),
-            v["n"].as_i64().unwrap(),
-        )
-    })
-    .collect();
+    let stored = crate::spill::stored_rows(&db);
     for id in &acked {
         assert_eq!(
             stored.get(id),

@@ -31,7 +31,7 @@ fn batch(rows: usize) -> String {
 }
 
 /// Rows stored per client request id.
-fn stored_rows(db: &Path) -> HashMap<String, i64> {
+pub(crate) fn stored_rows(db: &Path) -> HashMap<String, i64> {
     db_json(
         db,
         "select json_object('c', client_request_id, 'n', count(*)) from prediction \
