@@ -179,7 +179,8 @@ pub struct AuditSettings {
     #[arg(long, env = "INFERLOG_AUDIT_BUSY_TIMEOUT_MS", default_value_t = defaults::AUDIT_BUSY_TIMEOUT_MS)]
     pub audit_busy_timeout_ms: u64,
 
-    /// Largest size the audit database may grow to, in MiB (0: no limit). At the limit,
+    /// Largest size the audit database and its write-ahead log may grow to together, in MiB
+    /// (0: no limit; the log takes at most a quarter). At the limit,
     /// durable predictions answer 503 until space is freed (deleted rows are reused) or the
     /// limit is raised: a cap keeps the audit store from filling a disk shared with others.
     #[arg(long, env = "INFERLOG_AUDIT_MAX_MB", default_value_t = 0)]
@@ -280,8 +281,8 @@ pub struct DriftSettings {
     #[arg(long, env = "INFERLOG_DRIFT_MIN_ROWS", default_value_t = defaults::DRIFT_MIN_ROWS)]
     pub drift_min_rows: usize,
 
-    /// Most rows a drift report reads when it cannot use the rollups: the most recent of its
-    /// range.
+    /// Most rows a drift report reads from the partial minutes at the edges of its range (the
+    /// whole minutes come from the rollups): the newest of them.
     #[arg(long, env = "INFERLOG_DRIFT_MAX_ROWS", default_value_t = defaults::DRIFT_MAX_ROWS)]
     pub drift_max_rows: usize,
 

@@ -5,18 +5,20 @@
 //! It sits above [`crate::audit`] and [`crate::monitor`], which do not know each other: the
 //! store gives counts and rows, the monitor turns them into figures.
 
-use crate::audit::rollup::{self, RollupRange, kind};
+use crate::audit::rollup::{self, EdgeSplit, RollupRange, kind};
 use std::sync::Arc;
 
-use crate::audit::{AuditFilter, FaultKind, Store, StoreFault};
+use crate::audit::{AuditFilter, Baselines, FaultKind, Store, StoreFault};
 use crate::model::Model;
 use crate::monitor::drift::{self, DriftReport, DriftRule, LiveCounts, Source};
 use crate::monitor::performance::{self, Performance};
 
 /// Drift of `model`'s current version over the range of `filter`: PSI and class drift over
 /// every answered row of that version from the rollups, Kolmogorov–Smirnov and live means over
-/// the most recent `rule.sample_rows`; or everything over the most recent `rule.max_rows`
-/// rows when the range is not in whole minutes.
+/// the most recent `rule.sample_rows`. Time bounds inside a minute count the whole minutes
+/// from the rollups and only the partial minutes at the edges from their rows
+/// ([`EdgeSplit`]); a range rollups cannot count at all gives everything over the most recent
+/// `rule.max_rows` rows.
 pub async fn drift(
     store: &Store,
     model: &Arc<Model>,
@@ -28,11 +30,41 @@ pub async fn drift(
         ..filter.clone()
     };
     let n = model.n_features();
-    let range = RollupRange::of(&AuditFilter {
+    let named = AuditFilter {
         model: Some(model.name().to_string()),
         ..filter.clone()
-    });
-    let Some(range) = range else {
+    };
+    let (counts, source, cut) = if let Some(range) = RollupRange::of(&named) {
+        let mut counts = empty_counts(model);
+        for r in &store.rollup_totals(&range).await? {
+            add_count(model, &mut counts, &r.kind, &r.key, r.count);
+        }
+        (counts, Source::Rollups, false)
+    } else if let Some(split) = EdgeSplit::of(&named) {
+        let mut counts = empty_counts(model);
+        if let Some(range) = &split.whole {
+            for r in &store.rollup_totals(range).await? {
+                add_count(model, &mut counts, &r.kind, &r.key, r.count);
+            }
+        }
+        // The edge minutes' rows are binned here, over the served version's bins; together
+        // they read at most `max_rows` rows (the newest of each edge).
+        let baselines = Baselines::default();
+        baselines.register(model);
+        let mut left = rule.max_rows;
+        let mut cut = false;
+        for edge in &split.edges {
+            let (rows, more) = store.counts_of_rows(edge, &baselines, left).await?;
+            for r in &rows {
+                add_count(model, &mut counts, &r.kind, &r.key, r.count);
+                if r.kind == kind::ROWS {
+                    left = left.saturating_sub(r.count.max(0) as usize);
+                }
+            }
+            cut |= more;
+        }
+        (counts, Source::RollupsAndEdgeRows, cut)
+    } else {
         let (values, classes, truncated) = store
             .drift_rows(model.name(), n, &filter, rule.max_rows)
             .await?;
@@ -40,18 +72,15 @@ pub async fn drift(
         return off_thread(move || drift::report(&model, &values, &classes, &rule, truncated))
             .await;
     };
-    let totals = store.rollup_totals(&range).await?;
-    let mut counts = empty_counts(model);
-    for r in &totals {
-        add_count(model, &mut counts, &r.kind, &r.key, r.count);
-    }
     let (values, classes, _) = store
         .drift_rows(model.name(), n, &filter, rule.sample_rows)
         .await?;
     let (model, rule) = (Arc::clone(model), *rule);
     off_thread(move || {
         let sample = classes.len();
-        drift::report_counts(&model, &counts, &values, sample, &rule, Source::Rollups)
+        let mut report = drift::report_counts(&model, &counts, &values, sample, &rule, source);
+        report.truncated |= cut;
+        report
     })
     .await
 }
@@ -149,18 +178,23 @@ fn add_count(model: &Model, counts: &mut LiveCounts, kind: &str, key: &str, n: i
 
 /// Accuracy, per-class scores and the confusion matrix of `model` (all its versions) over the
 /// predictions made in the range of `filter` that have feedback: from the rollups' counts
-/// (kept as feedback arrives) when the range is in whole minutes, else joined from the rows.
+/// (kept as feedback arrives) for whole minutes, joined from the rows for the partial minutes
+/// at the edges of a range ([`EdgeSplit`]), or for a range rollups cannot count at all.
 pub async fn performance(
     store: &Store,
     model: &Model,
     filter: &AuditFilter,
 ) -> Result<Performance, StoreFault> {
     let classes = &model.artifact.class_names;
-    let range = RollupRange::of(&AuditFilter {
+    let named = AuditFilter {
         model: Some(model.name().to_string()),
         ..filter.clone()
-    });
-    let Some(range) = range else {
+    };
+    let (whole, edges, source) = if let Some(range) = RollupRange::of(&named) {
+        (Some(range), Vec::new(), Source::Rollups)
+    } else if let Some(split) = EdgeSplit::of(&named) {
+        (split.whole, split.edges, Source::RollupsAndEdgeRows)
+    } else {
         let pairs = store.confusion(model.name(), filter).await?;
         return Ok(performance::score(
             model.name(),
@@ -169,20 +203,21 @@ pub async fn performance(
             Source::Rows,
         ));
     };
-    let pairs: Vec<(String, String, i64)> = store
-        .rollup_totals(&range)
-        .await?
-        .into_iter()
-        .filter(|r| r.kind == kind::CONFUSION && r.count != 0)
-        .filter_map(|r| {
-            let (predicted, actual): (String, String) = serde_json::from_str(&r.key).ok()?;
-            Some((predicted, actual, r.count))
-        })
-        .collect();
-    Ok(performance::score(
-        model.name(),
-        classes,
-        &pairs,
-        Source::Rollups,
-    ))
+    let mut pairs: Vec<(String, String, i64)> = match &whole {
+        Some(range) => store
+            .rollup_totals(range)
+            .await?
+            .into_iter()
+            .filter(|r| r.kind == kind::CONFUSION && r.count != 0)
+            .filter_map(|r| {
+                let (predicted, actual): (String, String) = serde_json::from_str(&r.key).ok()?;
+                Some((predicted, actual, r.count))
+            })
+            .collect(),
+        None => Vec::new(),
+    };
+    for edge in &edges {
+        pairs.extend(store.confusion(model.name(), edge).await?);
+    }
+    Ok(performance::score(model.name(), classes, &pairs, source))
 }

@@ -575,9 +575,9 @@ impl EdgeSplit {
 }
 
 /// The counts of `records` as rollup rows, all in one bucket: what their rows would add to
-/// the rollups (without drift bins, which need the baselines).
-pub fn counts_of(records: &[AuditRecord]) -> anyhow::Result<Vec<RollupRow>> {
-    let delta = Delta::of(records, Instant::now(), &Baselines::default());
+/// the rollups, with drift bins for the model versions `baselines` knows.
+pub fn counts_of(records: &[AuditRecord], baselines: &Baselines) -> anyhow::Result<Vec<RollupRow>> {
+    let delta = Delta::of(records, Instant::now(), baselines);
     let packed = PackedRow {
         span: 0,
         start: 0,

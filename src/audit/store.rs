@@ -5,6 +5,7 @@
 
 use slog::Logger;
 
+use super::baselines::Baselines;
 use super::fault::{FaultKind, StoreFault};
 use super::filter::{AuditFilter, Cursor, Order, Page, Summary, SummarySource};
 use super::modes::{RowsDone, StoreOptions};
@@ -153,7 +154,10 @@ impl Store {
                 None => Vec::new(),
             };
             for edge in &split.edges {
-                rows.extend(self.counts_of_rows(edge).await?);
+                let (counts, _) = self
+                    .counts_of_rows(edge, &Baselines::default(), usize::MAX)
+                    .await?;
+                rows.extend(counts);
             }
             let mut summary = rollup::summary(&rows);
             summary.source = SummarySource::RollupsAndEdgeRows;
@@ -163,8 +167,14 @@ impl Store {
     }
 
     /// The rollup counts of the rows `filter` selects, counted from the rows themselves, in
-    /// pages.
-    async fn counts_of_rows(&self, filter: &AuditFilter) -> Result<Vec<RollupRow>, StoreFault> {
+    /// pages of [`EDGE_PAGE`]; features are binned over the versions `baselines` knows. At
+    /// most the `most` newest rows are counted; whether there were more.
+    pub async fn counts_of_rows(
+        &self,
+        filter: &AuditFilter,
+        baselines: &Baselines,
+        most: usize,
+    ) -> Result<(Vec<RollupRow>, bool), StoreFault> {
         let filter = AuditFilter {
             order: Order::Desc,
             ..filter.clone()
@@ -172,8 +182,10 @@ impl Store {
         let mut records = Vec::new();
         let mut after = None;
         loop {
-            let page = self.page(&filter, after, EDGE_PAGE).await?;
-            let full = page.len() == EDGE_PAGE;
+            // One row past `most` tells whether there were more.
+            let want = EDGE_PAGE.min((most - records.len()).saturating_add(1));
+            let page = self.page(&filter, after, want).await?;
+            let full = page.len() == want;
             after = page.positions.last().copied();
             for r in page.records {
                 records.push(
@@ -181,11 +193,15 @@ impl Store {
                         .map_err(|e| StoreFault::new(FaultKind::Other, &e))?,
                 );
             }
-            if !full {
+            if !full || records.len() > most {
                 break;
             }
         }
-        rollup::counts_of(&records).map_err(|e| StoreFault::new(FaultKind::Other, &e))
+        let more = records.len() > most;
+        records.truncate(most);
+        let counts = rollup::counts_of(&records, baselines)
+            .map_err(|e| StoreFault::new(FaultKind::Other, &e))?;
+        Ok((counts, more))
     }
 
     /// The summary computed from the rows, whatever the filter.

@@ -113,6 +113,9 @@ pub enum Source {
     /// PSI and class drift over every row of the range, from the rollups; KS and live means
     /// over the most recent `sample_rows`.
     Rollups,
+    /// As `Rollups` for the range's whole minutes, with the partial minutes at its edges
+    /// (time bounds inside a minute) counted from their rows.
+    RollupsAndEdgeRows,
     /// Everything over the most recent rows of the range (at most `max_rows`), read.
     Rows,
 }
@@ -129,11 +132,11 @@ pub struct DriftReport {
     /// The PSI from which a status is `warn`, and `alert` (the service's settings).
     pub psi_warn: f64,
     pub psi_alert: f64,
-    /// The most rows a report reads (the most recent of the range).
+    /// The most rows a report reads (the most recent of the range, or of its edge minutes).
     pub max_rows: usize,
     /// Some figure covers only the most recent rows of the range: with `source: rows`, the
-    /// range held more than `max_rows`; with `source: rollups`, KS and live means cover
-    /// `sample_rows` of `rows`.
+    /// range held more than `max_rows`; with `source: rollups_and_edge_rows`, the edge
+    /// minutes did; KS and live means cover `sample_rows` of `rows`.
     pub truncated: bool,
     pub source: Source,
     /// The rows behind the Kolmogorov–Smirnov statistics and live means: the most recent of

@@ -380,9 +380,9 @@ fn a_starved_wal_is_reported_measured_and_counted_in_the_size_cap() {
             break;
         }
         assert_eq!(res.status, 200, "{}", res.text());
-        // The WAL is measured by the checkpoints, every 100 ms: writing flat out on a
-        // machine loaded by the other tests, the database itself could reach the cap before
-        // a measurement, and SQLite's page limit, not the WAL's share, would refuse first.
+        // Paced: writing flat out on a machine loaded by the other tests, the database could
+        // pass its own share before the starved checkpoints are logged, and SQLite's page
+        // limit, not the WAL's share, would refuse first.
         std::thread::sleep(std::time::Duration::from_millis(25));
     }
     let refused = refused.expect("the cap was never reached");
@@ -591,4 +591,148 @@ fn a_full_disk_is_not_ready_and_recovers_when_space_is_freed() {
         acked.len(),
         refused
     );
+}
+
+/// Bytes the store's files take: the database, its write-ahead log and the WAL index.
+fn store_bytes(db: &Path) -> u64 {
+    ["", "-wal", "-shm"]
+        .iter()
+        .map(|s| {
+            let mut p = db.as_os_str().to_owned();
+            p.push(s);
+            std::fs::metadata(p).map_or(0, |m| m.len())
+        })
+        .sum()
+}
+
+/// Sends batches until 20 are refused; the acknowledged ids, and the most the store's files
+/// took meanwhile (sampled every tenth batch and at the end).
+fn flood_until_refused(addr: &str, db: &Path, tag: &str, acked: &mut Vec<String>) -> u64 {
+    let (mut refused, mut sent, mut most) = (0, 0, 0);
+    while refused < 20 {
+        assert!(sent < 20_000, "{tag}: never refused ({sent} batches)");
+        let id = format!("{tag}-{sent}");
+        sent += 1;
+        match send_batch(addr, &id) {
+            Some(200) => acked.push(id),
+            Some(503) => refused += 1,
+            other => panic!("{tag}: unexpected answer {other:?}"),
+        }
+        if sent % 10 == 0 {
+            most = most.max(store_bytes(db));
+        }
+    }
+    most.max(store_bytes(db))
+}
+
+/// `INFERLOG_AUDIT_MAX_MB=8` on a 20 MiB volume, first with a reader that holds an old
+/// snapshot (so checkpoints cannot copy the WAL), then until the database itself is full: the
+/// database and its WAL stay within the cap together, the disk never fills, predictions are
+/// refused with 503 at the cap, the WAL is restarted once the reader goes, and every
+/// acknowledged row is stored once.
+#[test]
+fn a_size_cap_counts_the_wal_and_keeps_the_disk_from_filling() {
+    let Some(vol) = Tmpfs::mount(20) else {
+        return;
+    };
+    let outer = tempfile::tempdir().unwrap();
+    let db = vol.path().join("audit.db");
+    let url = format!("sqlite://{}", db.display());
+    let cap: u64 = 8 << 20;
+    let (child, addr) = serve_in(
+        binary(),
+        outer.path(),
+        "serve.log",
+        &url,
+        &["--audit-max-mb", "8"],
+    );
+    let mut child = KillOnDrop(child);
+    let mut acked: Vec<String> = Vec::new();
+    for i in 0..10 {
+        let id = format!("before-{i}");
+        assert_eq!(send_batch(&addr, &id), Some(200));
+        acked.push(id);
+    }
+    // A `sqlite3` session in the middle of a read transaction.
+    let mut reader = KillOnDrop(
+        Command::new("sqlite3")
+            .arg(&db)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut to_reader = reader.0.stdin.take().unwrap();
+    writeln!(to_reader, "begin;\nselect count(*) from prediction;").unwrap();
+    to_reader.flush().unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(reader.0.stdout.as_mut().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line.trim(), "200", "the reader saw the first batches");
+    let held = flood_until_refused(&addr, &db, "held", &mut acked);
+    let wal_held = std::fs::metadata(format!("{}-wal", db.display())).map_or(0, |m| m.len());
+    // The reader goes: the WAL is copied and started over, and writes resume.
+    writeln!(to_reader, "commit;\n.quit").unwrap();
+    drop(to_reader);
+    assert!(wait_exit(&mut reader.0).success());
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let mut n = 0;
+    loop {
+        let id = format!("resumed-{n}");
+        n += 1;
+        if send_batch(&addr, &id) == Some(200) {
+            acked.push(id);
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "writes never resumed after the reader went"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Now until the database is at its share of the cap.
+    let full = flood_until_refused(&addr, &db, "full", &mut acked);
+    let free = free_bytes(vol.path());
+    let mut ready_at_cap = 0;
+    for _ in 0..5 {
+        if ready_status(&addr) == 200 {
+            ready_at_cap += 1;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    kill(&child.0, "-TERM");
+    assert!(wait_exit(&mut child.0).success());
+    let log = std::fs::read_to_string(outer.path().join("serve.log")).unwrap_or_default();
+    eprintln!(
+        "size cap {cap}: {} batches acknowledged; files at most {held} bytes with a reader \
+         (WAL {wal_held}), {full} at the cap; {free} bytes free on the volume",
+        acked.len()
+    );
+    // One batch and the WAL index past the cap, at most.
+    let slack = 256 << 10;
+    assert!(
+        held <= cap + slack,
+        "{held} bytes with a reader holding the WAL: {log}"
+    );
+    assert!(full <= cap + slack, "{full} bytes at the cap: {log}");
+    assert!(free > 4 << 20, "the volume filled: {free} bytes free");
+    assert!(
+        log.contains("limit"),
+        "the log names the size cap as the cause"
+    );
+    assert_eq!(
+        ready_at_cap, 0,
+        "ready while every write was refused at the cap"
+    );
+    let stored = crate::spill::stored_rows(&db);
+    for id in &acked {
+        assert_eq!(
+            stored.get(id),
+            Some(&20),
+            "{id}: acknowledged, stored once in full"
+        );
+    }
 }

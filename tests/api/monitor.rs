@@ -298,11 +298,12 @@ on_both_stores!(fn a_drift_report_reads_at_most_its_bound_of_recent_rows(app) wi
     assert_eq!(report["rows"], 60, "{report}");
     assert_eq!(report["sample_rows"], 40, "{report}");
     assert_eq!(report["truncated"], true);
-    // Otherwise everything from the most recent `max_rows` rows.
+    // A bound inside a minute: the whole minutes after it from the rollups (every row), its
+    // partial minute (empty) from the rows.
     let report = app.get("/monitor/drift?since=2000-01-01T00:00:30Z").json();
-    assert_eq!(report["source"], "rows", "{report}");
-    assert_eq!(report["rows"], 50, "{report}");
-    assert_eq!(report["sample_rows"], 50, "{report}");
+    assert_eq!(report["source"], "rollups_and_edge_rows", "{report}");
+    assert_eq!(report["rows"], 60, "{report}");
+    assert_eq!(report["sample_rows"], 40, "{report}");
     assert_eq!(report["max_rows"], 50);
     assert_eq!(report["truncated"], true);
     // A range that holds fewer rows is read whole.

@@ -417,9 +417,6 @@ fn check_performance(
     let res = app.get(&format!("/monitor/performance?model=iris&{query}"));
     assert_eq!(res.status, 200, "{}", res.text());
     let p = res.json();
-    if !query.starts_with("since") || query.contains("until") {
-        assert_eq!(p["source"], "rollups", "{query}");
-    }
     let mut matrix = vec![vec![0i64; 3]; 3];
     for r in rows.iter().filter(|r| r["status"] == 200) {
         let key = (
@@ -588,6 +585,7 @@ on_both_stores!(fn rollups_give_the_figures_the_rows_give(app) {
             .unwrap()
             .to_utc()
     };
+    let mut edge_ranges = Vec::new();
     for (a, b) in [
         (from + Span::seconds(30), Some(to + Span::seconds(20))),
         (from + Span::seconds(10), Some(from + Span::seconds(50))),
@@ -605,6 +603,7 @@ on_both_stores!(fn rollups_give_the_figures_the_rows_give(app) {
             Some(b) => format!("since={}&until={}", iso(a), iso(b)),
             None => format!("since={}", iso(a)),
         };
+        edge_ranges.push((query.clone(), between.clone()));
         if between.is_empty() {
             let s = app.get(&format!("/audit/summary?{query}")).json();
             assert_eq!((s["rows"].as_i64(), s["source"].as_str()), (Some(0), Some("rollups_and_edge_rows")));
@@ -640,18 +639,27 @@ on_both_stores!(fn rollups_give_the_figures_the_rows_give(app) {
     // Feedback on a third of the answered iris rows, some of it replaced, then performance
     // and drift from the rollups against the same figures from the rows.
     let truth = random_feedback(&app, &mut rng, &iris);
-    check_performance(&app, "", &iris, &truth);
-    check_performance(&app, &range, &iris_inside(&inside), &truth);
-    // Not whole minutes: joined from the rows, the same figures. The second is pinned to 30:
-    // `iso` drops fractions, so an offset from `now` lands on a whole minute once in sixty runs.
+    let whole = check_performance(&app, "", &iris, &truth);
+    assert_eq!(whole["source"], "rollups");
+    let whole = check_performance(&app, &range, &iris_inside(&inside), &truth);
+    assert_eq!(whole["source"], "rollups");
+    // Not whole minutes: the whole minutes from the rollups, the partial ones at the edges
+    // joined from their rows; the same figures. The second is pinned to 30: `iso` drops
+    // fractions, so an offset from `now` lands on a whole minute once in sixty runs.
     let earlier = now - Span::hours(5);
     let earlier = earlier - Span::seconds(earlier.timestamp().rem_euclid(60)) + Span::seconds(30);
     let earlier = format!("since={}", iso(earlier));
-    let rows_perf = check_performance(&app, &earlier, &iris, &truth);
-    assert_eq!(rows_perf["source"], "rows");
+    let edge_perf = check_performance(&app, &earlier, &iris, &truth);
+    assert_eq!(edge_perf["source"], "rollups_and_edge_rows");
     let drift = check_drift(&app, "", &all, &version);
     let rows_drift = check_drift(&app, &earlier, &all, &version);
-    assert_eq!(rows_drift["source"], "rows");
+    assert_eq!(rows_drift["source"], "rollups_and_edge_rows");
+    for (query, between) in &edge_ranges {
+        let p = check_performance(&app, query, &iris_inside(between), &truth);
+        assert_eq!(p["source"], "rollups_and_edge_rows", "{query}");
+        let d = check_drift(&app, query, between, &version);
+        assert_eq!(d["source"], "rollups_and_edge_rows", "{query}");
+    }
     for j in 0..4 {
         let (a, b) = (&drift["features"][j], &rows_drift["features"][j]);
         assert_eq!(a["ks_statistic"], b["ks_statistic"], "KS over the same rows");
@@ -806,4 +814,62 @@ on_both_stores!(fn newest_first_pages_sort_by_arrival_then_id(app) {
     assert!(seen[..5].iter().all(|(_, id)| live_ids.contains(id)), "{seen:?}");
     assert!(seen[5..].iter().all(|(_, id)| !live_ids.contains(id)));
     assert!(live_ids.iter().max() < seen[5..].iter().map(|(_, id)| id).max());
+});
+
+on_both_stores!(fn a_drift_report_reads_at_most_max_rows_of_its_edge_minutes(app) with |s| {
+    s.monitor.drift.max_rows = 50;
+    s.monitor.drift.sample_rows = 40;
+}, {
+    let version = served_version(&app);
+    // 30 answered rows at 00:00:40 and 30 at 00:00:45 of one minute, written by a replay.
+    let spill = app.dir.path().join("edge.jsonl");
+    let mut file = std::fs::File::create(&spill).unwrap();
+    for n in 0..60 {
+        let second = if n < 30 { 40 } else { 45 };
+        let line = json!({
+            "request_id": format!("edge-{n}"),
+            "item": 0,
+            "received_at": format!("2001-01-01T00:00:{second}.000000Z"),
+            "model": "iris",
+            "model_version": version,
+            "features": [5.8, 2.7, 5.1, 1.9],
+            "prediction": 2,
+            "label": "virginica",
+            "status": 200,
+            "error_code": null,
+            "latency_us": 100,
+            "client_addr": "10.0.0.1",
+            "raw_body": null,
+            "outliers": null,
+            "client_request_id": null,
+        });
+        writeln!(file, "{line}").unwrap();
+    }
+    drop(file);
+    let db = store_arg(&app);
+    inferlog(&["audit", "replay", spill.to_str().unwrap(), "--database-url", &db]);
+    app.wait_for_rows(61);
+    let drift = |query: &str| {
+        let res = app.get(&format!("/monitor/drift?model=iris&{query}"));
+        assert_eq!(res.status, 200, "{}", res.text());
+        res.json()
+    };
+    // The edge holds more than `max_rows`: its newest 50 are counted, and the report says so.
+    let d = drift("since=2001-01-01T00:00:30Z&until=2001-01-01T00:00:50Z");
+    assert_eq!(d["source"], "rollups_and_edge_rows", "{d}");
+    assert_eq!(d["rows"], 50, "{d}");
+    assert_eq!(d["sample_rows"], 40, "{d}");
+    assert_eq!(d["truncated"], true, "{d}");
+    // An edge within the bound is counted whole.
+    let d = drift("since=2001-01-01T00:00:30Z&until=2001-01-01T00:00:42Z");
+    assert_eq!(d["source"], "rollups_and_edge_rows", "{d}");
+    assert_eq!(d["rows"], 30, "{d}");
+    assert_eq!(d["sample_rows"], 30, "{d}");
+    assert_eq!(d["truncated"], false, "{d}");
+    // Across a minute boundary: the whole minute from the rollups (all 60), the next minute's
+    // partial start (empty) from the rows; nothing is cut.
+    let d = drift("since=2001-01-01T00:00:00Z&until=2001-01-01T00:01:30Z");
+    assert_eq!(d["source"], "rollups_and_edge_rows", "{d}");
+    assert_eq!(d["rows"], 60, "{d}");
+    assert_eq!(d["sample_rows"], 40, "{d}");
 });

@@ -260,9 +260,16 @@ impl PgStore {
         filter: &AuditFilter,
         max_rows: usize,
     ) -> Result<(Vec<f64>, Vec<u32>, bool), StoreFault> {
-        query::drift_rows(&self.pool, model, n_features, filter, max_rows)
-            .await
-            .map_err(fault)
+        query::drift_rows(
+            &self.pool,
+            self.read_timeout,
+            model,
+            n_features,
+            filter,
+            max_rows,
+        )
+        .await
+        .map_err(fault)
     }
 
     pub async fn served_row(
@@ -283,7 +290,7 @@ impl PgStore {
         model: &str,
         filter: &AuditFilter,
     ) -> Result<Vec<(String, String, i64)>, StoreFault> {
-        query::confusion(&self.pool, model, filter)
+        query::confusion(&self.pool, self.read_timeout, model, filter)
             .await
             .map_err(fault)
     }

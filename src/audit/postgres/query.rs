@@ -201,13 +201,12 @@ pub(super) async fn feedback_after(
     rows.iter().map(sql::decode_feedback).collect()
 }
 
-pub(super) async fn summary(
+/// A read transaction whose statements stop (`query_canceled`) after `limit`: an HTTP read of
+/// the rows never runs (nor holds back vacuum) for longer.
+pub(super) async fn bounded_read(
     pool: &PgPool,
-    filter: &AuditFilter,
     limit: std::time::Duration,
-) -> anyhow::Result<Summary> {
-    // In a transaction of its own with a statement timeout: an HTTP read of the rows never
-    // runs (nor holds back vacuum) for longer than the limit.
+) -> anyhow::Result<sqlx::Transaction<'static, Postgres>> {
     let mut tx = pool.begin().await.context("opening a read")?;
     sqlx::query(&format!(
         "set local statement_timeout = {}",
@@ -216,6 +215,15 @@ pub(super) async fn summary(
     .execute(&mut *tx)
     .await
     .context("opening a read")?;
+    Ok(tx)
+}
+
+pub(super) async fn summary(
+    pool: &PgPool,
+    filter: &AuditFilter,
+    limit: std::time::Duration,
+) -> anyhow::Result<Summary> {
+    let mut tx = bounded_read(pool, limit).await?;
     let conn = &mut *tx;
     let mut qb = QueryBuilder::<Postgres>::new(
         "select count(*), count(distinct request_id) from prediction",
@@ -283,11 +291,13 @@ pub(super) async fn summary(
 /// time range (see the SQLite backend's `drift_rows`).
 pub(super) async fn drift_rows(
     pool: &PgPool,
+    limit: std::time::Duration,
     model: &str,
     n_features: usize,
     filter: &AuditFilter,
     max_rows: usize,
 ) -> anyhow::Result<(Vec<f64>, Vec<u32>, bool)> {
+    let mut tx = bounded_read(pool, limit).await?;
     let mut qb = sql::drift_query::<Postgres>(
         "features::text, prediction::int8",
         model,
@@ -296,7 +306,7 @@ pub(super) async fn drift_rows(
         TIME_CAST,
     );
     let query = qb.build();
-    let mut rows = query.fetch(pool);
+    let mut rows = query.fetch(&mut *tx);
     let mut drift = sql::DriftRows::new(n_features);
     while let Some(row) = rows.try_next().await.context("reading audited inputs")? {
         drift.push(row.try_get(0)?, row.try_get(1)?);
@@ -337,13 +347,15 @@ pub(super) async fn served_row(
 
 pub(super) async fn confusion(
     pool: &PgPool,
+    limit: std::time::Duration,
     model: &str,
     filter: &AuditFilter,
 ) -> anyhow::Result<Vec<(String, String, i64)>> {
+    let mut tx = bounded_read(pool, limit).await?;
     let mut qb = sql::confusion_query::<Postgres>(model, filter, TIME_CAST);
     let rows = qb
         .build()
-        .fetch_all(pool)
+        .fetch_all(&mut *tx)
         .await
         .context("joining feedback with predictions")?;
     rows.iter()

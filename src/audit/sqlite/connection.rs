@@ -21,8 +21,23 @@ use crate::audit::modes::{StoreOptions, SyncLevel};
 /// checkpointing connection has not kept the WAL shorter.
 const WRITER_AUTOCHECKPOINT_PAGES: u32 = 16_384;
 
+/// SQLite's default page size, for turning a size in bytes into a number of WAL pages where
+/// a rough figure will do.
+const ASSUMED_PAGE_BYTES: u64 = 4096;
+
 /// The WAL file is truncated back to this size after a checkpoint let it start over.
 const WAL_SIZE_LIMIT_BYTES: u64 = 64 << 20;
+
+/// The part of a size cap of `max` bytes the write-ahead log file may take (a quarter); the
+/// database's page limit is the rest, so that the two files stay within the cap together and
+/// the database always has room to take the WAL's pages in a checkpoint.
+pub(super) fn wal_share(max: u64) -> u64 {
+    max / 4
+}
+
+/// How long the checkpointing connection waits for a lock: only a checkpoint that restarts an
+/// oversized WAL waits at all (a passive one never does), and it is retried soon after.
+const CHECKPOINT_BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
 
 #[derive(Debug)]
 pub(super) struct Pools {
@@ -81,11 +96,12 @@ impl OwnedConn {
     async fn connect(&self) -> anyhow::Result<SqliteConnection> {
         let mut conn = SqliteConnection::connect_with(&self.options).await?;
         if let Some(max) = self.max_bytes {
-            // max_page_count counts pages, whose size belongs to the file.
+            // max_page_count counts pages, whose size belongs to the file; the WAL's share of
+            // the cap is not the database's.
             let page: i64 = sqlx::query_scalar("pragma page_size")
                 .fetch_one(&mut conn)
                 .await?;
-            let pages = (max / page.max(512) as u64).max(1);
+            let pages = ((max - wal_share(max)) / page.max(512) as u64).max(1);
             sqlx::query(&format!("pragma max_page_count = {pages}"))
                 .execute(&mut conn)
                 .await?;
@@ -220,16 +236,26 @@ pub(super) async fn connect(url: &str, opts: &StoreOptions) -> anyhow::Result<Po
             // that crosses SQLite's default 1000 pages of WAL would otherwise copy them into the
             // database inside the commit, the slowest 1-2% of durable requests. This is the
             // fallback should that connection fall behind.
+            // With a size cap the fallback starts at a quarter of the WAL's share: a burst of
+            // commits between two checkpoints would otherwise pass the share, and writes be
+            // refused, while the database still has room.
             .pragma(
                 "wal_autocheckpoint",
-                WRITER_AUTOCHECKPOINT_PAGES.to_string(),
+                opts.max_bytes
+                    .map_or(WRITER_AUTOCHECKPOINT_PAGES, |m| {
+                        let pages = wal_share(m) / 4 / ASSUMED_PAGE_BYTES;
+                        pages.clamp(1, u64::from(WRITER_AUTOCHECKPOINT_PAGES)) as u32
+                    })
+                    .to_string(),
             )
-            // With a size cap, the WAL (which counts against it) is also kept to a quarter of
-            // the cap when checkpoints let it start over.
+            // With a size cap, the WAL (which counts against it) is also cut back to its share
+            // of the cap when checkpoints let it start over.
             .pragma(
                 "journal_size_limit",
                 opts.max_bytes
-                    .map_or(WAL_SIZE_LIMIT_BYTES, |m| (m / 4).min(WAL_SIZE_LIMIT_BYTES))
+                    .map_or(WAL_SIZE_LIMIT_BYTES, |m| {
+                        wal_share(m).min(WAL_SIZE_LIMIT_BYTES)
+                    })
                     .to_string(),
             ),
         opts.max_bytes,
@@ -251,7 +277,7 @@ pub(super) async fn connect(url: &str, opts: &StoreOptions) -> anyhow::Result<Po
         .connect_with(base.clone().read_only(true))
         .await
         .with_context(|| format!("opening {shown} for queries"))?;
-    let checkpoint = OwnedConn::open(base, None, false)
+    let checkpoint = OwnedConn::open(base.busy_timeout(CHECKPOINT_BUSY_TIMEOUT), None, false)
         .await
         .with_context(|| format!("opening {shown} for checkpoints"))?;
     Ok(Pools {

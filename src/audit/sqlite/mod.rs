@@ -17,7 +17,6 @@ mod query;
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -47,8 +46,6 @@ pub struct SqliteStore {
     /// Held while the file's identity is checked and the database reopened, so that the
     /// writer and a feedback write never reopen it twice.
     reopening: Arc<tokio::sync::Mutex<()>>,
-    /// Bytes of WAL frames not yet copied into the database, as the last checkpoint found.
-    wal_pending: Arc<AtomicU64>,
     /// The select list of a whole row: the columns a store opened read-only before its last
     /// migrations lacks (an old file being copied) are read as null.
     select: Arc<str>,
@@ -140,7 +137,6 @@ impl SqliteStore {
             opts: opts.clone(),
             path,
             reopening: Arc::new(tokio::sync::Mutex::new(())),
-            wal_pending: Arc::new(AtomicU64::new(0)),
             select,
         };
         if !opts.read_only {
@@ -393,8 +389,7 @@ impl SqliteStore {
 
     pub async fn summary(&self, filter: &AuditFilter) -> Result<Summary, StoreFault> {
         let result: anyhow::Result<Summary> = async {
-            let mut conn =
-                query::BoundedRead::acquire(&self.read(), self.opts.read_timeout).await?;
+            let mut conn = self.bounded_read().await?;
             query::summary(&mut conn, filter).await
         }
         .await;
@@ -408,9 +403,12 @@ impl SqliteStore {
         filter: &AuditFilter,
         max_rows: usize,
     ) -> Result<(Vec<f64>, Vec<u32>, bool), StoreFault> {
-        query::drift_rows(&self.read(), model, n_features, filter, max_rows)
-            .await
-            .map_err(fault)
+        let result = async {
+            let mut conn = self.bounded_read().await?;
+            query::drift_rows(&mut conn, model, n_features, filter, max_rows).await
+        }
+        .await;
+        result.map_err(fault)
     }
 
     pub async fn served_row(
@@ -428,9 +426,18 @@ impl SqliteStore {
         model: &str,
         filter: &AuditFilter,
     ) -> Result<Vec<(String, String, i64)>, StoreFault> {
-        query::confusion(&self.read(), model, filter)
-            .await
-            .map_err(fault)
+        let result = async {
+            let mut conn = self.bounded_read().await?;
+            query::confusion(&mut conn, model, filter).await
+        }
+        .await;
+        result.map_err(fault)
+    }
+
+    /// A read connection whose statements stop at the read timeout (see
+    /// [`query::BoundedRead`]): for the reads of rows whose size the caller does not bound.
+    async fn bounded_read(&self) -> anyhow::Result<query::BoundedRead> {
+        query::BoundedRead::acquire(&self.read(), self.opts.read_timeout).await
     }
 
     /// Stores a true label; returns the label it replaces, if any.
@@ -567,17 +574,17 @@ impl SqliteStore {
         }))
     }
 
-    /// With a size cap: fails once the write-ahead log holds more than a quarter of the cap in
-    /// frames not yet copied into the database (measured by each checkpoint). SQLite's page
-    /// limit keeps the database within the cap (and reuses freed pages); the WAL is outside it,
-    /// and one that checkpoints cannot copy (a long reader) would grow without bound. So the
-    /// store's files stay within about 1.25 times the cap.
+    /// With a size cap: fails once the write-ahead log file is larger than its share of the
+    /// cap ([`connection::wal_share`]). The database's page limit keeps it within the rest, so
+    /// the store's files stay within the cap (give or take one batch). A WAL past its share is
+    /// restarted and truncated by the next checkpoint once no reader holds an old snapshot
+    /// (see [`SqliteStore::checkpoint`]).
     fn check_size(&self) -> anyhow::Result<()> {
         let Some(max) = self.opts.max_bytes else {
             return Ok(());
         };
-        let wal = self.wal_pending.load(Ordering::Relaxed);
-        if wal > max / 4 {
+        let wal = self.wal_bytes();
+        if wal > connection::wal_share(max) {
             return Err(OverCap { wal, max }.into());
         }
         Ok(())
@@ -592,7 +599,11 @@ impl SqliteStore {
     }
 
     /// Copies committed WAL frames into the database file without waiting for the writer or
-    /// readers (a passive checkpoint); returns the frames in the WAL and those copied.
+    /// readers (a passive checkpoint); returns the frames in the WAL and those copied. With a
+    /// size cap and a WAL file past its share (writes are refused meanwhile) whose frames are
+    /// all copied, it then starts the WAL over and truncates it, waiting for the connection's
+    /// busy timeout at most: a passive checkpoint never shrinks the file, and refused writes
+    /// would never start it over.
     async fn checkpoint(&self) -> anyhow::Result<(i64, i64)> {
         let conn = self
             .pools
@@ -610,12 +621,16 @@ impl SqliteStore {
                     .fetch_one(guard.conn())
                     .await
                     .context("checkpointing the audit WAL")?;
-            let page: i64 = sqlx::query_scalar("pragma page_size")
-                .fetch_one(guard.conn())
-                .await?;
-            // Each frame is a page and a 24-byte header.
-            let pending = (waiting - copied.max(0)).max(0) as u64 * (page.max(0) as u64 + 24);
-            self.wal_pending.store(pending, Ordering::Relaxed);
+            let over = self
+                .opts
+                .max_bytes
+                .is_some_and(|max| self.wal_bytes() > connection::wal_share(max));
+            if over && copied == waiting {
+                sqlx::query("pragma wal_checkpoint(truncate)")
+                    .execute(guard.conn())
+                    .await
+                    .context("truncating the audit WAL")?;
+            }
             Ok((waiting, copied))
         }
         .await;

@@ -240,7 +240,7 @@ pub(super) async fn summary(
 /// time range, for drift: row-major values of the rows that have `n_features` features, and
 /// whether the range held more.
 pub(super) async fn drift_rows(
-    read: &SqlitePool,
+    conn: &mut SqliteConnection,
     model: &str,
     n_features: usize,
     filter: &AuditFilter,
@@ -249,7 +249,7 @@ pub(super) async fn drift_rows(
     use futures_util::TryStreamExt;
     let mut qb = sql::drift_query::<Sqlite>("features, prediction", model, filter, max_rows, "");
     let query = qb.build();
-    let mut rows = query.fetch(read);
+    let mut rows = query.fetch(conn);
     let mut drift = sql::DriftRows::new(n_features);
     while let Some(row) = rows.try_next().await.context("reading audited inputs")? {
         drift.push(row.try_get(0)?, row.try_get(1)?);
@@ -291,14 +291,14 @@ pub(super) async fn served_row(
 
 /// (predicted label, true label, count) of the labelled rows of `model` in a range.
 pub(super) async fn confusion(
-    read: &SqlitePool,
+    conn: &mut SqliteConnection,
     model: &str,
     filter: &AuditFilter,
 ) -> anyhow::Result<Vec<(String, String, i64)>> {
     let mut qb = sql::confusion_query::<Sqlite>(model, filter, "");
     let rows = qb
         .build()
-        .fetch_all(read)
+        .fetch_all(conn)
         .await
         .context("joining feedback with predictions")?;
     rows.iter()
