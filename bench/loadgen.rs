@@ -3,10 +3,18 @@
 //! Each of `--connections` keep-alive connections sends one request, reads the whole response,
 //! and repeats until `--duration` has passed; the last response is always read, so "answered"
 //! counts are exact and can be checked against the audit rows. Prints one JSON object:
-//! requests, ok (2xx), non_2xx, errors, duration_s, rps, p50/p90/p99/max latency in µs.
+//! requests, ok (2xx), non_2xx, errors, duration_s, rps, p50/p90/p99/p99.9/max latency in µs.
+//!
+//!
+//! With `--rate R` it is open-loop: requests go out on a fixed schedule, R a second in all
+//! (each connection's k-th at `start + (k * connections + c) / R`), and each latency is
+//! measured from the moment its request was due, not from when it was sent: a server that
+//! stalls is charged for every request that should have gone out meanwhile, which a client
+//! waiting for each answer would not send (coordinated omission). Every latency is kept and
+//! sorted, so the percentiles (p99.9 too) are exact.
 //!
 //! Usage: loadgen --addr 127.0.0.1:8080 [--method POST] [--path /predict] [--body JSON]
-//!                [--connections 64] [--duration 10] [--threads 1]
+//!                [--connections 64] [--duration 10] [--threads 1] [--rate R]
 //!        loadgen --addr 127.0.0.1:8080 --wait-ready 30   (waits for /health/ready)
 
 use std::time::{Duration, Instant};
@@ -23,6 +31,9 @@ struct Opts {
     duration: Duration,
     threads: usize,
     wait_ready: Option<u64>,
+    /// Requests a second in all, on a fixed schedule (open loop); `None`: each connection
+    /// sends its next request when the last is answered.
+    rate: Option<f64>,
 }
 
 fn opts() -> Opts {
@@ -35,6 +46,7 @@ fn opts() -> Opts {
         duration: Duration::from_secs(10),
         threads: 1,
         wait_ready: None,
+        rate: None,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -50,6 +62,7 @@ fn opts() -> Opts {
             "--duration" => o.duration = Duration::from_secs_f64(v.parse().expect("duration")),
             "--threads" => o.threads = v.parse().expect("threads"),
             "--wait-ready" => o.wait_ready = Some(v.parse().expect("seconds")),
+            "--rate" => o.rate = Some(v.parse::<f64>().expect("rate")).filter(|r| *r > 0.0),
             other => panic!("unknown option {other}"),
         }
         i += 2;
@@ -103,9 +116,22 @@ async fn read_response(stream: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Re
     Ok(status)
 }
 
-async fn connection(addr: String, request: std::sync::Arc<Vec<u8>>, deadline: Instant) -> Tally {
+/// When one connection's requests are due: the first at `first`, then every `every`.
+#[derive(Clone, Copy)]
+struct Schedule {
+    first: Instant,
+    every: Duration,
+}
+
+async fn connection(
+    addr: String,
+    request: std::sync::Arc<Vec<u8>>,
+    deadline: Instant,
+    schedule: Option<Schedule>,
+) -> Tally {
     let mut tally = Tally::default();
     let mut buf = Vec::with_capacity(4096);
+    let mut due = schedule.map(|s| s.first);
     'outer: while Instant::now() < deadline {
         let Ok(mut stream) = TcpStream::connect(&addr).await else {
             tally.errors += 1;
@@ -114,7 +140,19 @@ async fn connection(addr: String, request: std::sync::Arc<Vec<u8>>, deadline: In
         };
         let _ = stream.set_nodelay(true);
         while Instant::now() < deadline {
-            let started = Instant::now();
+            // Open loop: wait for the request's moment, and measure from it even when the
+            // last answer came after it.
+            let started = match (due, schedule) {
+                (Some(at), Some(s)) => {
+                    if at >= deadline {
+                        break 'outer;
+                    }
+                    tokio::time::sleep_until(at.into()).await;
+                    due = Some(at + s.every);
+                    at
+                }
+                _ => Instant::now(),
+            };
             if stream.write_all(&request).await.is_err() {
                 tally.errors += 1;
                 continue 'outer;
@@ -190,8 +228,20 @@ fn main() {
         let request = std::sync::Arc::new(request.into_bytes());
         let started = Instant::now();
         let deadline = started + o.duration;
-        let tasks: Vec<_> = (0..o.connections)
-            .map(|_| tokio::spawn(connection(o.addr.clone(), request.clone(), deadline)))
+        let connections = o.connections.max(1);
+        let tasks: Vec<_> = (0..connections)
+            .map(|c| {
+                let schedule = o.rate.map(|rate| Schedule {
+                    first: started + Duration::from_secs_f64(c as f64 / rate),
+                    every: Duration::from_secs_f64(connections as f64 / rate),
+                });
+                tokio::spawn(connection(
+                    o.addr.clone(),
+                    request.clone(),
+                    deadline,
+                    schedule,
+                ))
+            })
             .collect();
         let mut all = Tally::default();
         for t in tasks {
@@ -205,7 +255,7 @@ fn main() {
         all.latencies_us.sort_unstable();
         let requests = all.ok + all.non_2xx;
         println!(
-            "{{\"requests\":{requests},\"ok\":{},\"non_2xx\":{},\"errors\":{},\"duration_s\":{secs:.3},\"rps\":{:.0},\"p50_us\":{},\"p90_us\":{},\"p99_us\":{},\"max_us\":{}}}",
+            "{{\"requests\":{requests},\"ok\":{},\"non_2xx\":{},\"errors\":{},\"duration_s\":{secs:.3},\"rps\":{:.0},\"p50_us\":{},\"p90_us\":{},\"p99_us\":{},\"p999_us\":{},\"max_us\":{}}}",
             all.ok,
             all.non_2xx,
             all.errors,
@@ -213,6 +263,7 @@ fn main() {
             percentile(&all.latencies_us, 0.50),
             percentile(&all.latencies_us, 0.90),
             percentile(&all.latencies_us, 0.99),
+            percentile(&all.latencies_us, 0.999),
             all.latencies_us.last().copied().unwrap_or(0),
         );
     });

@@ -9,6 +9,12 @@
 #   SIZES="100000 1000000" bench/rollups.sh
 #   PG_SIZES="1000000" (the default)     # PostgreSQL, on a throwaway local server
 #   SKIP_PG=1                            # no PostgreSQL
+#   LOAD=0                               # no load table (default: on the first SQLite size)
+#
+# The load table: on the first SQLite store, durable single-row /predict from loadgen
+# (32 connections, 20 s) alone, then with two clients looping over the three analytics
+# routes with a bound inside a minute, then the same with INFERLOG_AUDIT_MAX_MB set 256 MiB
+# above the store's size; the WAL is sampled every 0.2 s.
 #
 # Needs python3, curl and sqlite3. The 10M store takes about 3 GB of disk, its spill file as much.
 # Prints a Markdown table (paste it into BENCHMARKS.md).
@@ -17,8 +23,10 @@ cd "$(dirname "$0")/.."
 
 SIZES=${SIZES:-"1000000 10000000"}
 PORT=${PORT:-18183}
-cargo build --release --quiet --bin inferlog
+cargo build --release --quiet --bin inferlog --example loadgen
 BIN=target/release/inferlog
+LOADGEN=target/release/examples/loadgen
+LOAD=${LOAD:-1}
 WORK=$(mktemp -d)
 trap 'kill "${SERVER:-0}" 2>/dev/null || true; rm -rf "$WORK"' EXIT
 
@@ -101,19 +109,74 @@ measure() { # store rows url pending-deltas-function: builds, serves, times; one
   feedback "$rows"
   # The replay's and the feedback's rollup deltas are merged every second.
   until [ "$($pending)" = 0 ]; do sleep 0.5; done
-  printf '| %s | %s | %.0f | %s ms | %s ms | %s ms | %s ms | %s ms | %s ms |\n' "$store" "$rows" "$built" \
+  printf '| %s | %s | %.0f | %s ms | %s ms | %s ms | %s ms | %s ms | %s ms | %s ms | %s ms |\n' "$store" "$rows" "$built" \
     "$(median_ms /audit/summary)" \
     "$(median_ms "/audit/summary?since=$SINCE_INSIDE")" \
     "$(median_ms "/audit/timeseries?bucket=1m&since=$SINCE")" \
     "$(median_ms '/audit/summary?label=setosa')" \
     "$(median_ms /monitor/drift)" \
-    "$(median_ms /monitor/performance)"
+    "$(median_ms "/monitor/drift?since=$SINCE_INSIDE")" \
+    "$(median_ms /monitor/performance)" \
+    "$(median_ms "/monitor/performance?since=$SINCE_INSIDE")"
+  if [ "$store" = SQLite ] && [ "$LOAD" = 1 ] && [ -z "${LOADED:-}" ]; then
+    LOADED=1
+    under_load "no analytics" 0 >>"$WORK/load.md"
+    under_load "2 analytics clients" 1 >>"$WORK/load.md"
+    kill -TERM "$SERVER"
+    wait "$SERVER" || true
+    local cap=$(( ($(stat -c %s "$db") >> 20) + 256 ))
+    "$BIN" serve --bind "127.0.0.1:$PORT" --models models --database-url "$url" \
+      --log-file "$WORK/server.log" --audit-max-mb "$cap" &
+    SERVER=$!
+    until curl -sf "http://127.0.0.1:$PORT/health/ready" >/dev/null; do sleep 0.2; done
+    under_load "2 analytics clients, cap $cap MiB" 1 >>"$WORK/load.md"
+  fi
   kill -TERM "$SERVER"
   wait "$SERVER" || true
 }
 
-printf '| store | rows | build (s) | /audit/summary | /audit/summary?since= inside a minute | /audit/timeseries 24 h by minute | /audit/summary?label=setosa (rows) | /monitor/drift | /monitor/performance |\n'
-printf '|---|---:|---:|---:|---:|---:|---:|---:|---:|\n'
+# One row of the load table: durable /predict for 20 s, with `readers` analytics clients
+# looping over the routes with a bound inside a minute (counted: answers, and 503s among them).
+under_load() { # label readers
+  local label=$1 readers=$2 peak=0 files=0 pids=() w t
+  : >"$WORK/reads"
+  if [ "$readers" = 1 ]; then
+    for _ in 1 2; do
+      (
+        while :; do
+          for p in "/audit/summary?since=$SINCE_INSIDE" "/monitor/drift?since=$SINCE_INSIDE" \
+            "/monitor/performance?since=$SINCE_INSIDE"; do
+            curl -s -o /dev/null -w '%{http_code}\n' "http://127.0.0.1:$PORT$p" >>"$WORK/reads"
+          done
+        done
+      ) &
+      pids+=($!)
+    done
+  fi
+  "$LOADGEN" --addr "127.0.0.1:$PORT" --method POST --path /predict \
+    --body '{"features": [5.1, 3.5, 1.4, 0.2]}' --connections 32 --duration 20 >"$WORK/load.json" &
+  local lg=$!
+  while kill -0 "$lg" 2>/dev/null; do
+    w=$(stat -c %s "$db-wal" 2>/dev/null || echo 0)
+    t=$(( w + $(stat -c %s "$db") ))
+    [ "$w" -gt "$peak" ] && peak=$w
+    [ "$t" -gt "$files" ] && files=$t
+    sleep 0.2
+  done
+  wait "$lg"
+  [ ${#pids[@]} -gt 0 ] && { kill "${pids[@]}" 2>/dev/null || true; wait "${pids[@]}" 2>/dev/null || true; }
+  python3 - "$WORK/load.json" "$WORK/reads" "$label" "$peak" "$files" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+reads = open(sys.argv[2]).read().split()
+label, peak, files = sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+print(f"| {label} | {r['rps']:,.0f} | {r['p99_us'] / 1000:.1f} ms | {r['non_2xx']:,} of {r['requests']:,} "
+      f"| {len(reads):,} ({reads.count('503')} 503) | {peak / 2**20:.1f} MiB | {files / 2**20:.0f} MiB |")
+PY
+}
+
+printf '| store | rows | build (s) | /audit/summary | /audit/summary?since= inside a minute | /audit/timeseries 24 h by minute | /audit/summary?label=setosa (rows) | /monitor/drift | /monitor/drift?since= inside a minute | /monitor/performance | /monitor/performance?since= inside a minute |\n'
+printf '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n'
 command -v sqlite3 >/dev/null || { echo "sqlite3 is needed (apt-get install sqlite3)"; exit 1; }
 sqlite_pending() { sqlite3 "$db" 'select count(*) from rollup_delta'; }
 for rows in $SIZES; do
@@ -139,6 +202,12 @@ if [ -n "$PG_BIN" ] && [ -x "$PG_BIN/initdb" ] && [ "${SKIP_PG:-0}" != 1 ] && [ 
     measure PostgreSQL "$rows" "postgres://postgres@localhost/r$rows?host=$PGDIR" pg_pending
     "$PG_BIN/psql" -h "$PGDIR" -U postgres -qc "drop database r$rows"
   done
+fi
+if [ -s "$WORK/load.md" ]; then
+  echo
+  echo "| durable /predict, 32 connections, 20 s | req/s | p99 | non-2xx | analytics answers | peak WAL | database + WAL |"
+  echo "|---|---:|---:|---:|---:|---:|---:|"
+  cat "$WORK/load.md"
 fi
 echo
 echo "$(nproc) cores, $(date -u +%Y-%m-%d)"

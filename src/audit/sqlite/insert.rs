@@ -252,32 +252,72 @@ async fn add_to_rollup(conn: &mut SqliteConnection, folded: Folded) -> anyhow::R
     Ok(())
 }
 
-/// Merges the oldest deltas (up to 10,000) into `rollup` and removes them, in one
-/// transaction; returns how many were merged.
-pub(super) async fn merge_deltas(
+/// The oldest deltas (up to 10,000), read from a snapshot without any lock: their ids, first
+/// and last, and their counts folded (off the async threads). `None` when there are none.
+pub(super) async fn fold_oldest_deltas(
+    read: &sqlx::SqlitePool,
+) -> anyhow::Result<Option<FoldedDeltas>> {
+    use sqlx::Row;
+    let rows = sqlx::query("select id, counts from rollup_delta order by id limit 10000")
+        .fetch_all(read)
+        .await
+        .context("reading the audit rollup deltas")?;
+    let (Some(first), Some(last)) = (rows.first(), rows.last()) else {
+        return Ok(None);
+    };
+    let (first, last): (i64, i64) = (first.try_get(0)?, last.try_get(0)?);
+    let counts: Vec<String> = rows
+        .iter()
+        .map(|r| r.try_get(1))
+        .collect::<Result<_, _>>()?;
+    let n = counts.len();
+    let folded =
+        tokio::task::spawn_blocking(move || fold_deltas(counts.iter().map(String::as_str)))
+            .await
+            .context("folding the audit rollup deltas")??;
+    Ok(Some(FoldedDeltas {
+        first,
+        last,
+        n,
+        folded,
+    }))
+}
+
+/// Deltas `first..=last` (`n` of them), folded.
+pub(super) struct FoldedDeltas {
+    first: i64,
+    last: i64,
+    n: usize,
+    folded: Folded,
+}
+
+/// Adds folded deltas to `rollup` and removes them, in one transaction; returns how many were
+/// merged. The write lock is held only for that: reading and folding the deltas (the bulk of
+/// the work, most of it parsing) happened before, without it, so a merge holds up the writer's
+/// commits for as long as it takes to rewrite a few rollup rows and delete the deltas. If the
+/// deltas are not those folded any more (a rebuild of the rollups ran meanwhile), nothing is
+/// written and 0 returned: the next merge folds them again.
+pub(super) async fn merge_folded(
     conn: &mut SqliteConnection,
     busy_timeout: Duration,
+    deltas: FoldedDeltas,
 ) -> anyhow::Result<usize> {
-    use sqlx::Row;
     begin_immediate(conn, busy_timeout).await?;
     let result: anyhow::Result<usize> = async {
-        let rows = sqlx::query("select id, counts from rollup_delta order by id limit 10000")
-            .fetch_all(&mut *conn)
-            .await?;
-        let Some(last) = rows.last() else {
+        let (n, first): (i64, Option<i64>) =
+            sqlx::query_as("select count(*), min(id) from rollup_delta where id <= ?")
+                .bind(deltas.last)
+                .fetch_one(&mut *conn)
+                .await?;
+        if n != deltas.n as i64 || first != Some(deltas.first) {
             return Ok(0);
-        };
-        let last: i64 = last.try_get(0)?;
-        let counts: Vec<String> = rows
-            .iter()
-            .map(|r| r.try_get(1))
-            .collect::<Result<_, _>>()?;
-        add_to_rollup(conn, fold_deltas(counts.iter().map(String::as_str))?).await?;
+        }
+        add_to_rollup(conn, deltas.folded).await?;
         sqlx::query("delete from rollup_delta where id <= ?")
-            .bind(last)
+            .bind(deltas.last)
             .execute(&mut *conn)
             .await?;
-        Ok(rows.len())
+        Ok(deltas.n)
     }
     .await;
     match result {
