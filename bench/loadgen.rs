@@ -7,11 +7,12 @@
 //!
 //!
 //! With `--rate R` it is open-loop: requests go out on a fixed schedule, R a second in all
-//! (each connection's k-th at `start + (k * connections + c) / R`), and each latency is
-//! measured from the moment its request was due, not from when it was sent: a server that
-//! stalls is charged for every request that should have gone out meanwhile, which a client
-//! waiting for each answer would not send (coordinated omission). Every latency is kept and
-//! sorted, so the percentiles (p99.9 too) are exact.
+//! (each connection's k-th at `start + (k * connections + c) / R`). A request that falls due
+//! while its connection still waits for the last answer is measured from the moment it was
+//! due, not from when it could be sent: a server that stalls is charged for every request
+//! that should have gone out meanwhile, which a client waiting for each answer would not send
+//! (coordinated omission). Every latency is kept and sorted, so the percentiles (p99.9 too)
+//! are exact.
 //!
 //! Usage: loadgen --addr 127.0.0.1:8080 [--method POST] [--path /predict] [--body JSON]
 //!                [--connections 64] [--duration 10] [--threads 1] [--rate R]
@@ -140,16 +141,22 @@ async fn connection(
         };
         let _ = stream.set_nodelay(true);
         while Instant::now() < deadline {
-            // Open loop: wait for the request's moment, and measure from it even when the
-            // last answer came after it.
+            // Open loop: a request whose moment came while the last one was still unanswered
+            // is measured from that moment (the server's delay); one the connection was free
+            // for is sent when the timer fires and measured from then, so the timer's own
+            // lateness (up to a millisecond) is not charged to the server.
             let started = match (due, schedule) {
                 (Some(at), Some(s)) => {
                     if at >= deadline {
                         break 'outer;
                     }
-                    tokio::time::sleep_until(at.into()).await;
                     due = Some(at + s.every);
-                    at
+                    if Instant::now() >= at {
+                        at
+                    } else {
+                        tokio::time::sleep_until(at.into()).await;
+                        Instant::now()
+                    }
                 }
                 _ => Instant::now(),
             };

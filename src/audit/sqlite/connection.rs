@@ -17,9 +17,9 @@ use super::file_identity::{FileId, sidecar};
 use super::insert::WRITE_STATEMENT_CACHE;
 use crate::audit::modes::{StoreOptions, SyncLevel};
 
-/// WAL pages after which a commit checkpoints by itself (64 MiB at 4 KiB pages), if the
-/// checkpointing connection has not kept the WAL shorter.
-const WRITER_AUTOCHECKPOINT_PAGES: u32 = 16_384;
+/// WAL pages after which a commit checkpoints by itself (128 MiB at 4 KiB pages), if the
+/// checkpointing connection has not made the WAL start over before (it does at 48 MiB).
+const WRITER_AUTOCHECKPOINT_PAGES: u32 = 32_768;
 
 /// SQLite's default page size, for turning a size in bytes into a number of WAL pages where
 /// a rough figure will do.

@@ -91,6 +91,12 @@ fn fault(e: anyhow::Error) -> StoreFault {
 /// How often committed writes are checkpointed into the database file.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
 
+/// WAL frames (pages) after which a checkpoint also makes the WAL start over (48 MiB at 4 KiB
+/// pages; see [`SqliteStore::copy_rest_for_restart`]): each start over holds commits back for
+/// a few milliseconds, so it is rare, and well below the writer's own fallback (see
+/// `WRITER_AUTOCHECKPOINT_PAGES` in [`connection`]).
+const RESTART_AFTER_FRAMES: i64 = 12_288;
+
 /// How often rollup deltas are merged (see `migrations/sqlite/0006_rollup.sql`).
 const MERGE_EVERY: Duration = Duration::from_secs(1);
 
@@ -633,11 +639,40 @@ impl SqliteStore {
                     .execute(guard.conn())
                     .await
                     .context("truncating the audit WAL")?;
+            } else if waiting > RESTART_AFTER_FRAMES && copied == waiting {
+                self.copy_rest_for_restart(guard.conn()).await?;
             }
             Ok((waiting, copied))
         }
         .await;
         guard.finish(result).await
+    }
+
+    /// Lets the WAL start over at the writer's next commit, instead of growing until that
+    /// commit must checkpoint it itself (`wal_autocheckpoint`: SQLite copies every frame not
+    /// yet copied and syncs both files inside that commit: 10-20 ms, each time the WAL reaches
+    /// its size).
+    /// A commit starts the WAL over only if every frame was copied when it began, which a
+    /// checkpoint running beside commits never achieves: it copies what was there when it
+    /// started while commits add more. So, right after a passive checkpoint, the writer's
+    /// connection is held for a second one that copies only the frames committed meanwhile
+    /// (milliseconds' worth), and the next commit finds the WAL fully copied.
+    async fn copy_rest_for_restart(&self, conn: &mut sqlx::SqliteConnection) -> anyhow::Result<()> {
+        // Once more without the lock, so that the one with it has only a few frames to copy.
+        sqlx::query("pragma wal_checkpoint(passive)")
+            .execute(&mut *conn)
+            .await
+            .context("checkpointing the audit WAL")?;
+        let (writer, _) = self.write()?;
+        let no_commit_meanwhile = writer.lock().await?;
+        let copied = sqlx::query("pragma wal_checkpoint(passive)")
+            .execute(conn)
+            .await
+            .map(|_| ())
+            .context("checkpointing the audit WAL");
+        // The writer's connection was not used: it is kept as it was.
+        no_commit_meanwhile.finish(Ok(())).await?;
+        copied
     }
 }
 
