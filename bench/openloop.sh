@@ -7,7 +7,8 @@
 #
 #   bench/openloop.sh [BINARY]     (default: target/release/inferlog, built if missing)
 #
-# RATES (default "1000 5000 10000 20000"), DURATION (s, default 20) per figure. A rate the
+# RATES (default "1000 5000 10000 20000"), DURATION (s, default 20) per figure, LABEL (the
+# binary's commit, for the last line; default this checkout's). A rate the
 # server cannot sustain shows as an achieved rate below it and latencies that grow with the
 # run: the queue of requests that are due but not sent.
 set -euo pipefail
@@ -46,4 +47,5 @@ PY
   done
 done
 echo
-echo "$(nproc) cores, $(git rev-parse --short HEAD 2>/dev/null || echo '?'), $(date -u +%Y-%m-%d)"
+# LABEL names the binary's commit when it is not this checkout's build.
+echo "$(nproc) cores, ${LABEL:-$(git rev-parse --short HEAD 2>/dev/null || echo '?')}, $(date -u +%Y-%m-%d)"
