@@ -9,6 +9,7 @@ mod docs;
 mod faults;
 mod feedback;
 mod fuzz;
+mod golden;
 mod helpers;
 mod hostile;
 mod logging;
