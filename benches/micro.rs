@@ -110,7 +110,7 @@ fn audit_writes(c: &mut Criterion) {
         .build()
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("bench.db").display());
+    let url = inferlog::audit::url::DatabaseUrl::sqlite_file(&dir.path().join("bench.db"));
     let store = rt
         .block_on(Store::open(&url, &StoreOptions::writable()))
         .unwrap();

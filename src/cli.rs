@@ -99,7 +99,7 @@ pub struct ServeArgs {
     pub default_model: String,
 
     /// Audit database: `sqlite://PATH`, or a plain path; the file is created when missing.
-    #[arg(long, env = "DATABASE_URL", default_value = defaults::DATABASE_URL, value_parser = database_url)]
+    #[arg(long, env = "DATABASE_URL", default_value = defaults::DATABASE_URL)]
     pub database_url: String,
 
     /// This replica's name in each audit row's `writer` column (default: the host name and
@@ -300,8 +300,7 @@ pub struct DriftCliArgs {
         long,
         visible_alias = "db",
         env = "DATABASE_URL",
-        default_value = defaults::DATABASE_URL,
-        value_parser = database_url
+        default_value = defaults::DATABASE_URL
     )]
     pub database_url: String,
     #[arg(long, env = "INFERLOG_MODELS", default_value = defaults::MODELS)]
@@ -326,7 +325,7 @@ pub struct AuditCliArgs {
     pub action: Option<AuditAction>,
 
     /// Audit database: `sqlite://PATH`, or a plain path.
-    #[arg(long, env = "DATABASE_URL", default_value = defaults::DATABASE_URL, value_parser = database_url)]
+    #[arg(long, env = "DATABASE_URL", default_value = defaults::DATABASE_URL)]
     pub database_url: String,
     /// Rows received at or after this RFC 3339 time.
     #[arg(long, value_parser = parse_time)]
@@ -370,7 +369,7 @@ pub enum AuditAction {
         /// The copy; it must not exist yet.
         file: PathBuf,
         /// Audit database: `sqlite://PATH`, or a plain path.
-        #[arg(long, env = "DATABASE_URL", default_value = defaults::DATABASE_URL, value_parser = database_url)]
+        #[arg(long, env = "DATABASE_URL", default_value = defaults::DATABASE_URL)]
         database_url: String,
     },
     /// Copy every audit row and every feedback from one store to another — typically a SQLite
@@ -379,10 +378,10 @@ pub enum AuditAction {
     /// stopped half-way can be run again.
     Copy {
         /// The store to read: `sqlite://PATH`, a plain path, or `postgres://…`.
-        #[arg(long, value_parser = database_url)]
+        #[arg(long)]
         from: String,
         /// The store to write (created and migrated if needed).
-        #[arg(long, value_parser = database_url)]
+        #[arg(long)]
         to: String,
         /// Models folder: rows are counted over their model version's training bins (drift
         /// rollups); versions not there get no bin counts.
@@ -398,7 +397,7 @@ pub enum AuditAction {
     /// service keeps them itself, also for copied and replayed rows.
     RebuildRollups {
         /// Audit database: `sqlite://PATH`, a plain path, or `postgres://…`.
-        #[arg(long, env = "DATABASE_URL", default_value = defaults::DATABASE_URL, value_parser = database_url)]
+        #[arg(long, env = "DATABASE_URL", default_value = defaults::DATABASE_URL)]
         database_url: String,
         /// Models folder: rows are counted over their model version's training bins (drift
         /// rollups); versions not there get no bin counts.
@@ -419,7 +418,7 @@ pub enum AuditAction {
         /// Audit database: `sqlite://PATH`, a plain path, or `postgres://…`. Required (flag or
         /// `DATABASE_URL`): replayed into a default `./inferlog.db` made up on the spot, the
         /// rows would be safe but nowhere anyone looks.
-        #[arg(long, env = "DATABASE_URL", value_parser = database_url)]
+        #[arg(long, env = "DATABASE_URL")]
         database_url: String,
         /// Models folder: rows are counted over their model version's training bins (drift
         /// rollups); versions not there get no bin counts.
@@ -465,18 +464,6 @@ pub struct LogArgs {
 pub enum LogFormat {
     Term,
     Json,
-}
-
-/// A database URL as every command takes it: `sqlite://PATH` (or any `scheme://…`) as given,
-/// a plain path as an SQLite file.
-fn database_url(s: &str) -> Result<String, String> {
-    if s.is_empty() {
-        Err("is empty".to_string())
-    } else if s.starts_with("sqlite:") || s.contains("://") {
-        Ok(s.to_string())
-    } else {
-        Ok(format!("sqlite://{s}"))
-    }
 }
 
 /// A threshold: a finite number, zero or more (NaN, infinities and negative values would make

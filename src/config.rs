@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::audit::url::DatabaseUrl;
 use crate::audit::{AuditMode, SyncLevel};
 use crate::cli::{DriftSettings as DriftArgs, LogFormat, ServeArgs, defaults};
 use crate::monitor::drift::DriftRule;
@@ -22,7 +23,7 @@ pub struct Settings {
     /// Model that answers `POST /predict`.
     pub default_model: String,
     /// Audit database URL.
-    pub database_url: String,
+    pub database_url: DatabaseUrl,
     /// This replica's name in the audit rows; `None`: host name and start time.
     pub instance: Option<String>,
     pub log: LogSettings,
@@ -118,7 +119,9 @@ impl Default for Settings {
             admin_bind: None,
             models: defaults::MODELS.into(),
             default_model: defaults::DEFAULT_MODEL.into(),
-            database_url: defaults::DATABASE_URL.into(),
+            database_url: defaults::DATABASE_URL
+                .parse()
+                .expect("the default database URL parses"),
             instance: None,
             log: LogSettings {
                 file: None,
@@ -184,15 +187,17 @@ pub fn drift_rule(args: &DriftArgs) -> DriftRule {
 }
 
 impl Settings {
-    pub fn from_args(args: &ServeArgs) -> Settings {
+    /// Fails only on a database URL that does not parse (the message shows it without its
+    /// password).
+    pub fn from_args(args: &ServeArgs) -> anyhow::Result<Settings> {
         let a = &args.audit;
         let m = &args.monitor;
-        Settings {
+        Ok(Settings {
             bind: args.bind,
             admin_bind: args.admin_bind,
             models: args.models.clone(),
             default_model: args.default_model.clone(),
-            database_url: args.database_url.clone(),
+            database_url: args.database_url.parse()?,
             instance: args.instance.clone(),
             log: LogSettings {
                 file: args.log.log_file.clone(),
@@ -241,6 +246,6 @@ impl Settings {
                     .filter(|o| !o.is_empty())
                     .collect(),
             },
-        }
+        })
     }
 }

@@ -106,13 +106,13 @@ impl Application {
             .into();
         info!(logger, "audit store open";
             "instance" => &*instance, "mode" => ?a.mode,
-            "database" => crate::audit::url::redacted(&settings.database_url));
+            "database" => %settings.database_url);
         let writer_metrics = WriterMetrics::default();
-        // Beside the database file; a database server has none here: the working directory.
-        let spill_file = a.spill_file.clone().or_else(|| match &store {
-            Store::Sqlite(_) => store.file().map(spill::beside),
-            Store::Postgres(_) => Some(spill::DEFAULT_FOR_SERVERS.into()),
-        });
+        let capabilities = store.capabilities();
+        let spill_file = a
+            .spill_file
+            .clone()
+            .or_else(|| spill::default_path(&capabilities));
         match &spill_file {
             Some(path) => replay_spill(&logger, &store, path, &writer_metrics).await,
             None => warn!(
@@ -126,20 +126,12 @@ impl Application {
             warn!(logger, "audit queue raised to hold one whole batch";
                 "queue_rows" => queue_rows, "configured" => a.queue_rows);
         }
-        // PostgreSQL takes several writers' commits at once; SQLite has one write lock. Each
-        // writer holds a connection while it commits: at least one is left for reads.
-        let writers = match &store {
-            Store::Postgres(_) => {
-                let most = (a.pg_pool_size as usize).saturating_sub(1).max(1);
-                let writers = a.pg_writers.clamp(1, most);
-                if writers != a.pg_writers {
-                    warn!(logger, "PostgreSQL writers limited to the pool size less one";
-                        "writers" => writers, "configured" => a.pg_writers, "pool_size" => a.pg_pool_size);
-                }
-                writers
-            }
-            Store::Sqlite(_) => 1,
-        };
+        // PostgreSQL takes several writers' commits at once; SQLite has one write lock.
+        let writers = a.pg_writers.clamp(1, capabilities.writers);
+        if capabilities.writers > 1 && writers != a.pg_writers {
+            warn!(logger, "PostgreSQL writers limited to the pool size less one";
+                "writers" => writers, "configured" => a.pg_writers, "pool_size" => a.pg_pool_size);
+        }
         let (audit, writer) = writer::spawn(
             store.clone(),
             &WriterOptions {

@@ -11,7 +11,8 @@
 //!   modes, retries) and the handlers' [`AuditSink`].
 //! - [`modes`]: the operator's choices of how rows are written ([`AuditMode`], [`SyncLevel`]).
 //! - [`export`]: CSV and JSON-lines output and the page walk behind it.
-//! - [`url`]: database URLs as they may be shown ([`url::redacted`]: no passwords).
+//! - [`url`]: [`url::DatabaseUrl`], the store's URL parsed once into its backend's options and
+//!   shown only without its passwords.
 //! - [`spill`]: the file that keeps acknowledged rows the store could not take at shutdown,
 //!   and their replay.
 //!

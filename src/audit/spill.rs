@@ -30,13 +30,23 @@ use sha2::{Digest, Sha256};
 use super::columns::{self, Cell};
 use super::modes::RowsDone;
 use super::record::{AuditRecord, StoredRecord, format_time};
-use super::store::Store;
+use super::store::{Capabilities, Store};
 
 /// Rows written to the store per transaction when a spill file is replayed.
 const REPLAY_BATCH: usize = 4096;
 
 /// The spill file of a store on a database server (PostgreSQL): in the working directory.
 pub const DEFAULT_FOR_SERVERS: &str = "inferlog-spill.jsonl";
+
+/// Where a store's spill file goes unless the operator names one: beside its database file,
+/// in the working directory for a database server, none for an in-memory database.
+pub fn default_path(store: &Capabilities) -> Option<PathBuf> {
+    match &store.file {
+        Some(file) => Some(beside(file)),
+        None if store.on_server => Some(DEFAULT_FOR_SERVERS.into()),
+        None => None,
+    }
+}
 
 /// The spill file of a database file: beside it, as `inferlog.db-spill.jsonl`.
 pub fn beside(database: &Path) -> PathBuf {

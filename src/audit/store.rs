@@ -19,6 +19,18 @@ const ALL_MINUTES: i64 = rollup::HOUR << 40;
 /// Rows per read when the partial minutes at a range's edges are counted from the rows.
 const EDGE_PAGE: usize = 1000;
 use super::sqlite::SqliteStore;
+use super::url::{Backend, DatabaseUrl};
+
+/// What a store can do, so that start-up chooses without asking which backend it has.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Capabilities {
+    /// The database file, for a backend that keeps one on this machine (not in memory).
+    pub file: Option<std::path::PathBuf>,
+    /// The data lives on a database server (nothing of it beside this process).
+    pub on_server: bool,
+    /// Writers that may commit side by side: one per write lock.
+    pub writers: usize,
+}
 
 /// The audit backend.
 #[derive(Debug, Clone)]
@@ -41,25 +53,27 @@ impl Maintenance {
 }
 
 impl Store {
-    /// Opens the store named by a database URL, creating and migrating it as needed.
-    pub async fn open(url: &str, opts: &StoreOptions) -> anyhow::Result<Store> {
-        if url.starts_with("sqlite:") {
-            Ok(Store::Sqlite(SqliteStore::open(url, opts).await?))
-        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-            Ok(Store::Postgres(PgStore::open(url, opts).await?))
-        } else {
-            anyhow::bail!(
-                "unsupported database URL: use sqlite://PATH (one file, the default) or \
-                 postgres://USER:PASSWORD@HOST:PORT/DATABASE (many replicas)"
-            )
-        }
+    /// Opens the store a database URL names, creating and migrating it as needed.
+    pub async fn open(url: &DatabaseUrl, opts: &StoreOptions) -> anyhow::Result<Store> {
+        Ok(match url.backend() {
+            Backend::Sqlite(o) => Store::Sqlite(SqliteStore::open(o.clone(), opts).await?),
+            Backend::Postgres(o) => Store::Postgres(PgStore::open(o.clone(), opts).await?),
+        })
     }
 
-    /// The database file, for a backend that keeps one (not an in-memory database).
-    pub fn file(&self) -> Option<&std::path::Path> {
+    /// What the backend can do, for the choices made above it.
+    pub fn capabilities(&self) -> Capabilities {
         match self {
-            Store::Sqlite(s) => s.file(),
-            Store::Postgres(_) => None,
+            Store::Sqlite(s) => Capabilities {
+                file: s.file().map(std::path::Path::to_path_buf),
+                on_server: false,
+                writers: 1,
+            },
+            Store::Postgres(s) => Capabilities {
+                file: None,
+                on_server: true,
+                writers: s.most_writers(),
+            },
         }
     }
 

@@ -6,6 +6,7 @@ use std::path::Path;
 
 use super::progress::Progress;
 use crate::audit::export::{SageMaker, Walk, csv_chunk, jsonl_chunk};
+use crate::audit::url::DatabaseUrl;
 use crate::audit::{
     AuditFilter, AuditRecord, Order, Store, StoreFault, StoreOptions, StoredRecord, Summary, spill,
 };
@@ -16,25 +17,25 @@ const PAGE: usize = 1000;
 pub fn run(args: &AuditCliArgs) -> anyhow::Result<()> {
     match &args.action {
         Some(AuditAction::Snapshot { file, database_url }) => {
-            return snapshot(database_url, file);
+            return snapshot(&database_url.parse()?, file);
         }
         Some(AuditAction::Replay {
             file,
             database_url,
             models,
             progress,
-        }) => return replay(database_url, file, models, *progress),
+        }) => return replay(&database_url.parse()?, file, models, *progress),
         Some(AuditAction::Copy {
             from,
             to,
             models,
             progress,
-        }) => return copy(from, to, models, *progress),
+        }) => return copy(&from.parse()?, &to.parse()?, models, *progress),
         Some(AuditAction::RebuildRollups {
             database_url,
             models,
             progress,
-        }) => return rebuild_rollups(database_url, models, *progress),
+        }) => return rebuild_rollups(&database_url.parse()?, models, *progress),
         None => {}
     }
     let stdout = std::io::stdout();
@@ -46,7 +47,7 @@ pub fn run(args: &AuditCliArgs) -> anyhow::Result<()> {
 
 /// `inferlog audit snapshot FILE`: a consistent copy of the store, taken beside a running
 /// server.
-fn snapshot(database_url: &str, file: &std::path::Path) -> anyhow::Result<()> {
+fn snapshot(database_url: &DatabaseUrl, file: &std::path::Path) -> anyhow::Result<()> {
     if file.exists() {
         anyhow::bail!("{} exists already; give a new file", file.display());
     }
@@ -87,7 +88,7 @@ fn writable_with(models: &Path) -> StoreOptions {
 }
 
 /// `inferlog audit rebuild-rollups`: the rollups recomputed from the rows.
-fn rebuild_rollups(database_url: &str, models: &Path, asked: bool) -> anyhow::Result<()> {
+fn rebuild_rollups(database_url: &DatabaseUrl, models: &Path, asked: bool) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     let opts = writable_with(models);
     let rows = super::runtime()?.block_on(async {
@@ -118,7 +119,12 @@ fn rebuild_rollups(database_url: &str, models: &Path, asked: bool) -> anyhow::Re
 }
 
 /// `inferlog audit replay FILE`: the rows of a spill file into the store, each at most once.
-fn replay(database_url: &str, file: &Path, models: &Path, asked: bool) -> anyhow::Result<()> {
+fn replay(
+    database_url: &DatabaseUrl,
+    file: &Path,
+    models: &Path,
+    asked: bool,
+) -> anyhow::Result<()> {
     if !file.exists() {
         anyhow::bail!("no spill file at {}", file.display());
     }
@@ -163,7 +169,7 @@ const COPY_PAGE: usize = 4096;
 
 /// `inferlog audit copy --from URL --to URL`: every row (oldest first) and every feedback,
 /// each written once however often the copy runs.
-fn copy(from: &str, to: &str, models: &Path, asked: bool) -> anyhow::Result<()> {
+fn copy(from: &DatabaseUrl, to: &DatabaseUrl, models: &Path, asked: bool) -> anyhow::Result<()> {
     let fail = |what: &str, e: StoreFault| anyhow::anyhow!("{what}: {}", e.detail());
     let started = std::time::Instant::now();
     let opts = writable_with(models);
@@ -294,7 +300,8 @@ fn filter(args: &AuditCliArgs) -> anyhow::Result<AuditFilter> {
 
 async fn print(args: &AuditCliArgs, out: &mut impl Write) -> anyhow::Result<()> {
     let filter = filter(args)?;
-    let store = Store::open(&args.database_url, &StoreOptions::read_only()).await?;
+    let url: DatabaseUrl = args.database_url.parse()?;
+    let store = Store::open(&url, &StoreOptions::read_only()).await?;
     let result = write_rows(args, filter, &store, out).await;
     store.close().await;
     result

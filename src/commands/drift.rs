@@ -1,5 +1,6 @@
 //! `inferlog drift`: the report of `/monitor/drift`, read from the database file.
 
+use crate::audit::url::DatabaseUrl;
 use crate::audit::{AuditFilter, Store, StoreOptions};
 use crate::cli::DriftCliArgs;
 use crate::config::drift_rule;
@@ -19,11 +20,11 @@ pub fn run(args: &DriftCliArgs) -> anyhow::Result<()> {
         until: args.until,
         ..AuditFilter::default()
     };
-    let url = &args.database_url;
+    let url: DatabaseUrl = args.database_url.parse()?;
     let rule = drift_rule(&args.drift);
     rule.check().map_err(anyhow::Error::msg)?;
     let report = super::runtime()?.block_on(async {
-        let store = Store::open(url, &StoreOptions::read_only()).await?;
+        let store = Store::open(&url, &StoreOptions::read_only()).await?;
         let report = reports::drift(&store, model, &filter, &rule).await;
         store.close().await;
         report.map_err(|e| anyhow::anyhow!("{}: {}", e.cause(), e.detail()))

@@ -6,7 +6,7 @@ use crate::startup::{Application, shutdown_signal};
 use crate::telemetry;
 
 pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
-    let settings = Settings::from_args(args);
+    let settings = Settings::from_args(args)?;
     let telemetry = telemetry::init(&settings.log)?;
     telemetry::bridge_log_crate(&telemetry.logger, settings.log.level);
     let logger = telemetry.logger.clone();

@@ -195,7 +195,9 @@ fn audit_pages_and_tails_the_same_on_postgres() {
     let Some(url) = crate::pg::database() else {
         return;
     };
-    pages_without_gaps_or_repeats_and_a_tail(spawn_app_with(|s| s.database_url = url));
+    pages_without_gaps_or_repeats_and_a_tail(spawn_app_with(|s| {
+        s.database_url = url.parse().unwrap()
+    }));
 }
 
 on_both_stores!(fn audit_filters_by_model_label_status_and_time(app) {

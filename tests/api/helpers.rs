@@ -62,7 +62,7 @@ macro_rules! on_both_stores {
                 };
                 run(crate::helpers::spawn_app_with(move |s| {
                     adjust(s);
-                    s.database_url = url;
+                    s.database_url = url.parse().unwrap();
                 }));
             }
         }
@@ -89,14 +89,14 @@ pub fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
         bind: "127.0.0.1:0".parse().unwrap(),
         models,
         default_model: "iris".into(),
-        database_url: format!("sqlite://{}", db_path.display()),
+        database_url: inferlog::audit::url::DatabaseUrl::sqlite_file(&db_path),
         ..Settings::default()
     };
     settings.http.workers = Some(1);
     settings.log.file = Some(log_path.clone());
     settings.log.level = slog::Level::Info;
     adjust(&mut settings);
-    let database_url = settings.database_url.clone();
+    let database_url = settings.database_url.expose_secret().to_string();
 
     let (tx, rx) = std::sync::mpsc::channel();
     let (shutdown, stop) = tokio::sync::oneshot::channel::<()>();

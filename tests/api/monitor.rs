@@ -344,7 +344,7 @@ on_both_stores!(fn drift_gauges_start_from_the_stored_rows_after_a_restart(app) 
     let again = spawn_app_with(move |s| {
         s.monitor.drift.min_rows = 10;
         s.monitor.drift_window = 200;
-        s.database_url = url;
+        s.database_url = url.parse().unwrap();
     });
     let after = again.get("/metrics").text();
     assert!(after.contains(r#"inferlog_drift_window_rows{model="iris"} 150"#), "{after}");

@@ -9,7 +9,10 @@ use crate::helpers::{TestApp, spawn_app_with};
 fn pg_app() -> Option<(TestApp, String)> {
     let url = crate::pg::database()?;
     let db = url.clone();
-    Some((spawn_app_with(move |s| s.database_url = db), url))
+    Some((
+        spawn_app_with(move |s| s.database_url = db.parse().unwrap()),
+        url,
+    ))
 }
 
 #[test]
@@ -102,7 +105,7 @@ fn a_postgres_restart_under_load_loses_no_acknowledged_row() {
     let url = server.fresh_database();
     let db_url = url.clone();
     let app = spawn_app_with(move |s| {
-        s.database_url = db_url;
+        s.database_url = db_url.parse().unwrap();
         s.audit.pg_acquire_timeout = Duration::from_millis(300);
         s.audit.commit_timeout = Duration::from_secs(2);
         // Two writers: both must come back after the restart.
@@ -455,12 +458,14 @@ fn audit_copy_moves_a_sqlite_history_into_postgres_once() {
     rt.block_on(async {
         use inferlog::audit::{Store, StoreOptions};
         let old = Store::open(
-            &format!("sqlite://{}", db.display()),
+            &inferlog::audit::url::DatabaseUrl::sqlite_file(&db),
             &StoreOptions::read_only(),
         )
         .await
         .unwrap();
-        let new = Store::open(&url, &StoreOptions::read_only()).await.unwrap();
+        let new = Store::open(&url.parse().unwrap(), &StoreOptions::read_only())
+            .await
+            .unwrap();
         for request in ["req-0", "req-5", "req-12345", "req-49999", "req-50000"] {
             let strip = |rows: Vec<inferlog::audit::StoredRecord>| {
                 rows.into_iter()
@@ -504,11 +509,11 @@ fn oldest_first_reads_wait_for_open_transactions_and_skip_nothing() {
     let url = server.fresh_database();
     let (a, b) = (url.clone(), url.clone());
     let patient = spawn_app_with(move |s| {
-        s.database_url = a;
+        s.database_url = a.parse().unwrap();
         s.audit.pg_catch_up = Duration::from_secs(20);
     });
     let hasty = spawn_app_with(move |s| {
-        s.database_url = b;
+        s.database_url = b.parse().unwrap();
         s.audit.pg_catch_up = Duration::from_millis(50);
     });
     let ids = |page: &crate::helpers::AuditPage| -> Vec<String> {
@@ -565,7 +570,7 @@ fn readiness_follows_a_stopped_postgres_without_traffic() {
     let url = server.fresh_database();
     let db_url = url.clone();
     let app = spawn_app_with(move |s| {
-        s.database_url = db_url;
+        s.database_url = db_url.parse().unwrap();
         s.audit.pg_acquire_timeout = Duration::from_millis(300);
     });
     assert_eq!(app.get("/health/ready").status, 200);

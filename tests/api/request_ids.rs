@@ -134,7 +134,8 @@ fn the_migration_carries_reused_ids_over_as_distinct_requests() {
              ('dup', 0, 'setosa', '2026-11-01T11:00:00.000000Z');"
         ),
     );
-    let app = spawn_app_with(|s| s.database_url = format!("sqlite://{}", db.display()));
+    let app =
+        spawn_app_with(|s| s.database_url = inferlog::audit::url::DatabaseUrl::sqlite_file(&db));
     let rows: Vec<Value> = db_json(
         &db,
         "select json_object('id', id, 'r', request_id, 'c', client_request_id, 'i', item) \

@@ -746,7 +746,7 @@ fn a_store_with_the_rollups_of_migration_6_is_rebuilt_from_its_rows() {
          insert into rollup_delta (counts) values ('[[2,\"iris\",\"v1\",[[\"rows\",\"\",5]]]]');",
     );
     let url = format!("sqlite://{}", db.display());
-    let app = crate::helpers::spawn_app_with(move |s| s.database_url = url);
+    let app = crate::helpers::spawn_app_with(move |s| s.database_url = url.parse().unwrap());
     let s = app.get("/audit/summary").json();
     assert_eq!(s["source"], "rollups", "{s}");
     assert_eq!(s["rows"], 50, "{s}");

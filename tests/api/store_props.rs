@@ -189,7 +189,7 @@ proptest! {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("p.db").display());
         rt.block_on(async {
-            let store = Store::open(&url, &StoreOptions::writable()).await.unwrap();
+            let store = Store::open(&url.parse().unwrap(), &StoreOptions::writable()).await.unwrap();
             let records: Vec<AuditRecord> =
                 specs.iter().enumerate().map(|(i, s)| record(s, i as u32)).collect();
             for chunk in records.chunks(batch) {

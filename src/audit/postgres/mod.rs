@@ -15,7 +15,6 @@
 mod insert;
 mod query;
 
-use std::str::FromStr;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -92,11 +91,17 @@ fn describe(opts: &PgConnectOptions) -> String {
 }
 
 impl PgStore {
+    /// Writers that may commit side by side: each holds a connection while it commits, and at
+    /// least one is left for reads.
+    pub fn most_writers(&self) -> usize {
+        (self.pool.options().get_max_connections() as usize)
+            .saturating_sub(1)
+            .max(1)
+    }
+
     /// Connects (failing at once, naming the server, if it cannot be reached), applies the
     /// migrations and creates the partitions ahead, unless read-only.
-    pub async fn open(url: &str, opts: &StoreOptions) -> anyhow::Result<PgStore> {
-        let connect = PgConnectOptions::from_str(url)
-            .context("bad PostgreSQL URL (expected postgres://user:password@host:port/database)")?;
+    pub async fn open(connect: PgConnectOptions, opts: &StoreOptions) -> anyhow::Result<PgStore> {
         let server = describe(&connect);
         // One connection first, on its own: a pool that cannot connect reports only that it
         // timed out, while this reports why (refused, no such host, a wrong password).

@@ -1,7 +1,6 @@
 //! The connections of the SQLite backend: one writing connection owned outside sqlx's pool,
 //! a small read-only pool for queries, and a connection that checkpoints the WAL.
 
-use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -190,14 +189,15 @@ impl ConnGuard {
     }
 }
 
-/// Opens the connections for `url`: read-only, or writing (created if missing, WAL, migrated)
-/// plus read-only query connections and the checkpointing connection.
-pub(super) async fn connect(url: &str, opts: &StoreOptions) -> anyhow::Result<Pools> {
-    // Messages name the URL as it may be shown.
-    let shown = crate::audit::url::redacted(url);
-    let base = SqliteConnectOptions::from_str(url)
-        .with_context(|| format!("bad database URL {shown:?}"))?
-        .busy_timeout(opts.busy_timeout);
+/// Opens the connections for the database `base` names: read-only, or writing (created if
+/// missing, WAL, migrated) plus read-only query connections and the checkpointing connection.
+pub(super) async fn connect(
+    base: &SqliteConnectOptions,
+    opts: &StoreOptions,
+) -> anyhow::Result<Pools> {
+    // Messages name the database as its URL (an SQLite URL holds no password).
+    let shown = format!("sqlite://{}", base.get_filename().display());
+    let base = base.clone().busy_timeout(opts.busy_timeout);
     if opts.read_only {
         let read = SqlitePoolOptions::new()
             .max_connections(2)

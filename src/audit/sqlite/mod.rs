@@ -16,7 +16,6 @@ mod insert;
 mod query;
 
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -39,7 +38,8 @@ pub struct SqliteStore {
     /// The connections; replaced as a whole when the database file is deleted or replaced
     /// under a running service (see [`SqliteStore::write_batch`]).
     pools: Arc<RwLock<Pools>>,
-    url: String,
+    /// What the connections open, for a reopen.
+    connect: Arc<SqliteConnectOptions>,
     opts: StoreOptions,
     /// The database file (`None` for in-memory databases).
     path: Option<PathBuf>,
@@ -114,12 +114,16 @@ impl Drop for AbortOnDrop {
 const STARVED_ROUNDS: u32 = 20;
 
 impl SqliteStore {
-    pub async fn open(url: &str, opts: &StoreOptions) -> anyhow::Result<SqliteStore> {
-        let pools = connect(url, opts).await?;
-        let path = SqliteConnectOptions::from_str(url).ok().and_then(|o| {
-            let p = o.get_filename();
+    /// Opens (creating and migrating, unless read-only) the database `connect` names.
+    pub async fn open(
+        connect: SqliteConnectOptions,
+        opts: &StoreOptions,
+    ) -> anyhow::Result<SqliteStore> {
+        let pools = self::connect(&connect, opts).await?;
+        let path = {
+            let p = connect.get_filename();
             (!p.as_os_str().is_empty() && p != Path::new(":memory:")).then(|| p.to_path_buf())
-        });
+        };
         let present: Vec<String> =
             sqlx::query_scalar("select name from pragma_table_info('prediction')")
                 .fetch_all(&pools.read)
@@ -139,7 +143,7 @@ impl SqliteStore {
             .into();
         let store = SqliteStore {
             pools: Arc::new(RwLock::new(pools)),
-            url: url.to_string(),
+            connect: Arc::new(connect),
             opts: opts.clone(),
             path,
             reopening: Arc::new(tokio::sync::Mutex::new(())),
@@ -283,7 +287,7 @@ impl SqliteStore {
         };
         // The cause stays in the chain, so a reopen that fails (read-only folder, locked)
         // is reported as that fault, not as the replacement.
-        let fresh = connect(&self.url, &self.opts)
+        let fresh = connect(&self.connect, &self.opts)
             .await
             .context(replaced("while serving, and reopening it failed".into()))?;
         *self.pools.write().unwrap_or_else(|p| p.into_inner()) = fresh;
@@ -827,8 +831,8 @@ mod tests {
     #[tokio::test]
     async fn a_merge_folded_before_a_rebuild_writes_nothing() {
         let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("audit.db").display());
-        let store = SqliteStore::open(&url, &StoreOptions::writable())
+        let file = SqliteConnectOptions::new().filename(dir.path().join("audit.db"));
+        let store = SqliteStore::open(file, &StoreOptions::writable())
             .await
             .unwrap();
         let rows: Vec<AuditRecord> = (0..3).map(|i| row(&format!("r{i}"))).collect();

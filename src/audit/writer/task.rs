@@ -536,7 +536,7 @@ mod tests {
             busy_timeout,
             ..StoreOptions::writable()
         };
-        let store = Store::open(&url, &opts).await.unwrap();
+        let store = Store::open(&url.parse().unwrap(), &opts).await.unwrap();
         let (tx, rx) = mpsc::unbounded_channel();
         let (stop, stop_rx) = watch::channel(None);
         let health = Arc::new(StoreHealth::default());
