@@ -8,7 +8,7 @@
 use crate::audit::rollup::{self, EdgeSplit, RollupRange, kind};
 use std::sync::Arc;
 
-use crate::audit::{AuditFilter, Baselines, FaultKind, Store, StoreFault};
+use crate::audit::{AuditFilter, Baselines, ConfusionCell, FaultKind, Store, StoreFault};
 use crate::model::Model;
 use crate::monitor::drift::{self, DriftReport, DriftRule, LiveCounts, Source};
 use crate::monitor::performance::{self, Performance};
@@ -54,31 +54,39 @@ pub async fn drift(
         let mut left = rule.max_rows;
         let mut cut = false;
         for edge in &split.edges {
-            let (rows, more) = store.counts_of_rows(edge, &baselines, left).await?;
-            for r in &rows {
+            let edge = store.counts_of_rows(edge, &baselines, left).await?;
+            for r in &edge.counts {
                 add_count(model, &mut counts, &r.kind, &r.key, r.count);
                 if r.kind == kind::ROWS {
                     left = left.saturating_sub(r.count.max(0) as usize);
                 }
             }
-            cut |= more;
+            cut |= edge.truncated;
         }
         (counts, Source::RollupsAndEdgeRows, cut)
     } else {
-        let (values, classes, truncated) = store
+        let sample = store
             .drift_rows(model.name(), n, &filter, rule.max_rows)
             .await?;
         let (model, rule) = (Arc::clone(model), *rule);
-        return off_thread(move || drift::report(&model, &values, &classes, &rule, truncated))
-            .await;
+        return off_thread(move || {
+            drift::report(
+                &model,
+                &sample.values,
+                &sample.classes,
+                &rule,
+                sample.truncated,
+            )
+        })
+        .await;
     };
-    let (values, classes, _) = store
+    let sample = store
         .drift_rows(model.name(), n, &filter, rule.sample_rows)
         .await?;
     let (model, rule) = (Arc::clone(model), *rule);
     off_thread(move || {
-        let sample = classes.len();
-        let mut report = drift::report_counts(&model, &counts, &values, sample, &rule, source);
+        let rows = sample.classes.len();
+        let mut report = drift::report_counts(&model, &counts, &sample.values, rows, &rule, source);
         report.truncated |= cut;
         report
     })
@@ -195,15 +203,15 @@ pub async fn performance(
     } else if let Some(split) = EdgeSplit::of(&named) {
         (split.whole, split.edges, Source::RollupsAndEdgeRows)
     } else {
-        let pairs = store.confusion(model.name(), filter).await?;
+        let cells = store.confusion(model.name(), filter).await?;
         return Ok(performance::score(
             model.name(),
             classes,
-            &pairs,
+            cells.iter().map(cell),
             Source::Rows,
         ));
     };
-    let mut pairs: Vec<(String, String, i64)> = match &whole {
+    let mut cells: Vec<ConfusionCell> = match &whole {
         Some(range) => store
             .rollup_totals(range)
             .await?
@@ -211,13 +219,27 @@ pub async fn performance(
             .filter(|r| r.kind == kind::CONFUSION && r.count != 0)
             .filter_map(|r| {
                 let (predicted, actual): (String, String) = serde_json::from_str(&r.key).ok()?;
-                Some((predicted, actual, r.count))
+                Some(ConfusionCell {
+                    predicted,
+                    actual,
+                    count: r.count,
+                })
             })
             .collect(),
         None => Vec::new(),
     };
     for edge in &edges {
-        pairs.extend(store.confusion(model.name(), edge).await?);
+        cells.extend(store.confusion(model.name(), edge).await?);
     }
-    Ok(performance::score(model.name(), classes, &pairs, source))
+    Ok(performance::score(
+        model.name(),
+        classes,
+        cells.iter().map(cell),
+        source,
+    ))
+}
+
+/// A confusion cell as the scoring takes it.
+fn cell(c: &ConfusionCell) -> (&str, &str, i64) {
+    (&c.predicted, &c.actual, c.count)
 }

@@ -93,6 +93,31 @@ impl Cursor {
     }
 }
 
+/// The most recent answered rows of a model, for drift: their values row-major (the rows that
+/// have the model's number of features) and predicted classes.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DriftSample {
+    pub values: Vec<f64>,
+    pub classes: Vec<u32>,
+    /// The range held more rows than were asked for.
+    pub truncated: bool,
+}
+
+/// What an answered row was answered with, for feedback on it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServedRow {
+    pub model: Option<String>,
+    pub label: Option<String>,
+}
+
+/// Labelled answered rows with one predicted and one true label.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ConfusionCell {
+    pub predicted: String,
+    pub actual: String,
+    pub count: i64,
+}
+
 /// One page of rows, each with the position a walk resumes from after it.
 #[derive(Debug, Default)]
 pub struct Page {

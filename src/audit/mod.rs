@@ -37,11 +37,14 @@ pub mod writer;
 
 pub use baselines::Baselines;
 pub use fault::{FaultKind, StoreFault};
-pub use filter::{AuditFilter, Count, Cursor, LatencySummary, Order, Page, StatusFilter, Summary};
+pub use filter::{
+    AuditFilter, ConfusionCell, Count, Cursor, DriftSample, LatencySummary, Order, Page, ServedRow,
+    StatusFilter, Summary,
+};
 pub use modes::{AuditMode, StoreOptions, SyncLevel};
 pub use record::{
-    AuditRecord, Feedback, Latency, Origin, RAW_BODY_LIMIT, RequestRef, StoredRecord, Written,
-    cut_body, format_time, micros_between,
+    AuditRecord, Feedback, Latency, Origin, RAW_BODY_LIMIT, RequestRef, StoredFeedback,
+    StoredRecord, Written, cut_body, format_time, micros_between,
 };
-pub use store::Store;
+pub use store::{Capabilities, RowCounts, Store};
 pub use writer::{AuditSink, StoreHealth, SubmitError, WriterHandle};

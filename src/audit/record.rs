@@ -157,6 +157,13 @@ pub struct Feedback {
     pub client_addr: Option<String>,
 }
 
+/// A feedback row read back, with its id in the store (the position a copy resumes from).
+#[derive(Debug, Clone)]
+pub struct StoredFeedback {
+    pub id: i64,
+    pub feedback: Feedback,
+}
+
 /// Most bytes of a rejected body kept in the audit row.
 pub const RAW_BODY_LIMIT: usize = 4096;
 

@@ -6,8 +6,8 @@ use anyhow::Context;
 use sqlx::{ColumnIndex, Database, Decode, Encode, QueryBuilder, Row, Type};
 
 use super::columns::{ALL, Column};
-use super::filter::{AuditFilter, Cursor, StatusFilter};
-use super::record::{Feedback, StoredRecord, format_time};
+use super::filter::{AuditFilter, ConfusionCell, Cursor, DriftSample, ServedRow, StatusFilter};
+use super::record::{Feedback, StoredFeedback, StoredRecord, format_time};
 use super::rollup::{HOUR, PackedRow, ReadPlan, RollupRange};
 
 /// The filter as a WHERE clause; `p` qualifies the columns (`"p."` in joins, else `""`),
@@ -266,9 +266,37 @@ fn json(
         .with_context(|| format!("a stored {} value is not JSON", column.name()))
 }
 
+/// An answered row's `model, label`.
+pub(crate) fn decode_served<'r, R>(row: &'r R) -> anyhow::Result<ServedRow>
+where
+    R: Row,
+    usize: ColumnIndex<R>,
+    String: Decode<'r, R::Database> + Type<R::Database>,
+{
+    Ok(ServedRow {
+        model: row.try_get(0)?,
+        label: row.try_get(1)?,
+    })
+}
+
+/// A row of [`confusion_query`]: predicted label, true label, count.
+pub(crate) fn decode_confusion<'r, R>(row: &'r R) -> anyhow::Result<ConfusionCell>
+where
+    R: Row,
+    usize: ColumnIndex<R>,
+    i64: Decode<'r, R::Database> + Type<R::Database>,
+    String: Decode<'r, R::Database> + Type<R::Database>,
+{
+    Ok(ConfusionCell {
+        predicted: row.try_get(0)?,
+        actual: row.try_get(1)?,
+        count: row.try_get(2)?,
+    })
+}
+
 /// A feedback row selected as `id, request_id, item, label, received_at (RFC 3339 text),
 /// client_addr`.
-pub(crate) fn decode_feedback<'r, R>(row: &'r R) -> anyhow::Result<(i64, Feedback)>
+pub(crate) fn decode_feedback<'r, R>(row: &'r R) -> anyhow::Result<StoredFeedback>
 where
     R: Row,
     usize: ColumnIndex<R>,
@@ -279,16 +307,16 @@ where
     let received_at = chrono::DateTime::parse_from_rfc3339(&time)
         .context("a stored feedback time is not RFC 3339")?
         .with_timezone(&chrono::Utc);
-    Ok((
-        row.try_get(0)?,
-        Feedback {
+    Ok(StoredFeedback {
+        id: row.try_get(0)?,
+        feedback: Feedback {
             request_id: row.try_get(1)?,
             item: row.try_get(2)?,
             label: row.try_get(3)?,
             received_at,
             client_addr: row.try_get(5)?,
         },
-    ))
+    })
 }
 
 /// The rows behind a drift report, as both backends read them (features as JSON text and the
@@ -324,14 +352,18 @@ impl DriftRows {
         }
     }
 
-    /// The values, the classes, and whether there were more than `max_rows` rows (the query
-    /// asks for one more than it keeps).
-    pub(crate) fn finish(mut self, max_rows: usize) -> (Vec<f64>, Vec<u32>, bool) {
+    /// The sample of at most `max_rows` rows, truncated if there were more (the query asks
+    /// for one more than it keeps).
+    pub(crate) fn finish(mut self, max_rows: usize) -> DriftSample {
         let truncated = self.classes.len() > max_rows;
         if truncated {
             self.classes.truncate(max_rows);
             self.values.truncate(max_rows * self.n_features);
         }
-        (self.values, self.classes, truncated)
+        DriftSample {
+            values: self.values,
+            classes: self.classes,
+            truncated,
+        }
     }
 }

@@ -7,10 +7,12 @@ use slog::Logger;
 
 use super::baselines::Baselines;
 use super::fault::{FaultKind, StoreFault};
-use super::filter::{AuditFilter, Cursor, Order, Page, Summary, SummarySource};
+use super::filter::{
+    AuditFilter, ConfusionCell, Cursor, DriftSample, Order, Page, ServedRow, Summary, SummarySource,
+};
 use super::modes::{RowsDone, StoreOptions};
 use super::postgres::PgStore;
-use super::record::{AuditRecord, Feedback, RequestRef, StoredRecord, Written};
+use super::record::{AuditRecord, Feedback, RequestRef, StoredFeedback, StoredRecord, Written};
 use super::rollup::{self, EdgeSplit, PackedRow, ReadPlan, RollupRange, RollupRow};
 
 /// A bucket wider than any range, of whole hours: [`Store::rollups`] sums everything into one.
@@ -20,6 +22,14 @@ const ALL_MINUTES: i64 = rollup::HOUR << 40;
 const EDGE_PAGE: usize = 1000;
 use super::sqlite::SqliteStore;
 use super::url::{Backend, DatabaseUrl};
+
+/// Rollup counts computed from rows ([`Store::counts_of_rows`]).
+#[derive(Debug, Clone, Default)]
+pub struct RowCounts {
+    pub counts: Vec<RollupRow>,
+    /// The range held more rows than were counted.
+    pub truncated: bool,
+}
 
 /// What a store can do, so that start-up chooses without asking which backend it has.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -168,10 +178,10 @@ impl Store {
                 None => Vec::new(),
             };
             for edge in &split.edges {
-                let (counts, _) = self
+                let edge = self
                     .counts_of_rows(edge, &Baselines::default(), usize::MAX)
                     .await?;
-                rows.extend(counts);
+                rows.extend(edge.counts);
             }
             let mut summary = rollup::summary(&rows);
             summary.source = SummarySource::RollupsAndEdgeRows;
@@ -188,7 +198,7 @@ impl Store {
         filter: &AuditFilter,
         baselines: &Baselines,
         most: usize,
-    ) -> Result<(Vec<RollupRow>, bool), StoreFault> {
+    ) -> Result<RowCounts, StoreFault> {
         let filter = AuditFilter {
             order: Order::Desc,
             ..filter.clone()
@@ -215,7 +225,10 @@ impl Store {
         records.truncate(most);
         let counts = rollup::counts_of(&records, baselines)
             .map_err(|e| StoreFault::new(FaultKind::Other, &e))?;
-        Ok((counts, more))
+        Ok(RowCounts {
+            counts,
+            truncated: more,
+        })
     }
 
     /// The summary computed from the rows, whatever the filter.
@@ -284,7 +297,7 @@ impl Store {
         n_features: usize,
         filter: &AuditFilter,
         max_rows: usize,
-    ) -> Result<(Vec<f64>, Vec<u32>, bool), StoreFault> {
+    ) -> Result<DriftSample, StoreFault> {
         match self {
             Store::Sqlite(s) => s.drift_rows(model, n_features, filter, max_rows).await,
             Store::Postgres(s) => s.drift_rows(model, n_features, filter, max_rows).await,
@@ -296,7 +309,7 @@ impl Store {
         &self,
         request_id: &str,
         item: i64,
-    ) -> Result<Option<(Option<String>, Option<String>)>, StoreFault> {
+    ) -> Result<Option<ServedRow>, StoreFault> {
         match self {
             Store::Sqlite(s) => s.served_row(request_id, item).await,
             Store::Postgres(s) => s.served_row(request_id, item).await,
@@ -317,7 +330,7 @@ impl Store {
         &self,
         after: i64,
         limit: usize,
-    ) -> Result<Vec<(i64, Feedback)>, StoreFault> {
+    ) -> Result<Vec<StoredFeedback>, StoreFault> {
         match self {
             Store::Sqlite(s) => s.feedback_after(after, limit).await,
             Store::Postgres(s) => s.feedback_after(after, limit).await,
@@ -338,7 +351,7 @@ impl Store {
         &self,
         model: &str,
         filter: &AuditFilter,
-    ) -> Result<Vec<(String, String, i64)>, StoreFault> {
+    ) -> Result<Vec<ConfusionCell>, StoreFault> {
         match self {
             Store::Sqlite(s) => s.confusion(model, filter).await,
             Store::Postgres(s) => s.confusion(model, filter).await,

@@ -214,9 +214,9 @@ fn copy(from: &DatabaseUrl, to: &DatabaseUrl, models: &Path, asked: bool) -> any
                     .feedback_after(after, COPY_PAGE)
                     .await
                     .map_err(|e| fail("reading feedback", e))?;
-                let Some((last, _)) = page.last() else { break };
-                after = *last;
-                for (_, fb) in &page {
+                let Some(last) = page.last() else { break };
+                after = last.id;
+                for fb in page.iter().map(|f| &f.feedback) {
                     feedback += 1;
                     if target
                         .copy_feedback(fb)

@@ -44,10 +44,10 @@ pub struct Performance {
 }
 
 /// Scores `pairs` of (predicted label, true label, count) against the model's `classes`.
-pub fn score(
+pub fn score<'a>(
     model: &str,
     classes: &[String],
-    pairs: &[(String, String, i64)],
+    pairs: impl IntoIterator<Item = (&'a str, &'a str, i64)>,
     source: Source,
 ) -> Performance {
     let k = classes.len();
@@ -100,13 +100,8 @@ mod tests {
     #[test]
     fn scores_a_small_confusion() {
         let classes = ["a".to_string(), "b".to_string()];
-        let pairs = [
-            ("a".to_string(), "a".to_string(), 3),
-            ("b".to_string(), "a".to_string(), 1),
-            ("b".to_string(), "b".to_string(), 2),
-            ("a".to_string(), "zzz".to_string(), 5),
-        ];
-        let p = score("m", &classes, &pairs, Source::Rows);
+        let pairs = [("a", "a", 3), ("b", "a", 1), ("b", "b", 2), ("a", "zzz", 5)];
+        let p = score("m", &classes, pairs, Source::Rows);
         assert_eq!((p.labelled, p.unmatched_labels), (6, 5));
         assert_eq!(p.accuracy, Some(5.0 / 6.0));
         assert_eq!(p.per_class[0].precision, Some(1.0));

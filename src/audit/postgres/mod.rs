@@ -24,9 +24,13 @@ use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 
 use crate::audit::baselines::Baselines;
 use crate::audit::fault::{FaultKind, StoreFault};
-use crate::audit::filter::{AuditFilter, Cursor, Page, Summary};
+use crate::audit::filter::{
+    AuditFilter, ConfusionCell, Cursor, DriftSample, Page, ServedRow, Summary,
+};
 use crate::audit::modes::{RowsDone, StoreOptions};
-use crate::audit::record::{AuditRecord, Feedback, RequestRef, StoredRecord, Written};
+use crate::audit::record::{
+    AuditRecord, Feedback, RequestRef, StoredFeedback, StoredRecord, Written,
+};
 use crate::audit::rollup::{PackedRow, ReadPlan, RollupRange};
 
 /// Days of partitions kept ready ahead of today (and one behind, for clocks a little slow).
@@ -264,7 +268,7 @@ impl PgStore {
         n_features: usize,
         filter: &AuditFilter,
         max_rows: usize,
-    ) -> Result<(Vec<f64>, Vec<u32>, bool), StoreFault> {
+    ) -> Result<DriftSample, StoreFault> {
         query::drift_rows(
             &self.pool,
             self.read_timeout,
@@ -281,7 +285,7 @@ impl PgStore {
         &self,
         request_id: &str,
         item: i64,
-    ) -> Result<Option<(Option<String>, Option<String>)>, StoreFault> {
+    ) -> Result<Option<ServedRow>, StoreFault> {
         if unmatchable(request_id) {
             return Ok(None);
         }
@@ -294,7 +298,7 @@ impl PgStore {
         &self,
         model: &str,
         filter: &AuditFilter,
-    ) -> Result<Vec<(String, String, i64)>, StoreFault> {
+    ) -> Result<Vec<ConfusionCell>, StoreFault> {
         query::confusion(&self.pool, self.read_timeout, model, filter)
             .await
             .map_err(fault)
@@ -311,7 +315,7 @@ impl PgStore {
         &self,
         after: i64,
         limit: usize,
-    ) -> Result<Vec<(i64, Feedback)>, StoreFault> {
+    ) -> Result<Vec<StoredFeedback>, StoreFault> {
         query::feedback_after(&self.pool, after, limit)
             .await
             .map_err(fault)

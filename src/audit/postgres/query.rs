@@ -12,9 +12,10 @@ use sqlx::{Postgres, QueryBuilder, Row};
 
 use crate::audit::columns;
 use crate::audit::filter::{
-    AuditFilter, Count, Cursor, LatencySummary, Order, Page, Summary, SummarySource,
+    AuditFilter, ConfusionCell, Count, Cursor, DriftSample, LatencySummary, Order, Page, ServedRow,
+    Summary, SummarySource,
 };
-use crate::audit::record::{Feedback, RequestRef, StoredRecord};
+use crate::audit::record::{RequestRef, StoredFeedback, StoredRecord};
 use crate::audit::rollup::{PackedRow, ReadPlan, RollupRange};
 use crate::audit::sql;
 
@@ -187,7 +188,7 @@ pub(super) async fn feedback_after(
     pool: &PgPool,
     after: i64,
     limit: usize,
-) -> anyhow::Result<Vec<(i64, Feedback)>> {
+) -> anyhow::Result<Vec<StoredFeedback>> {
     let rows = sqlx::query(&format!(
         "select id, request_id, item::int8, label, {}, client_addr from feedback \
          where id > $1 order by id limit $2",
@@ -296,7 +297,7 @@ pub(super) async fn drift_rows(
     n_features: usize,
     filter: &AuditFilter,
     max_rows: usize,
-) -> anyhow::Result<(Vec<f64>, Vec<u32>, bool)> {
+) -> anyhow::Result<DriftSample> {
     let mut tx = bounded_read(pool, limit).await?;
     let mut qb = sql::drift_query::<Postgres>(
         "features::text, prediction::int8",
@@ -332,7 +333,7 @@ pub(super) async fn served_row(
     pool: &PgPool,
     request_id: &str,
     item: i64,
-) -> anyhow::Result<Option<(Option<String>, Option<String>)>> {
+) -> anyhow::Result<Option<ServedRow>> {
     let row = sqlx::query(
         "select model, label from prediction \
          where request_id = $1 and item = $2 and status = 200 order by id limit 1",
@@ -342,7 +343,7 @@ pub(super) async fn served_row(
     .fetch_optional(pool)
     .await
     .context("looking up an audited prediction")?;
-    Ok(row.map(|r| (r.get(0), r.get(1))))
+    row.as_ref().map(sql::decode_served).transpose()
 }
 
 pub(super) async fn confusion(
@@ -350,7 +351,7 @@ pub(super) async fn confusion(
     limit: std::time::Duration,
     model: &str,
     filter: &AuditFilter,
-) -> anyhow::Result<Vec<(String, String, i64)>> {
+) -> anyhow::Result<Vec<ConfusionCell>> {
     let mut tx = bounded_read(pool, limit).await?;
     let mut qb = sql::confusion_query::<Postgres>(model, filter, TIME_CAST);
     let rows = qb
@@ -358,7 +359,5 @@ pub(super) async fn confusion(
         .fetch_all(&mut *tx)
         .await
         .context("joining feedback with predictions")?;
-    rows.iter()
-        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
-        .collect()
+    rows.iter().map(sql::decode_confusion).collect()
 }

@@ -27,9 +27,13 @@ use self::connection::{OwnedConn, Pools, connect};
 use self::file_identity::{FileId, FileReplaced, sidecar};
 use crate::audit::columns;
 use crate::audit::fault::{FaultKind, StoreFault};
-use crate::audit::filter::{AuditFilter, Cursor, Page, Summary};
+use crate::audit::filter::{
+    AuditFilter, ConfusionCell, Cursor, DriftSample, Page, ServedRow, Summary,
+};
 use crate::audit::modes::{RowsDone, StoreOptions};
-use crate::audit::record::{AuditRecord, Feedback, RequestRef, StoredRecord, Written, format_time};
+use crate::audit::record::{
+    AuditRecord, Feedback, RequestRef, StoredFeedback, StoredRecord, Written, format_time,
+};
 use crate::audit::rollup::{Delta, PackedRow, ReadPlan, RollupRange};
 use crate::throttle::Throttle;
 
@@ -415,7 +419,7 @@ impl SqliteStore {
         n_features: usize,
         filter: &AuditFilter,
         max_rows: usize,
-    ) -> Result<(Vec<f64>, Vec<u32>, bool), StoreFault> {
+    ) -> Result<DriftSample, StoreFault> {
         let result = async {
             let mut conn = self.bounded_read().await?;
             query::drift_rows(&mut conn, model, n_features, filter, max_rows).await
@@ -428,7 +432,7 @@ impl SqliteStore {
         &self,
         request_id: &str,
         item: i64,
-    ) -> Result<Option<(Option<String>, Option<String>)>, StoreFault> {
+    ) -> Result<Option<ServedRow>, StoreFault> {
         query::served_row(&self.read(), request_id, item)
             .await
             .map_err(fault)
@@ -438,7 +442,7 @@ impl SqliteStore {
         &self,
         model: &str,
         filter: &AuditFilter,
-    ) -> Result<Vec<(String, String, i64)>, StoreFault> {
+    ) -> Result<Vec<ConfusionCell>, StoreFault> {
         let result = async {
             let mut conn = self.bounded_read().await?;
             query::confusion(&mut conn, model, filter).await
@@ -472,7 +476,7 @@ impl SqliteStore {
         &self,
         after: i64,
         limit: usize,
-    ) -> Result<Vec<(i64, Feedback)>, StoreFault> {
+    ) -> Result<Vec<StoredFeedback>, StoreFault> {
         query::feedback_after(&self.read(), after, limit)
             .await
             .map_err(fault)

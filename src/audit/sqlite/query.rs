@@ -7,9 +7,10 @@ use sqlx::sqlite::{SqliteConnection, SqlitePool, SqliteRow};
 use sqlx::{QueryBuilder, Row, Sqlite};
 
 use crate::audit::filter::{
-    AuditFilter, Count, Cursor, LatencySummary, Order, Summary, SummarySource,
+    AuditFilter, ConfusionCell, Count, Cursor, DriftSample, LatencySummary, Order, ServedRow,
+    Summary, SummarySource,
 };
-use crate::audit::record::{Feedback, RequestRef, StoredRecord};
+use crate::audit::record::{RequestRef, StoredFeedback, StoredRecord};
 use crate::audit::rollup::{PackedRow, ReadPlan, RollupRange};
 use crate::audit::sql;
 
@@ -87,7 +88,7 @@ pub(super) async fn feedback_after(
     read: &SqlitePool,
     after: i64,
     limit: usize,
-) -> anyhow::Result<Vec<(i64, Feedback)>> {
+) -> anyhow::Result<Vec<StoredFeedback>> {
     let rows = sqlx::query(
         "select id, request_id, item, label, received_at, client_addr from feedback \
          where id > ? order by id limit ?",
@@ -245,7 +246,7 @@ pub(super) async fn drift_rows(
     n_features: usize,
     filter: &AuditFilter,
     max_rows: usize,
-) -> anyhow::Result<(Vec<f64>, Vec<u32>, bool)> {
+) -> anyhow::Result<DriftSample> {
     use futures_util::TryStreamExt;
     let mut qb = sql::drift_query::<Sqlite>("features, prediction", model, filter, max_rows, "");
     let query = qb.build();
@@ -276,7 +277,7 @@ pub(super) async fn served_row(
     read: &SqlitePool,
     request_id: &str,
     item: i64,
-) -> anyhow::Result<Option<(Option<String>, Option<String>)>> {
+) -> anyhow::Result<Option<ServedRow>> {
     let row = sqlx::query(
         "select model, label from prediction \
          where request_id = ? and item = ? and status = 200 order by id limit 1",
@@ -286,7 +287,7 @@ pub(super) async fn served_row(
     .fetch_optional(read)
     .await
     .context("looking up an audited prediction")?;
-    Ok(row.map(|r| (r.get(0), r.get(1))))
+    row.as_ref().map(sql::decode_served).transpose()
 }
 
 /// (predicted label, true label, count) of the labelled rows of `model` in a range.
@@ -294,16 +295,14 @@ pub(super) async fn confusion(
     conn: &mut SqliteConnection,
     model: &str,
     filter: &AuditFilter,
-) -> anyhow::Result<Vec<(String, String, i64)>> {
+) -> anyhow::Result<Vec<ConfusionCell>> {
     let mut qb = sql::confusion_query::<Sqlite>(model, filter, "");
     let rows = qb
         .build()
         .fetch_all(conn)
         .await
         .context("joining feedback with predictions")?;
-    rows.iter()
-        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
-        .collect()
+    rows.iter().map(sql::decode_confusion).collect()
 }
 
 fn push_where_on(qb: &mut QueryBuilder<'_, Sqlite>, f: &AuditFilter, p: &str) {

@@ -4,7 +4,7 @@
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::{Deserialize, Serialize};
 
-use crate::audit::Feedback;
+use crate::audit::{Feedback, ServedRow};
 use crate::http::access::AuditAccess;
 use crate::http::body::{check_content_type, decode_json, read_body};
 use crate::http::error::{ApiError, ErrorBody, Unprocessable};
@@ -93,7 +93,13 @@ pub async fn post(
     {
         found = served(server_id).await?;
     }
-    let Some((request_id, (model_name, _predicted))) = found else {
+    let Some((
+        request_id,
+        ServedRow {
+            model: model_name, ..
+        },
+    )) = found
+    else {
         return Err(ApiError::NotFound(format!(
             "no answered prediction for request {} item {item}",
             quote(&fb.request_id)
