@@ -1,0 +1,243 @@
+//! [`Delta`]: the counts one commit adds, grouped by minute, model and version.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use chrono::{DateTime, Utc};
+
+use super::counts::json_text;
+use super::keys::{confusion_key, kind, latency_bucket, minute_of};
+use crate::audit::baselines::{Baselines, Edges};
+use crate::audit::record::AuditRecord;
+
+/// The rows of one minute, model and version.
+#[derive(Debug)]
+struct Group {
+    minute: i64,
+    model: Option<Arc<str>>,
+    model_version: Option<Arc<str>>,
+    rows: i64,
+    requests: i64,
+    latency_max: i64,
+    outlier_rows: i64,
+    /// Small lists searched in order: a batch holds a few statuses, codes, labels and
+    /// latency buckets, so this beats hashing and allocates nothing per row.
+    status: Vec<(u16, i64)>,
+    error: Vec<(Option<Arc<str>>, i64)>,
+    label: Vec<(Option<Arc<str>>, i64)>,
+    latency: Vec<(i64, i64)>,
+    outliers: Vec<(String, i64)>,
+    /// The bins of this model version, if known; counts keyed `feature << 16 | bin`.
+    edges: Option<Edges>,
+    bins: Vec<(u32, i64)>,
+    /// `confusion` counts by key.
+    confusion: Vec<(String, i64)>,
+}
+
+impl Group {
+    fn new(minute: i64, model: Option<Arc<str>>, model_version: Option<Arc<str>>) -> Group {
+        Group {
+            minute,
+            model,
+            model_version,
+            rows: 0,
+            requests: 0,
+            latency_max: 0,
+            outlier_rows: 0,
+            status: Vec::new(),
+            error: Vec::new(),
+            label: Vec::new(),
+            latency: Vec::new(),
+            outliers: Vec::new(),
+            edges: None,
+            bins: Vec::new(),
+            confusion: Vec::new(),
+        }
+    }
+}
+
+fn bump<K: PartialEq>(list: &mut Vec<(K, i64)>, key: K) {
+    match list.iter_mut().find(|(k, _)| *k == key) {
+        Some((_, n)) => *n += 1,
+        None => list.push((key, 1)),
+    }
+}
+
+/// Same text, by pointer first (rows of a request share their `Arc`s).
+fn same(a: &Option<Arc<str>>, b: &Option<Arc<str>>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => Arc::ptr_eq(a, b) || a == b,
+        (None, None) => true,
+        _ => false,
+    }
+}
+
+/// What a set of rows adds to the rollups.
+#[derive(Debug, Default)]
+pub struct Delta(Vec<Group>);
+
+impl Delta {
+    /// The counts of `records`, written at `stored_at` (which fixes durable latencies), their
+    /// features binned over their model version's bins in `baselines`.
+    pub fn of<'a>(
+        records: impl IntoIterator<Item = &'a AuditRecord>,
+        stored_at: Instant,
+        baselines: &Baselines,
+    ) -> Delta {
+        let mut groups: Vec<Group> = Vec::new();
+        let mut last = 0;
+        for r in records {
+            let minute = minute_of(&r.received_at);
+            let fits = |g: &Group| {
+                g.minute == minute
+                    && same(&g.model, &r.model)
+                    && same(&g.model_version, &r.model_version)
+            };
+            if !groups.get(last).is_some_and(fits) {
+                last = match groups.iter().position(fits) {
+                    Some(i) => i,
+                    None => {
+                        let mut g = Group::new(minute, r.model.clone(), r.model_version.clone());
+                        if let (Some(m), Some(v)) = (&r.model, &r.model_version) {
+                            g.edges = baselines.edges(m, v);
+                        }
+                        groups.push(g);
+                        groups.len() - 1
+                    }
+                };
+            }
+            let g = &mut groups[last];
+            let latency = r.latency.micros(stored_at) as i64;
+            g.rows += 1;
+            g.requests += i64::from(r.item == 0);
+            g.latency_max = g.latency_max.max(latency);
+            bump(&mut g.status, r.status);
+            match g.error.iter_mut().find(|(k, _)| same(k, &r.error_code)) {
+                Some((_, n)) => *n += 1,
+                None => g.error.push((r.error_code.clone(), 1)),
+            }
+            match g.label.iter_mut().find(|(k, _)| same(k, &r.label)) {
+                Some((_, n)) => *n += 1,
+                None => g.label.push((r.label.clone(), 1)),
+            }
+            // Latency is the request's: a batch of 400 rows is one answer, counted once.
+            if r.item == 0 {
+                bump(&mut g.latency, latency_bucket(latency));
+            }
+            if let Some(outliers) = &r.outliers {
+                g.outlier_rows += 1;
+                for name in serde_json::from_str::<Vec<String>>(outliers).unwrap_or_default() {
+                    bump(&mut g.outliers, name);
+                }
+            }
+            if let (200, Some(edges), Some(features)) = (r.status, &g.edges, &r.features) {
+                if let Ok(values) = serde_json::from_str::<Vec<f64>>(features) {
+                    if values.len() == edges.len() {
+                        for (j, (edges, v)) in edges.iter().zip(values).enumerate() {
+                            let b = crate::stats::bin_index(edges, v) as u32;
+                            bump(&mut g.bins, (j as u32) << 16 | b);
+                        }
+                    }
+                }
+            }
+        }
+        Delta(groups)
+    }
+
+    /// What a true label adds for an answered row received at `received_at`: one row
+    /// predicted `predicted` is now truly `actual`, and no longer `replaced` (the true label
+    /// it had before, if any).
+    pub fn feedback(
+        received_at: &DateTime<Utc>,
+        model: Option<&str>,
+        model_version: Option<&str>,
+        predicted: &str,
+        actual: &str,
+        replaced: Option<&str>,
+    ) -> Delta {
+        let mut g = Group::new(
+            minute_of(received_at),
+            model.map(Arc::from),
+            model_version.map(Arc::from),
+        );
+        g.confusion.push((confusion_key(predicted, actual), 1));
+        if let Some(old) = replaced {
+            g.confusion.push((confusion_key(predicted, old), -1));
+        }
+        Delta(vec![g])
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The counts as one delta: a JSON array of groups `[minute, model, model_version,
+    /// [[kind, key, count], ...]]` (a group's fields are not repeated per count: a delta is
+    /// written with every commit).
+    pub fn to_json(&self) -> String {
+        self.to_json_with(|s| std::borrow::Cow::Borrowed(s))
+    }
+
+    /// [`Delta::to_json`] with each text passed through `clean` first (PostgreSQL's text
+    /// refuses NUL).
+    pub fn to_json_with(&self, clean: impl Fn(&str) -> std::borrow::Cow<'_, str>) -> String {
+        use std::fmt::Write;
+        let json_text = |text: Option<&str>| json_text(Some(&clean(text.unwrap_or(""))));
+        let mut out = String::with_capacity(256 * self.0.len());
+        out.push('[');
+        for (i, g) in self.0.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            let _ = write!(
+                out,
+                "[{},{},{},[",
+                g.minute,
+                json_text(g.model.as_deref()),
+                json_text(g.model_version.as_deref())
+            );
+            let mut first = true;
+            let mut count = |kind: &str, key: &str, n: i64| {
+                if !first {
+                    out.push(',');
+                }
+                first = false;
+                let _ = write!(out, "[\"{kind}\",{},{n}]", json_text(Some(key)));
+            };
+            if g.rows > 0 {
+                count(kind::ROWS, "", g.rows);
+                count(kind::LATENCY_MAX, "", g.latency_max);
+            }
+            if g.requests > 0 {
+                count(kind::REQUESTS, "", g.requests);
+            }
+            for (status, n) in &g.status {
+                count(kind::STATUS, &status.to_string(), *n);
+            }
+            for (code, n) in &g.error {
+                count(kind::ERROR, code.as_deref().unwrap_or(""), *n);
+            }
+            for (label, n) in &g.label {
+                count(kind::LABEL, label.as_deref().unwrap_or(""), *n);
+            }
+            for (bucket, n) in &g.latency {
+                count(kind::LATENCY, &bucket.to_string(), *n);
+            }
+            if g.outlier_rows > 0 {
+                count(kind::OUTLIER_ROWS, "", g.outlier_rows);
+            }
+            for (name, n) in &g.outliers {
+                count(kind::OUTLIER, name, *n);
+            }
+            for (key, n) in &g.bins {
+                count(kind::BIN, &format!("{}:{}", key >> 16, key & 0xffff), *n);
+            }
+            for (key, n) in &g.confusion {
+                count(kind::CONFUSION, key, *n);
+            }
+            out.push_str("]]");
+        }
+        out.push(']');
+        out
+    }
+}

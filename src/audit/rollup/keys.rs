@@ -1,0 +1,86 @@
+//! The keys of the counts: minutes since the epoch, the latency histogram's buckets and the
+//! kinds of count.
+
+use chrono::{DateTime, Utc};
+
+/// Largest relative error of a latency read from the histogram: a bucket holds latencies in
+/// `(γ^(i-1), γ^i]` with `γ = (1 + α) / (1 − α)`, and is read as `2γ^i / (γ + 1)`, within `α`
+/// of every latency in it.
+pub const LATENCY_RELATIVE_ERROR: f64 = 0.04;
+
+/// `ln γ`, for [`latency_bucket`]; PostgreSQL's trigger uses the same constant.
+pub const LN_GAMMA: f64 = 0.080_042_707_673_536_56;
+
+/// The histogram bucket of a latency in µs: `ceil(ln(v) / ln γ)` (so 0 for 1 µs), and -1
+/// for 0 µs.
+pub fn latency_bucket(micros: i64) -> i64 {
+    if micros <= 0 {
+        -1
+    } else {
+        ((micros as f64).ln() / LN_GAMMA).ceil() as i64
+    }
+}
+
+/// The latency a bucket stands for (within [`LATENCY_RELATIVE_ERROR`] of each in it).
+pub fn bucket_value(bucket: i64) -> i64 {
+    if bucket < 0 {
+        return 0;
+    }
+    if bucket == 0 {
+        return 1;
+    }
+    let gamma = LN_GAMMA.exp();
+    (2.0 * (bucket as f64 * LN_GAMMA).exp() / (gamma + 1.0)).round() as i64
+}
+
+/// Whole minutes since the Unix epoch.
+pub fn minute_of(t: &DateTime<Utc>) -> i64 {
+    t.timestamp().div_euclid(60)
+}
+
+/// The kinds of counts (see the module's table).
+pub mod kind {
+    pub const ROWS: &str = "rows";
+    pub const REQUESTS: &str = "requests";
+    pub const STATUS: &str = "status";
+    pub const ERROR: &str = "error";
+    pub const LABEL: &str = "label";
+    pub const LATENCY: &str = "latency";
+    pub const LATENCY_MAX: &str = "latency_max";
+    pub const OUTLIER_ROWS: &str = "outlier_rows";
+    pub const OUTLIER: &str = "outlier";
+    pub const BIN: &str = "bin";
+    pub const CONFUSION: &str = "confusion";
+}
+
+/// The key of a `confusion` count.
+pub fn confusion_key(predicted: &str, actual: &str) -> String {
+    serde_json::to_string(&(predicted, actual)).unwrap_or_default()
+}
+
+/// Minutes per hour row.
+pub const HOUR: i64 = 60;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_latency_reads_back_within_the_stated_error() {
+        for v in (0..200_000).chain((1..2000).map(|i| i * 104_729)) {
+            let got = bucket_value(latency_bucket(v)) as f64;
+            let want = v as f64;
+            // Rounding to whole µs adds at most half a µs.
+            assert!(
+                (got - want).abs() <= want * LATENCY_RELATIVE_ERROR + 0.5,
+                "{v}: read back as {got}"
+            );
+        }
+    }
+
+    #[test]
+    fn ln_gamma_matches_the_stated_error() {
+        let a = LATENCY_RELATIVE_ERROR;
+        assert!((((1.0 + a) / (1.0 - a)).ln() - LN_GAMMA).abs() < 1e-15);
+    }
+}

@@ -1,0 +1,239 @@
+//! Summaries and time series made from rollup counts.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use super::keys::{bucket_value, kind};
+use super::range::{RollupRange, RollupRow};
+use super::read::{PackedRow, for_each};
+use crate::audit::filter::{Count, LatencySummary, Summary, SummarySource};
+
+/// Nearest-rank percentiles and the largest latency of a histogram.
+#[derive(Debug, Default)]
+pub struct Histogram {
+    buckets: Vec<(i64, i64)>,
+    max: Option<i64>,
+}
+
+impl Histogram {
+    pub fn add(&mut self, bucket: i64, count: i64) {
+        self.buckets.push((bucket, count));
+    }
+
+    pub fn see_max(&mut self, max: i64) {
+        self.max = Some(self.max.map_or(max, |m| m.max(max)));
+    }
+
+    fn rows(&self) -> i64 {
+        self.buckets.iter().map(|(_, n)| n).sum()
+    }
+
+    /// p50, p90, p95, p99 and the largest latency.
+    pub fn summary(&mut self) -> LatencySummary {
+        LatencySummary {
+            p50: self.quantile(0.5),
+            p90: self.quantile(0.9),
+            p95: self.quantile(0.95),
+            p99: self.quantile(0.99),
+            max: self.max(),
+        }
+    }
+
+    /// The `p` quantile (0 < p ≤ 1) by nearest rank, read as its bucket's value, never above
+    /// the largest latency; `None` when empty.
+    pub fn quantile(&mut self, p: f64) -> Option<i64> {
+        let rows = self.rows();
+        if rows == 0 {
+            return None;
+        }
+        self.buckets.sort_unstable();
+        let rank = ((p * rows as f64).ceil() as i64).clamp(1, rows);
+        if rank == rows && self.max.is_some() {
+            return self.max;
+        }
+        let mut seen = 0;
+        for &(bucket, n) in &self.buckets {
+            seen += n;
+            if seen >= rank {
+                let v = bucket_value(bucket);
+                return Some(self.max.map_or(v, |m| v.min(m)));
+            }
+        }
+        self.max
+    }
+
+    pub fn max(&self) -> Option<i64> {
+        self.max
+    }
+}
+
+fn key_of(key: &str) -> Option<String> {
+    (!key.is_empty()).then(|| key.to_string())
+}
+
+/// Counts by key, largest first (ties by key, no key first), as the row queries give them.
+fn counts(map: HashMap<Option<String>, i64>) -> Vec<Count> {
+    let mut list: Vec<Count> = map
+        .into_iter()
+        .map(|(key, count)| Count { key, count })
+        .collect();
+    list.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.key.cmp(&b.key)));
+    list
+}
+
+/// `/audit/summary` from rollup rows (all of one bucket).
+pub fn summary(rows: &[RollupRow]) -> Summary {
+    let mut total = 0;
+    let mut requests = 0;
+    let mut by_model = HashMap::new();
+    let mut by_label = HashMap::new();
+    let mut by_status = HashMap::new();
+    let mut by_error = HashMap::new();
+    let mut latency = Histogram::default();
+    for r in rows {
+        match r.kind.as_str() {
+            kind::ROWS => {
+                total += r.count;
+                *by_model.entry(key_of(&r.model)).or_insert(0) += r.count;
+            }
+            kind::REQUESTS => requests += r.count,
+            kind::LABEL => *by_label.entry(key_of(&r.key)).or_insert(0) += r.count,
+            kind::STATUS => *by_status.entry(key_of(&r.key)).or_insert(0) += r.count,
+            kind::ERROR => *by_error.entry(key_of(&r.key)).or_insert(0) += r.count,
+            kind::LATENCY => latency.add(r.key.parse().unwrap_or(0), r.count),
+            kind::LATENCY_MAX => latency.see_max(r.count),
+            _ => {}
+        }
+    }
+    Summary {
+        rows: total,
+        requests,
+        by_model: counts(by_model),
+        by_label: counts(by_label),
+        by_status: counts(by_status),
+        by_error_code: counts(by_error),
+        latency_us: latency.summary(),
+        source: SummarySource::Rollups,
+    }
+}
+
+/// One bucket of `/audit/timeseries`.
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
+pub struct TimeBucket {
+    /// Start of the bucket (RFC 3339, UTC).
+    pub start: String,
+    pub requests: i64,
+    /// Requests answered with a prediction (status 200).
+    pub served: i64,
+    /// Requests refused (every other status; one row each).
+    pub rejected: i64,
+    pub rows: i64,
+    /// Rejected rows by error code.
+    pub rejects_by_code: Vec<Count>,
+    /// Latency percentiles per request (from the histogram: within 4%) and the exact maximum.
+    pub latency_us: LatencySummary,
+    /// Served rows by predicted label.
+    pub labels: Vec<Count>,
+    /// Rows with at least one feature flagged as an outlier, and their share of served rows.
+    pub outlier_rows: i64,
+    pub outlier_rate: Option<f64>,
+    /// Rows flagging each feature.
+    pub outliers_by_feature: Vec<Count>,
+}
+
+/// Adds `n` under `key` without allocating when the key is there.
+fn add_to(map: &mut HashMap<String, i64>, key: &str, n: i64) {
+    match map.get_mut(key) {
+        Some(v) => *v += n,
+        None => {
+            map.insert(key.to_string(), n);
+        }
+    }
+}
+
+/// Counts by key (`""` for none), largest first, as [`counts`] lists them.
+fn keyed(map: HashMap<String, i64>) -> Vec<Count> {
+    counts(map.into_iter().map(|(k, n)| (key_of(&k), n)).collect())
+}
+
+/// The buckets from `since` (a minute, aligned to the bucket) to `until` (exclusive), every
+/// one present, empty ones with zeros, from rollup rows read for `range`.
+pub fn timeseries(
+    rows: &[PackedRow],
+    range: &RollupRange,
+    since: i64,
+    until: i64,
+    bucket_minutes: i64,
+) -> anyhow::Result<Vec<TimeBucket>> {
+    #[derive(Default)]
+    struct Acc {
+        requests: i64,
+        rows: i64,
+        rejected: i64,
+        rejects: HashMap<String, i64>,
+        labels: HashMap<String, i64>,
+        outlier_rows: i64,
+        outliers: HashMap<String, i64>,
+        latency: Histogram,
+    }
+    let mut accs: HashMap<i64, Acc> = HashMap::new();
+    for_each(rows, range, bucket_minutes, |e| {
+        let a = accs.entry(e.start).or_default();
+        match e.kind {
+            kind::ROWS => a.rows += e.count,
+            kind::REQUESTS => a.requests += e.count,
+            kind::STATUS if e.key != "200" => a.rejected += e.count,
+            kind::ERROR if !e.key.is_empty() => add_to(&mut a.rejects, e.key, e.count),
+            kind::LABEL if !e.key.is_empty() => add_to(&mut a.labels, e.key, e.count),
+            kind::LATENCY => a.latency.add(e.key.parse().unwrap_or(0), e.count),
+            kind::LATENCY_MAX => a.latency.see_max(e.count),
+            kind::OUTLIER_ROWS => a.outlier_rows += e.count,
+            kind::OUTLIER => add_to(&mut a.outliers, e.key, e.count),
+            _ => {}
+        }
+    })?;
+    let mut out = Vec::new();
+    let mut start = since;
+    while start < until {
+        let mut a = accs.remove(&start).unwrap_or_default();
+        let served_rows = a.rows - a.rejected;
+        out.push(TimeBucket {
+            start: DateTime::<Utc>::from_timestamp(start * 60, 0)
+                .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+                .unwrap_or_default(),
+            requests: a.requests,
+            served: a.requests - a.rejected,
+            rejected: a.rejected,
+            rows: a.rows,
+            rejects_by_code: keyed(a.rejects),
+            latency_us: a.latency.summary(),
+            labels: keyed(a.labels),
+            outlier_rows: a.outlier_rows,
+            outlier_rate: (served_rows > 0).then(|| a.outlier_rows as f64 / served_rows as f64),
+            outliers_by_feature: keyed(a.outliers),
+        });
+        start += bucket_minutes;
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::keys::latency_bucket;
+    use super::*;
+
+    #[test]
+    fn quantiles_are_nearest_rank_and_never_above_the_max() {
+        let mut h = Histogram::default();
+        for v in [10, 20, 30, 40, 1000] {
+            h.add(latency_bucket(v), 1);
+        }
+        h.see_max(1000);
+        let p50 = h.quantile(0.5).unwrap();
+        assert!((p50 - 30).abs() <= 2, "{p50}");
+        assert_eq!(h.quantile(1.0), Some(1000));
+        assert_eq!(h.max(), Some(1000));
+    }
+}
