@@ -190,6 +190,13 @@ impl Metrics {
         self.registry.register_collector(Box::new(live));
     }
 
+    /// [`Metrics::new`] with the gauges read at each scrape ([`Metrics::register_live`]).
+    pub fn with_live(writer: WriterMetrics, live: LiveCollector) -> Metrics {
+        let mut metrics = Metrics::new(writer);
+        metrics.register_live(live);
+        metrics
+    }
+
     /// The exposition text.
     pub fn encode(&self) -> Result<String, std::fmt::Error> {
         let mut out = String::with_capacity(16 * 1024);
