@@ -99,6 +99,7 @@ fn full_database_answers_503_until_space_is_freed_and_keeps_every_row() {
 fn wrapped_binary(program: &str, args: &[&str]) -> Command {
     let plain = binary();
     let mut cmd = Command::new(program);
+    cmd.env_clear();
     cmd.args(args).arg("--").arg(plain.get_program());
     for (k, v) in plain.get_envs() {
         match v {

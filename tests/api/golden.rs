@@ -7,7 +7,6 @@
 //! `INFERLOG_GOLDEN=write cargo test golden` writes the captures anew (then read the diff).
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use regex_lite::Regex;
 use serde_json::json;
@@ -251,9 +250,7 @@ fn sorted(v: &serde_json::Value) -> serde_json::Value {
 
 /// `inferlog ARGS --database-url URL` on the server's store, with a cleared environment.
 fn cli(app: &TestApp, args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_inferlog"))
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+    let out = crate::shutdown::binary()
         .args(args)
         .args(["--database-url", &app.database_url])
         .output()

@@ -14,20 +14,17 @@ pub(crate) fn binary() -> Command {
     binary_at(std::path::Path::new(env!("CARGO_BIN_EXE_inferlog")))
 }
 
-/// The binary run through another path (a link to it, so the process has another name).
+/// The binary run through another path (a link to it, so the process has another name), with
+/// a cleared environment: a developer's or CI's settings (`AUDIT_TOKEN`,
+/// `INFERLOG_AUDIT_MODE`, `DATABASE_URL`, …) never reach it; only what finds programs and
+/// temporary files is kept. Tests give every setting they mean.
 pub(crate) fn binary_at(program: &std::path::Path) -> Command {
     let mut cmd = Command::new(program);
-    // Keep the developer's or CI's environment (and any .env) out of the child's settings.
-    for var in [
-        "INFERLOG_BIND",
-        "INFERLOG_MODELS",
-        "INFERLOG_DEFAULT_MODEL",
-        "DATABASE_URL",
-        "LOG_FILE",
-        "LOG_FORMAT",
-        "LOG_LEVEL",
-    ] {
-        cmd.env_remove(var);
+    cmd.env_clear();
+    for var in ["PATH", "HOME", "TMPDIR", "LANG"] {
+        if let Some(v) = std::env::var_os(var) {
+            cmd.env(var, v);
+        }
     }
     cmd
 }

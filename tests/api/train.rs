@@ -1,8 +1,6 @@
 //! Training: every algorithm round-trips through its artifact; runs are reproducible; CSV input
 //! works and bad CSV is reported by line.
 
-use std::process::Command;
-
 use inferlog::model::data::Dataset;
 use inferlog::model::data::{load_csv, load_dataset};
 use inferlog::model::train::{TrainOptions, train};
@@ -85,7 +83,7 @@ fn baseline_describes_the_training_rows() {
 }
 
 fn train_cli(out: &std::path::Path, epoch: Option<&str>) -> std::process::Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_inferlog"));
+    let mut cmd = crate::shutdown::binary();
     cmd.args([
         "train",
         "--dataset",
