@@ -185,10 +185,40 @@ fn control_characters_in_request_id_never_come_back() {
 
 #[test]
 fn generated_request_ids_are_unique() {
-    let app = spawn_app();
-    let a = app.post_predict(r#"{"features": [5.8, 2.7, 5.1, 1.9]}"#);
-    let b = app.post_predict(r#"{"features": [5.8, 2.7, 5.1, 1.9]}"#);
-    assert_ne!(a.header("x-request-id"), b.header("x-request-id"));
+    // 8 clients at once on 2 workers: ids made in the same millisecond on different threads.
+    let app = crate::helpers::spawn_app_with(|s| s.http.workers = Some(2));
+    let (clients, each) = (8, 50);
+    let ids: Vec<String> = std::thread::scope(|scope| {
+        let app = &app;
+        let threads: Vec<_> = (0..clients)
+            .map(|_| {
+                scope.spawn(move || {
+                    (0..each)
+                        .map(|_| app.predict_ok(r#"{"features": [5.8, 2.7, 5.1, 1.9]}"#))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        threads
+            .into_iter()
+            .flat_map(|t| t.join().unwrap())
+            .collect()
+    });
+    let distinct: std::collections::HashSet<&String> = ids.iter().collect();
+    assert_eq!(distinct.len(), clients * each, "every answer has its own id");
+    for id in &ids {
+        let uuid = uuid::Uuid::parse_str(id).unwrap_or_else(|_| panic!("{id} is a UUID"));
+        assert_eq!(uuid.get_version_num(), 7, "{id} is time-ordered (v7)");
+    }
+    // The audit store keeps each id once, on its own request's row.
+    app.wait_for_rows((clients * each) as i64);
+    let stored: std::collections::HashSet<String> = app
+        .stored_rows("order by id")
+        .iter()
+        .map(|r| r["request_id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(stored.len(), clients * each);
+    assert!(ids.iter().all(|id| stored.contains(id)));
 }
 
 #[test]
