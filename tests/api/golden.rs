@@ -68,6 +68,15 @@ fn run_script(app: &TestApp) -> Capture {
     let mut c = Capture {
         text: String::new(),
     };
+    send_requests(app, &mut c);
+    let batch_id = send_feedback(app, &mut c);
+    read_back(app, &mut c, &batch_id);
+    capture_store_metrics_and_log(app, &mut c);
+    c
+}
+
+/// Predictions and rejections on every serving route, each waited for until audited.
+fn send_requests(app: &TestApp, c: &mut Capture) {
     let json = [("Content-Type", "application/json")];
     let with_id = |id: &'static str| [("Content-Type", "application/json"), ("X-Request-Id", id)];
 
@@ -117,6 +126,11 @@ fn run_script(app: &TestApp) -> Capture {
         };
         app.wait_for_rows(rows);
     }
+}
+
+/// Feedback on the batch's rows (by server id) and the outlier (by client id), and refusals;
+/// returns the batch's server id.
+fn send_feedback(app: &TestApp, c: &mut Capture) -> String {
     let batch = app.get("/audit?client_request_id=golden-batch").json();
     let batch_id = batch["records"][0]["request_id"]
         .as_str()
@@ -133,7 +147,11 @@ fn run_script(app: &TestApp) -> Capture {
         let res = app.post_json("/feedback", &f.to_string());
         c.response(&format!("POST /feedback {i}"), &res);
     }
+    batch_id
+}
 
+/// The models, audit and monitor routes, then `inferlog audit` in every format.
+fn read_back(app: &TestApp, c: &mut Capture, batch_id: &str) {
     for path in [
         "/models",
         "/models/iris",
@@ -180,7 +198,10 @@ fn run_script(app: &TestApp) -> Capture {
         let out = cli(app, &args);
         c.section(&format!("inferlog {}", args.join(" ")), &out);
     }
+}
 
+/// The stored rows, the metrics and the request log lines.
+fn capture_store_metrics_and_log(app: &TestApp, c: &mut Capture) {
     let rows = app.stored_rows("order by id");
     let rows: Vec<String> = rows
         .iter()
@@ -196,7 +217,6 @@ fn run_script(app: &TestApp) -> Capture {
     let log = app.log_text();
     let lines: Vec<&str> = log.lines().filter(|l| l.contains("request_id")).collect();
     c.section("request log lines", &lines.join("\n"));
-    c
 }
 
 /// The metrics a user reads, each family's series in order (the exposition's order is a hash

@@ -205,7 +205,11 @@ fn generated_request_ids_are_unique() {
             .collect()
     });
     let distinct: std::collections::HashSet<&String> = ids.iter().collect();
-    assert_eq!(distinct.len(), clients * each, "every answer has its own id");
+    assert_eq!(
+        distinct.len(),
+        clients * each,
+        "every answer has its own id"
+    );
     for id in &ids {
         let uuid = uuid::Uuid::parse_str(id).unwrap_or_else(|_| panic!("{id} is a UUID"));
         assert_eq!(uuid.get_version_num(), 7, "{id} is time-ordered (v7)");
