@@ -11,7 +11,6 @@
 
 use std::any::Any;
 use std::collections::HashMap;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
@@ -26,7 +25,7 @@ pub struct Connections {
 #[derive(Debug)]
 pub struct Connection {
     id: u64,
-    socket: OwnedFd,
+    socket: socket2::Socket,
     busy: AtomicUsize,
     registry: Weak<Connections>,
 }
@@ -40,13 +39,7 @@ impl Connections {
     /// early).
     pub fn register(self: &Arc<Self>, stream: &dyn Any) -> Option<Arc<Connection>> {
         let stream = stream.downcast_ref::<actix_web::rt::net::TcpStream>()?;
-        // SAFETY: dup(2) of a descriptor the stream owns; the new one is owned below.
-        let fd = unsafe { libc::dup(stream.as_raw_fd()) };
-        if fd < 0 {
-            return None;
-        }
-        // SAFETY: `fd` was just returned by dup and is owned by nothing else.
-        let socket = unsafe { OwnedFd::from_raw_fd(fd) };
+        let socket = socket2::SockRef::from(stream).try_clone().ok()?;
         let connection = Arc::new(Connection {
             id: self.next.fetch_add(1, Ordering::Relaxed),
             socket,
@@ -68,8 +61,7 @@ impl Connections {
         let mut closed = 0;
         for c in open {
             if c.busy.load(Ordering::SeqCst) == 0 {
-                // SAFETY: shutdown(2) on a socket descriptor this value owns.
-                unsafe { libc::shutdown(c.socket.as_raw_fd(), libc::SHUT_RDWR) };
+                let _ = c.socket.shutdown(std::net::Shutdown::Both);
                 closed += 1;
             }
         }

@@ -113,23 +113,17 @@ const LISTEN_BACKLOG: i32 = 4096;
 /// dropped waits a second for its retry (measured: a health probe at 1,005 ms while 2,000
 /// connections opened at once).
 fn widen_backlog(log: &Logger, listener: &TcpListener) {
-    use std::os::fd::AsRawFd;
-    // SAFETY: listen(2) on a socket this process owns and already listens on (Linux changes
-    // the backlog of a listening socket in place); it touches no memory.
-    if unsafe { libc::listen(listener.as_raw_fd(), LISTEN_BACKLOG) } != 0 {
-        warn!(log, "could not raise the listen backlog";
-            "error" => %std::io::Error::last_os_error());
+    // listen(2) again on a listening socket: Linux changes its backlog in place.
+    if let Err(e) = socket2::SockRef::from(listener).listen(LISTEN_BACKLOG) {
+        warn!(log, "could not raise the listen backlog"; "error" => %e);
     }
 }
 
 /// Closes the listening socket for good: connections waiting in its backlog and new ones are
 /// refused (they were never read, so nothing is lost), instead of hanging until the exit.
 pub(super) fn close_listener(log: &Logger, listening: &TcpListener) {
-    use std::os::fd::AsRawFd;
     crate::telemetry::listener_closed();
-    // SAFETY: shutdown(2) on a socket this process owns; it touches no memory.
-    if unsafe { libc::shutdown(listening.as_raw_fd(), libc::SHUT_RDWR) } != 0 {
-        warn!(log, "could not close the listening socket";
-            "error" => %std::io::Error::last_os_error());
+    if let Err(e) = socket2::SockRef::from(listening).shutdown(std::net::Shutdown::Both) {
+        warn!(log, "could not close the listening socket"; "error" => %e);
     }
 }
