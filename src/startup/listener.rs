@@ -79,29 +79,16 @@ fn connection_cap(logger: &Logger, wanted: usize, workers: usize) -> usize {
 
 /// Sets the soft limit of open files to the hard limit; returns (soft before, soft now, hard).
 fn raise_open_files_limit() -> Option<(u64, u64, u64)> {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit only writes the struct it is given, which lives on this stack.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
-        return None;
-    }
-    let before = lim.rlim_cur;
+    use rlimit::Resource;
+    let (before, hard) = rlimit::getrlimit(Resource::NOFILE).ok()?;
     // An unlimited hard limit still cannot be the soft limit of open files: the kernel caps
     // it (nr_open, 1,048,576 by default).
-    let target = lim.rlim_max.min(1 << 20);
-    if lim.rlim_cur < target {
-        let raised = libc::rlimit {
-            rlim_cur: target,
-            rlim_max: lim.rlim_max,
-        };
-        // SAFETY: setrlimit only reads the struct it is given.
-        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
-            lim.rlim_cur = target;
-        }
+    let target = hard.min(1 << 20);
+    let mut soft = before;
+    if soft < target && rlimit::setrlimit(Resource::NOFILE, target, hard).is_ok() {
+        soft = target;
     }
-    Some((before, lim.rlim_cur, lim.rlim_max))
+    Some((before, soft, hard))
 }
 
 /// Connections the kernel may hold for the listener before it is accepted (capped by
