@@ -165,6 +165,35 @@ fn the_open_file_limit_is_raised_and_caps_the_connections() {
         crate::helpers::wait_for_line(&dir.path().join("capped.log"), &["connection cap lowered"]);
     // (100 files − 64 kept for the store and logs) / (2 descriptors × 2 workers)
     assert!(line.contains("max_connections_per_worker: 9"), "{line}");
+    // Three times the 18 connections the cap lets in, held open: the server takes them up to
+    // its cap (two descriptors each) and leaves the rest in the backlog, so it never runs out
+    // of files (without the cap it would accept until `accept` fails with EMFILE).
+    let fds = || {
+        std::fs::read_dir(format!("/proc/{}/fd", child.0.id()))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    };
+    let before = fds();
+    let held: Vec<TcpStream> = (0..54)
+        .map(|_| TcpStream::connect(&addr).unwrap())
+        .collect();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while fds() < before + 2 * 18 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the server took {} descriptors for 54 connections, expected 36",
+            fds() - before
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        fds() <= 100,
+        "{} descriptors open under a limit of 100",
+        fds()
+    );
+    let log = std::fs::read_to_string(dir.path().join("capped.log")).unwrap();
+    assert!(!log.contains("Too many open files"), "{log}");
+    drop(held);
     let res = post(&addr, r#"{"features": [5.8, 2.7, 5.1, 1.9]}"#).expect("an answer");
     assert_eq!(res.status, 200);
     kill(&child.0, "-TERM");
