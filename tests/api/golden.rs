@@ -285,55 +285,61 @@ fn cli(app: &TestApp, args: &[&str]) -> String {
 
 /// Replaces what differs from run to run with a placeholder naming it.
 fn mask(text: &str) -> String {
-    let rules: &[(&str, &str)] = &[
-        // Server request ids (UUID v7), also inside cursors and SageMaker event ids.
-        (
-            r"[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[0-9a-f]{4}-[0-9a-f]{12}",
-            "<ID>",
-        ),
-        // RFC 3339 times in every precision the outputs use, and the term logger's time.
-        (
-            r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:?\d{2})?",
-            "<TIME>",
-        ),
-        (r"[A-Z][a-z]{2} \d{2} \d{2}:\d{2}:\d{2}\.\d{3}", "<TIME>"),
-        // Latencies and durations, as JSON fields, log fields and table cells.
-        (
-            r#"("?(latency_us|latency_ms|elapsed_ms|took_ms|duration_ms|p50_us|p90_us|p95_us|p99_us|max_us|mean_us|min_us)"?\s*[:=]\s*)[0-9.e+-]+"#,
-            "${1}<N>",
-        ),
-        (
-            r#"("?(p50|p90|p95|p99|max|mean|min)_latency_us"?\s*[:=]\s*)[0-9.e+-]+"#,
-            "${1}<N>",
-        ),
-        // The writer's name: host@start time.
-        (r"[A-Za-z0-9._-]+@<TIME>", "<WRITER>"),
-        // Latency percentiles of summaries.
-        (r#"("(p50|p90|p95|p99|max)": )\d+"#, "${1}<N>"),
-        // The latency column of CSV exports (every client here is 127.0.0.1, the next column)
-        // and of the command line's table (the ninth column).
-        (r",\d+,127\.0\.0\.1,", ",<N>,127.0.0.1,"),
-        (r"(?m)^(\s*\d+\s+<TIME>\s+(\S+\s+){5}\S+)\s+\d+", "${1} <N>"),
-        // Cursors.
-        (r#"(cursor"?\s*[:=]\s*"?)[0-9A-Za-z+-]+"#, "${1}<CURSOR>"),
-        // Epoch seconds and milliseconds.
-        (r"\b1[6-9]\d{8}(\.\d+)?\b", "<EPOCH>"),
-        (r"\b1[6-9]\d{11}\b", "<EPOCH>"),
-        // The store's file or URL.
-        (r"(sqlite|postgres)://[^\s\x22,]+", "<DATABASE>"),
-        (r"/tmp/[^\s\x22,]+", "<PATH>"),
-        // Trailing whitespace from tables.
-        (r"[ \t]+\n", "\n"),
-    ];
+    static RULES: std::sync::OnceLock<Vec<(Regex, &'static str)>> = std::sync::OnceLock::new();
+    let rules = RULES.get_or_init(|| {
+        MASKS
+            .iter()
+            .map(|(pattern, with)| (Regex::new(pattern).unwrap(), *with))
+            .collect()
+    });
     let mut out = text.to_string();
-    for (pattern, with) in rules.iter().copied() {
-        out = Regex::new(pattern)
-            .unwrap()
-            .replace_all(&out, with)
-            .into_owned();
+    for (pattern, with) in rules {
+        out = pattern.replace_all(&out, *with).into_owned();
     }
     out
 }
+
+/// What [`mask`] replaces, in order, and with what.
+const MASKS: &[(&str, &str)] = &[
+    // Server request ids (UUID v7), also inside cursors and SageMaker event ids.
+    (
+        r"[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[0-9a-f]{4}-[0-9a-f]{12}",
+        "<ID>",
+    ),
+    // RFC 3339 times in every precision the outputs use, and the term logger's time.
+    (
+        r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:?\d{2})?",
+        "<TIME>",
+    ),
+    (r"[A-Z][a-z]{2} \d{2} \d{2}:\d{2}:\d{2}\.\d{3}", "<TIME>"),
+    // Latencies and durations, as JSON fields, log fields and table cells.
+    (
+        r#"("?(latency_us|latency_ms|elapsed_ms|took_ms|duration_ms|p50_us|p90_us|p95_us|p99_us|max_us|mean_us|min_us)"?\s*[:=]\s*)[0-9.e+-]+"#,
+        "${1}<N>",
+    ),
+    (
+        r#"("?(p50|p90|p95|p99|max|mean|min)_latency_us"?\s*[:=]\s*)[0-9.e+-]+"#,
+        "${1}<N>",
+    ),
+    // The writer's name: host@start time.
+    (r"[A-Za-z0-9._-]+@<TIME>", "<WRITER>"),
+    // Latency percentiles of summaries.
+    (r#"("(p50|p90|p95|p99|max)": )\d+"#, "${1}<N>"),
+    // The latency column of CSV exports (every client here is 127.0.0.1, the next column)
+    // and of the command line's table (the ninth column).
+    (r",\d+,127\.0\.0\.1,", ",<N>,127.0.0.1,"),
+    (r"(?m)^(\s*\d+\s+<TIME>\s+(\S+\s+){5}\S+)\s+\d+", "${1} <N>"),
+    // Cursors.
+    (r#"(cursor"?\s*[:=]\s*"?)[0-9A-Za-z+-]+"#, "${1}<CURSOR>"),
+    // Epoch seconds and milliseconds.
+    (r"\b1[6-9]\d{8}(\.\d+)?\b", "<EPOCH>"),
+    (r"\b1[6-9]\d{11}\b", "<EPOCH>"),
+    // The store's file or URL.
+    (r"(sqlite|postgres)://[^\s\x22,]+", "<DATABASE>"),
+    (r"/tmp/[^\s\x22,]+", "<PATH>"),
+    // Trailing whitespace from tables.
+    (r"[ \t]+\n", "\n"),
+];
 
 fn compare(capture: &Capture, file: &Path) {
     if std::env::var("INFERLOG_GOLDEN").is_ok_and(|v| v == "write") {
