@@ -5,6 +5,9 @@
 //! - [`columns`]: the table's columns, listed once for inserts, reads, exports and tests.
 //! - [`filter`]: what readers ask for ([`AuditFilter`]) and the [`Summary`] they get.
 //! - [`fault`]: [`StoreFault`], the typed failure of every store call.
+//! - [`backend`]: `Backend`, what a backend is (its connections, its writes, how it
+//!   classifies faults), with the reads provided once; [`Capabilities`].
+//! - [`sql`]: the SQL both backends share, written once over a `Dialect`.
 //! - [`store`]: [`Store`], the one interface over the backends: [`sqlite`] (one file, the
 //!   default) and [`postgres`] (many replicas, one database).
 //! - [`writer`]: the background task that owns all writes (group commit, durable and async
@@ -16,9 +19,12 @@
 //! - [`spill`]: the file that keeps acknowledged rows the store could not take at shutdown,
 //!   and their replay.
 //!
-//! Imports inside this module run one way: `modes`, `record`, `filter`, `fault`, `url` at the bottom;
-//! `columns` and the backend on them; `store` on the backend; `spill`, `writer` and `export` on `store` (`writer` also on `spill`).
+//! Imports inside this module run one way: `modes`, `record`, `filter`, `fault`, `url` at the
+//! bottom; `columns`, `rollup` and `sql` on them; `backend` on `sql`; the backends on
+//! `backend`; `store` on the backends; `spill`, `writer` and `export` on `store` (`writer`
+//! also on `spill`).
 
+pub mod backend;
 pub mod baselines;
 pub mod columns;
 pub mod export;
@@ -35,6 +41,7 @@ pub mod store;
 pub mod url;
 pub mod writer;
 
+pub use backend::Capabilities;
 pub use baselines::Baselines;
 pub use fault::{FaultKind, StoreFault};
 pub use filter::{
@@ -46,5 +53,5 @@ pub use record::{
     AuditRecord, Feedback, Latency, Origin, RAW_BODY_LIMIT, RequestRef, StoredFeedback,
     StoredRecord, Written, cut_body, format_time, micros_between,
 };
-pub use store::{Capabilities, RowCounts, Store};
+pub use store::{RowCounts, Store};
 pub use writer::{AuditSink, StoreHealth, SubmitError, WriterHandle};

@@ -37,6 +37,26 @@ pub struct Written {
     pub inserted: u64,
 }
 
+/// What storing a feedback did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FeedbackStored {
+    /// Stored; the label it replaces, if the item had one.
+    New { replaced: Option<String> },
+    /// An identical feedback (same request, item, label and time) was there already: nothing
+    /// stored (copies only).
+    Already,
+}
+
+impl Written {
+    /// An empty batch's: nothing written, now.
+    pub fn nothing() -> Written {
+        Written {
+            at: Instant::now(),
+            inserted: 0,
+        }
+    }
+}
+
 /// Whole microseconds from `from` to `to` (zero if `to` is earlier): the one way every layer
 /// turns two instants into a latency, so the audit row and the log line agree to the
 /// microsecond.

@@ -27,10 +27,11 @@ use anyhow::Context;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
+use super::backend::Capabilities;
 use super::columns::{self, Cell};
 use super::modes::RowsDone;
 use super::record::{AuditRecord, StoredRecord, format_time};
-use super::store::{Capabilities, Store};
+use super::store::Store;
 
 /// Rows written to the store per transaction when a spill file is replayed.
 const REPLAY_BATCH: usize = 4096;

@@ -1,10 +1,12 @@
 //! [`Store`]: the audit backend behind one interface. Every call the writer, the HTTP layer
-//! and the CLI make goes through here and fails only with a [`StoreFault`]; a second backend
-//! is a new variant and a module beside [`super::sqlite`], with nothing above this file
-//! changed.
+//! and the CLI make goes through here and fails only with a [`StoreFault`]. Each variant is a
+//! [`Backend`], which does all the work; this file only dispatches to it, and composes the
+//! calls that are the same on any backend (summaries from the rollups, rollups per bucket).
+//! A third backend is a variant and a module beside [`super::sqlite`].
 
 use slog::Logger;
 
+use super::backend::{Backend, Capabilities};
 use super::baselines::Baselines;
 use super::fault::{FaultKind, StoreFault};
 use super::filter::{
@@ -12,16 +14,18 @@ use super::filter::{
 };
 use super::modes::{RowsDone, StoreOptions};
 use super::postgres::PgStore;
-use super::record::{AuditRecord, Feedback, RequestRef, StoredFeedback, StoredRecord, Written};
+use super::record::{
+    AuditRecord, Feedback, FeedbackStored, RequestRef, StoredFeedback, StoredRecord, Written,
+};
 use super::rollup::{self, EdgeSplit, PackedRow, ReadPlan, RollupRange, RollupRow};
+use super::sqlite::SqliteStore;
+use super::url::{Backend as Scheme, DatabaseUrl};
 
 /// A bucket wider than any range, of whole hours: [`Store::rollups`] sums everything into one.
 const ALL_MINUTES: i64 = rollup::HOUR << 40;
 
 /// Rows per read when the partial minutes at a range's edges are counted from the rows.
 const EDGE_PAGE: usize = 1000;
-use super::sqlite::SqliteStore;
-use super::url::{Backend, DatabaseUrl};
 
 /// Rollup counts computed from rows ([`Store::counts_of_rows`]).
 #[derive(Debug, Clone, Default)]
@@ -29,17 +33,6 @@ pub struct RowCounts {
     pub counts: Vec<RollupRow>,
     /// The range held more rows than were counted.
     pub truncated: bool,
-}
-
-/// What a store can do, so that start-up chooses without asking which backend it has.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Capabilities {
-    /// The database file, for a backend that keeps one on this machine (not in memory).
-    pub file: Option<std::path::PathBuf>,
-    /// The data lives on a database server (nothing of it beside this process).
-    pub on_server: bool,
-    /// Writers that may commit side by side: one per write lock.
-    pub writers: usize,
 }
 
 /// The audit backend.
@@ -62,65 +55,54 @@ impl Maintenance {
     }
 }
 
+/// `$call` on the variant's backend.
+macro_rules! on_backend {
+    ($store:expr, $b:ident => $call:expr) => {
+        match $store {
+            Store::Sqlite($b) => $call,
+            Store::Postgres($b) => $call,
+        }
+    };
+}
+
 impl Store {
     /// Opens the store a database URL names, creating and migrating it as needed.
     pub async fn open(url: &DatabaseUrl, opts: &StoreOptions) -> anyhow::Result<Store> {
         Ok(match url.backend() {
-            Backend::Sqlite(o) => Store::Sqlite(SqliteStore::open(o.clone(), opts).await?),
-            Backend::Postgres(o) => Store::Postgres(PgStore::open(o.clone(), opts).await?),
+            Scheme::Sqlite(o) => Store::Sqlite(SqliteStore::open(o.clone(), opts).await?),
+            Scheme::Postgres(o) => Store::Postgres(PgStore::open(o.clone(), opts).await?),
         })
     }
 
     /// What the backend can do, for the choices made above it.
     pub fn capabilities(&self) -> Capabilities {
-        match self {
-            Store::Sqlite(s) => Capabilities {
-                file: s.file().map(std::path::Path::to_path_buf),
-                on_server: false,
-                writers: 1,
-            },
-            Store::Postgres(s) => Capabilities {
-                file: None,
-                on_server: true,
-                writers: s.most_writers(),
-            },
-        }
+        on_backend!(self, b => b.capabilities())
     }
 
     /// Starts the backend's background work on the current runtime.
     pub fn spawn_maintenance(&self, log: Logger) -> Maintenance {
-        match self {
-            Store::Sqlite(s) => Maintenance(s.spawn_checkpoints(log)),
-            Store::Postgres(s) => Maintenance(Some(s.spawn_partitions(log))),
-        }
+        Maintenance(on_backend!(self, b => b.spawn_maintenance(log)))
     }
 
-    /// Writes `records` in one transaction: all or none, skipping rows already stored under
-    /// their request id and item. Returns the moment the rows were written (the store's write
-    /// lock held), which fixes the latency of durable rows, and how many were new.
+    /// See [`Backend::write_batch`].
     pub async fn write_batch(&self, records: &[&AuditRecord]) -> Result<Written, StoreFault> {
-        match self {
-            Store::Sqlite(s) => s.write_batch(records).await,
-            Store::Postgres(s) => s.write_batch(records).await,
-        }
+        on_backend!(self, b => b.write_batch(records).await)
     }
 
-    /// Checks that a write would succeed now, writing nothing: how the writer finds out that
-    /// a failing store works again when no rows are waiting to be written.
+    /// See [`Backend::import_batch`].
+    pub async fn import_batch(&self, records: &[&AuditRecord]) -> Result<Written, StoreFault> {
+        on_backend!(self, b => b.import_batch(records).await)
+    }
+
     /// Whether the store answers a query now (a `select 1`): readiness asks it, bounded by
     /// a short timeout, so a database server that stopped shows at once.
     pub async fn ping(&self) -> Result<(), StoreFault> {
-        match self {
-            Store::Sqlite(s) => s.ping().await,
-            Store::Postgres(s) => s.ping().await,
-        }
+        on_backend!(self, b => b.ping().await)
     }
 
+    /// See [`Backend::probe`].
     pub async fn probe(&self) -> Result<(), StoreFault> {
-        match self {
-            Store::Sqlite(s) => s.probe().await,
-            Store::Postgres(s) => s.probe().await,
-        }
+        on_backend!(self, b => b.probe().await)
     }
 
     /// Up to `limit` rows matching `filter` after the position `after`, in the filter's order,
@@ -134,17 +116,11 @@ impl Store {
         after: Option<Cursor>,
         limit: usize,
     ) -> Result<Page, StoreFault> {
-        match self {
-            Store::Sqlite(s) => s.page(filter, after, limit).await,
-            Store::Postgres(s) => s.page(filter, after, limit).await,
-        }
+        on_backend!(self, b => b.page(filter, after, limit).await)
     }
 
     pub async fn request(&self, request_id: &str) -> Result<Vec<StoredRecord>, StoreFault> {
-        match self {
-            Store::Sqlite(s) => s.request(request_id).await,
-            Store::Postgres(s) => s.request(request_id).await,
-        }
+        on_backend!(self, b => b.request(request_id).await)
     }
 
     /// The requests (oldest first, at most `limit`) that sent `client_id` as their
@@ -154,10 +130,7 @@ impl Store {
         client_id: &str,
         limit: usize,
     ) -> Result<Vec<RequestRef>, StoreFault> {
-        match self {
-            Store::Sqlite(s) => s.client_requests(client_id, limit).await,
-            Store::Postgres(s) => s.client_requests(client_id, limit).await,
-        }
+        on_backend!(self, b => b.client_requests(client_id, limit).await)
     }
 
     /// The summary of the rows a filter selects: from the rollups when they answer it
@@ -233,10 +206,7 @@ impl Store {
 
     /// The summary computed from the rows, whatever the filter.
     pub async fn summary_of_rows(&self, filter: &AuditFilter) -> Result<Summary, StoreFault> {
-        match self {
-            Store::Sqlite(s) => s.summary(filter).await,
-            Store::Postgres(s) => s.summary(filter).await,
-        }
+        on_backend!(self, b => b.summary(filter).await)
     }
 
     /// The rollup rows and pending deltas behind the counts of a range, for buckets of
@@ -248,10 +218,7 @@ impl Store {
         bucket_minutes: i64,
     ) -> Result<Vec<PackedRow>, StoreFault> {
         let plan = ReadPlan::of(range, bucket_minutes % rollup::HOUR == 0);
-        match self {
-            Store::Sqlite(s) => s.rollup_rows(range, &plan).await,
-            Store::Postgres(s) => s.rollup_rows(range, &plan).await,
-        }
+        on_backend!(self, b => b.rollup_rows(range, &plan).await)
     }
 
     /// Rollup counts of a range, summed per bucket of `bucket_minutes` minutes (buckets start
@@ -274,19 +241,7 @@ impl Store {
     /// Recomputes every rollup from the rows (after rows were changed by hand, or to check),
     /// telling `done` the rows counted so far.
     pub async fn rebuild_rollups(&self, done: RowsDone<'_>) -> Result<(), StoreFault> {
-        match self {
-            Store::Sqlite(s) => s.rebuild_rollups(done).await,
-            Store::Postgres(s) => s.rebuild_rollups(done).await,
-        }
-    }
-
-    /// [`Store::write_batch`] for rows some of which may be stored already (a copy, a replay):
-    /// the same outcome, without a failed statement on the normal path.
-    pub async fn import_batch(&self, records: &[&AuditRecord]) -> Result<Written, StoreFault> {
-        match self {
-            Store::Sqlite(s) => s.write_batch(records).await,
-            Store::Postgres(s) => s.import_batch(records).await,
-        }
+        on_backend!(self, b => b.rebuild_rollups(done).await)
     }
 
     /// Features (row-major) and predicted classes of the most recent `max_rows` answered rows
@@ -298,10 +253,7 @@ impl Store {
         filter: &AuditFilter,
         max_rows: usize,
     ) -> Result<DriftSample, StoreFault> {
-        match self {
-            Store::Sqlite(s) => s.drift_rows(model, n_features, filter, max_rows).await,
-            Store::Postgres(s) => s.drift_rows(model, n_features, filter, max_rows).await,
-        }
+        on_backend!(self, b => b.drift_rows(model, n_features, filter, max_rows).await)
     }
 
     /// The model and label answered for `(request_id, item)`; `None` if no such answered row.
@@ -310,17 +262,14 @@ impl Store {
         request_id: &str,
         item: i64,
     ) -> Result<Option<ServedRow>, StoreFault> {
-        match self {
-            Store::Sqlite(s) => s.served_row(request_id, item).await,
-            Store::Postgres(s) => s.served_row(request_id, item).await,
-        }
+        on_backend!(self, b => b.served_row(request_id, item).await)
     }
 
     /// Stores a true label; returns the label it replaces, if any.
     pub async fn insert_feedback(&self, fb: &Feedback) -> Result<Option<String>, StoreFault> {
-        match self {
-            Store::Sqlite(s) => s.insert_feedback(fb).await,
-            Store::Postgres(s) => s.insert_feedback(fb).await,
+        match on_backend!(self, b => b.store_feedback(fb, false).await)? {
+            FeedbackStored::New { replaced } => Ok(replaced),
+            FeedbackStored::Already => Ok(None),
         }
     }
 
@@ -331,19 +280,14 @@ impl Store {
         after: i64,
         limit: usize,
     ) -> Result<Vec<StoredFeedback>, StoreFault> {
-        match self {
-            Store::Sqlite(s) => s.feedback_after(after, limit).await,
-            Store::Postgres(s) => s.feedback_after(after, limit).await,
-        }
+        on_backend!(self, b => b.feedback_after(after, limit).await)
     }
 
     /// Stores a feedback row unless an identical one (same request, item, label and time) is
     /// there already, so copying a store twice copies nothing twice. Whether it was new.
     pub async fn copy_feedback(&self, fb: &Feedback) -> Result<bool, StoreFault> {
-        match self {
-            Store::Sqlite(s) => s.copy_feedback(fb).await,
-            Store::Postgres(s) => s.copy_feedback(fb).await,
-        }
+        let stored = on_backend!(self, b => b.store_feedback(fb, true).await)?;
+        Ok(stored != FeedbackStored::Already)
     }
 
     /// (predicted label, true label, count) of the labelled answered rows of `model`.
@@ -352,37 +296,20 @@ impl Store {
         model: &str,
         filter: &AuditFilter,
     ) -> Result<Vec<ConfusionCell>, StoreFault> {
-        match self {
-            Store::Sqlite(s) => s.confusion(model, filter).await,
-            Store::Postgres(s) => s.confusion(model, filter).await,
-        }
+        on_backend!(self, b => b.confusion(model, filter).await)
     }
 
     /// Writes a consistent copy of the whole store to `file` (a new file), while writes go on.
     pub async fn snapshot(&self, file: &std::path::Path) -> Result<(), StoreFault> {
-        match self {
-            Store::Sqlite(s) => s.snapshot(file).await,
-            Store::Postgres(_) => Err(StoreFault::new(
-                FaultKind::Refused,
-                &anyhow::anyhow!(
-                    "snapshots are for SQLite stores; take a copy of PostgreSQL with pg_dump"
-                ),
-            )),
-        }
+        on_backend!(self, b => b.snapshot(file).await)
     }
 
     /// Size of the store's write-ahead log in bytes, where it has one (for `/metrics`).
     pub fn wal_bytes(&self) -> u64 {
-        match self {
-            Store::Sqlite(s) => s.wal_bytes(),
-            Store::Postgres(_) => 0,
-        }
+        on_backend!(self, b => b.wal_bytes())
     }
 
     pub async fn close(&self) {
-        match self {
-            Store::Sqlite(s) => s.close().await,
-            Store::Postgres(s) => s.close().await,
-        }
+        on_backend!(self, b => b.close().await)
     }
 }

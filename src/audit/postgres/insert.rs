@@ -9,14 +9,15 @@ use std::sync::OnceLock;
 use std::time::Instant;
 
 use anyhow::Context;
-use chrono::{DateTime, Utc};
 use sqlx::{Executor, PgConnection, PgPool};
 
 use crate::audit::baselines::Baselines;
 use crate::audit::columns::{self, Cell, Column};
 use crate::audit::modes::RowsDone;
-use crate::audit::record::{AuditRecord, Feedback, Written, format_time};
-use crate::audit::rollup::{Counts, Delta, Folded, fold_deltas, with_hours};
+use crate::audit::record::{AuditRecord, Written, format_time};
+use crate::audit::rollup::{Delta, fold_deltas};
+use crate::audit::sql::{Dialect, writes};
+use sqlx::Postgres;
 
 /// The batch insert that skips rows already stored, built once from the column list. The
 /// duplicate check costs the server about a fifth of the insert, so it is only paid when the
@@ -117,11 +118,7 @@ fn copy_data(records: &[&AuditRecord], stored_at: Instant) -> Vec<u8> {
 /// row it refuses would fail its whole batch, again at every retry). Clients can send one (a
 /// rejected body, a model name in the path); SQLite keeps it as it came.
 fn storable(text: &str) -> Cow<'_, str> {
-    if text.contains('\0') {
-        Cow::Owned(text.replace('\0', "\u{FFFD}"))
-    } else {
-        Cow::Borrowed(text)
-    }
+    <Postgres as Dialect>::storable(text)
 }
 
 /// Integer columns stored as `integer` (the rest are `bigint`).
@@ -181,10 +178,7 @@ pub(super) async fn write_rows(
     baselines: &Baselines,
 ) -> anyhow::Result<Written> {
     if records.is_empty() {
-        return Ok(Written {
-            at: Instant::now(),
-            inserted: 0,
-        });
+        return Ok(Written::nothing());
     }
     let mut conn = pool
         .acquire()
@@ -265,10 +259,7 @@ pub(super) async fn import_rows(
     baselines: &Baselines,
 ) -> anyhow::Result<Written> {
     if records.is_empty() {
-        return Ok(Written {
-            at: Instant::now(),
-            inserted: 0,
-        });
+        return Ok(Written::nothing());
     }
     let mut conn = pool
         .acquire()
@@ -360,7 +351,8 @@ pub(super) async fn merge_deltas(pool: &PgPool) -> anyhow::Result<usize> {
         .iter()
         .map(|r| r.try_get(1))
         .collect::<Result<_, _>>()?;
-    add_to_rollup(&mut tx, fold_deltas(counts.iter().map(String::as_str))?).await?;
+    writes::add_to_rollup::<Postgres>(&mut tx, fold_deltas(counts.iter().map(String::as_str))?)
+        .await?;
     sqlx::query("delete from rollup_delta where id = any($1)")
         .bind(&ids)
         .execute(&mut *tx)
@@ -372,42 +364,6 @@ pub(super) async fn merge_deltas(pool: &PgPool) -> anyhow::Result<usize> {
 /// The advisory lock key of [`merge_deltas`] (any fixed number; "ROLL" in ASCII).
 const MERGE_LOCK: i64 = 0x524f_4c4c;
 
-/// Adds folded deltas to the rollup rows of their minutes and hours, inside the caller's
-/// transaction, which holds [`MERGE_LOCK`] (or the table lock of a rebuild): no one else
-/// changes these rows meanwhile.
-async fn add_to_rollup(conn: &mut PgConnection, folded: Folded) -> anyhow::Result<()> {
-    for mut row in with_hours(folded) {
-        let old: Option<String> = sqlx::query_scalar(
-            "select counts from rollup where span = $1 and start = $2 and model = $3 \
-             and model_version = $4",
-        )
-        .bind(row.span)
-        .bind(row.start)
-        .bind(&row.model)
-        .bind(&row.model_version)
-        .fetch_optional(&mut *conn)
-        .await
-        .context("reading the audit rollups")?;
-        if let Some(old) = old {
-            row.counts.merge(&Counts::parse(&old)?);
-        }
-        sqlx::query(
-            "insert into rollup (span, start, model, model_version, counts) \
-             values ($1, $2, $3, $4, $5) on conflict (span, start, model, model_version) \
-             do update set counts = excluded.counts",
-        )
-        .bind(row.span)
-        .bind(row.start)
-        .bind(&row.model)
-        .bind(&row.model_version)
-        .bind(row.counts.to_json())
-        .execute(&mut *conn)
-        .await
-        .context("merging the audit rollups")?;
-    }
-    Ok(())
-}
-
 /// Recomputes the rollups from the rows and the feedback, in one transaction, 10,000 rows
 /// at a time, with the writer's own counting ([`Delta`]). Replicas may write meanwhile: the
 /// table lock makes their commits wait until the rebuild has committed.
@@ -416,7 +372,6 @@ pub(super) async fn rebuild_rollups(
     baselines: &Baselines,
     done: RowsDone<'_>,
 ) -> anyhow::Result<()> {
-    use sqlx::Row;
     let mut tx = pool.begin().await.context("starting a transaction")?;
     (&mut *tx)
         .execute(
@@ -425,63 +380,11 @@ pub(super) async fn rebuild_rollups(
         )
         .await
         .context("clearing the audit rollups")?;
-    let sql = format!(
-        "select {} from prediction where id > $1 order by id limit 10000",
-        columns::pg_select_list()
-    );
-    let (mut after, mut rows_done) = (0i64, 0u64);
-    loop {
-        let rows = sqlx::query(&sql)
-            .bind(after)
-            .fetch_all(&mut *tx)
-            .await
-            .context("reading audit rows")?;
-        let Some(last) = rows.last() else { break };
-        after = last.try_get(0)?;
-        let records = rows
-            .iter()
-            .map(|r| crate::audit::sql::decode_row(r)?.into_record())
-            .collect::<anyhow::Result<Vec<_>>>()?;
-        let delta = Delta::of(&records, Instant::now(), baselines).to_json_with(storable);
-        add_to_rollup(&mut tx, fold_deltas([delta.as_str()])?).await?;
-        rows_done += records.len() as u64;
-        done(rows_done);
-    }
-    let labelled = sqlx::query(
-        "select extract(epoch from p.received_at)::float8, p.model, p.model_version, \
-         p.label, t.true_label \
-         from prediction p join ground_truth t on t.request_id = p.request_id \
-         and t.item = p.item where p.status = 200",
-    )
-    .fetch_all(&mut *tx)
-    .await
-    .context("reading labelled rows")?;
-    let mut deltas = Vec::with_capacity(labelled.len());
-    for r in &labelled {
-        let received_at = from_epoch(r.try_get(0)?);
-        let (model, version): (Option<String>, Option<String>) = (r.try_get(1)?, r.try_get(2)?);
-        let predicted: Option<String> = r.try_get(3)?;
-        let actual: String = r.try_get(4)?;
-        let delta = Delta::feedback(
-            &received_at,
-            model.as_deref(),
-            version.as_deref(),
-            predicted.as_deref().unwrap_or(""),
-            &actual,
-            None,
-        );
-        deltas.push(delta.to_json_with(storable));
-    }
-    add_to_rollup(&mut tx, fold_deltas(deltas.iter().map(String::as_str))?).await?;
+    writes::recount_rollups::<Postgres>(&mut tx, baselines, done).await?;
     tx.commit()
         .await
         .context("committing the rebuilt rollups")?;
     Ok(())
-}
-
-/// A time read as seconds since the epoch (only its minute matters here).
-fn from_epoch(seconds: f64) -> DateTime<Utc> {
-    DateTime::from_timestamp(seconds.floor() as i64, 0).unwrap_or_default()
 }
 
 /// Whether the store has rows but no rollups (rows written before rollups existed).
@@ -505,81 +408,4 @@ pub(super) async fn probe(pool: &PgPool) -> anyhow::Result<()> {
         .context("inserting a probe row")?;
     tx.rollback().await.context("rolling back the probe")?;
     Ok(())
-}
-
-/// Stores a true label and counts it in the rollups, in one transaction; returns the label it
-/// replaces. `copy`: unless an identical feedback (same request, item, label and time) is
-/// there already, then `None`. Feedback for one item is taken one at a time (a row lock on
-/// its answered row), so "the label it replaces" is the latest committed one.
-pub(super) async fn feedback(
-    pool: &PgPool,
-    fb: &Feedback,
-    copy: bool,
-) -> anyhow::Result<Option<Option<String>>> {
-    use sqlx::Row;
-    let mut tx = pool.begin().await.context("storing feedback")?;
-    let row = sqlx::query(
-        "select extract(epoch from received_at)::float8, model, model_version, label \
-         from prediction \
-         where request_id = $1 and item = $2 and status = 200 order by id limit 1 for update",
-    )
-    .bind(&fb.request_id)
-    .bind(fb.item as i32)
-    .fetch_optional(&mut *tx)
-    .await
-    .context("looking up the labelled row")?;
-    if copy {
-        let there: bool = sqlx::query_scalar(
-            "select exists (select 1 from feedback where request_id = $1 and item = $2 \
-             and label = $3 and received_at = $4::timestamptz)",
-        )
-        .bind(&fb.request_id)
-        .bind(fb.item as i32)
-        .bind(&fb.label)
-        .bind(format_time(&fb.received_at))
-        .fetch_one(&mut *tx)
-        .await?;
-        if there {
-            return Ok(None);
-        }
-    }
-    let previous: Option<String> = sqlx::query_scalar(
-        "select label from feedback where request_id = $1 and item = $2 \
-         order by id desc limit 1",
-    )
-    .bind(&fb.request_id)
-    .bind(fb.item as i32)
-    .fetch_optional(&mut *tx)
-    .await?;
-    if let Some(row) = row {
-        let received_at = from_epoch(row.try_get(0)?);
-        let (model, version, label): (Option<String>, Option<String>, Option<String>) =
-            (row.try_get(1)?, row.try_get(2)?, row.try_get(3)?);
-        let delta = Delta::feedback(
-            &received_at,
-            model.as_deref(),
-            version.as_deref(),
-            label.as_deref().unwrap_or(""),
-            &storable(&fb.label),
-            previous.as_deref(),
-        );
-        (&mut *tx)
-            .execute(delta_then(&delta, "").as_str())
-            .await
-            .context("counting feedback in the audit rollups")?;
-    }
-    sqlx::query(
-        "insert into feedback (request_id, item, label, received_at, client_addr) \
-         values ($1, $2, $3, $4::timestamptz, $5)",
-    )
-    .bind(&fb.request_id)
-    .bind(fb.item as i32)
-    .bind(&fb.label)
-    .bind(format_time(&fb.received_at))
-    .bind(fb.client_addr.as_deref())
-    .execute(&mut *tx)
-    .await
-    .context("storing feedback")?;
-    tx.commit().await.context("committing feedback")?;
-    Ok(Some(previous))
 }

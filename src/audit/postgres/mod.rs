@@ -10,7 +10,8 @@
 //!   start-up and every hour, under an advisory lock so replicas do not race.
 //! - Faults are classified by SQLSTATE here; nothing above sees PostgreSQL's codes.
 //!
-//! [`query`] holds the reads.
+//! [`query`] holds what its reads do differently (the horizon of oldest-first pages, the
+//! statement timeout); the queries are shared ([`crate::audit::sql::reads`]).
 
 mod insert;
 mod query;
@@ -20,18 +21,16 @@ use std::time::Duration;
 use anyhow::Context;
 use slog::{Logger, warn};
 use sqlx::Connection;
-use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
+use sqlx::pool::PoolConnection;
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, Postgres};
 
+use crate::audit::backend::{Backend, Capabilities};
 use crate::audit::baselines::Baselines;
 use crate::audit::fault::{FaultKind, StoreFault};
-use crate::audit::filter::{
-    AuditFilter, ConfusionCell, Cursor, DriftSample, Page, ServedRow, Summary,
-};
+use crate::audit::filter::{AuditFilter, Cursor, Page};
 use crate::audit::modes::{RowsDone, StoreOptions};
-use crate::audit::record::{
-    AuditRecord, Feedback, RequestRef, StoredFeedback, StoredRecord, Written,
-};
-use crate::audit::rollup::{PackedRow, ReadPlan, RollupRange};
+use crate::audit::record::{AuditRecord, Feedback, FeedbackStored, Written};
+use crate::audit::sql::{Dialect, writes};
 
 /// Days of partitions kept ready ahead of today (and one behind, for clocks a little slow).
 const PARTITION_DAYS_AHEAD: i64 = 7;
@@ -182,28 +181,61 @@ impl PgStore {
             }
         })
     }
+}
 
-    pub async fn write_batch(&self, records: &[&AuditRecord]) -> Result<Written, StoreFault> {
+impl Backend for PgStore {
+    type Db = Postgres;
+    type Read = PoolConnection<Postgres>;
+    type BoundedRead = sqlx::Transaction<'static, Postgres>;
+
+    async fn reader(&self) -> anyhow::Result<PoolConnection<Postgres>> {
+        self.pool.acquire().await.context("opening a read")
+    }
+
+    /// See [`query::bounded_read`].
+    async fn bounded_reader(&self) -> anyhow::Result<sqlx::Transaction<'static, Postgres>> {
+        query::bounded_read(&self.pool, self.read_timeout).await
+    }
+
+    fn select_list(&self) -> &str {
+        <Postgres as Dialect>::select_list()
+    }
+
+    fn fault(e: anyhow::Error) -> StoreFault {
+        fault(e)
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            file: None,
+            on_server: true,
+            writers: self.most_writers(),
+        }
+    }
+
+    fn spawn_maintenance(&self, log: Logger) -> Option<tokio::task::JoinHandle<()>> {
+        Some(self.spawn_partitions(log))
+    }
+
+    async fn write_batch(&self, records: &[&AuditRecord]) -> Result<Written, StoreFault> {
         insert::write_rows(&self.pool, records, &self.baselines)
+            .await
+            .map_err(fault)
+    }
+
+    async fn import_batch(&self, records: &[&AuditRecord]) -> Result<Written, StoreFault> {
+        insert::import_rows(&self.pool, records, &self.baselines)
             .await
             .map_err(fault)
     }
 
     /// A row inserted in a transaction that is rolled back: the server is reachable and
     /// takes writes.
-    pub async fn ping(&self) -> Result<(), StoreFault> {
-        sqlx::query("select 1")
-            .execute(&self.pool)
-            .await
-            .map(|_| ())
-            .map_err(|e| fault(e.into()))
-    }
-
-    pub async fn probe(&self) -> Result<(), StoreFault> {
+    async fn probe(&self) -> Result<(), StoreFault> {
         insert::probe(&self.pool).await.map_err(fault)
     }
 
-    pub async fn page(
+    async fn page(
         &self,
         filter: &AuditFilter,
         after: Option<Cursor>,
@@ -214,121 +246,30 @@ impl PgStore {
             .map_err(fault)
     }
 
-    pub async fn request(&self, request_id: &str) -> Result<Vec<StoredRecord>, StoreFault> {
-        if unmatchable(request_id) {
-            return Ok(Vec::new());
-        }
-        query::request(&self.pool, request_id).await.map_err(fault)
-    }
-
-    pub async fn client_requests(
+    /// In one transaction; the answered row is locked first (`for update`), so feedback for
+    /// one item is taken one at a time and "the label it replaces" is the latest committed.
+    async fn store_feedback(
         &self,
-        client_id: &str,
-        limit: usize,
-    ) -> Result<Vec<RequestRef>, StoreFault> {
-        if unmatchable(client_id) {
-            return Ok(Vec::new());
+        fb: &Feedback,
+        copy: bool,
+    ) -> Result<FeedbackStored, StoreFault> {
+        let result = async {
+            let mut tx = self.pool.begin().await.context("storing feedback")?;
+            let stored = writes::store_feedback::<Postgres>(&mut tx, fb, copy).await?;
+            tx.commit().await.context("committing feedback")?;
+            anyhow::Ok(stored)
         }
-        query::client_requests(&self.pool, client_id, limit)
-            .await
-            .map_err(fault)
+        .await;
+        result.map_err(fault)
     }
 
-    pub async fn rollup_rows(
-        &self,
-        range: &RollupRange,
-        plan: &ReadPlan,
-    ) -> Result<Vec<PackedRow>, StoreFault> {
-        query::rollup_rows(&self.pool, range, plan)
-            .await
-            .map_err(fault)
-    }
-
-    pub async fn rebuild_rollups(&self, done: RowsDone<'_>) -> Result<(), StoreFault> {
+    async fn rebuild_rollups(&self, done: RowsDone<'_>) -> Result<(), StoreFault> {
         insert::rebuild_rollups(&self.pool, &self.baselines, done)
             .await
             .map_err(fault)
     }
 
-    pub async fn import_batch(&self, records: &[&AuditRecord]) -> Result<Written, StoreFault> {
-        insert::import_rows(&self.pool, records, &self.baselines)
-            .await
-            .map_err(fault)
-    }
-
-    pub async fn summary(&self, filter: &AuditFilter) -> Result<Summary, StoreFault> {
-        query::summary(&self.pool, filter, self.read_timeout)
-            .await
-            .map_err(fault)
-    }
-
-    pub async fn drift_rows(
-        &self,
-        model: &str,
-        n_features: usize,
-        filter: &AuditFilter,
-        max_rows: usize,
-    ) -> Result<DriftSample, StoreFault> {
-        query::drift_rows(
-            &self.pool,
-            self.read_timeout,
-            model,
-            n_features,
-            filter,
-            max_rows,
-        )
-        .await
-        .map_err(fault)
-    }
-
-    pub async fn served_row(
-        &self,
-        request_id: &str,
-        item: i64,
-    ) -> Result<Option<ServedRow>, StoreFault> {
-        if unmatchable(request_id) {
-            return Ok(None);
-        }
-        query::served_row(&self.pool, request_id, item)
-            .await
-            .map_err(fault)
-    }
-
-    pub async fn confusion(
-        &self,
-        model: &str,
-        filter: &AuditFilter,
-    ) -> Result<Vec<ConfusionCell>, StoreFault> {
-        query::confusion(&self.pool, self.read_timeout, model, filter)
-            .await
-            .map_err(fault)
-    }
-
-    pub async fn insert_feedback(&self, fb: &Feedback) -> Result<Option<String>, StoreFault> {
-        insert::feedback(&self.pool, fb, false)
-            .await
-            .map(Option::flatten)
-            .map_err(fault)
-    }
-
-    pub async fn feedback_after(
-        &self,
-        after: i64,
-        limit: usize,
-    ) -> Result<Vec<StoredFeedback>, StoreFault> {
-        query::feedback_after(&self.pool, after, limit)
-            .await
-            .map_err(fault)
-    }
-
-    pub async fn copy_feedback(&self, fb: &Feedback) -> Result<bool, StoreFault> {
-        insert::feedback(&self.pool, fb, true)
-            .await
-            .map(|stored| stored.is_some())
-            .map_err(fault)
-    }
-
-    pub async fn close(&self) {
+    async fn close(&self) {
         self.pool.close().await;
     }
 }
@@ -337,12 +278,6 @@ impl PgStore {
 /// that do not exist yet: one statement, under a transaction-scoped advisory lock, so replicas
 /// starting together take turns. A day whose rows already sit in the default partition cannot
 /// get its own partition and is left there.
-/// An id holding a NUL character, which no stored id holds (ours are UUIDs, clients' come in
-/// a header) and PostgreSQL refuses as a parameter: it matches nothing, without a query.
-fn unmatchable(id: &str) -> bool {
-    id.contains('\0')
-}
-
 async fn create_partitions(pool: &PgPool) -> anyhow::Result<()> {
     let sql = format!(
         r#"do $$

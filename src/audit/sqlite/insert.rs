@@ -12,7 +12,8 @@ use crate::audit::baselines::Baselines;
 use crate::audit::columns::{self, Cell};
 use crate::audit::modes::RowsDone;
 use crate::audit::record::{AuditRecord, Written, format_time};
-use crate::audit::rollup::{Counts, Delta, Folded, fold_deltas, with_hours};
+use crate::audit::rollup::{Delta, Folded, fold_deltas};
+use crate::audit::sql::writes;
 
 /// Rows per INSERT statement. A batch of up to [`EXACT_ROWS`] rows is one statement of its
 /// exact size (one implicit transaction, one round trip to SQLite's thread). A larger batch is
@@ -108,10 +109,7 @@ pub(super) async fn write_rows(
     baselines: &Baselines,
 ) -> anyhow::Result<Written> {
     if records.is_empty() {
-        return Ok(Written {
-            at: Instant::now(),
-            inserted: 0,
-        });
+        return Ok(Written::nothing());
     }
     if records.len() <= EXACT_ROWS {
         let stored_at = Instant::now();
@@ -217,41 +215,6 @@ pub(super) async fn add_rollups(conn: &mut SqliteConnection, delta: &Delta) -> a
     Ok(())
 }
 
-/// Adds folded deltas to the rollup rows of their minutes and hours, inside the caller's
-/// transaction (which holds the write lock: nothing else changes these rows meanwhile).
-async fn add_to_rollup(conn: &mut SqliteConnection, folded: Folded) -> anyhow::Result<()> {
-    for mut row in with_hours(folded) {
-        let old: Option<String> = sqlx::query_scalar(
-            "select counts from rollup where span = ? and start = ? and model = ? \
-             and model_version = ?",
-        )
-        .bind(row.span)
-        .bind(row.start)
-        .bind(&row.model)
-        .bind(&row.model_version)
-        .fetch_optional(&mut *conn)
-        .await
-        .context("reading the audit rollups")?;
-        if let Some(old) = old {
-            row.counts.merge(&Counts::parse(&old)?);
-        }
-        sqlx::query(
-            "insert into rollup (span, start, model, model_version, counts) \
-             values (?, ?, ?, ?, ?) on conflict (span, start, model, model_version) \
-             do update set counts = excluded.counts",
-        )
-        .bind(row.span)
-        .bind(row.start)
-        .bind(&row.model)
-        .bind(&row.model_version)
-        .bind(row.counts.to_json())
-        .execute(&mut *conn)
-        .await
-        .context("merging the audit rollups")?;
-    }
-    Ok(())
-}
-
 /// The oldest deltas (up to 10,000), read from a snapshot without any lock: their ids, first
 /// and last, and their counts folded (off the async threads). `None` when there are none.
 pub(super) async fn fold_oldest_deltas(
@@ -312,7 +275,7 @@ pub(super) async fn merge_folded(
         if n != deltas.n as i64 || first != Some(deltas.first) {
             return Ok(0);
         }
-        add_to_rollup(conn, deltas.folded).await?;
+        writes::add_to_rollup::<Sqlite>(conn, deltas.folded).await?;
         sqlx::query("delete from rollup_delta where id <= ?")
             .bind(deltas.last)
             .execute(&mut *conn)
@@ -365,60 +328,10 @@ async fn rebuild_in_transaction(
     baselines: &Baselines,
     done: RowsDone<'_>,
 ) -> anyhow::Result<()> {
-    use sqlx::Row;
     sqlx::query("delete from rollup; delete from rollup_delta")
         .execute(&mut *conn)
         .await?;
-    let sql = format!(
-        "select {} from prediction where id > ? order by id limit 10000",
-        columns::select_list()
-    );
-    let (mut after, mut rows_done) = (0i64, 0u64);
-    loop {
-        let rows = sqlx::query(&sql)
-            .bind(after)
-            .fetch_all(&mut *conn)
-            .await
-            .context("reading audit rows")?;
-        let Some(last) = rows.last() else { break };
-        after = last.try_get(0)?;
-        let records = rows
-            .iter()
-            .map(|r| crate::audit::sql::decode_row(r)?.into_record())
-            .collect::<anyhow::Result<Vec<_>>>()?;
-        let delta = Delta::of(&records, Instant::now(), baselines).to_json();
-        add_to_rollup(conn, fold_deltas([delta.as_str()])?).await?;
-        rows_done += records.len() as u64;
-        done(rows_done);
-    }
-    let labelled = sqlx::query(
-        "select p.received_at, p.model, p.model_version, p.label, t.true_label \
-         from prediction p join ground_truth t on t.request_id = p.request_id \
-         and t.item = p.item where p.status = 200",
-    )
-    .fetch_all(&mut *conn)
-    .await
-    .context("reading labelled rows")?;
-    let mut deltas = Vec::with_capacity(labelled.len());
-    for r in &labelled {
-        let received_at: String = r.try_get(0)?;
-        let received_at = DateTime::parse_from_rfc3339(&received_at)?.with_timezone(&Utc);
-        let (model, version): (Option<String>, Option<String>) = (r.try_get(1)?, r.try_get(2)?);
-        let predicted: Option<String> = r.try_get(3)?;
-        let actual: String = r.try_get(4)?;
-        deltas.push(
-            Delta::feedback(
-                &received_at,
-                model.as_deref(),
-                version.as_deref(),
-                predicted.as_deref().unwrap_or(""),
-                &actual,
-                None,
-            )
-            .to_json(),
-        );
-    }
-    add_to_rollup(conn, fold_deltas(deltas.iter().map(String::as_str))?).await
+    writes::recount_rollups::<Sqlite>(conn, baselines, done).await
 }
 
 /// Ends the transaction a failed statement left open, if any.

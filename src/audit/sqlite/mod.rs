@@ -8,7 +8,8 @@
 //! - [`connection`]: the connections and their settings, migrations.
 //! - [`file_identity`]: noticing the database file deleted or replaced under the service.
 //! - [`insert`]: the batched INSERTs and the write lock.
-//! - [`query`]: the reads.
+//! - [`query`]: reads bounded by a time limit (the queries are shared:
+//!   [`crate::audit::sql::reads`]).
 
 mod connection;
 mod file_identity;
@@ -21,20 +22,18 @@ use std::time::Duration;
 
 use anyhow::Context;
 use slog::{Logger, warn};
+use sqlx::Sqlite;
+use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool};
 
 use self::connection::{OwnedConn, Pools, connect};
 use self::file_identity::{FileId, FileReplaced, sidecar};
+use crate::audit::backend::{Backend, Capabilities};
 use crate::audit::columns;
 use crate::audit::fault::{FaultKind, StoreFault};
-use crate::audit::filter::{
-    AuditFilter, ConfusionCell, Cursor, DriftSample, Page, ServedRow, Summary,
-};
 use crate::audit::modes::{RowsDone, StoreOptions};
-use crate::audit::record::{
-    AuditRecord, Feedback, RequestRef, StoredFeedback, StoredRecord, Written, format_time,
-};
-use crate::audit::rollup::{Delta, PackedRow, ReadPlan, RollupRange};
+use crate::audit::record::{AuditRecord, Feedback, FeedbackStored, Written};
+use crate::audit::sql::writes;
 use crate::throttle::Throttle;
 
 #[derive(Debug, Clone)]
@@ -177,24 +176,6 @@ impl SqliteStore {
         Ok(())
     }
 
-    /// Recomputes the rollups from the rows, in one transaction, 10,000 rows at a time.
-    pub async fn rebuild_rollups(&self, done: RowsDone<'_>) -> Result<(), StoreFault> {
-        let result: anyhow::Result<()> = async {
-            let (conn, _) = self.write()?;
-            let mut guard = conn.lock().await?;
-            let rebuilt = insert::rebuild_rollups(
-                guard.conn(),
-                self.opts.busy_timeout,
-                &self.opts.baselines,
-                done,
-            )
-            .await;
-            guard.finish(rebuilt).await
-        }
-        .await;
-        result.map_err(fault)
-    }
-
     /// Merges rollup deltas into the rollups (see `migrations/sqlite/0006_rollup.sql`); the
     /// number merged.
     pub async fn merge_rollups(&self) -> Result<usize, StoreFault> {
@@ -209,16 +190,6 @@ impl SqliteStore {
         }
         .await;
         result.map_err(fault)
-    }
-
-    pub async fn rollup_rows(
-        &self,
-        range: &RollupRange,
-        plan: &ReadPlan,
-    ) -> Result<Vec<PackedRow>, StoreFault> {
-        query::rollup_rows(&self.read(), range, plan)
-            .await
-            .map_err(fault)
     }
 
     pub fn file(&self) -> Option<&Path> {
@@ -318,214 +289,6 @@ impl SqliteStore {
         Ok(())
     }
 
-    /// Writes the batch in one transaction and returns the moment the rows were written. The
-    /// database file is checked before and after: rows committed into a file that was deleted
-    /// meanwhile are not on record, so that is reported as a failure (durable requests get
-    /// their 503, owed rows are retried into the new file).
-    pub async fn write_batch(&self, records: &[&AuditRecord]) -> Result<Written, StoreFault> {
-        let result: anyhow::Result<Written> = async {
-            self.ensure_current_file().await?;
-            self.check_size()?;
-            let (conn, opened) = self.write()?;
-            let mut guard = conn.lock().await?;
-            let written = insert::write_rows(
-                guard.conn(),
-                records,
-                self.opts.busy_timeout,
-                &self.opts.baselines,
-            )
-            .await;
-            let stored_at = guard.finish(written).await?;
-            self.check_unchanged(opened)?;
-            Ok(stored_at)
-        }
-        .await;
-        result.map_err(fault)
-    }
-
-    /// Writes one row in a transaction that is rolled back: it needs the write lock, a
-    /// writable file with room for a row, and the file at the path (see
-    /// [`SqliteStore::ensure_current_file`]), and leaves nothing behind.
-    pub async fn ping(&self) -> Result<(), StoreFault> {
-        sqlx::query("select 1")
-            .execute(&self.read())
-            .await
-            .map(|_| ())
-            .map_err(|e| fault(e.into()))
-    }
-
-    pub async fn probe(&self) -> Result<(), StoreFault> {
-        let result: anyhow::Result<()> = async {
-            self.ensure_current_file().await?;
-            self.check_size()?;
-            let (conn, _) = self.write()?;
-            // Its body is big enough to need pages of its own (16 at SQLite's default 4 KiB),
-            // so a full database fails the probe even when its last page has room for a small
-            // row.
-            let probe = AuditRecord::probe(Some(" ".repeat(64 * 1024)));
-            let mut guard = conn.lock().await?;
-            let result = insert::probe_rows(guard.conn(), &probe, self.opts.busy_timeout).await;
-            // The probe runs only while the store is failing: it costs little to hand the
-            // writer a fresh connection afterwards, whatever state the failures left this one
-            // in.
-            guard.discard().await;
-            result
-        }
-        .await;
-        result.map_err(fault)
-    }
-
-    /// One writer commits rows in id order, so positions are ids.
-    pub async fn page(
-        &self,
-        filter: &AuditFilter,
-        after: Option<Cursor>,
-        limit: usize,
-    ) -> Result<Page, StoreFault> {
-        query::page(&self.read(), &self.select, filter, after, limit)
-            .await
-            .map(|records| Page::of(records, filter.order))
-            .map_err(fault)
-    }
-
-    pub async fn request(&self, request_id: &str) -> Result<Vec<StoredRecord>, StoreFault> {
-        query::request(&self.read(), &self.select, request_id)
-            .await
-            .map_err(fault)
-    }
-
-    pub async fn client_requests(
-        &self,
-        client_id: &str,
-        limit: usize,
-    ) -> Result<Vec<RequestRef>, StoreFault> {
-        query::client_requests(&self.read(), client_id, limit)
-            .await
-            .map_err(fault)
-    }
-
-    pub async fn summary(&self, filter: &AuditFilter) -> Result<Summary, StoreFault> {
-        let result: anyhow::Result<Summary> = async {
-            let mut conn = self.bounded_read().await?;
-            query::summary(&mut conn, filter).await
-        }
-        .await;
-        result.map_err(fault)
-    }
-
-    pub async fn drift_rows(
-        &self,
-        model: &str,
-        n_features: usize,
-        filter: &AuditFilter,
-        max_rows: usize,
-    ) -> Result<DriftSample, StoreFault> {
-        let result = async {
-            let mut conn = self.bounded_read().await?;
-            query::drift_rows(&mut conn, model, n_features, filter, max_rows).await
-        }
-        .await;
-        result.map_err(fault)
-    }
-
-    pub async fn served_row(
-        &self,
-        request_id: &str,
-        item: i64,
-    ) -> Result<Option<ServedRow>, StoreFault> {
-        query::served_row(&self.read(), request_id, item)
-            .await
-            .map_err(fault)
-    }
-
-    pub async fn confusion(
-        &self,
-        model: &str,
-        filter: &AuditFilter,
-    ) -> Result<Vec<ConfusionCell>, StoreFault> {
-        let result = async {
-            let mut conn = self.bounded_read().await?;
-            query::confusion(&mut conn, model, filter).await
-        }
-        .await;
-        result.map_err(fault)
-    }
-
-    /// A read connection whose statements stop at the read timeout (see
-    /// [`query::BoundedRead`]): for the reads of rows whose size the caller does not bound.
-    async fn bounded_read(&self) -> anyhow::Result<query::BoundedRead> {
-        query::BoundedRead::acquire(&self.read(), self.opts.read_timeout).await
-    }
-
-    /// Stores a true label; returns the label it replaces, if any.
-    pub async fn insert_feedback(&self, fb: &Feedback) -> Result<Option<String>, StoreFault> {
-        let result: anyhow::Result<Option<String>> = async {
-            self.ensure_current_file().await?;
-            let (conn, opened) = self.write()?;
-            let mut guard = conn.lock().await?;
-            let written = insert_feedback(guard.conn(), fb, self.opts.busy_timeout, false).await;
-            let previous = guard.finish(written).await?.flatten();
-            self.check_unchanged(opened)?;
-            Ok(previous)
-        }
-        .await;
-        result.map_err(fault)
-    }
-
-    pub async fn feedback_after(
-        &self,
-        after: i64,
-        limit: usize,
-    ) -> Result<Vec<StoredFeedback>, StoreFault> {
-        query::feedback_after(&self.read(), after, limit)
-            .await
-            .map_err(fault)
-    }
-
-    pub async fn copy_feedback(&self, fb: &Feedback) -> Result<bool, StoreFault> {
-        let result: anyhow::Result<bool> = async {
-            let (conn, _) = self.write()?;
-            let mut guard = conn.lock().await?;
-            let written = insert_feedback(guard.conn(), fb, self.opts.busy_timeout, true).await;
-            Ok(guard.finish(written).await?.is_some())
-        }
-        .await;
-        result.map_err(fault)
-    }
-
-    /// `VACUUM INTO file`: one read transaction, so the copy is consistent however long it
-    /// takes, and writers are not held up (unlike the shell's `.backup`, which restarts
-    /// whenever the database changes under it).
-    pub async fn snapshot(&self, file: &Path) -> Result<(), StoreFault> {
-        let target = file.to_string_lossy().into_owned();
-        sqlx::query("vacuum into ?")
-            .bind(target)
-            .execute(&self.read())
-            .await
-            .map(|_| ())
-            .with_context(|| format!("writing a snapshot to {}", file.display()))
-            .map_err(fault)
-    }
-
-    pub async fn close(&self) {
-        let (write, read, checkpoint) = {
-            let pools = self.pools.read().unwrap_or_else(|p| p.into_inner());
-            (
-                pools.write.clone(),
-                pools.read.clone(),
-                pools.checkpoint.clone(),
-            )
-        };
-        if let Some(c) = checkpoint {
-            c.close().await;
-        }
-        read.close().await;
-        // Last, so that closing it checkpoints the whole WAL into the file.
-        if let Some(w) = write {
-            w.close().await;
-        }
-    }
-
     /// Checkpoints at a steady pace so that commits never have to (see
     /// `WRITER_AUTOCHECKPOINT_PAGES` in [`connection`]), until the task is aborted. `None`
     /// for a read-only store.
@@ -575,7 +338,7 @@ impl SqliteStore {
                             && let Some(held_back) = starved_log.admit()
                         {
                             warn!(log, "audit WAL is not being checkpointed: a long read transaction on the database (for example an open sqlite3 session) holds an old snapshot; use inferlog audit snapshot for long analyses";
-                                "wal_bytes" => store.wal_bytes(),
+                                "wal_bytes" => store.wal_file_bytes(),
                                 "frames_waiting" => waiting - copied.max(0),
                                 "warnings_not_logged" => held_back);
                         }
@@ -600,7 +363,7 @@ impl SqliteStore {
         let Some(max) = self.opts.max_bytes else {
             return Ok(());
         };
-        let wal = self.wal_bytes();
+        let wal = self.wal_file_bytes();
         if wal > connection::wal_share(max) {
             return Err(OverCap { wal, max }.into());
         }
@@ -608,7 +371,7 @@ impl SqliteStore {
     }
 
     /// Size of the write-ahead log file, in bytes (0 when there is none).
-    pub fn wal_bytes(&self) -> u64 {
+    fn wal_file_bytes(&self) -> u64 {
         self.path
             .as_ref()
             .and_then(|p| std::fs::metadata(sidecar(p, "-wal")).ok())
@@ -641,7 +404,7 @@ impl SqliteStore {
             let over = self
                 .opts
                 .max_bytes
-                .is_some_and(|max| self.wal_bytes() > connection::wal_share(max));
+                .is_some_and(|max| self.wal_file_bytes() > connection::wal_share(max));
             if over && copied == waiting {
                 sqlx::query("pragma wal_checkpoint(truncate)")
                     .execute(guard.conn())
@@ -684,64 +447,182 @@ impl SqliteStore {
     }
 }
 
-/// The feedback write: the previous label (if any) and the new one, in one transaction.
-/// Stores a true label and counts it in the rollups, in one transaction; returns the label it
-/// replaces. `copy`: unless an identical feedback (same request, item, label and time) is
-/// there already, then `None`.
-async fn insert_feedback(
-    conn: &mut sqlx::SqliteConnection,
-    fb: &Feedback,
-    busy_timeout: Duration,
-    copy: bool,
-) -> anyhow::Result<Option<Option<String>>> {
-    insert::begin_immediate(conn, busy_timeout).await?;
-    let stored = async {
-        if copy {
-            let there: bool = sqlx::query_scalar(
-                "select exists (select 1 from feedback where request_id = ? and item = ? \
-                 and label = ? and received_at = ?)",
-            )
-            .bind(&fb.request_id)
-            .bind(fb.item)
-            .bind(&fb.label)
-            .bind(format_time(&fb.received_at))
-            .fetch_one(&mut *conn)
-            .await?;
-            if there {
-                return Ok(None);
-            }
-        }
-        let previous: Option<String> = sqlx::query_scalar(
-            "select label from feedback where request_id = ? and item = ? \
-             order by id desc limit 1",
-        )
-        .bind(&fb.request_id)
-        .bind(fb.item)
-        .fetch_optional(&mut *conn)
-        .await?;
-        count_feedback(conn, fb, previous.as_deref()).await?;
-        sqlx::query(
-            "insert into feedback (request_id, item, label, received_at, client_addr) \
-             values (?, ?, ?, ?, ?)",
-        )
-        .bind(&fb.request_id)
-        .bind(fb.item)
-        .bind(&fb.label)
-        .bind(format_time(&fb.received_at))
-        .bind(fb.client_addr.as_deref())
-        .execute(&mut *conn)
-        .await
-        .context("storing feedback")?;
-        anyhow::Ok(Some(previous))
+impl Backend for SqliteStore {
+    type Db = Sqlite;
+    type Read = PoolConnection<Sqlite>;
+    type BoundedRead = query::BoundedRead;
+
+    async fn reader(&self) -> anyhow::Result<PoolConnection<Sqlite>> {
+        self.read().acquire().await.context("opening a read")
     }
-    .await;
-    match stored {
-        Ok(previous) => {
+
+    /// See [`query::BoundedRead`].
+    async fn bounded_reader(&self) -> anyhow::Result<query::BoundedRead> {
+        query::BoundedRead::acquire(&self.read(), self.opts.read_timeout).await
+    }
+
+    /// The columns a store opened read-only before its last migrations lacks (an old file
+    /// being copied) are read as null.
+    fn select_list(&self) -> &str {
+        &self.select
+    }
+
+    fn fault(e: anyhow::Error) -> StoreFault {
+        fault(e)
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            file: self.file().map(Path::to_path_buf),
+            on_server: false,
+            writers: 1,
+        }
+    }
+
+    fn spawn_maintenance(&self, log: Logger) -> Option<tokio::task::JoinHandle<()>> {
+        self.spawn_checkpoints(log)
+    }
+
+    /// Writes the batch in one transaction and returns the moment the rows were written. The
+    /// database file is checked before and after: rows committed into a file that was deleted
+    /// meanwhile are not on record, so that is reported as a failure (durable requests get
+    /// their 503, owed rows are retried into the new file).
+    async fn write_batch(&self, records: &[&AuditRecord]) -> Result<Written, StoreFault> {
+        let result: anyhow::Result<Written> = async {
+            self.ensure_current_file().await?;
+            self.check_size()?;
+            let (conn, opened) = self.write()?;
+            let mut guard = conn.lock().await?;
+            let written = insert::write_rows(
+                guard.conn(),
+                records,
+                self.opts.busy_timeout,
+                &self.opts.baselines,
+            )
+            .await;
+            let stored_at = guard.finish(written).await?;
+            self.check_unchanged(opened)?;
+            Ok(stored_at)
+        }
+        .await;
+        result.map_err(fault)
+    }
+
+    /// Writes one row in a transaction that is rolled back: it needs the write lock, a
+    /// writable file with room for a row, and the file at the path (see
+    /// [`SqliteStore::ensure_current_file`]), and leaves nothing behind.
+    async fn probe(&self) -> Result<(), StoreFault> {
+        let result: anyhow::Result<()> = async {
+            self.ensure_current_file().await?;
+            self.check_size()?;
+            let (conn, _) = self.write()?;
+            // Its body is big enough to need pages of its own (16 at SQLite's default 4 KiB),
+            // so a full database fails the probe even when its last page has room for a small
+            // row.
+            let probe = AuditRecord::probe(Some(" ".repeat(64 * 1024)));
+            let mut guard = conn.lock().await?;
+            let result = insert::probe_rows(guard.conn(), &probe, self.opts.busy_timeout).await;
+            // The probe runs only while the store is failing: it costs little to hand the
+            // writer a fresh connection afterwards, whatever state the failures left this one
+            // in.
+            guard.discard().await;
+            result
+        }
+        .await;
+        result.map_err(fault)
+    }
+
+    /// The feedback and its rollup counts in one transaction, under the write lock.
+    async fn store_feedback(
+        &self,
+        fb: &Feedback,
+        copy: bool,
+    ) -> Result<FeedbackStored, StoreFault> {
+        let result = async {
+            self.ensure_current_file().await?;
+            let (conn, opened) = self.write()?;
+            let mut guard = conn.lock().await?;
+            let written = in_transaction(guard.conn(), self.opts.busy_timeout, fb, copy).await;
+            let stored = guard.finish(written).await?;
+            self.check_unchanged(opened)?;
+            anyhow::Ok(stored)
+        }
+        .await;
+        result.map_err(fault)
+    }
+
+    /// Recomputes the rollups from the rows, in one transaction, 10,000 rows at a time.
+    async fn rebuild_rollups(&self, done: RowsDone<'_>) -> Result<(), StoreFault> {
+        let result: anyhow::Result<()> = async {
+            let (conn, _) = self.write()?;
+            let mut guard = conn.lock().await?;
+            let rebuilt = insert::rebuild_rollups(
+                guard.conn(),
+                self.opts.busy_timeout,
+                &self.opts.baselines,
+                done,
+            )
+            .await;
+            guard.finish(rebuilt).await
+        }
+        .await;
+        result.map_err(fault)
+    }
+
+    /// `VACUUM INTO file`: one read transaction, so the copy is consistent however long it
+    /// takes, and writers are not held up (unlike the shell's `.backup`, which restarts
+    /// whenever the database changes under it).
+    async fn snapshot(&self, file: &Path) -> Result<(), StoreFault> {
+        let target = file.to_string_lossy().into_owned();
+        sqlx::query("vacuum into ?")
+            .bind(target)
+            .execute(&self.read())
+            .await
+            .map(|_| ())
+            .with_context(|| format!("writing a snapshot to {}", file.display()))
+            .map_err(fault)
+    }
+
+    fn wal_bytes(&self) -> u64 {
+        self.wal_file_bytes()
+    }
+
+    async fn close(&self) {
+        let (write, read, checkpoint) = {
+            let pools = self.pools.read().unwrap_or_else(|p| p.into_inner());
+            (
+                pools.write.clone(),
+                pools.read.clone(),
+                pools.checkpoint.clone(),
+            )
+        };
+        if let Some(c) = checkpoint {
+            c.close().await;
+        }
+        read.close().await;
+        // Last, so that closing it checkpoints the whole WAL into the file.
+        if let Some(w) = write {
+            w.close().await;
+        }
+    }
+}
+
+/// [`writes::store_feedback`] in a transaction that holds the write lock: committed, or
+/// rolled back on any failure.
+async fn in_transaction(
+    conn: &mut sqlx::SqliteConnection,
+    busy_timeout: Duration,
+    fb: &Feedback,
+    copy: bool,
+) -> anyhow::Result<FeedbackStored> {
+    insert::begin_immediate(conn, busy_timeout).await?;
+    match writes::store_feedback::<Sqlite>(conn, fb, copy).await {
+        Ok(stored) => {
             sqlx::query("commit")
                 .execute(&mut *conn)
                 .await
                 .context("committing feedback")?;
-            Ok(previous)
+            Ok(stored)
         }
         Err(e) => {
             let _ = sqlx::query("rollback").execute(&mut *conn).await;
@@ -750,48 +631,13 @@ async fn insert_feedback(
     }
 }
 
-/// Appends the rollup delta of a true label that replaces `previous` (see
-/// [`Delta::feedback`]), inside the caller's transaction; nothing when no answered row has
-/// that request id and item.
-async fn count_feedback(
-    conn: &mut sqlx::SqliteConnection,
-    fb: &Feedback,
-    previous: Option<&str>,
-) -> anyhow::Result<()> {
-    use sqlx::Row;
-    let row = sqlx::query(
-        "select received_at, model, model_version, label from prediction \
-         where request_id = ? and item = ? and status = 200 order by id limit 1",
-    )
-    .bind(&fb.request_id)
-    .bind(fb.item)
-    .fetch_optional(&mut *conn)
-    .await
-    .context("looking up the labelled row")?;
-    let Some(row) = row else { return Ok(()) };
-    let received_at: String = row.try_get(0)?;
-    let received_at =
-        chrono::DateTime::parse_from_rfc3339(&received_at)?.with_timezone(&chrono::Utc);
-    let (model, version, label): (Option<String>, Option<String>, Option<String>) =
-        (row.try_get(1)?, row.try_get(2)?, row.try_get(3)?);
-    let delta = Delta::feedback(
-        &received_at,
-        model.as_deref(),
-        version.as_deref(),
-        label.as_deref().unwrap_or(""),
-        &fb.label,
-        previous,
-    );
-    insert::add_rollups(conn, &delta).await
-}
-
 #[cfg(test)]
 mod tests {
     //! The rollup merge on a real SQLite file.
 
     use super::*;
     use crate::audit::record::Latency;
-    use crate::audit::rollup;
+    use crate::audit::rollup::{self, ReadPlan, RollupRange};
 
     fn row(request_id: &str) -> AuditRecord {
         AuditRecord {

@@ -1,0 +1,239 @@
+//! The writes both backends share, inside a transaction the backend opened (SQLite: with the
+//! write lock; PostgreSQL: an ordinary one, the labelled row locked): feedback and its rollup
+//! counts, and folded deltas merged into the rollup rows.
+
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+
+use super::dialect::{Builder, Dialect};
+use crate::audit::baselines::Baselines;
+use crate::audit::columns::Column;
+use crate::audit::modes::RowsDone;
+use crate::audit::record::{Feedback, FeedbackStored, StoredRecord};
+use crate::audit::rollup::{Counts, Delta, Folded, fold_deltas, with_hours};
+
+/// Stores a true label and counts it in the rollups. `copy`: unless an identical feedback
+/// (same request, item, label and time) is there already. The answered row is read first, locked where the backend locks rows: feedback for
+/// one item is taken one at a time, so "the label it replaces" is the latest committed one.
+pub(crate) async fn store_feedback<DB: Dialect>(
+    conn: &mut DB::Connection,
+    fb: &Feedback,
+    copy: bool,
+) -> anyhow::Result<FeedbackStored> {
+    let answered = labelled_row::<DB>(conn, fb).await?;
+    if copy && stored_already::<DB>(conn, fb).await? {
+        return Ok(FeedbackStored::Already);
+    }
+    let mut qb = Builder::<DB>::new("select label from feedback where request_id = ");
+    bind_item::<DB>(&mut qb, fb);
+    qb.push(" order by id desc");
+    let previous: Option<String> = DB::first(&mut *conn, qb).await?;
+    if let Some((received_at, model, version, label)) = answered {
+        let delta = Delta::feedback(
+            &received_at,
+            model.as_deref(),
+            version.as_deref(),
+            label.as_deref().unwrap_or(""),
+            &DB::storable(&fb.label),
+            previous.as_deref(),
+        );
+        add_delta::<DB>(conn, &delta).await?;
+    }
+    let mut qb = Builder::<DB>::new(
+        "insert into feedback (request_id, item, label, received_at, client_addr) values (",
+    );
+    DB::bind_text(&mut qb, fb.request_id.clone());
+    qb.push(", ");
+    DB::bind_int(&mut qb, fb.item);
+    qb.push(", ");
+    DB::bind_text(&mut qb, fb.label.clone());
+    qb.push(", ");
+    DB::bind_time(&mut qb, &fb.received_at);
+    qb.push(", ");
+    match &fb.client_addr {
+        Some(addr) => DB::bind_text(&mut qb, addr.clone()),
+        None => {
+            qb.push("null");
+        }
+    }
+    qb.push(")");
+    DB::execute(conn, qb).await.context("storing feedback")?;
+    Ok(FeedbackStored::New { replaced: previous })
+}
+
+/// `request_id = … and item = …` of a feedback's row, after a statement ending in
+/// `request_id = `.
+fn bind_item<DB: Dialect>(qb: &mut Builder<DB>, fb: &Feedback) {
+    DB::bind_text(qb, fb.request_id.clone());
+    qb.push(" and item = ");
+    DB::bind_int(qb, fb.item);
+}
+
+/// The time, model, version and label of the answered row a feedback labels; the time read
+/// as text, then parsed.
+type Labelled<T> = (T, Option<String>, Option<String>, Option<String>);
+
+async fn labelled_row<DB: Dialect>(
+    conn: &mut DB::Connection,
+    fb: &Feedback,
+) -> anyhow::Result<Option<Labelled<DateTime<Utc>>>> {
+    let mut qb = Builder::<DB>::new(format!(
+        "select {}, model, model_version, label from prediction where request_id = ",
+        DB::select(Column::ReceivedAt)
+    ));
+    bind_item::<DB>(&mut qb, fb);
+    qb.push(format!(
+        " and status = 200 order by id limit 1{}",
+        DB::FOR_UPDATE
+    ));
+    let row: Option<Labelled<String>> = DB::rows(conn, qb)
+        .await
+        .context("looking up the labelled row")?
+        .into_iter()
+        .next();
+    let Some((at, model, version, label)) = row else {
+        return Ok(None);
+    };
+    let at = DateTime::parse_from_rfc3339(&at)
+        .context("a stored time is not RFC 3339")?
+        .with_timezone(&Utc);
+    Ok(Some((at, model, version, label)))
+}
+
+/// Whether this very feedback (request, item, label and time) is stored.
+async fn stored_already<DB: Dialect>(
+    conn: &mut DB::Connection,
+    fb: &Feedback,
+) -> anyhow::Result<bool> {
+    let mut qb = Builder::<DB>::new("select exists (select 1 from feedback where request_id = ");
+    bind_item::<DB>(&mut qb, fb);
+    qb.push(" and label = ");
+    DB::bind_text(&mut qb, fb.label.clone());
+    qb.push(" and received_at = ");
+    DB::bind_time(&mut qb, &fb.received_at);
+    qb.push(")");
+    let there: Option<bool> = DB::rows(conn, qb).await?.into_iter().next();
+    Ok(there.unwrap_or(false))
+}
+
+/// Appends rollup counts to the deltas (nothing when there are none).
+pub(crate) async fn add_delta<DB: Dialect>(
+    conn: &mut DB::Connection,
+    delta: &Delta,
+) -> anyhow::Result<()> {
+    if delta.is_empty() {
+        return Ok(());
+    }
+    let mut qb = Builder::<DB>::new("insert into rollup_delta (counts) values (");
+    DB::bind_text(&mut qb, delta.to_json_with(DB::storable));
+    qb.push(")");
+    DB::execute(conn, qb)
+        .await
+        .context("updating the audit rollups")?;
+    Ok(())
+}
+
+/// Adds folded deltas to the rollup rows of their minutes and hours. The caller's transaction
+/// keeps everyone else from changing these rows meanwhile (SQLite's write lock, PostgreSQL's
+/// merge lock or a rebuild's table lock).
+pub(crate) async fn add_to_rollup<DB: Dialect>(
+    conn: &mut DB::Connection,
+    folded: Folded,
+) -> anyhow::Result<()> {
+    for mut row in with_hours(folded) {
+        let mut qb = Builder::<DB>::new("select counts from rollup where span = ");
+        DB::bind_int(&mut qb, row.span);
+        qb.push(" and start = ");
+        DB::bind_int(&mut qb, row.start);
+        qb.push(" and model = ");
+        DB::bind_text(&mut qb, row.model.clone());
+        qb.push(" and model_version = ");
+        DB::bind_text(&mut qb, row.model_version.clone());
+        let old: Option<String> = DB::first(&mut *conn, qb)
+            .await
+            .context("reading the audit rollups")?;
+        if let Some(old) = old {
+            row.counts.merge(&Counts::parse(&old)?);
+        }
+        let mut qb = Builder::<DB>::new(
+            "insert into rollup (span, start, model, model_version, counts) values (",
+        );
+        DB::bind_int(&mut qb, row.span);
+        qb.push(", ");
+        DB::bind_int(&mut qb, row.start);
+        qb.push(", ");
+        DB::bind_text(&mut qb, row.model);
+        qb.push(", ");
+        DB::bind_text(&mut qb, row.model_version);
+        qb.push(", ");
+        DB::bind_text(&mut qb, row.counts.to_json());
+        qb.push(
+            ") on conflict (span, start, model, model_version) \
+             do update set counts = excluded.counts",
+        );
+        DB::execute(&mut *conn, qb)
+            .await
+            .context("merging the audit rollups")?;
+    }
+    Ok(())
+}
+
+/// Counts every row and every labelled row again into the rollups, which the caller emptied
+/// in its transaction: 10,000 rows at a time, with the writer's own counting ([`Delta`]),
+/// telling `done` the rows counted so far.
+pub(crate) async fn recount_rollups<DB: Dialect>(
+    conn: &mut DB::Connection,
+    baselines: &Baselines,
+    done: RowsDone<'_>,
+) -> anyhow::Result<()> {
+    let (mut after, mut rows_done) = (0i64, 0u64);
+    loop {
+        let mut qb = Builder::<DB>::new(format!(
+            "select {} from prediction where id > ",
+            DB::select_list()
+        ));
+        DB::bind_int(&mut qb, after);
+        qb.push(" order by id limit 10000");
+        let rows: Vec<StoredRecord> = DB::rows(&mut *conn, qb)
+            .await
+            .context("reading audit rows")?;
+        let Some(last) = rows.last() else { break };
+        after = last.id;
+        let records = rows
+            .into_iter()
+            .map(StoredRecord::into_record)
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let delta =
+            Delta::of(&records, std::time::Instant::now(), baselines).to_json_with(DB::storable);
+        add_to_rollup::<DB>(conn, fold_deltas([delta.as_str()])?).await?;
+        rows_done += records.len() as u64;
+        done(rows_done);
+    }
+    // The join's columns renamed first: the time is then read in the dialect's text form.
+    let qb = Builder::<DB>::new(format!(
+        "select {}, model, model_version, label, true_label from (\
+         select p.received_at, p.model, p.model_version, p.label, t.true_label \
+         from prediction p join ground_truth t on t.request_id = p.request_id \
+         and t.item = p.item where p.status = 200) as labelled",
+        DB::select(Column::ReceivedAt)
+    ));
+    let labelled: Vec<(Labelled<String>, String)> = DB::rows(&mut *conn, qb)
+        .await
+        .context("reading labelled rows")?;
+    let mut deltas = Vec::with_capacity(labelled.len());
+    for ((at, model, version, predicted), actual) in labelled {
+        let at = DateTime::parse_from_rfc3339(&at)
+            .context("a stored time is not RFC 3339")?
+            .with_timezone(&Utc);
+        let delta = Delta::feedback(
+            &at,
+            model.as_deref(),
+            version.as_deref(),
+            predicted.as_deref().unwrap_or(""),
+            &actual,
+            None,
+        );
+        deltas.push(delta.to_json_with(DB::storable));
+    }
+    add_to_rollup::<DB>(conn, fold_deltas(deltas.iter().map(String::as_str))?).await
+}
