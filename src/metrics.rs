@@ -22,7 +22,7 @@ use prometheus_client::registry::Registry;
 
 use crate::audit::writer::WriterMetrics;
 use crate::audit::{AuditSink, Store};
-use crate::model::LiveModels;
+use crate::model::registry::LiveModels;
 use crate::monitor::window::DriftWindows;
 use crate::prediction::Prediction;
 

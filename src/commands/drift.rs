@@ -4,7 +4,7 @@ use crate::audit::url::DatabaseUrl;
 use crate::audit::{AuditFilter, Store, StoreOptions};
 use crate::cli::DriftCliArgs;
 use crate::config::drift_rule;
-use crate::model::ModelRegistry;
+use crate::model::registry::ModelRegistry;
 use crate::reports;
 
 pub fn run(args: &DriftCliArgs) -> anyhow::Result<()> {

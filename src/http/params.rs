@@ -8,7 +8,8 @@ use chrono::{DateTime, Utc};
 
 use super::error::{ApiError, ParamError};
 use crate::audit::{AuditFilter, Cursor, Order, StatusFilter};
-use crate::model::{LiveModels, Model};
+use crate::model::Model;
+use crate::model::registry::LiveModels;
 use crate::text::escape_controls;
 
 fn bad(name: &str, reason: impl Into<String>) -> ParamError {

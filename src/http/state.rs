@@ -5,7 +5,7 @@ use std::sync::Arc;
 use crate::audit::{AuditSink, Store};
 use crate::config::HttpSettings;
 use crate::metrics::Metrics;
-use crate::model::LiveModels;
+use crate::model::registry::LiveModels;
 use crate::monitor::drift::DriftRule;
 use crate::monitor::outliers::OutlierRule;
 use crate::monitor::window::DriftWindows;

@@ -9,7 +9,8 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, RwLock};
 
 use super::drift::LiveCounts;
-use crate::model::{Model, ModelRegistry};
+use crate::model::Model;
+use crate::model::registry::ModelRegistry;
 use crate::stats::{bin_index, class_counts, psi};
 
 struct Window {

@@ -9,7 +9,7 @@ use slog::{Logger, info, warn};
 use crate::audit::writer::{self, WriterHandle, WriterMetrics, WriterOptions};
 use crate::audit::{AuditSink, Baselines, Store, StoreOptions, spill};
 use crate::config::{MonitorSettings, Settings};
-use crate::model::ModelRegistry;
+use crate::model::registry::ModelRegistry;
 use crate::monitor::window::DriftWindows;
 
 /// What the rest of the service holds of the audit store.

@@ -33,7 +33,7 @@ use crate::http::connections::Connections;
 use crate::http::readiness::StoreCheck;
 use crate::http::request::InFlight;
 use crate::metrics::{LiveCollector, Metrics};
-use crate::model::{LiveModels, ModelRegistry};
+use crate::model::registry::{LiveModels, ModelRegistry};
 use crate::telemetry::LogFile;
 use crate::throttle::Throttle;
 

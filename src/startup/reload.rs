@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use slog::{Logger, info, warn};
 
-use crate::model::LiveModels;
+use crate::model::registry::LiveModels;
 use crate::monitor::window::DriftWindows;
 use crate::telemetry::LogFile;
 

@@ -5,7 +5,8 @@ use serde::Serialize;
 
 use crate::http::error::{ApiError, ErrorBody};
 use crate::http::state::AppState;
-use crate::model::{Algorithm, Model, ModelRegistry, TrainingSummary};
+use crate::model::registry::ModelRegistry;
+use crate::model::{Algorithm, Model, TrainingSummary};
 
 /// A model served.
 #[derive(Serialize, utoipa::ToSchema)]
