@@ -231,20 +231,18 @@ struct ModelInfoLabels {
 
 impl Collector for LiveCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let depth = ConstGauge::new(self.audit.queued_rows() as i64);
-        depth.encode(encoder.encode_descriptor(
+        gauge(
+            &mut encoder,
             "audit_queue_rows",
             "Audit rows held for the writer: queued, being committed or retried (what SIGKILL would lose in async mode)",
-            None,
-            MetricType::Gauge,
-        )?)?;
-        let capacity = ConstGauge::new(self.audit.capacity_rows() as i64);
-        capacity.encode(encoder.encode_descriptor(
+            self.audit.queued_rows() as i64,
+        )?;
+        gauge(
+            &mut encoder,
             "audit_queue_capacity_rows",
             "Audit rows the queue holds at most (INFERLOG_AUDIT_QUEUE_ROWS)",
-            None,
-            MetricType::Gauge,
-        )?)?;
+            self.audit.capacity_rows() as i64,
+        )?;
         let dropped = ConstCounter::new(self.log_dropped.load(Ordering::Relaxed));
         dropped.encode(encoder.encode_descriptor(
             "log_records_dropped",
@@ -252,21 +250,36 @@ impl Collector for LiveCollector {
             None,
             MetricType::Counter,
         )?)?;
-        let wal = ConstGauge::new(self.store.wal_bytes() as i64);
-        wal.encode(encoder.encode_descriptor(
+        gauge(
+            &mut encoder,
             "audit_wal_bytes",
             "Size of the audit database's write-ahead log file, in bytes",
-            None,
-            MetricType::Gauge,
-        )?)?;
-        let unhealthy = ConstGauge::new(i64::from(self.audit.health.problem().is_some()));
-        unhealthy.encode(encoder.encode_descriptor(
+            self.store.wal_bytes() as i64,
+        )?;
+        gauge(
+            &mut encoder,
             "audit_store_failing",
             "1 while the last audit commit failed",
-            None,
-            MetricType::Gauge,
-        )?)?;
+            i64::from(self.audit.health.problem().is_some()),
+        )?;
+        self.encode_models(&mut encoder)?;
+        self.encode_drift(&mut encoder)
+    }
+}
 
+/// One gauge without labels.
+fn gauge(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    value: i64,
+) -> Result<(), std::fmt::Error> {
+    ConstGauge::new(value).encode(encoder.encode_descriptor(name, help, None, MetricType::Gauge)?)
+}
+
+impl LiveCollector {
+    /// `model_info`: one series per model served.
+    fn encode_models(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let mut info = encoder.encode_descriptor(
             "model_info",
             "Models served (value is always 1)",
@@ -281,7 +294,12 @@ impl Collector for LiveCollector {
             };
             ConstGauge::new(1i64).encode(info.encode_family(&labels)?)?;
         }
+        Ok(())
+    }
 
+    /// The drift gauges of the recent-input window: PSI per model and feature, and the rows
+    /// they describe.
+    fn encode_drift(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let snapshots = self.drift.snapshot();
         let mut psi = encoder.encode_descriptor(
             "drift_psi",

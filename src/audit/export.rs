@@ -133,56 +133,14 @@ impl SageMaker {
 
 /// One Data Capture record of the rows of one request.
 fn capture_line(rows: &[StoredRecord], out: &mut Vec<u8>) -> anyhow::Result<()> {
-    use serde_json::{Value, json};
+    use serde_json::json;
     let first = &rows[0];
     let mut rows: Vec<&StoredRecord> = rows.iter().collect();
     rows.sort_by_key(|r| r.item);
     let (input, input_encoding, output) = if first.status == 200 {
-        let features: Vec<&serde_json::value::RawValue> =
-            rows.iter().filter_map(|r| r.features.as_deref()).collect();
-        let outliers: Vec<Value> = rows
-            .iter()
-            .filter_map(|r| {
-                let flagged: Value = serde_json::from_str(r.outliers.as_deref()?.get()).ok()?;
-                Some(json!({"item": r.item, "features": flagged}))
-            })
-            .collect();
-        let mut answer = json!({
-            "prediction": rows.iter().map(|r| r.prediction).collect::<Vec<_>>(),
-            "labels": rows.iter().map(|r| r.label.as_deref()).collect::<Vec<_>>(),
-            "model": first.model,
-            "model_version": first.model_version,
-            "request_id": first.request_id,
-            "outliers": outliers,
-            "writer": first.writer,
-        });
-        if let Some(client) = &first.client_request_id {
-            answer["client_request_id"] = json!(client);
-        }
-        (
-            serde_json::to_string(&json!({ "features": features }))?,
-            "JSON",
-            answer.to_string(),
-        )
+        answered_capture(&rows)?
     } else {
-        let body = first.raw_body.clone().unwrap_or_default();
-        // As SageMaker labels by the content type: JSON, or nothing at all (a body refused
-        // before it was read), is JSON; other bytes are BASE64.
-        let (data, encoding) =
-            if body.is_empty() || serde_json::from_str::<serde::de::IgnoredAny>(&body).is_ok() {
-                (body, "JSON")
-            } else {
-                use base64::Engine;
-                (
-                    base64::engine::general_purpose::STANDARD.encode(body),
-                    "BASE64",
-                )
-            };
-        let answer = json!({
-            "error": {"code": first.error_code, "request_id": first.request_id},
-            "writer": first.writer,
-        });
-        (data, encoding, answer.to_string())
+        refused_capture(first)
     };
     let mut metadata = json!({
         "eventId": first.request_id,
@@ -213,6 +171,61 @@ fn capture_line(rows: &[StoredRecord], out: &mut Vec<u8>) -> anyhow::Result<()> 
     serde_json::to_writer(&mut *out, &record)?;
     out.push(b'\n');
     Ok(())
+}
+
+/// An answered request's capture: its features in, its answer out (input, its encoding,
+/// output).
+fn answered_capture(rows: &[&StoredRecord]) -> anyhow::Result<(String, &'static str, String)> {
+    use serde_json::{Value, json};
+    let first = rows[0];
+    let features: Vec<&serde_json::value::RawValue> =
+        rows.iter().filter_map(|r| r.features.as_deref()).collect();
+    let outliers: Vec<Value> = rows
+        .iter()
+        .filter_map(|r| {
+            let flagged: Value = serde_json::from_str(r.outliers.as_deref()?.get()).ok()?;
+            Some(json!({"item": r.item, "features": flagged}))
+        })
+        .collect();
+    let mut answer = json!({
+        "prediction": rows.iter().map(|r| r.prediction).collect::<Vec<_>>(),
+        "labels": rows.iter().map(|r| r.label.as_deref()).collect::<Vec<_>>(),
+        "model": first.model,
+        "model_version": first.model_version,
+        "request_id": first.request_id,
+        "outliers": outliers,
+        "writer": first.writer,
+    });
+    if let Some(client) = &first.client_request_id {
+        answer["client_request_id"] = json!(client);
+    }
+    Ok((
+        serde_json::to_string(&json!({ "features": features }))?,
+        "JSON",
+        answer.to_string(),
+    ))
+}
+
+/// A refused request's capture: the body it sent in, the error out.
+fn refused_capture(first: &StoredRecord) -> (String, &'static str, String) {
+    let body = first.raw_body.clone().unwrap_or_default();
+    // As SageMaker labels by the content type: JSON, or nothing at all (a body refused
+    // before it was read), is JSON; other bytes are BASE64.
+    let (data, encoding) =
+        if body.is_empty() || serde_json::from_str::<serde::de::IgnoredAny>(&body).is_ok() {
+            (body, "JSON")
+        } else {
+            use base64::Engine;
+            (
+                base64::engine::general_purpose::STANDARD.encode(body),
+                "BASE64",
+            )
+        };
+    let answer = serde_json::json!({
+        "error": {"code": first.error_code, "request_id": first.request_id},
+        "writer": first.writer,
+    });
+    (data, encoding, answer.to_string())
 }
 
 #[cfg(test)]

@@ -209,6 +209,7 @@ impl TermText for Path {
 
 /// A text value written only when present: a line without it has no such key at all (not
 /// `None`).
+#[derive(Clone, Copy)]
 pub struct IfPresent<'a>(pub Option<&'a str>);
 
 impl slog::Value for IfPresent<'_> {

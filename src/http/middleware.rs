@@ -96,17 +96,51 @@ fn log_and_shape(
     meta: &RequestMeta,
     latency_us: u64,
 ) -> ServiceResponse<BoxBody> {
-    let log = &state.logger;
-    let id = &meta.id;
     let client = meta.client_id();
-    let client_id = IfPresent(client.as_ref().map(|c| c.as_str()));
-    // slog-term prints key-value pairs last-to-first, so the macros below list them in reverse
-    // for lines that read `request_id, …, latency_us`.
-    let status = res.status();
-    let method = http_req.method().as_str();
     // Paths come from clients: a 64 KB one is logged cut, not in full.
-    let path = &*cap(http_req.path(), MAX_LOGGED_PATH);
-    if status.is_client_error() || status.is_server_error() {
+    let path = cap(http_req.path(), MAX_LOGGED_PATH);
+    let line = Line {
+        log: &state.logger,
+        id: &meta.id,
+        client_id: IfPresent(client.as_ref().map(|c| c.as_str())),
+        status: res.status(),
+        method: http_req.method().as_str(),
+        path: &path,
+        latency_us,
+    };
+    if line.status.is_client_error() || line.status.is_server_error() {
+        return line.failed(state, res);
+    }
+    line.served(route, res.response().extensions().get::<Prediction>());
+    res
+}
+
+/// What a request's log line names besides its message.
+///
+/// slog-term prints key-value pairs last-to-first, so the macros below list them in reverse
+/// for lines that read `request_id, …, latency_us`.
+struct Line<'a> {
+    log: &'a slog::Logger,
+    id: &'a RequestId,
+    client_id: IfPresent<'a>,
+    status: actix_web::http::StatusCode,
+    method: &'a str,
+    path: &'a str,
+    latency_us: u64,
+}
+
+impl Line<'_> {
+    /// The line of an answer with an error status, and the answer with the JSON error body.
+    fn failed(&self, state: &AppState, res: ServiceResponse<BoxBody>) -> ServiceResponse<BoxBody> {
+        let Line {
+            log,
+            id,
+            client_id,
+            status,
+            method,
+            path,
+            latency_us,
+        } = *self;
         let known = res.response().extensions().get::<ErrorInfo>().cloned();
         // A handler's own JSON answer with an error status (readiness) is left as it is.
         if known.is_none() && is_json(&res) {
@@ -121,71 +155,96 @@ fn log_and_shape(
             candidates: None,
         });
         if status.is_server_error() {
-            // A failing audit store refuses every durable request: its cause is an ERROR once
-            // per interval (with the count held back), the other refusals are warnings.
-            // Load shedding (`overloaded`) is a warning, also once per interval: clients can
-            // cause it at will.
-            if info.code == "overloaded" {
-                if let Some(held_back) = state.overload_log.admit() {
-                    warn!(log, "request refused: the server holds its budget of request bodies";
-                        "latency_us" => latency_us, "code" => %info.code,
-                        "status" => status.as_u16(), "path" => Path::of(path), "method" => method,
-                        "refusals_not_logged" => held_back, "request_id" => %id);
-                }
-                return json_error_response(res, &info, id);
-            }
-            let admitted = if info.code == "audit_unavailable" {
-                state.store_error_log.admit()
-            } else {
-                Some(0)
-            };
-            if let Some(held_back) = admitted {
-                let cause = res
-                    .response()
-                    .error()
-                    .map(|e| format!("{e:?}"))
-                    .unwrap_or_default();
-                error!(log, "request failed";
-                    "latency_us" => latency_us, "cause" => %cause, "code" => %info.code,
-                    "status" => status.as_u16(), "path" => Path::of(path), "method" => method,
-                    "failures_not_logged" => held_back, "request_id" => %id);
-            } else {
-                warn!(log, "request failed";
-                    "latency_us" => latency_us, "code" => %info.code,
-                    "status" => status.as_u16(), "path" => Path::of(path), "method" => method,
-                    "request_id" => %id);
-            }
+            self.server_error(state, &res, &info);
         } else {
             warn!(log, "request rejected";
                 "latency_us" => latency_us, "reason" => %info.message, "code" => %info.code,
                 "status" => status.as_u16(), "path" => Path::of(path), "method" => method,
                 "client_request_id" => client_id, "request_id" => %id);
         }
-        return json_error_response(res, &info, id);
+        json_error_response(res, &info, id)
     }
-    if let Some(p) = res.response().extensions().get::<Prediction>() {
-        if !p.outliers.is_empty() {
-            warn!(log, "outlier input";
-                "outliers" => %p.outliers_display(),
-                "model" => p.model.name(), "request_id" => %id);
+
+    /// A failing audit store refuses every durable request: its cause is an ERROR once per
+    /// interval (with the count held back), the other refusals are warnings. Load shedding
+    /// (`overloaded`) is a warning, also once per interval: clients can cause it at will.
+    fn server_error(&self, state: &AppState, res: &ServiceResponse<BoxBody>, info: &ErrorInfo) {
+        let Line {
+            log,
+            id,
+            status,
+            method,
+            path,
+            latency_us,
+            ..
+        } = *self;
+        if info.code == "overloaded" {
+            if let Some(held_back) = state.overload_log.admit() {
+                warn!(log, "request refused: the server holds its budget of request bodies";
+                    "latency_us" => latency_us, "code" => %info.code,
+                    "status" => status.as_u16(), "path" => Path::of(path), "method" => method,
+                    "refusals_not_logged" => held_back, "request_id" => %id);
+            }
+            return;
         }
-        info!(log, "prediction served";
-            "latency_us" => latency_us,
-            "labels" => log_values::labels(p),
-            "prediction" => log_values::classes(p),
-            "features" => Features::of(p),
-            "model_version" => &p.model.artifact.version,
-            "model" => p.model.name(), "client_request_id" => client_id, "request_id" => %id);
-    } else if PROBE_ROUTES.contains(&route) {
-        debug!(log, "request served";
-            "latency_us" => latency_us, "status" => status.as_u16(), "path" => Path::of(path),
-            "method" => method, "request_id" => %id);
-    } else {
-        info!(log, "request served";
-            "latency_us" => latency_us, "status" => status.as_u16(), "path" => Path::of(path),
-            "method" => method, "request_id" => %id);
+        let admitted = if info.code == "audit_unavailable" {
+            state.store_error_log.admit()
+        } else {
+            Some(0)
+        };
+        if let Some(held_back) = admitted {
+            let cause = res
+                .response()
+                .error()
+                .map(|e| format!("{e:?}"))
+                .unwrap_or_default();
+            error!(log, "request failed";
+                "latency_us" => latency_us, "cause" => %cause, "code" => %info.code,
+                "status" => status.as_u16(), "path" => Path::of(path), "method" => method,
+                "failures_not_logged" => held_back, "request_id" => %id);
+        } else {
+            warn!(log, "request failed";
+                "latency_us" => latency_us, "code" => %info.code,
+                "status" => status.as_u16(), "path" => Path::of(path), "method" => method,
+                "request_id" => %id);
+        }
     }
-    res
+
+    /// The line of an answer: a prediction's (with an outlier warning before it), a probe's
+    /// (debug), any other's.
+    fn served(&self, route: &'static str, prediction: Option<&Prediction>) {
+        let Line {
+            log,
+            id,
+            client_id,
+            status,
+            method,
+            path,
+            latency_us,
+        } = *self;
+        if let Some(p) = prediction {
+            if !p.outliers.is_empty() {
+                warn!(log, "outlier input";
+                    "outliers" => %p.outliers_display(),
+                    "model" => p.model.name(), "request_id" => %id);
+            }
+            info!(log, "prediction served";
+                "latency_us" => latency_us,
+                "labels" => log_values::labels(p),
+                "prediction" => log_values::classes(p),
+                "features" => Features::of(p),
+                "model_version" => &p.model.artifact.version,
+                "model" => p.model.name(), "client_request_id" => client_id, "request_id" => %id);
+        } else if PROBE_ROUTES.contains(&route) {
+            debug!(log, "request served";
+                "latency_us" => latency_us, "status" => status.as_u16(), "path" => Path::of(path),
+                "method" => method, "request_id" => %id);
+        } else {
+            info!(log, "request served";
+                "latency_us" => latency_us, "status" => status.as_u16(), "path" => Path::of(path),
+                "method" => method, "request_id" => %id);
+        }
+    }
 }
 
 /// Request counters and the latency histogram, by route pattern (bounded label values).

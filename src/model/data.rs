@@ -161,45 +161,97 @@ pub fn load_csv(path: &Path, target: &str) -> anyhow::Result<TrainingData> {
         "{}: no feature columns",
         path.display()
     );
-    let mut x = Vec::new();
-    let mut raw_labels = Vec::new();
-    for record in reader.records() {
-        let record = record.with_context(|| format!("{}: bad CSV", path.display()))?;
-        let line = record.position().map_or(0, |p| p.line());
-        if record.len() != headers.len() {
-            bail!(
-                "{}: line {line} has {} fields, the header has {}",
-                path.display(),
-                record.len(),
-                headers.len()
-            );
-        }
-        for (j, field) in record.iter().enumerate() {
-            if j == target_col {
-                if field.is_empty() {
-                    bail!(
-                        "{}: line {line}: the label {target:?} is empty",
-                        path.display()
-                    );
-                }
-                raw_labels.push(field.to_string());
-                continue;
-            }
-            let value: f64 = field
-                .parse()
-                .ok()
-                .filter(|v: &f64| v.is_finite())
-                .with_context(|| {
-                    format!(
-                        "{}: line {line}: column {:?} holds {field:?}, not a finite number",
-                        path.display(),
-                        &headers[j]
-                    )
-                })?;
-            x.push(value);
-        }
-    }
+    let columns = CsvColumns {
+        path,
+        headers: &headers,
+        target,
+        target_col,
+    };
+    let (x, raw_labels) = columns.read_rows(&mut reader)?;
     ensure!(!raw_labels.is_empty(), "{}: no data rows", path.display());
+    let class_names = class_names(path, target, &raw_labels)?;
+    let y = raw_labels
+        .iter()
+        .map(|l| class_names.iter().position(|c| c == l).unwrap_or_default() as u32)
+        .collect();
+    let name = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "model".to_string());
+    let file_name = path
+        .file_name()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    Ok(TrainingData {
+        name,
+        source: format!("csv:{file_name}"),
+        feature_names,
+        class_names,
+        x,
+        y,
+    })
+}
+
+/// The columns of a CSV file being read, for its rows and their messages.
+struct CsvColumns<'a> {
+    path: &'a Path,
+    headers: &'a csv::StringRecord,
+    target: &'a str,
+    target_col: usize,
+}
+
+impl CsvColumns<'_> {
+    /// The feature values (row-major) and the label of every row.
+    fn read_rows(
+        &self,
+        reader: &mut csv::Reader<std::fs::File>,
+    ) -> anyhow::Result<(Vec<f64>, Vec<String>)> {
+        let (path, headers, target) = (self.path, self.headers, self.target);
+        let mut x = Vec::new();
+        let mut raw_labels = Vec::new();
+        for record in reader.records() {
+            let record = record.with_context(|| format!("{}: bad CSV", path.display()))?;
+            let line = record.position().map_or(0, |p| p.line());
+            if record.len() != headers.len() {
+                bail!(
+                    "{}: line {line} has {} fields, the header has {}",
+                    path.display(),
+                    record.len(),
+                    headers.len()
+                );
+            }
+            for (j, field) in record.iter().enumerate() {
+                if j == self.target_col {
+                    if field.is_empty() {
+                        bail!(
+                            "{}: line {line}: the label {target:?} is empty",
+                            path.display()
+                        );
+                    }
+                    raw_labels.push(field.to_string());
+                    continue;
+                }
+                let value: f64 = field
+                    .parse()
+                    .ok()
+                    .filter(|v: &f64| v.is_finite())
+                    .with_context(|| {
+                        format!(
+                            "{}: line {line}: column {:?} holds {field:?}, not a finite number",
+                            path.display(),
+                            &headers[j]
+                        )
+                    })?;
+                x.push(value);
+            }
+        }
+        Ok((x, raw_labels))
+    }
+}
+
+/// The classes of a label column, sorted (numerically when they are whole numbers); refused
+/// when they look like a quantity, or are fewer than two.
+fn class_names(path: &Path, target: &str, raw_labels: &[String]) -> anyhow::Result<Vec<String>> {
     let mut class_names: Vec<String> = raw_labels
         .iter()
         .cloned()
@@ -227,26 +279,7 @@ pub fn load_csv(path: &Path, target: &str) -> anyhow::Result<TrainingData> {
         "{}: the label column needs at least two classes",
         path.display()
     );
-    let y = raw_labels
-        .iter()
-        .map(|l| class_names.iter().position(|c| c == l).unwrap_or_default() as u32)
-        .collect();
-    let name = path
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "model".to_string());
-    let file_name = path
-        .file_name()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    Ok(TrainingData {
-        name,
-        source: format!("csv:{file_name}"),
-        feature_names,
-        class_names,
-        x,
-        y,
-    })
+    Ok(class_names)
 }
 
 #[cfg(test)]

@@ -189,6 +189,46 @@ impl ConnGuard {
     }
 }
 
+/// The writing connection's options: created if missing, WAL, the sync level, a statement
+/// cache for every batch size, and the WAL's size kept within its share of a size cap.
+fn writer_options(base: &SqliteConnectOptions, opts: &StoreOptions) -> SqliteConnectOptions {
+    let sync = match opts.sync {
+        SyncLevel::Normal => SqliteSynchronous::Normal,
+        SyncLevel::Full => SqliteSynchronous::Full,
+    };
+    base.clone()
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(sync)
+        .statement_cache_capacity(WRITE_STATEMENT_CACHE)
+        // Checkpoints run on their own connection (`SqliteStore::checkpoint`); a commit
+        // that crosses SQLite's default 1000 pages of WAL would otherwise copy them into the
+        // database inside the commit, the slowest 1-2% of durable requests. This is the
+        // fallback should that connection fall behind.
+        // With a size cap the fallback starts at a quarter of the WAL's share: a burst of
+        // commits between two checkpoints would otherwise pass the share, and writes be
+        // refused, while the database still has room.
+        .pragma(
+            "wal_autocheckpoint",
+            opts.max_bytes
+                .map_or(WRITER_AUTOCHECKPOINT_PAGES, |m| {
+                    let pages = wal_share(m) / 4 / ASSUMED_PAGE_BYTES;
+                    pages.clamp(1, u64::from(WRITER_AUTOCHECKPOINT_PAGES)) as u32
+                })
+                .to_string(),
+        )
+        // With a size cap, the WAL (which counts against it) is also cut back to its share
+        // of the cap when checkpoints let it start over.
+        .pragma(
+            "journal_size_limit",
+            opts.max_bytes
+                .map_or(WAL_SIZE_LIMIT_BYTES, |m| {
+                    wal_share(m).min(WAL_SIZE_LIMIT_BYTES)
+                })
+                .to_string(),
+        )
+}
+
 /// Opens the connections for the database `base` names: read-only, or writing (created if
 /// missing, WAL, migrated) plus read-only query connections and the checkpointing connection.
 pub(super) async fn connect(
@@ -213,10 +253,6 @@ pub(super) async fn connect(
             shm: None,
         });
     }
-    let sync = match opts.sync {
-        SyncLevel::Normal => SqliteSynchronous::Normal,
-        SyncLevel::Full => SqliteSynchronous::Full,
-    };
     // SQLite opens a file it may not write read-only without a word, and every commit would
     // then fail; say so at once instead.
     let db_file = base.get_filename();
@@ -226,43 +262,9 @@ pub(super) async fn connect(
             .open(db_file)
             .with_context(|| format!("the audit database {} is not writable", db_file.display()))?;
     }
-    let write = OwnedConn::open(
-        base.clone()
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(sync)
-            .statement_cache_capacity(WRITE_STATEMENT_CACHE)
-            // Checkpoints run on their own connection (`SqliteStore::checkpoint`); a commit
-            // that crosses SQLite's default 1000 pages of WAL would otherwise copy them into the
-            // database inside the commit, the slowest 1-2% of durable requests. This is the
-            // fallback should that connection fall behind.
-            // With a size cap the fallback starts at a quarter of the WAL's share: a burst of
-            // commits between two checkpoints would otherwise pass the share, and writes be
-            // refused, while the database still has room.
-            .pragma(
-                "wal_autocheckpoint",
-                opts.max_bytes
-                    .map_or(WRITER_AUTOCHECKPOINT_PAGES, |m| {
-                        let pages = wal_share(m) / 4 / ASSUMED_PAGE_BYTES;
-                        pages.clamp(1, u64::from(WRITER_AUTOCHECKPOINT_PAGES)) as u32
-                    })
-                    .to_string(),
-            )
-            // With a size cap, the WAL (which counts against it) is also cut back to its share
-            // of the cap when checkpoints let it start over.
-            .pragma(
-                "journal_size_limit",
-                opts.max_bytes
-                    .map_or(WAL_SIZE_LIMIT_BYTES, |m| {
-                        wal_share(m).min(WAL_SIZE_LIMIT_BYTES)
-                    })
-                    .to_string(),
-            ),
-        opts.max_bytes,
-        true,
-    )
-    .await
-    .with_context(|| format!("opening the audit database {shown}"))?;
+    let write = OwnedConn::open(writer_options(&base, opts), opts.max_bytes, true)
+        .await
+        .with_context(|| format!("opening the audit database {shown}"))?;
     {
         let mut guard = write.lock().await?;
         let result = migrate(guard.conn(), opts.busy_timeout)

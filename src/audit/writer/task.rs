@@ -279,40 +279,50 @@ impl Writer {
         drop(refs);
         match result {
             Ok(written) => {
-                if self.health.problem().is_some() {
-                    info!(self.log, "audit store writable again");
-                }
-                self.health.set_ok();
-                self.metrics.rows_written.inc_by(n as u64);
-                self.metrics.batch_rows.observe(n as f64);
-                self.metrics
-                    .commit_seconds
-                    .observe(started.elapsed().as_secs_f64());
-                for (_, ack, _) in self.round.durable.drain(..) {
-                    let _ = ack.send(Ok(written.at));
-                }
-                // Gives the rows' places in the queue back.
-                self.round = Round::default();
-                self.backoff = MIN_BACKOFF;
+                self.committed(n, started, written.at);
                 Ok(n)
             }
             Err(fault) => {
-                self.metrics.write_errors.inc();
-                self.health.set_failed(fault.cause().to_string());
-                // Once per interval while the store keeps failing, with the count held back.
-                if let Some(held_back) = self.failure_log.admit() {
-                    error!(self.log, "audit commit failed; will retry";
-                        "failures_not_logged" => held_back,
-                        "error" => fault.detail(), "owed_rows" => self.round.owed.len(),
-                        "durable_rows_refused" => self.round.durable.iter().map(|(r, _, _)| r.len()).sum::<usize>());
-                }
-                for (_, ack, _) in self.round.durable.drain(..) {
-                    let _ = ack.send(Err(fault.clone()));
-                }
-                self.round.rows = self.round.owed.len();
+                self.failed(&fault);
                 Err(fault)
             }
         }
+    }
+
+    /// A round committed at `at`: its durable jobs are answered, its places in the queue given
+    /// back.
+    fn committed(&mut self, n: usize, started: Instant, at: Instant) {
+        if self.health.problem().is_some() {
+            info!(self.log, "audit store writable again");
+        }
+        self.health.set_ok();
+        self.metrics.rows_written.inc_by(n as u64);
+        self.metrics.batch_rows.observe(n as f64);
+        self.metrics
+            .commit_seconds
+            .observe(started.elapsed().as_secs_f64());
+        for (_, ack, _) in self.round.durable.drain(..) {
+            let _ = ack.send(Ok(at));
+        }
+        self.round = Round::default();
+        self.backoff = MIN_BACKOFF;
+    }
+
+    /// A round that failed: its durable jobs get the fault, its owed rows stay for a retry.
+    fn failed(&mut self, fault: &StoreFault) {
+        self.metrics.write_errors.inc();
+        self.health.set_failed(fault.cause().to_string());
+        // Once per interval while the store keeps failing, with the count held back.
+        if let Some(held_back) = self.failure_log.admit() {
+            error!(self.log, "audit commit failed; will retry";
+                "failures_not_logged" => held_back,
+                "error" => fault.detail(), "owed_rows" => self.round.owed.len(),
+                "durable_rows_refused" => self.round.durable.iter().map(|(r, _, _)| r.len()).sum::<usize>());
+        }
+        for (_, ack, _) in self.round.durable.drain(..) {
+            let _ = ack.send(Err(fault.clone()));
+        }
+        self.round.rows = self.round.owed.len();
     }
 
     /// After a failed commit: waits the backoff (doubling up to the maximum) before owed rows

@@ -75,57 +75,8 @@ pub async fn post(
     let fb: FeedbackBody =
         decode_json(&body, r#"{"request_id": "...", "item": 0, "label": "..."}"#)?;
     let item = i64::from(fb.item);
-    let served = |id: String| {
-        let store = state.store.clone();
-        async move {
-            store
-                .served_row(&id, item)
-                .await
-                .map(|row| row.map(|r| (id, r)))
-                .map_err(|e| ApiError::store("the prediction could not be looked up", &e))
-        }
-    };
-    // The server's id first; else a client's id, if exactly one request sent it (several
-    // are a 409 listing them).
-    let mut found = served(fb.request_id.clone()).await?;
-    if found.is_none()
-        && let Some(server_id) = by_client_id(&state.store, &fb.request_id).await?
-    {
-        found = served(server_id).await?;
-    }
-    let Some((
-        request_id,
-        ServedRow {
-            model: model_name, ..
-        },
-    )) = found
-    else {
-        return Err(ApiError::NotFound(format!(
-            "no answered prediction for request {} item {item}",
-            quote(&fb.request_id)
-        )));
-    };
-    let model_name = model_name.unwrap_or_default();
-    let model = state
-        .models
-        .current()
-        .get(&model_name)
-        .cloned()
-        .ok_or_else(|| ApiError::Unprocessable {
-            code: Unprocessable::UnknownModel,
-            message: format!("model {model_name:?} of that prediction is no longer served"),
-        })?;
-    if !model.artifact.class_names.contains(&fb.label) {
-        return Err(ApiError::Unprocessable {
-            code: Unprocessable::UnknownLabel,
-            message: format!(
-                "label {} is not a class of model {}; its classes are {}",
-                quote(&fb.label),
-                model.name(),
-                model.artifact.class_names.join(", ")
-            ),
-        });
-    }
+    let (request_id, model_name) = labelled_row(&state, &fb.request_id, item).await?;
+    check_label(&state, &model_name, &fb.label)?;
     let previous = state
         .store
         .insert_feedback(&Feedback {
@@ -143,4 +94,58 @@ pub async fn post(
         label: fb.label,
         replaced: previous,
     }))
+}
+
+/// The server's request id and the model of the answered row `(id, item)`: `id` is the
+/// server's id, else a client's id if exactly one request sent it (several are a 409 listing
+/// them).
+async fn labelled_row(state: &AppState, id: &str, item: i64) -> Result<(String, String), ApiError> {
+    let served = |id: String| {
+        let store = state.store.clone();
+        async move {
+            store
+                .served_row(&id, item)
+                .await
+                .map(|row| row.map(|r| (id, r)))
+                .map_err(|e| ApiError::store("the prediction could not be looked up", &e))
+        }
+    };
+    let mut found = served(id.to_string()).await?;
+    if found.is_none()
+        && let Some(server_id) = by_client_id(&state.store, id).await?
+    {
+        found = served(server_id).await?;
+    }
+    let Some((request_id, ServedRow { model, .. })) = found else {
+        return Err(ApiError::NotFound(format!(
+            "no answered prediction for request {} item {item}",
+            quote(id)
+        )));
+    };
+    Ok((request_id, model.unwrap_or_default()))
+}
+
+/// `label` is a class of the model (still served) that answered.
+fn check_label(state: &AppState, model_name: &str, label: &str) -> Result<(), ApiError> {
+    let model = state
+        .models
+        .current()
+        .get(model_name)
+        .cloned()
+        .ok_or_else(|| ApiError::Unprocessable {
+            code: Unprocessable::UnknownModel,
+            message: format!("model {model_name:?} of that prediction is no longer served"),
+        })?;
+    if !model.artifact.class_names.iter().any(|c| c == label) {
+        return Err(ApiError::Unprocessable {
+            code: Unprocessable::UnknownLabel,
+            message: format!(
+                "label {} is not a class of model {}; its classes are {}",
+                quote(label),
+                model.name(),
+                model.artifact.class_names.join(", ")
+            ),
+        });
+    }
+    Ok(())
 }
