@@ -84,8 +84,23 @@ fn rows(n: usize) -> Vec<u8> {
 const GOOD: &[u8] = br#"{"features": [5.8, 2.7, 5.1, 1.9]}"#;
 const JSON_CT: (&str, &str) = ("Content-Type", "application/json");
 
+/// Every case, in the order they are sent. (The lists below keep one case a line, skipped
+/// by rustfmt: a table reads better than a call spread over six lines.)
 fn corpus() -> Vec<Case> {
-    let long = "k".repeat(10_000);
+    [
+        json_syntax_cases(),
+        json_value_cases(),
+        http_cases(),
+        protocol_cases(),
+    ]
+    .into_iter()
+    .flatten()
+    .collect()
+}
+
+/// Bodies that are not JSON, and numbers JSON or f64 cannot hold.
+#[rustfmt::skip]
+fn json_syntax_cases() -> Vec<Case> {
     vec![
         // Broken JSON.
         json("truncated object", &b"{\"features\": [1, 2"[..], 400),
@@ -119,6 +134,14 @@ fn corpus() -> Vec<Case> {
         json("hex number", &b"{\"features\": [0x10, 2.7, 5.1, 1.9]}"[..], 400),
         json("leading zeros", &b"{\"features\": [007, 2.7, 5.1, 1.9]}"[..], 400),
         json("plus sign", &b"{\"features\": [+1, 2.7, 5.1, 1.9]}"[..], 400),
+    ]
+}
+
+/// JSON of the wrong shape or type, and bodies past the size limits.
+#[rustfmt::skip]
+fn json_value_cases() -> Vec<Case> {
+    let long = "k".repeat(10_000);
+    vec![
         // Wrong types at every level.
         json("body null", &b"null"[..], 422),
         json("body array", &b"[5.8, 2.7, 5.1, 1.9]"[..], 422),
@@ -154,6 +177,14 @@ fn corpus() -> Vec<Case> {
         // Size limits.
         json("batch one over the limit", rows(11), 413),
         json("10 MB body", vec![b' '; 10 * 1024 * 1024], 413),
+    ]
+}
+
+/// Well-formed HTTP the application refuses: content types, request ids, routes, methods and
+/// the parameters of `/audit`, `/monitor` and `/feedback`.
+#[rustfmt::skip]
+fn http_cases() -> Vec<Case> {
+    vec![
         // Content types.
         http("text/plain", "POST", "/predict", &[("Content-Type", "text/plain")], GOOD, 415),
         http("form", "POST", "/predict", &[("Content-Type", "application/x-www-form-urlencoded")], GOOD, 415),
@@ -189,6 +220,13 @@ fn corpus() -> Vec<Case> {
         http("drift bad parameter", "GET", "/monitor/drift?since=yesterday", &[], b"", 400),
         http("feedback not json", "POST", "/feedback", &[JSON_CT], b"label=x", 400),
         http("feedback wrong types", "POST", "/feedback", &[JSON_CT], b"{\"request_id\": 1, \"label\": true}", 422),
+    ]
+}
+
+/// Malformed HTTP.
+#[rustfmt::skip]
+fn protocol_cases() -> Vec<Case> {
+    vec![
         // Malformed HTTP: refused by actix's parser before the application.
         raw("garbage request line", &b"GARBAGE\r\n\r\n"[..], 400),
         raw("newline in header value", &b"POST /predict HTTP/1.1\r\nHost: x\r\nX-Request-Id: a\nINFO forged\r\nContent-Length: 0\r\n\r\n"[..], 400),

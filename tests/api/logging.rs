@@ -153,33 +153,10 @@ fn a_failing_store_logs_its_error_once_per_interval_not_per_request() {
 /// ones after in a new file under the old name, and none is lost.
 #[test]
 fn the_readmes_logrotate_stanza_rotates_the_log_file() {
-    let Some(logrotate) = [
-        "/usr/sbin/logrotate",
-        "/sbin/logrotate",
-        "/usr/bin/logrotate",
-    ]
-    .into_iter()
-    .map(std::path::Path::new)
-    .find(|p| p.exists()) else {
-        let required = std::env::var("INFERLOG_TEST_LOGROTATE").is_ok_and(|v| v == "require");
-        assert!(
-            !required,
-            "INFERLOG_TEST_LOGROTATE=require but logrotate is not installed"
-        );
-        use std::io::Write;
-        let _ = writeln!(
-            std::io::stderr(),
-            "logrotate test SKIPPED: no logrotate found. Install Debian's logrotate to run it; .ci/run does."
-        );
+    let Some(logrotate) = installed_logrotate() else {
         return;
     };
-    let readme =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
-    let stanza = readme
-        .split("<!-- logrotate stanza: run by tests/api/logging.rs -->\n```\n")
-        .nth(1)
-        .and_then(|rest| rest.split("```").next())
-        .expect("the README has the logrotate stanza");
+    let stanza = readme_logrotate_stanza();
     assert!(stanza.contains("pkill -HUP -x inferlog"), "{stanza}");
 
     let dir = tempfile::tempdir().unwrap();
@@ -196,19 +173,7 @@ fn the_readmes_logrotate_stanza_rotates_the_log_file() {
         &[],
     );
     let log = dir.path().join("inferlog.log");
-    let predict = |id: &str| {
-        let body = r#"{"features": [5.8, 2.7, 5.1, 1.9]}"#;
-        let res = send_raw(
-            &addr,
-            format!(
-                "POST /predict HTTP/1.1\r\nHost: x\r\nX-Request-Id: {id}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            )
-            .as_bytes(),
-        );
-        assert_eq!(res.status, 200, "{}", res.text());
-    };
-    predict("before-rotation");
+    predict_as(&addr, "before-rotation");
     wait_for_line(&log, &["prediction served", "before-rotation"]);
 
     let config = dir.path().join("logrotate.conf");
@@ -232,7 +197,7 @@ fn the_readmes_logrotate_stanza_rotates_the_log_file() {
     let rotated = dir.path().join("inferlog.log.1");
     // The new file appears when the service has reopened it.
     wait_for_line(&log, &["log file reopened"]);
-    predict("after-rotation");
+    predict_as(&addr, "after-rotation");
     wait_for_line(&log, &["prediction served", "after-rotation"]);
     kill(&child, "-TERM");
     assert!(wait_exit(&mut child).success());
@@ -251,6 +216,58 @@ fn the_readmes_logrotate_stanza_rotates_the_log_file() {
         new.contains("shutdown complete"),
         "the last lines go to the new file: {new}"
     );
+}
+
+/// The logrotate program, or `None` (with one line saying the test is skipped) where it is not
+/// installed; `INFERLOG_TEST_LOGROTATE=require` makes that a failure.
+fn installed_logrotate() -> Option<&'static std::path::Path> {
+    let found = [
+        "/usr/sbin/logrotate",
+        "/sbin/logrotate",
+        "/usr/bin/logrotate",
+    ]
+    .into_iter()
+    .map(std::path::Path::new)
+    .find(|p| p.exists());
+    if found.is_none() {
+        let required = std::env::var("INFERLOG_TEST_LOGROTATE").is_ok_and(|v| v == "require");
+        assert!(
+            !required,
+            "INFERLOG_TEST_LOGROTATE=require but logrotate is not installed"
+        );
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stderr(),
+            "logrotate test SKIPPED: no logrotate found. Install Debian's logrotate to run it; .ci/run does."
+        );
+    }
+    found
+}
+
+/// The logrotate stanza of the README, between its marker and the end of its code block.
+fn readme_logrotate_stanza() -> String {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    readme
+        .split("<!-- logrotate stanza: run by tests/api/logging.rs -->\n```\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("the README has the logrotate stanza")
+        .to_string()
+}
+
+/// A prediction sent as request `id`, which must be answered 200.
+fn predict_as(addr: &str, id: &str) {
+    let body = r#"{"features": [5.8, 2.7, 5.1, 1.9]}"#;
+    let res = send_raw(
+        addr,
+        format!(
+            "POST /predict HTTP/1.1\r\nHost: x\r\nX-Request-Id: {id}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .as_bytes(),
+    );
+    assert_eq!(res.status, 200, "{}", res.text());
 }
 
 /// A start with the defaults (loopback address, no token, this machine's open-file limit)

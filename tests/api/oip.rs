@@ -99,16 +99,36 @@ on_both_stores!(fn inference_is_answered_and_audited_like_predict(app) {
     assert_eq!(r["outputs"].as_array().unwrap().len(), 1);
     assert_eq!(r["outputs"][0]["data"], want["labels"]);
 
+    refusals_have_the_protocols_body(&app, &matrix);
+    assert_audited_and_metered_like_predict(&app, &rows, &want);
+});
+
+/// Tensors of the wrong shape or type, binary data, unknown models and versions, bad JSON and
+/// other content types: each refused with the protocol's error body.
+fn refusals_have_the_protocols_body(app: &TestApp, matrix: &Value) {
     // Refusals: the protocol's error body, and a rejected row on record.
-    let bad_shape = json!({"inputs": [{"name": "x", "shape": [1, 3], "datatype": "FP32", "data": [1, 2, 3]}]});
-    assert_oip_error(&infer(&app, "/v2/models/iris/infer", &bad_shape), 422, "invalid_tensor", "[N, 4]");
+    let bad_shape =
+        json!({"inputs": [{"name": "x", "shape": [1, 3], "datatype": "FP32", "data": [1, 2, 3]}]});
+    assert_oip_error(
+        &infer(app, "/v2/models/iris/infer", &bad_shape),
+        422,
+        "invalid_tensor",
+        "[N, 4]",
+    );
     let bools = json!({"inputs": [{"name": "x", "shape": [1, 4], "datatype": "BOOL", "data": [true, false, true, true]}]});
-    assert_oip_error(&infer(&app, "/v2/models/iris/infer", &bools), 422, "unsupported_datatype", "BOOL");
+    assert_oip_error(
+        &infer(app, "/v2/models/iris/infer", &bools),
+        422,
+        "unsupported_datatype",
+        "BOOL",
+    );
     // Integer tensors hold numbers too, as integers do in /predict.
     let ints = json!({"id": "oip-ints", "inputs": [{"name": "x", "shape": [1, 4], "datatype": "INT32", "data": [6, 3, 5, 2]}]});
-    let res = infer(&app, "/v2/models/iris/infer", &ints);
+    let res = infer(app, "/v2/models/iris/infer", &ints);
     assert_eq!(res.status, 200, "{}", res.text());
-    let as_floats = app.post_predict(r#"{"features": [6.0, 3.0, 5.0, 2.0]}"#).json();
+    let as_floats = app
+        .post_predict(r#"{"features": [6.0, 3.0, 5.0, 2.0]}"#)
+        .json();
     assert_eq!(res.json()["outputs"][0]["data"], as_floats["prediction"]);
     let res = app.request(
         "POST",
@@ -117,8 +137,18 @@ on_both_stores!(fn inference_is_answered_and_audited_like_predict(app) {
         b"{\"inputs\":[{\"name\":\"x\",\"shape\":[1,4],\"datatype\":\"FP32\",\"parameters\":{\"binary_data_size\":16}}]}\x00\x00\x80?\x00\x00\x00@\x00\x00@@\x00\x00\x80@",
     );
     assert_oip_error(&res, 422, "binary_data_unsupported", "binary");
-    assert_oip_error(&infer(&app, "/v2/models/nope/infer", &matrix), 404, "unknown_model", "nope");
-    assert_oip_error(&infer(&app, "/v2/models/iris/versions/0000/infer", &matrix), 404, "not_found", "0000");
+    assert_oip_error(
+        &infer(app, "/v2/models/nope/infer", matrix),
+        404,
+        "unknown_model",
+        "nope",
+    );
+    assert_oip_error(
+        &infer(app, "/v2/models/iris/versions/0000/infer", matrix),
+        404,
+        "not_found",
+        "0000",
+    );
     let res = app.request("POST", "/v2/models/iris/infer", &[], b"{\"inputs\": [");
     assert_oip_error(&res, 400, "malformed_json", "JSON");
     // Content-Type as /predict takes it: none or JSON is read, a declared other type is a 415
@@ -133,16 +163,30 @@ on_both_stores!(fn inference_is_answered_and_audited_like_predict(app) {
     );
     assert_eq!(res.status, 200, "{}", res.text());
     let form = [("Content-Type", "application/x-www-form-urlencoded")];
-    let res = app.request("POST", "/v2/models/iris/infer", &form, matrix.to_string().as_bytes());
+    let res = app.request(
+        "POST",
+        "/v2/models/iris/infer",
+        &form,
+        matrix.to_string().as_bytes(),
+    );
     assert_oip_error(&res, 415, "unsupported_media_type", "application/json");
-    let predict = app.request("POST", "/predict", &form, br#"{"features": [5.1, 3.5, 1.4, 0.2]}"#);
+    let predict = app.request(
+        "POST",
+        "/predict",
+        &form,
+        br#"{"features": [5.1, 3.5, 1.4, 0.2]}"#,
+    );
     assert_eq!(predict.status, 415, "{}", predict.text());
     assert_eq!(predict.error_code(), "unsupported_media_type");
+}
 
+/// The rows of the inferences and refusals above, and the metrics of the route.
+fn assert_audited_and_metered_like_predict(app: &TestApp, rows: &Value, want: &Value) {
     // Served: 3 + 3 + 3 + 3 rows, 1 + 1 integer rows; refused: 7 requests (one row each, the
     // /predict one among them).
     app.wait_for_rows(21);
-    let by_id = |id: &str| app.stored_rows(&format!("where client_request_id = '{id}' order by item"));
+    let by_id =
+        |id: &str| app.stored_rows(&format!("where client_request_id = '{id}' order by item"));
     let oip1 = by_id("oip-1");
     assert_eq!(oip1.len(), 3);
     for (i, r) in oip1.iter().enumerate() {
@@ -175,7 +219,7 @@ on_both_stores!(fn inference_is_answered_and_audited_like_predict(app) {
     let served = r#"inferlog_http_requests_total{route="/v2/models/{name}/infer",method="POST",status="200"}"#;
     assert_eq!(metric_value(&m, served), Some(3.0), "{m}");
     assert!(m.contains(r#"reason="invalid_tensor""#), "{m}");
-});
+}
 
 /// Every error under `/v2`, on a route the server has or not, whatever the status, is the
 /// protocol's `{"error": "<string>"}`: the body tritonclient and the kserve client parse.

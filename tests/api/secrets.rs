@@ -2,6 +2,7 @@
 //! not in an error body, not in what the commands print — at start-up, while serving, when the
 //! store fails, and in `audit copy`, `audit replay` and the other commands.
 
+use std::path::Path;
 use std::process::Command;
 
 use crate::helpers::{Response, send_raw};
@@ -102,67 +103,8 @@ fn the_database_password_is_never_shown() {
         let mut bodies: Vec<String> = requests(&addr).iter().map(Response::text).collect();
 
         // The commands, on the same store while it serves.
-        let sqlite_copy = dir.path().join("copy.db");
-        let spill = dir.path().join("moved-spill.jsonl");
-        std::fs::write(&spill, "").unwrap();
-        let models = dir.path().join("models");
-        let mut printed = Vec::new();
-        for args in [
-            vec!["audit", "--database-url", &url],
-            vec!["audit", "--database-url", &url, "--format", "jsonl"],
-            vec!["audit", "--database-url", &url, "--summary"],
-            vec![
-                "audit",
-                "copy",
-                "--from",
-                &url,
-                "--to",
-                sqlite_copy.to_str().unwrap(),
-            ],
-            vec![
-                "audit",
-                "copy",
-                "--from",
-                sqlite_copy.to_str().unwrap(),
-                "--to",
-                &url,
-            ],
-            vec![
-                "audit",
-                "replay",
-                spill.to_str().unwrap(),
-                "--database-url",
-                &url,
-            ],
-            vec!["audit", "rebuild-rollups", "--database-url", &url],
-            vec!["drift", "--database-url", &url],
-        ] {
-            let (text, status) = run(binary().args(&args).env("INFERLOG_MODELS", &models));
-            assert_eq!(status, Some(0), "{args:?}: {text}");
-            printed.push(text);
-        }
-        // Failures: a server that is not there, a URL that does not parse.
-        let gone = url.replace("?host=", "?host=/nonexistent");
-        let bad_port = url.replace("@localhost/", "@localhost:99999999/");
-        for bad in [&gone, &bad_port] {
-            for args in [
-                vec!["audit", "--database-url", bad.as_str()],
-                vec!["drift", "--database-url", bad.as_str()],
-                vec!["audit", "copy", "--from", bad.as_str(), "--to", &url],
-                vec!["audit", "copy", "--from", &url, "--to", bad.as_str()],
-            ] {
-                let (text, status) = run(binary().args(&args).env("INFERLOG_MODELS", &models));
-                assert_eq!(status, Some(1), "{args:?}: {text}");
-                assert!(text.starts_with("error: "), "{args:?}: {text}");
-                printed.push(text);
-            }
-            let (text, status) = run(binary()
-                .current_dir(dir.path())
-                .args(["serve", "--bind", "127.0.0.1:0", "--database-url", bad])
-                .env("INFERLOG_MODELS", &models));
-            assert_eq!(status, Some(1), "serve on {bad}: {text}");
-            printed.push(text);
-        }
+        let mut printed = commands_that_succeed(&url, dir.path());
+        printed.extend(commands_that_fail(&url, dir.path()));
 
         // A fault while serving: the database is dropped under the server.
         if format == "term" {
@@ -195,6 +137,80 @@ fn the_database_password_is_never_shown() {
             assert!(log.contains(" ERRO "), "the fault was logged: {log}");
         }
     }
+}
+
+/// Every command that takes a database URL, run on `url` while the server serves it (what
+/// they write goes into `dir`); each must succeed. What each printed.
+fn commands_that_succeed(url: &str, dir: &Path) -> Vec<String> {
+    let sqlite_copy = dir.join("copy.db");
+    let spill = dir.join("moved-spill.jsonl");
+    std::fs::write(&spill, "").unwrap();
+    let models = dir.join("models");
+    let mut printed = Vec::new();
+    for args in [
+        vec!["audit", "--database-url", url],
+        vec!["audit", "--database-url", url, "--format", "jsonl"],
+        vec!["audit", "--database-url", url, "--summary"],
+        vec![
+            "audit",
+            "copy",
+            "--from",
+            url,
+            "--to",
+            sqlite_copy.to_str().unwrap(),
+        ],
+        vec![
+            "audit",
+            "copy",
+            "--from",
+            sqlite_copy.to_str().unwrap(),
+            "--to",
+            url,
+        ],
+        vec![
+            "audit",
+            "replay",
+            spill.to_str().unwrap(),
+            "--database-url",
+            url,
+        ],
+        vec!["audit", "rebuild-rollups", "--database-url", url],
+        vec!["drift", "--database-url", url],
+    ] {
+        let (text, status) = run(binary().args(&args).env("INFERLOG_MODELS", &models));
+        assert_eq!(status, Some(0), "{args:?}: {text}");
+        printed.push(text);
+    }
+    printed
+}
+
+/// Failures: the commands and `serve` on a server that is not there and on a URL that does
+/// not parse, both made from `url`; each must fail. What each printed.
+fn commands_that_fail(url: &str, dir: &Path) -> Vec<String> {
+    let models = dir.join("models");
+    let mut printed = Vec::new();
+    let gone = url.replace("?host=", "?host=/nonexistent");
+    let bad_port = url.replace("@localhost/", "@localhost:99999999/");
+    for bad in [&gone, &bad_port] {
+        for args in [
+            vec!["audit", "--database-url", bad.as_str()],
+            vec!["drift", "--database-url", bad.as_str()],
+            vec!["audit", "copy", "--from", bad.as_str(), "--to", url],
+            vec!["audit", "copy", "--from", url, "--to", bad.as_str()],
+        ] {
+            let (text, status) = run(binary().args(&args).env("INFERLOG_MODELS", &models));
+            assert_eq!(status, Some(1), "{args:?}: {text}");
+            assert!(text.starts_with("error: "), "{args:?}: {text}");
+            printed.push(text);
+        }
+        let (text, status) = run(binary()
+            .current_dir(dir)
+            .args(["serve", "--bind", "127.0.0.1:0", "--database-url", bad])
+            .env("INFERLOG_MODELS", &models));
+        assert_eq!(status, Some(1), "serve on {bad}: {text}");
+        printed.push(text);
+    }
+    printed
 }
 
 /// The cause of a failed connection is the one PostgreSQL's client saw, not the pool's

@@ -101,43 +101,9 @@ fn failing_store_at_shutdown(mode: &'static str, busy_ms: &'static str) {
         acked.insert(id, 10);
     }
     let lock = StoreLock::take(&db);
-    let mut refused = 0;
-    // 60 requests, 420 rows: more than the queue's 300. Rejections first, while the queue
-    // has room for their rows (a rejection is answered even when its row finds no room).
-    for i in 0..60 {
-        let id = format!("{mode}-locked-{i}");
-        let (body, rows) = if i < 20 {
-            (r#"{"features": [1, 2]}"#.to_string(), 1)
-        } else {
-            (batch(10), 10)
-        };
-        match send(&addr, &id, &body) {
-            Some(200 | 422) => {
-                acked.insert(id, rows);
-            }
-            Some(503) => refused += 1,
-            other => panic!("{mode}: unexpected answer {other:?}"),
-        }
-    }
-    assert!(
-        refused > 0,
-        "{mode}: the queue never filled or the store never failed"
-    );
-    let queued: i64 = acked.values().sum::<i64>() - 50;
-    assert!(
-        queued > 0,
-        "{mode}: nothing acknowledged while the store failed"
-    );
+    send_past_the_queue_while_locked(&addr, mode, &mut acked);
 
-    let signalled = Instant::now();
-    kill(&child, "-TERM");
-    let exit = wait_exit(&mut child);
-    let took = signalled.elapsed();
-    assert!(exit.success(), "{mode}: exit {exit}");
-    assert!(
-        took < Duration::from_secs(TIMEOUT_S) + Duration::from_millis(700),
-        "{mode}: shutdown took {took:?} with a {TIMEOUT_S} s timeout"
-    );
+    let took = stop_within_the_timeout(&mut child, mode);
     wait_for_line(
         &dir.path().join("first.log"),
         &["rows written to the spill file", "rows: "],
@@ -156,19 +122,7 @@ fn failing_store_at_shutdown(mode: &'static str, busy_ms: &'static str) {
         assert_eq!(s + p, *rows, "{mode}: {id}: {s} stored + {p} spilled");
     }
 
-    // The store works again: the next start replays the file and removes it.
-    let (mut child, _addr) = serve_binary_in(dir.path(), "second.log", &args(mode));
-    let line = wait_for_line(
-        &dir.path().join("second.log"),
-        &["spill file replayed into the audit store"],
-    );
-    assert!(
-        line.contains(&format!("written: {}", spilled.values().sum::<i64>())),
-        "{line}"
-    );
-    assert!(!spill.exists(), "{mode}: the replayed file is removed");
-    kill(&child, "-TERM");
-    assert!(wait_exit(&mut child).success());
+    restart_and_replay_the_spill_file(dir.path(), mode, spilled.values().sum::<i64>());
     let stored = stored_rows(&db);
     for (id, rows) in &acked {
         assert_eq!(
@@ -183,6 +137,68 @@ fn failing_store_at_shutdown(mode: &'static str, busy_ms: &'static str) {
         acked.values().sum::<i64>(),
         spilled.values().sum::<i64>()
     );
+}
+
+/// 60 requests, 420 rows, while the store is locked: more than the queue's 300. Rejections
+/// first, while the queue has room for their rows (a rejection is answered even when its row
+/// finds no room). Some must be refused, and some acknowledged.
+fn send_past_the_queue_while_locked(addr: &str, mode: &str, acked: &mut HashMap<String, i64>) {
+    let mut refused = 0;
+    for i in 0..60 {
+        let id = format!("{mode}-locked-{i}");
+        let (body, rows) = if i < 20 {
+            (r#"{"features": [1, 2]}"#.to_string(), 1)
+        } else {
+            (batch(10), 10)
+        };
+        match send(addr, &id, &body) {
+            Some(200 | 422) => {
+                acked.insert(id, rows);
+            }
+            Some(503) => refused += 1,
+            other => panic!("{mode}: unexpected answer {other:?}"),
+        }
+    }
+    assert!(
+        refused > 0,
+        "{mode}: the queue never filled or the store never failed"
+    );
+    let queued: i64 = acked.values().sum::<i64>() - 50;
+    assert!(
+        queued > 0,
+        "{mode}: nothing acknowledged while the store failed"
+    );
+}
+
+/// SIGTERM, and the process must exit cleanly within its timeout; how long it took.
+fn stop_within_the_timeout(child: &mut std::process::Child, mode: &str) -> Duration {
+    let signalled = Instant::now();
+    kill(child, "-TERM");
+    let exit = wait_exit(child);
+    let took = signalled.elapsed();
+    assert!(exit.success(), "{mode}: exit {exit}");
+    assert!(
+        took < Duration::from_secs(TIMEOUT_S) + Duration::from_millis(700),
+        "{mode}: shutdown took {took:?} with a {TIMEOUT_S} s timeout"
+    );
+    took
+}
+
+/// The store works again: the next start in `dir` replays the spill file's `spilled` rows,
+/// removes the file, and stops cleanly.
+fn restart_and_replay_the_spill_file(dir: &Path, mode: &'static str, spilled: i64) {
+    let (mut child, _addr) = serve_binary_in(dir, "second.log", &args(mode));
+    let line = wait_for_line(
+        &dir.join("second.log"),
+        &["spill file replayed into the audit store"],
+    );
+    assert!(line.contains(&format!("written: {spilled}")), "{line}");
+    assert!(
+        !dir.join("audit.db-spill.jsonl").exists(),
+        "{mode}: the replayed file is removed"
+    );
+    kill(&child, "-TERM");
+    assert!(wait_exit(&mut child).success());
 }
 
 #[test]
