@@ -10,7 +10,8 @@ use std::path::PathBuf;
 use chrono::{DateTime, Utc};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::audit::{AuditMode, Order, StatusFilter, SyncLevel};
+use crate::audit::filter::FilterArgs;
+use crate::audit::{AuditMode, Order, SyncLevel};
 use crate::model::Algorithm;
 use crate::model::data::Dataset;
 
@@ -98,9 +99,8 @@ pub struct ServeArgs {
     #[arg(long, env = "INFERLOG_DEFAULT_MODEL", default_value = defaults::DEFAULT_MODEL)]
     pub default_model: String,
 
-    /// Audit database: `sqlite://PATH`, or a plain path; the file is created when missing.
-    #[arg(long, env = "DATABASE_URL", default_value = defaults::DATABASE_URL)]
-    pub database_url: String,
+    #[command(flatten)]
+    pub store: StoreArg,
 
     /// This replica's name in each audit row's `writer` column (default: the host name and
     /// the process's start time, `host@2026-12-06T10:00:00Z`).
@@ -292,10 +292,12 @@ pub struct DriftSettings {
     pub drift_sample_rows: usize,
 }
 
-/// `inferlog drift`: the `/monitor/drift` report, run on the database file.
+/// The audit store, for every command that opens one (`inferlog audit replay` requires it
+/// instead: see there).
 #[derive(Debug, Clone, Args)]
-pub struct DriftCliArgs {
-    /// Audit database: `sqlite://PATH`, or a plain path (`--db` is an older name).
+pub struct StoreArg {
+    /// Audit database: `sqlite://PATH` or a plain path (an SQLite file, created when
+    /// missing), or `postgres://…` (`--db` is an older name).
     #[arg(
         long,
         visible_alias = "db",
@@ -303,6 +305,13 @@ pub struct DriftCliArgs {
         default_value = defaults::DATABASE_URL
     )]
     pub database_url: String,
+}
+
+/// `inferlog drift`: the `/monitor/drift` report, run on the database file.
+#[derive(Debug, Clone, Args)]
+pub struct DriftCliArgs {
+    #[command(flatten)]
+    pub store: StoreArg,
     #[arg(long, env = "INFERLOG_MODELS", default_value = defaults::MODELS)]
     pub models: PathBuf,
     #[arg(long, env = "INFERLOG_DEFAULT_MODEL", default_value = defaults::DEFAULT_MODEL)]
@@ -324,30 +333,10 @@ pub struct AuditCliArgs {
     #[command(subcommand)]
     pub action: Option<AuditAction>,
 
-    /// Audit database: `sqlite://PATH`, or a plain path.
-    #[arg(long, env = "DATABASE_URL", default_value = defaults::DATABASE_URL)]
-    pub database_url: String,
-    /// Rows received at or after this RFC 3339 time.
-    #[arg(long, value_parser = parse_time)]
-    pub since: Option<DateTime<Utc>>,
-    /// Rows received before this RFC 3339 time.
-    #[arg(long, value_parser = parse_time)]
-    pub until: Option<DateTime<Utc>>,
-    #[arg(long, value_parser = nonempty)]
-    pub model: Option<String>,
-    #[arg(long, value_parser = nonempty)]
-    pub model_version: Option<String>,
-    #[arg(long, value_parser = nonempty)]
-    pub label: Option<String>,
-    #[arg(long, value_enum, default_value_t = StatusFilter::All)]
-    pub status: StatusFilter,
-    #[arg(long, value_parser = nonempty)]
-    pub request_id: Option<String>,
-    /// Rows of requests that sent this `X-Request-Id` (several requests may share one).
-    #[arg(long, value_parser = nonempty)]
-    pub client_request_id: Option<String>,
-    #[arg(long, value_parser = clap::value_parser!(i64).range(0..))]
-    pub min_latency_us: Option<i64>,
+    #[command(flatten)]
+    pub store: StoreArg,
+    #[command(flatten)]
+    pub filters: FilterArgs,
     #[arg(long, value_enum, default_value_t = Order::Desc)]
     pub order: Order,
     /// Most rows printed (default: all that match).
@@ -368,9 +357,8 @@ pub enum AuditAction {
     Snapshot {
         /// The copy; it must not exist yet.
         file: PathBuf,
-        /// Audit database: `sqlite://PATH`, or a plain path.
-        #[arg(long, env = "DATABASE_URL", default_value = defaults::DATABASE_URL)]
-        database_url: String,
+        #[command(flatten)]
+        store: StoreArg,
     },
     /// Copy every audit row and every feedback from one store to another — typically a SQLite
     /// history into PostgreSQL when one machine is outgrown. Rows and feedback the target
@@ -396,9 +384,8 @@ pub enum AuditAction {
     /// `/monitor/performance`) from the audit rows and feedback, in one transaction: after rows were changed by hand, or to check them. The
     /// service keeps them itself, also for copied and replayed rows.
     RebuildRollups {
-        /// Audit database: `sqlite://PATH`, a plain path, or `postgres://…`.
-        #[arg(long, env = "DATABASE_URL", default_value = defaults::DATABASE_URL)]
-        database_url: String,
+        #[command(flatten)]
+        store: StoreArg,
         /// Models folder: rows are counted over their model version's training bins (drift
         /// rollups); versions not there get no bin counts.
         #[arg(long, env = "INFERLOG_MODELS", default_value = defaults::MODELS)]

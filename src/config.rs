@@ -197,7 +197,7 @@ impl Settings {
             admin_bind: args.admin_bind,
             models: args.models.clone(),
             default_model: args.default_model.clone(),
-            database_url: args.database_url.parse()?,
+            database_url: args.store.database_url.parse()?,
             instance: args.instance.clone(),
             log: LogSettings {
                 file: args.log.log_file.clone(),

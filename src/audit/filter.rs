@@ -1,5 +1,6 @@
 //! What a reader asks of the store: row filters, the walk order, and the summary it gets back.
-//! Built by the HTTP layer from query parameters and by the CLI from its flags.
+//! The filters are declared once ([`FilterArgs`]): the query parameters of the audit routes,
+//! the flags of `inferlog audit` and their documentation all come from it.
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -27,6 +28,110 @@ pub enum Order {
     /// Newest first (the default).
     #[default]
     Desc,
+}
+
+/// The audit reads' filters, declared once: `inferlog audit` takes them as flags (clap), the
+/// HTTP routes as query parameters of the same names (parsed through the same declaration,
+/// `--name=value` for `name=value`), and the API documentation lists them from here.
+#[derive(Debug, Clone, Default, PartialEq, clap::Args, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct FilterArgs {
+    /// Rows received at or after this RFC 3339 time.
+    #[arg(long, value_parser = parse_time)]
+    #[param(value_type = Option<String>, format = DateTime)]
+    pub since: Option<DateTime<Utc>>,
+    /// Rows received before this RFC 3339 time.
+    #[arg(long, value_parser = parse_time)]
+    #[param(value_type = Option<String>, format = DateTime)]
+    pub until: Option<DateTime<Utc>>,
+    /// Rows of this model.
+    #[arg(long, value_parser = nonempty)]
+    #[param(min_length = 1)]
+    pub model: Option<String>,
+    /// Rows of this version of a model.
+    #[arg(long, value_parser = nonempty)]
+    #[param(min_length = 1)]
+    pub model_version: Option<String>,
+    /// Rows predicted with this label.
+    #[arg(long, value_parser = nonempty)]
+    #[param(min_length = 1)]
+    pub label: Option<String>,
+    /// `ok` (answered), `rejected` or `all` (the default).
+    #[arg(long, value_enum, default_value_t = StatusFilter::All)]
+    #[param(value_type = Option<String>, pattern = "^(ok|rejected|all)$")]
+    pub status: StatusFilter,
+    /// The server's id of a request.
+    #[arg(long, value_parser = nonempty)]
+    #[param(min_length = 1)]
+    pub request_id: Option<String>,
+    /// The `X-Request-Id` (or OIP `id`) a client sent (several requests may share one).
+    #[arg(long, value_parser = nonempty)]
+    #[param(min_length = 1)]
+    pub client_request_id: Option<String>,
+    /// Rows at least this slow, in microseconds.
+    #[arg(long, value_parser = latency_us)]
+    #[param(minimum = 0)]
+    pub min_latency_us: Option<i64>,
+}
+
+impl FilterArgs {
+    /// The filter of a walk in `order`; refused when `since` is later than `until` (the name
+    /// of the bound at fault, and why).
+    pub fn in_order(&self, order: Order) -> Result<AuditFilter, (&'static str, &'static str)> {
+        if let (Some(s), Some(u)) = (self.since, self.until)
+            && s > u
+        {
+            return Err(("since", "is later than until"));
+        }
+        Ok(AuditFilter {
+            since: self.since,
+            until: self.until,
+            model: self.model.clone(),
+            model_version: self.model_version.clone(),
+            label: self.label.clone(),
+            status: self.status,
+            request_id: self.request_id.clone(),
+            client_request_id: self.client_request_id.clone(),
+            min_latency_us: self.min_latency_us,
+            order,
+        })
+    }
+}
+
+/// An RFC 3339 time (a value of a filter; the error says what it must be).
+pub fn parse_time(value: &str) -> Result<DateTime<Utc>, String> {
+    DateTime::parse_from_rfc3339(value)
+        .map(|t| t.to_utc())
+        .map_err(|_| {
+            // A `+` sent unencoded in a query string arrives as a space.
+            let hint = if value.contains(' ') {
+                "; a + in the offset must be sent encoded, as %2B"
+            } else {
+                ""
+            };
+            format!("must be an RFC 3339 time such as 2026-11-27T10:00:00Z{hint}")
+        })
+}
+
+/// A text filter: not empty, no NUL (nothing stored holds one, and PostgreSQL refuses it as a
+/// parameter).
+pub fn nonempty(value: &str) -> Result<String, String> {
+    if value.is_empty() {
+        Err("is empty".into())
+    } else if value.contains('\0') {
+        Err("contains a NUL character".into())
+    } else {
+        Ok(value.to_string())
+    }
+}
+
+/// A latency bound: a whole number of microseconds, zero or more.
+fn latency_us(value: &str) -> Result<i64, String> {
+    value
+        .parse::<i64>()
+        .ok()
+        .filter(|v| *v >= 0)
+        .ok_or_else(|| "must be a whole number of microseconds".into())
 }
 
 /// Row filters; every one that is set must hold.

@@ -16,8 +16,8 @@ const PAGE: usize = 1000;
 
 pub fn run(args: &AuditCliArgs) -> anyhow::Result<()> {
     match &args.action {
-        Some(AuditAction::Snapshot { file, database_url }) => {
-            return snapshot(&database_url.parse()?, file);
+        Some(AuditAction::Snapshot { file, store }) => {
+            return snapshot(&store.database_url.parse()?, file);
         }
         Some(AuditAction::Replay {
             file,
@@ -32,10 +32,10 @@ pub fn run(args: &AuditCliArgs) -> anyhow::Result<()> {
             progress,
         }) => return copy(&from.parse()?, &to.parse()?, models, *progress),
         Some(AuditAction::RebuildRollups {
-            database_url,
+            store,
             models,
             progress,
-        }) => return rebuild_rollups(&database_url.parse()?, models, *progress),
+        }) => return rebuild_rollups(&store.database_url.parse()?, models, *progress),
         None => {}
     }
     let stdout = std::io::stdout();
@@ -279,28 +279,14 @@ fn summary_csv(s: &Summary) -> anyhow::Result<Vec<u8>> {
 
 /// The filter the flags describe.
 fn filter(args: &AuditCliArgs) -> anyhow::Result<AuditFilter> {
-    if let (Some(s), Some(u)) = (args.since, args.until)
-        && s > u
-    {
-        anyhow::bail!("--since is later than --until");
-    }
-    Ok(AuditFilter {
-        since: args.since,
-        until: args.until,
-        model: args.model.clone(),
-        model_version: args.model_version.clone(),
-        label: args.label.clone(),
-        status: args.status,
-        request_id: args.request_id.clone(),
-        client_request_id: args.client_request_id.clone(),
-        min_latency_us: args.min_latency_us,
-        order: args.order,
-    })
+    args.filters
+        .in_order(args.order)
+        .map_err(|_| anyhow::anyhow!("--since is later than --until"))
 }
 
 async fn print(args: &AuditCliArgs, out: &mut impl Write) -> anyhow::Result<()> {
     let filter = filter(args)?;
-    let url: DatabaseUrl = args.database_url.parse()?;
+    let url: DatabaseUrl = args.store.database_url.parse()?;
     let store = Store::open(&url, &StoreOptions::read_only()).await?;
     let result = write_rows(args, filter, &store, out).await;
     store.close().await;

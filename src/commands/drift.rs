@@ -20,7 +20,7 @@ pub fn run(args: &DriftCliArgs) -> anyhow::Result<()> {
         until: args.until,
         ..AuditFilter::default()
     };
-    let url: DatabaseUrl = args.database_url.parse()?;
+    let url: DatabaseUrl = args.store.database_url.parse()?;
     let rule = drift_rule(&args.drift);
     rule.check().map_err(anyhow::Error::msg)?;
     let report = super::runtime()?.block_on(async {

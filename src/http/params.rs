@@ -7,7 +7,12 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 
 use super::error::{ApiError, ParamError};
-use crate::audit::{AuditFilter, Cursor, Order, StatusFilter};
+use std::sync::OnceLock;
+
+use clap::{Args, FromArgMatches};
+
+use crate::audit::filter::{self, FilterArgs};
+use crate::audit::{AuditFilter, Cursor, Order};
 use crate::model::Model;
 use crate::model::registry::LiveModels;
 use crate::text::escape_controls;
@@ -49,37 +54,13 @@ pub enum Format {
     Sagemaker,
 }
 
-/// The query parameters of `GET /audit`, for the API's documentation ([`parse_query`] reads
-/// them; a test holds the two to the same names).
+/// The paging parameters of `GET /audit`, for the API's documentation (its filters are
+/// [`FilterArgs`]; [`parse_query`] reads both, and a test holds the documentation to the names
+/// it takes).
 #[derive(utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 #[allow(dead_code)]
-pub struct AuditParams {
-    /// Rows received at or after this RFC 3339 time.
-    #[param(format = DateTime)]
-    since: Option<String>,
-    /// Rows received before this RFC 3339 time.
-    #[param(format = DateTime)]
-    until: Option<String>,
-    #[param(min_length = 1)]
-    model: Option<String>,
-    #[param(min_length = 1)]
-    model_version: Option<String>,
-    /// Rows predicted with this label.
-    #[param(min_length = 1)]
-    label: Option<String>,
-    /// `ok`, `rejected` or `all` (the default).
-    #[param(pattern = "^(ok|rejected|all)$")]
-    status: Option<String>,
-    /// The server's id of a request.
-    #[param(min_length = 1)]
-    request_id: Option<String>,
-    /// The `X-Request-Id` (or OIP `id`) a client sent.
-    #[param(min_length = 1)]
-    client_request_id: Option<String>,
-    /// Rows at least this slow.
-    #[param(minimum = 0)]
-    min_latency_us: Option<i64>,
+pub struct PageParams {
     /// `desc` (newest first, the default) or `asc`.
     #[param(pattern = "^(asc|desc)$")]
     order: Option<String>,
@@ -92,34 +73,6 @@ pub struct AuditParams {
     /// `json` (a page, the default), `csv`, `jsonl` or `sagemaker` (the whole range, streamed).
     #[param(pattern = "^(json|csv|jsonl|sagemaker)$")]
     format: Option<String>,
-}
-
-/// The query parameters of `GET /audit/summary`: [`AuditParams`]' filters.
-#[derive(utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
-#[allow(dead_code)]
-pub struct SummaryParams {
-    /// Rows received at or after this RFC 3339 time.
-    #[param(format = DateTime)]
-    since: Option<String>,
-    /// Rows received before this RFC 3339 time.
-    #[param(format = DateTime)]
-    until: Option<String>,
-    #[param(min_length = 1)]
-    model: Option<String>,
-    #[param(min_length = 1)]
-    model_version: Option<String>,
-    #[param(min_length = 1)]
-    label: Option<String>,
-    /// `ok`, `rejected` or `all` (the default).
-    #[param(pattern = "^(ok|rejected|all)$")]
-    status: Option<String>,
-    #[param(min_length = 1)]
-    request_id: Option<String>,
-    #[param(min_length = 1)]
-    client_request_id: Option<String>,
-    #[param(minimum = 0)]
-    min_latency_us: Option<i64>,
 }
 
 /// The query parameters of `GET /audit/timeseries`.
@@ -187,52 +140,23 @@ pub struct AuditQuery {
     pub format: Format,
 }
 
-/// Parses `/audit` query pairs. Unknown and repeated parameters are errors: a typo in a filter
-/// must not silently widen what is returned.
+/// Parses `/audit` query pairs (`summary`: the filters only). Unknown and repeated parameters
+/// are errors: a typo in a filter must not silently widen what is returned.
 pub fn parse_query(pairs: &[(String, String)], summary: bool) -> Result<AuditQuery, ParamError> {
     let mut q = AuditQuery {
         limit: DEFAULT_LIMIT,
         ..AuditQuery::default()
     };
+    let mut order = None;
+    let mut filters = Vec::new();
     let mut seen: Vec<&str> = Vec::new();
     for (key, value) in pairs {
         let k = key.as_str();
         if seen.contains(&k) {
             return Err(bad(k, "given more than once"));
         }
-        let f = &mut q.filter;
         match k {
-            "since" => f.since = Some(parse_time(k, value)?),
-            "until" => f.until = Some(parse_time(k, value)?),
-            "model" => f.model = Some(nonempty(k, value)?),
-            "model_version" => f.model_version = Some(nonempty(k, value)?),
-            "label" => f.label = Some(nonempty(k, value)?),
-            "request_id" => f.request_id = Some(nonempty(k, value)?),
-            "client_request_id" => f.client_request_id = Some(nonempty(k, value)?),
-            "status" => {
-                f.status = match value.as_str() {
-                    "ok" => StatusFilter::Ok,
-                    "rejected" => StatusFilter::Rejected,
-                    "all" => StatusFilter::All,
-                    _ => return Err(bad(k, "must be ok, rejected or all")),
-                }
-            }
-            "min_latency_us" => {
-                f.min_latency_us = Some(
-                    value
-                        .parse::<i64>()
-                        .ok()
-                        .filter(|v| *v >= 0)
-                        .ok_or_else(|| bad(k, "must be a whole number of microseconds"))?,
-                )
-            }
-            "order" if !summary => {
-                f.order = match value.as_str() {
-                    "asc" => Order::Asc,
-                    "desc" => Order::Desc,
-                    _ => return Err(bad(k, "must be asc or desc")),
-                }
-            }
+            "order" if !summary => order = Some(parse_order(value)?),
             "limit" if !summary => {
                 q.limit = value
                     .parse::<usize>()
@@ -241,65 +165,115 @@ pub fn parse_query(pairs: &[(String, String)], summary: bool) -> Result<AuditQue
                     .ok_or_else(|| bad(k, format!("must be a number from 1 to {MAX_LIMIT}")))?
             }
             "cursor" if !summary => q.cursor = Some(decode_cursor(value)?),
-            "format" if !summary => {
-                q.format = match value.as_str() {
-                    "json" => Format::Json,
-                    "csv" => Format::Csv,
-                    "jsonl" => Format::Jsonl,
-                    "sagemaker" => Format::Sagemaker,
-                    _ => return Err(bad(k, "must be json, csv, jsonl or sagemaker")),
-                }
-            }
-            _ => {
-                return Err(bad(&escape_controls(k), "is not a known parameter"));
-            }
+            "format" if !summary => q.format = parse_format(value)?,
+            _ if is_filter(k) => filters.push((k, value.as_str())),
+            _ => return Err(bad(&escape_controls(k), "is not a known parameter")),
         }
         seen.push(k);
     }
-    if let (Some(s), Some(u)) = (q.filter.since, q.filter.until)
-        && s > u
-    {
-        return Err(bad("since", "is later than until"));
-    }
     // Data Capture records gather the rows of a request, which are consecutive oldest first.
     if q.format == Format::Sagemaker {
-        if seen.contains(&"order") && q.filter.order == Order::Desc {
+        if order == Some(Order::Desc) {
             return Err(bad(
                 "order",
                 "must be asc with format=sagemaker (requests oldest first)",
             ));
         }
-        q.filter.order = Order::Asc;
+        order = Some(Order::Asc);
     }
+    q.filter = parse_filters(&filters)?
+        .in_order(order.unwrap_or_default())
+        .map_err(|(name, reason)| bad(name, reason))?;
     Ok(q)
 }
 
+fn parse_order(value: &str) -> Result<Order, ParamError> {
+    match value {
+        "asc" => Ok(Order::Asc),
+        "desc" => Ok(Order::Desc),
+        _ => Err(bad("order", "must be asc or desc")),
+    }
+}
+
+fn parse_format(value: &str) -> Result<Format, ParamError> {
+    match value {
+        "json" => Ok(Format::Json),
+        "csv" => Ok(Format::Csv),
+        "jsonl" => Ok(Format::Jsonl),
+        "sagemaker" => Ok(Format::Sagemaker),
+        _ => Err(bad("format", "must be json, csv, jsonl or sagemaker")),
+    }
+}
+
+/// The filters as clap reads `inferlog audit`'s flags ([`FilterArgs`]), without help or
+/// version flags: a query's filters go through the same declaration.
+fn filter_command() -> &'static clap::Command {
+    static COMMAND: OnceLock<clap::Command> = OnceLock::new();
+    COMMAND.get_or_init(|| {
+        FilterArgs::augment_args(
+            clap::Command::new("filters")
+                .no_binary_name(true)
+                .disable_help_flag(true)
+                .disable_version_flag(true),
+        )
+    })
+}
+
+fn is_filter(name: &str) -> bool {
+    filter_command().get_arguments().any(|a| a.get_id() == name)
+}
+
+/// Filter pairs, each `name=value` read as the flag `--name=value`.
+fn parse_filters(pairs: &[(&str, &str)]) -> Result<FilterArgs, ParamError> {
+    let flags = pairs
+        .iter()
+        .map(|(name, value)| format!("--{}={value}", name.replace('_', "-")));
+    let matches = filter_command()
+        .clone()
+        .try_get_matches_from(flags)
+        .map_err(refusal)?;
+    FilterArgs::from_arg_matches(&matches).map_err(refusal)
+}
+
+/// A filter clap refused, as the parameter and why (the value parsers' own words, or the
+/// values a choice takes).
+fn refusal(e: clap::Error) -> ParamError {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    let name = match e.get(ContextKind::InvalidArg) {
+        Some(ContextValue::String(flag)) => flag
+            .trim_start_matches('-')
+            .split([' ', '='])
+            .next()
+            .unwrap_or_default()
+            .replace('-', "_"),
+        _ => String::from("query"),
+    };
+    let reason = match (e.kind(), e.get(ContextKind::ValidValue)) {
+        (ErrorKind::InvalidValue, Some(ContextValue::Strings(values))) => {
+            format!("must be {}", one_of(values))
+        }
+        _ => std::error::Error::source(&e)
+            .map(ToString::to_string)
+            .unwrap_or_else(|| "is not valid".to_string()),
+    };
+    bad(&name, reason)
+}
+
+/// `a, b or c`.
+fn one_of(values: &[String]) -> String {
+    match values {
+        [] => String::new(),
+        [one] => one.clone(),
+        [rest @ .., last] => format!("{} or {last}", rest.join(", ")),
+    }
+}
+
 fn parse_time(name: &str, value: &str) -> Result<DateTime<Utc>, ParamError> {
-    DateTime::parse_from_rfc3339(value)
-        .map(|t| t.to_utc())
-        .map_err(|_| {
-            // A `+` sent unencoded in a query string arrives as a space.
-            let hint = if value.contains(' ') {
-                "; a + in the offset must be sent encoded, as %2B"
-            } else {
-                ""
-            };
-            bad(
-                name,
-                format!("must be an RFC 3339 time such as 2026-11-27T10:00:00Z{hint}"),
-            )
-        })
+    filter::parse_time(value).map_err(|reason| bad(name, reason))
 }
 
 fn nonempty(name: &str, value: &str) -> Result<String, ParamError> {
-    if value.is_empty() {
-        Err(bad(name, "is empty"))
-    } else if value.contains('\0') {
-        // Nothing stored holds one, and PostgreSQL refuses it as a parameter.
-        Err(bad(name, "contains a NUL character"))
-    } else {
-        Ok(value.to_string())
-    }
+    filter::nonempty(value).map_err(|reason| bad(name, reason))
 }
 
 /// `/audit/timeseries`: buckets of `bucket_minutes` from `since` to `until` (minutes since the
@@ -499,142 +473,4 @@ pub fn model_window(
 }
 
 #[cfg(test)]
-mod documented {
-    use super::*;
-    use utoipa::IntoParams;
-
-    fn names<P: IntoParams>() -> Vec<String> {
-        P::into_params(|| None)
-            .into_iter()
-            .map(|p| p.name)
-            .collect()
-    }
-
-    /// The documented parameters are the ones the parsers take: each is accepted, and a name
-    /// not documented is refused.
-    #[test]
-    fn documented_parameters_are_the_accepted_ones() {
-        let value = |name: &str| match name {
-            "since" | "until" => "2026-11-27T00:00:00Z",
-            "status" => "ok",
-            "order" => "asc",
-            "format" => "csv",
-            "limit" | "min_latency_us" => "5",
-            "cursor" => "c0",
-            "bucket" => "5m",
-            _ => "x",
-        };
-        let pairs = |list: &[String]| -> Vec<(String, String)> {
-            list.iter()
-                .map(|n| (n.clone(), value(n).to_string()))
-                .collect()
-        };
-        let audit = names::<AuditParams>();
-        assert_eq!(audit.len(), 13);
-        parse_query(&pairs(&audit), false).unwrap();
-        let summary = names::<SummaryParams>();
-        parse_query(&pairs(&summary), true).unwrap();
-        for extra in ["order", "limit", "cursor", "format"] {
-            assert!(!summary.contains(&extra.to_string()));
-            assert!(
-                parse_query(&pairs(&[extra.to_string()]), true).is_err(),
-                "{extra}"
-            );
-        }
-        assert!(parse_query(&pairs(&["colour".into()]), false).is_err());
-        let now = chrono::Utc::now();
-        parse_timeseries(&pairs(&names::<TimeseriesParams>()), now).unwrap();
-        assert!(parse_timeseries(&pairs(&["limit".into()]), now).is_err());
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::audit::format_time;
-
-    fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
-        list.iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
-
-    #[test]
-    fn parses_every_parameter() {
-        let q = parse_query(
-            &pairs(&[
-                ("since", "2026-11-27T10:00:00Z"),
-                ("until", "2026-11-27T12:00:00+01:00"),
-                ("model", "iris"),
-                ("status", "rejected"),
-                ("min_latency_us", "50"),
-                ("limit", "10"),
-                ("order", "asc"),
-                ("cursor", &encode_cursor(Cursor::after_id(255))),
-                ("format", "csv"),
-            ]),
-            false,
-        )
-        .unwrap();
-        assert_eq!(q.limit, 10);
-        assert_eq!(q.cursor, Some(Cursor::after_id(255)));
-        let tail = Cursor {
-            id: 7,
-            txid: Some(1234),
-            at: None,
-        };
-        assert_eq!(decode_cursor(&encode_cursor(tail)).unwrap(), tail);
-        let newest_first = Cursor {
-            id: 9,
-            txid: None,
-            at: Some(1_795_737_600_123_456),
-        };
-        assert_eq!(
-            decode_cursor(&encode_cursor(newest_first)).unwrap(),
-            newest_first
-        );
-        assert!(decode_cursor("t12").is_err());
-        for signed in [
-            "c+10",
-            "c-1",
-            "t+1-2",
-            "t1-+2",
-            "d+5-1",
-            "c",
-            "c 10",
-            "c10000000000000000",
-        ] {
-            assert!(decode_cursor(signed).is_err(), "{signed}");
-        }
-        assert_eq!(q.format, Format::Csv);
-        assert_eq!(q.filter.status, StatusFilter::Rejected);
-        assert_eq!(q.filter.order, Order::Asc);
-        assert_eq!(
-            format_time(&q.filter.until.unwrap()),
-            "2026-11-27T11:00:00.000000Z"
-        );
-    }
-
-    #[test]
-    fn errors_name_the_parameter() {
-        for (k, v) in [
-            ("since", "yesterday"),
-            ("limit", "0"),
-            ("limit", "1001"),
-            ("status", "fine"),
-            ("cursor", "123"),
-            ("order", "up"),
-            ("min_latency_us", "-1"),
-            ("model", ""),
-            ("colour", "red"),
-        ] {
-            let e = parse_query(&pairs(&[(k, v)]), false).unwrap_err();
-            assert_eq!(e.name, k, "{e}");
-        }
-        let e = parse_query(&pairs(&[("since", "2026-11-27T10:00:00 01:00")]), false).unwrap_err();
-        assert!(e.reason.contains("%2B"), "{e}");
-        let e = parse_query(&pairs(&[("model", "a"), ("model", "b")]), false).unwrap_err();
-        assert_eq!(e.name, "model");
-        assert!(parse_query(&pairs(&[("limit", "5")]), true).is_err());
-    }
-}
+mod tests;

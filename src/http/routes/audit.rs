@@ -9,16 +9,15 @@ use serde::Serialize;
 
 use crate::audit::StoredRecord;
 use crate::audit::export::{SageMaker, Walk, csv_chunk, jsonl_chunk};
-use crate::audit::filter::Summary;
 use crate::audit::filter::{Cursor, Order};
+use crate::audit::filter::{FilterArgs, Summary};
 use crate::audit::rollup::TimeBucket;
 use crate::audit::rollup::{self, RollupRange};
 use crate::http::access::AuditAccess;
 use crate::http::error::{ApiError, ErrorBody};
 use crate::http::lookup::by_client_id;
 use crate::http::params::{
-    AuditParams, Format, SummaryParams, TimeseriesParams, encode_cursor, parse_query,
-    parse_timeseries,
+    Format, PageParams, TimeseriesParams, encode_cursor, parse_query, parse_timeseries,
 };
 use crate::http::state::AppState;
 use crate::text::quote;
@@ -60,7 +59,7 @@ pub struct RequestRecords {
 
 /// The audit trail: a page of rows, or the whole filtered range as CSV, JSON lines or
 /// SageMaker Data Capture lines.
-#[utoipa::path(get, path = "/audit", tag = "audit", operation_id = "list_audit_rows", params(AuditParams),
+#[utoipa::path(get, path = "/audit", tag = "audit", operation_id = "list_audit_rows", params(FilterArgs, PageParams),
     responses(
         (status = 200, description = "A page (`format=json`), or the range streamed", content(
             (PageBody = "application/json"),
@@ -166,7 +165,7 @@ fn export(
 /// p99, max) over the rows a filter selects (from the rollups when the filter allows:
 /// `source`). Percentiles are per request: one latency per request id, so a batch of 400 rows
 /// counts once.
-#[utoipa::path(get, path = "/audit/summary", tag = "audit", params(SummaryParams),
+#[utoipa::path(get, path = "/audit/summary", tag = "audit", params(FilterArgs),
     responses(
         (status = 200, description = "The summary", body = Summary),
         (status = 400, description = "A parameter is unknown, repeated or malformed (`invalid_parameter`)", body = ErrorBody),
