@@ -143,7 +143,9 @@ fn audit_writes(c: &mut Criterion) {
                     received_at: now,
                     model: Some(model.clone()),
                     model_version: Some(version.clone()),
-                    features: Some("[5.8,2.7,5.1,1.9]".into()),
+                    features: Some(inferlog::audit::RowFeatures::Values(vec![
+                        5.8, 2.7, 5.1, 1.9,
+                    ])),
                     prediction: Some(2),
                     label: Some(label.clone()),
                     status: 200,

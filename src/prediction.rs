@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
+use crate::audit::record::RowFeatures;
 use crate::audit::{AuditRecord, Latency, Origin};
 use crate::input::PredictInput;
 use crate::model::Model;
@@ -83,8 +84,7 @@ impl Prediction {
                 received_at: origin.received_at,
                 model: Some(Arc::clone(&shared.name)),
                 model_version: Some(Arc::clone(&shared.version)),
-                // Serialising a slice of finite f64 cannot fail.
-                features: Some(serde_json::to_string(self.input.row(i)).unwrap_or_default()),
+                features: Some(RowFeatures::Values(self.input.row(i).to_vec())),
                 prediction: Some(class),
                 label: Some(Arc::clone(&self.labels[i])),
                 status: 200,

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 
-use super::record::{AuditRecord, StoredRecord};
+use super::record::{AuditRecord, RowFeatures, StoredRecord};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Column {
@@ -173,6 +173,8 @@ pub enum Cell<'a> {
     Text(&'a str),
     /// JSON text (an array).
     Json(&'a str),
+    /// Numbers, written as a JSON array.
+    Numbers(&'a [f64]),
     /// A timestamp, written as [`super::format_time`] text.
     Time(&'a DateTime<Utc>),
 }
@@ -191,7 +193,11 @@ impl AuditRecord {
             Column::ReceivedAt => Cell::Time(&self.received_at),
             Column::Model => text(&self.model),
             Column::ModelVersion => text(&self.model_version),
-            Column::Features => self.features.as_deref().map_or(Cell::Null, Cell::Json),
+            Column::Features => match &self.features {
+                None => Cell::Null,
+                Some(RowFeatures::Values(v)) => Cell::Numbers(v),
+                Some(RowFeatures::Json(s)) => Cell::Json(s),
+            },
             Column::Prediction => self.prediction.map_or(Cell::Null, |p| Cell::Int(p.into())),
             Column::Label => text(&self.label),
             Column::Status => Cell::Int(i64::from(self.status)),

@@ -57,6 +57,7 @@ pub fn csv_chunk(records: &[StoredRecord], header: bool) -> anyhow::Result<Vec<u
             Cell::Int(v) => v.to_string(),
             Cell::Text(s) => spreadsheet_safe(s),
             Cell::Json(s) => s.to_string(),
+            Cell::Numbers(v) => serde_json::to_string(v).unwrap_or_default(),
             Cell::Time(t) => format_time(t),
         }));
         w.write_record(&fields)?;

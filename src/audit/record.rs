@@ -76,8 +76,8 @@ pub struct AuditRecord {
     pub received_at: DateTime<Utc>,
     pub model: Option<Arc<str>>,
     pub model_version: Option<Arc<str>>,
-    /// JSON array of the row's features in model order.
-    pub features: Option<String>,
+    /// The row's features in model order.
+    pub features: Option<RowFeatures>,
     pub prediction: Option<u32>,
     pub label: Option<Arc<str>>,
     pub status: u16,
@@ -90,6 +90,46 @@ pub struct AuditRecord {
     pub outliers: Option<String>,
     /// The replica that wrote the row; `None` for rows from before the column existed.
     pub writer: Option<Arc<str>>,
+}
+
+/// A row's features: the numbers a prediction was made from, kept as numbers until the store
+/// writes them (JSON text is made there, off the request's thread, and drift bins are counted
+/// from the numbers); or the JSON text a stored row held (a copy, a replay), kept as it was.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RowFeatures {
+    Values(Vec<f64>),
+    Json(String),
+}
+
+impl RowFeatures {
+    /// The JSON array as stored.
+    pub fn to_json(&self) -> std::borrow::Cow<'_, str> {
+        match self {
+            // Serialising a slice of finite f64 cannot fail.
+            RowFeatures::Values(v) => serde_json::to_string(v).unwrap_or_default().into(),
+            RowFeatures::Json(s) => s.as_str().into(),
+        }
+    }
+
+    /// The numbers; `None` for stored text that is not an array of numbers.
+    pub fn values(&self) -> Option<std::borrow::Cow<'_, [f64]>> {
+        match self {
+            RowFeatures::Values(v) => Some(v.as_slice().into()),
+            RowFeatures::Json(s) => serde_json::from_str::<Vec<f64>>(s).ok().map(Into::into),
+        }
+    }
+}
+
+impl From<&str> for RowFeatures {
+    fn from(json: &str) -> RowFeatures {
+        RowFeatures::Json(json.to_string())
+    }
+}
+
+impl From<String> for RowFeatures {
+    fn from(json: String) -> RowFeatures {
+        RowFeatures::Json(json)
+    }
 }
 
 /// Where and when a request came in: what every audit row of it shares.
@@ -249,7 +289,9 @@ impl StoredRecord {
             received_at,
             model: text(self.model),
             model_version: text(self.model_version),
-            features: self.features.map(|f| f.get().to_string()),
+            features: self
+                .features
+                .map(|f| RowFeatures::Json(f.get().to_string())),
             prediction: self
                 .prediction
                 .map(u32::try_from)

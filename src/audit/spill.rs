@@ -146,6 +146,7 @@ fn line(r: &AuditRecord, now: Instant) -> Map<String, Value> {
                 Cell::Text(s) => Value::from(s),
                 // Stored JSON text is valid JSON; kept as text if it ever were not.
                 Cell::Json(s) => serde_json::from_str(s).unwrap_or_else(|_| Value::from(s)),
+                Cell::Numbers(v) => Value::from(v),
                 Cell::Time(t) => Value::from(format_time(t)),
             };
             (c.name().to_string(), v)

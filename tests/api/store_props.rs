@@ -69,7 +69,7 @@ fn record(s: &Spec, item: u32) -> AuditRecord {
         received_at: time(s.at_us),
         model: MODELS[s.model].map(Arc::from),
         model_version: Some(VERSIONS[s.version].into()),
-        features: Some(format!("[{},{}]", s.at_us % 97, item)),
+        features: Some(format!("[{},{}]", s.at_us % 97, item).into()),
         prediction: LABELS[s.label].map(|_| s.label as u32),
         label: LABELS[s.label].map(Arc::from),
         status: STATUSES[s.status],

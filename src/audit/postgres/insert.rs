@@ -98,10 +98,10 @@ fn copy_data(records: &[&AuditRecord], stored_at: Instant) -> Vec<u8> {
                 Cell::Int(v) if is_int4(column) => field(&mut out, &(v as i32).to_be_bytes()),
                 Cell::Int(v) => field(&mut out, &v.to_be_bytes()),
                 Cell::Text(t) => field(&mut out, storable(t).as_bytes()),
-                Cell::Json(j) => {
-                    out.extend_from_slice(&(j.len() as i32 + 1).to_be_bytes());
-                    out.push(1);
-                    out.extend_from_slice(j.as_bytes());
+                Cell::Json(j) => jsonb_field(&mut out, j.as_bytes()),
+                // Serialising finite f64 cannot fail.
+                Cell::Numbers(v) => {
+                    jsonb_field(&mut out, &serde_json::to_vec(v).unwrap_or_default())
                 }
                 Cell::Time(t) => field(
                     &mut out,
@@ -112,6 +112,13 @@ fn copy_data(records: &[&AuditRecord], stored_at: Instant) -> Vec<u8> {
     }
     out.extend_from_slice(&(-1i16).to_be_bytes());
     out
+}
+
+/// A `jsonb` field of binary `COPY`: its length, the format version 1, the JSON text.
+fn jsonb_field(out: &mut Vec<u8>, json: &[u8]) {
+    out.extend_from_slice(&(json.len() as i32 + 1).to_be_bytes());
+    out.push(1);
+    out.extend_from_slice(json);
 }
 
 /// `text` with its NUL characters replaced by U+FFFD: PostgreSQL refuses NUL in text (and a
@@ -155,6 +162,7 @@ fn column_values(column: Column, records: &[&AuditRecord], stored_at: Instant) -
                 .iter()
                 .map(|r| match r.cell(column, stored_at) {
                     Cell::Text(s) | Cell::Json(s) => Some(storable(s).into_owned()),
+                    Cell::Numbers(v) => Some(serde_json::to_string(v).unwrap_or_default()),
                     Cell::Time(t) => Some(format_time(t)),
                     Cell::Int(v) => Some(v.to_string()),
                     Cell::Null => None,

@@ -131,9 +131,10 @@ impl Delta {
                 }
             }
             if let (200, Some(edges), Some(features)) = (r.status, &g.edges, &r.features) {
-                if let Ok(values) = serde_json::from_str::<Vec<f64>>(features) {
+                if let Some(values) = features.values() {
                     if values.len() == edges.len() {
-                        for (j, (edges, v)) in edges.iter().zip(values).enumerate() {
+                        for (j, (edges, v)) in edges.iter().zip(values.iter().copied()).enumerate()
+                        {
                             let b = crate::stats::bin_index(edges, v) as u32;
                             bump(&mut g.bins, (j as u32) << 16 | b);
                         }

@@ -428,6 +428,8 @@ fn insert<'a>(
                 Cell::Null => q.bind(None::<i64>),
                 Cell::Int(v) => q.bind(v),
                 Cell::Text(s) | Cell::Json(s) => q.bind(s),
+                // Serialising finite f64 cannot fail.
+                Cell::Numbers(v) => q.bind(serde_json::to_string(v).unwrap_or_default()),
                 Cell::Time(t) => {
                     let text = match &time {
                         Some((at, text)) if at == t => text.clone(),

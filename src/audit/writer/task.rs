@@ -446,7 +446,7 @@ impl Writer {
                 "raw_body" => ?r.raw_body, "client_addr" => ?r.client_addr.as_deref(),
                 "latency_us" => r.latency.micros(now), "error_code" => ?r.error_code.as_deref(),
                 "status" => r.status, "label" => ?r.label.as_deref(),
-                "prediction" => ?r.prediction, "features" => ?r.features,
+                "prediction" => ?r.prediction, "features" => ?r.features.as_ref().map(|f| f.to_json()),
                 "model_version" => ?r.model_version.as_deref(), "model" => ?r.model.as_deref(),
                 "received_at" => %format_time(&r.received_at), "item" => r.item,
                 "client_request_id" => ?r.client_request_id.as_deref(),
