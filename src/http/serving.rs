@@ -72,8 +72,11 @@ impl From<ApiError> for Failure {
     }
 }
 
-/// Serves the request; a rejection is queued for the audit trail before it is answered.
-/// `model_name` is the name the client asked for (escaped and cut), for the audit row.
+/// Serves the request. This is the one place a request's audit rows are handed to the
+/// writer, whatever the outcome: an answer's rows (in durable mode the answer waits for their
+/// commit, and is a 503 without it), or a rejection's one row (queued before the rejection is
+/// answered, never waited for). `model_name` is the name the client asked for (escaped and
+/// cut), for a rejection's row.
 pub async fn audited<P: Protocol>(
     protocol: &P,
     req: &HttpRequest,
@@ -83,21 +86,28 @@ pub async fn audited<P: Protocol>(
     model_name: Arc<str>,
     model: Result<Arc<Model>, ApiError>,
 ) -> Result<HttpResponse, ApiError> {
-    let Failure { error, body } = match serve(protocol, req, payload, state, meta, model).await {
-        Ok(res) => return Ok(res),
+    let served = serve(protocol, req, payload, state, meta, model).await;
+    // After the body was read: a protocol's own client id (OIP's `id`) is known by then.
+    let origin = meta.origin(&state.instance);
+    let Failure { error, body } = match served {
+        Ok((prediction, parsed)) => {
+            let latency_us = state
+                .audit
+                .submit(prediction.audit_records(&origin), meta.clock)
+                .await
+                .map_err(ApiError::NotAudited)?;
+            meta.answered(latency_us);
+            return Ok(answer(protocol, state, meta, prediction, parsed));
+        }
         Err(f) => f,
     };
-    // An audit failure cannot itself be audited.
-    if matches!(error, ApiError::NotAudited(_)) {
-        return Err(error);
-    }
     let version = state
         .models
         .current()
         .get(&model_name)
         .map(|m| Arc::clone(&m.shared.version));
     let record = AuditRecord::rejected(
-        &meta.origin(&state.instance),
+        &origin,
         Some(model_name),
         version,
         error.status_code().as_u16(),
@@ -112,6 +122,27 @@ pub async fn audited<P: Protocol>(
     Err(error)
 }
 
+/// An audited prediction's answer: the metrics and the drift window see it, the protocol
+/// answers, and the middleware finds it for the log line.
+fn answer<P: Protocol>(
+    protocol: &P,
+    state: &AppState,
+    meta: &RequestMeta,
+    prediction: Prediction,
+    parsed: P::Parsed,
+) -> HttpResponse {
+    state.metrics.record_prediction(&prediction);
+    state.drift_windows.record(
+        &prediction.model,
+        prediction.input.values(),
+        &prediction.classes,
+    );
+    let mut res = protocol.respond(&prediction, meta, parsed);
+    res.extensions_mut().insert(prediction);
+    res
+}
+
+/// The prediction for a request, or why there is none (with whatever of the body was read).
 async fn serve<P: Protocol>(
     protocol: &P,
     req: &HttpRequest,
@@ -119,7 +150,7 @@ async fn serve<P: Protocol>(
     state: &AppState,
     meta: &RequestMeta,
     model: Result<Arc<Model>, ApiError>,
-) -> Result<HttpResponse, Failure> {
+) -> Result<(Prediction, P::Parsed), Failure> {
     let limits = &state.limits;
     let model = match model {
         Ok(model) => model,
@@ -163,27 +194,9 @@ async fn serve<P: Protocol>(
     if let Some(id) = protocol.client_id(&parsed) {
         meta.set_client_id(id);
     }
-
     let (input, classes) = predict(&model, input).await?;
     let prediction = Prediction::new(model, input, classes, &state.outlier_rule);
-    let latency_us = state
-        .audit
-        .submit(
-            prediction.audit_records(&meta.origin(&state.instance)),
-            meta.clock,
-        )
-        .await
-        .map_err(ApiError::NotAudited)?;
-    meta.answered(latency_us);
-    state.metrics.record_prediction(&prediction);
-    state.drift_windows.record(
-        &prediction.model,
-        prediction.input.values(),
-        &prediction.classes,
-    );
-    let mut res = protocol.respond(&prediction, meta, parsed);
-    res.extensions_mut().insert(prediction);
-    Ok(res)
+    Ok((prediction, parsed))
 }
 
 /// The model's classes for `input` (which is handed back, to become part of the prediction).
