@@ -6,6 +6,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -14,8 +15,13 @@ use crate::audit::filter::FilterArgs;
 use crate::audit::{AuditMode, Order, SyncLevel};
 use crate::model::Algorithm;
 use crate::model::data::Dataset;
+use crate::monitor::drift::DriftRule;
+use crate::monitor::outliers::OutlierRule;
 
-/// The defaults of the service's settings, one place for clap and for tests' settings.
+/// The defaults of the service's settings, one place for clap (and so for
+/// [`crate::config::Settings::default`], which clap builds). Durations are in milliseconds, as
+/// the flags take them. The outlier and drift thresholds' defaults are their rules' own
+/// ([`OutlierRule`], [`DriftRule`]).
 pub mod defaults {
     pub const BIND: &str = "127.0.0.1:8080";
     pub const MODELS: &str = "models";
@@ -28,22 +34,15 @@ pub mod defaults {
     pub const MAX_CONNECTIONS: usize = 10_000;
     pub const KEEP_ALIVE_S: u64 = 5;
     pub const SHUTDOWN_TIMEOUT_S: u64 = 30;
-    pub const AUDIT_BUSY_TIMEOUT_MS: u64 = 5000;
+    pub const AUDIT_BUSY_TIMEOUT_MS: &str = "5000";
     pub const AUDIT_QUEUE_ROWS: usize = 16_384;
     pub const PG_POOL_SIZE: u32 = 4;
     pub const PG_WRITERS: usize = 2;
-    pub const PG_ACQUIRE_TIMEOUT_MS: u64 = 5000;
-    pub const PG_CATCH_UP_MS: u64 = 500;
-    pub const AUDIT_READ_TIMEOUT_MS: u64 = 5000;
-    pub const AUDIT_QUEUE_TIMEOUT_MS: u64 = 1000;
-    pub const AUDIT_COMMIT_TIMEOUT_MS: u64 = 10_000;
-    pub const OUTLIER_RANGE_MARGIN: f64 = 0.1;
-    pub const OUTLIER_STD_K: f64 = 4.0;
-    pub const DRIFT_PSI_WARN: f64 = 0.1;
-    pub const DRIFT_PSI_ALERT: f64 = 0.25;
-    pub const DRIFT_MIN_ROWS: usize = 100;
-    pub const DRIFT_MAX_ROWS: usize = 100_000;
-    pub const DRIFT_SAMPLE_ROWS: usize = 10_000;
+    pub const PG_ACQUIRE_TIMEOUT_MS: &str = "5000";
+    pub const PG_CATCH_UP_MS: &str = "500";
+    pub const AUDIT_READ_TIMEOUT_MS: &str = "5000";
+    pub const AUDIT_QUEUE_TIMEOUT_MS: &str = "1000";
+    pub const AUDIT_COMMIT_TIMEOUT_MS: &str = "10000";
     pub const DRIFT_WINDOW: usize = 1000;
     pub const LOG_LEVEL: &str = "info";
     pub const LOG_QUEUE_SIZE: usize = 65_536;
@@ -163,34 +162,36 @@ pub struct ServeArgs {
     pub shutdown_timeout: u64,
 }
 
-/// How predictions are recorded in the audit store.
+/// How predictions are recorded in the audit store: the flags, and the settings `serve` runs
+/// with ([`crate::config::Settings`] holds this same struct).
 #[derive(Debug, Clone, Args)]
 pub struct AuditSettings {
     /// `durable`: answer only after the audit rows committed (503 if they cannot be).
     /// `async`: answer at once; rows are queued and committed moments later.
-    #[arg(long, env = "INFERLOG_AUDIT_MODE", value_enum, default_value_t = AuditMode::Durable)]
-    pub audit_mode: AuditMode,
+    #[arg(long = "audit-mode", env = "INFERLOG_AUDIT_MODE", value_enum, default_value_t = AuditMode::Durable)]
+    pub mode: AuditMode,
 
     /// SQLite `synchronous`: `normal` survives process crashes, `full` also power loss.
-    #[arg(long, env = "INFERLOG_AUDIT_SYNC", value_enum, default_value_t = SyncLevel::Normal)]
-    pub audit_sync: SyncLevel,
+    #[arg(long = "audit-sync", env = "INFERLOG_AUDIT_SYNC", value_enum, default_value_t = SyncLevel::Normal)]
+    pub sync: SyncLevel,
 
-    /// How long a write waits for a lock held by another process before failing.
-    #[arg(long, env = "INFERLOG_AUDIT_BUSY_TIMEOUT_MS", default_value_t = defaults::AUDIT_BUSY_TIMEOUT_MS)]
-    pub audit_busy_timeout_ms: u64,
+    /// How long a write waits for a lock held by another process before failing, in ms.
+    #[arg(long = "audit-busy-timeout-ms", env = "INFERLOG_AUDIT_BUSY_TIMEOUT_MS", default_value = defaults::AUDIT_BUSY_TIMEOUT_MS, value_name = "MS", value_parser = millis)]
+    pub busy_timeout: Duration,
 
     /// Largest size the audit database and its write-ahead log may grow to together, in MiB
     /// (0: no limit; the log takes at most a quarter). At the limit,
     /// durable predictions answer 503 until space is freed (deleted rows are reused) or the
     /// limit is raised: a cap keeps the audit store from filling a disk shared with others.
-    #[arg(long, env = "INFERLOG_AUDIT_MAX_MB", default_value_t = 0)]
-    pub audit_max_mb: u64,
+    // The full path: clap reads the flag's value into the whole option (0 is none).
+    #[arg(long = "audit-max-mb", env = "INFERLOG_AUDIT_MAX_MB", default_value = "0", value_name = "MIB", value_parser = size_cap)]
+    pub max_bytes: ::std::option::Option<u64>,
 
     /// Audit rows the writer may hold (queued, being committed or retried); past it,
     /// requests wait for room (back pressure), then get 503. The most a SIGKILL can lose in
     /// async mode. At least one batch (`INFERLOG_MAX_BATCH`).
-    #[arg(long, env = "INFERLOG_AUDIT_QUEUE_ROWS", default_value_t = defaults::AUDIT_QUEUE_ROWS)]
-    pub audit_queue_rows: usize,
+    #[arg(long = "audit-queue-rows", env = "INFERLOG_AUDIT_QUEUE_ROWS", default_value_t = defaults::AUDIT_QUEUE_ROWS)]
+    pub queue_rows: usize,
 
     /// PostgreSQL: connections this replica keeps to the audit database. Each writer needs
     /// one at a time; the rest serve reads (`/audit`, `/monitor/*`, feedback). Mind the
@@ -204,92 +205,72 @@ pub struct AuditSettings {
     #[arg(long, env = "INFERLOG_PG_WRITERS", default_value_t = defaults::PG_WRITERS)]
     pub pg_writers: usize,
 
-    /// PostgreSQL: the longest a store call waits for a connection; while the server is
-    /// unreachable, durable requests get their 503 after this long (at most the commit
+    /// PostgreSQL: the longest a store call waits for a connection, in ms; while the server
+    /// is unreachable, durable requests get their 503 after this long (at most the commit
     /// timeout).
-    #[arg(long, env = "INFERLOG_PG_ACQUIRE_TIMEOUT_MS", default_value_t = defaults::PG_ACQUIRE_TIMEOUT_MS)]
-    pub pg_acquire_timeout_ms: u64,
+    #[arg(long = "pg-acquire-timeout-ms", env = "INFERLOG_PG_ACQUIRE_TIMEOUT_MS", default_value = defaults::PG_ACQUIRE_TIMEOUT_MS, value_name = "MS", value_parser = millis)]
+    pub pg_acquire_timeout: Duration,
 
     /// PostgreSQL: how long an oldest-first read (`order=asc`, the exports) that reaches the
-    /// end of the rows waits for the writing transactions open when it began to end, so that
-    /// it holds every row committed before it began. A transaction open longer holds the newest
-    /// rows back from that read (they show in the next one); 0: never wait.
-    #[arg(long, env = "INFERLOG_PG_CATCH_UP_MS", default_value_t = defaults::PG_CATCH_UP_MS)]
-    pub pg_catch_up_ms: u64,
+    /// end of the rows waits for the writing transactions open when it began to end, in ms,
+    /// so that it holds every row committed before it began. A transaction open longer holds
+    /// the newest rows back from that read (they show in the next one); 0: never wait.
+    #[arg(long = "pg-catch-up-ms", env = "INFERLOG_PG_CATCH_UP_MS", default_value = defaults::PG_CATCH_UP_MS, value_name = "MS", value_parser = millis)]
+    pub pg_catch_up: Duration,
 
     /// The longest an HTTP read of the audit rows (a summary the rollups cannot answer) may
-    /// run: past it, the read stops and answers 503 naming `inferlog audit snapshot`, since a
-    /// read holding one snapshot for long keeps SQLite from checkpointing its WAL (which then
-    /// grows, and slows every commit) and PostgreSQL from cleaning up.
-    #[arg(long, env = "INFERLOG_AUDIT_READ_TIMEOUT_MS", default_value_t = defaults::AUDIT_READ_TIMEOUT_MS)]
-    pub audit_read_timeout_ms: u64,
+    /// run, in ms: past it, the read stops and answers 503 naming `inferlog audit snapshot`,
+    /// since a read holding one snapshot for long keeps SQLite from checkpointing its WAL
+    /// (which then grows, and slows every commit) and PostgreSQL from cleaning up.
+    #[arg(long = "audit-read-timeout-ms", env = "INFERLOG_AUDIT_READ_TIMEOUT_MS", default_value = defaults::AUDIT_READ_TIMEOUT_MS, value_name = "MS", value_parser = millis)]
+    pub read_timeout: Duration,
 
     /// Where acknowledged rows go that the store cannot take before the shutdown deadline
     /// (JSON lines, fsynced); the next start replays them. Default: beside the database,
     /// `inferlog.db-spill.jsonl`. Put it on another disk to survive a full one.
-    #[arg(long, env = "INFERLOG_AUDIT_SPILL_FILE")]
-    pub audit_spill_file: Option<PathBuf>,
+    #[arg(long = "audit-spill-file", env = "INFERLOG_AUDIT_SPILL_FILE")]
+    pub spill_file: Option<PathBuf>,
 
-    /// How long a request waits for room in a full queue before a 503.
-    #[arg(long, env = "INFERLOG_AUDIT_QUEUE_TIMEOUT_MS", default_value_t = defaults::AUDIT_QUEUE_TIMEOUT_MS)]
-    pub audit_queue_timeout_ms: u64,
+    /// How long a request waits for room in a full queue before a 503, in ms.
+    #[arg(long = "audit-queue-timeout-ms", env = "INFERLOG_AUDIT_QUEUE_TIMEOUT_MS", default_value = defaults::AUDIT_QUEUE_TIMEOUT_MS, value_name = "MS", value_parser = millis)]
+    pub queue_timeout: Duration,
 
-    /// Durable mode: how long a request waits for its commit before a 503.
-    #[arg(
-        long,
-        env = "INFERLOG_AUDIT_COMMIT_TIMEOUT_MS",
-        default_value_t = defaults::AUDIT_COMMIT_TIMEOUT_MS
-    )]
-    pub audit_commit_timeout_ms: u64,
+    /// Durable mode: how long a request waits for its commit before a 503, in ms.
+    #[arg(long = "audit-commit-timeout-ms", env = "INFERLOG_AUDIT_COMMIT_TIMEOUT_MS", default_value = defaults::AUDIT_COMMIT_TIMEOUT_MS, value_name = "MS", value_parser = millis)]
+    pub commit_timeout: Duration,
 
     /// Bearer token required by /audit. Unset: /audit answers loopback clients only.
-    #[arg(long, env = "AUDIT_TOKEN", hide_env_values = true)]
-    pub audit_token: Option<String>,
+    #[arg(long = "audit-token", env = "AUDIT_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
 }
 
-/// Outlier and drift thresholds.
+/// Outlier and drift thresholds: the flags, and the settings `serve` runs with.
 #[derive(Debug, Clone, Args)]
 pub struct MonitorSettings {
-    /// Flag values outside the training range widened by this fraction of it on each side.
-    #[arg(long, env = "INFERLOG_OUTLIER_RANGE_MARGIN", default_value_t = defaults::OUTLIER_RANGE_MARGIN, value_parser = non_negative)]
-    pub outlier_range_margin: f64,
-
-    /// Flag values further than this many training standard deviations from the mean.
-    #[arg(long, env = "INFERLOG_OUTLIER_STD_K", default_value_t = defaults::OUTLIER_STD_K, value_parser = non_negative)]
-    pub outlier_std_k: f64,
+    #[command(flatten)]
+    pub outliers: OutlierRule,
 
     #[command(flatten)]
-    pub drift: DriftSettings,
+    pub drift: DriftRule,
 
     /// Recent rows per model behind the drift gauges of /metrics.
     #[arg(long, env = "INFERLOG_DRIFT_WINDOW", default_value_t = defaults::DRIFT_WINDOW)]
     pub drift_window: usize,
 }
 
-/// Drift verdict thresholds (shared by the service and `inferlog drift`).
-#[derive(Debug, Clone, Args)]
-pub struct DriftSettings {
-    /// PSI from which a feature's drift is `warn`.
-    #[arg(long, env = "INFERLOG_DRIFT_PSI_WARN", default_value_t = defaults::DRIFT_PSI_WARN, value_parser = non_negative)]
-    pub drift_psi_warn: f64,
+/// Milliseconds, as a duration.
+fn millis(s: &str) -> Result<Duration, String> {
+    s.parse::<u64>()
+        .map(Duration::from_millis)
+        .map_err(|_| "must be a whole number of milliseconds".to_string())
+}
 
-    /// PSI from which a feature's drift is `alert`.
-    #[arg(long, env = "INFERLOG_DRIFT_PSI_ALERT", default_value_t = defaults::DRIFT_PSI_ALERT, value_parser = non_negative)]
-    pub drift_psi_alert: f64,
-
-    /// Fewer rows than this give `insufficient_data` instead of a verdict.
-    #[arg(long, env = "INFERLOG_DRIFT_MIN_ROWS", default_value_t = defaults::DRIFT_MIN_ROWS)]
-    pub drift_min_rows: usize,
-
-    /// Most rows a drift report reads from the partial minutes at the edges of its range (the
-    /// whole minutes come from the rollups): the newest of them.
-    #[arg(long, env = "INFERLOG_DRIFT_MAX_ROWS", default_value_t = defaults::DRIFT_MAX_ROWS)]
-    pub drift_max_rows: usize,
-
-    /// When PSI comes from the rollups: the most recent rows of the range behind the
-    /// Kolmogorov–Smirnov statistics and live means (they need raw values).
-    #[arg(long, env = "INFERLOG_DRIFT_SAMPLE_ROWS", default_value_t = defaults::DRIFT_SAMPLE_ROWS)]
-    pub drift_sample_rows: usize,
+/// A size cap in MiB, as bytes; 0 is none.
+fn size_cap(s: &str) -> Result<Option<u64>, String> {
+    let mb = s
+        .parse::<u64>()
+        .map_err(|_| "must be a whole number of MiB (0: no limit)".to_string())?;
+    Ok((mb > 0).then(|| mb.saturating_mul(1 << 20)))
 }
 
 /// The audit store, for every command that opens one (`inferlog audit replay` requires it
@@ -323,7 +304,7 @@ pub struct DriftCliArgs {
     #[arg(long, value_parser = parse_time)]
     pub until: Option<DateTime<Utc>>,
     #[command(flatten)]
-    pub drift: DriftSettings,
+    pub drift: DriftRule,
 }
 
 /// `inferlog audit`: the `/audit` query, run on the database file.
@@ -455,14 +436,6 @@ pub enum LogFormat {
 
 /// A threshold: a finite number, zero or more (NaN, infinities and negative values would make
 /// every verdict or flag meaningless).
-fn non_negative(s: &str) -> Result<f64, String> {
-    match s.trim().parse::<f64>() {
-        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
-        Ok(_) => Err("must be a finite number, zero or more".to_string()),
-        Err(_) => Err("must be a number".to_string()),
-    }
-}
-
 fn parse_time(s: &str) -> Result<DateTime<Utc>, String> {
     DateTime::parse_from_rfc3339(s)
         .map(|t| t.to_utc())

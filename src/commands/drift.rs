@@ -3,7 +3,6 @@
 use crate::audit::url::DatabaseUrl;
 use crate::audit::{AuditFilter, Store, StoreOptions};
 use crate::cli::DriftCliArgs;
-use crate::config::drift_rule;
 use crate::model::registry::ModelRegistry;
 use crate::reports;
 
@@ -21,7 +20,7 @@ pub fn run(args: &DriftCliArgs) -> anyhow::Result<()> {
         ..AuditFilter::default()
     };
     let url: DatabaseUrl = args.store.database_url.parse()?;
-    let rule = drift_rule(&args.drift);
+    let rule = args.drift.bounded();
     rule.check().map_err(anyhow::Error::msg)?;
     let report = super::runtime()?.block_on(async {
         let store = Store::open(&url, &StoreOptions::read_only()).await?;

@@ -9,21 +9,48 @@
 
 use serde::Serialize;
 
+use super::outliers::non_negative;
 use crate::model::Model;
 use crate::stats::{bin_counts, class_counts, ks_two_sample, proportions, psi};
 
-/// Thresholds of the verdicts, and how many rows a report reads.
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// Thresholds of the verdicts, and how many rows a report reads (also the flags that set
+/// them, for the service and `inferlog drift`).
+#[derive(Debug, Clone, Copy, PartialEq, clap::Args)]
 pub struct DriftRule {
+    /// PSI from which a feature's drift is `warn`.
+    #[arg(long = "drift-psi-warn", env = "INFERLOG_DRIFT_PSI_WARN",
+        default_value_t = DriftRule::default().psi_warn, value_parser = non_negative)]
     pub psi_warn: f64,
+    /// PSI from which a feature's drift is `alert`.
+    #[arg(long = "drift-psi-alert", env = "INFERLOG_DRIFT_PSI_ALERT",
+        default_value_t = DriftRule::default().psi_alert, value_parser = non_negative)]
     pub psi_alert: f64,
+    /// Fewer rows than this give `insufficient_data` instead of a verdict.
+    #[arg(long = "drift-min-rows", env = "INFERLOG_DRIFT_MIN_ROWS",
+        default_value_t = DriftRule::default().min_rows)]
     pub min_rows: usize,
-    /// Most rows a report compares when it reads rows for everything: the most recent of
-    /// its range. Keeps a report's time and memory bounded on a store of millions of rows.
+    /// Most rows a report compares when it reads rows for everything (the most recent of its
+    /// range), or reads from the partial minutes at the edges of its range (the whole minutes
+    /// come from the rollups): a report's time and memory stay bounded on millions of rows.
+    #[arg(long = "drift-max-rows", env = "INFERLOG_DRIFT_MAX_ROWS",
+        default_value_t = DriftRule::default().max_rows)]
     pub max_rows: usize,
     /// When PSI and class counts come from the rollups (all rows of the range): the most
     /// recent rows read for what needs raw values (Kolmogorov–Smirnov, live means).
+    #[arg(long = "drift-sample-rows", env = "INFERLOG_DRIFT_SAMPLE_ROWS",
+        default_value_t = DriftRule::default().sample_rows)]
     pub sample_rows: usize,
+}
+
+impl DriftRule {
+    /// At least one row read where a report reads rows.
+    pub fn bounded(self) -> DriftRule {
+        DriftRule {
+            max_rows: self.max_rows.max(1),
+            sample_rows: self.sample_rows.max(1),
+            ..self
+        }
+    }
 }
 
 impl Default for DriftRule {

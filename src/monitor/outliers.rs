@@ -7,13 +7,27 @@
 
 use crate::model::FeatureStats;
 
-/// Thresholds of the outlier check.
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// Thresholds of the outlier check (also the flags that set them).
+#[derive(Debug, Clone, Copy, PartialEq, clap::Args)]
 pub struct OutlierRule {
-    /// Fraction of the training range added below the minimum and above the maximum.
+    /// Flag values outside the training range widened by this fraction of it on each side.
+    #[arg(long = "outlier-range-margin", env = "INFERLOG_OUTLIER_RANGE_MARGIN",
+        default_value_t = OutlierRule::default().range_margin, value_parser = non_negative)]
     pub range_margin: f64,
-    /// Standard deviations from the mean beyond which a value is flagged.
+    /// Flag values further than this many training standard deviations from the mean.
+    #[arg(long = "outlier-std-k", env = "INFERLOG_OUTLIER_STD_K",
+        default_value_t = OutlierRule::default().std_k, value_parser = non_negative)]
     pub std_k: f64,
+}
+
+/// A threshold: a finite number, zero or more (NaN, infinities and negative values would make
+/// every verdict or flag meaningless).
+pub fn non_negative(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
+        Ok(_) => Err("must be a finite number, zero or more".to_string()),
+        Err(_) => Err("must be a number".to_string()),
+    }
 }
 
 impl Default for OutlierRule {
