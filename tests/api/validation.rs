@@ -143,6 +143,15 @@ fn wrong_method_is_405_with_json_body() {
     assert_eq!(res.status, 405);
     assert_eq!(res.error_code(), "method_not_allowed");
     assert_eq!(res.header("allow"), Some("POST"));
+    let res = app.request("POST", "/health/live", &[], b"");
+    assert_eq!(res.status, 405);
+    assert_eq!(res.header("allow"), Some("GET, HEAD"));
+    // Counted under the route whose path it was, not as unmatched.
+    let metrics = app.get("/metrics").text();
+    assert!(
+        metrics.contains(r#"route="/predict",method="GET",status="405"} 1"#),
+        "{metrics}"
+    );
 }
 
 #[test]

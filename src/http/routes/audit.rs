@@ -2,6 +2,7 @@
 //! the audit trail over HTTP.
 //! Audit data holds users' inputs, so every route here takes [`AuditAccess`].
 
+use actix_web::get;
 use actix_web::http::header;
 use actix_web::{HttpResponse, web};
 use futures_util::stream;
@@ -72,6 +73,7 @@ pub struct RequestRecords {
         (status = 503, description = "The store could not be read (`audit_unavailable`)", body = ErrorBody),
     ),
     security((), ("bearer" = [])))]
+#[get("/audit", name = "/audit")]
 pub async fn list(
     _access: AuditAccess,
     state: web::Data<AppState>,
@@ -174,6 +176,7 @@ fn export(
         (status = 503, description = "The store could not be read (`audit_unavailable`)", body = ErrorBody),
     ),
     security((), ("bearer" = [])))]
+#[get("/audit/summary", name = "/audit/summary")]
 pub async fn summary(
     _access: AuditAccess,
     state: web::Data<AppState>,
@@ -200,6 +203,7 @@ pub async fn summary(
         (status = 503, description = "The store could not be read (`audit_unavailable`)", body = ErrorBody),
     ),
     security((), ("bearer" = [])))]
+#[get("/audit/timeseries", name = "/audit/timeseries")]
 pub async fn timeseries(
     _access: AuditAccess,
     state: web::Data<AppState>,
@@ -248,6 +252,7 @@ pub async fn timeseries(
         (status = 503, description = "The store could not be read (`audit_unavailable`)", body = ErrorBody),
     ),
     security((), ("bearer" = [])))]
+#[get("/audit/{request_id}", name = "/audit/{request_id}")]
 pub async fn by_request(
     _access: AuditAccess,
     state: web::Data<AppState>,

@@ -6,6 +6,7 @@
 //! and with a token the page asks for it once and keeps it in the tab's session storage.
 
 use actix_web::HttpResponse;
+use actix_web::get;
 use actix_web::http::header;
 
 /// The page: `src/http/dashboard.html`.
@@ -19,6 +20,7 @@ const CSP: &str = "default-src 'none'; script-src 'unsafe-inline'; style-src 'un
 /// The dashboard page.
 #[utoipa::path(get, path = "/dashboard", tag = "docs",
     responses((status = 200, description = "The dashboard (HTML)", body = String, content_type = "text/html")))]
+#[get("/dashboard", name = "/dashboard")]
 pub async fn page() -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/html; charset=utf-8")
@@ -30,6 +32,7 @@ pub async fn page() -> HttpResponse {
 /// `/` leads to the dashboard.
 #[utoipa::path(get, path = "/", tag = "docs",
     responses((status = 308, description = "To `/dashboard`")))]
+#[get("/", name = "/")]
 pub async fn root() -> HttpResponse {
     HttpResponse::PermanentRedirect()
         .insert_header((header::LOCATION, "/dashboard"))

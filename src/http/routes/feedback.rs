@@ -1,6 +1,7 @@
 //! `POST /feedback`: the true label of an audited prediction. It follows the access rule of
 //! `/audit`: labels are derived from users' data.
 
+use actix_web::post;
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::{Deserialize, Serialize};
 
@@ -56,6 +57,7 @@ pub struct FeedbackStored {
         (status = 503, description = "The store could not be written (`audit_unavailable`)", body = ErrorBody),
     ),
     security((), ("bearer" = [])))]
+#[post("/feedback", name = "/feedback")]
 pub async fn post(
     _access: AuditAccess,
     req: HttpRequest,

@@ -1,5 +1,6 @@
 //! Liveness and readiness probes.
 
+use actix_web::route;
 use actix_web::{HttpResponse, web};
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -36,6 +37,7 @@ pub struct NotReady {
 /// The process is up and answering HTTP.
 #[utoipa::path(get, path = "/health/live", tag = "health", operation_id = "health_live",
     responses((status = 200, description = "Alive", body = Live)))]
+#[route("/health/live", method = "GET", method = "HEAD", name = "/health/live")]
 pub async fn live() -> HttpResponse {
     HttpResponse::Ok().json(Live { status: "ok" })
 }
@@ -47,6 +49,12 @@ pub async fn live() -> HttpResponse {
         (status = 200, description = "Ready", body = Ready),
         (status = 503, description = "Not ready: shutting down, or the audit store is failing", body = NotReady),
     ))]
+#[route(
+    "/health/ready",
+    method = "GET",
+    method = "HEAD",
+    name = "/health/ready"
+)]
 pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
     if let Some(reason) = state.not_ready().await {
         return HttpResponse::ServiceUnavailable().json(NotReady {

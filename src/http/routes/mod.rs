@@ -10,11 +10,14 @@ mod monitor;
 mod oip;
 mod predict;
 
+use actix_web::get;
 use std::sync::{Arc, OnceLock};
 
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
 use utoipa::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa_actix_web::AppExt;
+use utoipa_actix_web::service_config::ServiceConfig;
 
 use super::error::{ApiError, ErrorBody};
 use crate::text::escape_controls;
@@ -76,96 +79,99 @@ pub fn is_oip(path: &str) -> bool {
     path == "/v2" || path.starts_with("/v2/")
 }
 
-/// A resource named by its own pattern, so the middleware can read it back without allocating.
-/// Every route is registered through here, and each is in [`ROUTES`] (a test checks the
-/// reverse: every entry is routed to its resource).
-fn resource(pattern: &'static str) -> actix_web::Resource {
-    assert!(
-        ROUTES.contains(&pattern),
-        "route {pattern} is not in ROUTES (nor, then, in the API documentation)"
-    );
-    web::resource(pattern).name(pattern)
+/// Registers the routes of the main address: every route, but `/metrics` only when there is
+/// no admin address (`with_metrics`). Each handler names its own pattern as its resource
+/// name (the metrics' `route` label reads it back without allocating) and carries its
+/// documentation, which the API document collects from this registration: the routes and
+/// their documentation are one list (a test holds [`ROUTES`] to it).
+pub fn configure(cfg: &mut web::ServiceConfig, with_metrics: bool) {
+    routes(&mut ServiceConfig::new(cfg), with_metrics);
 }
 
-/// Registers the routes of the main address: every route, but `/metrics` only when there is
-/// no admin address (`with_metrics`).
-pub fn configure(cfg: &mut web::ServiceConfig, with_metrics: bool) {
+fn routes(cfg: &mut ServiceConfig, with_metrics: bool) {
     if with_metrics {
-        cfg.service(resource("/metrics").route(web::get().to(monitor::metrics)));
+        cfg.service(monitor::metrics);
     }
     // actix tries resources in the order they are registered: the busiest routes first.
-    cfg.service(resource("/predict").route(web::post().to(predict::predict_default)))
+    cfg.service(predict::predict_default)
         .configure(probes)
-        .service(resource("/models/{name}/predict").route(web::post().to(predict::predict_named)))
-        .service(resource("/models").route(web::get().to(models::list)))
-        .service(resource("/models/{name}").route(web::get().to(models::show)))
-        .service(resource("/audit").route(web::get().to(audit::list)))
-        .service(resource("/audit/summary").route(web::get().to(audit::summary)))
-        .service(resource("/audit/timeseries").route(web::get().to(audit::timeseries)))
-        .service(resource("/audit/{request_id}").route(web::get().to(audit::by_request)))
-        .service(resource("/monitor/drift").route(web::get().to(monitor::drift)))
-        .service(resource("/monitor/performance").route(web::get().to(monitor::performance)))
-        .service(resource("/feedback").route(web::post().to(feedback::post)))
+        .service(predict::predict_named)
+        .service(models::list)
+        .service(models::show)
+        .service(audit::list)
+        .service(audit::summary)
+        .service(audit::timeseries)
+        .service(audit::by_request)
+        .service(monitor::drift)
+        .service(monitor::performance)
+        .service(feedback::post)
         .configure(open_inference_protocol)
-        .service(resource("/openapi.json").route(web::get().to(openapi_json)))
-        .service(resource("/docs").route(web::get().to(docs_index)))
-        .service(resource("/docs/{file}").route(web::get().to(docs_file)))
-        .service(resource("/dashboard").route(web::get().to(dashboard::page)))
-        .service(resource("/").route(web::get().to(dashboard::root)))
-        .default_service(web::to(not_found));
+        .service(openapi_json)
+        .service(docs_index)
+        .service(docs_file)
+        .service(dashboard::page)
+        .service(dashboard::root);
+    let default = if with_metrics {
+        |_: &str| true
+    } else {
+        |pattern: &str| pattern != "/metrics"
+    };
+    cfg.default_service(web::to(move |req| unrouted(req, default)));
 }
 
 /// Registers the routes of the admin address (`INFERLOG_ADMIN_BIND`): `/metrics` and the
 /// probes.
 pub fn configure_admin(cfg: &mut web::ServiceConfig) {
-    cfg.service(resource("/metrics").route(web::get().to(monitor::metrics)))
+    ServiceConfig::new(cfg)
+        .service(monitor::metrics)
         .configure(probes)
-        .default_service(web::to(not_found));
+        .default_service(web::to(|req| {
+            unrouted(req, |pattern| {
+                pattern == "/metrics" || matches!(pattern, "/health/live" | "/health/ready")
+            })
+        }));
 }
 
 /// The Open Inference Protocol v2 (REST).
-fn open_inference_protocol(cfg: &mut web::ServiceConfig) {
-    cfg.service(resource("/v2").route(web::get().to(oip::server_metadata)))
-        .service(resource("/v2/health/live").route(web::get().to(oip::live)))
-        .service(resource("/v2/health/ready").route(web::get().to(oip::ready)))
-        .service(resource("/v2/models/{name}").route(web::get().to(oip::model_metadata)))
-        .service(
-            resource("/v2/models/{name}/versions/{version}")
-                .route(web::get().to(oip::model_metadata_at)),
-        )
-        .service(resource("/v2/models/{name}/ready").route(web::get().to(oip::model_ready)))
-        .service(
-            resource("/v2/models/{name}/versions/{version}/ready")
-                .route(web::get().to(oip::model_ready_at)),
-        )
-        .service(resource("/v2/models/{name}/infer").route(web::post().to(oip::infer)))
-        .service(
-            resource("/v2/models/{name}/versions/{version}/infer")
-                .route(web::post().to(oip::infer_at)),
-        );
+fn open_inference_protocol(cfg: &mut ServiceConfig) {
+    cfg.service(oip::server_metadata)
+        .service(oip::live)
+        .service(oip::ready)
+        .service(oip::model_metadata)
+        .service(oip::model_metadata_at)
+        .service(oip::model_ready)
+        .service(oip::model_ready_at)
+        .service(oip::infer)
+        .service(oip::infer_at);
 }
 
-fn probes(cfg: &mut web::ServiceConfig) {
-    cfg.service(
-        resource("/health/live")
-            .route(web::get().to(health::live))
-            .route(web::head().to(health::live)),
-    )
-    .service(
-        resource("/health/ready")
-            .route(web::get().to(health::ready))
-            .route(web::head().to(health::ready)),
-    );
+fn probes(cfg: &mut ServiceConfig) {
+    cfg.service(health::live).service(health::ready);
 }
 
-/// The `route` label of a request: its resource name when it matched one, else `unmatched`.
+/// The `route` label of a request: its resource name when it matched one, else the pattern
+/// its path has (a method the route does not answer), else `unmatched`.
 pub fn route_label(req: &HttpRequest) -> &'static str {
     req.match_name()
         .and_then(|name| ROUTES.iter().find(|r| **r == name).copied())
+        .or_else(|| req.extensions().get::<OtherMethod>().map(|m| m.0))
         .unwrap_or("unmatched")
 }
 
-async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
+/// The route pattern of a request answered 405 (another method than its route answers): the
+/// metrics count it under that route.
+struct OtherMethod(&'static str);
+
+/// A request no route of this address took: 405 (with `Allow`) when its path is the path of
+/// a route `here` serves, with another method; else 404. Each route is its own resource,
+/// guarded by its method, so both kinds reach this default service.
+async fn unrouted(req: HttpRequest, here: fn(&str) -> bool) -> Result<HttpResponse, ApiError> {
+    if let Some((pattern, allow)) = route_of(req.path()).filter(|(p, _)| here(p)) {
+        req.extensions_mut().insert(OtherMethod(pattern));
+        return Ok(HttpResponse::MethodNotAllowed()
+            .insert_header((actix_web::http::header::ALLOW, allow))
+            .finish());
+    }
     Err(ApiError::NotFound(format!(
         "no route for {} {}",
         req.method(),
@@ -173,44 +179,48 @@ async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
     )))
 }
 
-/// The API's OpenAPI 3.1 document, generated from the handlers' `#[utoipa::path]` attributes
-/// and the types they name.
+/// The pattern (of [`ROUTES`]) that matches `path`, and the methods it answers (`GET, HEAD`
+/// for the probes), from the document the registration makes.
+fn route_of(path: &str) -> Option<(&'static str, &'static str)> {
+    static TABLE: OnceLock<Vec<(&'static str, actix_web::dev::ResourceDef, String)>> =
+        OnceLock::new();
+    let table = TABLE.get_or_init(|| {
+        let doc: serde_json::Value = serde_json::from_str(openapi_text()).unwrap_or_default();
+        let Some(paths) = doc["paths"].as_object() else {
+            return Vec::new();
+        };
+        paths
+            .iter()
+            .map(|(pattern, item)| {
+                let mut methods: Vec<String> = ["get", "head", "post", "put", "patch", "delete"]
+                    .into_iter()
+                    .filter(|m| item.get(*m).is_some())
+                    .map(str::to_uppercase)
+                    .collect();
+                if PROBE_ROUTES.contains(&pattern.as_str()) {
+                    methods.insert(1, "HEAD".to_string());
+                }
+                let pattern = ROUTES.iter().find(|r| **r == pattern.as_str())?;
+                let def = actix_web::dev::ResourceDef::new(*pattern);
+                Some((*pattern, def, methods.join(", ")))
+            })
+            .collect::<Option<Vec<_>>>()
+            .unwrap_or_default()
+    });
+    table
+        .iter()
+        .find(|(_, def, _)| def.is_match(path))
+        .map(|(pattern, _, allow)| (*pattern, allow.as_str()))
+}
+
+/// The API's OpenAPI 3.1 document: its title, tags and security scheme; the paths and the
+/// types they name are collected from the routes as they are registered ([`openapi_text`]).
 #[derive(OpenApi)]
 #[openapi(
     info(
         title = "inferlog",
         description = "Predictions from smartcore models, every one logged and audited.",
         license(name = "MIT OR Apache-2.0"),
-    ),
-    paths(
-        predict::predict_default,
-        predict::predict_named,
-        models::list,
-        models::show,
-        audit::list,
-        audit::summary,
-        audit::timeseries,
-        audit::by_request,
-        monitor::metrics,
-        monitor::drift,
-        monitor::performance,
-        feedback::post,
-        health::live,
-        health::ready,
-        oip::server_metadata,
-        oip::live,
-        oip::ready,
-        oip::model_metadata,
-        oip::model_metadata_at,
-        oip::model_ready,
-        oip::model_ready_at,
-        oip::infer,
-        oip::infer_at,
-        openapi_json,
-        docs_index,
-        docs_file,
-        dashboard::page,
-        dashboard::root,
     ),
     modifiers(&BearerToken),
     tags(
@@ -252,7 +262,12 @@ impl utoipa::Modify for BearerToken {
 pub fn openapi_text() -> &'static str {
     static TEXT: OnceLock<String> = OnceLock::new();
     TEXT.get_or_init(|| {
-        let json = ApiDoc::openapi().to_json().unwrap_or_default();
+        let (_, api) = actix_web::App::new()
+            .into_utoipa_app()
+            .openapi(ApiDoc::openapi())
+            .configure(|cfg| routes(cfg, true))
+            .split_for_parts();
+        let json = api.to_json().unwrap_or_default();
         json.replace("[`", "`").replace("`]", "`")
     })
 }
@@ -260,6 +275,7 @@ pub fn openapi_text() -> &'static str {
 /// This API's OpenAPI 3.1 document.
 #[utoipa::path(get, path = "/openapi.json", tag = "docs",
     responses((status = 200, description = "The OpenAPI 3.1 document", body = Object)))]
+#[get("/openapi.json", name = "/openapi.json")]
 async fn openapi_json() -> HttpResponse {
     HttpResponse::Ok()
         .content_type("application/json")
@@ -269,6 +285,7 @@ async fn openapi_json() -> HttpResponse {
 /// The interactive documentation (Swagger UI, served from the binary: no network needed).
 #[utoipa::path(get, path = "/docs", tag = "docs",
     responses((status = 308, description = "To `/docs/index.html`")))]
+#[get("/docs", name = "/docs")]
 async fn docs_index() -> HttpResponse {
     HttpResponse::PermanentRedirect()
         .insert_header((actix_web::http::header::LOCATION, "/docs/index.html"))
@@ -283,6 +300,7 @@ async fn docs_index() -> HttpResponse {
             (String = "text/html"), (String = "text/javascript"), (String = "text/css"))),
         (status = 404, description = "No such file (`not_found`)", body = ErrorBody),
     ))]
+#[get("/docs/{file}", name = "/docs/{file}")]
 async fn docs_file(file: web::Path<String>) -> Result<HttpResponse, ApiError> {
     static CONFIG: OnceLock<Arc<utoipa_swagger_ui::Config<'static>>> = OnceLock::new();
     // The page reads this server's document; "none": no call to a public validator.

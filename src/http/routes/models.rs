@@ -1,5 +1,6 @@
 //! `GET /models` and `GET /models/{name}`: what is served.
 
+use actix_web::get;
 use actix_web::{HttpResponse, web};
 use serde::Serialize;
 
@@ -51,6 +52,7 @@ fn summary<'a>(model: &'a Model, models: &ModelRegistry) -> ModelSummary<'a> {
 /// Every model served.
 #[utoipa::path(get, path = "/models", tag = "models", operation_id = "list_models",
     responses((status = 200, description = "The models served", body = ModelList)))]
+#[get("/models", name = "/models")]
 pub async fn list(state: web::Data<AppState>) -> HttpResponse {
     let current = state.models.current();
     let models: Vec<ModelSummary> = current
@@ -68,6 +70,7 @@ pub async fn list(state: web::Data<AppState>) -> HttpResponse {
         (status = 200, description = "The model", body = ModelSummary),
         (status = 404, description = "No such model (`unknown_model`)", body = ErrorBody),
     ))]
+#[get("/models/{name}", name = "/models/{name}")]
 pub async fn show(
     state: web::Data<AppState>,
     name: web::Path<String>,

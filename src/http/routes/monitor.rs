@@ -2,6 +2,7 @@
 //! training baseline) and `GET /monitor/performance` (accuracy from feedback). The monitoring
 //! routes follow the access rule of `/audit`: they are derived from users' data.
 
+use actix_web::get;
 use actix_web::{HttpResponse, web};
 use prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
 
@@ -22,6 +23,7 @@ use crate::reports;
         (status = 401, description = "The token is needed (`unauthorized`)", body = ErrorBody),
     ),
     security((), ("bearer" = [])))]
+#[get("/metrics", name = "/metrics")]
 pub async fn metrics(
     _access: MetricsAccess,
     state: web::Data<AppState>,
@@ -45,6 +47,7 @@ pub async fn metrics(
         (status = 503, description = "The store could not be read (`audit_unavailable`)", body = ErrorBody),
     ),
     security((), ("bearer" = [])))]
+#[get("/monitor/drift", name = "/monitor/drift")]
 pub async fn drift(
     _access: AuditAccess,
     state: web::Data<AppState>,
@@ -69,6 +72,7 @@ pub async fn drift(
         (status = 503, description = "The store could not be read (`audit_unavailable`)", body = ErrorBody),
     ),
     security((), ("bearer" = [])))]
+#[get("/monitor/performance", name = "/monitor/performance")]
 pub async fn performance(
     _access: AuditAccess,
     state: web::Data<AppState>,

@@ -5,6 +5,7 @@
 //! Errors are `{"error": "<message>"}` with inferlog's `code` and `request_id` beside it (the
 //! middleware shapes them for these routes); parsing is in [`crate::oip`].
 
+use actix_web::{get, post};
 use std::sync::Arc;
 
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -31,6 +32,7 @@ const MAX_MODEL_NAME: usize = 256;
 /// Server metadata (Open Inference Protocol).
 #[utoipa::path(get, path = "/v2", tag = "open inference protocol",
     responses((status = 200, description = "Name, version, extensions", body = ServerMetadata)))]
+#[get("/v2", name = "/v2")]
 pub async fn server_metadata() -> HttpResponse {
     HttpResponse::Ok().json(oip::server_metadata())
 }
@@ -63,6 +65,7 @@ pub struct ModelReady {
 /// Server liveness (Open Inference Protocol).
 #[utoipa::path(get, path = "/v2/health/live", tag = "open inference protocol", operation_id = "v2_live",
     responses((status = 200, description = "Alive", body = Live)))]
+#[get("/v2/health/live", name = "/v2/health/live")]
 pub async fn live() -> HttpResponse {
     HttpResponse::Ok().json(Live { live: true })
 }
@@ -73,6 +76,7 @@ pub async fn live() -> HttpResponse {
         (status = 200, description = "Ready", body = Ready),
         (status = 503, description = "Not ready, and why", body = Ready),
     ))]
+#[get("/v2/health/ready", name = "/v2/health/ready")]
 pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
     match state.not_ready().await {
         None => HttpResponse::Ok().json(Ready {
@@ -119,11 +123,12 @@ pub struct ModelPath {
         (status = 200, description = "Name, versions, inputs, outputs", body = ModelMetadata),
         (status = 404, description = "No such model (`unknown_model`)", body = OipErrorBody),
     ))]
+#[get("/v2/models/{name}", name = "/v2/models/{name}")]
 pub async fn model_metadata(
     state: web::Data<AppState>,
     path: web::Path<ModelPath>,
 ) -> Result<HttpResponse, ApiError> {
-    model_metadata_at(state, path).await
+    metadata(&state, &path)
 }
 
 /// Model metadata at a version (Open Inference Protocol): 404 for a version not served.
@@ -136,11 +141,20 @@ pub async fn model_metadata(
         (status = 200, description = "Name, versions, inputs, outputs", body = ModelMetadata),
         (status = 404, description = "No such model or version (`unknown_model`, `not_found`)", body = OipErrorBody),
     ))]
+#[get(
+    "/v2/models/{name}/versions/{version}",
+    name = "/v2/models/{name}/versions/{version}"
+)]
 pub async fn model_metadata_at(
     state: web::Data<AppState>,
     path: web::Path<ModelPath>,
 ) -> Result<HttpResponse, ApiError> {
-    let model = served(&state, &path.name, path.version.as_deref())?;
+    metadata(&state, &path)
+}
+
+/// A model's metadata, at the version the path names or the one served.
+fn metadata(state: &AppState, path: &ModelPath) -> Result<HttpResponse, ApiError> {
+    let model = served(state, &path.name, path.version.as_deref())?;
     Ok(HttpResponse::Ok().json(oip::model_metadata(&model)))
 }
 
@@ -152,11 +166,12 @@ pub async fn model_metadata_at(
         (status = 404, description = "No such model (`unknown_model`)", body = OipErrorBody),
         (status = 503, description = "Not ready, and why", body = ModelReady),
     ))]
+#[get("/v2/models/{name}/ready", name = "/v2/models/{name}/ready")]
 pub async fn model_ready(
     state: web::Data<AppState>,
     path: web::Path<ModelPath>,
 ) -> Result<HttpResponse, ApiError> {
-    model_ready_at(state, path).await
+    readiness(&state, &path).await
 }
 
 /// Model readiness at a version (Open Inference Protocol): 404 for a version not served.
@@ -170,11 +185,20 @@ pub async fn model_ready(
         (status = 404, description = "No such model or version (`unknown_model`, `not_found`)", body = OipErrorBody),
         (status = 503, description = "Not ready, and why", body = ModelReady),
     ))]
+#[get(
+    "/v2/models/{name}/versions/{version}/ready",
+    name = "/v2/models/{name}/versions/{version}/ready"
+)]
 pub async fn model_ready_at(
     state: web::Data<AppState>,
     path: web::Path<ModelPath>,
 ) -> Result<HttpResponse, ApiError> {
-    let model = served(&state, &path.name, path.version.as_deref())?;
+    readiness(&state, &path).await
+}
+
+/// A model's readiness, at the version the path names or the one served.
+async fn readiness(state: &AppState, path: &ModelPath) -> Result<HttpResponse, ApiError> {
+    let model = served(state, &path.name, path.version.as_deref())?;
     Ok(match state.not_ready().await {
         None => HttpResponse::Ok().json(ModelReady {
             name: model.name().to_string(),
@@ -247,6 +271,7 @@ impl Protocol for Infer {
         (status = 422, description = "Not a valid request for the model (`invalid_tensor`, `unsupported_datatype`, `binary_data_unsupported`, …)", body = OipErrorBody),
         (status = 503, description = "Not audited, so not served (`audit_unavailable`)", body = OipErrorBody),
     ))]
+#[post("/v2/models/{name}/infer", name = "/v2/models/{name}/infer")]
 pub async fn infer(
     req: HttpRequest,
     body: web::Payload,
@@ -254,7 +279,7 @@ pub async fn infer(
     meta: RequestMeta,
     path: web::Path<ModelPath>,
 ) -> Result<HttpResponse, ApiError> {
-    infer_at(req, body, state, meta, path).await
+    inference(&req, body, &state, &meta, &path).await
 }
 
 /// Inference at a version (Open Inference Protocol): 404 for a version not served.
@@ -273,6 +298,10 @@ pub async fn infer(
         (status = 422, description = "Not a valid request for the model (`invalid_tensor`, `unsupported_datatype`, `binary_data_unsupported`, …)", body = OipErrorBody),
         (status = 503, description = "Not audited, so not served (`audit_unavailable`)", body = OipErrorBody),
     ))]
+#[post(
+    "/v2/models/{name}/versions/{version}/infer",
+    name = "/v2/models/{name}/versions/{version}/infer"
+)]
 pub async fn infer_at(
     req: HttpRequest,
     body: web::Payload,
@@ -280,9 +309,20 @@ pub async fn infer_at(
     meta: RequestMeta,
     path: web::Path<ModelPath>,
 ) -> Result<HttpResponse, ApiError> {
+    inference(&req, body, &state, &meta, &path).await
+}
+
+/// An inference, with the model (and version) the path names.
+async fn inference(
+    req: &HttpRequest,
+    body: web::Payload,
+    state: &AppState,
+    meta: &RequestMeta,
+    path: &ModelPath,
+) -> Result<HttpResponse, ApiError> {
     let model = check_model_name(&path.name)
         .map_err(ApiError::from)
-        .and_then(|()| served(&state, &path.name, path.version.as_deref()));
+        .and_then(|()| served(state, &path.name, path.version.as_deref()));
     let name: Arc<str> = cap(&escape_controls(&path.name), MAX_MODEL_NAME).into();
-    audited(&Infer, &req, body, &state, &meta, name, model).await
+    audited(&Infer, req, body, state, meta, name, model).await
 }

@@ -3,6 +3,7 @@
 //! The stages a request goes through are in [`crate::http::serving`]; this file has the
 //! protocol's parsing and answer.
 
+use actix_web::post;
 use std::sync::Arc;
 
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -34,6 +35,7 @@ const MAX_MODEL_NAME: usize = 256;
         (status = 422, description = "Not a valid request for the model (the code names what: `wrong_feature_count`, `invalid_feature`, …)", body = ErrorBody),
         (status = 503, description = "Not audited, so not served (`audit_unavailable`), or the server holds its budget of bodies (`overloaded`)", body = ErrorBody),
     ))]
+#[post("/predict", name = "/predict")]
 pub async fn predict_default(
     req: HttpRequest,
     body: web::Payload,
@@ -59,6 +61,7 @@ pub async fn predict_default(
         (status = 422, description = "Not a valid request for the model (the code names what: `wrong_feature_count`, `invalid_feature`, …)", body = ErrorBody),
         (status = 503, description = "Not audited, so not served (`audit_unavailable`), or the server holds its budget of bodies (`overloaded`)", body = ErrorBody),
     ))]
+#[post("/models/{name}/predict", name = "/models/{name}/predict")]
 pub async fn predict_named(
     req: HttpRequest,
     body: web::Payload,
