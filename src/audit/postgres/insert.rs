@@ -296,20 +296,11 @@ async fn write_new_rows(
         .iter()
         .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
         .collect::<Result<_, sqlx::Error>>()?;
-    let delta = Delta::of(
-        records
-            .iter()
-            .copied()
-            .filter(|r| new.contains(&(r.request_id.to_string(), r.item as i32))),
-        stored_at,
-        baselines,
-    );
-    if !delta.is_empty() {
-        (&mut *tx)
-            .execute(delta_then(&delta, "").as_str())
-            .await
-            .context("updating the audit rollups")?;
-    }
+    let inserted = records
+        .iter()
+        .copied()
+        .filter(|r| new.contains(&(r.request_id.to_string(), r.item as i32)));
+    writes::add_delta::<Postgres>(&mut tx, &Delta::of(inserted, stored_at, baselines)).await?;
     tx.commit().await.context("committing audit rows")?;
     Ok(Written {
         at: stored_at,

@@ -187,7 +187,7 @@ async fn commit_counted(
     stored_at: Instant,
     baselines: &Baselines,
 ) -> anyhow::Result<Written> {
-    add_rollups(
+    writes::add_delta::<Sqlite>(
         conn,
         &Delta::of(inserted.iter().copied(), stored_at, baselines),
     )
@@ -200,19 +200,6 @@ async fn commit_counted(
         at: stored_at,
         inserted: inserted.len() as u64,
     })
-}
-
-/// Appends rollup counts to the deltas, inside the caller's transaction.
-pub(super) async fn add_rollups(conn: &mut SqliteConnection, delta: &Delta) -> anyhow::Result<()> {
-    if delta.is_empty() {
-        return Ok(());
-    }
-    sqlx::query(DELTA_INSERT)
-        .bind(delta.to_json())
-        .execute(&mut *conn)
-        .await
-        .context("updating the audit rollups")?;
-    Ok(())
 }
 
 /// The oldest deltas (up to 10,000), read from a snapshot without any lock: their ids, first
