@@ -15,8 +15,9 @@
 //!   training data and training.
 //! - [`input`]: parsing and validating prediction requests, with typed errors.
 //! - [`monitor`]: outlier flags, drift, the recent-input window, accuracy from feedback.
-//! - [`audit`]: the audit store: records, the column list, the store interface and its SQLite
-//!   backend, typed store faults, the background writer, exports.
+//! - [`audit`]: the audit store: records, the column list, the backend trait and the SQL both
+//!   backends share, the SQLite and PostgreSQL backends, typed store faults, the background
+//!   writer, exports.
 //! - [`prediction`]: one served prediction, from which the response, audit rows, metrics and
 //!   log line are built.
 //! - [`reports`]: drift and performance reports read from the audit store (its rollups, or
