@@ -18,4 +18,4 @@ while [ "$(date +%s)" -lt "$end" ]; do
   }
   rounds=$((rounds + 1))
 done
-echo "fuzz: $rounds rounds x 3 properties x $cases cases in $minutes min, no failure"
+echo "fuzz: $rounds rounds x 5 properties x $cases cases in $minutes min, no failure"

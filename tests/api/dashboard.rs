@@ -9,32 +9,9 @@ use serde_json::{Value, json};
 
 use crate::helpers::{TestApp, spawn_app, spawn_app_with};
 
-/// The browser, or `None` (with one line) when the test is skipped.
-pub(crate) fn chromium() -> Option<&'static str> {
-    let found = ["chromium", "chromium-browser"].into_iter().find(|b| {
-        Command::new(b)
-            .arg("--version")
-            .output()
-            .is_ok_and(|o| o.status.success())
-    });
-    if found.is_none() {
-        let required = std::env::var("INFERLOG_TEST_BROWSER").is_ok_and(|v| v == "require");
-        assert!(
-            !required,
-            "INFERLOG_TEST_BROWSER=require but no chromium found"
-        );
-        use std::io::Write;
-        let _ = writeln!(
-            std::io::stderr(),
-            "browser test SKIPPED: no chromium (Debian package chromium); .ci/run installs it"
-        );
-    }
-    found
-}
-
 /// Runs headless Chromium on `url` with every other host unreachable; `extra` chooses what
 /// it does (`--dump-dom`, `--screenshot=…`). Its stdout.
-pub(crate) fn browse(browser: &str, app: &TestApp, url: &str, extra: &[&str]) -> String {
+pub(crate) fn browse(browser: &Path, app: &TestApp, url: &str, extra: &[&str]) -> String {
     let profile = app
         .dir
         .path()
@@ -78,7 +55,7 @@ fn reject_count(dom: &str, code: &str) -> Option<i64> {
 
 #[test]
 fn the_dashboard_shows_the_stores_numbers_and_fits_two_screens() {
-    let Some(browser) = chromium() else {
+    let Some(browser) = crate::helpers::tool("chromium") else {
         return;
     };
     let app = spawn_app();
@@ -107,7 +84,7 @@ fn the_dashboard_shows_the_stores_numbers_and_fits_two_screens() {
     let summary = app.get("/audit/summary?model=iris").json();
     let performance = app.get("/monitor/performance?model=iris").json();
     let url = format!("http://{}/dashboard", app.addr());
-    let dom = browse(browser, &app, &url, &["--dump-dom"]);
+    let dom = browse(&browser, &app, &url, &["--dump-dom"]);
     let shown =
         |id: &str| attr_after(&dom, &format!("id=\"{id}\""), "data-value").map(str::to_string);
     assert_eq!(
@@ -142,7 +119,7 @@ fn the_dashboard_shows_the_stores_numbers_and_fits_two_screens() {
         let file = dir.join(name);
         let _ = std::fs::remove_file(&file);
         browse(
-            browser,
+            &browser,
             &app,
             &url,
             &[
@@ -170,7 +147,7 @@ fn assert_png(file: &Path) {
 
 #[test]
 fn with_a_token_the_dashboard_asks_for_it_instead_of_drawing_errors() {
-    let Some(browser) = chromium() else {
+    let Some(browser) = crate::helpers::tool("chromium") else {
         return;
     };
     let app = spawn_app_with(|s| s.audit.token = Some("s3cret".into()));
@@ -191,7 +168,7 @@ fn with_a_token_the_dashboard_asks_for_it_instead_of_drawing_errors() {
             .is_some_and(|c| c.contains("default-src 'none'"))
     );
     let dom = browse(
-        browser,
+        &browser,
         &app,
         &format!("http://{}/dashboard", app.addr()),
         &["--dump-dom"],

@@ -186,15 +186,15 @@ fn the_docs_page_needs_no_network() {
 
 /// Headless Chromium (Debian's `chromium`) renders `/docs` with every other host unreachable,
 /// and the page lists the operations. `.ci/run` installs it; without it the test is skipped
-/// with one line (`INFERLOG_TEST_BROWSER=require` makes that a failure).
+/// with one line (`INFERLOG_TEST_TOOLS=require` makes that a failure).
 #[test]
 fn the_docs_page_renders_in_a_browser_without_network() {
-    let Some(browser) = crate::dashboard::chromium() else {
+    let Some(browser) = crate::helpers::tool("chromium") else {
         return;
     };
     let app = spawn_app();
     let url = format!("http://{}/docs/index.html", app.addr());
-    let dom = crate::dashboard::browse(browser, &app, &url, &["--dump-dom"]);
+    let dom = crate::dashboard::browse(&browser, &app, &url, &["--dump-dom"]);
     for op in [
         "/predict",
         "/audit/timeseries",

@@ -153,7 +153,7 @@ fn a_failing_store_logs_its_error_once_per_interval_not_per_request() {
 /// ones after in a new file under the old name, and none is lost.
 #[test]
 fn the_readmes_logrotate_stanza_rotates_the_log_file() {
-    let Some(logrotate) = installed_logrotate() else {
+    let Some(logrotate) = crate::helpers::tool("logrotate") else {
         return;
     };
     let stanza = readme_logrotate_stanza();
@@ -216,32 +216,6 @@ fn the_readmes_logrotate_stanza_rotates_the_log_file() {
         new.contains("shutdown complete"),
         "the last lines go to the new file: {new}"
     );
-}
-
-/// The logrotate program, or `None` (with one line saying the test is skipped) where it is not
-/// installed; `INFERLOG_TEST_LOGROTATE=require` makes that a failure.
-fn installed_logrotate() -> Option<&'static std::path::Path> {
-    let found = [
-        "/usr/sbin/logrotate",
-        "/sbin/logrotate",
-        "/usr/bin/logrotate",
-    ]
-    .into_iter()
-    .map(std::path::Path::new)
-    .find(|p| p.exists());
-    if found.is_none() {
-        let required = std::env::var("INFERLOG_TEST_LOGROTATE").is_ok_and(|v| v == "require");
-        assert!(
-            !required,
-            "INFERLOG_TEST_LOGROTATE=require but logrotate is not installed"
-        );
-        use std::io::Write;
-        let _ = writeln!(
-            std::io::stderr(),
-            "logrotate test SKIPPED: no logrotate found. Install Debian's logrotate to run it; .ci/run does."
-        );
-    }
-    found
 }
 
 /// The logrotate stanza of the README, between its marker and the end of its code block.

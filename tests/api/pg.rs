@@ -261,6 +261,7 @@ impl PgServer {
             unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
             child.wait().unwrap();
         }
+        // Down for a while on purpose: the tests watch what the service does meanwhile.
         std::thread::sleep(down_for);
         self.run();
     }

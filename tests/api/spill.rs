@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use inferlog::audit::spill;
 
-use crate::helpers::{StoreLock, db_json, try_send_raw, wait_for_line};
+use crate::helpers::{StoreLock, db_json, metric_value, try_send_raw, wait_for_line, wait_until};
 use crate::shutdown::{binary, kill, serve_binary_in, stdout_of, wait_exit};
 
 /// Sends `body` as request `id`; `Some(status)` if an answer came.
@@ -498,10 +498,25 @@ fn async_sigkill_under_batch_load_loses_at_most_the_queue_bound() {
             })
         })
         .collect();
-    std::thread::sleep(Duration::from_millis(500));
-    // The store stalls: acknowledged rows pile up in the queue until it is full.
+    // The store takes rows before it stalls, so that more than the queue's worth are
+    // acknowledged in all.
+    let scrape = |name: &str| {
+        let raw = b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+        try_send_raw(&addr, raw)
+            .and_then(|res| metric_value(&res.text(), name))
+            .unwrap_or(0.0) as i64
+    };
+    wait_until(
+        "rows committed under the load",
+        Duration::from_secs(20),
+        || scrape("inferlog_audit_rows_written_total") >= 1000,
+    );
+    // The store stalls: acknowledged rows pile up in the queue until it has no room for
+    // another batch, and the clients have had their answers.
     let lock = StoreLock::take(&db);
-    std::thread::sleep(Duration::from_millis(700));
+    wait_until("a full queue", Duration::from_secs(20), || {
+        scrape("inferlog_audit_queue_rows") > BOUND - 100 && *acked.lock().unwrap() > BOUND
+    });
     kill(&child, "-KILL");
     wait_exit(&mut child);
     stop.store(true, Ordering::Relaxed);

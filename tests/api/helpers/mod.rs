@@ -7,12 +7,16 @@
 //! - [`client`]: the HTTP client ([`Response`], raw bytes) and `TestApp`'s typed calls;
 //! - [`store`]: `TestApp`'s reads of its own audit store, SQLite or PostgreSQL;
 //! - [`sqlite`]: connections of their own to an SQLite file (statements, locks, old schemas);
-//! - [`logs`]: waiting for log lines.
+//! - [`logs`]: waiting for log lines;
+//! - [`tools`]: the external programs some tests run, skipped or required as a whole;
+//! - [`wait`]: waiting for a state with a deadline.
 
 mod client;
 mod logs;
 mod sqlite;
 mod store;
+mod tools;
+mod wait;
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -26,6 +30,8 @@ use tempfile::TempDir;
 pub use client::{AuditPage, Response, metric_value, read_response, send_raw, try_send_raw};
 pub use logs::wait_for_line;
 pub use sqlite::{StoreLock, db_at_migration, db_exec, db_json, served_request_ids};
+pub use tools::tool;
+pub use wait::wait_until;
 
 /// The shipped iris model.
 pub fn shipped_model() -> PathBuf {

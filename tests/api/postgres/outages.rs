@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crate::helpers::spawn_app_with;
+use crate::helpers::{spawn_app_with, wait_until};
 use crate::pg::PgServer;
 
 /// PostgreSQL restarted under load (a fast shutdown: every connection cut): durable requests
@@ -31,7 +31,12 @@ fn a_postgres_restart_under_load_loses_no_acknowledged_row() {
     let stop = Arc::new(AtomicBool::new(false));
     let seen: Seen = Arc::default();
     let load = load_until_stopped(app.addr(), Arc::clone(&stop), Arc::clone(&seen));
-    std::thread::sleep(Duration::from_millis(400));
+    // The restart comes under load: once requests are being answered.
+    wait_until(
+        "answers before the restart",
+        Duration::from_secs(20),
+        || seen.lock().unwrap().0.len() >= 20,
+    );
     let before = seen.lock().unwrap().0.len();
     server.restart(Duration::from_millis(1500));
     // Served again without a restart of inferlog.

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::helpers::spawn_app_with;
+use crate::helpers::{spawn_app_with, wait_until};
 
 /// Oldest-first reads only hand out rows of transactions older than every one still open, and
 /// that horizon is the whole server's: a writing transaction in another database holds it. A
@@ -41,11 +41,23 @@ fn oldest_first_reads_wait_for_open_transactions_and_skip_nothing() {
     };
     let body = r#"{"features": [5.8, 2.7, 5.1, 1.9]}"#;
 
-    // Open while the request is answered; it ends while the read waits.
+    // Open while the request is answered; it ends while the read waits: once the read has
+    // looked at the horizon (a connection of the app's database is idle after reading the
+    // current snapshot), not before.
     let other = server.open_transaction("postgres");
     let first = patient.predict_ok(body);
+    let looked = format!(
+        "select count(*) from pg_stat_activity where datname = '{}' and state = 'idle' \
+         and query like '%pg_current_snapshot%' and query_start > '{}'",
+        crate::pg::database_name(&url),
+        server.psql("postgres", "select clock_timestamp()").trim()
+    );
     let ender = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(300));
+        wait_until(
+            "the read to look at the horizon",
+            Duration::from_secs(10),
+            || server.psql("postgres", &looked).trim() != "0",
+        );
         other.commit();
     });
     let page = patient.audit_page("order=asc");
