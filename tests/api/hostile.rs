@@ -240,6 +240,8 @@ fn protocol_cases() -> Vec<Case> {
 
 fn send(app: &crate::helpers::TestApp, case: &Case) -> Response {
     match &case.req {
+        // A body refused for its size may be answered before it is all written.
+        Req::Json(body) if case.status == 413 => app.request_unread("/predict", &[JSON_CT], body),
         Req::Json(body) => app.request("POST", "/predict", &[JSON_CT], body),
         Req::Http(method, path, headers, body) => {
             let h: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();

@@ -1,6 +1,7 @@
-//! The HTTP client of the tests: requests written byte by byte (well-formed or not on
-//! purpose) over a connection of their own, the [`Response`] read back, and `TestApp`'s typed
-//! calls built on them.
+//! The HTTP client of the tests: well-formed requests go through a real HTTP client (ureq);
+//! requests malformed on purpose, or that must be written past the server's refusal, are
+//! written byte by byte on a connection of their own. Both give a [`Response`], and
+//! `TestApp`'s typed calls are built on them.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -50,7 +51,8 @@ impl TestApp {
         self.request("GET", path, &[], b"")
     }
 
-    /// A well-formed request with the given headers; Content-Length is added.
+    /// A well-formed request with the given headers, sent by an HTTP client (ureq) on a
+    /// connection of its own; any status is a [`Response`], only a transport failure panics.
     pub fn request(
         &self,
         method: &str,
@@ -58,17 +60,36 @@ impl TestApp {
         headers: &[(&str, &str)],
         body: &[u8],
     ) -> Response {
-        let mut raw = format!("{method} {path} HTTP/1.1\r\nHost: {}\r\n", self.addr()).into_bytes();
+        let url = format!("http://{}{path}", self.addr());
+        let agent = client();
+        let res = match method {
+            "GET" => send_any(with_headers(agent.get(&url), headers), body),
+            "HEAD" => send_any(with_headers(agent.head(&url), headers), body),
+            "DELETE" => send_any(with_headers(agent.delete(&url), headers), body),
+            "OPTIONS" => send_any(with_headers(agent.options(&url), headers), body),
+            "TRACE" => send_any(with_headers(agent.trace(&url), headers), body),
+            "POST" => with_headers(agent.post(&url), headers).send(body),
+            "PUT" => with_headers(agent.put(&url), headers).send(body),
+            "PATCH" => with_headers(agent.patch(&url), headers).send(body),
+            other => panic!("no client for method {other}; send it with `raw`"),
+        };
+        let res = res.unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        Response::from_client(res)
+    }
+
+    /// A well-formed request written by hand and sent without waiting to be read: for bodies
+    /// the server refuses (413) and closes on before it has read them, where a client would
+    /// report the broken write instead of the answer.
+    pub fn request_unread(&self, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Response {
+        let mut raw = format!("POST {path} HTTP/1.1\r\nHost: {}\r\n", self.addr()).into_bytes();
         for (k, v) in headers {
             raw.extend_from_slice(format!("{k}: {v}\r\n").as_bytes());
         }
-        raw.extend_from_slice(
-            format!(
-                "Content-Length: {}\r\nConnection: close\r\n\r\n",
-                body.len()
-            )
-            .as_bytes(),
+        let end = format!(
+            "Content-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
         );
+        raw.extend_from_slice(end.as_bytes());
         raw.extend_from_slice(body);
         self.raw(&raw)
     }
@@ -94,6 +115,41 @@ impl TestApp {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+}
+
+/// One client per request: no pooled connection outlives it (a test that stops the server
+/// waits for no idle keep-alive), statuses are answers rather than errors, bodies are kept as
+/// sent (no decompression), and a stuck server fails the test instead of hanging it.
+fn client() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .max_idle_connections(0)
+        .max_redirects(0)
+        .timeout_global(Some(Duration::from_secs(30)))
+        .build()
+        .into()
+}
+
+fn with_headers<B>(
+    mut builder: ureq::RequestBuilder<B>,
+    headers: &[(&str, &str)],
+) -> ureq::RequestBuilder<B> {
+    for (k, v) in headers {
+        builder = builder.header(*k, *v);
+    }
+    builder
+}
+
+/// Sends a request of a method that takes no body by default, with `body` if it has one.
+fn send_any(
+    builder: ureq::RequestBuilder<ureq::typestate::WithoutBody>,
+    body: &[u8],
+) -> Result<ureq::http::Response<ureq::Body>, ureq::Error> {
+    if body.is_empty() {
+        builder.call()
+    } else {
+        builder.force_send_body().send(body)
     }
 }
 
@@ -176,6 +232,28 @@ impl Response {
         if chunked {
             body = dechunk(&body);
         }
+        Response {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    fn from_client(res: ureq::http::Response<ureq::Body>) -> Response {
+        let status = res.status().as_u16();
+        let headers = res
+            .headers()
+            .iter()
+            .map(|(k, v)| {
+                let value = String::from_utf8_lossy(v.as_bytes()).trim().to_string();
+                (k.as_str().to_string(), value)
+            })
+            .collect();
+        let mut body = Vec::new();
+        res.into_body()
+            .into_reader()
+            .read_to_end(&mut body)
+            .expect("read the response body");
         Response {
             status,
             headers,
