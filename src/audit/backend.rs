@@ -64,20 +64,20 @@ pub(crate) trait Backend: Sync {
     fn write_batch(
         &self,
         records: &[&AuditRecord],
-    ) -> impl Future<Output = Result<Written, StoreFault>> + Send;
+    ) -> impl Future<Output = anyhow::Result<Written>> + Send;
 
     /// [`Backend::write_batch`] for rows some of which may be stored already (a copy, a
     /// replay): the same outcome, without a failed statement on the normal path.
     fn import_batch(
         &self,
         records: &[&AuditRecord],
-    ) -> impl Future<Output = Result<Written, StoreFault>> + Send {
+    ) -> impl Future<Output = anyhow::Result<Written>> + Send {
         self.write_batch(records)
     }
 
     /// Checks that a write would succeed now, writing nothing: how the writer finds out that
     /// a failing store works again when no rows are waiting to be written.
-    fn probe(&self) -> impl Future<Output = Result<(), StoreFault>> + Send;
+    fn probe(&self) -> impl Future<Output = anyhow::Result<()>> + Send;
 
     /// Up to `limit` rows matching `filter` after the position `after`, in the filter's order,
     /// each with its own position (see [`crate::audit::store::Store::page`]). Positions are
@@ -104,13 +104,13 @@ pub(crate) trait Backend: Sync {
         &self,
         fb: &Feedback,
         copy: bool,
-    ) -> impl Future<Output = Result<FeedbackStored, StoreFault>> + Send;
+    ) -> impl Future<Output = anyhow::Result<FeedbackStored>> + Send;
 
     /// Recomputes every rollup from the rows, telling `done` the rows counted so far.
     fn rebuild_rollups(
         &self,
         done: RowsDone<'_>,
-    ) -> impl Future<Output = Result<(), StoreFault>> + Send;
+    ) -> impl Future<Output = anyhow::Result<()>> + Send;
 
     fn close(&self) -> impl Future<Output = ()> + Send;
 

@@ -57,6 +57,13 @@ impl Maintenance {
 
 /// `$call` on the variant's backend.
 macro_rules! on_backend {
+    // A backend's failure, classed by that backend.
+    ($store:expr, $b:ident => faulted $call:expr) => {
+        match $store {
+            Store::Sqlite($b) => $call.map_err(<SqliteStore as Backend>::fault),
+            Store::Postgres($b) => $call.map_err(<PgStore as Backend>::fault),
+        }
+    };
     ($store:expr, $b:ident => $call:expr) => {
         match $store {
             Store::Sqlite($b) => $call,
@@ -86,12 +93,12 @@ impl Store {
 
     /// See [`Backend::write_batch`].
     pub async fn write_batch(&self, records: &[&AuditRecord]) -> Result<Written, StoreFault> {
-        on_backend!(self, b => b.write_batch(records).await)
+        on_backend!(self, b => faulted b.write_batch(records).await)
     }
 
     /// See [`Backend::import_batch`].
     pub async fn import_batch(&self, records: &[&AuditRecord]) -> Result<Written, StoreFault> {
-        on_backend!(self, b => b.import_batch(records).await)
+        on_backend!(self, b => faulted b.import_batch(records).await)
     }
 
     /// Whether the store answers a query now (a `select 1`): readiness asks it, bounded by
@@ -102,7 +109,7 @@ impl Store {
 
     /// See [`Backend::probe`].
     pub async fn probe(&self) -> Result<(), StoreFault> {
-        on_backend!(self, b => b.probe().await)
+        on_backend!(self, b => faulted b.probe().await)
     }
 
     /// Up to `limit` rows matching `filter` after the position `after`, in the filter's order,
@@ -241,7 +248,7 @@ impl Store {
     /// Recomputes every rollup from the rows (after rows were changed by hand, or to check),
     /// telling `done` the rows counted so far.
     pub async fn rebuild_rollups(&self, done: RowsDone<'_>) -> Result<(), StoreFault> {
-        on_backend!(self, b => b.rebuild_rollups(done).await)
+        on_backend!(self, b => faulted b.rebuild_rollups(done).await)
     }
 
     /// Features (row-major) and predicted classes of the most recent `max_rows` answered rows
@@ -267,7 +274,7 @@ impl Store {
 
     /// Stores a true label; returns the label it replaces, if any.
     pub async fn insert_feedback(&self, fb: &Feedback) -> Result<Option<String>, StoreFault> {
-        match on_backend!(self, b => b.store_feedback(fb, false).await)? {
+        match on_backend!(self, b => faulted b.store_feedback(fb, false).await)? {
             FeedbackStored::New { replaced } => Ok(replaced),
             FeedbackStored::Already => Ok(None),
         }
@@ -286,7 +293,7 @@ impl Store {
     /// Stores a feedback row unless an identical one (same request, item, label and time) is
     /// there already, so copying a store twice copies nothing twice. Whether it was new.
     pub async fn copy_feedback(&self, fb: &Feedback) -> Result<bool, StoreFault> {
-        let stored = on_backend!(self, b => b.store_feedback(fb, true).await)?;
+        let stored = on_backend!(self, b => faulted b.store_feedback(fb, true).await)?;
         Ok(stored != FeedbackStored::Already)
     }
 

@@ -217,22 +217,18 @@ impl Backend for PgStore {
         Some(self.spawn_partitions(log))
     }
 
-    async fn write_batch(&self, records: &[&AuditRecord]) -> Result<Written, StoreFault> {
-        insert::write_rows(&self.pool, records, &self.baselines)
-            .await
-            .map_err(fault)
+    async fn write_batch(&self, records: &[&AuditRecord]) -> anyhow::Result<Written> {
+        insert::write_rows(&self.pool, records, &self.baselines).await
     }
 
-    async fn import_batch(&self, records: &[&AuditRecord]) -> Result<Written, StoreFault> {
-        insert::import_rows(&self.pool, records, &self.baselines)
-            .await
-            .map_err(fault)
+    async fn import_batch(&self, records: &[&AuditRecord]) -> anyhow::Result<Written> {
+        insert::import_rows(&self.pool, records, &self.baselines).await
     }
 
     /// A row inserted in a transaction that is rolled back: the server is reachable and
     /// takes writes.
-    async fn probe(&self) -> Result<(), StoreFault> {
-        insert::probe(&self.pool).await.map_err(fault)
+    async fn probe(&self) -> anyhow::Result<()> {
+        insert::probe(&self.pool).await
     }
 
     async fn page(
@@ -248,25 +244,15 @@ impl Backend for PgStore {
 
     /// In one transaction; the answered row is locked first (`for update`), so feedback for
     /// one item is taken one at a time and "the label it replaces" is the latest committed.
-    async fn store_feedback(
-        &self,
-        fb: &Feedback,
-        copy: bool,
-    ) -> Result<FeedbackStored, StoreFault> {
-        let result = async {
-            let mut tx = self.pool.begin().await.context("storing feedback")?;
-            let stored = writes::store_feedback::<Postgres>(&mut tx, fb, copy).await?;
-            tx.commit().await.context("committing feedback")?;
-            anyhow::Ok(stored)
-        }
-        .await;
-        result.map_err(fault)
+    async fn store_feedback(&self, fb: &Feedback, copy: bool) -> anyhow::Result<FeedbackStored> {
+        let mut tx = self.pool.begin().await.context("storing feedback")?;
+        let stored = writes::store_feedback::<Postgres>(&mut tx, fb, copy).await?;
+        tx.commit().await.context("committing feedback")?;
+        Ok(stored)
     }
 
-    async fn rebuild_rollups(&self, done: RowsDone<'_>) -> Result<(), StoreFault> {
-        insert::rebuild_rollups(&self.pool, &self.baselines, done)
-            .await
-            .map_err(fault)
+    async fn rebuild_rollups(&self, done: RowsDone<'_>) -> anyhow::Result<()> {
+        insert::rebuild_rollups(&self.pool, &self.baselines, done).await
     }
 
     async fn close(&self) {

@@ -94,7 +94,7 @@ impl SqliteStore {
         if missing {
             self.rebuild_rollups(&|_| {})
                 .await
-                .map_err(|f| anyhow::anyhow!("building the audit rollups: {}", f.detail()))?;
+                .context("building the audit rollups")?;
         }
         Ok(())
     }
@@ -140,86 +140,66 @@ impl Backend for SqliteStore {
     /// database file is checked before and after: rows committed into a file that was deleted
     /// meanwhile are not on record, so that is reported as a failure (durable requests get
     /// their 503, owed rows are retried into the new file).
-    async fn write_batch(&self, records: &[&AuditRecord]) -> Result<Written, StoreFault> {
-        let result: anyhow::Result<Written> = async {
-            self.ensure_current_file().await?;
-            self.check_size()?;
-            let (conn, opened) = self.write()?;
-            let mut guard = conn.lock().await?;
-            let written = insert::write_rows(
-                guard.conn(),
-                records,
-                self.opts.busy_timeout,
-                &self.opts.baselines,
-            )
-            .await;
-            let stored_at = guard.finish(written).await?;
-            self.check_unchanged(opened)?;
-            Ok(stored_at)
-        }
+    async fn write_batch(&self, records: &[&AuditRecord]) -> anyhow::Result<Written> {
+        self.ensure_current_file().await?;
+        self.check_size()?;
+        let (conn, opened) = self.write()?;
+        let mut guard = conn.lock().await?;
+        let written = insert::write_rows(
+            guard.conn(),
+            records,
+            self.opts.busy_timeout,
+            &self.opts.baselines,
+        )
         .await;
-        result.map_err(fault)
+        let stored_at = guard.finish(written).await?;
+        self.check_unchanged(opened)?;
+        Ok(stored_at)
     }
 
     /// Writes one row in a transaction that is rolled back: it needs the write lock, a
     /// writable file with room for a row, and the file at the path (see
     /// [`SqliteStore::ensure_current_file`]), and leaves nothing behind.
-    async fn probe(&self) -> Result<(), StoreFault> {
-        let result: anyhow::Result<()> = async {
-            self.ensure_current_file().await?;
-            self.check_size()?;
-            let (conn, _) = self.write()?;
-            // Its body is big enough to need pages of its own (16 at SQLite's default 4 KiB),
-            // so a full database fails the probe even when its last page has room for a small
-            // row.
-            let probe = AuditRecord::probe(Some(" ".repeat(64 * 1024)));
-            let mut guard = conn.lock().await?;
-            let result = insert::probe_rows(guard.conn(), &probe, self.opts.busy_timeout).await;
-            // The probe runs only while the store is failing: it costs little to hand the
-            // writer a fresh connection afterwards, whatever state the failures left this one
-            // in.
-            guard.discard().await;
-            result
-        }
-        .await;
-        result.map_err(fault)
+    async fn probe(&self) -> anyhow::Result<()> {
+        self.ensure_current_file().await?;
+        self.check_size()?;
+        let (conn, _) = self.write()?;
+        // Its body is big enough to need pages of its own (16 at SQLite's default 4 KiB),
+        // so a full database fails the probe even when its last page has room for a small
+        // row.
+        let probe = AuditRecord::probe(Some(" ".repeat(64 * 1024)));
+        let mut guard = conn.lock().await?;
+        let result = insert::probe_rows(guard.conn(), &probe, self.opts.busy_timeout).await;
+        // The probe runs only while the store is failing: it costs little to hand the
+        // writer a fresh connection afterwards, whatever state the failures left this one
+        // in.
+        guard.discard().await;
+        result
     }
 
     /// The feedback and its rollup counts in one transaction, under the write lock.
-    async fn store_feedback(
-        &self,
-        fb: &Feedback,
-        copy: bool,
-    ) -> Result<FeedbackStored, StoreFault> {
-        let result = async {
-            self.ensure_current_file().await?;
-            let (conn, opened) = self.write()?;
-            let mut guard = conn.lock().await?;
-            let written = in_transaction(guard.conn(), self.opts.busy_timeout, fb, copy).await;
-            let stored = guard.finish(written).await?;
-            self.check_unchanged(opened)?;
-            anyhow::Ok(stored)
-        }
-        .await;
-        result.map_err(fault)
+    async fn store_feedback(&self, fb: &Feedback, copy: bool) -> anyhow::Result<FeedbackStored> {
+        self.ensure_current_file().await?;
+        let (conn, opened) = self.write()?;
+        let mut guard = conn.lock().await?;
+        let written = in_transaction(guard.conn(), self.opts.busy_timeout, fb, copy).await;
+        let stored = guard.finish(written).await?;
+        self.check_unchanged(opened)?;
+        Ok(stored)
     }
 
     /// Recomputes the rollups from the rows, in one transaction, 10,000 rows at a time.
-    async fn rebuild_rollups(&self, done: RowsDone<'_>) -> Result<(), StoreFault> {
-        let result: anyhow::Result<()> = async {
-            let (conn, _) = self.write()?;
-            let mut guard = conn.lock().await?;
-            let rebuilt = insert::rebuild_rollups(
-                guard.conn(),
-                self.opts.busy_timeout,
-                &self.opts.baselines,
-                done,
-            )
-            .await;
-            guard.finish(rebuilt).await
-        }
+    async fn rebuild_rollups(&self, done: RowsDone<'_>) -> anyhow::Result<()> {
+        let (conn, _) = self.write()?;
+        let mut guard = conn.lock().await?;
+        let rebuilt = insert::rebuild_rollups(
+            guard.conn(),
+            self.opts.busy_timeout,
+            &self.opts.baselines,
+            done,
+        )
         .await;
-        result.map_err(fault)
+        guard.finish(rebuilt).await
     }
 
     /// `VACUUM INTO file`: one read transaction, so the copy is consistent however long it
