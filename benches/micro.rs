@@ -143,7 +143,7 @@ fn audit_writes(c: &mut Criterion) {
                     received_at: now,
                     model: Some(model.clone()),
                     model_version: Some(version.clone()),
-                    features: Some(inferlog::audit::RowFeatures::Values(vec![
+                    features: Some(inferlog::audit::NumberList::Values(vec![
                         5.8, 2.7, 5.1, 1.9,
                     ])),
                     prediction: Some(2),
@@ -155,6 +155,7 @@ fn audit_writes(c: &mut Criterion) {
                     raw_body: None,
                     outliers: None,
                     writer: Some(writer.clone()),
+                    probabilities: Some(inferlog::audit::NumberList::Values(vec![0.0, 0.03, 0.97])),
                 }
             })
             .collect()

@@ -66,6 +66,11 @@ pub struct ReasonLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ModelLabels {
+    pub model: Arc<str>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct FeatureLabels {
     pub model: Arc<str>,
     pub feature: Arc<str>,
@@ -80,6 +85,7 @@ pub struct Metrics {
     pub predictions: Family<PredictionLabels, Counter>,
     pub rejected: Family<ReasonLabels, Counter>,
     pub outliers: Family<FeatureLabels, Counter>,
+    pub confidence: Family<ModelLabels, Histogram>,
 }
 
 impl Metrics {
@@ -118,6 +124,15 @@ impl Metrics {
             "Input values outside the training range or spread, by model and feature",
             outliers.clone(),
         );
+        // Tenths up to 1: a share below a threshold is one bucket over the count.
+        let confidence = Family::<ModelLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0])
+        });
+        registry.register(
+            "prediction_confidence",
+            "Probability of the served class per row answered, by model",
+            confidence.clone(),
+        );
         registry.register(
             "audit_rows_written",
             "Audit rows committed",
@@ -155,6 +170,7 @@ impl Metrics {
             predictions,
             rejected,
             outliers,
+            confidence,
         }
     }
 
@@ -172,6 +188,12 @@ impl Metrics {
                     label: Arc::clone(&shared.labels[c]),
                 })
                 .inc_by(n);
+        }
+        let confidence = self.confidence.get_or_create(&ModelLabels {
+            model: Arc::clone(&shared.name),
+        });
+        for (i, &c) in p.classes.iter().enumerate() {
+            confidence.observe(p.probabilities.confidence(i, c));
         }
         for row in &p.outliers {
             for feature in &row.features {

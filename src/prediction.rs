@@ -7,10 +7,10 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use crate::audit::record::RowFeatures;
+use crate::audit::record::NumberList;
 use crate::audit::{AuditRecord, Latency, Origin};
 use crate::input::PredictInput;
-use crate::model::Model;
+use crate::model::{Model, Probabilities, Scores};
 use crate::monitor::outliers::OutlierRule;
 
 /// One row with features outside the training range or spread.
@@ -28,6 +28,8 @@ pub struct Prediction {
     pub input: PredictInput,
     /// Predicted class indices, one per input row.
     pub classes: Vec<u32>,
+    /// The probability of each class, per input row (see [`crate::model::scores`]).
+    pub probabilities: Probabilities,
     /// The class names of `classes`.
     pub labels: Vec<Arc<str>>,
     /// Rows with outliers, in row order (empty when none were flagged).
@@ -35,13 +37,17 @@ pub struct Prediction {
 }
 
 impl Prediction {
-    /// The model's answer `classes` for `input`, with outliers flagged by `rule`.
+    /// The model's answer `scores` for `input`, with outliers flagged by `rule`.
     pub fn new(
         model: Arc<Model>,
         input: PredictInput,
-        classes: Vec<u32>,
+        scores: Scores,
         rule: &OutlierRule,
     ) -> Prediction {
+        let Scores {
+            classes,
+            probabilities,
+        } = scores;
         let names = &model.shared;
         let labels = classes
             .iter()
@@ -64,6 +70,7 @@ impl Prediction {
             model,
             input,
             classes,
+            probabilities,
             labels,
             outliers,
         }
@@ -84,8 +91,9 @@ impl Prediction {
                 received_at: origin.received_at,
                 model: Some(Arc::clone(&shared.name)),
                 model_version: Some(Arc::clone(&shared.version)),
-                features: Some(RowFeatures::Values(self.input.row(i).to_vec())),
+                features: Some(NumberList::Values(self.input.row(i).to_vec())),
                 prediction: Some(class),
+                probabilities: Some(NumberList::Values(self.probabilities.row(i).to_vec())),
                 label: Some(Arc::clone(&self.labels[i])),
                 status: 200,
                 error_code: None,
@@ -110,6 +118,7 @@ impl Prediction {
         PredictResponse {
             prediction: &self.classes,
             labels: &self.labels,
+            probabilities: &self.probabilities,
             model: self.model.name(),
             model_version: &self.model.artifact.version,
             request_id,
@@ -131,8 +140,8 @@ impl Prediction {
     }
 }
 
-/// The answer of `/predict`: a class index and a label per row, the model that answered, the
-/// request's ids, and the rows flagged as outliers.
+/// The answer of `/predict`: a class index, a label and class probabilities per row, the model
+/// that answered, the request's ids, and the rows flagged as outliers.
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct PredictResponse<'a> {
     /// Class index per row.
@@ -141,6 +150,10 @@ pub struct PredictResponse<'a> {
     /// Class name per row.
     #[schema(value_type = Vec<String>)]
     labels: &'a [Arc<str>],
+    /// Per row, the probability of each class in the model's class order (`GET /models`);
+    /// the served class is the most probable.
+    #[schema(value_type = Vec<Vec<f64>>, example = json!([[0.0, 0.03, 0.97]]))]
+    probabilities: &'a Probabilities,
     #[schema(value_type = String)]
     model: &'a str,
     #[schema(value_type = String)]

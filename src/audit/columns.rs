@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 
-use super::record::{AuditRecord, RowFeatures, StoredRecord};
+use super::record::{AuditRecord, NumberList, StoredRecord};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Column {
@@ -31,10 +31,12 @@ pub enum Column {
     ClientRequestId,
     /// The replica that wrote the row (`INFERLOG_INSTANCE`, by default host and start time).
     Writer,
+    /// The probability of each class (JSON array, class order).
+    Probabilities,
 }
 
 /// Every column, in table order.
-pub const ALL: [Column; 17] = [
+pub const ALL: [Column; 18] = [
     Column::Id,
     Column::RequestId,
     Column::Item,
@@ -52,6 +54,7 @@ pub const ALL: [Column; 17] = [
     Column::Outliers,
     Column::ClientRequestId,
     Column::Writer,
+    Column::Probabilities,
 ];
 
 /// The columns an insert gives values for (the store assigns `id`).
@@ -79,6 +82,7 @@ impl Column {
             Column::Outliers => "outliers",
             Column::ClientRequestId => "client_request_id",
             Column::Writer => "writer",
+            Column::Probabilities => "probabilities",
         }
     }
 
@@ -91,6 +95,7 @@ impl Column {
             }
             Column::Features => "features::text",
             Column::Outliers => "outliers::text",
+            Column::Probabilities => "probabilities::text",
             Column::Item => "item::int8",
             Column::Prediction => "prediction::int8",
             Column::Status => "status::int8",
@@ -106,14 +111,17 @@ impl Column {
                 "int8[]"
             }
             Column::ReceivedAt => "text[]::timestamptz[]",
-            Column::Features | Column::Outliers => "text[]::jsonb[]",
+            Column::Features | Column::Outliers | Column::Probabilities => "text[]::jsonb[]",
             _ => "text[]",
         }
     }
 
     /// Columns holding JSON text (arrays), exported as JSON rather than as strings.
     pub const fn is_json(self) -> bool {
-        matches!(self, Column::Features | Column::Outliers)
+        matches!(
+            self,
+            Column::Features | Column::Outliers | Column::Probabilities
+        )
     }
 }
 
@@ -193,11 +201,7 @@ impl AuditRecord {
             Column::ReceivedAt => Cell::Time(&self.received_at),
             Column::Model => text(&self.model),
             Column::ModelVersion => text(&self.model_version),
-            Column::Features => match &self.features {
-                None => Cell::Null,
-                Some(RowFeatures::Values(v)) => Cell::Numbers(v),
-                Some(RowFeatures::Json(s)) => Cell::Json(s),
-            },
+            Column::Features => numbers(&self.features),
             Column::Prediction => self.prediction.map_or(Cell::Null, |p| Cell::Int(p.into())),
             Column::Label => text(&self.label),
             Column::Status => Cell::Int(i64::from(self.status)),
@@ -208,7 +212,16 @@ impl AuditRecord {
             Column::Outliers => self.outliers.as_deref().map_or(Cell::Null, Cell::Json),
             Column::ClientRequestId => text(&self.client_request_id),
             Column::Writer => text(&self.writer),
+            Column::Probabilities => numbers(&self.probabilities),
         }
+    }
+}
+
+fn numbers(v: &Option<NumberList>) -> Cell<'_> {
+    match v {
+        None => Cell::Null,
+        Some(NumberList::Values(v)) => Cell::Numbers(v),
+        Some(NumberList::Json(s)) => Cell::Json(s),
     }
 }
 
@@ -242,6 +255,10 @@ impl StoredRecord {
                 .map_or(Cell::Null, |f| Cell::Json(f.get())),
             Column::ClientRequestId => text(&self.client_request_id),
             Column::Writer => text(&self.writer),
+            Column::Probabilities => self
+                .probabilities
+                .as_ref()
+                .map_or(Cell::Null, |f| Cell::Json(f.get())),
         }
     }
 }
@@ -270,6 +287,7 @@ mod tests {
             outliers: None,
             client_request_id: None,
             writer: None,
+            probabilities: None,
         };
         let json = serde_json::to_string(&r).unwrap();
         let mut at = 0;

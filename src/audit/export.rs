@@ -200,6 +200,14 @@ fn answered_capture(rows: &[&StoredRecord]) -> anyhow::Result<(String, &'static 
     if let Some(client) = &first.client_request_id {
         answer["client_request_id"] = json!(client);
     }
+    // As `/predict` answered them; rows stored before probabilities were kept have none.
+    if rows.iter().all(|r| r.probabilities.is_some()) {
+        let probabilities: Vec<&serde_json::value::RawValue> = rows
+            .iter()
+            .filter_map(|r| r.probabilities.as_deref())
+            .collect();
+        answer["probabilities"] = serde_json::to_value(probabilities)?;
+    }
     Ok((
         serde_json::to_string(&json!({ "features": features }))?,
         "JSON",

@@ -77,7 +77,7 @@ pub struct AuditRecord {
     pub model: Option<Arc<str>>,
     pub model_version: Option<Arc<str>>,
     /// The row's features in model order.
-    pub features: Option<RowFeatures>,
+    pub features: Option<NumberList>,
     pub prediction: Option<u32>,
     pub label: Option<Arc<str>>,
     pub status: u16,
@@ -90,45 +90,47 @@ pub struct AuditRecord {
     pub outliers: Option<String>,
     /// The replica that wrote the row; `None` for rows from before the column existed.
     pub writer: Option<Arc<str>>,
+    /// The probability of each class, in class order (answered rows of classifiers).
+    pub probabilities: Option<NumberList>,
 }
 
-/// A row's features: the numbers a prediction was made from, kept as numbers until the store
+/// A row's numbers (its features, its class probabilities): kept as numbers until the store
 /// writes them (JSON text is made there, off the request's thread, and drift bins are counted
-/// from the numbers); or the JSON text a stored row held (a copy, a replay), kept as it was.
+/// from the features); or the JSON text a stored row held (a copy, a replay), kept as it was.
 #[derive(Debug, Clone, PartialEq)]
-pub enum RowFeatures {
+pub enum NumberList {
     Values(Vec<f64>),
     Json(String),
 }
 
-impl RowFeatures {
+impl NumberList {
     /// The JSON array as stored.
     pub fn to_json(&self) -> std::borrow::Cow<'_, str> {
         match self {
             // Serialising a slice of finite f64 cannot fail.
-            RowFeatures::Values(v) => serde_json::to_string(v).unwrap_or_default().into(),
-            RowFeatures::Json(s) => s.as_str().into(),
+            NumberList::Values(v) => serde_json::to_string(v).unwrap_or_default().into(),
+            NumberList::Json(s) => s.as_str().into(),
         }
     }
 
     /// The numbers; `None` for stored text that is not an array of numbers.
     pub fn values(&self) -> Option<std::borrow::Cow<'_, [f64]>> {
         match self {
-            RowFeatures::Values(v) => Some(v.as_slice().into()),
-            RowFeatures::Json(s) => serde_json::from_str::<Vec<f64>>(s).ok().map(Into::into),
+            NumberList::Values(v) => Some(v.as_slice().into()),
+            NumberList::Json(s) => serde_json::from_str::<Vec<f64>>(s).ok().map(Into::into),
         }
     }
 }
 
-impl From<&str> for RowFeatures {
-    fn from(json: &str) -> RowFeatures {
-        RowFeatures::Json(json.to_string())
+impl From<&str> for NumberList {
+    fn from(json: &str) -> NumberList {
+        NumberList::Json(json.to_string())
     }
 }
 
-impl From<String> for RowFeatures {
-    fn from(json: String) -> RowFeatures {
-        RowFeatures::Json(json)
+impl From<String> for NumberList {
+    fn from(json: String) -> NumberList {
+        NumberList::Json(json)
     }
 }
 
@@ -172,6 +174,7 @@ impl AuditRecord {
             raw_body: body.map(cut_body),
             outliers: None,
             writer: origin.writer.clone(),
+            probabilities: None,
         }
     }
 }
@@ -203,6 +206,7 @@ impl AuditRecord {
             raw_body,
             outliers: None,
             writer: None,
+            probabilities: None,
         }
     }
 }
@@ -271,6 +275,11 @@ pub struct StoredRecord {
     /// The replica that wrote the row (absent from older spill files' lines).
     #[serde(default)]
     pub writer: Option<String>,
+    /// The probability of each class, in class order (answered rows of classifiers; absent
+    /// from older rows and spill files' lines).
+    #[serde(default)]
+    #[schema(value_type = Option<Vec<f64>>)]
+    pub probabilities: Option<Box<serde_json::value::RawValue>>,
 }
 
 impl StoredRecord {
@@ -289,9 +298,7 @@ impl StoredRecord {
             received_at,
             model: text(self.model),
             model_version: text(self.model_version),
-            features: self
-                .features
-                .map(|f| RowFeatures::Json(f.get().to_string())),
+            features: self.features.map(|f| NumberList::Json(f.get().to_string())),
             prediction: self
                 .prediction
                 .map(u32::try_from)
@@ -305,6 +312,9 @@ impl StoredRecord {
             raw_body: self.raw_body,
             outliers: self.outliers.map(|f| f.get().to_string()),
             writer: text(self.writer),
+            probabilities: self
+                .probabilities
+                .map(|p| NumberList::Json(p.get().to_string())),
         })
     }
 }

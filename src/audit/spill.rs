@@ -353,6 +353,7 @@ mod tests {
             raw_body: Some("line\nbreak \"quoted\"".into()),
             outliers: Some(r#"["petal_width"]"#.into()),
             writer: Some("host-a@2026-11-27T09:00:00Z".into()),
+            probabilities: Some("[0.0,0.25,0.75]".into()),
         };
         let object = serde_json::to_vec(&line(&r, Instant::now())).unwrap();
         let framed = framed(&object);

@@ -1,5 +1,5 @@
-//! The data values of a request's log line — features, predicted classes and labels, the
-//! path — as slog values that each format writes its own way: the JSON format as JSON data
+//! The data values of a request's log line — features, predicted classes, labels and their
+//! confidence, the path — as slog values that each format writes its own way: the JSON format as JSON data
 //! (arrays of numbers and strings, a plain string), the term format as the text it has always
 //! written (`features: [5.8,2.7,5.1,1.9]`, `labels: ["virginica"]`, `path: "/audit"`).
 //!
@@ -146,6 +146,18 @@ pub fn classes(p: &Prediction) -> Structured<List<u32>> {
     List::of(&p.classes)
 }
 
+/// The probability of each row's served class (`[0.97]`): the model's confidence, not the whole
+/// vector of probabilities (the audit row has that).
+pub fn confidence(p: &Prediction) -> Structured<List<f64>> {
+    let shown = p.classes.len().min(LOGGED_ROWS);
+    Structured(List {
+        items: (0..shown)
+            .map(|i| p.probabilities.confidence(i, p.classes[i]))
+            .collect(),
+        more: p.classes.len() - shown,
+    })
+}
+
 /// The predicted labels (`["virginica"]`).
 pub fn labels(p: &Prediction) -> Structured<List<Arc<str>>> {
     List::of(&p.labels)
@@ -163,6 +175,12 @@ pub trait ListItem {
 }
 
 impl ListItem for u32 {
+    fn term_item(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{self}")
+    }
+}
+
+impl ListItem for f64 {
     fn term_item(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{self}")
     }

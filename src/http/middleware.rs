@@ -231,6 +231,7 @@ impl Line<'_> {
             info!(log, "prediction served";
                 "latency_us" => latency_us,
                 "labels" => log_values::labels(p),
+                "confidence" => log_values::confidence(p),
                 "prediction" => log_values::classes(p),
                 "features" => Features::of(p),
                 "model_version" => &p.model.artifact.version,

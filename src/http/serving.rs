@@ -20,7 +20,7 @@ use crate::http::error::ApiError;
 use crate::http::request::{RequestId, RequestMeta};
 use crate::http::state::AppState;
 use crate::input::{InputError, PredictInput};
-use crate::model::Model;
+use crate::model::{Model, Scores};
 use crate::prediction::Prediction;
 
 /// Batches with more rows than this are predicted on the blocking pool, so a large batch does
@@ -194,28 +194,29 @@ async fn serve<P: Protocol>(
     if let Some(id) = protocol.client_id(&parsed) {
         meta.set_client_id(id);
     }
-    let (input, classes) = predict(&model, input).await?;
-    let prediction = Prediction::new(model, input, classes, &state.outlier_rule);
+    let (input, scores) = predict(&model, input).await?;
+    let prediction = Prediction::new(model, input, scores, &state.outlier_rule);
     Ok((prediction, parsed))
 }
 
-/// The model's classes for `input` (which is handed back, to become part of the prediction).
+/// The model's classes and probabilities for `input` (which is handed back, to become part of
+/// the prediction).
 async fn predict(
     model: &Arc<Model>,
     input: PredictInput,
-) -> Result<(PredictInput, Vec<u32>), ApiError> {
+) -> Result<(PredictInput, Scores), ApiError> {
     if input.rows <= INLINE_ROWS {
-        let classes = model
+        let scores = model
             .predict_rows(input.matrix(), input.values())
             .map_err(|e| ApiError::Internal(e.into()))?;
-        return Ok((input, classes));
+        return Ok((input, scores));
     }
     let m = Arc::clone(model);
-    let (input, classes) = web::block(move || {
-        let classes = m.predict_rows(input.matrix(), input.values());
-        (input, classes)
+    let (input, scores) = web::block(move || {
+        let scores = m.predict_rows(input.matrix(), input.values());
+        (input, scores)
     })
     .await
     .map_err(|e| ApiError::Internal(anyhow::anyhow!("prediction task failed: {e}")))?;
-    Ok((input, classes.map_err(|e| ApiError::Internal(e.into()))?))
+    Ok((input, scores.map_err(|e| ApiError::Internal(e.into()))?))
 }

@@ -24,6 +24,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::scores::{self, Probabilities, Scores};
+
 /// Trees walked side by side.
 const LANES: usize = 8;
 
@@ -154,25 +156,26 @@ impl Trees {
         Ok(())
     }
 
-    /// The class of each row of `values` (row-major, [`Trees`]' feature count per row).
-    pub fn predict(&self, values: &[f64]) -> Vec<u32> {
-        let width = self.n_features.max(1);
+    /// The classes the trees vote for, in vote order.
+    pub fn classes(&self) -> &[u32] {
+        &self.classes
+    }
+
+    /// The class and class probabilities (share of trees voting each class) of each row of
+    /// `values` (row-major, [`Trees`]' feature count per row), for `width` named classes.
+    pub fn scores(&self, values: &[f64], width: usize) -> Scores {
+        let rows = values.len() / self.n_features.max(1);
+        let mut out = Scores {
+            classes: Vec::with_capacity(rows),
+            probabilities: Probabilities::with_rows(width, rows),
+        };
         let mut votes = vec![0u32; self.classes.len()];
-        values
-            .chunks_exact(width)
-            .map(|row| {
-                votes.iter_mut().for_each(|v| *v = 0);
-                self.walk(&self.roots, row, |output| votes[output] += 1);
-                // The first class with the most votes, as smartcore's `which_max`.
-                let mut best = 0;
-                for (k, &v) in votes.iter().enumerate().skip(1) {
-                    if v > votes[best] {
-                        best = k;
-                    }
-                }
-                self.classes[best]
-            })
-            .collect()
+        for row in values.chunks_exact(self.n_features.max(1)) {
+            votes.iter_mut().for_each(|v| *v = 0);
+            self.walk(&self.roots, row, |output| votes[output] += 1);
+            scores::push_votes(&mut out, &votes, &self.classes, self.roots.len());
+        }
+        out
     }
 
     /// Walks `row` down each tree of `roots`, [`LANES`] trees at a time, and hands each
@@ -207,6 +210,8 @@ fn read_form<T: for<'de> Deserialize<'de>>(model: &impl Serialize) -> Result<T, 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::Classifier;
+    use crate::model::scores::Scorer;
     use proptest::prelude::*;
     use smartcore::ensemble::random_forest_classifier::{
         RandomForestClassifier, RandomForestClassifierParameters,
@@ -258,7 +263,7 @@ mod tests {
             let compiled = Trees::forest(&f, 4).unwrap();
             assert_eq!(compiled.roots.len(), 21);
             assert_eq!(
-                compiled.predict(&values),
+                compiled.scores(&values, 8).classes,
                 f.predict(&x).unwrap(),
                 "seed {seed}"
             );
@@ -328,7 +333,13 @@ mod tests {
                     }
                 })
                 .collect();
-            prop_assert_eq!(compiled.predict(&values), smartcore_predicts(&f, &values));
+            let ours = compiled.scores(&values, 8);
+            prop_assert_eq!(&ours.classes, &smartcore_predicts(&f, &values));
+            // The votes of smartcore's own trees give the same shares.
+            let x = DenseMatrix::new(values.len() / 4, 4, values.clone(), false).unwrap();
+            let model = Classifier::RandomForest(f);
+            let theirs = Scorer::new(&model, 8, true).unwrap().scores(&model, &x).unwrap();
+            prop_assert_eq!(ours, theirs);
         }
     }
 }

@@ -12,6 +12,7 @@ pub mod baseline;
 pub mod compiled;
 pub mod data;
 pub mod registry;
+pub mod scores;
 pub mod train;
 
 use std::fmt;
@@ -30,6 +31,7 @@ use smartcore::neighbors::knn_classifier::KNNClassifier;
 use smartcore::tree::decision_tree_classifier::DecisionTreeClassifier;
 
 pub use baseline::{Baseline, FeatureStats};
+pub use scores::{Probabilities, Scores};
 
 /// Version of the artifact layout this build reads and writes.
 pub const FORMAT_VERSION: u32 = 1;
@@ -199,6 +201,8 @@ impl Artifact {
                 self.model.algorithm()
             );
         }
+        scores::Scorer::new(&self.model, self.class_names.len(), false)
+            .map_err(|e| anyhow::anyhow!("the model cannot give class probabilities: {e}"))?;
         if self.baseline.features.len() != self.feature_names.len() {
             bail!(
                 "baseline has {} features, feature_names has {}",
@@ -221,6 +225,10 @@ pub struct Model {
     /// The trees laid out for prediction, when the model is a random forest ([`compiled`]);
     /// `None` predicts through smartcore.
     trees: Option<compiled::Trees>,
+    /// How smartcore's answers become classes and probabilities (see [`scores`]); why not,
+    /// for a model that cannot give them (only one not loaded through [`Artifact::load`],
+    /// which refuses such files).
+    scorer: Result<scores::Scorer, String>,
 }
 
 #[derive(Debug, Clone)]
@@ -256,17 +264,23 @@ impl Model {
                 .collect(),
         };
         let width = artifact.feature_names.len();
+        let n_classes = artifact.class_names.len();
         let trees = match &artifact.model {
-            Classifier::RandomForest(m) => compiled::Trees::forest(m, width).ok(),
+            Classifier::RandomForest(m) => compiled::Trees::forest(m, width)
+                .ok()
+                .filter(|t| t.classes().iter().all(|&c| (c as usize) < n_classes)),
             Classifier::LogisticRegression(_)
             | Classifier::DecisionTree(_)
             | Classifier::Knn(_) => None,
         };
+        // A forest walked compiled needs smartcore's trees only to compare (tests).
+        let scorer = scores::Scorer::new(&artifact.model, n_classes, trees.is_none());
         Model {
             artifact,
             path,
             shared,
             trees,
+            scorer,
         }
     }
 
@@ -283,9 +297,9 @@ impl Model {
         self.artifact.feature_names.len()
     }
 
-    /// Predicts class indices for the rows of `x` (validated: the model's feature count, every
-    /// value finite).
-    pub fn predict(&self, x: &Matrix) -> Result<Vec<u32>, PredictError> {
+    /// The classes and class probabilities of the rows of `x` (validated: the model's
+    /// feature count, every value finite).
+    pub fn predict(&self, x: &Matrix) -> Result<Scores, PredictError> {
         let (rows, cols) = x.shape();
         let mut values = Vec::new();
         if self.trees.is_some() {
@@ -300,29 +314,47 @@ impl Model {
     /// [`Model::predict`] for a matrix whose values the caller also holds in row order
     /// (`row_major`, as a validated request does), so the compiled walk reads them without a
     /// copy.
-    pub fn predict_rows(&self, x: &Matrix, row_major: &[f64]) -> Result<Vec<u32>, PredictError> {
-        let fail = |reason: String| PredictError {
-            model: self.artifact.name.clone(),
-            reason,
-        };
+    pub fn predict_rows(&self, x: &Matrix, row_major: &[f64]) -> Result<Scores, PredictError> {
         let (rows, cols) = x.shape();
-        let y = match &self.trees {
+        let scores = match &self.trees {
             Some(trees) if cols == self.n_features() && row_major.len() == rows * cols => {
-                trees.predict(row_major)
+                trees.scores(row_major, self.artifact.class_names.len())
             }
-            _ => self
-                .artifact
-                .model
-                .predict(x)
-                .map_err(|e| fail(e.to_string()))?,
+            _ => self.smartcore_scores(x)?,
         };
-        if let Some(bad) = y
+        if let Some(bad) = scores
+            .classes
             .iter()
             .find(|&&c| c as usize >= self.artifact.class_names.len())
         {
-            return Err(fail(format!("class index {bad} has no name")));
+            return Err(self.failed(format!("class index {bad} has no name")));
         }
-        Ok(y)
+        Ok(scores)
+    }
+
+    /// Classes and probabilities through smartcore's model (a forest's own trees voting),
+    /// never the compiled walk: how [`Model::predict`] answers without one, and what tests
+    /// hold the compiled walk to.
+    pub fn smartcore_scores(&self, x: &Matrix) -> Result<Scores, PredictError> {
+        let scorer = self.scorer.as_ref().map_err(|e| self.failed(e.clone()))?;
+        let scorer = match (&self.artifact.model, &self.trees) {
+            // Built without the trees, which the compiled walk has.
+            (Classifier::RandomForest(_), Some(_)) => {
+                &scores::Scorer::new(&self.artifact.model, self.artifact.class_names.len(), true)
+                    .map_err(|e| self.failed(e))?
+            }
+            _ => scorer,
+        };
+        scorer
+            .scores(&self.artifact.model, x)
+            .map_err(|e| self.failed(e.to_string()))
+    }
+
+    fn failed(&self, reason: String) -> PredictError {
+        PredictError {
+            model: self.artifact.name.clone(),
+            reason,
+        }
     }
 
     /// The class name of a predicted index (indices come from [`Model::predict`], which checks
@@ -356,6 +388,31 @@ mod tests {
         )
     }
 
+    /// Probabilities in [0, 1] summing to 1 (within 1e-9), the served class the most
+    /// probable (the first of equals), and one probability per named class.
+    fn assert_coherent(model: &Model, scores: &Scores) {
+        let width = model.artifact.class_names.len();
+        assert_eq!(scores.probabilities.rows(), scores.classes.len());
+        for (i, &class) in scores.classes.iter().enumerate() {
+            let p = scores.probabilities.row(i);
+            assert_eq!(p.len(), width);
+            assert!(p.iter().all(|v| (0.0..=1.0).contains(v)), "{p:?}");
+            let sum: f64 = p.iter().sum();
+            assert!(
+                (sum - 1.0).abs() <= 1e-9,
+                "{} row {i}: sum {sum}",
+                model.name()
+            );
+            assert_eq!(
+                scores::first_max(p),
+                class as usize,
+                "{} row {i}: {p:?}",
+                model.name()
+            );
+            assert_eq!(scores.probabilities.confidence(i, class), p[class as usize]);
+        }
+    }
+
     fn assert_same_as_smartcore(model: &Model) {
         assert!(
             model.uses_compiled_trees(),
@@ -365,12 +422,50 @@ mod tests {
         let (x, values) = grid(model, 37);
         let ours = model.predict(&x).unwrap();
         let smartcore = model.artifact.model.predict(&x).unwrap();
-        assert_eq!(ours, smartcore, "{}", model.name());
-        assert_eq!(model.predict_rows(&x, &values).unwrap(), smartcore);
+        assert_eq!(ours.classes, smartcore, "{}", model.name());
+        assert_eq!(model.predict_rows(&x, &values).unwrap(), ours);
+        // smartcore's own trees, voting, give the same shares as the compiled walk.
+        assert_eq!(model.smartcore_scores(&x).unwrap(), ours);
+        assert_coherent(model, &ours);
         assert!(
-            ours.iter().any(|&c| c != ours[0]),
+            ours.classes.iter().any(|&c| c != ours.classes[0]),
             "the grid reaches several classes"
         );
+    }
+
+    /// Every algorithm on a three-class and a two-class data set: the served classes are
+    /// smartcore's own `predict` on the held-out rows and on a grid beyond them, with
+    /// coherent probabilities.
+    #[test]
+    fn every_algorithm_answers_smartcores_class_with_coherent_probabilities() {
+        for dataset in [data::Dataset::Iris, data::Dataset::BreastCancer] {
+            for algorithm in [
+                Algorithm::RandomForest,
+                Algorithm::LogisticRegression,
+                Algorithm::DecisionTree,
+                Algorithm::Knn,
+            ] {
+                let data = data::load_dataset(dataset);
+                let opts = train::TrainOptions {
+                    name: format!("{dataset:?}-{algorithm}"),
+                    algorithm,
+                    seed: 5,
+                    test_size: 0.25,
+                    created_at: "2026-01-01T00:00:00Z".into(),
+                };
+                let model = Model::new(train::train(&data, &opts).unwrap(), PathBuf::new());
+                let (x, _) = grid(&model, 23);
+                let rows = data.y.len();
+                let all = Matrix::new(rows, model.n_features(), data.x.clone(), false).unwrap();
+                for x in [&x, &all] {
+                    let ours = model.predict(x).unwrap();
+                    let smartcore = model.artifact.model.predict(x).unwrap();
+                    assert_eq!(ours.classes, smartcore, "{}", model.name());
+                    assert_eq!(model.smartcore_scores(x).unwrap(), ours, "{}", model.name());
+                    assert_coherent(&model, &ours);
+                }
+            }
+        }
     }
 
     #[test]

@@ -20,15 +20,18 @@ pub enum Output {
     Prediction,
     /// Class names, BYTES.
     Label,
+    /// The probability of each class per row, FP64 `[N, C]` (row-major, class order).
+    Probabilities,
 }
 
 impl Output {
-    pub(super) const ALL: [Output; 2] = [Output::Prediction, Output::Label];
+    pub(super) const ALL: [Output; 3] = [Output::Prediction, Output::Label, Output::Probabilities];
 
     pub(super) fn name(self) -> &'static str {
         match self {
             Output::Prediction => "prediction",
             Output::Label => "label",
+            Output::Probabilities => "probabilities",
         }
     }
 
@@ -36,6 +39,15 @@ impl Output {
         match self {
             Output::Prediction => "INT64",
             Output::Label => "BYTES",
+            Output::Probabilities => "FP64",
+        }
+    }
+
+    /// The tensor's shape for `rows` rows of a model of `classes` classes.
+    pub(super) fn shape(self, rows: i64, classes: i64) -> Vec<i64> {
+        match self {
+            Output::Prediction | Output::Label => vec![rows],
+            Output::Probabilities => vec![rows, classes],
         }
     }
 }

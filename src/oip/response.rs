@@ -14,8 +14,9 @@ use crate::prediction::Prediction;
 pub struct OutputTensor {
     name: &'static str,
     datatype: &'static str,
-    shape: Vec<usize>,
-    /// `prediction`: class indices; `label`: class names.
+    shape: Vec<i64>,
+    /// `prediction`: class indices; `label`: class names; `probabilities`: the probability of
+    /// each class per row, flattened row-major.
     data: Value,
 }
 
@@ -46,7 +47,8 @@ pub fn infer_response(
     id: Option<&str>,
     request_id: &str,
 ) -> InferResponse {
-    let n = prediction.classes.len();
+    let n = prediction.classes.len() as i64;
+    let classes = prediction.model.artifact.class_names.len() as i64;
     InferResponse {
         model_name: prediction.model.name().to_string(),
         model_version: prediction.model.artifact.version.clone(),
@@ -56,10 +58,14 @@ pub fn infer_response(
             .map(|&o| OutputTensor {
                 name: o.name(),
                 datatype: o.datatype(),
-                shape: vec![n],
+                shape: o.shape(n, classes),
                 data: match o {
                     Output::Prediction => serde_json::json!(prediction.classes),
                     Output::Label => serde_json::json!(prediction.labels),
+                    Output::Probabilities => {
+                        let p = &prediction.probabilities;
+                        Value::from_iter((0..p.rows()).flat_map(|i| p.row(i).iter().copied()))
+                    }
                 },
             })
             .collect(),
@@ -103,7 +109,7 @@ pub fn model_metadata(model: &Model) -> ModelMetadata {
             .map(|o| TensorMetadata {
                 name: o.name(),
                 datatype: o.datatype(),
-                shape: vec![-1],
+                shape: o.shape(-1, model.artifact.class_names.len() as i64),
             })
             .collect(),
     }

@@ -33,7 +33,7 @@ fn one_matrix_tensor_flat_or_nested_gives_the_same_rows() {
     assert_eq!(flat.input, nested.input);
     assert_eq!(flat.input.rows, 2);
     assert_eq!(flat.id.as_deref(), Some("a"));
-    assert_eq!(flat.outputs, vec![Output::Prediction, Output::Label]);
+    assert_eq!(flat.outputs, Output::ALL.to_vec());
     assert_eq!(flat.input.row(1), &[6.7, 3.0, 5.2, 2.3]);
 }
 

@@ -329,8 +329,8 @@ fn check(body: &[u8], m: &Model) -> Result<(), TestCaseError> {
             prop_assert_eq!(input.values().len(), input.rows * m.n_features());
             prop_assert!(input.values().iter().all(|v| v.is_finite()));
             // An accepted input is also one the model can answer.
-            let classes = m.predict(input.matrix()).unwrap();
-            prop_assert_eq!(classes.len(), input.rows);
+            let scores = m.predict(input.matrix()).unwrap();
+            prop_assert_eq!(scores.classes.len(), input.rows);
         }
         Err(e) => {
             prop_assert!(

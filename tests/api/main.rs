@@ -19,6 +19,7 @@ mod oip;
 mod pg;
 mod postgres;
 mod predict;
+mod probabilities;
 mod readme;
 mod reload;
 mod request_ids;

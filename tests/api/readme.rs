@@ -77,6 +77,40 @@ fn readme_sqlite3_recipes_run_against_a_service_database() {
     }
 }
 
+/// The README's `psql` recipes (those that only read) run against a PostgreSQL store the
+/// service wrote, each returning rows.
+#[test]
+fn readme_psql_recipes_run_against_a_postgres_store() {
+    let Some(url) = crate::pg::database() else {
+        return;
+    };
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let prefix = r#"psql "$DATABASE_URL" -c ""#;
+    let recipes: Vec<&str> = readme
+        .lines()
+        .filter(|l| l.starts_with(prefix) && !l.contains("\\copy"))
+        .collect();
+    assert!(
+        recipes.len() >= 3,
+        "the README lists {} psql recipes",
+        recipes.len()
+    );
+    let app = crate::helpers::spawn_app_with(|s| s.database_url = url.parse().unwrap());
+    app.post_predict(r#"{"features": [[5.1, 3.5, 1.4, 0.2], [6.0, 2.9, 4.5, 1.5]]}"#);
+    app.wait_for_rows(2);
+    let pg = crate::pg::shared().expect("a PostgreSQL server");
+    let db = crate::pg::database_name(&app.database_url);
+    for line in recipes {
+        let sql = &line[prefix.len()..line.len() - 1];
+        let n = pg.psql(db, &format!("select count(*) from ({sql}) recipe"));
+        assert!(
+            n.trim().parse::<i64>().unwrap() > 0,
+            "recipe returned no rows: {line}"
+        );
+    }
+}
+
 /// The Prometheus alert rules in the README are valid (`promtool check rules`, where it is
 /// installed: see [`crate::helpers::tool`]).
 #[test]

@@ -79,6 +79,7 @@ fn record(s: &Spec, item: u32) -> AuditRecord {
         raw_body: None,
         outliers: None,
         writer: Some("props@2026-11-27T00:00:00Z".into()),
+        probabilities: LABELS[s.label].map(|_| "[0.25,0.75]".into()),
     }
 }
 

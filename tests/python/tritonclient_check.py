@@ -2,7 +2,8 @@
 
 Run by tests/api/clients.rs against a live server: python tritonclient_check.py HOST:PORT.
 Checks server live/ready, model metadata and readiness, inference of one row and of a batch
-(JSON tensors: binary_data=False) against /predict's answers for the same rows, the request id
+(JSON tensors: binary_data=False; classes, labels and class probabilities) against /predict's
+answers for the same rows, the request id
 echoed and on record in /audit, and a bad input refused with a 4xx whose message the client
 shows, and the extensions inferlog does not serve (model configuration, statistics, repository
 index) refused with a clean InferenceServerException. Prints one line per check; any failure
@@ -37,6 +38,7 @@ def infer(client, rows, request_id, model_version=""):
     outputs = [
         httpclient.InferRequestedOutput("prediction", binary_data=False),
         httpclient.InferRequestedOutput("label", binary_data=False),
+        httpclient.InferRequestedOutput("probabilities", binary_data=False),
     ]
     return client.infer(
         "iris", [tensor], outputs=outputs, request_id=request_id, model_version=model_version
@@ -53,7 +55,8 @@ assert server["name"] == "inferlog", server
 meta = client.get_model_metadata("iris")
 assert meta["name"] == "iris", meta
 assert meta["inputs"][0]["shape"] == [-1, 4], meta
-assert [o["name"] for o in meta["outputs"]] == ["prediction", "label"], meta
+assert [o["name"] for o in meta["outputs"]] == ["prediction", "label", "probabilities"], meta
+assert meta["outputs"][2]["shape"] == [-1, 3] and meta["outputs"][2]["datatype"] == "FP64", meta
 version = meta["versions"][0]
 assert client.is_model_ready("iris"), "model ready"
 assert client.is_model_ready("iris", version), "model ready at its version"
@@ -64,9 +67,16 @@ for rows, rid in [(ROWS[:1], "tc-one-row"), (ROWS, "tc-batch")]:
     result = infer(client, rows, rid, model_version=version)
     got = result.as_numpy("prediction").tolist()
     labels = result.as_numpy("label").tolist()
+    probabilities = result.as_numpy("probabilities")
     want = http_json("POST", "/predict", {"features": rows})
     assert got == want["prediction"], (got, want)
     assert labels == want["labels"], (labels, want)
+    # An [N, 3] FP64 tensor: /predict's probabilities, each row summing to 1, its largest
+    # the class answered.
+    assert probabilities.shape == (len(rows), 3), probabilities.shape
+    assert probabilities.tolist() == want["probabilities"], (probabilities, want)
+    assert np.allclose(probabilities.sum(axis=1), 1.0, rtol=0, atol=1e-9), probabilities
+    assert probabilities.argmax(axis=1).tolist() == got, (probabilities, got)
     response = result.get_response()
     assert response["id"] == rid, response
     assert response["model_name"] == "iris", response

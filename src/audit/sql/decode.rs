@@ -154,6 +154,7 @@ where
         outliers: None,
         client_request_id: None,
         writer: None,
+        probabilities: None,
     };
     for (i, column) in ALL.into_iter().enumerate() {
         match column {
@@ -174,6 +175,7 @@ where
             Column::Outliers => r.outliers = json(row.try_get(i)?, column)?,
             Column::ClientRequestId => r.client_request_id = row.try_get(i)?,
             Column::Writer => r.writer = row.try_get(i)?,
+            Column::Probabilities => r.probabilities = json(row.try_get(i)?, column)?,
         }
     }
     Ok(r)

@@ -290,6 +290,7 @@ mod tests {
             raw_body: None,
             outliers: None,
             writer: None,
+            probabilities: None,
         }
     }
 

@@ -112,6 +112,7 @@ fn row(request_id: &str) -> AuditRecord {
         raw_body: None,
         outliers: None,
         writer: None,
+        probabilities: None,
     }
 }
 

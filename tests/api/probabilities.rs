@@ -1,0 +1,183 @@
+//! Class probabilities through every path a class takes: the `/predict` answer, the audit row
+//! (the table, the `served` view, `/audit`, the CSV, JSON-lines and SageMaker exports), the
+//! Open Inference Protocol answer and metadata, the metrics and the log line.
+
+use serde_json::{Value, json};
+
+use crate::helpers::{metric_value, on_both_stores};
+
+const ROWS: &str =
+    r#"{"features": [[5.1, 3.5, 1.4, 0.2], [6.0, 2.9, 4.5, 1.5], [6.3, 2.8, 5.1, 1.5]]}"#;
+
+/// Probabilities of three classes per row, summing to 1, their largest the class answered
+/// (the first of equals).
+fn assert_coherent(probabilities: &Value, prediction: &Value) -> Vec<Vec<f64>> {
+    let rows: Vec<Vec<f64>> = serde_json::from_value(probabilities.clone()).unwrap();
+    let classes: Vec<usize> = serde_json::from_value(prediction.clone()).unwrap();
+    assert_eq!(rows.len(), classes.len(), "{probabilities}");
+    for (p, &class) in rows.iter().zip(&classes) {
+        assert_eq!(p.len(), 3, "{p:?}");
+        assert!(p.iter().all(|v| (0.0..=1.0).contains(v)), "{p:?}");
+        assert!((p.iter().sum::<f64>() - 1.0).abs() <= 1e-9, "{p:?}");
+        let first_max = (0..p.len()).fold(0, |best, k| if p[k] > p[best] { k } else { best });
+        assert_eq!(first_max, class, "{p:?}");
+    }
+    rows
+}
+
+on_both_stores!(fn class_probabilities_reach_the_answer_the_audit_row_and_every_export(app) {
+    let res = app.post_predict(ROWS);
+    assert_eq!(res.status, 200, "{}", res.text());
+    let body = res.json();
+    let probabilities = assert_coherent(&body["probabilities"], &body["prediction"]);
+    // The shipped forest is not sure of every row: one row has a runner-up.
+    assert!(
+        probabilities.iter().any(|p| p.iter().filter(|&&v| v > 0.0).count() > 1),
+        "{probabilities:?}"
+    );
+    let id = body["request_id"].as_str().unwrap().to_string();
+    assert_eq!(app.post_predict(r#"{"features": [1, 2]}"#).status, 422);
+    app.wait_for_rows(4);
+
+    // The table, as the sqlite3 shell or psql reads it: the answer's numbers exactly.
+    let rows = app.rows_of(&id);
+    for (row, p) in rows.iter().zip(&probabilities) {
+        assert_eq!(row["probabilities"], json!(p), "{row}");
+    }
+    let rejected = app.stored_rows("where status <> 200");
+    assert_eq!(rejected.len(), 1);
+    assert_eq!(rejected[0]["probabilities"], Value::Null, "a refused request has none");
+    // The served view.
+    let served = app.store_json(
+        ["json_object('p', json(probabilities))", "json_build_object('p', probabilities)"],
+        &format!("served where request_id = '{id}' order by item"),
+    );
+    let from_view: Vec<&Value> = served.iter().map(|r| &r["p"]).collect();
+    assert_eq!(json!(from_view), json!(probabilities));
+
+    // /audit and the exports.
+    let page = app.audit_page(&format!("request_id={id}&order=asc"));
+    let from_page: Vec<&Value> = page.records.iter().map(|r| &r["probabilities"]).collect();
+    assert_eq!(json!(from_page), json!(probabilities));
+    let csv = app.get(&format!("/audit?request_id={id}&order=asc&format=csv")).text();
+    let header = csv.lines().next().unwrap();
+    assert!(header.ends_with(",writer,probabilities"), "{header}");
+    for (line, p) in csv.lines().skip(1).zip(&probabilities) {
+        let quoted = format!("\"{}\"", serde_json::to_string(p).unwrap());
+        assert!(line.ends_with(&quoted), "{line} ends with {quoted}");
+    }
+    let jsonl = app.get(&format!("/audit?request_id={id}&order=asc&format=jsonl")).text();
+    let from_jsonl: Vec<Value> =
+        jsonl.lines().map(|l| serde_json::from_str::<Value>(l).unwrap()["probabilities"].clone()).collect();
+    assert_eq!(json!(from_jsonl), json!(probabilities));
+    let capture = app.get(&format!("/audit?request_id={id}&format=sagemaker")).text();
+    let line: Value = serde_json::from_str(capture.lines().next().unwrap()).unwrap();
+    let output: Value = serde_json::from_str(
+        line["captureData"]["endpointOutput"]["data"].as_str().unwrap(),
+    )
+    .unwrap();
+    assert_eq!(output["probabilities"], json!(probabilities), "{output}");
+    assert_eq!(output["prediction"], body["prediction"]);
+});
+
+#[test]
+fn the_inference_protocol_answers_probabilities_as_an_n_by_c_tensor() {
+    let app = crate::helpers::spawn_app();
+    let meta = app.get("/v2/models/iris").json();
+    let outputs = meta["outputs"].as_array().unwrap();
+    let listed = outputs
+        .iter()
+        .find(|o| o["name"] == "probabilities")
+        .expect("listed");
+    assert_eq!(listed["datatype"], "FP64");
+    assert_eq!(listed["shape"], json!([-1, 3]));
+
+    let rows = [[5.1, 3.5, 1.4, 0.2], [6.3, 2.8, 5.1, 1.5]];
+    let infer =
+        json!({"inputs": [{"name": "input", "shape": [2, 4], "datatype": "FP64", "data": rows}]});
+    let res = app.post_json("/v2/models/iris/infer", &infer.to_string());
+    assert_eq!(res.status, 200, "{}", res.text());
+    let answer = res.json();
+    let tensor = answer["outputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["name"] == "probabilities")
+        .expect("answered by default with the others")
+        .clone();
+    assert_eq!(tensor["shape"], json!([2, 3]));
+    assert_eq!(tensor["datatype"], "FP64");
+    let predicted = app
+        .post_predict(&json!({"features": rows}).to_string())
+        .json();
+    let flat: Vec<f64> =
+        serde_json::from_value::<Vec<Vec<f64>>>(predicted["probabilities"].clone())
+            .unwrap()
+            .concat();
+    assert_eq!(
+        tensor["data"],
+        json!(flat),
+        "row-major, as /predict answers them"
+    );
+
+    // Asked for alone, it comes alone.
+    let only = json!({"inputs": infer["inputs"], "outputs": [{"name": "probabilities"}]});
+    let res = app.post_json("/v2/models/iris/infer", &only.to_string());
+    assert_eq!(res.status, 200, "{}", res.text());
+    let names: Vec<Value> = res.json()["outputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["name"].clone())
+        .collect();
+    assert_eq!(names, vec![json!("probabilities")]);
+}
+
+#[test]
+fn the_confidence_is_in_the_metrics_and_the_log_line() {
+    let app = crate::helpers::spawn_app();
+    let body = app.post_predict(ROWS).json();
+    let probabilities = assert_coherent(&body["probabilities"], &body["prediction"]);
+    let confidence: Vec<f64> = probabilities
+        .iter()
+        .map(|p| p.iter().copied().fold(0.0, f64::max))
+        .collect();
+
+    let metrics = app.get("/metrics").text();
+    let count = metric_value(
+        &metrics,
+        "inferlog_prediction_confidence_count{model=\"iris\"}",
+    );
+    assert_eq!(count, Some(3.0), "{metrics}");
+    let sum = metric_value(
+        &metrics,
+        "inferlog_prediction_confidence_sum{model=\"iris\"}",
+    )
+    .unwrap();
+    assert!(
+        (sum - confidence.iter().sum::<f64>()).abs() < 1e-9,
+        "{sum} vs {confidence:?}"
+    );
+    let bucket = |le: &str| {
+        metric_value(
+            &metrics,
+            &format!("inferlog_prediction_confidence_bucket{{model=\"iris\",le=\"{le}\"}}"),
+        )
+    };
+    for le in [0.5, 0.8, 1.0] {
+        let expected = confidence.iter().filter(|&&c| c <= le).count() as f64;
+        assert_eq!(
+            bucket(&le.to_string()),
+            Some(expected),
+            "le {le}: {metrics}"
+        );
+    }
+
+    // The log line: the served class's probability per row, not the whole vector.
+    let shown: Vec<String> = confidence.iter().map(|c| c.to_string()).collect();
+    let line = app.wait_for_log_line(&[
+        "prediction served",
+        &format!("confidence: [{}]", shown.join(",")),
+    ]);
+    assert!(!line.contains("probabilities"), "{line}");
+}
