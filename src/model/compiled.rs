@@ -210,7 +210,7 @@ fn read_form<T: for<'de> Deserialize<'de>>(model: &impl Serialize) -> Result<T, 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::Classifier;
+    use crate::model::estimator::Classifier;
     use crate::model::scores::Scorer;
     use proptest::prelude::*;
     use smartcore::ensemble::random_forest_classifier::{

@@ -22,7 +22,7 @@ use smartcore::linalg::basic::arrays::{Array, Array2};
 use smartcore::numbers::realnum::RealNumber;
 use smartcore::tree::decision_tree_classifier::DecisionTreeClassifier;
 
-use super::{Classifier, Labels, Matrix};
+use super::estimator::{Classifier, Labels, Matrix};
 
 /// Classes and class probabilities of a batch of rows.
 #[derive(Debug, Clone, PartialEq)]
