@@ -133,36 +133,7 @@ impl Metrics {
             "Probability of the served class per row answered, by model",
             confidence.clone(),
         );
-        registry.register(
-            "audit_rows_written",
-            "Audit rows committed",
-            writer.rows_written.clone(),
-        );
-        registry.register(
-            "audit_batch_rows",
-            "Rows per audit commit",
-            writer.batch_rows.clone(),
-        );
-        registry.register(
-            "audit_commit_duration_seconds",
-            "Time to write and commit one audit batch",
-            writer.commit_seconds.clone(),
-        );
-        registry.register(
-            "audit_write_errors",
-            "Audit commits that failed",
-            writer.write_errors.clone(),
-        );
-        registry.register(
-            "audit_spilled_rows",
-            "Acknowledged audit rows written to the spill file at shutdown because the store could not take them",
-            writer.spilled_rows.clone(),
-        );
-        registry.register(
-            "audit_replayed_rows",
-            "Audit rows replayed from a spill file at start-up (rows the store did not hold yet)",
-            writer.replayed_rows.clone(),
-        );
+        register_writer(&mut registry, writer);
         Metrics {
             registry,
             http_requests,
@@ -358,4 +329,38 @@ impl LiveCollector {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ModelLabel {
     model: Arc<str>,
+}
+
+/// The audit writer's instruments.
+fn register_writer(registry: &mut Registry, writer: WriterMetrics) {
+    registry.register(
+        "audit_rows_written",
+        "Audit rows committed",
+        writer.rows_written.clone(),
+    );
+    registry.register(
+        "audit_batch_rows",
+        "Rows per audit commit",
+        writer.batch_rows.clone(),
+    );
+    registry.register(
+        "audit_commit_duration_seconds",
+        "Time to write and commit one audit batch",
+        writer.commit_seconds.clone(),
+    );
+    registry.register(
+        "audit_write_errors",
+        "Audit commits that failed",
+        writer.write_errors.clone(),
+    );
+    registry.register(
+        "audit_spilled_rows",
+        "Acknowledged audit rows written to the spill file at shutdown because the store could not take them",
+        writer.spilled_rows.clone(),
+    );
+    registry.register(
+        "audit_replayed_rows",
+        "Audit rows replayed from a spill file at start-up (rows the store did not hold yet)",
+        writer.replayed_rows.clone(),
+    );
 }
