@@ -44,6 +44,7 @@ pub mod defaults {
     pub const AUDIT_QUEUE_TIMEOUT_MS: &str = "1000";
     pub const AUDIT_COMMIT_TIMEOUT_MS: &str = "10000";
     pub const DRIFT_WINDOW: usize = 1000;
+    pub const LOW_CONFIDENCE: f64 = 0.5;
     pub const LOG_LEVEL: &str = "info";
     pub const LOG_QUEUE_SIZE: usize = 65_536;
 }
@@ -256,6 +257,20 @@ pub struct MonitorSettings {
     /// Recent rows per model behind the drift gauges of /metrics.
     #[arg(long, env = "INFERLOG_DRIFT_WINDOW", default_value_t = defaults::DRIFT_WINDOW)]
     pub drift_window: usize,
+
+    /// A classifier's answer with a confidence (the served class's probability) below this
+    /// counts as low in /audit/timeseries.
+    #[arg(long, env = "INFERLOG_LOW_CONFIDENCE", default_value_t = defaults::LOW_CONFIDENCE,
+        value_parser = unit_interval)]
+    pub low_confidence: f64,
+}
+
+/// A number from 0 to 1.
+fn unit_interval(s: &str) -> Result<f64, String> {
+    s.parse::<f64>()
+        .ok()
+        .filter(|v| (0.0..=1.0).contains(v))
+        .ok_or_else(|| "must be a number from 0 to 1".to_string())
 }
 
 /// Milliseconds, as a duration.

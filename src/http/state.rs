@@ -35,6 +35,8 @@ pub struct AppState {
     pub drift_windows: Arc<DriftWindows>,
     pub outlier_rule: OutlierRule,
     pub drift_rule: DriftRule,
+    /// Answers with a confidence below it count as low in `/audit/timeseries`.
+    pub low_confidence: f64,
     /// Requests being served now; shutdown waits until there are none.
     pub in_flight: Arc<InFlight>,
     /// Lets the ERROR line of a request refused by a failing audit store through once per

@@ -110,6 +110,7 @@ impl Application {
             drift_windows: Arc::clone(&drift_windows),
             outlier_rule: m.outliers,
             drift_rule: m.drift,
+            low_confidence: m.low_confidence,
             in_flight: Arc::clone(&in_flight),
             store_error_log: Throttle::new(Duration::from_secs(10)),
             overload_log: Throttle::new(Duration::from_secs(10)),

@@ -7,7 +7,7 @@ use std::process::Command;
 
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, spawn_app, spawn_app_with};
+use crate::helpers::{TestApp, spawn_app_with};
 
 /// Runs headless Chromium on `url` with every other host unreachable; `extra` chooses what
 /// it does (`--dump-dom`, `--screenshot=…`). Its stdout.
@@ -58,7 +58,8 @@ fn the_dashboard_shows_the_stores_numbers_and_fits_two_screens() {
     let Some(browser) = crate::helpers::tool("chromium") else {
         return;
     };
-    let app = spawn_app();
+    // A threshold some of the answers fall under.
+    let app = spawn_app_with(|s| s.monitor.low_confidence = 0.96);
     // Served rows (one of them an outlier), a batch, rejections of two kinds, feedback.
     let mut ids = Vec::new();
     for row in [
@@ -104,12 +105,35 @@ fn the_dashboard_shows_the_stores_numbers_and_fits_two_screens() {
         );
     }
     assert_eq!(reject_count(&dom, "wrong_feature_count"), Some(2));
+    // The low-confidence share: the time series' low rows over its answered rows.
+    let series = app.get("/audit/timeseries?bucket=1h&model=iris").json();
+    let (low, answered) = series["buckets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .fold((0, 0), |(l, a), b| {
+            (
+                l + b["confidence"]["low"].as_i64().unwrap(),
+                a + b["confidence"]["rows"].as_i64().unwrap(),
+            )
+        });
+    assert_eq!(answered, 7, "{series}");
+    assert!(low > 0, "{series}");
+    let share: f64 = shown("low-confidence").unwrap().parse().unwrap();
+    assert!(
+        (share - low as f64 / answered as f64).abs() < 1e-12,
+        "{share} vs {low}/{answered}"
+    );
     let accuracy: f64 = shown("accuracy").unwrap().parse().unwrap();
     assert!((accuracy - performance["accuracy"].as_f64().unwrap()).abs() < 1e-12);
     assert!(dom.contains("data-feature=\"petal_length\""), "drift table");
     assert!(dom.contains("data-request=\""), "audit records listed");
 
-    // Screenshots at a desktop and a phone size, left in target/dashboard-screenshots.
+    screenshots(&browser, &app, &url);
+}
+
+/// Screenshots at a desktop and a phone size, left in target/dashboard-screenshots.
+fn screenshots(browser: &Path, app: &TestApp, url: &str) {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/dashboard-screenshots");
     std::fs::create_dir_all(&dir).unwrap();
     for (name, size) in [
@@ -119,9 +143,9 @@ fn the_dashboard_shows_the_stores_numbers_and_fits_two_screens() {
         let file = dir.join(name);
         let _ = std::fs::remove_file(&file);
         browse(
-            &browser,
-            &app,
-            &url,
+            browser,
+            app,
+            url,
             &[
                 &format!("--screenshot={}", file.display()),
                 &format!("--window-size={size}"),

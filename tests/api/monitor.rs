@@ -475,6 +475,14 @@ fn drift_thresholds_that_cannot_be_meant_are_refused_at_start() {
     let (code, err) = run(&serve, &[("INFERLOG_DRIFT_PSI_WARN", "nan")]);
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("--drift-psi-warn"), "{err}");
+    for value in ["1.5", "-0.1", "NaN", "half"] {
+        let (code, err) = run(&serve, &[("INFERLOG_LOW_CONFIDENCE", value)]);
+        assert_eq!(code, Some(2), "{value}: {err}");
+        assert!(
+            err.contains("--low-confidence") && err.contains("from 0 to 1"),
+            "{value}: {err}"
+        );
+    }
     let (code, err) = run(&["drift", "--drift-psi-warn", "0.5"], &[]);
     assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("above --drift-psi-alert"), "{err}");

@@ -181,3 +181,24 @@ fn the_confidence_is_in_the_metrics_and_the_log_line() {
     ]);
     assert!(!line.contains("probabilities"), "{line}");
 }
+
+on_both_stores!(fn the_time_series_counts_low_confidence_answers_below_the_threshold(app) with |s| s.monitor.low_confidence = 0.96, {
+    let body = app.post_predict(ROWS).json();
+    let probabilities = assert_coherent(&body["probabilities"], &body["prediction"]);
+    let mut hundredths: Vec<i64> = probabilities
+        .iter()
+        .map(|p| (p.iter().copied().fold(0.0, f64::max) * 100.0).floor() as i64)
+        .collect();
+    hundredths.sort_unstable();
+    app.wait_for_rows(3);
+    let t = app.get("/audit/timeseries?bucket=1h").json();
+    let buckets = t["buckets"].as_array().unwrap();
+    let c = &buckets.last().unwrap()["confidence"];
+    assert_eq!(c["rows"], 3, "{t}");
+    let low = hundredths.iter().filter(|&&k| (k + 1) as f64 / 100.0 <= 0.96).count();
+    assert!(low > 0 && low < 3, "the rows straddle the threshold: {hundredths:?}");
+    assert_eq!(c["low"], low, "{c}");
+    assert_eq!(c["low_rate"], json!(low as f64 / 3.0));
+    assert_eq!(c["p50"], json!(hundredths[1] as f64 / 100.0), "{c}");
+    assert_eq!(c["p10"], json!(hundredths[0] as f64 / 100.0), "{c}");
+});

@@ -6,7 +6,7 @@ use std::time::Instant;
 use chrono::{DateTime, Utc};
 
 use super::counts::json_text;
-use super::keys::{confusion_key, kind, latency_bucket, minute_of};
+use super::keys::{confidence_bucket, confusion_key, kind, latency_bucket, minute_of};
 use crate::audit::baselines::{Baselines, Edges};
 use crate::audit::record::AuditRecord;
 
@@ -32,6 +32,8 @@ struct Group {
     bins: Vec<(u32, i64)>,
     /// `confusion` counts by key.
     confusion: Vec<(String, i64)>,
+    /// Answered rows by [`confidence_bucket`].
+    confidence: Vec<(i64, i64)>,
 }
 
 impl Group {
@@ -52,6 +54,7 @@ impl Group {
             edges: None,
             bins: Vec::new(),
             confusion: Vec::new(),
+            confidence: Vec::new(),
         }
     }
 }
@@ -128,6 +131,14 @@ impl Delta {
                 g.outlier_rows += 1;
                 for name in serde_json::from_str::<Vec<String>>(outliers).unwrap_or_default() {
                     bump(&mut g.outliers, name);
+                }
+            }
+            if let (200, Some(probabilities)) = (r.status, &r.probabilities) {
+                if let Some(p) = probabilities.values() {
+                    let served = r.prediction.and_then(|c| p.get(c as usize).copied());
+                    let confidence =
+                        served.unwrap_or_else(|| p.iter().copied().fold(0.0, f64::max));
+                    bump(&mut g.confidence, confidence_bucket(confidence));
                 }
             }
             if let (200, Some(edges), Some(features)) = (r.status, &g.edges, &r.features) {
@@ -235,6 +246,9 @@ impl Delta {
             }
             for (key, n) in &g.confusion {
                 count(kind::CONFUSION, key, *n);
+            }
+            for (bucket, n) in &g.confidence {
+                count(kind::CONFIDENCE, &bucket.to_string(), *n);
             }
             out.push_str("]]");
         }

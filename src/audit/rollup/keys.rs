@@ -51,6 +51,14 @@ pub mod kind {
     pub const OUTLIER: &str = "outlier";
     pub const BIN: &str = "bin";
     pub const CONFUSION: &str = "confusion";
+    /// Answered rows by their confidence (the served class's probability), in hundredths.
+    pub const CONFIDENCE: &str = "confidence";
+}
+
+/// The key of a `confidence` count: the hundredth the probability falls in, `[k/100,
+/// (k+1)/100)` (1 in 100 of its own).
+pub fn confidence_bucket(p: f64) -> i64 {
+    ((p * 100.0).floor() as i64).clamp(0, 100)
 }
 
 /// The key of a `confusion` count.
@@ -64,6 +72,15 @@ pub const HOUR: i64 = 60;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_confidence_falls_in_its_hundredth() {
+        assert_eq!(confidence_bucket(0.0), 0);
+        assert_eq!(confidence_bucket(0.009), 0);
+        assert_eq!(confidence_bucket(0.5), 50);
+        assert_eq!(confidence_bucket(0.999), 99);
+        assert_eq!(confidence_bucket(1.0), 100);
+    }
 
     #[test]
     fn every_latency_reads_back_within_the_stated_error() {

@@ -141,6 +141,51 @@ pub struct TimeBucket {
     pub outlier_rate: Option<f64>,
     /// Rows flagging each feature.
     pub outliers_by_feature: Vec<Count>,
+    /// How sure the model was of the rows it answered (classifiers).
+    pub confidence: ConfidenceSummary,
+}
+
+/// The confidence (the served class's probability) of a bucket's answered rows, from counts
+/// by hundredth: quantiles are the lower edge of their hundredth.
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
+pub struct ConfidenceSummary {
+    /// Answered rows with class probabilities.
+    pub rows: i64,
+    /// Of them, rows below the low-confidence threshold (`INFERLOG_LOW_CONFIDENCE`), and
+    /// their share.
+    pub low: i64,
+    pub low_rate: Option<f64>,
+    pub p10: Option<f64>,
+    pub p50: Option<f64>,
+}
+
+impl ConfidenceSummary {
+    /// From counts by hundredth, with rows below `threshold` counted as low (a hundredth
+    /// counts as low when all of it is below the threshold).
+    fn of(buckets: &mut [(i64, i64)], threshold: f64) -> ConfidenceSummary {
+        buckets.sort_unstable();
+        let rows: i64 = buckets.iter().map(|(_, n)| n).sum();
+        let low = buckets
+            .iter()
+            .filter(|(b, _)| (*b + 1) as f64 / 100.0 <= threshold)
+            .map(|(_, n)| n)
+            .sum();
+        let quantile = |p: f64| {
+            let rank = ((p * rows as f64).ceil() as i64).clamp(1, rows.max(1));
+            let mut seen = 0;
+            buckets.iter().find_map(|&(b, n)| {
+                seen += n;
+                (seen >= rank).then_some(b as f64 / 100.0)
+            })
+        };
+        ConfidenceSummary {
+            rows,
+            low,
+            low_rate: (rows > 0).then(|| low as f64 / rows as f64),
+            p10: quantile(0.1),
+            p50: quantile(0.5),
+        }
+    }
 }
 
 /// Adds `n` under `key` without allocating when the key is there.
@@ -159,13 +204,14 @@ fn keyed(map: HashMap<String, i64>) -> Vec<Count> {
 }
 
 /// The buckets from `since` (a minute, aligned to the bucket) to `until` (exclusive), every
-/// one present, empty ones with zeros, from rollup rows read for `range`.
+/// one present, empty ones with zeros, from rollup rows read for `range`; answers with a
+/// confidence under `low_confidence` count as low.
 pub fn timeseries(
     rows: &[PackedRow],
     range: &RollupRange,
-    since: i64,
-    until: i64,
+    (since, until): (i64, i64),
     bucket_minutes: i64,
+    low_confidence: f64,
 ) -> anyhow::Result<Vec<TimeBucket>> {
     #[derive(Default)]
     struct Acc {
@@ -177,6 +223,7 @@ pub fn timeseries(
         outlier_rows: i64,
         outliers: HashMap<String, i64>,
         latency: Histogram,
+        confidence: Vec<(i64, i64)>,
     }
     let mut accs: HashMap<i64, Acc> = HashMap::new();
     for_each(rows, range, bucket_minutes, |e| {
@@ -191,6 +238,7 @@ pub fn timeseries(
             kind::LATENCY_MAX => a.latency.see_max(e.count),
             kind::OUTLIER_ROWS => a.outlier_rows += e.count,
             kind::OUTLIER => add_to(&mut a.outliers, e.key, e.count),
+            kind::CONFIDENCE => a.confidence.push((e.key.parse().unwrap_or(0), e.count)),
             _ => {}
         }
     })?;
@@ -213,6 +261,7 @@ pub fn timeseries(
             outlier_rows: a.outlier_rows,
             outlier_rate: (served_rows > 0).then(|| a.outlier_rows as f64 / served_rows as f64),
             outliers_by_feature: keyed(a.outliers),
+            confidence: ConfidenceSummary::of(&mut a.confidence, low_confidence),
         });
         start += bucket_minutes;
     }

@@ -221,8 +221,14 @@ pub async fn timeseries(
         .rollup_rows(&range, q.bucket_minutes)
         .await
         .map_err(|e| ApiError::store("the audit time series could not be read", &e))?;
-    let buckets = rollup::timeseries(&rows, &range, q.since, q.until, q.bucket_minutes)
-        .map_err(|e| ApiError::Internal(e.context("reading the audit time series")))?;
+    let buckets = rollup::timeseries(
+        &rows,
+        &range,
+        (q.since, q.until),
+        q.bucket_minutes,
+        state.low_confidence,
+    )
+    .map_err(|e| ApiError::Internal(e.context("reading the audit time series")))?;
     let time = |m: i64| {
         chrono::DateTime::<chrono::Utc>::from_timestamp(m * 60, 0)
             .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))

@@ -179,6 +179,7 @@ pub(super) fn check_timeseries(app: &TestApp, query: &str, bucket_minutes: i64, 
             );
         }
         assert_eq!(b["latency_us"]["max"], json!(latencies.last()), "{what}");
+        check_confidence(&b["confidence"], &rows, &what);
     }
     assert!(
         by_bucket.is_empty(),
@@ -249,4 +250,31 @@ pub(super) fn unmerged(app: &TestApp) -> i64 {
     )[0]["n"]
         .as_i64()
         .unwrap()
+}
+
+/// A bucket's `confidence` against its rows: the served class's probability of each answered
+/// row with probabilities, counted by hundredth, low below the default threshold.
+fn check_confidence(c: &Value, rows: &[&Value], what: &str) {
+    let mut hundredths: Vec<i64> = rows
+        .iter()
+        .filter(|r| r["status"] == 200 && r["probabilities"].is_array())
+        .map(|r| {
+            let p = r["probabilities"][r["prediction"].as_u64().unwrap() as usize]
+                .as_f64()
+                .unwrap();
+            ((p * 100.0).floor() as i64).clamp(0, 100)
+        })
+        .collect();
+    hundredths.sort_unstable();
+    let threshold = inferlog::cli::defaults::LOW_CONFIDENCE;
+    let low = hundredths
+        .iter()
+        .filter(|&&k| (k + 1) as f64 / 100.0 <= threshold)
+        .count();
+    assert_eq!(c["rows"], hundredths.len(), "{what} confidence rows");
+    assert_eq!(c["low"], low, "{what} low confidence");
+    for (p, name) in [(0.1, "p10"), (0.5, "p50")] {
+        let want = nearest_rank(&hundredths, p).map(|k| k as f64 / 100.0);
+        assert_eq!(c[name], json!(want), "{what} confidence {name}");
+    }
 }
