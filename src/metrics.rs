@@ -336,31 +336,31 @@ fn register_writer(registry: &mut Registry, writer: WriterMetrics) {
     registry.register(
         "audit_rows_written",
         "Audit rows committed",
-        writer.rows_written.clone(),
+        writer.rows_written,
     );
     registry.register(
         "audit_batch_rows",
         "Rows per audit commit",
-        writer.batch_rows.clone(),
+        writer.batch_rows,
     );
     registry.register(
         "audit_commit_duration_seconds",
         "Time to write and commit one audit batch",
-        writer.commit_seconds.clone(),
+        writer.commit_seconds,
     );
     registry.register(
         "audit_write_errors",
         "Audit commits that failed",
-        writer.write_errors.clone(),
+        writer.write_errors,
     );
     registry.register(
         "audit_spilled_rows",
         "Acknowledged audit rows written to the spill file at shutdown because the store could not take them",
-        writer.spilled_rows.clone(),
+        writer.spilled_rows,
     );
     registry.register(
         "audit_replayed_rows",
         "Audit rows replayed from a spill file at start-up (rows the store did not hold yet)",
-        writer.replayed_rows.clone(),
+        writer.replayed_rows,
     );
 }

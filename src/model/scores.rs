@@ -77,11 +77,12 @@ impl Serialize for Probabilities {
     }
 }
 
-/// The index of the first largest value (smartcore's tie rule); 0 when `v` is empty.
-pub fn first_max(v: &[f64]) -> usize {
+/// The index of the first largest value (smartcore's tie rule: `argmax`, `which_max`); 0 when
+/// `v` is empty.
+pub fn first_max<T: PartialOrd>(v: &[T]) -> usize {
     let mut best = 0;
-    for (k, &x) in v.iter().enumerate().skip(1) {
-        if x > v[best] {
+    for (k, x) in v.iter().enumerate().skip(1) {
+        if *x > v[best] {
             best = k;
         }
     }
@@ -123,14 +124,14 @@ impl Scorer {
         }
         .map_err(|e| e.to_string())?;
         let read = |e: serde_json::Error| e.to_string();
-        let form: ClassesForm = serde_json::from_value(value.clone()).map_err(read)?;
+        let form = ClassesForm::deserialize(&value).map_err(read)?;
         let columns = form.classes.ok_or("the model is not fitted")?;
         if let Some(bad) = columns.iter().find(|&&c| c as usize >= width) {
             return Err(format!("class {bad} has no name"));
         }
         let mut trees = Vec::new();
         if with_trees && matches!(model, Classifier::RandomForest(_)) {
-            let form: TreesForm = serde_json::from_value(value).map_err(read)?;
+            let form = TreesForm::deserialize(&value).map_err(read)?;
             trees = form.trees.unwrap_or_default();
             if trees.is_empty() {
                 return Err("the forest has no trees".into());
@@ -244,21 +245,10 @@ fn softmax(v: &mut [f64]) {
 
 /// Used by [`super::compiled`]: a forest's votes per class of one row become its scores.
 pub(super) fn push_votes(out: &mut Scores, votes: &[u32], classes: &[u32], trees: usize) {
-    let best = first_max_votes(votes);
+    let best = first_max(votes);
     let row = out.probabilities.push_zeros();
     for (&class, &v) in classes.iter().zip(votes) {
         row[class as usize] = f64::from(v) / trees as f64;
     }
     out.classes.push(classes[best]);
-}
-
-/// The first class with the most votes, as smartcore's `which_max`.
-fn first_max_votes(votes: &[u32]) -> usize {
-    let mut best = 0;
-    for (k, &v) in votes.iter().enumerate().skip(1) {
-        if v > votes[best] {
-            best = k;
-        }
-    }
-    best
 }
