@@ -93,11 +93,27 @@ fn predicting(c: &mut Criterion) {
             let name = format!("{algorithm}-smartcore");
             g.throughput(Throughput::Elements(1));
             g.bench_with_input(BenchmarkId::new(&name, "1_row"), &one, |b, x| {
-                b.iter(|| model.artifact.model.predict(x).unwrap())
+                b.iter(|| {
+                    model
+                        .artifact
+                        .model
+                        .classifier()
+                        .unwrap()
+                        .predict(x)
+                        .unwrap()
+                })
             });
             g.throughput(Throughput::Elements(100));
             g.bench_with_input(BenchmarkId::new(&name, "100_rows"), &hundred, |b, x| {
-                b.iter(|| model.artifact.model.predict(x).unwrap())
+                b.iter(|| {
+                    model
+                        .artifact
+                        .model
+                        .classifier()
+                        .unwrap()
+                        .predict(x)
+                        .unwrap()
+                })
             });
         }
     }
@@ -156,6 +172,7 @@ fn audit_writes(c: &mut Criterion) {
                     outliers: None,
                     writer: Some(writer.clone()),
                     probabilities: Some(inferlog::audit::NumberList::Values(vec![0.0, 0.03, 0.97])),
+                    value: None,
                 }
             })
             .collect()

@@ -13,8 +13,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::audit::filter::FilterArgs;
 use crate::audit::{AuditMode, Order, SyncLevel};
-use crate::model::Algorithm;
 use crate::model::data::Dataset;
+use crate::model::{Algorithm, Task};
 use crate::monitor::drift::DriftRule;
 use crate::monitor::outliers::OutlierRule;
 
@@ -483,14 +483,22 @@ pub struct TrainArgs {
     )]
     pub dataset: Option<Dataset>,
 
-    /// A CSV file with a header row: numeric feature columns plus one label column.
+    /// A CSV file with a header row: numeric feature columns plus one target column.
     #[arg(long, requires = "target")]
     pub csv: Option<PathBuf>,
 
-    /// Name of the label column in `--csv`.
+    /// Name of the target column in `--csv`: class labels, or numbers with `--task
+    /// regression`.
     #[arg(long)]
     pub target: Option<String>,
 
+    /// What the model predicts: a class, or a number (regression). Default: classification
+    /// for `--csv`, the dataset's own task for `--dataset`.
+    #[arg(long, value_enum)]
+    pub task: Option<Task>,
+
+    /// Random forests, decision trees and k-NN do both tasks; logistic regression classifies;
+    /// linear regression, ridge, lasso and elastic net regress.
     #[arg(long, value_enum, default_value_t = Algorithm::RandomForest)]
     pub algorithm: Algorithm,
 

@@ -24,7 +24,7 @@ use crate::audit::writer::WriterMetrics;
 use crate::audit::{AuditSink, Store};
 use crate::model::registry::LiveModels;
 use crate::monitor::window::DriftWindows;
-use crate::prediction::Prediction;
+use crate::prediction::{Answer, Prediction};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct HttpLabels {
@@ -148,8 +148,24 @@ impl Metrics {
     /// Counts a served prediction's rows by label and its flagged features.
     pub fn record_prediction(&self, p: &Prediction) {
         let shared = &p.model.shared;
+        let Answer::Classes {
+            classes,
+            probabilities,
+            ..
+        } = &p.answer
+        else {
+            // A regressor's rows have no label.
+            self.predictions
+                .get_or_create(&PredictionLabels {
+                    model: Arc::clone(&shared.name),
+                    label: "".into(),
+                })
+                .inc_by(p.input.rows as u64);
+            self.record_outliers(p);
+            return;
+        };
         let mut per_class = vec![0u64; shared.labels.len()];
-        for &c in &p.classes {
+        for &c in classes {
             per_class[c as usize] += 1;
         }
         for (c, &n) in per_class.iter().enumerate().filter(|(_, n)| **n > 0) {
@@ -163,9 +179,15 @@ impl Metrics {
         let confidence = self.confidence.get_or_create(&ModelLabels {
             model: Arc::clone(&shared.name),
         });
-        for (i, &c) in p.classes.iter().enumerate() {
-            confidence.observe(p.probabilities.confidence(i, c));
+        for (i, &c) in classes.iter().enumerate() {
+            confidence.observe(probabilities.confidence(i, c));
         }
+        self.record_outliers(p);
+    }
+
+    /// Counts a served prediction's flagged features.
+    fn record_outliers(&self, p: &Prediction) {
+        let shared = &p.model.shared;
         for row in &p.outliers {
             for feature in &row.features {
                 self.outliers

@@ -10,7 +10,7 @@ use serde::Serialize;
 use crate::audit::record::NumberList;
 use crate::audit::{AuditRecord, Latency, Origin};
 use crate::input::PredictInput;
-use crate::model::{Model, Probabilities, Scores};
+use crate::model::{Answers, Model, Probabilities, Scores};
 use crate::monitor::outliers::OutlierRule;
 
 /// One row with features outside the training range or spread.
@@ -26,33 +26,50 @@ pub struct FlaggedRow {
 pub struct Prediction {
     pub model: Arc<Model>,
     pub input: PredictInput,
-    /// Predicted class indices, one per input row.
-    pub classes: Vec<u32>,
-    /// The probability of each class, per input row (see [`crate::model::scores`]).
-    pub probabilities: Probabilities,
-    /// The class names of `classes`.
-    pub labels: Vec<Arc<str>>,
+    pub answer: Answer,
     /// Rows with outliers, in row order (empty when none were flagged).
     pub outliers: Vec<FlaggedRow>,
 }
 
+/// What the model answered, one per input row.
+#[derive(Debug)]
+pub enum Answer {
+    /// A classifier's.
+    Classes {
+        /// Predicted class indices.
+        classes: Vec<u32>,
+        /// The probability of each class (see [`crate::model::scores`]).
+        probabilities: Probabilities,
+        /// The class names of `classes`.
+        labels: Vec<Arc<str>>,
+    },
+    /// A regressor's numbers, every one finite.
+    Values(Vec<f64>),
+}
+
 impl Prediction {
-    /// The model's answer `scores` for `input`, with outliers flagged by `rule`.
+    /// The model's `answers` for `input`, with outliers flagged by `rule`.
     pub fn new(
         model: Arc<Model>,
         input: PredictInput,
-        scores: Scores,
+        answers: Answers,
         rule: &OutlierRule,
     ) -> Prediction {
-        let Scores {
-            classes,
-            probabilities,
-        } = scores;
         let names = &model.shared;
-        let labels = classes
-            .iter()
-            .map(|&c| Arc::clone(&names.labels[c as usize]))
-            .collect();
+        let answer = match answers {
+            Answers::Classes(Scores {
+                classes,
+                probabilities,
+            }) => Answer::Classes {
+                labels: classes
+                    .iter()
+                    .map(|&c| Arc::clone(&names.labels[c as usize]))
+                    .collect(),
+                classes,
+                probabilities,
+            },
+            Answers::Values(values) => Answer::Values(values),
+        };
         let stats = &model.artifact.baseline.features;
         let outliers = (0..input.rows)
             .filter_map(|i| {
@@ -69,10 +86,16 @@ impl Prediction {
         Prediction {
             model,
             input,
-            classes,
-            probabilities,
-            labels,
+            answer,
             outliers,
+        }
+    }
+
+    /// A classifier's class indices (`None` for a regressor).
+    pub fn classes(&self) -> Option<&[u32]> {
+        match &self.answer {
+            Answer::Classes { classes, .. } => Some(classes),
+            Answer::Values(_) => None,
         }
     }
 
@@ -81,29 +104,43 @@ impl Prediction {
     pub fn audit_records(&self, origin: &Origin) -> Vec<AuditRecord> {
         let mut flagged = self.outliers.iter().peekable();
         let shared = &self.model.shared;
-        self.classes
-            .iter()
-            .enumerate()
-            .map(|(i, &class)| AuditRecord {
-                request_id: Arc::clone(&origin.request_id),
-                client_request_id: origin.client_request_id.clone(),
-                item: i as u32,
-                received_at: origin.received_at,
-                model: Some(Arc::clone(&shared.name)),
-                model_version: Some(Arc::clone(&shared.version)),
-                features: Some(NumberList::Values(self.input.row(i).to_vec())),
-                prediction: Some(class),
-                probabilities: Some(NumberList::Values(self.probabilities.row(i).to_vec())),
-                label: Some(Arc::clone(&self.labels[i])),
-                status: 200,
-                error_code: None,
-                latency: Latency::UntilStored(origin.arrived),
-                client_addr: origin.client_addr.clone(),
-                raw_body: None,
-                outliers: flagged
-                    .next_if(|row| row.item == i)
-                    .map(|row| serde_json::to_string(&row.features).unwrap_or_default()),
-                writer: origin.writer.clone(),
+        (0..self.input.rows)
+            .map(|i| {
+                let (prediction, probabilities, label, value) = match &self.answer {
+                    Answer::Classes {
+                        classes,
+                        probabilities,
+                        labels,
+                    } => (
+                        Some(classes[i]),
+                        Some(NumberList::Values(probabilities.row(i).to_vec())),
+                        Some(Arc::clone(&labels[i])),
+                        None,
+                    ),
+                    Answer::Values(values) => (None, None, None, Some(values[i])),
+                };
+                AuditRecord {
+                    request_id: Arc::clone(&origin.request_id),
+                    client_request_id: origin.client_request_id.clone(),
+                    item: i as u32,
+                    received_at: origin.received_at,
+                    model: Some(Arc::clone(&shared.name)),
+                    model_version: Some(Arc::clone(&shared.version)),
+                    features: Some(NumberList::Values(self.input.row(i).to_vec())),
+                    prediction,
+                    probabilities,
+                    label,
+                    status: 200,
+                    error_code: None,
+                    latency: Latency::UntilStored(origin.arrived),
+                    client_addr: origin.client_addr.clone(),
+                    raw_body: None,
+                    outliers: flagged
+                        .next_if(|row| row.item == i)
+                        .map(|row| serde_json::to_string(&row.features).unwrap_or_default()),
+                    writer: origin.writer.clone(),
+                    value,
+                }
             })
             .collect()
     }
@@ -115,10 +152,22 @@ impl Prediction {
         request_id: &'a str,
         client_request_id: Option<&'a str>,
     ) -> PredictResponse<'a> {
+        let (prediction, labels, probabilities) = match &self.answer {
+            Answer::Classes {
+                classes,
+                probabilities,
+                labels,
+            } => (
+                Answered::Classes(classes),
+                Some(&labels[..]),
+                Some(probabilities),
+            ),
+            Answer::Values(values) => (Answered::Values(values), None, None),
+        };
         PredictResponse {
-            prediction: &self.classes,
-            labels: &self.labels,
-            probabilities: &self.probabilities,
+            prediction,
+            labels,
+            probabilities,
             model: self.model.name(),
             model_version: &self.model.artifact.version,
             request_id,
@@ -140,20 +189,23 @@ impl Prediction {
     }
 }
 
-/// The answer of `/predict`: a class index, a label and class probabilities per row, the model
-/// that answered, the request's ids, and the rows flagged as outliers.
+/// The answer of `/predict`: per row, a classifier's class index, label and class
+/// probabilities, or a regressor's number; the model that answered, the request's ids, and
+/// the rows flagged as outliers.
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct PredictResponse<'a> {
-    /// Class index per row.
-    #[schema(value_type = Vec<u32>)]
-    prediction: &'a [u32],
-    /// Class name per row.
-    #[schema(value_type = Vec<String>)]
-    labels: &'a [Arc<str>],
-    /// Per row, the probability of each class in the model's class order (`GET /models`);
-    /// the served class is the most probable.
-    #[schema(value_type = Vec<Vec<f64>>, example = json!([[0.0, 0.03, 0.97]]))]
-    probabilities: &'a Probabilities,
+    /// Per row, a classifier's class index (`[2]`) or a regressor's number (`[231.4]`).
+    #[schema(value_type = Vec<f64>, example = json!([2]))]
+    prediction: Answered<'a>,
+    /// A classifier's class name per row (absent for a regressor).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<String>>)]
+    labels: Option<&'a [Arc<str>]>,
+    /// A classifier's probability of each class per row, in the model's class order (`GET
+    /// /models`); the served class is the most probable. Absent for a regressor.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<Vec<f64>>>, example = json!([[0.0, 0.03, 0.97]]))]
+    probabilities: Option<&'a Probabilities>,
     #[schema(value_type = String)]
     model: &'a str,
     #[schema(value_type = String)]
@@ -167,6 +219,14 @@ pub struct PredictResponse<'a> {
     client_request_id: Option<&'a str>,
     /// Rows with features outside the training range or spread (empty when none).
     outliers: Vec<OutlierEntry<'a>>,
+}
+
+/// The `prediction` field: class indices or numbers.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Answered<'a> {
+    Classes(&'a [u32]),
+    Values(&'a [f64]),
 }
 
 /// A row with features outside the training range or spread.

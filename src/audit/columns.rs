@@ -33,10 +33,12 @@ pub enum Column {
     Writer,
     /// The probability of each class (JSON array, class order).
     Probabilities,
+    /// A regressor's answer.
+    Value,
 }
 
 /// Every column, in table order.
-pub const ALL: [Column; 18] = [
+pub const ALL: [Column; 19] = [
     Column::Id,
     Column::RequestId,
     Column::Item,
@@ -55,6 +57,7 @@ pub const ALL: [Column; 18] = [
     Column::ClientRequestId,
     Column::Writer,
     Column::Probabilities,
+    Column::Value,
 ];
 
 /// The columns an insert gives values for (the store assigns `id`).
@@ -83,6 +86,7 @@ impl Column {
             Column::ClientRequestId => "client_request_id",
             Column::Writer => "writer",
             Column::Probabilities => "probabilities",
+            Column::Value => "value",
         }
     }
 
@@ -112,6 +116,7 @@ impl Column {
             }
             Column::ReceivedAt => "text[]::timestamptz[]",
             Column::Features | Column::Outliers | Column::Probabilities => "text[]::jsonb[]",
+            Column::Value => "float8[]",
             _ => "text[]",
         }
     }
@@ -183,6 +188,8 @@ pub enum Cell<'a> {
     Json(&'a str),
     /// Numbers, written as a JSON array.
     Numbers(&'a [f64]),
+    /// A finite number (a real-valued column).
+    Float(f64),
     /// A timestamp, written as [`super::format_time`] text.
     Time(&'a DateTime<Utc>),
 }
@@ -213,6 +220,7 @@ impl AuditRecord {
             Column::ClientRequestId => text(&self.client_request_id),
             Column::Writer => text(&self.writer),
             Column::Probabilities => numbers(&self.probabilities),
+            Column::Value => self.value.map_or(Cell::Null, Cell::Float),
         }
     }
 }
@@ -259,6 +267,7 @@ impl StoredRecord {
                 .probabilities
                 .as_ref()
                 .map_or(Cell::Null, |f| Cell::Json(f.get())),
+            Column::Value => self.value.map_or(Cell::Null, Cell::Float),
         }
     }
 }
@@ -288,6 +297,7 @@ mod tests {
             client_request_id: None,
             writer: None,
             probabilities: None,
+            value: None,
         };
         let json = serde_json::to_string(&r).unwrap();
         let mut at = 0;

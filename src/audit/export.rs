@@ -55,6 +55,7 @@ pub fn csv_chunk(records: &[StoredRecord], header: bool) -> anyhow::Result<Vec<u
         fields.extend(ALL.iter().map(|&c| match r.cell(c) {
             Cell::Null => String::new(),
             Cell::Int(v) => v.to_string(),
+            Cell::Float(v) => v.to_string(),
             Cell::Text(s) => spreadsheet_safe(s),
             Cell::Json(s) => s.to_string(),
             Cell::Numbers(v) => serde_json::to_string(v).unwrap_or_default(),
@@ -188,15 +189,21 @@ fn answered_capture(rows: &[&StoredRecord]) -> anyhow::Result<(String, &'static 
             Some(json!({"item": r.item, "features": flagged}))
         })
         .collect();
+    // A regressor's rows hold a value, and its answer has no labels (as `/predict`'s).
+    let regressor = rows.iter().all(|r| r.value.is_some());
     let mut answer = json!({
-        "prediction": rows.iter().map(|r| r.prediction).collect::<Vec<_>>(),
-        "labels": rows.iter().map(|r| r.label.as_deref()).collect::<Vec<_>>(),
         "model": first.model,
         "model_version": first.model_version,
         "request_id": first.request_id,
         "outliers": outliers,
         "writer": first.writer,
     });
+    if regressor {
+        answer["prediction"] = json!(rows.iter().map(|r| r.value).collect::<Vec<_>>());
+    } else {
+        answer["prediction"] = json!(rows.iter().map(|r| r.prediction).collect::<Vec<_>>());
+        answer["labels"] = json!(rows.iter().map(|r| r.label.as_deref()).collect::<Vec<_>>());
+    }
     if let Some(client) = &first.client_request_id {
         answer["client_request_id"] = json!(client);
     }

@@ -92,6 +92,8 @@ pub struct AuditRecord {
     pub writer: Option<Arc<str>>,
     /// The probability of each class, in class order (answered rows of classifiers).
     pub probabilities: Option<NumberList>,
+    /// A regressor's answer (answered rows of regressors).
+    pub value: Option<f64>,
 }
 
 /// A row's numbers (its features, its class probabilities): kept as numbers until the store
@@ -175,6 +177,7 @@ impl AuditRecord {
             outliers: None,
             writer: origin.writer.clone(),
             probabilities: None,
+            value: None,
         }
     }
 }
@@ -207,6 +210,7 @@ impl AuditRecord {
             outliers: None,
             writer: None,
             probabilities: None,
+            value: None,
         }
     }
 }
@@ -280,6 +284,10 @@ pub struct StoredRecord {
     #[serde(default)]
     #[schema(value_type = Option<Vec<f64>>)]
     pub probabilities: Option<Box<serde_json::value::RawValue>>,
+    /// A regressor's answer (answered rows of regressors; absent from older rows and spill
+    /// files' lines).
+    #[serde(default)]
+    pub value: Option<f64>,
 }
 
 impl StoredRecord {
@@ -315,6 +323,7 @@ impl StoredRecord {
             probabilities: self
                 .probabilities
                 .map(|p| NumberList::Json(p.get().to_string())),
+            value: self.value,
         })
     }
 }

@@ -143,6 +143,7 @@ fn line(r: &AuditRecord, now: Instant) -> Map<String, Value> {
             let v = match r.cell(c, now) {
                 Cell::Null => Value::Null,
                 Cell::Int(v) => Value::from(v),
+                Cell::Float(v) => Value::from(v),
                 Cell::Text(s) => Value::from(s),
                 // Stored JSON text is valid JSON; kept as text if it ever were not.
                 Cell::Json(s) => serde_json::from_str(s).unwrap_or_else(|_| Value::from(s)),
@@ -354,6 +355,7 @@ mod tests {
             outliers: Some(r#"["petal_width"]"#.into()),
             writer: Some("host-a@2026-11-27T09:00:00Z".into()),
             probabilities: Some("[0.0,0.25,0.75]".into()),
+            value: None,
         };
         let object = serde_json::to_vec(&line(&r, Instant::now())).unwrap();
         let framed = framed(&object);

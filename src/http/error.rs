@@ -18,6 +18,7 @@ use crate::audit::{RequestRef, StoreFault, SubmitError};
 /// Most candidates an `ambiguous_request_id` error lists.
 pub const MAX_CANDIDATES: usize = 20;
 use crate::input::InputError;
+use crate::model::{Failure, PredictError};
 use crate::text::{escape_controls, quote};
 
 /// A parameter that could not be used, for a 400 that names it.
@@ -36,6 +37,8 @@ pub enum Unprocessable {
     UnknownModel,
     /// The label is not a class of the model.
     UnknownLabel,
+    /// A regressor's answer to finite input overflowed (input far outside its training range).
+    AnswerNotFinite,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -135,6 +138,7 @@ impl ApiError {
                 Unprocessable::InvalidBody => "invalid_body",
                 Unprocessable::UnknownModel => "unknown_model",
                 Unprocessable::UnknownLabel => "unknown_label",
+                Unprocessable::AnswerNotFinite => "answer_not_finite",
             },
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::BodyTooLarge { .. } => "body_too_large",
@@ -156,6 +160,18 @@ impl ApiError {
         match self {
             ApiError::Internal(_) => "internal error; the server log has the details".to_string(),
             other => other.to_string(),
+        }
+    }
+}
+
+impl From<PredictError> for ApiError {
+    fn from(e: PredictError) -> ApiError {
+        match e.kind {
+            Failure::NotFinite => ApiError::Unprocessable {
+                code: Unprocessable::AnswerNotFinite,
+                message: e.to_string(),
+            },
+            Failure::Model => ApiError::Internal(e.into()),
         }
     }
 }

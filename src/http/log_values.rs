@@ -13,7 +13,7 @@ use serde::Serialize;
 use slog::{Key, Record, Serializer};
 
 use crate::input::Shape;
-use crate::prediction::{LOGGED_ROWS, Prediction};
+use crate::prediction::{Answer, LOGGED_ROWS, Prediction};
 
 /// How a value reads in the term format.
 pub trait TermText {
@@ -141,26 +141,86 @@ impl<T: Clone> List<T> {
     }
 }
 
-/// The predicted class indices (`[2]`).
-pub fn classes(p: &Prediction) -> Structured<List<u32>> {
-    List::of(&p.classes)
-}
-
-/// The probability of each row's served class (`[0.97]`): the model's confidence, not the whole
-/// vector of probabilities (the audit row has that).
-pub fn confidence(p: &Prediction) -> Structured<List<f64>> {
-    let shown = p.classes.len().min(LOGGED_ROWS);
-    Structured(List {
-        items: (0..shown)
-            .map(|i| p.probabilities.confidence(i, p.classes[i]))
-            .collect(),
-        more: p.classes.len() - shown,
+/// The answers: class indices (`[2]`) or a regressor's numbers (`[231.4]`).
+pub fn answers(p: &Prediction) -> Structured<Answers> {
+    Structured(match &p.answer {
+        Answer::Classes { classes, .. } => Answers::Classes(List::of(classes).0),
+        Answer::Values(values) => Answers::Values(List::of(values).0),
     })
 }
 
-/// The predicted labels (`["virginica"]`).
-pub fn labels(p: &Prediction) -> Structured<List<Arc<str>>> {
-    List::of(&p.labels)
+/// A classifier's answers or a regressor's.
+#[derive(Clone, Debug)]
+pub enum Answers {
+    Classes(List<u32>),
+    Values(List<f64>),
+}
+
+impl Serialize for Answers {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Answers::Classes(l) => l.serialize(s),
+            Answers::Values(l) => l.serialize(s),
+        }
+    }
+}
+
+impl TermText for Answers {
+    fn term_text(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Answers::Classes(l) => l.term_text(f),
+            Answers::Values(l) => l.term_text(f),
+        }
+    }
+}
+
+/// A [`Structured`] value written only when present: a line without it has no such key.
+#[derive(Clone)]
+pub struct Maybe<T>(pub Option<Structured<T>>);
+
+impl<T> slog::Value for Maybe<T>
+where
+    T: Serialize + TermText + Clone + Send + 'static,
+{
+    fn serialize(
+        &self,
+        record: &Record,
+        key: Key,
+        serializer: &mut dyn Serializer,
+    ) -> slog::Result {
+        match &self.0 {
+            Some(v) => slog::Value::serialize(v, record, key, serializer),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The probability of each row's served class (`[0.97]`): the model's confidence, not the whole
+/// vector of probabilities (the audit row has that). `None` for a regressor.
+pub fn confidence(p: &Prediction) -> Maybe<List<f64>> {
+    let Answer::Classes {
+        classes,
+        probabilities,
+        ..
+    } = &p.answer
+    else {
+        return Maybe(None);
+    };
+    let shown = classes.len().min(LOGGED_ROWS);
+    Maybe(Some(Structured(List {
+        items: (0..shown)
+            .map(|i| probabilities.confidence(i, classes[i]))
+            .collect(),
+        more: classes.len() - shown,
+    })))
+}
+
+/// The predicted labels (`["virginica"]`); `None` for a regressor.
+pub fn labels(p: &Prediction) -> Maybe<List<Arc<str>>> {
+    Maybe(match &p.answer {
+        Answer::Classes { labels, .. } => Some(List::of(labels)),
+        Answer::Values(_) => None,
+    })
 }
 
 impl<T: Serialize> Serialize for List<T> {

@@ -232,7 +232,7 @@ impl Line<'_> {
                 "latency_us" => latency_us,
                 "labels" => log_values::labels(p),
                 "confidence" => log_values::confidence(p),
-                "prediction" => log_values::classes(p),
+                "prediction" => log_values::answers(p),
                 "features" => Features::of(p),
                 "model_version" => &p.model.artifact.version,
                 "model" => p.model.name(), "client_request_id" => client_id, "request_id" => %id);

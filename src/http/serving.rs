@@ -20,8 +20,8 @@ use crate::http::error::ApiError;
 use crate::http::request::{RequestId, RequestMeta};
 use crate::http::state::AppState;
 use crate::input::{InputError, PredictInput};
-use crate::model::{Model, Scores};
-use crate::prediction::Prediction;
+use crate::model::{Answers, Model};
+use crate::prediction::{Answer, Prediction};
 
 /// Batches with more rows than this are predicted on the blocking pool, so a large batch does
 /// not stall the other requests of its worker.
@@ -132,11 +132,19 @@ fn answer<P: Protocol>(
     parsed: P::Parsed,
 ) -> HttpResponse {
     state.metrics.record_prediction(&prediction);
-    state.drift_windows.record(
-        &prediction.model,
-        prediction.input.values(),
-        &prediction.classes,
-    );
+    // A regressor's answers enter the window as the bins of its output baseline.
+    let bins: Vec<u32>;
+    let answers = match &prediction.answer {
+        Answer::Classes { classes, .. } => classes.as_slice(),
+        Answer::Values(values) => {
+            let baseline = &prediction.model.artifact.baseline;
+            bins = values.iter().map(|&v| baseline.answer_bin(v)).collect();
+            &bins
+        }
+    };
+    state
+        .drift_windows
+        .record(&prediction.model, prediction.input.values(), answers);
     let mut res = protocol.respond(&prediction, meta, parsed);
     res.extensions_mut().insert(prediction);
     res
@@ -194,22 +202,21 @@ async fn serve<P: Protocol>(
     if let Some(id) = protocol.client_id(&parsed) {
         meta.set_client_id(id);
     }
-    let (input, scores) = predict(&model, input).await?;
-    let prediction = Prediction::new(model, input, scores, &state.outlier_rule);
+    let (input, answers) = predict(&model, input).await?;
+    let prediction = Prediction::new(model, input, answers, &state.outlier_rule);
     Ok((prediction, parsed))
 }
 
-/// The model's classes and probabilities for `input` (which is handed back, to become part of
-/// the prediction).
+/// The model's answers for `input` (which is handed back, to become part of the prediction).
 async fn predict(
     model: &Arc<Model>,
     input: PredictInput,
-) -> Result<(PredictInput, Scores), ApiError> {
+) -> Result<(PredictInput, Answers), ApiError> {
     if input.rows <= INLINE_ROWS {
-        let scores = model
+        let answers = model
             .predict_rows(input.matrix(), input.values())
-            .map_err(|e| ApiError::Internal(e.into()))?;
-        return Ok((input, scores));
+            .map_err(ApiError::from)?;
+        return Ok((input, answers));
     }
     let m = Arc::clone(model);
     let (input, scores) = web::block(move || {
@@ -218,5 +225,5 @@ async fn predict(
     })
     .await
     .map_err(|e| ApiError::Internal(anyhow::anyhow!("prediction task failed: {e}")))?;
-    Ok((input, scores.map_err(|e| ApiError::Internal(e.into()))?))
+    Ok((input, scores.map_err(ApiError::from)?))
 }

@@ -1,6 +1,8 @@
-//! The training baseline: per-feature statistics and class proportions of the rows a model was
-//! trained on. Outlier checks use the range and spread; drift checks compare live inputs with the
-//! decile bins and the class proportions.
+//! The training baseline: per-feature statistics of the rows a model was trained on, and what
+//! it answered: the class proportions of a classifier's training rows, the distribution of a
+//! regressor's answers. Outlier checks use the range and spread; drift checks compare live
+//! inputs with the decile bins, and live answers with the class proportions or the output's
+//! bins.
 
 use serde::{Deserialize, Serialize};
 
@@ -33,8 +35,14 @@ pub const SAMPLE_SIZE: usize = 1000;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Baseline {
     pub features: Vec<FeatureStats>,
-    /// Share of training rows in each class, in `class_names` order.
+    /// A classifier's share of training rows in each class, in `class_names` order (empty for
+    /// a regressor).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub class_proportions: Vec<f64>,
+    /// A regressor's answers on every row of its data set (training and held-out), as a
+    /// feature's statistics: the reference live answers drift from. Absent for a classifier.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<FeatureStats>,
 }
 
 impl FeatureStats {
@@ -75,21 +83,51 @@ impl FeatureStats {
 }
 
 impl Baseline {
-    /// Baseline of row-major `x` (`n_rows` × `names.len()`) and class indices `y`.
-    pub fn compute(names: &[String], x: &[f64], y: &[u32], n_classes: usize) -> Baseline {
+    /// The statistics of each column of row-major `x` (`rows` × `names.len()`).
+    pub fn features(names: &[String], x: &[f64], rows: usize) -> Vec<FeatureStats> {
         let cols = names.len();
-        let rows = y.len();
-        let features = names
+        names
             .iter()
             .enumerate()
             .map(|(j, name)| {
                 let column: Vec<f64> = (0..rows).map(|i| x[i * cols + j]).collect();
                 FeatureStats::from_values(name, &column)
             })
-            .collect();
+            .collect()
+    }
+
+    /// A classifier's baseline: `features` and the proportions of class indices `y`.
+    pub fn of_classes(features: Vec<FeatureStats>, y: &[u32], n_classes: usize) -> Baseline {
         Baseline {
             features,
             class_proportions: proportions(&class_counts(y.iter().copied(), n_classes)),
+            output: None,
+        }
+    }
+
+    /// What answers are compared with for drift: a classifier's class proportions, or the
+    /// share of a regressor's answers in each bin of its output (a live answer's "class" is
+    /// then its bin, [`Baseline::answer_bin`]).
+    pub fn answer_proportions(&self) -> &[f64] {
+        match &self.output {
+            Some(output) => &output.bin_proportions,
+            None => &self.class_proportions,
+        }
+    }
+
+    /// The bin of a regressor's answer (0 for a classifier, which has no output bins).
+    pub fn answer_bin(&self, value: f64) -> u32 {
+        self.output
+            .as_ref()
+            .map_or(0, |o| crate::stats::bin_index(&o.bin_edges, value) as u32)
+    }
+
+    /// A regressor's baseline: `features` and the distribution of its `answers`.
+    pub fn of_values(features: Vec<FeatureStats>, answers: &[f64]) -> Baseline {
+        Baseline {
+            features,
+            class_proportions: Vec::new(),
+            output: Some(FeatureStats::from_values("prediction", answers)),
         }
     }
 }

@@ -1,30 +1,78 @@
 //! Training data: the datasets that ship inside smartcore, and CSV files with a header row.
+//! A data set's target is a class per row (classification) or a number per row (regression).
 
 use std::collections::BTreeSet;
 use std::path::Path;
 
 use anyhow::{Context, bail, ensure};
 
-/// The datasets embedded in smartcore that `inferlog train --dataset` offers.
+use super::estimator::Task;
+
+/// The datasets embedded in smartcore that `inferlog train --dataset` offers: three to
+/// classify (iris, breast cancer, digits) and two to regress (Boston house prices, diabetes
+/// progression).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Dataset {
     Iris,
     BreastCancer,
     Digits,
+    Boston,
+    Diabetes,
 }
 
-/// Labelled rows ready for training.
+impl Dataset {
+    /// What the dataset's target is.
+    pub fn task(self) -> Task {
+        match self {
+            Dataset::Iris | Dataset::BreastCancer | Dataset::Digits => Task::Classification,
+            Dataset::Boston | Dataset::Diabetes => Task::Regression,
+        }
+    }
+}
+
+/// Rows with their target, ready for training.
 #[derive(Debug, Clone)]
 pub struct TrainingData {
     /// Short name used as the default model name.
     pub name: String,
     pub source: String,
     pub feature_names: Vec<String>,
-    pub class_names: Vec<String>,
-    /// Row-major, `y.len()` × `feature_names.len()`, all finite.
+    /// Row-major, `target.rows()` × `feature_names.len()`, all finite.
     pub x: Vec<f64>,
-    /// Class indices into `class_names`.
-    pub y: Vec<u32>,
+    pub target: Target,
+}
+
+/// What each row is labelled with.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Target {
+    /// A class per row: indices into `names`.
+    Classes { names: Vec<String>, y: Vec<u32> },
+    /// A finite number per row.
+    Values(Vec<f64>),
+}
+
+impl Target {
+    pub fn rows(&self) -> usize {
+        match self {
+            Target::Classes { y, .. } => y.len(),
+            Target::Values(y) => y.len(),
+        }
+    }
+
+    pub fn task(&self) -> Task {
+        match self {
+            Target::Classes { .. } => Task::Classification,
+            Target::Values(_) => Task::Regression,
+        }
+    }
+
+    /// The class names and the class of each row, for a classification target.
+    pub fn classes(&self) -> Option<(&[String], &[u32])> {
+        match self {
+            Target::Classes { names, y } => Some((names, y)),
+            Target::Values(_) => None,
+        }
+    }
 }
 
 /// Turns a dataset column title such as `sepal length (cm)` into `sepal_length`, a name that is
@@ -93,6 +141,31 @@ pub fn load_dataset(dataset: Dataset) -> TrainingData {
                 vec![],
             )
         }
+        Dataset::Boston => {
+            let d = smartcore::dataset::boston::load_dataset();
+            (
+                "boston",
+                d.data,
+                d.target,
+                d.num_samples,
+                d.num_features,
+                d.feature_names,
+                vec![],
+            )
+        }
+        Dataset::Diabetes => {
+            let d = smartcore::dataset::diabetes::load_dataset();
+            let y = d.target.iter().map(|&v| v as f32).collect::<Vec<_>>();
+            (
+                "diabetes",
+                d.data,
+                y,
+                d.num_samples,
+                d.num_features,
+                d.feature_names,
+                vec![],
+            )
+        }
     };
     // smartcore's digits dataset carries iris's feature names; fall back to positional names
     // whenever the names do not match the columns.
@@ -104,20 +177,28 @@ pub fn load_dataset(dataset: Dataset) -> TrainingData {
     if features.len() != m || distinct.len() != m || features.iter().any(String::is_empty) {
         features = (0..m).map(|j| format!("f{j}")).collect();
     }
-    let classes: BTreeSet<u32> = ds_y.iter().map(|&c| c as u32).collect();
-    let n_classes = classes.last().map_or(0, |&c| c as usize + 1);
-    let class_names = if target_names.len() == n_classes {
-        target_names
-    } else {
-        (0..n_classes).map(|c| c.to_string()).collect()
+    let target = match dataset.task() {
+        Task::Classification => {
+            let classes: BTreeSet<u32> = ds_y.iter().map(|&c| c as u32).collect();
+            let n_classes = classes.last().map_or(0, |&c| c as usize + 1);
+            let names = if target_names.len() == n_classes {
+                target_names
+            } else {
+                (0..n_classes).map(|c| c.to_string()).collect()
+            };
+            Target::Classes {
+                names,
+                y: ds_y.iter().map(|&c| c as u32).collect(),
+            }
+        }
+        Task::Regression => Target::Values(ds_y.iter().take(n).map(|&v| f32_to_f64(v)).collect()),
     };
     TrainingData {
         name: name.to_string(),
         source: format!("smartcore:{name}"),
         feature_names: features,
-        class_names,
         x: ds_x.iter().take(n * m).map(|&v| f32_to_f64(v)).collect(),
-        y: ds_y.iter().map(|&c| c as u32).collect(),
+        target,
     }
 }
 
@@ -132,8 +213,9 @@ fn f32_to_f64(v: f32) -> f64 {
 const MAX_NUMERIC_CLASSES: usize = 50;
 
 /// Reads a CSV file with a header row: every column but `target` must hold finite numbers; the
-/// `target` column holds class labels (any text; integers sort numerically).
-pub fn load_csv(path: &Path, target: &str) -> anyhow::Result<TrainingData> {
+/// `target` column holds class labels (any text; integers sort numerically) for
+/// classification, finite numbers for regression.
+pub fn load_csv(path: &Path, target: &str, task: Task) -> anyhow::Result<TrainingData> {
     let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
     let mut reader = csv::ReaderBuilder::new()
         .trim(csv::Trim::All)
@@ -169,11 +251,17 @@ pub fn load_csv(path: &Path, target: &str) -> anyhow::Result<TrainingData> {
     };
     let (x, raw_labels) = columns.read_rows(&mut reader)?;
     ensure!(!raw_labels.is_empty(), "{}: no data rows", path.display());
-    let class_names = class_names(path, target, &raw_labels)?;
-    let y = raw_labels
-        .iter()
-        .map(|l| class_names.iter().position(|c| c == l).unwrap_or_default() as u32)
-        .collect();
+    let target = match task {
+        Task::Classification => {
+            let names = class_names(path, target, &raw_labels)?;
+            let y = raw_labels
+                .iter()
+                .map(|l| names.iter().position(|c| c == l).unwrap_or_default() as u32)
+                .collect();
+            Target::Classes { names, y }
+        }
+        Task::Regression => Target::Values(values(path, target, &raw_labels)?),
+    };
     let name = path
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
@@ -186,9 +274,8 @@ pub fn load_csv(path: &Path, target: &str) -> anyhow::Result<TrainingData> {
         name,
         source: format!("csv:{file_name}"),
         feature_names,
-        class_names,
         x,
-        y,
+        target,
     })
 }
 
@@ -265,7 +352,8 @@ fn class_names(path: &Path, target: &str, raw_labels: &[String]) -> anyhow::Resu
     if numeric && (!whole || class_names.len() > MAX_NUMERIC_CLASSES) {
         bail!(
             "{}: column {target:?} holds {} distinct numbers{}: it looks like a quantity \
-             (regression), and inferlog trains classifiers only; give a column of class labels",
+             (regression), not classes; train a regression model with --task regression, or \
+             give a column of class labels",
             path.display(),
             class_names.len(),
             if whole { "" } else { ", with fractions" }
@@ -280,6 +368,27 @@ fn class_names(path: &Path, target: &str, raw_labels: &[String]) -> anyhow::Resu
         path.display()
     );
     Ok(class_names)
+}
+
+/// The numbers of a regression target column; every row must hold a finite one.
+fn values(path: &Path, target: &str, raw: &[String]) -> anyhow::Result<Vec<f64>> {
+    raw.iter()
+        .enumerate()
+        .map(|(i, field)| {
+            field
+                .parse()
+                .ok()
+                .filter(|v: &f64| v.is_finite())
+                .with_context(|| {
+                    format!(
+                        "{}: data row {}: the target {target:?} holds {field:?}, not a finite \
+                         number (a regression target is a number)",
+                        path.display(),
+                        i + 1
+                    )
+                })
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -300,8 +409,32 @@ mod tests {
             d.feature_names,
             ["sepal_length", "sepal_width", "petal_length", "petal_width"]
         );
-        assert_eq!(d.class_names, ["setosa", "versicolor", "virginica"]);
-        assert_eq!(d.y.len(), 150);
+        let (names, y) = d.target.classes().unwrap();
+        assert_eq!(names, ["setosa", "versicolor", "virginica"]);
+        assert_eq!(y.len(), 150);
         assert_eq!(d.x.len(), 600);
+    }
+
+    #[test]
+    fn the_regression_datasets_have_a_number_per_row() {
+        for (dataset, rows, features) in [(Dataset::Boston, 506, 13), (Dataset::Diabetes, 442, 10)]
+        {
+            let d = load_dataset(dataset);
+            assert_eq!(d.target.task(), Task::Regression);
+            let Target::Values(y) = &d.target else {
+                panic!("{dataset:?} has classes")
+            };
+            assert_eq!((y.len(), d.feature_names.len()), (rows, features));
+            assert_eq!(d.x.len(), rows * features);
+            assert!(y.iter().all(|v| v.is_finite()));
+            let distinct: BTreeSet<u64> = y.iter().map(|v| v.to_bits()).collect();
+            assert!(
+                distinct.len() > 100,
+                "{dataset:?}: {} values",
+                distinct.len()
+            );
+        }
+        let boston = load_dataset(Dataset::Boston);
+        assert_eq!(boston.feature_names[0], "crim");
     }
 }

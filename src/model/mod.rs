@@ -3,9 +3,11 @@
 //! models being served ([`registry`]).
 //!
 //! An artifact is one JSON file holding everything needed to serve and to monitor a model: its
-//! identity (name, content-hash version, algorithm, creation time), the feature and class names
-//! that give inputs and outputs their meaning, a training summary, the training baseline that
-//! drift and outlier monitoring compare against ([`baseline`]), and the fitted smartcore model.
+//! identity (name, content-hash version, algorithm, creation time), the feature and (for a
+//! classifier) class names that give inputs and outputs their meaning, a training summary, the
+//! training baseline that drift and outlier monitoring compare against ([`baseline`]), and the
+//! fitted smartcore model: a classifier, which answers a class and class probabilities
+//! ([`scores`]), or a regressor, which answers a number ([`estimator`]).
 //! serde_json's `float_roundtrip` feature makes a reloaded model bit-identical to the saved one.
 
 pub mod baseline;
@@ -24,9 +26,10 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use smartcore::linalg::basic::arrays::Array;
 
+pub use crate::stats::RegressionErrors;
 pub use baseline::{Baseline, FeatureStats};
-pub use estimator::{Algorithm, Classifier, Matrix};
-pub use scores::{Probabilities, Scores};
+pub use estimator::{Algorithm, Classifier, Fitted, Matrix, Regressor, Task};
+pub use scores::{Answers, Probabilities, Scores};
 
 /// Version of the artifact layout this build reads and writes.
 pub const FORMAT_VERSION: u32 = 1;
@@ -40,7 +43,12 @@ pub struct TrainingSummary {
     pub train_rows: usize,
     pub test_rows: usize,
     pub seed: u64,
-    pub held_out_accuracy: f64,
+    /// A classifier's share of held-out rows it answered right.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held_out_accuracy: Option<f64>,
+    /// A regressor's errors on the held-out rows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held_out_errors: Option<RegressionErrors>,
 }
 
 /// One model file, as written by `inferlog train` and read by `inferlog serve`.
@@ -55,13 +63,20 @@ pub struct Artifact {
     /// UTC RFC 3339; taken from `SOURCE_DATE_EPOCH` when set, for reproducible files.
     pub created_at: String,
     pub feature_names: Vec<String>,
+    /// A classifier's classes, in the order of its class indices (absent for a regressor).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub class_names: Vec<String>,
     pub training: TrainingSummary,
     pub baseline: Baseline,
-    pub model: Classifier,
+    pub model: Fitted,
 }
 
 impl Artifact {
+    /// Whether the model answers classes or numbers.
+    pub fn task(&self) -> Task {
+        self.model.task()
+    }
+
     /// The content hash that becomes [`Artifact::version`].
     pub fn content_version(&self) -> anyhow::Result<String> {
         #[derive(Serialize)]
@@ -69,10 +84,11 @@ impl Artifact {
             format_version: u32,
             algorithm: Algorithm,
             feature_names: &'a [String],
+            #[serde(skip_serializing_if = "<[String]>::is_empty")]
             class_names: &'a [String],
             training: &'a TrainingSummary,
             baseline: &'a Baseline,
-            model: &'a Classifier,
+            model: &'a Fitted,
         }
         let bytes = serde_json::to_vec(&Content {
             format_version: self.format_version,
@@ -127,9 +143,6 @@ impl Artifact {
         if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
             bail!("feature name {:?} appears twice", w[0]);
         }
-        if self.class_names.is_empty() {
-            bail!("class_names is empty");
-        }
         if self.algorithm != self.model.algorithm() {
             bail!(
                 "algorithm says {} but the model is {}",
@@ -137,8 +150,24 @@ impl Artifact {
                 self.model.algorithm()
             );
         }
-        scores::Scorer::new(&self.model, self.class_names.len(), false)
-            .map_err(|e| anyhow::anyhow!("the model cannot give class probabilities: {e}"))?;
+        match &self.model {
+            Fitted::Classifier(model) => {
+                if self.class_names.is_empty() {
+                    bail!("class_names is empty");
+                }
+                scores::Scorer::new(model, self.class_names.len(), false).map_err(|e| {
+                    anyhow::anyhow!("the model cannot give class probabilities: {e}")
+                })?;
+            }
+            Fitted::Regressor(_) => {
+                if !self.class_names.is_empty() {
+                    bail!("a regressor has no class_names");
+                }
+                if self.baseline.output.is_none() {
+                    bail!("the baseline of a regressor has no output distribution");
+                }
+            }
+        }
         if self.baseline.features.len() != self.feature_names.len() {
             bail!(
                 "baseline has {} features, feature_names has {}",
@@ -181,6 +210,16 @@ pub struct SharedNames {
 pub struct PredictError {
     model: String,
     reason: String,
+    pub kind: Failure,
+}
+
+/// Whose fault a [`PredictError`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// The model could not answer valid input (a broken artifact, a bug).
+    Model,
+    /// A regressor's answer overflowed: the input, though finite, is too far out for it.
+    NotFinite,
 }
 
 impl Model {
@@ -202,15 +241,16 @@ impl Model {
         let width = artifact.feature_names.len();
         let n_classes = artifact.class_names.len();
         let trees = match &artifact.model {
-            Classifier::RandomForest(m) => compiled::Trees::forest(m, width)
+            Fitted::Classifier(Classifier::RandomForest(m)) => compiled::Trees::forest(m, width)
                 .ok()
                 .filter(|t| t.classes().iter().all(|&c| (c as usize) < n_classes)),
-            Classifier::LogisticRegression(_)
-            | Classifier::DecisionTree(_)
-            | Classifier::Knn(_) => None,
+            Fitted::Classifier(_) | Fitted::Regressor(_) => None,
         };
-        // A forest walked compiled needs smartcore's trees only to compare (tests).
-        let scorer = scores::Scorer::new(&artifact.model, n_classes, trees.is_none());
+        let scorer = match &artifact.model {
+            // A forest walked compiled needs smartcore's trees only to compare (tests).
+            Fitted::Classifier(m) => scores::Scorer::new(m, n_classes, trees.is_none()),
+            Fitted::Regressor(_) => Err("a regressor answers numbers, not classes".into()),
+        };
         Model {
             artifact,
             path,
@@ -233,9 +273,9 @@ impl Model {
         self.artifact.feature_names.len()
     }
 
-    /// The classes and class probabilities of the rows of `x` (validated: the model's
-    /// feature count, every value finite).
-    pub fn predict(&self, x: &Matrix) -> Result<Scores, PredictError> {
+    /// The answers for the rows of `x` (validated: the model's feature count, every value
+    /// finite): classes and class probabilities, or numbers.
+    pub fn predict(&self, x: &Matrix) -> Result<Answers, PredictError> {
         let (rows, cols) = x.shape();
         let mut values = Vec::new();
         if self.trees.is_some() {
@@ -250,7 +290,29 @@ impl Model {
     /// [`Model::predict`] for a matrix whose values the caller also holds in row order
     /// (`row_major`, as a validated request does), so the compiled walk reads them without a
     /// copy.
-    pub fn predict_rows(&self, x: &Matrix, row_major: &[f64]) -> Result<Scores, PredictError> {
+    pub fn predict_rows(&self, x: &Matrix, row_major: &[f64]) -> Result<Answers, PredictError> {
+        let regressor = match &self.artifact.model {
+            Fitted::Regressor(m) => m,
+            Fitted::Classifier(_) => return self.classify(x, row_major).map(Answers::Classes),
+        };
+        let values = regressor
+            .predict(x)
+            .map_err(|e| self.failed(e.to_string()))?;
+        if let Some(row) = values.iter().position(|v| !v.is_finite()) {
+            return Err(PredictError {
+                model: self.artifact.name.clone(),
+                reason: format!(
+                    "row {row}: the answer is not a finite number (inputs far outside the \
+                     training range overflow the model)"
+                ),
+                kind: Failure::NotFinite,
+            });
+        }
+        Ok(Answers::Values(values))
+    }
+
+    /// A classifier's classes and probabilities, through the compiled walk when there is one.
+    fn classify(&self, x: &Matrix, row_major: &[f64]) -> Result<Scores, PredictError> {
         let (rows, cols) = x.shape();
         let scores = match &self.trees {
             Some(trees) if cols == self.n_features() && row_major.len() == rows * cols => {
@@ -273,16 +335,19 @@ impl Model {
     /// hold the compiled walk to.
     pub fn smartcore_scores(&self, x: &Matrix) -> Result<Scores, PredictError> {
         let scorer = self.scorer.as_ref().map_err(|e| self.failed(e.clone()))?;
-        let scorer = match (&self.artifact.model, &self.trees) {
+        let Fitted::Classifier(model) = &self.artifact.model else {
+            return Err(self.failed("a regressor answers numbers, not classes".into()));
+        };
+        let scorer = match (model, &self.trees) {
             // Built without the trees, which the compiled walk has.
             (Classifier::RandomForest(_), Some(_)) => {
-                &scores::Scorer::new(&self.artifact.model, self.artifact.class_names.len(), true)
+                &scores::Scorer::new(model, self.artifact.class_names.len(), true)
                     .map_err(|e| self.failed(e))?
             }
             _ => scorer,
         };
         scorer
-            .scores(&self.artifact.model, x)
+            .scores(model, x)
             .map_err(|e| self.failed(e.to_string()))
     }
 
@@ -290,6 +355,7 @@ impl Model {
         PredictError {
             model: self.artifact.name.clone(),
             reason,
+            kind: Failure::Model,
         }
     }
 
@@ -349,6 +415,24 @@ mod tests {
         }
     }
 
+    /// A classifier's answers.
+    fn scores(answers: Answers) -> Scores {
+        match answers {
+            Answers::Classes(s) => s,
+            Answers::Values(_) => panic!("a classifier answered numbers"),
+        }
+    }
+
+    fn smartcore_classes(model: &Model, x: &Matrix) -> Vec<u32> {
+        model
+            .artifact
+            .model
+            .classifier()
+            .unwrap()
+            .predict(x)
+            .unwrap()
+    }
+
     fn assert_same_as_smartcore(model: &Model) {
         assert!(
             model.uses_compiled_trees(),
@@ -356,10 +440,10 @@ mod tests {
             model.name()
         );
         let (x, values) = grid(model, 37);
-        let ours = model.predict(&x).unwrap();
-        let smartcore = model.artifact.model.predict(&x).unwrap();
+        let ours = scores(model.predict(&x).unwrap());
+        let smartcore = smartcore_classes(model, &x);
         assert_eq!(ours.classes, smartcore, "{}", model.name());
-        assert_eq!(model.predict_rows(&x, &values).unwrap(), ours);
+        assert_eq!(scores(model.predict_rows(&x, &values).unwrap()), ours);
         // smartcore's own trees, voting, give the same shares as the compiled walk.
         assert_eq!(model.smartcore_scores(&x).unwrap(), ours);
         assert_coherent(model, &ours);
@@ -391,17 +475,97 @@ mod tests {
                 };
                 let model = Model::new(train::train(&data, &opts).unwrap(), PathBuf::new());
                 let (x, _) = grid(&model, 23);
-                let rows = data.y.len();
+                let rows = data.target.rows();
                 let all = Matrix::new(rows, model.n_features(), data.x.clone(), false).unwrap();
                 for x in [&x, &all] {
-                    let ours = model.predict(x).unwrap();
-                    let smartcore = model.artifact.model.predict(x).unwrap();
+                    let ours = scores(model.predict(x).unwrap());
+                    let smartcore = smartcore_classes(&model, x);
                     assert_eq!(ours.classes, smartcore, "{}", model.name());
                     assert_eq!(model.smartcore_scores(x).unwrap(), ours, "{}", model.name());
                     assert_coherent(&model, &ours);
                 }
             }
         }
+    }
+
+    /// Every regressor on both regression data sets: the served numbers are smartcore's own
+    /// `predict`, on every row and on a grid beyond them, and survive a save and reload.
+    #[test]
+    fn every_regressor_answers_smartcores_numbers() {
+        let dir = tempfile::tempdir().unwrap();
+        for dataset in [data::Dataset::Boston, data::Dataset::Diabetes] {
+            let data = data::load_dataset(dataset);
+            for algorithm in Algorithm::ALL
+                .into_iter()
+                .filter(|a| a.does(Task::Regression))
+            {
+                let opts = train::TrainOptions {
+                    name: format!("{dataset:?}-{algorithm}"),
+                    algorithm,
+                    seed: 5,
+                    test_size: 0.25,
+                    created_at: "2026-01-01T00:00:00Z".into(),
+                };
+                let artifact = train::train(&data, &opts).unwrap();
+                assert_eq!(artifact.task(), Task::Regression);
+                assert!(artifact.class_names.is_empty());
+                let errors = artifact.training.held_out_errors.unwrap();
+                assert!(errors.rmse >= errors.mae && errors.mae > 0.0, "{errors:?}");
+                assert!(artifact.training.held_out_accuracy.is_none());
+                let path = dir.path().join(format!("{}.json", opts.name));
+                artifact.save(&path).unwrap();
+                let model = Model::new(Artifact::load(&path).unwrap(), path);
+                assert_eq!(
+                    model.artifact.content_version().unwrap(),
+                    model.artifact.version
+                );
+                let (grid, _) = grid(&model, 23);
+                let rows = data.target.rows();
+                let all = Matrix::new(rows, model.n_features(), data.x.clone(), false).unwrap();
+                for x in [&grid, &all] {
+                    let smartcore = model
+                        .artifact
+                        .model
+                        .regressor()
+                        .unwrap()
+                        .predict(x)
+                        .unwrap();
+                    let Answers::Values(ours) = model.predict(x).unwrap() else {
+                        panic!("{}: a regressor answered classes", model.name())
+                    };
+                    assert_eq!(ours, smartcore, "{}", model.name());
+                }
+                let output = model.artifact.baseline.output.as_ref().unwrap();
+                assert_eq!(output.bin_proportions.len(), output.bin_edges.len() + 1);
+            }
+        }
+    }
+
+    #[test]
+    fn a_regressor_that_overflows_says_so_and_a_classifier_algorithm_is_refused() {
+        let data = data::load_dataset(data::Dataset::Diabetes);
+        let mut opts = train::TrainOptions {
+            name: "d".into(),
+            algorithm: Algorithm::LinearRegression,
+            seed: 1,
+            test_size: 0.2,
+            created_at: "2026-01-01T00:00:00Z".into(),
+        };
+        let model = Model::new(train::train(&data, &opts).unwrap(), PathBuf::new());
+        let x = Matrix::new(1, 10, vec![f64::MAX; 10], false).unwrap();
+        let e = model.predict(&x).unwrap_err();
+        assert_eq!(e.kind, Failure::NotFinite);
+        assert!(e.to_string().contains("row 0"), "{e}");
+        opts.algorithm = Algorithm::LogisticRegression;
+        let e = train::train(&data, &opts).unwrap_err().to_string();
+        assert!(
+            e.contains("logistic-regression does not do regression"),
+            "{e}"
+        );
+        assert!(
+            e.contains("linear-regression, ridge, lasso, elastic-net"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -24,6 +24,32 @@ use smartcore::tree::decision_tree_classifier::DecisionTreeClassifier;
 
 use super::estimator::{Classifier, Labels, Matrix};
 
+/// What a model answers for a batch of rows.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Answers {
+    /// A classifier's classes and probabilities.
+    Classes(Scores),
+    /// A regressor's number per row, every one finite.
+    Values(Vec<f64>),
+}
+
+impl Answers {
+    pub fn rows(&self) -> usize {
+        match self {
+            Answers::Classes(s) => s.classes.len(),
+            Answers::Values(v) => v.len(),
+        }
+    }
+
+    /// A classifier's answers.
+    pub fn scores(&self) -> Option<&Scores> {
+        match self {
+            Answers::Classes(s) => Some(s),
+            Answers::Values(_) => None,
+        }
+    }
+}
+
 /// Classes and class probabilities of a batch of rows.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Scores {

@@ -206,7 +206,7 @@ pub fn report(
             .enumerate()
             .map(|(j, stats)| bin_counts(&stats.bin_edges, (0..rows).map(|i| values[i * cols + j])))
             .collect(),
-        classes: class_counts(classes.iter().copied(), baseline.class_proportions.len()),
+        classes: class_counts(classes.iter().copied(), baseline.answer_proportions().len()),
     };
     let mut report = report_counts(model, &counts, values, rows, rule, Source::Rows);
     report.truncated = truncated;
@@ -243,11 +243,11 @@ pub fn report_counts(
             status: rule.status(p, rows),
         });
     }
-    let class_psi = psi(&baseline.class_proportions, &counts.classes);
+    let class_psi = psi(baseline.answer_proportions(), &counts.classes);
     let prediction = PredictionDrift {
         psi: class_psi,
         live_proportions: proportions(&counts.classes),
-        baseline_proportions: baseline.class_proportions.clone(),
+        baseline_proportions: baseline.answer_proportions().to_vec(),
         status: rule.status(class_psi, rows),
     };
     let status = features

@@ -185,10 +185,13 @@ impl DriftWindows {
                     psi(&stats.bin_proportions, &counts),
                 ));
             }
-            let counts = class_counts(w.classes.iter().copied(), baseline.class_proportions.len());
+            let counts = class_counts(
+                w.classes.iter().copied(),
+                baseline.answer_proportions().len(),
+            );
             psi_values.push((
                 Arc::from("prediction"),
-                psi(&baseline.class_proportions, &counts),
+                psi(baseline.answer_proportions(), &counts),
             ));
             out.push(WindowSnapshot {
                 model: w.model.shared.name.clone(),

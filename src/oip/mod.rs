@@ -73,20 +73,27 @@ pub fn parse_infer(
             ));
         }
     };
+    let offered = Output::offered(model.artifact.task());
     let outputs = match raw.outputs {
-        None => Output::ALL.to_vec(),
+        None => offered.to_vec(),
         Some(list) => {
             let mut outputs = Vec::with_capacity(list.len());
             for o in list {
-                let output = Output::ALL
-                    .into_iter()
+                let output = offered
+                    .iter()
+                    .copied()
                     .find(|k| k.name() == o.name)
                     .ok_or_else(|| {
+                        let names: Vec<String> = offered
+                            .iter()
+                            .map(|k| format!("\"{}\"", k.name()))
+                            .collect();
                         invalid(
                             InputCode::UnknownOutput,
                             format!(
-                                "unknown output {}; the model's outputs are \"prediction\" and \"label\"",
-                                quote(&o.name)
+                                "unknown output {}; the model's outputs are {}",
+                                quote(&o.name),
+                                names.join(", ")
                             ),
                         )
                     })?;

@@ -6,6 +6,7 @@ use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
 use crate::input::PredictInput;
+use crate::model::Task;
 
 /// Longest request `id` kept (it is stored as the client's request id).
 pub(super) const MAX_ID_LEN: usize = 128;
@@ -16,7 +17,7 @@ pub const BINARY_HEADER: &str = "inference-header-content-length";
 /// An output of the model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Output {
-    /// Class indices, INT64.
+    /// Class indices, INT64; a regressor's numbers, FP64 (its one output).
     Prediction,
     /// Class names, BYTES.
     Label,
@@ -27,6 +28,14 @@ pub enum Output {
 impl Output {
     pub(super) const ALL: [Output; 3] = [Output::Prediction, Output::Label, Output::Probabilities];
 
+    /// The outputs a model of `task` answers.
+    pub(super) fn offered(task: Task) -> &'static [Output] {
+        match task {
+            Task::Classification => &Output::ALL,
+            Task::Regression => &Output::ALL[..1],
+        }
+    }
+
     pub(super) fn name(self) -> &'static str {
         match self {
             Output::Prediction => "prediction",
@@ -35,8 +44,9 @@ impl Output {
         }
     }
 
-    pub(super) fn datatype(self) -> &'static str {
+    pub(super) fn datatype(self, task: Task) -> &'static str {
         match self {
+            Output::Prediction if task == Task::Regression => "FP64",
             Output::Prediction => "INT64",
             Output::Label => "BYTES",
             Output::Probabilities => "FP64",

@@ -7,7 +7,7 @@ use utoipa::ToSchema;
 
 use super::request::Output;
 use crate::model::Model;
-use crate::prediction::Prediction;
+use crate::prediction::{Answer, Prediction};
 
 /// An output tensor of an answer.
 #[derive(Debug, Serialize, ToSchema)]
@@ -15,8 +15,8 @@ pub struct OutputTensor {
     name: &'static str,
     datatype: &'static str,
     shape: Vec<i64>,
-    /// `prediction`: class indices; `label`: class names; `probabilities`: the probability of
-    /// each class per row, flattened row-major.
+    /// `prediction`: class indices (a regressor's numbers); `label`: class names;
+    /// `probabilities`: the probability of each class per row, flattened row-major.
     data: Value,
 }
 
@@ -47,7 +47,8 @@ pub fn infer_response(
     id: Option<&str>,
     request_id: &str,
 ) -> InferResponse {
-    let n = prediction.classes.len() as i64;
+    let n = prediction.input.rows as i64;
+    let task = prediction.model.artifact.task();
     let classes = prediction.model.artifact.class_names.len() as i64;
     InferResponse {
         model_name: prediction.model.name().to_string(),
@@ -57,15 +58,20 @@ pub fn infer_response(
             .iter()
             .map(|&o| OutputTensor {
                 name: o.name(),
-                datatype: o.datatype(),
+                datatype: o.datatype(task),
                 shape: o.shape(n, classes),
-                data: match o {
-                    Output::Prediction => serde_json::json!(prediction.classes),
-                    Output::Label => serde_json::json!(prediction.labels),
-                    Output::Probabilities => {
-                        let p = &prediction.probabilities;
-                        Value::from_iter((0..p.rows()).flat_map(|i| p.row(i).iter().copied()))
+                data: match (o, &prediction.answer) {
+                    (_, Answer::Values(values)) => serde_json::json!(values),
+                    (Output::Prediction, Answer::Classes { classes, .. }) => {
+                        serde_json::json!(classes)
                     }
+                    (Output::Label, Answer::Classes { labels, .. }) => serde_json::json!(labels),
+                    (
+                        Output::Probabilities,
+                        Answer::Classes {
+                            probabilities: p, ..
+                        },
+                    ) => Value::from_iter((0..p.rows()).flat_map(|i| p.row(i).iter().copied())),
                 },
             })
             .collect(),
@@ -104,11 +110,11 @@ pub fn model_metadata(model: &Model) -> ModelMetadata {
             datatype: "FP64",
             shape: vec![-1, model.n_features() as i64],
         }],
-        outputs: Output::ALL
+        outputs: Output::offered(model.artifact.task())
             .iter()
             .map(|o| TensorMetadata {
                 name: o.name(),
-                datatype: o.datatype(),
+                datatype: o.datatype(model.artifact.task()),
                 shape: o.shape(-1, model.artifact.class_names.len() as i64),
             })
             .collect(),

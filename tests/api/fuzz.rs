@@ -330,7 +330,7 @@ fn check(body: &[u8], m: &Model) -> Result<(), TestCaseError> {
             prop_assert!(input.values().iter().all(|v| v.is_finite()));
             // An accepted input is also one the model can answer.
             let scores = m.predict(input.matrix()).unwrap();
-            prop_assert_eq!(scores.classes.len(), input.rows);
+            prop_assert_eq!(scores.rows(), input.rows);
         }
         Err(e) => {
             prop_assert!(

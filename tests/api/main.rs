@@ -21,6 +21,7 @@ mod postgres;
 mod predict;
 mod probabilities;
 mod readme;
+mod regression;
 mod reload;
 mod request_ids;
 mod rollups;

@@ -80,6 +80,7 @@ fn record(s: &Spec, item: u32) -> AuditRecord {
         outliers: None,
         writer: Some("props@2026-11-27T00:00:00Z".into()),
         probabilities: LABELS[s.label].map(|_| "[0.25,0.75]".into()),
+        value: None,
     }
 }
 

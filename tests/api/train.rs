@@ -4,7 +4,7 @@
 use inferlog::model::data::Dataset;
 use inferlog::model::data::{load_csv, load_dataset};
 use inferlog::model::train::{TrainOptions, train};
-use inferlog::model::{Algorithm, Artifact, Matrix, Model};
+use inferlog::model::{Algorithm, Artifact, Matrix, Model, Task};
 
 use crate::helpers::shipped_model;
 
@@ -33,7 +33,7 @@ fn every_algorithm_round_trips_with_identical_predictions() {
     ] {
         let artifact = train(&data, &options(algorithm)).unwrap();
         assert_eq!(artifact.algorithm, algorithm);
-        let acc = artifact.training.held_out_accuracy;
+        let acc = artifact.training.held_out_accuracy.unwrap();
         assert!(acc > 0.8, "{algorithm}: held-out accuracy {acc}");
         if algorithm == Algorithm::RandomForest {
             assert!(acc >= 0.9, "random forest held-out accuracy {acc}");
@@ -48,7 +48,7 @@ fn every_algorithm_round_trips_with_identical_predictions() {
             after.artifact.version
         );
         let x = Matrix::new(
-            data.y.len(),
+            data.target.rows(),
             data.feature_names.len(),
             data.x.clone(),
             false,
@@ -138,23 +138,27 @@ fn trains_from_csv_with_string_labels() {
     let dir = tempfile::tempdir().unwrap();
     let csv = dir.path().join("flowers.csv");
     let mut text = String::from("a,b,species,c,d\n");
-    for (i, &y) in iris.y.iter().enumerate() {
+    let (names, ys) = iris.target.classes().unwrap();
+    for (i, &y) in ys.iter().enumerate() {
         let r = &iris.x[i * 4..i * 4 + 4];
         text += &format!(
             "{},{},{},{},{}\n",
-            r[0], r[1], iris.class_names[y as usize], r[2], r[3]
+            r[0], r[1], names[y as usize], r[2], r[3]
         );
     }
     std::fs::write(&csv, text).unwrap();
-    let data = load_csv(&csv, "species").unwrap();
+    let data = load_csv(&csv, "species", Task::Classification).unwrap();
     assert_eq!(data.feature_names, ["a", "b", "c", "d"]);
-    assert_eq!(data.class_names, ["setosa", "versicolor", "virginica"]);
+    assert_eq!(
+        data.target.classes().unwrap().0,
+        ["setosa", "versicolor", "virginica"]
+    );
     assert_eq!(data.source, "csv:flowers.csv");
     let mut opts = options(Algorithm::LogisticRegression);
     opts.name = data.name.clone();
     let a = train(&data, &opts).unwrap();
     assert_eq!(a.name, "flowers");
-    assert!(a.training.held_out_accuracy > 0.8);
+    assert!(a.training.held_out_accuracy.unwrap() > 0.8);
 }
 
 #[test]
@@ -166,8 +170,8 @@ fn integer_labels_sort_numerically() {
         text += &format!("{},{}\n", i, [10, 2, 1][i % 3]);
     }
     std::fs::write(&csv, text).unwrap();
-    let data = load_csv(&csv, "label").unwrap();
-    assert_eq!(data.class_names, ["1", "2", "10"]);
+    let data = load_csv(&csv, "label", Task::Classification).unwrap();
+    assert_eq!(data.target.classes().unwrap().0, ["1", "2", "10"]);
 }
 
 #[test]
@@ -175,14 +179,23 @@ fn bad_csv_errors_name_the_line() {
     let dir = tempfile::tempdir().unwrap();
     let csv = dir.path().join("bad.csv");
     std::fs::write(&csv, "x,y,label\n1,2,a\n3,oops,b\n").unwrap();
-    let err = format!("{:#}", load_csv(&csv, "label").unwrap_err());
+    let err = format!(
+        "{:#}",
+        load_csv(&csv, "label", Task::Classification).unwrap_err()
+    );
     assert!(err.contains("line 3") && err.contains("\"oops\""), "{err}");
 
     std::fs::write(&csv, "x,y,label\n1,2,a\n3,4\n").unwrap();
-    let err = format!("{:#}", load_csv(&csv, "label").unwrap_err());
+    let err = format!(
+        "{:#}",
+        load_csv(&csv, "label", Task::Classification).unwrap_err()
+    );
     assert!(err.contains("line 3"), "{err}");
 
-    let err = format!("{:#}", load_csv(&csv, "nope").unwrap_err());
+    let err = format!(
+        "{:#}",
+        load_csv(&csv, "nope", Task::Classification).unwrap_err()
+    );
     assert!(err.contains("no column named \"nope\""), "{err}");
 }
 
@@ -195,11 +208,17 @@ fn a_numeric_target_of_quantities_is_refused_as_regression() {
         text += &format!("{},{}.5\n", i % 5, 100 + i * 7);
     }
     std::fs::write(&csv, &text).unwrap();
-    let err = format!("{:#}", load_csv(&csv, "price").unwrap_err());
-    assert!(
-        err.contains("regression") && err.contains("classifiers only"),
-        "{err}"
+    let err = format!(
+        "{:#}",
+        load_csv(&csv, "price", Task::Classification).unwrap_err()
     );
+    assert!(err.contains("--task regression"), "{err}");
+    // With --task regression the same column is a number per row.
+    let data = load_csv(&csv, "price", Task::Regression).unwrap();
+    assert_eq!(data.target.task(), Task::Regression);
+    assert_eq!(data.target.rows(), 40);
+    let a = train(&data, &options(Algorithm::Ridge)).unwrap();
+    assert!(a.training.held_out_errors.is_some());
 
     // Many distinct whole numbers too (a count, an id): not classes.
     let mut text = String::from("rooms,visitors\n");
@@ -207,6 +226,9 @@ fn a_numeric_target_of_quantities_is_refused_as_regression() {
         text += &format!("{},{}\n", i % 5, i * 3);
     }
     std::fs::write(&csv, &text).unwrap();
-    let err = format!("{:#}", load_csv(&csv, "visitors").unwrap_err());
+    let err = format!(
+        "{:#}",
+        load_csv(&csv, "visitors", Task::Classification).unwrap_err()
+    );
     assert!(err.contains("200 distinct numbers"), "{err}");
 }

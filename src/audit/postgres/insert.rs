@@ -57,6 +57,7 @@ fn bound<'q>(
         q = match column_values(column, records, stored_at) {
             ColumnValues::Text(v) => q.bind(v),
             ColumnValues::Int(v) => q.bind(v),
+            ColumnValues::Float(v) => q.bind(v),
         };
     }
     q
@@ -97,6 +98,7 @@ fn copy_data(records: &[&AuditRecord], stored_at: Instant) -> Vec<u8> {
                 Cell::Null => out.extend_from_slice(&(-1i32).to_be_bytes()),
                 Cell::Int(v) if is_int4(column) => field(&mut out, &(v as i32).to_be_bytes()),
                 Cell::Int(v) => field(&mut out, &v.to_be_bytes()),
+                Cell::Float(v) => field(&mut out, &v.to_be_bytes()),
                 Cell::Text(t) => field(&mut out, storable(t).as_bytes()),
                 Cell::Json(j) => jsonb_field(&mut out, j.as_bytes()),
                 // Serialising finite f64 cannot fail.
@@ -142,9 +144,21 @@ fn is_unique_violation(e: &sqlx::Error) -> bool {
 enum ColumnValues {
     Text(Vec<Option<String>>),
     Int(Vec<Option<i64>>),
+    Float(Vec<Option<f64>>),
 }
 
 fn column_values(column: Column, records: &[&AuditRecord], stored_at: Instant) -> ColumnValues {
+    if column.pg_array() == "float8[]" {
+        return ColumnValues::Float(
+            records
+                .iter()
+                .map(|r| match r.cell(column, stored_at) {
+                    Cell::Float(v) => Some(v),
+                    _ => None,
+                })
+                .collect(),
+        );
+    }
     let is_int = column.pg_array() == "int8[]";
     if is_int {
         ColumnValues::Int(
@@ -165,6 +179,7 @@ fn column_values(column: Column, records: &[&AuditRecord], stored_at: Instant) -
                     Cell::Numbers(v) => Some(serde_json::to_string(v).unwrap_or_default()),
                     Cell::Time(t) => Some(format_time(t)),
                     Cell::Int(v) => Some(v.to_string()),
+                    Cell::Float(v) => Some(v.to_string()),
                     Cell::Null => None,
                 })
                 .collect(),

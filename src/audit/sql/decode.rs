@@ -22,6 +22,7 @@ macro_rules! decoded {
                 usize: ColumnIndex<R>,
                 i64: Decode<'r, R::Database> + Type<R::Database>,
                 bool: Decode<'r, R::Database> + Type<R::Database>,
+                f64: Decode<'r, R::Database> + Type<R::Database>,
                 String: Decode<'r, R::Database> + Type<R::Database>,
             {
                 $body
@@ -135,6 +136,7 @@ where
     usize: ColumnIndex<R>,
     i64: Decode<'r, R::Database> + Type<R::Database>,
     String: Decode<'r, R::Database> + Type<R::Database>,
+    f64: Decode<'r, R::Database> + Type<R::Database>,
 {
     let mut r = StoredRecord {
         id: 0,
@@ -155,6 +157,7 @@ where
         client_request_id: None,
         writer: None,
         probabilities: None,
+        value: None,
     };
     for (i, column) in ALL.into_iter().enumerate() {
         match column {
@@ -176,6 +179,7 @@ where
             Column::ClientRequestId => r.client_request_id = row.try_get(i)?,
             Column::Writer => r.writer = row.try_get(i)?,
             Column::Probabilities => r.probabilities = json(row.try_get(i)?, column)?,
+            Column::Value => r.value = row.try_get(i)?,
         }
     }
     Ok(r)

@@ -25,6 +25,7 @@ pub(crate) trait Decoded: Sized + Send {
         usize: ColumnIndex<R>,
         i64: Decode<'r, R::Database> + Type<R::Database>,
         bool: Decode<'r, R::Database> + Type<R::Database>,
+        f64: Decode<'r, R::Database> + Type<R::Database>,
         String: Decode<'r, R::Database> + Type<R::Database>;
 }
 

@@ -414,6 +414,7 @@ fn insert<'a>(
             q = match r.cell(column, stored_at) {
                 Cell::Null => q.bind(None::<i64>),
                 Cell::Int(v) => q.bind(v),
+                Cell::Float(v) => q.bind(v),
                 Cell::Text(s) | Cell::Json(s) => q.bind(s),
                 // Serialising finite f64 cannot fail.
                 Cell::Numbers(v) => q.bind(serde_json::to_string(v).unwrap_or_default()),

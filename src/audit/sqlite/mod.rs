@@ -291,6 +291,7 @@ mod tests {
             outliers: None,
             writer: None,
             probabilities: None,
+            value: None,
         }
     }
 

@@ -7,7 +7,7 @@ use serde::Serialize;
 use crate::http::error::{ApiError, ErrorBody};
 use crate::http::state::AppState;
 use crate::model::registry::ModelRegistry;
-use crate::model::{Algorithm, Model, TrainingSummary};
+use crate::model::{Algorithm, Model, Task, TrainingSummary};
 
 /// A model served.
 #[derive(Serialize, utoipa::ToSchema)]
@@ -18,10 +18,13 @@ pub struct ModelSummary<'a> {
     #[schema(value_type = String)]
     version: &'a str,
     algorithm: Algorithm,
+    /// `classification` (answers a class) or `regression` (answers a number).
+    task: Task,
     #[schema(value_type = String)]
     created_at: &'a str,
     #[schema(value_type = Vec<String>)]
     feature_names: &'a [String],
+    /// A classifier's classes (empty for a regressor).
     #[schema(value_type = Vec<String>)]
     class_names: &'a [String],
     #[schema(value_type = TrainingSummary)]
@@ -41,6 +44,7 @@ fn summary<'a>(model: &'a Model, models: &ModelRegistry) -> ModelSummary<'a> {
         name: &a.name,
         version: &a.version,
         algorithm: a.algorithm,
+        task: a.task(),
         created_at: &a.created_at,
         feature_names: &a.feature_names,
         class_names: &a.class_names,

@@ -38,6 +38,35 @@ pub fn shipped_model() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("models/iris.json")
 }
 
+/// A regressor trained once per test run (a random forest on smartcore's diabetes data, as
+/// `inferlog train --dataset diabetes` makes it), in a folder that outlives the tests.
+pub fn regression_model() -> &'static Path {
+    static MODEL: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    MODEL.get_or_init(|| {
+        use inferlog::model::data::{Dataset, load_dataset};
+        use inferlog::model::train::{TrainOptions, train};
+        let dir = tempfile::tempdir().unwrap().keep();
+        let path = dir.join("diabetes.json");
+        let opts = TrainOptions {
+            name: "diabetes".into(),
+            algorithm: inferlog::model::Algorithm::RandomForest,
+            seed: 42,
+            test_size: 0.2,
+            created_at: "2026-11-27T00:00:00Z".into(),
+        };
+        train(&load_dataset(Dataset::Diabetes), &opts)
+            .unwrap()
+            .save(&path)
+            .unwrap();
+        path
+    })
+}
+
+/// Settings that serve [`regression_model`] (as `diabetes`) beside the shipped iris model.
+pub fn with_regressor(s: &mut Settings) {
+    std::fs::copy(regression_model(), s.models.join("diabetes.json")).unwrap();
+}
+
 pub struct TestApp {
     pub port: u16,
     /// The store the server writes to (`sqlite://…` by default).

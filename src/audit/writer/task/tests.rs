@@ -113,6 +113,7 @@ fn row(request_id: &str) -> AuditRecord {
         outliers: None,
         writer: None,
         probabilities: None,
+        value: None,
     }
 }
 
