@@ -91,14 +91,6 @@ impl Prediction {
         }
     }
 
-    /// A classifier's class indices (`None` for a regressor).
-    pub fn classes(&self) -> Option<&[u32]> {
-        match &self.answer {
-            Answer::Classes { classes, .. } => Some(classes),
-            Answer::Values(_) => None,
-        }
-    }
-
     /// One audit row per input row. Their latency is fixed when the answer is ready (see
     /// [`crate::audit::AuditSink::submit`]).
     pub fn audit_records(&self, origin: &Origin) -> Vec<AuditRecord> {

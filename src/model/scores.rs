@@ -40,14 +40,6 @@ impl Answers {
             Answers::Values(v) => v.len(),
         }
     }
-
-    /// A classifier's answers.
-    pub fn scores(&self) -> Option<&Scores> {
-        match self {
-            Answers::Classes(s) => Some(s),
-            Answers::Values(_) => None,
-        }
-    }
 }
 
 /// Classes and class probabilities of a batch of rows.
