@@ -5,13 +5,16 @@
 //! It sits above [`crate::audit`] and [`crate::monitor`], which do not know each other: the
 //! store gives counts and rows, the monitor turns them into figures.
 
-use crate::audit::rollup::{self, EdgeSplit, RollupRange, kind};
+use crate::audit::rollup::{
+    self, ERROR_SUM_KEYS, EdgeSplit, RollupRange, UNSCORED, abs_error_bucket, abs_error_value, kind,
+};
 use std::sync::Arc;
 
 use crate::audit::{AuditFilter, Baselines, ConfusionCell, FaultKind, Store, StoreFault};
-use crate::model::Model;
+use crate::model::{Model, Task};
 use crate::monitor::drift::{self, DriftReport, DriftRule, LiveCounts, Source};
-use crate::monitor::performance::{self, Performance};
+use crate::monitor::performance::{self, PerformanceReport, RegressionPerformance};
+use crate::stats::ErrorSums;
 
 /// Drift of `model`'s current version over the range of `filter`: PSI and class drift over
 /// every answered row of that version from the rollups, Kolmogorov–Smirnov and live means over
@@ -184,25 +187,108 @@ fn add_count(model: &Model, counts: &mut LiveCounts, kind: &str, key: &str, n: i
     }
 }
 
-/// Accuracy, per-class scores and the confusion matrix of `model` (all its versions) over the
-/// predictions made in the range of `filter` that have feedback: from the rollups' counts
-/// (kept as feedback arrives) for whole minutes, joined from the rows for the partial minutes
-/// at the edges of a range ([`EdgeSplit`]), or for a range rollups cannot count at all.
-pub async fn performance(
-    store: &Store,
+/// How a range is read: the rollups' range for its whole minutes (if any), the partial
+/// minutes at its edges to join from rows, and the source that makes; `None` for a range
+/// rollups cannot count at all.
+fn split(
     model: &Model,
     filter: &AuditFilter,
-) -> Result<Performance, StoreFault> {
-    let classes = &model.artifact.class_names;
+) -> Option<(Option<RollupRange>, Vec<AuditFilter>, Source)> {
     let named = AuditFilter {
         model: Some(model.name().to_string()),
         ..filter.clone()
     };
-    let (whole, edges, source) = if let Some(range) = RollupRange::of(&named) {
-        (Some(range), Vec::new(), Source::Rollups)
-    } else if let Some(split) = EdgeSplit::of(&named) {
-        (split.whole, split.edges, Source::RollupsAndEdgeRows)
+    if let Some(range) = RollupRange::of(&named) {
+        Some((Some(range), Vec::new(), Source::Rollups))
     } else {
+        EdgeSplit::of(&named).map(|s| (s.whole, s.edges, Source::RollupsAndEdgeRows))
+    }
+}
+
+/// The performance of `model` (all its versions) over the predictions made in the range of
+/// `filter` that have feedback: from the rollups' counts (kept as feedback arrives) for whole
+/// minutes, joined from the rows for the partial minutes at the edges of a range
+/// ([`EdgeSplit`]), or for a range rollups cannot count at all. A classifier's accuracy,
+/// per-class scores and confusion matrix; a regressor's errors.
+pub async fn performance(
+    store: &Store,
+    model: &Model,
+    filter: &AuditFilter,
+) -> Result<PerformanceReport, StoreFault> {
+    Ok(match model.artifact.task() {
+        Task::Classification => {
+            PerformanceReport::Classification(scores(store, model, filter).await?)
+        }
+        Task::Regression => PerformanceReport::Regression(errors(store, model, filter).await?),
+    })
+}
+
+/// A regressor's errors: from the rollups' sums and histogram of absolute errors, with the
+/// edges' pairs added to both; exact from the rows for a range without a whole minute (or
+/// one rollups cannot count).
+async fn errors(
+    store: &Store,
+    model: &Model,
+    filter: &AuditFilter,
+) -> Result<RegressionPerformance, StoreFault> {
+    let (whole, edges, source) = match split(model, filter) {
+        Some((Some(whole), edges, source)) => (whole, edges, source),
+        // No whole minute: the pairs, read, give the exact figures.
+        _ => {
+            let pairs = store.regression_pairs(model.name(), filter).await?;
+            return Ok(performance::regression_errors(
+                model.name(),
+                &pairs,
+                Source::Rows,
+            ));
+        }
+    };
+    let (mut sums, mut unscored) = (ErrorSums::default(), 0);
+    let mut buckets: Vec<(String, i64)> = Vec::new();
+    for r in store.rollup_totals(&whole).await? {
+        match r.kind.as_str() {
+            kind::ERRORS if r.key.is_empty() => sums.n += r.count,
+            kind::ERRORS if r.key == UNSCORED => unscored += r.count,
+            kind::ERROR_SUM => {
+                if let Some(i) = ERROR_SUM_KEYS.iter().position(|k| *k == r.key) {
+                    sums.sums[i] += r.amount;
+                }
+            }
+            kind::ABS_ERROR => buckets.push((r.key, r.count)),
+            _ => {}
+        }
+    }
+    for edge in &edges {
+        for (answer, truth) in store.regression_pairs(model.name(), edge).await? {
+            if ErrorSums::terms(answer, truth).is_none() {
+                unscored += 1;
+                continue;
+            }
+            sums.add(answer, truth);
+            buckets.push((abs_error_bucket((answer - truth).abs()), 1));
+        }
+    }
+    let mut histogram: Vec<(f64, i64)> = buckets
+        .iter()
+        .map(|(key, n)| (abs_error_value(key), *n))
+        .collect();
+    Ok(performance::regression_errors_of_sums(
+        model.name(),
+        &sums,
+        &mut histogram,
+        unscored,
+        source,
+    ))
+}
+
+/// A classifier's accuracy, per-class scores and confusion matrix.
+async fn scores(
+    store: &Store,
+    model: &Model,
+    filter: &AuditFilter,
+) -> Result<performance::Performance, StoreFault> {
+    let classes = &model.artifact.class_names;
+    let Some((whole, edges, source)) = split(model, filter) else {
         let cells = store.confusion(model.name(), filter).await?;
         return Ok(performance::score(
             model.name(),

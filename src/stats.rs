@@ -143,56 +143,72 @@ pub struct RegressionErrors {
 }
 
 /// The sums over (answer, truth) pairs that [`RegressionErrors`] follow from; they add up
-/// across rows, minutes and hours.
+/// across rows, minutes and hours, and a pair is taken out again by adding it with weight −1
+/// (feedback that replaces a truth).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct ErrorSums {
-    pub n: u64,
-    pub error: f64,
-    pub abs_error: f64,
-    pub sq_error: f64,
-    pub truth: f64,
-    pub sq_truth: f64,
+    pub n: i64,
+    /// In the order of [`ErrorSums::terms`].
+    pub sums: [f64; 5],
 }
 
 impl ErrorSums {
-    pub fn add(&mut self, answer: f64, truth: f64) {
+    /// What one pair adds: its error (answer − truth), the error's absolute value and square,
+    /// the truth and its square; `None` when a square passes [`ErrorSums::LARGEST_TERM`] (or
+    /// is not finite), and such a pair is left out of every sum: sums of many stay finite.
+    pub fn terms(answer: f64, truth: f64) -> Option<[f64; 5]> {
         let e = answer - truth;
-        self.n += 1;
-        self.error += e;
-        self.abs_error += e.abs();
-        self.sq_error += e * e;
-        self.truth += truth;
-        self.sq_truth += truth * truth;
+        let terms = [e, e.abs(), e * e, truth, truth * truth];
+        terms
+            .iter()
+            .all(|t| t.abs() <= Self::LARGEST_TERM)
+            .then_some(terms)
+    }
+
+    /// The largest term a pair may add (about 1e140 squared).
+    pub const LARGEST_TERM: f64 = 1e280;
+
+    pub fn add(&mut self, answer: f64, truth: f64) {
+        self.add_weighted(answer, truth, 1);
+    }
+
+    /// Adds the pair `weight` times (−1 takes it out).
+    pub fn add_weighted(&mut self, answer: f64, truth: f64, weight: i64) {
+        if let Some(terms) = Self::terms(answer, truth) {
+            self.n += weight;
+            for (sum, t) in self.sums.iter_mut().zip(terms) {
+                *sum += weight as f64 * t;
+            }
+        }
     }
 
     pub fn merge(&mut self, other: &ErrorSums) {
         self.n += other.n;
-        self.error += other.error;
-        self.abs_error += other.abs_error;
-        self.sq_error += other.sq_error;
-        self.truth += other.truth;
-        self.sq_truth += other.sq_truth;
+        for (sum, t) in self.sums.iter_mut().zip(other.sums) {
+            *sum += t;
+        }
     }
 
     /// The errors, or `None` over no pairs.
     pub fn errors(&self) -> Option<RegressionErrors> {
-        if self.n == 0 {
+        if self.n <= 0 {
             return None;
         }
         let n = self.n as f64;
-        let total = (self.sq_truth - self.truth * self.truth / n).max(0.0);
+        let [error, abs_error, sq_error, truth, sq_truth] = self.sums;
+        let total = (sq_truth - truth * truth / n).max(0.0);
         let r2 = if total > 0.0 {
-            1.0 - self.sq_error / total
-        } else if self.sq_error == 0.0 {
+            1.0 - sq_error / total
+        } else if sq_error == 0.0 {
             1.0
         } else {
             0.0
         };
         Some(RegressionErrors {
-            mae: self.abs_error / n,
-            rmse: (self.sq_error / n).sqrt(),
+            mae: abs_error / n,
+            rmse: (sq_error / n).sqrt(),
             r2,
-            mean_error: self.error / n,
+            mean_error: error / n,
         })
     }
 }

@@ -50,6 +50,11 @@ pub(crate) trait Backend: Sync {
     /// The select list of a whole row, in the order of [`crate::audit::columns::ALL`].
     fn select_list(&self) -> &str;
 
+    /// The select of a feedback row's true value.
+    fn feedback_value(&self) -> &str {
+        "value"
+    }
+
     /// The class of a failure, from the backend's own codes.
     fn fault(e: anyhow::Error) -> StoreFault;
 
@@ -176,7 +181,7 @@ pub(crate) trait Backend: Sync {
     ) -> impl Future<Output = Result<Vec<StoredFeedback>, StoreFault>> + Send {
         async move {
             let mut conn = self.reader().await.map_err(Self::fault)?;
-            reads::feedback_after::<Self::Db>(&mut conn, after, limit)
+            reads::feedback_after::<Self::Db>(&mut conn, self.feedback_value(), after, limit)
                 .await
                 .map_err(Self::fault)
         }
@@ -231,6 +236,19 @@ pub(crate) trait Backend: Sync {
         async move {
             let mut conn = self.bounded_reader().await.map_err(Self::fault)?;
             reads::drift_rows::<Self::Db>(&mut conn, model, n_features, filter, max_rows)
+                .await
+                .map_err(Self::fault)
+        }
+    }
+
+    fn regression_pairs(
+        &self,
+        model: &str,
+        filter: &AuditFilter,
+    ) -> impl Future<Output = Result<Vec<(f64, f64)>, StoreFault>> + Send {
+        async move {
+            let mut conn = self.bounded_reader().await.map_err(Self::fault)?;
+            reads::regression_pairs::<Self::Db>(&mut conn, model, filter)
                 .await
                 .map_err(Self::fault)
         }

@@ -51,7 +51,7 @@ pub use filter::{
 pub use modes::{AuditMode, StoreOptions, SyncLevel};
 pub use record::{
     AuditRecord, Feedback, Latency, NumberList, Origin, RAW_BODY_LIMIT, RequestRef, StoredFeedback,
-    StoredRecord, Written, cut_body, format_time, micros_between,
+    StoredRecord, Truth, Written, cut_body, format_time, micros_between,
 };
 pub use store::{RowCounts, Store};
 pub use writer::{AuditSink, StoreHealth, SubmitError, WriterHandle};

@@ -38,11 +38,11 @@ pub struct Written {
 }
 
 /// What storing a feedback did.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum FeedbackStored {
-    /// Stored; the label it replaces, if the item had one.
-    New { replaced: Option<String> },
-    /// An identical feedback (same request, item, label and time) was there already: nothing
+    /// Stored; the truth it replaces, if the item had one.
+    New { replaced: Option<Truth> },
+    /// An identical feedback (same request, item, truth and time) was there already: nothing
     /// stored (copies only).
     Already,
 }
@@ -215,12 +215,46 @@ impl AuditRecord {
     }
 }
 
-/// A true label for an audited prediction.
+/// What an audited prediction should have answered: a classifier's class name, a regressor's
+/// number (finite). In JSON, the string or the number.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[serde(untagged)]
+pub enum Truth {
+    Label(String),
+    Value(f64),
+}
+
+impl Truth {
+    /// From the `label` and `value` columns of a feedback row (exactly one is set).
+    pub fn of_columns(label: Option<String>, value: Option<f64>) -> anyhow::Result<Truth> {
+        match (label, value) {
+            (Some(label), None) => Ok(Truth::Label(label)),
+            (None, Some(value)) => Ok(Truth::Value(value)),
+            _ => anyhow::bail!("a feedback row holds neither or both of a label and a value"),
+        }
+    }
+
+    pub fn label(&self) -> Option<&str> {
+        match self {
+            Truth::Label(label) => Some(label),
+            Truth::Value(_) => None,
+        }
+    }
+
+    pub fn value(&self) -> Option<f64> {
+        match self {
+            Truth::Label(_) => None,
+            Truth::Value(v) => Some(*v),
+        }
+    }
+}
+
+/// The truth of an audited prediction, as `POST /feedback` or a copy brings it.
 #[derive(Debug, Clone)]
 pub struct Feedback {
     pub request_id: String,
     pub item: i64,
-    pub label: String,
+    pub truth: Truth,
     pub received_at: DateTime<Utc>,
     pub client_addr: Option<String>,
 }

@@ -15,7 +15,7 @@ use super::filter::{
 use super::modes::{RowsDone, StoreOptions};
 use super::postgres::PgStore;
 use super::record::{
-    AuditRecord, Feedback, FeedbackStored, RequestRef, StoredFeedback, StoredRecord, Written,
+    AuditRecord, Feedback, FeedbackStored, RequestRef, StoredFeedback, StoredRecord, Truth, Written,
 };
 use super::rollup::{self, EdgeSplit, PackedRow, ReadPlan, RollupRange, RollupRow};
 use super::sqlite::SqliteStore;
@@ -272,8 +272,8 @@ impl Store {
         on_backend!(self, b => b.served_row(request_id, item).await)
     }
 
-    /// Stores a true label; returns the label it replaces, if any.
-    pub async fn insert_feedback(&self, fb: &Feedback) -> Result<Option<String>, StoreFault> {
+    /// Stores a truth; returns the truth it replaces, if any.
+    pub async fn insert_feedback(&self, fb: &Feedback) -> Result<Option<Truth>, StoreFault> {
         match on_backend!(self, b => faulted b.store_feedback(fb, false).await)? {
             FeedbackStored::New { replaced } => Ok(replaced),
             FeedbackStored::Already => Ok(None),
@@ -295,6 +295,16 @@ impl Store {
     pub async fn copy_feedback(&self, fb: &Feedback) -> Result<bool, StoreFault> {
         let stored = on_backend!(self, b => faulted b.store_feedback(fb, true).await)?;
         Ok(stored != FeedbackStored::Already)
+    }
+
+    /// (answer, true value) of the answered rows of the regression model `model` that have a
+    /// true value.
+    pub async fn regression_pairs(
+        &self,
+        model: &str,
+        filter: &AuditFilter,
+    ) -> Result<Vec<(f64, f64)>, StoreFault> {
+        on_backend!(self, b => b.regression_pairs(model, filter).await)
     }
 
     /// (predicted label, true label, count) of the labelled answered rows of `model`.

@@ -37,6 +37,10 @@ pub enum Unprocessable {
     UnknownModel,
     /// The label is not a class of the model.
     UnknownLabel,
+    /// A label for a regressor's answer, or a value for a classifier's.
+    WrongTruthKind,
+    /// A true value that is not a finite number.
+    NonFiniteValue,
     /// A regressor's answer to finite input overflowed (input far outside its training range).
     AnswerNotFinite,
 }
@@ -138,6 +142,8 @@ impl ApiError {
                 Unprocessable::InvalidBody => "invalid_body",
                 Unprocessable::UnknownModel => "unknown_model",
                 Unprocessable::UnknownLabel => "unknown_label",
+                Unprocessable::WrongTruthKind => "wrong_truth_kind",
+                Unprocessable::NonFiniteValue => "non_finite_value",
                 Unprocessable::AnswerNotFinite => "answer_not_finite",
             },
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",

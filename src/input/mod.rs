@@ -291,7 +291,9 @@ fn json_error(e: &serde_json::Error, body: &[u8]) -> InputError {
     }
 }
 
-fn near_non_finite_token(e: &serde_json::Error, body: &[u8]) -> bool {
+/// Whether a JSON error sits at `NaN` or `Infinity` in `body` (tokens JSON does not have,
+/// which Python's json module writes for non-finite floats).
+pub(crate) fn near_non_finite_token(e: &serde_json::Error, body: &[u8]) -> bool {
     // Byte offset of the error position: start of line `e.line()` plus `e.column()`.
     let mut offset = 0;
     for _ in 1..e.line() {

@@ -40,7 +40,7 @@ pub fn python_with(module: &str) -> Option<PathBuf> {
 }
 
 /// Runs a script of `tests/python/` with `args`; its output on failure.
-fn run_script(python: &PathBuf, script: &str, args: &[&str]) -> String {
+pub(crate) fn run_script(python: &PathBuf, script: &str, args: &[&str]) -> String {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/python")
         .join(script);

@@ -34,7 +34,9 @@ fn readme_sqlite3_recipes_run_against_a_service_database() {
     );
 
     let mut app = spawn_app();
-    app.post_predict(r#"{"features": [5.8, 2.7, 5.1, 1.9]}"#);
+    let first = app.post_predict(r#"{"features": [5.8, 2.7, 5.1, 1.9]}"#);
+    let truth = serde_json::json!({"request_id": first.json()["request_id"], "label": "virginica"});
+    assert_eq!(app.post_json("/feedback", &truth.to_string()).status, 201);
     app.post_predict(r#"{"features": [[5.1, 3.5, 1.4, 0.2], [6.0, 2.9, 4.5, 1.5]]}"#);
     app.post_predict(r#"{"features": [5.8, 2.7]}"#);
     app.post_predict(r#"{"features": [5.8, NaN, 1, 1]}"#);

@@ -181,3 +181,143 @@ on_both_stores!(fn an_answer_that_overflows_is_refused_and_audited_as_refused(ap
     assert_eq!(ok.status, 200, "{}", ok.text());
     assert!(ok.json()["prediction"][0].as_f64().unwrap().is_finite());
 });
+
+on_both_stores!(fn feedback_by_value_is_stored_and_a_truth_of_the_wrong_kind_refused(app)
+    with |s| with_regressor(s), {
+    let (rows, _) = rows_and_answers(2);
+    let res = app.post_json("/models/diabetes/predict", &json!({"features": rows}).to_string());
+    let id = res.json()["request_id"].as_str().unwrap().to_string();
+    let iris = app.post_predict(r#"{"features": [5.1, 3.5, 1.4, 0.2]}"#);
+    let iris_id = iris.json()["request_id"].as_str().unwrap().to_string();
+    app.wait_for_rows(3);
+    let send = |body: String| app.post_json("/feedback", &body);
+
+    let r = send(json!({"request_id": id, "item": 1, "value": 230.5}).to_string());
+    assert_eq!(r.status, 201, "{}", r.text());
+    let stored = r.json();
+    assert_eq!(stored["value"], json!(230.5), "{stored}");
+    assert_eq!(stored["replaced"], Value::Null, "{stored}");
+    assert!(stored.get("label").is_none(), "{stored}");
+    let r = send(json!({"request_id": id, "item": 1, "value": -12.25}).to_string());
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert_eq!(r.json()["replaced"], json!(230.5), "{}", r.text());
+
+    // Each refusal names what was wrong, and stores nothing.
+    let refused = [
+        (json!({"request_id": id, "label": "setosa"}).to_string(), 422, "wrong_truth_kind", "value"),
+        (json!({"request_id": iris_id, "value": 1.0}).to_string(), 422, "wrong_truth_kind", "label"),
+        (format!(r#"{{"request_id": "{id}", "value": NaN}}"#), 422, "non_finite_value", "finite"),
+        (format!(r#"{{"request_id": "{id}", "value": Infinity}}"#), 422, "non_finite_value", "finite"),
+        (format!(r#"{{"request_id": "{id}", "value": -1e400}}"#), 422, "non_finite_value", "finite"),
+        (json!({"request_id": id, "value": 1.0, "label": "x"}).to_string(), 422, "invalid_body", "exactly one"),
+        (json!({"request_id": id}).to_string(), 422, "invalid_body", "exactly one"),
+        (json!({"request_id": id, "value": "230"}).to_string(), 422, "invalid_body", "value"),
+        (json!({"request_id": "no-such-request", "value": 1.0}).to_string(), 404, "not_found", "no-such-request"),
+    ];
+    for (body, status, code, names) in refused {
+        let r = send(body.clone());
+        assert_eq!((r.status, r.error_code().as_str()), (status, code), "{body}: {}", r.text());
+        assert!(r.text().contains(names), "{body}: {}", r.text());
+    }
+    let kept = app.store_json(
+        [
+            "json_object('request_id', request_id, 'item', item, 'label', label, 'value', value)",
+            "json_build_object('request_id', request_id, 'item', item, 'label', label, 'value', value)",
+        ],
+        "feedback order by id",
+    );
+    assert_eq!(
+        json!(kept),
+        json!([
+            {"request_id": id, "item": 1, "label": null, "value": 230.5},
+            {"request_id": id, "item": 1, "label": null, "value": -12.25},
+        ]),
+        "both values, and nothing of the refused bodies"
+    );
+});
+
+// Answers, true values sent as feedback (a tenth first sent wrong, then replaced) and the
+// regression report from rows (a range inside the traffic's minutes), from rollups (no range)
+// and from rollups with edge rows (a range that starts inside a minute), and from the
+// rollups again once rebuilt from the rows: each equals
+// scikit-learn's metrics on the pairs (`tests/python/regression_metrics_check.py`).
+on_both_stores!(fn regression_performance_equals_scikit_learn_from_rows_and_rollups(app)
+    with |s| with_regressor(s), {
+    let Some(python) = crate::clients::python_with("sklearn") else {
+        return;
+    };
+    let data = load_dataset(Dataset::Diabetes);
+    let cols = data.feature_names.len();
+    let inferlog::model::data::Target::Values(truths) = &data.target else {
+        panic!("diabetes has numbers")
+    };
+    let mut pairs: Vec<(f64, f64)> = Vec::new();
+    let mut ids = Vec::new();
+    for request in 0..3 {
+        let rows: Vec<&[f64]> = data.x.chunks(cols).skip(300 + request * 40).take(40).collect();
+        let res = app.post_json("/models/diabetes/predict", &json!({"features": rows}).to_string());
+        assert_eq!(res.status, 200, "{}", res.text());
+        let body = res.json();
+        let id = body["request_id"].as_str().unwrap().to_string();
+        for (item, answer) in body["prediction"].as_array().unwrap().iter().enumerate() {
+            let truth = truths[300 + request * 40 + item];
+            if item % 10 == 3 {
+                let wrong = json!({"request_id": id, "item": item, "value": truth + 50.5});
+                assert_eq!(app.post_json("/feedback", &wrong.to_string()).status, 201);
+            }
+            let right = json!({"request_id": id, "item": item, "value": truth});
+            let r = app.post_json("/feedback", &right.to_string());
+            assert_eq!(r.status, 201, "{}", r.text());
+            pairs.push((answer.as_f64().unwrap(), truth));
+        }
+        ids.push(id);
+    }
+    // A classifier's answer with a label beside them changes nothing of the regressor's.
+    let iris = app.post_predict(r#"{"features": [5.1, 3.5, 1.4, 0.2]}"#).json();
+    let fb = json!({"request_id": iris["request_id"], "label": "setosa"});
+    assert_eq!(app.post_json("/feedback", &fb.to_string()).status, 201);
+
+    let time = |id: &str, last: bool| {
+        let rows = app.rows_of(id);
+        let row = if last { rows.last() } else { rows.first() };
+        chrono::DateTime::parse_from_rfc3339(row.unwrap()["received_at"].as_str().unwrap())
+            .unwrap()
+            .with_timezone(&chrono::Utc)
+    };
+    let stamp = |t: chrono::DateTime<chrono::Utc>| {
+        t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+    };
+    let (first, last) = (time(&ids[0], false), time(&ids[2], true) + chrono::Duration::microseconds(1));
+    let report = |query: &str, source: &str| {
+        let res = app.get(&format!("/monitor/performance?model=diabetes{query}"));
+        assert_eq!(res.status, 200, "{}", res.text());
+        let body = res.json();
+        assert_eq!(body["source"], source, "{body}");
+        assert!(body.get("accuracy").is_none(), "{body}");
+        body
+    };
+    let live = report("", "rollups");
+    // The rollups rebuilt from the rows and feedback give the same figures.
+    let db = crate::rollups::store_arg(&app);
+    crate::rollups::inferlog(&["audit", "rebuild-rollups", "--database-url", &db]);
+    let reports = json!({
+        "rollups": live,
+        "rebuilt": report("", "rollups"),
+        "rows": report(&format!("&since={}&until={}", stamp(first), stamp(last)), "rows"),
+        "edges": report(&format!("&since={}", stamp(first)), "rollups_and_edge_rows"),
+    });
+    let file = app.dir.path().join("regression-reports.json");
+    std::fs::write(&file, json!({"pairs": pairs, "reports": reports}).to_string()).unwrap();
+    let out = crate::clients::run_script(
+        &python,
+        "regression_metrics_check.py",
+        &[file.to_str().unwrap()],
+    );
+    assert!(out.contains("all checks passed"), "{out}");
+    for checked in ["rollups (rollups)", "rebuilt (rollups)", "rows (rows)", "edges (rollups_and_edge_rows)"] {
+        assert!(out.contains(checked), "{checked}: {out}");
+    }
+    // The classifier's report is the classifier's.
+    let iris = app.get("/monitor/performance?model=iris").json();
+    assert_eq!((iris["labelled"].clone(), iris["accuracy"].clone()), (json!(1), json!(1.0)), "{iris}");
+});

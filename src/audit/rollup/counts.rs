@@ -5,19 +5,29 @@ use std::collections::BTreeMap;
 
 use super::keys::{HOUR, kind};
 
-/// The counts of one minute (or hour), model and version: `kind → key → count`.
+/// The counts of one minute (or hour), model and version: `kind → key → count`. Counts are
+/// whole numbers but for the `error_sum` kind's sums; all are kept as `f64`, exact for whole
+/// numbers below 2^53.
 #[derive(Debug, Default, Clone, PartialEq)]
-pub struct Counts(BTreeMap<String, BTreeMap<String, i64>>);
+pub struct Counts(BTreeMap<String, BTreeMap<String, f64>>);
+
+/// A count as stored: a whole number, or a sum.
+#[derive(serde::Serialize)]
+#[serde(untagged)]
+enum Stored {
+    Count(i64),
+    Sum(f64),
+}
 
 impl Counts {
     /// Adds `n` (the larger of the two for `latency_max`).
-    pub fn add(&mut self, kind: &str, key: &str, n: i64) {
+    pub fn add(&mut self, kind: &str, key: &str, n: f64) {
         let keys = match self.0.get_mut(kind) {
             Some(keys) => keys,
             None => self.0.entry(kind.to_string()).or_default(),
         };
         match keys.get_mut(key) {
-            Some(v) if kind == kind::LATENCY_MAX => *v = (*v).max(n),
+            Some(v) if kind == kind::LATENCY_MAX => *v = v.max(n),
             Some(v) => *v += n,
             None => {
                 keys.insert(key.to_string(), n);
@@ -36,20 +46,28 @@ impl Counts {
     /// Packed as stored: a JSON array of `[kind, key, count]`, sorted, counts that cancelled
     /// out (feedback replaced) left out.
     pub fn to_json(&self) -> String {
-        let list: Vec<(&str, &str, i64)> = self
+        let list: Vec<(&str, &str, Stored)> = self
             .0
             .iter()
             .flat_map(|(kind, keys)| {
-                keys.iter()
-                    .map(move |(key, n)| (kind.as_str(), key.as_str(), *n))
+                keys.iter().map(move |(key, n)| {
+                    let n = match kind.as_str() {
+                        kind::ERROR_SUM => Stored::Sum(*n),
+                        _ => Stored::Count(*n as i64),
+                    };
+                    (kind.as_str(), key.as_str(), n)
+                })
             })
-            .filter(|(kind, _, n)| *n != 0 || *kind == kind::LATENCY_MAX)
+            .filter(|(kind, _, n)| match n {
+                Stored::Count(n) => *n != 0 || *kind == kind::LATENCY_MAX,
+                Stored::Sum(_) => true,
+            })
             .collect();
         serde_json::to_string(&list).unwrap_or_else(|_| "[]".into())
     }
 
     pub fn parse(json: &str) -> anyhow::Result<Counts> {
-        let list: Vec<(String, String, i64)> = serde_json::from_str(json)
+        let list: Vec<(String, String, f64)> = serde_json::from_str(json)
             .map_err(|e| anyhow::anyhow!("rollup counts are not valid: {e}"))?;
         let mut counts = Counts::default();
         for (kind, key, n) in list {
@@ -65,7 +83,7 @@ pub type Folded = BTreeMap<(i64, String, String), Counts>;
 
 /// Deltas folded into one [`Counts`] per minute, model and version.
 pub fn fold_deltas<'a>(deltas: impl IntoIterator<Item = &'a str>) -> anyhow::Result<Folded> {
-    type Group = (i64, String, String, Vec<(String, String, i64)>);
+    type Group = (i64, String, String, Vec<(String, String, f64)>);
     let mut folded = Folded::new();
     for delta in deltas {
         let groups: Vec<Group> = serde_json::from_str(delta)
@@ -138,13 +156,13 @@ mod tests {
     #[test]
     fn counts_sum_keep_the_largest_maximum_and_drop_what_cancels() {
         let mut a = Counts::default();
-        a.add(kind::ROWS, "", 2);
-        a.add(kind::LATENCY_MAX, "", 70);
-        a.add(kind::CONFUSION, &confusion_key("a", "b"), 1);
+        a.add(kind::ROWS, "", 2.0);
+        a.add(kind::LATENCY_MAX, "", 70.0);
+        a.add(kind::CONFUSION, &confusion_key("a", "b"), 1.0);
         let mut b = Counts::default();
-        b.add(kind::ROWS, "", 3);
-        b.add(kind::LATENCY_MAX, "", 50);
-        b.add(kind::CONFUSION, &confusion_key("a", "b"), -1);
+        b.add(kind::ROWS, "", 3.0);
+        b.add(kind::LATENCY_MAX, "", 50.0);
+        b.add(kind::CONFUSION, &confusion_key("a", "b"), -1.0);
         a.merge(&b);
         assert_eq!(
             a.to_json(),
@@ -153,8 +171,8 @@ mod tests {
         );
         assert_eq!(Counts::parse(&a.to_json()).unwrap(), {
             let mut c = Counts::default();
-            c.add(kind::LATENCY_MAX, "", 70);
-            c.add(kind::ROWS, "", 5);
+            c.add(kind::LATENCY_MAX, "", 70.0);
+            c.add(kind::ROWS, "", 5.0);
             c
         });
     }

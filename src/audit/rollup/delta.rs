@@ -6,9 +6,13 @@ use std::time::Instant;
 use chrono::{DateTime, Utc};
 
 use super::counts::json_text;
-use super::keys::{confidence_bucket, confusion_key, kind, latency_bucket, minute_of};
+use super::keys::{
+    ERROR_SUM_KEYS, UNSCORED, abs_error_bucket, confidence_bucket, confusion_key, kind,
+    latency_bucket, minute_of,
+};
 use crate::audit::baselines::{Baselines, Edges};
-use crate::audit::record::AuditRecord;
+use crate::audit::record::{AuditRecord, Truth};
+use crate::stats::ErrorSums;
 
 /// The rows of one minute, model and version.
 #[derive(Debug)]
@@ -34,6 +38,12 @@ struct Group {
     confusion: Vec<(String, i64)>,
     /// Answered rows by [`confidence_bucket`].
     confidence: Vec<(i64, i64)>,
+    /// A regressor's answers against their true values, and their absolute errors by
+    /// [`abs_error_bucket`].
+    errors: ErrorSums,
+    abs_errors: Vec<(String, i64)>,
+    /// Pairs too large to add to the sums ([`ErrorSums::terms`]).
+    unscored: i64,
 }
 
 impl Group {
@@ -55,6 +65,23 @@ impl Group {
             bins: Vec::new(),
             confusion: Vec::new(),
             confidence: Vec::new(),
+            errors: ErrorSums::default(),
+            abs_errors: Vec::new(),
+            unscored: 0,
+        }
+    }
+
+    /// Counts the pair (answer, truth) `weight` times (−1 takes it out).
+    fn add_error(&mut self, answer: f64, truth: f64, weight: i64) {
+        if ErrorSums::terms(answer, truth).is_none() {
+            self.unscored += weight;
+            return;
+        }
+        self.errors.add_weighted(answer, truth, weight);
+        let key = abs_error_bucket((answer - truth).abs());
+        match self.abs_errors.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, n)) => *n += weight,
+            None => self.abs_errors.push((key, weight)),
         }
     }
 }
@@ -156,25 +183,34 @@ impl Delta {
         Delta(groups)
     }
 
-    /// What a true label adds for an answered row received at `received_at`: one row
-    /// predicted `predicted` is now truly `actual`, and no longer `replaced` (the true label
-    /// it had before, if any).
+    /// What a feedback adds for an answered row received at `received_at` that answered
+    /// `label` (a classifier) or `value` (a regressor): the row is now truly `truth`, and no
+    /// longer `replaced` (the truth it had before, if any). A class truth counts in the
+    /// confusion (`""` for a row without a label); a value truth in the errors, if the row
+    /// answered a value.
     pub fn feedback(
         received_at: &DateTime<Utc>,
         model: Option<&str>,
         model_version: Option<&str>,
-        predicted: &str,
-        actual: &str,
-        replaced: Option<&str>,
+        (label, value): (Option<&str>, Option<f64>),
+        truth: &Truth,
+        replaced: Option<&Truth>,
     ) -> Delta {
         let mut g = Group::new(
             minute_of(received_at),
             model.map(Arc::from),
             model_version.map(Arc::from),
         );
-        g.confusion.push((confusion_key(predicted, actual), 1));
-        if let Some(old) = replaced {
-            g.confusion.push((confusion_key(predicted, old), -1));
+        let predicted = label.unwrap_or("");
+        match (truth, value) {
+            (Truth::Label(actual), _) => g.confusion.push((confusion_key(predicted, actual), 1)),
+            (Truth::Value(actual), Some(answer)) => g.add_error(answer, *actual, 1),
+            (Truth::Value(_), None) => {}
+        }
+        match (replaced, value) {
+            (Some(Truth::Label(old)), _) => g.confusion.push((confusion_key(predicted, old), -1)),
+            (Some(Truth::Value(old)), Some(answer)) => g.add_error(answer, *old, -1),
+            _ => {}
         }
         Delta(vec![g])
     }
@@ -209,7 +245,7 @@ impl Delta {
                 json_text(g.model_version.as_deref())
             );
             let mut first = true;
-            let mut count = |kind: &str, key: &str, n: i64| {
+            let mut count = |kind: &str, key: &str, n: &dyn std::fmt::Display| {
                 if !first {
                     out.push(',');
                 }
@@ -217,38 +253,53 @@ impl Delta {
                 let _ = write!(out, "[\"{kind}\",{},{n}]", json_text(Some(key)));
             };
             if g.rows > 0 {
-                count(kind::ROWS, "", g.rows);
-                count(kind::LATENCY_MAX, "", g.latency_max);
+                count(kind::ROWS, "", &g.rows);
+                count(kind::LATENCY_MAX, "", &g.latency_max);
             }
             if g.requests > 0 {
-                count(kind::REQUESTS, "", g.requests);
+                count(kind::REQUESTS, "", &g.requests);
             }
             for (status, n) in &g.status {
-                count(kind::STATUS, &status.to_string(), *n);
+                count(kind::STATUS, &status.to_string(), n);
             }
             for (code, n) in &g.error {
-                count(kind::ERROR, code.as_deref().unwrap_or(""), *n);
+                count(kind::ERROR, code.as_deref().unwrap_or(""), n);
             }
             for (label, n) in &g.label {
-                count(kind::LABEL, label.as_deref().unwrap_or(""), *n);
+                count(kind::LABEL, label.as_deref().unwrap_or(""), n);
             }
             for (bucket, n) in &g.latency {
-                count(kind::LATENCY, &bucket.to_string(), *n);
+                count(kind::LATENCY, &bucket.to_string(), n);
             }
             if g.outlier_rows > 0 {
-                count(kind::OUTLIER_ROWS, "", g.outlier_rows);
+                count(kind::OUTLIER_ROWS, "", &g.outlier_rows);
             }
             for (name, n) in &g.outliers {
-                count(kind::OUTLIER, name, *n);
+                count(kind::OUTLIER, name, n);
             }
             for (key, n) in &g.bins {
-                count(kind::BIN, &format!("{}:{}", key >> 16, key & 0xffff), *n);
+                count(kind::BIN, &format!("{}:{}", key >> 16, key & 0xffff), n);
             }
             for (key, n) in &g.confusion {
-                count(kind::CONFUSION, key, *n);
+                count(kind::CONFUSION, key, n);
             }
             for (bucket, n) in &g.confidence {
-                count(kind::CONFIDENCE, &bucket.to_string(), *n);
+                count(kind::CONFIDENCE, &bucket.to_string(), n);
+            }
+            if g.errors.n != 0 {
+                count(kind::ERRORS, "", &g.errors.n);
+            }
+            if g.unscored != 0 {
+                count(kind::ERRORS, UNSCORED, &g.unscored);
+            }
+            for (key, n) in &g.abs_errors {
+                count(kind::ABS_ERROR, key, n);
+            }
+            if g.errors != ErrorSums::default() {
+                for (key, sum) in ERROR_SUM_KEYS.iter().zip(g.errors.sums) {
+                    // `{:?}` is the shortest text that reads back as the same number.
+                    count(kind::ERROR_SUM, key, &format_args!("{sum:?}"));
+                }
             }
             out.push_str("]]");
         }

@@ -53,6 +53,42 @@ pub mod kind {
     pub const CONFUSION: &str = "confusion";
     /// Answered rows by their confidence (the served class's probability), in hundredths.
     pub const CONFIDENCE: &str = "confidence";
+    /// A regressor's answered rows with a true value (feedback): key `""` for those in the
+    /// sums, [`UNSCORED`](super::UNSCORED) for those too large to add to them.
+    pub const ERRORS: &str = "errors";
+    /// Sums over those rows (the only kind whose counts are not whole numbers): keys
+    /// [`ERROR_SUM_KEYS`](super::ERROR_SUM_KEYS).
+    pub const ERROR_SUM: &str = "error_sum";
+    /// Those rows by the bucket of their absolute error ([`abs_error_bucket`](super::abs_error_bucket)).
+    pub const ABS_ERROR: &str = "abs_error";
+}
+
+/// The key of the `errors` count of pairs left out of the sums.
+pub const UNSCORED: &str = "unscored";
+
+/// The keys of the `error_sum` counts, in the order of
+/// [`ErrorSums::terms`](crate::stats::ErrorSums::terms): the sums of the error (answer −
+/// truth), its absolute value and square, the truth and its square.
+pub const ERROR_SUM_KEYS: [&str; 5] = ["error", "abs_error", "sq_error", "truth", "sq_truth"];
+
+/// The key of an `abs_error` count: `""` for an exact answer, else the bucket of the
+/// latency histogram's rule applied to the error, `ceil(ln(e) / ln γ)` (negative below 1),
+/// read back within [`LATENCY_RELATIVE_ERROR`] by [`abs_error_value`].
+pub fn abs_error_bucket(e: f64) -> String {
+    if e == 0.0 {
+        String::new()
+    } else {
+        ((e.ln() / LN_GAMMA).ceil() as i64).to_string()
+    }
+}
+
+/// The absolute error an `abs_error` key stands for (0 for `""`, or a key that is not one).
+pub fn abs_error_value(key: &str) -> f64 {
+    let Ok(bucket) = key.parse::<i64>() else {
+        return 0.0;
+    };
+    let gamma = LN_GAMMA.exp();
+    2.0 * (bucket as f64 * LN_GAMMA).exp() / (gamma + 1.0)
 }
 
 /// The key of a `confidence` count: the hundredth the probability falls in, `[k/100,
@@ -72,6 +108,20 @@ pub const HOUR: i64 = 60;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_absolute_error_reads_back_within_the_bound() {
+        for e in [1e-9, 0.003, 0.5, 1.0, 2.5, 77.7, 1e6] {
+            let back = abs_error_value(&abs_error_bucket(e));
+            // The bound is met exactly at a bucket's upper edge (1 is one): allow rounding.
+            assert!(
+                (back - e).abs() <= LATENCY_RELATIVE_ERROR * e * (1.0 + 1e-12),
+                "{e} read as {back}"
+            );
+        }
+        assert_eq!(abs_error_bucket(0.0), "");
+        assert_eq!(abs_error_value(""), 0.0);
+    }
 
     #[test]
     fn a_confidence_falls_in_its_hundredth() {

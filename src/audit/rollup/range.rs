@@ -7,13 +7,16 @@ use super::keys::{HOUR, minute_of};
 use crate::audit::filter::{AuditFilter, StatusFilter};
 
 /// One rollup count as read back, summed over the minutes of a bucket (`start`, a minute).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RollupRow {
     pub start: i64,
     pub model: String,
     pub kind: String,
     pub key: String,
+    /// The count, for every kind but `error_sum`.
     pub count: i64,
+    /// The count as stored: the sum, for `error_sum`.
+    pub amount: f64,
 }
 
 /// The part of a filter rollups can answer: whole minutes, a model, a version.

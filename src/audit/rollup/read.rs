@@ -19,12 +19,13 @@ pub struct PackedRow {
     pub counts: String,
 }
 
-/// `[kind, key, count]` as stored, borrowing the text where it has no escapes.
+/// `[kind, key, count]` as stored, borrowing the text where it has no escapes; the count
+/// read as `f64` (whole counts are exact, and the `error_sum` kind's are sums).
 #[derive(serde::Deserialize)]
 struct Triple<'a>(
     #[serde(borrow)] std::borrow::Cow<'a, str>,
     #[serde(borrow)] std::borrow::Cow<'a, str>,
-    i64,
+    f64,
 );
 
 /// A delta's group, `[minute, model, model_version, [[kind, key, count], ...]]`.
@@ -44,7 +45,10 @@ pub struct Entry<'a> {
     pub model: &'a str,
     pub kind: &'a str,
     pub key: &'a str,
+    /// The count, for every kind but `error_sum`.
     pub count: i64,
+    /// The count as stored: the sum, for `error_sum`.
+    pub amount: f64,
 }
 
 /// Calls `f` with every count of `rows` (read for `range`: deltas outside it are left out),
@@ -69,7 +73,8 @@ pub fn for_each(
                     model: &row.model,
                     kind,
                     key,
-                    count: *count,
+                    count: *count as i64,
+                    amount: *count,
                 });
             }
             continue;
@@ -88,7 +93,8 @@ pub fn for_each(
                         model,
                         kind,
                         key,
-                        count: *count,
+                        count: *count as i64,
+                        amount: *count,
                     });
                 }
             }
@@ -104,26 +110,27 @@ pub fn collect(
     range: &RollupRange,
     bucket_minutes: i64,
 ) -> anyhow::Result<Vec<RollupRow>> {
-    let mut sums: HashMap<(i64, String, String, String), i64> = HashMap::new();
+    let mut sums: HashMap<(i64, String, String, String), f64> = HashMap::new();
     for_each(rows, range, bucket_minutes, |e| {
         let slot = sums
             .entry((e.start, e.model.into(), e.kind.into(), e.key.into()))
-            .or_insert(0);
+            .or_insert(0.0);
         *slot = if e.kind == kind::LATENCY_MAX {
-            (*slot).max(e.count)
+            slot.max(e.amount)
         } else {
-            *slot + e.count
+            *slot + e.amount
         };
     })?;
     Ok(sums
         .into_iter()
-        .filter(|((_, _, kind, _), n)| *n != 0 || kind == kind::LATENCY_MAX)
-        .map(|((start, model, kind, key), count)| RollupRow {
+        .filter(|((_, _, kind, _), n)| *n != 0.0 || kind == kind::LATENCY_MAX)
+        .map(|((start, model, kind, key), amount)| RollupRow {
             start,
             model,
             kind,
             key,
-            count,
+            count: amount as i64,
+            amount,
         })
         .collect())
 }

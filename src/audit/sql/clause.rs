@@ -104,6 +104,24 @@ pub(crate) fn confusion_query<DB: Dialect>(model: &str, filter: &AuditFilter) ->
     qb
 }
 
+/// (answer, true value) of the answered rows of the regression model `model` in the range of
+/// `filter` that have a true value.
+pub(crate) fn regression_pairs_query<DB: Dialect>(
+    model: &str,
+    filter: &AuditFilter,
+) -> Builder<DB> {
+    let mut qb = Builder::<DB>::new(
+        "select p.value, t.true_value from prediction p \
+         join ground_truth t on t.request_id = p.request_id and t.item = p.item",
+    );
+    push_where(&mut qb, filter, "p.");
+    qb.push(
+        " and p.status = 200 and p.value is not null and t.true_value is not null and p.model = ",
+    );
+    DB::bind_text(&mut qb, model.to_string());
+    qb
+}
+
 /// The rollup rows a [`ReadPlan`] names, then every delta not merged yet, in one statement
 /// (one snapshot: a merge moves counts from the deltas to `rollup` in one transaction, so each
 /// is read exactly once): `span, start, model, counts` (see

@@ -8,7 +8,7 @@ use sqlx::{ColumnIndex, Decode, Row, Type};
 use super::dialect::Decoded;
 use crate::audit::columns::{ALL, Column};
 use crate::audit::filter::{ConfusionCell, Count, DriftSample, ServedRow};
-use crate::audit::record::{Feedback, RequestRef, StoredFeedback, StoredRecord};
+use crate::audit::record::{Feedback, RequestRef, StoredFeedback, StoredRecord, Truth};
 use crate::audit::rollup::PackedRow;
 
 /// The bounds every decoder reads with; a macro, since a bound on other types than the one
@@ -44,33 +44,54 @@ decoded!((Option<String>, Option<i64>), |row| Ok((
     row.try_get(1)?
 )));
 
-// A labelled row: `received_at` (RFC 3339 text), model, version, label.
+// An answered row: `received_at` (RFC 3339 text), model, version, label, value.
 decoded!(
-    (String, Option<String>, Option<String>, Option<String>),
+    (
+        String,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        Option<f64>
+    ),
     |row| Ok((
         row.try_get(0)?,
         row.try_get(1)?,
         row.try_get(2)?,
-        row.try_get(3)?
+        row.try_get(3)?,
+        row.try_get(4)?
     ))
 );
 
-// A labelled row and its true label.
+// An answered row and its truth: true label, true value.
 decoded!(
     (
-        (String, Option<String>, Option<String>, Option<String>),
-        String
+        (
+            String,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            Option<f64>
+        ),
+        (Option<String>, Option<f64>)
     ),
     |row| Ok((
         (
             row.try_get(0)?,
             row.try_get(1)?,
             row.try_get(2)?,
-            row.try_get(3)?
+            row.try_get(3)?,
+            row.try_get(4)?
         ),
-        row.try_get(4)?
+        (row.try_get(5)?, row.try_get(6)?)
     ))
 );
+
+// A feedback's `label, value`; a regressor's (answer, truth) pair.
+decoded!((Option<String>, Option<f64>), |row| Ok((
+    row.try_get(0)?,
+    row.try_get(1)?
+)));
+decoded!((f64, f64), |row| Ok((row.try_get(0)?, row.try_get(1)?)));
 
 // The rows of [`rollup_query`](super::clause::rollup_query).
 decoded!(PackedRow, |row| Ok(PackedRow {
@@ -107,7 +128,7 @@ decoded!(ConfusionCell, |row| Ok(ConfusionCell {
 }));
 
 // A feedback row selected as `id, request_id, item, label, received_at (RFC 3339 text),
-// client_addr`.
+// client_addr, value`.
 decoded!(StoredFeedback, |row| {
     let time: String = row.try_get(4)?;
     let received_at = chrono::DateTime::parse_from_rfc3339(&time)
@@ -118,7 +139,7 @@ decoded!(StoredFeedback, |row| {
         feedback: Feedback {
             request_id: row.try_get(1)?,
             item: row.try_get(2)?,
-            label: row.try_get(3)?,
+            truth: Truth::of_columns(row.try_get(3)?, row.try_get(6)?)?,
             received_at,
             client_addr: row.try_get(5)?,
         },

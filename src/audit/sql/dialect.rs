@@ -53,6 +53,8 @@ pub(crate) trait Dialect: Database {
 
     fn bind_int(qb: &mut Builder<Self>, value: i64);
 
+    fn bind_float(qb: &mut Builder<Self>, value: f64);
+
     /// A time, bound as RFC 3339 text and cast as the backend compares times.
     fn bind_time(qb: &mut Builder<Self>, time: &DateTime<Utc>) {
         Self::bind_text(qb, format_time(time));
@@ -104,6 +106,10 @@ macro_rules! run_queries {
         }
 
         fn bind_int(qb: &mut Builder<Self>, value: i64) {
+            qb.push_bind(value);
+        }
+
+        fn bind_float(qb: &mut Builder<Self>, value: f64) {
             qb.push_bind(value);
         }
 

@@ -5,7 +5,9 @@
 
 use anyhow::Context;
 
-use super::clause::{confusion_query, drift_query, push_before, push_where, rollup_query};
+use super::clause::{
+    confusion_query, drift_query, push_before, push_where, regression_pairs_query, rollup_query,
+};
 use super::decode::DriftRows;
 use super::dialect::{Builder, Dialect};
 use crate::audit::columns::Column;
@@ -91,14 +93,16 @@ pub(crate) async fn client_requests<DB: Dialect>(
         .context("looking up requests by the client's request id")
 }
 
-/// Up to `limit` feedback rows after the feedback id `after`, oldest first.
+/// Up to `limit` feedback rows after the feedback id `after`, oldest first; `value` is the
+/// select of the true value (`null` for a store from before feedback held values).
 pub(crate) async fn feedback_after<DB: Dialect>(
     conn: &mut DB::Connection,
+    value: &str,
     after: i64,
     limit: usize,
 ) -> anyhow::Result<Vec<StoredFeedback>> {
     let mut qb = Builder::<DB>::new(format!(
-        "select id, request_id, {}, label, {}, client_addr from feedback where id > ",
+        "select id, request_id, {}, label, {}, client_addr, {value} from feedback where id > ",
         DB::select(Column::Item),
         DB::select(Column::ReceivedAt)
     ));
@@ -235,6 +239,16 @@ pub(crate) async fn served_row<DB: Dialect>(
 }
 
 /// (predicted label, true label, count) of the labelled answered rows of `model` in a range.
+pub(crate) async fn regression_pairs<DB: Dialect>(
+    conn: &mut DB::Connection,
+    model: &str,
+    filter: &AuditFilter,
+) -> anyhow::Result<Vec<(f64, f64)>> {
+    DB::rows(conn, regression_pairs_query::<DB>(model, filter))
+        .await
+        .context("joining true values with predictions")
+}
+
 pub(crate) async fn confusion<DB: Dialect>(
     conn: &mut DB::Connection,
     model: &str,

@@ -9,12 +9,13 @@ use super::dialect::{Builder, Dialect};
 use crate::audit::baselines::Baselines;
 use crate::audit::columns::Column;
 use crate::audit::modes::RowsDone;
-use crate::audit::record::{Feedback, FeedbackStored, StoredRecord};
+use crate::audit::record::{Feedback, FeedbackStored, StoredRecord, Truth};
 use crate::audit::rollup::{Counts, Delta, Folded, fold_deltas, with_hours};
 
-/// Stores a true label and counts it in the rollups. `copy`: unless an identical feedback
-/// (same request, item, label and time) is there already. The answered row is read first, locked where the backend locks rows: feedback for
-/// one item is taken one at a time, so "the label it replaces" is the latest committed one.
+/// Stores a truth and counts it in the rollups. `copy`: unless an identical feedback (same
+/// request, item, truth and time) is there already. The answered row is read first, locked
+/// where the backend locks rows: feedback for one item is taken one at a time, so "the truth
+/// it replaces" is the latest committed one.
 pub(crate) async fn store_feedback<DB: Dialect>(
     conn: &mut DB::Connection,
     fb: &Feedback,
@@ -24,29 +25,36 @@ pub(crate) async fn store_feedback<DB: Dialect>(
     if copy && stored_already::<DB>(conn, fb).await? {
         return Ok(FeedbackStored::Already);
     }
-    let mut qb = Builder::<DB>::new("select label from feedback where request_id = ");
+    let mut qb = Builder::<DB>::new("select label, value from feedback where request_id = ");
     bind_item::<DB>(&mut qb, fb);
     qb.push(" order by id desc");
-    let previous: Option<String> = DB::first(&mut *conn, qb).await?;
-    if let Some((received_at, model, version, label)) = answered {
+    let previous: Option<(Option<String>, Option<f64>)> = DB::first(&mut *conn, qb).await?;
+    let previous = previous
+        .map(|(label, value)| Truth::of_columns(label, value))
+        .transpose()?;
+    let truth = match &fb.truth {
+        Truth::Label(label) => Truth::Label(DB::storable(label).into_owned()),
+        value => value.clone(),
+    };
+    if let Some(row) = answered {
         let delta = Delta::feedback(
-            &received_at,
-            model.as_deref(),
-            version.as_deref(),
-            label.as_deref().unwrap_or(""),
-            &DB::storable(&fb.label),
-            previous.as_deref(),
+            &row.received_at,
+            row.model.as_deref(),
+            row.model_version.as_deref(),
+            (row.label.as_deref(), row.value),
+            &truth,
+            previous.as_ref(),
         );
         add_delta::<DB>(conn, &delta).await?;
     }
     let mut qb = Builder::<DB>::new(
-        "insert into feedback (request_id, item, label, received_at, client_addr) values (",
+        "insert into feedback (request_id, item, label, value, received_at, client_addr) values (",
     );
     DB::bind_text(&mut qb, fb.request_id.clone());
     qb.push(", ");
     DB::bind_int(&mut qb, fb.item);
     qb.push(", ");
-    DB::bind_text(&mut qb, fb.label.clone());
+    bind_truth::<DB>(&mut qb, &fb.truth, ", ");
     qb.push(", ");
     DB::bind_time(&mut qb, &fb.received_at);
     qb.push(", ");
@@ -61,6 +69,23 @@ pub(crate) async fn store_feedback<DB: Dialect>(
     Ok(FeedbackStored::New { replaced: previous })
 }
 
+/// The `label` and `value` of a truth, with `between` between them (`null` for the one it has
+/// not).
+fn bind_truth<DB: Dialect>(qb: &mut Builder<DB>, truth: &Truth, between: &str) {
+    match truth {
+        Truth::Label(label) => {
+            DB::bind_text(qb, label.clone());
+            qb.push(between);
+            qb.push("null");
+        }
+        Truth::Value(value) => {
+            qb.push("null");
+            qb.push(between);
+            DB::bind_float(qb, *value);
+        }
+    }
+}
+
 /// `request_id = … and item = …` of a feedback's row, after a statement ending in
 /// `request_id = `.
 fn bind_item<DB: Dialect>(qb: &mut Builder<DB>, fb: &Feedback) {
@@ -69,16 +94,50 @@ fn bind_item<DB: Dialect>(qb: &mut Builder<DB>, fb: &Feedback) {
     DB::bind_int(qb, fb.item);
 }
 
-/// The time, model, version and label of the answered row a feedback labels; the time read
-/// as text, then parsed.
-type Labelled<T> = (T, Option<String>, Option<String>, Option<String>);
+/// The answered row a feedback is about: its time, model, version and answer.
+struct Answered {
+    received_at: DateTime<Utc>,
+    model: Option<String>,
+    model_version: Option<String>,
+    label: Option<String>,
+    value: Option<f64>,
+}
+
+/// An answered row as selected: the time as text, then the model, version, label and value.
+type AnsweredColumns = (
+    String,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<f64>,
+);
+
+/// The truth's columns as selected: a label or a value.
+type TruthColumns = (Option<String>, Option<f64>);
+
+impl Answered {
+    fn of_columns(
+        (at, model, model_version, label, value): AnsweredColumns,
+    ) -> anyhow::Result<Self> {
+        let received_at = DateTime::parse_from_rfc3339(&at)
+            .context("a stored time is not RFC 3339")?
+            .with_timezone(&Utc);
+        Ok(Answered {
+            received_at,
+            model,
+            model_version,
+            label,
+            value,
+        })
+    }
+}
 
 async fn labelled_row<DB: Dialect>(
     conn: &mut DB::Connection,
     fb: &Feedback,
-) -> anyhow::Result<Option<Labelled<DateTime<Utc>>>> {
+) -> anyhow::Result<Option<Answered>> {
     let mut qb = Builder::<DB>::new(format!(
-        "select {}, model, model_version, label from prediction where request_id = ",
+        "select {}, model, model_version, label, value from prediction where request_id = ",
         DB::select(Column::ReceivedAt)
     ));
     bind_item::<DB>(&mut qb, fb);
@@ -86,29 +145,31 @@ async fn labelled_row<DB: Dialect>(
         " and status = 200 order by id limit 1{}",
         DB::FOR_UPDATE
     ));
-    let row: Option<Labelled<String>> = DB::rows(conn, qb)
+    let row: Option<AnsweredColumns> = DB::rows(conn, qb)
         .await
         .context("looking up the labelled row")?
         .into_iter()
         .next();
-    let Some((at, model, version, label)) = row else {
-        return Ok(None);
-    };
-    let at = DateTime::parse_from_rfc3339(&at)
-        .context("a stored time is not RFC 3339")?
-        .with_timezone(&Utc);
-    Ok(Some((at, model, version, label)))
+    row.map(Answered::of_columns).transpose()
 }
 
-/// Whether this very feedback (request, item, label and time) is stored.
+/// Whether this very feedback (request, item, truth and time) is stored.
 async fn stored_already<DB: Dialect>(
     conn: &mut DB::Connection,
     fb: &Feedback,
 ) -> anyhow::Result<bool> {
     let mut qb = Builder::<DB>::new("select exists (select 1 from feedback where request_id = ");
     bind_item::<DB>(&mut qb, fb);
-    qb.push(" and label = ");
-    DB::bind_text(&mut qb, fb.label.clone());
+    match &fb.truth {
+        Truth::Label(label) => {
+            qb.push(" and label = ");
+            DB::bind_text(&mut qb, label.clone());
+        }
+        Truth::Value(value) => {
+            qb.push(" and value = ");
+            DB::bind_float(&mut qb, *value);
+        }
+    }
     qb.push(" and received_at = ");
     DB::bind_time(&mut qb, &fb.received_at);
     qb.push(")");
@@ -211,26 +272,24 @@ pub(crate) async fn recount_rollups<DB: Dialect>(
     }
     // The join's columns renamed first: the time is then read in the dialect's text form.
     let qb = Builder::<DB>::new(format!(
-        "select {}, model, model_version, label, true_label from (\
-         select p.received_at, p.model, p.model_version, p.label, t.true_label \
-         from prediction p join ground_truth t on t.request_id = p.request_id \
+        "select {}, model, model_version, label, value, true_label, true_value from (\
+         select p.received_at, p.model, p.model_version, p.label, p.value, t.true_label, \
+         t.true_value from prediction p join ground_truth t on t.request_id = p.request_id \
          and t.item = p.item where p.status = 200) as labelled",
         DB::select(Column::ReceivedAt)
     ));
-    let labelled: Vec<(Labelled<String>, String)> = DB::rows(&mut *conn, qb)
+    let labelled: Vec<(AnsweredColumns, TruthColumns)> = DB::rows(&mut *conn, qb)
         .await
         .context("reading labelled rows")?;
     let mut deltas = Vec::with_capacity(labelled.len());
-    for ((at, model, version, predicted), actual) in labelled {
-        let at = DateTime::parse_from_rfc3339(&at)
-            .context("a stored time is not RFC 3339")?
-            .with_timezone(&Utc);
+    for (answered, (label, value)) in labelled {
+        let row = Answered::of_columns(answered)?;
         let delta = Delta::feedback(
-            &at,
-            model.as_deref(),
-            version.as_deref(),
-            predicted.as_deref().unwrap_or(""),
-            &actual,
+            &row.received_at,
+            row.model.as_deref(),
+            row.model_version.as_deref(),
+            (row.label.as_deref(), row.value),
+            &Truth::of_columns(label, value)?,
             None,
         );
         deltas.push(delta.to_json_with(DB::storable));

@@ -39,6 +39,15 @@ use crate::audit::modes::{RowsDone, StoreOptions};
 use crate::audit::record::{AuditRecord, Feedback, FeedbackStored, Written};
 use crate::audit::sql::writes;
 
+/// The columns of `table` (a file opened read-only may be from before the last migrations).
+async fn columns_of(pool: &sqlx::SqlitePool, table: &str) -> anyhow::Result<Vec<String>> {
+    sqlx::query_scalar("select name from pragma_table_info(?)")
+        .bind(table)
+        .fetch_all(pool)
+        .await
+        .with_context(|| format!("reading the columns of the {table} table"))
+}
+
 impl SqliteStore {
     /// Opens (creating and migrating, unless read-only) the database `connect` names.
     pub async fn open(
@@ -50,11 +59,16 @@ impl SqliteStore {
             let p = connect.get_filename();
             (!p.as_os_str().is_empty() && p != Path::new(":memory:")).then(|| p.to_path_buf())
         };
-        let present: Vec<String> =
-            sqlx::query_scalar("select name from pragma_table_info('prediction')")
-                .fetch_all(&pools.read)
-                .await
-                .context("reading the audit table's columns")?;
+        let present = columns_of(&pools.read, "prediction").await?;
+        let feedback_value = if columns_of(&pools.read, "feedback")
+            .await?
+            .iter()
+            .any(|c| c == "value")
+        {
+            "value"
+        } else {
+            "null"
+        };
         let select = columns::ALL
             .iter()
             .map(|c| {
@@ -74,6 +88,7 @@ impl SqliteStore {
             path,
             reopening: Arc::new(tokio::sync::Mutex::new(())),
             select,
+            feedback_value,
         };
         if !opts.read_only {
             store.build_missing_rollups().await?;
@@ -118,6 +133,10 @@ impl Backend for SqliteStore {
     /// being copied) are read as null.
     fn select_list(&self) -> &str {
         &self.select
+    }
+
+    fn feedback_value(&self) -> &str {
+        self.feedback_value
     }
 
     fn fault(e: anyhow::Error) -> StoreFault {

@@ -29,6 +29,8 @@ pub struct SqliteStore {
     /// The select list of a whole row: the columns a store opened read-only before its last
     /// migrations lacks (an old file being copied) are read as null.
     pub(super) select: Arc<str>,
+    /// The select of a feedback row's true value (`null` in a file from before it was kept).
+    pub(super) feedback_value: &'static str,
 }
 
 /// The write-ahead log passed its share of the configured size cap.

@@ -1,23 +1,27 @@
-//! `POST /feedback`: the true label of an audited prediction. It follows the access rule of
-//! `/audit`: labels are derived from users' data.
+//! `POST /feedback`: the truth of an audited prediction, a classifier's true label or a
+//! regressor's true value. It follows the access rule of `/audit`: truths are derived from
+//! users' data.
 
 use actix_web::post;
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::{Deserialize, Serialize};
 
-use crate::audit::{Feedback, ServedRow};
+use crate::audit::{Feedback, ServedRow, Truth};
 use crate::http::access::AuditAccess;
 use crate::http::body::{check_content_type, decode_json, read_body};
 use crate::http::error::{ApiError, ErrorBody, Unprocessable};
 use crate::http::lookup::by_client_id;
 use crate::http::request::RequestMeta;
 use crate::http::state::AppState;
+use crate::input::near_non_finite_token;
+use crate::model::{Model, Task};
 use crate::text::quote;
 
 /// Largest feedback body.
 const FEEDBACK_BODY_LIMIT: usize = 16 * 1024;
 
-/// The true label of an audited prediction.
+/// The truth of an audited prediction: `label` for a classifier's, `value` for a regressor's
+/// (exactly one of them).
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FeedbackBody {
@@ -26,8 +30,12 @@ pub struct FeedbackBody {
     /// The row of a batch (0 for a single row).
     #[serde(default)]
     item: u32,
-    /// One of the model's class names.
-    label: String,
+    /// A classifier's: one of the model's class names.
+    #[serde(default)]
+    label: Option<String>,
+    /// A regressor's: the true number (finite).
+    #[serde(default)]
+    value: Option<f64>,
 }
 
 /// Feedback stored.
@@ -36,12 +44,19 @@ pub struct FeedbackStored {
     /// The server's id of the request.
     request_id: String,
     item: i64,
-    label: String,
-    /// The true label this one replaces, if the item had one.
-    replaced: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    label: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    value: Option<f64>,
+    /// The truth this one replaces (a label or a value), if the item had one.
+    replaced: Option<Truth>,
 }
 
-/// Stores the true label of an audited prediction (the latest one counts for scoring).
+/// What a feedback body's JSON looks like, for messages.
+const EXPECTED: &str =
+    r#"{"request_id": "...", "item": 0, "label": "..."} (or "value": 1.5 for a regression model)"#;
+
+/// Stores the truth of an audited prediction (the latest one counts for scoring).
 #[utoipa::path(post, path = "/feedback", tag = "monitoring",
     request_body(content = FeedbackBody, content_type = "application/json"),
     responses(
@@ -53,7 +68,7 @@ pub struct FeedbackStored {
         (status = 409, description = "A client's id that names several requests (`ambiguous_request_id`)", body = ErrorBody),
         (status = 413, description = "Body too large (`body_too_large`)", body = ErrorBody),
         (status = 415, description = "Not JSON (`unsupported_media_type`)", body = ErrorBody),
-        (status = 422, description = "Not a feedback body, or a label the model does not have (`invalid_body`, `unknown_label`, `unknown_model`)", body = ErrorBody),
+        (status = 422, description = "Not a feedback body, a label the model does not have, a label for a regression model or a value for a classifier, a value that is not a finite number (`invalid_body`, `unknown_label`, `wrong_truth_kind`, `non_finite_value`, `unknown_model`)", body = ErrorBody),
         (status = 503, description = "The store could not be written (`audit_unavailable`)", body = ErrorBody),
     ),
     security((), ("bearer" = [])))]
@@ -74,17 +89,29 @@ pub async fn post(
         state.limits.body_timeout,
     )
     .await?;
-    let fb: FeedbackBody =
-        decode_json(&body, r#"{"request_id": "...", "item": 0, "label": "..."}"#)?;
+    let fb = parse(&body)?;
+    let truth = match (fb.label, fb.value) {
+        (Some(label), None) => Truth::Label(label),
+        (None, Some(value)) => Truth::Value(value),
+        _ => {
+            return Err(ApiError::Unprocessable {
+                code: Unprocessable::InvalidBody,
+                message: format!(
+                    "send exactly one of \"label\" (a classifier's true class) and \"value\" \
+                     (a regression model's true number): expected {EXPECTED}"
+                ),
+            });
+        }
+    };
     let item = i64::from(fb.item);
     let (request_id, model_name) = labelled_row(&state, &fb.request_id, item).await?;
-    check_label(&state, &model_name, &fb.label)?;
+    check_truth(&state, &model_name, &truth)?;
     let previous = state
         .store
         .insert_feedback(&Feedback {
             request_id: request_id.clone(),
             item,
-            label: fb.label.clone(),
+            truth: truth.clone(),
             received_at: meta.received_at,
             client_addr: meta.peer.map(|ip| ip.to_string()),
         })
@@ -93,9 +120,31 @@ pub async fn post(
     Ok(HttpResponse::Created().json(FeedbackStored {
         request_id,
         item,
-        label: fb.label,
+        label: truth.label().map(str::to_string),
+        value: truth.value(),
         replaced: previous,
     }))
+}
+
+/// The body; a number JSON or a 64-bit float cannot carry (`NaN`, `Infinity`, `1e400`) is a
+/// 422 naming it.
+fn parse(body: &[u8]) -> Result<FeedbackBody, ApiError> {
+    match serde_json::from_slice(body) {
+        Ok(fb) => Ok(fb),
+        Err(e)
+            if e.to_string().starts_with("number out of range")
+                || near_non_finite_token(&e, body) =>
+        {
+            Err(ApiError::Unprocessable {
+                code: Unprocessable::NonFiniteValue,
+                message: format!(
+                    "value must be a finite number: JSON has no NaN or Infinity, and a 64-bit \
+                     float holds up to about 1.8e308 ({e})"
+                ),
+            })
+        }
+        Err(_) => decode_json(body, EXPECTED),
+    }
 }
 
 /// The server's request id and the model of the answered row `(id, item)`: `id` is the
@@ -127,8 +176,9 @@ async fn labelled_row(state: &AppState, id: &str, item: i64) -> Result<(String, 
     Ok((request_id, model.unwrap_or_default()))
 }
 
-/// `label` is a class of the model (still served) that answered.
-fn check_label(state: &AppState, model_name: &str, label: &str) -> Result<(), ApiError> {
+/// `truth` is of the kind the model (still served) that answered gives: a class of a
+/// classifier, a finite number for a regression model.
+fn check_truth(state: &AppState, model_name: &str, truth: &Truth) -> Result<(), ApiError> {
     let model = state
         .models
         .current()
@@ -138,6 +188,33 @@ fn check_label(state: &AppState, model_name: &str, label: &str) -> Result<(), Ap
             code: Unprocessable::UnknownModel,
             message: format!("model {model_name:?} of that prediction is no longer served"),
         })?;
+    let wrong = |message: String| {
+        Err(ApiError::Unprocessable {
+            code: Unprocessable::WrongTruthKind,
+            message,
+        })
+    };
+    match (model.artifact.task(), truth) {
+        (Task::Classification, Truth::Label(label)) => check_label(&model, label),
+        (Task::Regression, Truth::Value(v)) if v.is_finite() => Ok(()),
+        (Task::Regression, Truth::Value(_)) => Err(ApiError::Unprocessable {
+            code: Unprocessable::NonFiniteValue,
+            message: "value must be a finite number".to_string(),
+        }),
+        (Task::Regression, Truth::Label(_)) => wrong(format!(
+            "model {} is a regression model: send its true number as \"value\", not a \"label\"",
+            model.name()
+        )),
+        (Task::Classification, Truth::Value(_)) => wrong(format!(
+            "model {} is a classifier: send its true class as \"label\" (one of {}), not a \"value\"",
+            model.name(),
+            model.artifact.class_names.join(", ")
+        )),
+    }
+}
+
+/// `label` is a class of `model`.
+fn check_label(model: &Model, label: &str) -> Result<(), ApiError> {
     if !model.artifact.class_names.iter().any(|c| c == label) {
         return Err(ApiError::Unprocessable {
             code: Unprocessable::UnknownLabel,

@@ -11,7 +11,7 @@ use crate::http::error::{ApiError, ErrorBody};
 use crate::http::params::{DriftParams, WindowParams, model_window};
 use crate::http::state::AppState;
 use crate::monitor::drift::DriftReport;
-use crate::monitor::performance::Performance;
+use crate::monitor::performance::PerformanceReport;
 use crate::reports;
 
 /// Prometheus metrics. Open, unless a token is set: per-label counts and per-feature drift
@@ -64,7 +64,7 @@ pub async fn drift(
 /// feedback.
 #[utoipa::path(get, path = "/monitor/performance", tag = "monitoring", params(WindowParams),
     responses(
-        (status = 200, description = "Accuracy, per-class scores and the confusion matrix", body = Performance),
+        (status = 200, description = "A classifier's accuracy, per-class scores and confusion matrix, or a regression model's MAE, RMSE, R², mean error and absolute-error percentiles", body = PerformanceReport),
         (status = 404, description = "No such model (`unknown_model`)", body = ErrorBody),
         (status = 400, description = "A parameter is unknown, repeated or malformed (`invalid_parameter`)", body = ErrorBody),
         (status = 401, description = "The token is needed (`unauthorized`)", body = ErrorBody),

@@ -36,7 +36,7 @@ pub(super) fn served_version(app: &TestApp) -> String {
 
 /// The server's store as the commands take it: a plain path for SQLite, the URL for
 /// PostgreSQL.
-pub(super) fn store_arg(app: &TestApp) -> String {
+pub(crate) fn store_arg(app: &TestApp) -> String {
     if app.database_url.starts_with("postgres") {
         app.database_url.clone()
     } else {
@@ -45,7 +45,7 @@ pub(super) fn store_arg(app: &TestApp) -> String {
 }
 
 /// Runs the binary with `args`, which must succeed; what it printed.
-pub(super) fn inferlog(args: &[&str]) -> String {
+pub(crate) fn inferlog(args: &[&str]) -> String {
     let out = crate::shutdown::binary().args(args).output().unwrap();
     assert!(
         out.status.success(),
