@@ -10,7 +10,9 @@ use crate::audit::rollup::{
 };
 use std::sync::Arc;
 
-use crate::audit::{AuditFilter, Baselines, ConfusionCell, FaultKind, Store, StoreFault};
+use crate::audit::{
+    AuditFilter, Baselines, ConfusionCell, DriftSample, FaultKind, Store, StoreFault,
+};
 use crate::model::{Model, Task};
 use crate::monitor::drift::{self, DriftReport, DriftRule, LiveCounts, Source};
 use crate::monitor::performance::{self, PerformanceReport, RegressionPerformance};
@@ -76,7 +78,8 @@ pub async fn drift(
             drift::report(
                 &model,
                 &sample.values,
-                &sample.classes,
+                &answer_classes(&model, &sample),
+                &sample.answers,
                 &rule,
                 sample.truncated,
             )
@@ -88,8 +91,16 @@ pub async fn drift(
         .await?;
     let (model, rule) = (Arc::clone(model), *rule);
     off_thread(move || {
-        let rows = sample.classes.len();
-        let mut report = drift::report_counts(&model, &counts, &sample.values, rows, &rule, source);
+        let rows = sample.rows();
+        let mut report = drift::report_counts(
+            &model,
+            &counts,
+            &sample.values,
+            &sample.answers,
+            rows,
+            &rule,
+            source,
+        );
         report.truncated |= cut;
         report
     })
@@ -150,6 +161,20 @@ pub async fn recent_counts(
     Ok(total)
 }
 
+/// The "classes" drift compares: a classifier's predicted classes, or the bins of a
+/// regression model's answers.
+fn answer_classes(model: &Model, sample: &DriftSample) -> Vec<u32> {
+    if sample.answers.is_empty() {
+        return sample.classes.clone();
+    }
+    let baseline = &model.artifact.baseline;
+    sample
+        .answers
+        .iter()
+        .map(|&v| baseline.answer_bin(v))
+        .collect()
+}
+
 fn empty_counts(model: &Model) -> LiveCounts {
     LiveCounts {
         rows: 0,
@@ -160,17 +185,28 @@ fn empty_counts(model: &Model) -> LiveCounts {
             .iter()
             .map(|f| vec![0; f.bin_edges.len() + 1])
             .collect(),
-        classes: vec![0; model.artifact.class_names.len()],
+        classes: vec![0; model.artifact.baseline.answer_proportions().len()],
     }
 }
 
-/// Adds a label (class) or bin count of the rollups to `counts`; other kinds are not drift's.
+/// Adds a label (class), output bin or feature bin count of the rollups to `counts`; other
+/// kinds are not drift's.
 fn add_count(model: &Model, counts: &mut LiveCounts, kind: &str, key: &str, n: i64) {
     let n = n.max(0) as u64;
     match kind {
         kind::LABEL => {
             if let Some(c) = model.artifact.class_names.iter().position(|c| c == key) {
                 counts.classes[c] += n;
+                counts.rows += n as usize;
+            }
+        }
+        kind::OUTPUT_BIN => {
+            if let Some(slot) = key
+                .parse::<usize>()
+                .ok()
+                .and_then(|b| counts.classes.get_mut(b))
+            {
+                *slot += n;
                 counts.rows += n as usize;
             }
         }

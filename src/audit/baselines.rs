@@ -1,6 +1,6 @@
 //! [`Baselines`]: the training bins of every model version the service has loaded, so the
-//! rollups can count each stored row's features over its own model's bins (what PSI needs)
-//! without reading the rows again.
+//! rollups can count each stored row's features (and a regression model's answer) over its
+//! own model's bins (what PSI needs) without reading the rows again.
 //!
 //! A version, once registered, stays: rows of a model removed from the folder (a spill file
 //! replayed after a reload, a rebuild) are still counted over the bins they were served with.
@@ -10,8 +10,15 @@ use std::sync::{Arc, RwLock};
 
 use crate::model::Model;
 
-/// Bin edges per feature, in model order (see [`crate::model::baseline::FeatureStats`]).
-pub type Edges = Arc<[Vec<f64>]>;
+/// Bin edges per feature, in model order, and of a regression model's output (see
+/// [`crate::model::baseline::FeatureStats`]).
+#[derive(Debug, PartialEq)]
+pub struct Bins {
+    pub features: Vec<Vec<f64>>,
+    pub output: Option<Vec<f64>>,
+}
+
+pub type Edges = Arc<Bins>;
 
 /// Finds the model a (name, version) names among those served now.
 pub type Resolver = Arc<dyn Fn(&str, &str) -> Option<Arc<Model>> + Send + Sync>;
@@ -35,13 +42,15 @@ impl Baselines {
     /// Registers the bins of `model`'s version (replacing what was there under its name and
     /// version).
     pub fn register(&self, model: &Model) -> Edges {
-        let edges: Edges = model
-            .artifact
-            .baseline
-            .features
-            .iter()
-            .map(|f| f.bin_edges.clone())
-            .collect();
+        let baseline = &model.artifact.baseline;
+        let edges: Edges = Arc::new(Bins {
+            features: baseline
+                .features
+                .iter()
+                .map(|f| f.bin_edges.clone())
+                .collect(),
+            output: baseline.output.as_ref().map(|o| o.bin_edges.clone()),
+        });
         if let Ok(mut map) = self.known.write() {
             map.insert(
                 (model.name().to_string(), model.artifact.version.clone()),

@@ -199,13 +199,22 @@ impl Cursor {
 }
 
 /// The most recent answered rows of a model, for drift: their values row-major (the rows that
-/// have the model's number of features) and predicted classes.
+/// have the model's number of features) and a classifier's predicted classes or a regression
+/// model's answers.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct DriftSample {
     pub values: Vec<f64>,
     pub classes: Vec<u32>,
+    pub answers: Vec<f64>,
     /// The range held more rows than were asked for.
     pub truncated: bool,
+}
+
+impl DriftSample {
+    /// The rows in the sample.
+    pub fn rows(&self) -> usize {
+        self.classes.len() + self.answers.len()
+    }
 }
 
 /// What an answered row was answered with, for feedback on it.

@@ -125,12 +125,29 @@ pub struct FeatureDrift {
     pub status: Status,
 }
 
+/// Drift of the answers: a classifier's class proportions, or the share of a regression
+/// model's answers in each bin of its training output, against the baseline's (PSI); for a
+/// regression model also the Kolmogorov–Smirnov test of the sampled answers against the
+/// training output's sample, and the means.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct PredictionDrift {
     pub psi: f64,
     pub live_proportions: Vec<f64>,
     pub baseline_proportions: Vec<f64>,
     pub status: Status,
+    /// A regression model's: the edges of its training output's bins (bin `i` holds answers
+    /// in `[edges[i-1], edges[i])`, the first and last are open).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bin_edges: Option<Vec<f64>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ks_statistic: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ks_p_value: Option<f64>,
+    /// The mean of the sampled answers (absent without any).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub live_mean: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub baseline_mean: Option<f64>,
 }
 
 /// Where a report's counts come from.
@@ -185,13 +202,15 @@ pub struct LiveCounts {
     pub classes: Vec<u64>,
 }
 
-/// Compares `rows` live input rows (row-major in `values`) and their predicted `classes` with
-/// the model's baseline, all read from the rows.
+/// Compares `rows` live input rows (row-major in `values`) and their predicted `classes` (a
+/// regression model's: the bins of its `answers`) with the model's baseline, all read from
+/// the rows.
 /// `truncated`: the range held more than `rule.max_rows` rows, and these are the most recent.
 pub fn report(
     model: &Model,
     values: &[f64],
     classes: &[u32],
+    answers: &[f64],
     rule: &DriftRule,
     truncated: bool,
 ) -> DriftReport {
@@ -208,17 +227,19 @@ pub fn report(
             .collect(),
         classes: class_counts(classes.iter().copied(), baseline.answer_proportions().len()),
     };
-    let mut report = report_counts(model, &counts, values, rows, rule, Source::Rows);
+    let mut report = report_counts(model, &counts, values, answers, rows, rule, Source::Rows);
     report.truncated = truncated;
     report
 }
 
 /// A report from counts (PSI, class drift) and a sample of the most recent rows (`values`,
-/// row-major, `sample` rows: Kolmogorov–Smirnov and live means).
+/// row-major, `sample` rows, and a regression model's `answers` to them: Kolmogorov–Smirnov
+/// and live means).
 pub fn report_counts(
     model: &Model,
     counts: &LiveCounts,
     values: &[f64],
+    answers: &[f64],
     sample: usize,
     rule: &DriftRule,
     source: Source,
@@ -244,12 +265,28 @@ pub fn report_counts(
         });
     }
     let class_psi = psi(baseline.answer_proportions(), &counts.classes);
-    let prediction = PredictionDrift {
+    let mut prediction = PredictionDrift {
         psi: class_psi,
         live_proportions: proportions(&counts.classes),
         baseline_proportions: baseline.answer_proportions().to_vec(),
         status: rule.status(class_psi, rows),
+        bin_edges: None,
+        ks_statistic: None,
+        ks_p_value: None,
+        live_mean: None,
+        baseline_mean: None,
     };
+    if let Some(output) = &baseline.output {
+        let mut sorted = answers.to_vec();
+        sorted.sort_by(f64::total_cmp);
+        let (d, p_value) = ks_two_sample(&output.sample, &sorted);
+        prediction.ks_statistic = Some(d);
+        prediction.ks_p_value = Some(p_value);
+        prediction.live_mean =
+            (!sorted.is_empty()).then(|| sorted.iter().sum::<f64>() / sorted.len() as f64);
+        prediction.baseline_mean = Some(output.mean);
+        prediction.bin_edges = Some(output.bin_edges.clone());
+    }
     let status = features
         .iter()
         .map(|f| f.status)

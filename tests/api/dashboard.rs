@@ -134,13 +134,22 @@ fn the_dashboard_shows_the_stores_numbers_and_fits_two_screens() {
 
 /// Screenshots at a desktop and a phone size, left in target/dashboard-screenshots.
 fn screenshots(browser: &Path, app: &TestApp, url: &str) {
+    let sizes = [("1280x800", "1280,800"), ("390x844", "390,844")];
+    screenshots_named(browser, app, url, "dashboard", &sizes);
+}
+
+/// Screenshots `{prefix}-{name}.png` at each size.
+fn screenshots_named(
+    browser: &Path,
+    app: &TestApp,
+    url: &str,
+    prefix: &str,
+    sizes: &[(&str, &str)],
+) {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/dashboard-screenshots");
     std::fs::create_dir_all(&dir).unwrap();
-    for (name, size) in [
-        ("dashboard-1280x800.png", "1280,800"),
-        ("dashboard-390x844.png", "390,844"),
-    ] {
-        let file = dir.join(name);
+    for (name, size) in sizes {
+        let file = dir.join(format!("{prefix}-{name}.png"));
         let _ = std::fs::remove_file(&file);
         browse(
             browser,
@@ -213,4 +222,83 @@ fn with_a_token_the_dashboard_asks_for_it_instead_of_drawing_errors() {
     assert_eq!(root.status, 308);
     assert_eq!(root.header("location"), Some("/dashboard"));
     let _: Value = app.get("/openapi.json").json();
+}
+
+#[test]
+fn for_a_regression_model_the_dashboard_shows_answers_by_range_and_errors() {
+    let Some(browser) = crate::helpers::tool("chromium") else {
+        return;
+    };
+    use inferlog::model::data::{Dataset, Target, load_dataset};
+    let app = spawn_app_with(crate::helpers::with_regressor);
+    let data = load_dataset(Dataset::Diabetes);
+    let Target::Values(truths) = &data.target else {
+        panic!("diabetes has numbers")
+    };
+    let rows: Vec<&[f64]> = data.x.chunks(data.feature_names.len()).take(12).collect();
+    let res = app.post_json(
+        "/models/diabetes/predict",
+        &json!({"features": rows}).to_string(),
+    );
+    assert_eq!(res.status, 200, "{}", res.text());
+    let id = res.json()["request_id"].as_str().unwrap().to_string();
+    for (item, truth) in truths.iter().take(6).enumerate() {
+        let body = json!({"request_id": id, "item": item, "value": truth}).to_string();
+        assert_eq!(app.post_json("/feedback", &body).status, 201);
+    }
+    app.predict_ok(r#"{"features": [5.1, 3.5, 1.4, 0.2]}"#);
+    app.wait_for_rows(13);
+
+    let performance = app.get("/monitor/performance?model=diabetes").json();
+    let series = app.get("/audit/timeseries?bucket=1h&model=diabetes").json();
+    let mut keys: Vec<String> = series["buckets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|b| b["outputs"].as_array().cloned().unwrap_or_default())
+        .map(|c| c["key"].as_str().unwrap().to_string())
+        .collect();
+    keys.sort_by_key(|k| k.parse::<u32>().unwrap());
+    keys.dedup();
+    assert!(
+        keys.len() > 1,
+        "answers fall in several output bins: {series}"
+    );
+
+    let url = format!("http://{}/dashboard?model=diabetes", app.addr());
+    let dom = browse(&browser, &app, &url, &["--dump-dom"]);
+    let mae: f64 = attr_after(&dom, "id=\"mae\"", "data-value")
+        .unwrap_or_else(|| panic!("no MAE shown: {dom}"))
+        .parse()
+        .unwrap();
+    assert!(
+        (mae - performance["mae"].as_f64().unwrap()).abs() < 1e-12,
+        "{mae} vs {performance}"
+    );
+    assert!(
+        dom.contains("Answers by output range") && dom.contains("Errors from feedback"),
+        "{dom}"
+    );
+    // One legend entry per output bin the answers fell in, in bin order.
+    let legend: Vec<&str> = dom
+        .split("data-key=\"")
+        .skip(1)
+        .filter_map(|s| s.split('"').next())
+        .collect();
+    assert_eq!(legend, keys, "{dom}");
+    assert_eq!(
+        attr_after(&dom, "id=\"confidence-section\"", "hidden"),
+        Some(""),
+        "a regressor has no confidence panel"
+    );
+    assert!(
+        dom.contains("<td>answer</td>"),
+        "the drift table's output row"
+    );
+    assert!(
+        !dom.contains("id=\"accuracy\""),
+        "no accuracy for a regressor"
+    );
+    let sizes = [("1280x800", "1280,800")];
+    screenshots_named(&browser, &app, &url, "dashboard-regression", &sizes);
 }

@@ -321,3 +321,50 @@ on_both_stores!(fn regression_performance_equals_scikit_learn_from_rows_and_roll
     let iris = app.get("/monitor/performance?model=iris").json();
     assert_eq!((iris["labelled"].clone(), iris["accuracy"].clone()), (json!(1), json!(1.0)), "{iris}");
 });
+
+// The drift of a regressor's answers against its training output: the share of answers in
+// each output bin (counted here from the answers and the reported edges), their mean and a KS
+// test, the same from the rollups (no range) and from the rows (a range inside the traffic's
+// minutes).
+on_both_stores!(fn a_regressors_output_drift_counts_its_answers_from_rows_and_rollups(app)
+    with |s| with_regressor(s), {
+    let (rows, answers) = rows_and_answers(150);
+    let res = app.post_json("/models/diabetes/predict", &json!({"features": rows}).to_string());
+    assert_eq!(res.status, 200, "{}", res.text());
+    let id = res.json()["request_id"].as_str().unwrap().to_string();
+    let stored = app.rows_of(&id);
+    let (first, last) = (&stored[0]["received_at"], &stored[149]["received_at"]);
+    let last = chrono::DateTime::parse_from_rfc3339(last.as_str().unwrap()).unwrap()
+        + chrono::Duration::microseconds(1);
+    let last = last.to_utc().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+
+    let rollups = app.get("/monitor/drift?model=diabetes").json();
+    let from_rows = app
+        .get(&format!("/monitor/drift?model=diabetes&since={}&until={last}", first.as_str().unwrap()))
+        .json();
+    assert_eq!(rollups["source"], "rollups", "{rollups}");
+    // No whole minute: everything counted from the rows.
+    assert_eq!(from_rows["source"], "rollups_and_edge_rows", "{from_rows}");
+    for report in [&rollups, &from_rows] {
+        assert_eq!(report["rows"], 150, "{report}");
+        let p = &report["prediction"];
+        let edges: Vec<f64> = serde_json::from_value(p["bin_edges"].clone()).unwrap();
+        let mut counts = vec![0usize; edges.len() + 1];
+        for a in &answers {
+            counts[edges.iter().take_while(|e| *e <= a).count()] += 1;
+        }
+        let shares: Vec<f64> = counts.iter().map(|c| *c as f64 / 150.0).collect();
+        assert_eq!(p["live_proportions"], json!(shares), "{report}");
+        assert_eq!(p["baseline_proportions"].as_array().unwrap().len(), edges.len() + 1);
+        let mean = answers.iter().sum::<f64>() / 150.0;
+        assert!((p["live_mean"].as_f64().unwrap() - mean).abs() < 1e-9 * mean.abs(), "{p}");
+        let d = p["ks_statistic"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&d) && p["ks_p_value"].is_number(), "{p}");
+        assert!(p["psi"].as_f64().unwrap() >= 0.0, "{p}");
+    }
+    assert_eq!(rollups["prediction"]["psi"], from_rows["prediction"]["psi"]);
+    assert_eq!(rollups["prediction"]["ks_statistic"], from_rows["prediction"]["ks_statistic"]);
+    // A classifier's prediction drift has none of these.
+    let iris = app.get("/monitor/drift?model=iris").json();
+    assert!(iris["prediction"].get("bin_edges").is_none() && iris["prediction"].get("ks_statistic").is_none(), "{iris}");
+});

@@ -34,6 +34,8 @@ struct Group {
     /// The bins of this model version, if known; counts keyed `feature << 16 | bin`.
     edges: Option<Edges>,
     bins: Vec<(u32, i64)>,
+    /// A regression model's answered rows by the bin of its output baseline.
+    output_bins: Vec<(u32, i64)>,
     /// `confusion` counts by key.
     confusion: Vec<(String, i64)>,
     /// Answered rows by [`confidence_bucket`].
@@ -63,6 +65,7 @@ impl Group {
             outliers: Vec::new(),
             edges: None,
             bins: Vec::new(),
+            output_bins: Vec::new(),
             confusion: Vec::new(),
             confidence: Vec::new(),
             errors: ErrorSums::default(),
@@ -168,10 +171,22 @@ impl Delta {
                     bump(&mut g.confidence, confidence_bucket(confidence));
                 }
             }
+            if let (200, Some(edges), Some(v)) = (r.status, &g.edges, r.value) {
+                if let Some(output) = &edges.output {
+                    bump(
+                        &mut g.output_bins,
+                        crate::stats::bin_index(output, v) as u32,
+                    );
+                }
+            }
             if let (200, Some(edges), Some(features)) = (r.status, &g.edges, &r.features) {
                 if let Some(values) = features.values() {
-                    if values.len() == edges.len() {
-                        for (j, (edges, v)) in edges.iter().zip(values.iter().copied()).enumerate()
+                    if values.len() == edges.features.len() {
+                        for (j, (edges, v)) in edges
+                            .features
+                            .iter()
+                            .zip(values.iter().copied())
+                            .enumerate()
                         {
                             let b = crate::stats::bin_index(edges, v) as u32;
                             bump(&mut g.bins, (j as u32) << 16 | b);
@@ -279,6 +294,9 @@ impl Delta {
             }
             for (key, n) in &g.bins {
                 count(kind::BIN, &format!("{}:{}", key >> 16, key & 0xffff), n);
+            }
+            for (bin, n) in &g.output_bins {
+                count(kind::OUTPUT_BIN, &bin.to_string(), n);
             }
             for (key, n) in &g.confusion {
                 count(kind::CONFUSION, key, n);

@@ -50,6 +50,8 @@ pub mod kind {
     pub const OUTLIER_ROWS: &str = "outlier_rows";
     pub const OUTLIER: &str = "outlier";
     pub const BIN: &str = "bin";
+    /// A regression model's answered rows by the bin of its output baseline.
+    pub const OUTPUT_BIN: &str = "output_bin";
     pub const CONFUSION: &str = "confusion";
     /// Answered rows by their confidence (the served class's probability), in hundredths.
     pub const CONFIDENCE: &str = "confidence";

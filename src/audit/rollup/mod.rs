@@ -16,13 +16,14 @@
 //! | `outlier_rows` | `''` | rows with at least one feature flagged |
 //! | `outlier` | a feature's name | rows flagging it |
 //! | `bin` | `j:b`: feature `j` (model order) in training bin `b` | answered rows |
+//! | `output_bin` | `b`: a regression model's answer in bin `b` of its training output | answered rows |
 //! | `confusion` | `["predicted","true"]` (JSON) | answered rows whose latest feedback says `true` |
 //! | `confidence` | the served class's probability in hundredths (see [`confidence_bucket`]) | a classifier's answered rows |
 //! | `errors` | `''`; `unscored` | a regressor's answered rows with a true value: in the sums; too large to square |
 //! | `error_sum` | `error`, `abs_error`, `sq_error`, `truth`, `sq_truth` ([`ERROR_SUM_KEYS`]) | sums over those rows (the only counts that are not whole numbers) |
 //! | `abs_error` | the absolute error's bucket (see [`abs_error_bucket`]), `''` for 0 | those rows |
 //!
-//! `bin` counts use the bins of the row's own model version ([`Baselines`]); a version the
+//! `bin` and `output_bin` counts use the bins of the row's own model version ([`Baselines`]); a version the
 //! service never loaded gets none. `confusion` is counted when feedback arrives (at the
 //! answered row's minute, model and version): +1 for the new true label, −1 for the one it
 //! replaces; so are `errors`, `error_sum` and `abs_error` (−1 and the sums less the replaced

@@ -5,10 +5,11 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use super::keys::{bucket_value, kind};
+use super::keys::{ERROR_SUM_KEYS, bucket_value, kind};
 use super::range::{RollupRange, RollupRow};
 use super::read::{PackedRow, for_each};
 use crate::audit::filter::{Count, LatencySummary, Summary, SummarySource};
+use crate::stats::ErrorSums;
 
 /// Nearest-rank percentiles and the largest latency of a histogram.
 #[derive(Debug, Default)]
@@ -143,6 +144,23 @@ pub struct TimeBucket {
     pub outliers_by_feature: Vec<Count>,
     /// How sure the model was of the rows it answered (classifiers).
     pub confidence: ConfidenceSummary,
+    /// A regression model's answered rows by the bin of its training output (key: the bin's
+    /// index, as in `/monitor/drift`'s `prediction.bin_edges`); absent for classifiers.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub outputs: Vec<Count>,
+    /// A regression model's errors over the rows of the bucket with a true value (feedback);
+    /// absent without any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub errors: Option<BucketErrors>,
+}
+
+/// The errors of a bucket's rows with a true value, from the rollups' sums.
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
+pub struct BucketErrors {
+    pub labelled: i64,
+    pub mae: f64,
+    pub rmse: f64,
+    pub mean_error: f64,
 }
 
 /// The confidence (the served class's probability) of a bucket's answered rows, from counts
@@ -224,6 +242,8 @@ pub fn timeseries(
         outliers: HashMap<String, i64>,
         latency: Histogram,
         confidence: Vec<(i64, i64)>,
+        outputs: HashMap<String, i64>,
+        errors: ErrorSums,
     }
     let mut accs: HashMap<i64, Acc> = HashMap::new();
     for_each(rows, range, bucket_minutes, |e| {
@@ -239,6 +259,13 @@ pub fn timeseries(
             kind::OUTLIER_ROWS => a.outlier_rows += e.count,
             kind::OUTLIER => add_to(&mut a.outliers, e.key, e.count),
             kind::CONFIDENCE => a.confidence.push((e.key.parse().unwrap_or(0), e.count)),
+            kind::OUTPUT_BIN => add_to(&mut a.outputs, e.key, e.count),
+            kind::ERRORS if e.key.is_empty() => a.errors.n += e.count,
+            kind::ERROR_SUM => {
+                if let Some(i) = ERROR_SUM_KEYS.iter().position(|k| *k == e.key) {
+                    a.errors.sums[i] += e.amount;
+                }
+            }
             _ => {}
         }
     })?;
@@ -262,6 +289,13 @@ pub fn timeseries(
             outlier_rate: (served_rows > 0).then(|| a.outlier_rows as f64 / served_rows as f64),
             outliers_by_feature: keyed(a.outliers),
             confidence: ConfidenceSummary::of(&mut a.confidence, low_confidence),
+            outputs: keyed(a.outputs),
+            errors: a.errors.errors().map(|e| BucketErrors {
+                labelled: a.errors.n,
+                mae: e.mae,
+                rmse: e.rmse,
+                mean_error: e.mean_error,
+            }),
         });
         start += bucket_minutes;
     }

@@ -75,7 +75,7 @@ pub(crate) fn drift_query<DB: Dialect>(
 ) -> Builder<DB> {
     use crate::audit::columns::Column;
     let mut qb = Builder::<DB>::new(format!(
-        "select {}, {} from prediction",
+        "select {}, {}, value from prediction",
         DB::select(Column::Features),
         DB::select(Column::Prediction)
     ));

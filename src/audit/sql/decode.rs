@@ -38,10 +38,11 @@ decoded!(Option<String>, |row| Ok(row.try_get(0)?));
 decoded!((i64, i64), |row| Ok((row.try_get(0)?, row.try_get(1)?)));
 decoded!((i64, String), |row| Ok((row.try_get(0)?, row.try_get(1)?)));
 
-// A drift row: features as JSON text and the predicted class.
-decoded!((Option<String>, Option<i64>), |row| Ok((
+// A drift row: features as JSON text, the predicted class, a regressor's answer.
+decoded!((Option<String>, Option<i64>, Option<f64>), |row| Ok((
     row.try_get(0)?,
-    row.try_get(1)?
+    row.try_get(1)?,
+    row.try_get(2)?
 )));
 
 // An answered row: `received_at` (RFC 3339 text), model, version, label, value.
@@ -228,12 +229,13 @@ fn json(
         .with_context(|| format!("a stored {} value is not JSON", column.name()))
 }
 /// The rows behind a drift report, as both backends read them (features as JSON text and the
-/// predicted class, newest first): the values row-major, for the rows that have the model's
-/// number of features.
+/// predicted class or answer, newest first): the values row-major, for the rows that have the
+/// model's number of features.
 pub(crate) struct DriftRows {
     n_features: usize,
     values: Vec<f64>,
     classes: Vec<u32>,
+    answers: Vec<f64>,
 }
 
 impl DriftRows {
@@ -242,35 +244,53 @@ impl DriftRows {
             n_features,
             values: Vec::new(),
             classes: Vec::new(),
+            answers: Vec::new(),
         }
     }
 
-    /// Adds a row; one without features or class, or with another number of features, is
-    /// left out.
-    pub(crate) fn push(&mut self, features: Option<String>, class: Option<i64>) {
-        let (Some(features), Some(class)) = (features, class) else {
+    /// Adds a row; one without features or an answer (a class or a number), or with another
+    /// number of features, is left out.
+    pub(crate) fn push(
+        &mut self,
+        features: Option<String>,
+        class: Option<i64>,
+        value: Option<f64>,
+    ) {
+        let Some(features) = features else {
             return;
         };
+        if class.is_none() && value.is_none() {
+            return;
+        }
         let Ok(parsed) = serde_json::from_str::<Vec<f64>>(&features) else {
             return;
         };
-        if parsed.len() == self.n_features {
-            self.values.extend(parsed);
-            self.classes.push(class as u32);
+        if parsed.len() != self.n_features {
+            return;
+        }
+        self.values.extend(parsed);
+        match (class, value) {
+            (Some(class), _) => self.classes.push(class as u32),
+            (None, Some(value)) => self.answers.push(value),
+            (None, None) => {}
         }
     }
 
     /// The sample of at most `max_rows` rows, truncated if there were more (the query asks
-    /// for one more than it keeps).
+    /// for one more than it keeps). A model version answers one kind, so the rows are all
+    /// classes or all numbers.
     pub(crate) fn finish(mut self, max_rows: usize) -> DriftSample {
-        let truncated = self.classes.len() > max_rows;
+        let rows = self.classes.len() + self.answers.len();
+        let truncated = rows > max_rows;
         if truncated {
             self.classes.truncate(max_rows);
+            self.answers.truncate(max_rows);
             self.values.truncate(max_rows * self.n_features);
         }
         DriftSample {
             values: self.values,
             classes: self.classes,
+            answers: self.answers,
             truncated,
         }
     }

@@ -201,7 +201,7 @@ pub(crate) async fn drift_rows<DB: Dialect>(
     DB::for_each(
         conn,
         drift_query::<DB>(model, filter, max_rows),
-        |(features, class)| drift.push(features, class),
+        |(features, class, value)| drift.push(features, class, value),
     )
     .await
     .context("reading audited inputs")?;
