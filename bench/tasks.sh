@@ -35,7 +35,7 @@ printf '| run | classifier req/s | regressor req/s | regressor / classifier |\n'
 printf '|---|---:|---:|---:|\n'
 for round in $(seq 1 "$ROUNDS"); do
   rm -f "$WORK"/t.db* "$WORK"/t.log
-  "$BIN" serve --bind "127.0.0.1:$PORT" --models "$WORK/models" --model iris \
+  "$BIN" serve --bind "127.0.0.1:$PORT" --models "$WORK/models" \
     --database-url "sqlite://$WORK/t.db" --log-file "$WORK/t.log" --audit-mode durable &
   server=$!
   "$LOADGEN" --addr "127.0.0.1:$PORT" --wait-ready 30 >/dev/null

@@ -6,7 +6,8 @@
 //! store gives counts and rows, the monitor turns them into figures.
 
 use crate::audit::rollup::{
-    self, ERROR_SUM_KEYS, EdgeSplit, RollupRange, UNSCORED, abs_error_bucket, abs_error_value, kind,
+    self, EdgeSplit, RollupRange, UNSCORED, abs_error_bucket, abs_error_value, error_sum_index,
+    kind,
 };
 use std::sync::Arc;
 
@@ -286,8 +287,8 @@ async fn errors(
             kind::ERRORS if r.key.is_empty() => sums.n += r.count,
             kind::ERRORS if r.key == UNSCORED => unscored += r.count,
             kind::ERROR_SUM => {
-                if let Some(i) = ERROR_SUM_KEYS.iter().position(|k| *k == r.key) {
-                    sums.sums[i] += r.amount;
+                if let Some(i) = error_sum_index(&r.key) {
+                    sums.sums[i].add(r.amount);
                 }
             }
             kind::ABS_ERROR => buckets.push((r.key, r.count)),

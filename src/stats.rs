@@ -142,14 +142,46 @@ pub struct RegressionErrors {
     pub mean_error: f64,
 }
 
+/// A sum kept with the rounding error of its additions (Neumaier's compensated summation):
+/// a large term added and taken out again leaves the small ones as they were, where a plain
+/// `f64` sum would have lost them to the large one.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Sum {
+    pub hi: f64,
+    /// What the additions to `hi` rounded away.
+    pub lo: f64,
+}
+
+impl Sum {
+    pub fn add(&mut self, x: f64) {
+        let t = self.hi + x;
+        self.lo += if self.hi.abs() >= x.abs() {
+            (self.hi - t) + x
+        } else {
+            (x - t) + self.hi
+        };
+        self.hi = t;
+    }
+
+    pub fn merge(&mut self, other: &Sum) {
+        self.add(other.hi);
+        self.lo += other.lo;
+    }
+
+    pub fn value(&self) -> f64 {
+        self.hi + self.lo
+    }
+}
+
 /// The sums over (answer, truth) pairs that [`RegressionErrors`] follow from; they add up
 /// across rows, minutes and hours, and a pair is taken out again by adding it with weight −1
-/// (feedback that replaces a truth).
+/// (feedback that replaces a truth): compensated sums, so a mistaken truth far larger than
+/// the others, once replaced, leaves the others' figures as they were.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct ErrorSums {
     pub n: i64,
     /// In the order of [`ErrorSums::terms`].
-    pub sums: [f64; 5],
+    pub sums: [Sum; 5],
 }
 
 impl ErrorSums {
@@ -177,15 +209,15 @@ impl ErrorSums {
         if let Some(terms) = Self::terms(answer, truth) {
             self.n += weight;
             for (sum, t) in self.sums.iter_mut().zip(terms) {
-                *sum += weight as f64 * t;
+                sum.add(weight as f64 * t);
             }
         }
     }
 
     pub fn merge(&mut self, other: &ErrorSums) {
         self.n += other.n;
-        for (sum, t) in self.sums.iter_mut().zip(other.sums) {
-            *sum += t;
+        for (sum, t) in self.sums.iter_mut().zip(&other.sums) {
+            sum.merge(t);
         }
     }
 
@@ -195,7 +227,10 @@ impl ErrorSums {
             return None;
         }
         let n = self.n as f64;
-        let [error, abs_error, sq_error, truth, sq_truth] = self.sums;
+        let [error, abs_error, sq_error, truth, sq_truth] = self.sums.map(|s| s.value());
+        // Sums of magnitudes cannot be negative; rounding must not make them so.
+        let (abs_error, sq_error, sq_truth) =
+            (abs_error.max(0.0), sq_error.max(0.0), sq_truth.max(0.0));
         let total = (sq_truth - truth * truth / n).max(0.0);
         let r2 = if total > 0.0 {
             1.0 - sq_error / total
@@ -349,6 +384,11 @@ mod tests {
         halves.merge(&other);
         assert_eq!(halves, sums);
         assert_eq!(ErrorSums::default().errors(), None);
+        // A mistaken truth of 1e9, replaced: the other pairs' sums are as before.
+        let mut fixed = sums;
+        fixed.add(2.0, 1e9);
+        fixed.add_weighted(2.0, 1e9, -1);
+        assert_eq!(fixed.errors(), sums.errors());
         let mut flat = ErrorSums::default();
         flat.add(1.0, 1.0);
         assert_eq!(flat.errors().unwrap().r2, 1.0);

@@ -211,7 +211,7 @@ fn the_docs_page_renders_in_a_browser_without_network() {
 }
 
 /// Schemathesis (in the venv `.ci/run` makes) generates requests for every operation from the
-/// document: no answer is a server error, and every answer matches its documented status,
+/// document, on a server with a classifier and a regression model: no answer is a server error, and every answer matches its documented status,
 /// content type and schema. (Requests the schema allows but the model refuses, such as a row
 /// of three features for a four-feature model, are answered 4xx with the error body: the
 /// schema cannot know each model's width, so acceptance of such data is not checked.)
@@ -220,7 +220,8 @@ fn schemathesis_finds_no_server_error_and_no_undocumented_answer() {
     let Some(python) = crate::clients::python_with("schemathesis") else {
         return;
     };
-    let app = spawn_app();
+    // A regression model beside the default classifier.
+    let app = crate::helpers::spawn_app_with(crate::helpers::with_regressor);
     let st = python.with_file_name("schemathesis");
     let out = std::process::Command::new(st)
         .current_dir(app.dir.path())
@@ -243,4 +244,79 @@ fn schemathesis_finds_no_server_error_and_no_undocumented_answer() {
         "{text}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// A classifier's and a regression model's answers, served side by side, each fit the schema
+/// the document gives them: predictions, the Open Inference Protocol, feedback, `/audit`, the
+/// time series, drift and both shapes of performance (`tests/python/response_schema_check.py`).
+#[test]
+fn a_classifiers_and_a_regressors_answers_fit_the_documented_schemas() {
+    let Some(python) = crate::clients::python_with("openapi_schema_validator") else {
+        return;
+    };
+    let app = crate::helpers::spawn_app_with(crate::helpers::with_regressor);
+    let diabetes_row = serde_json::json!([
+        0.038, 0.051, 0.062, 0.022, -0.044, -0.035, -0.043, -0.003, 0.020, -0.018
+    ]);
+    let iris = app.post_predict(r#"{"features": [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]}"#);
+    let diabetes = app.post_json(
+        "/models/diabetes/predict",
+        &serde_json::json!({"features": [diabetes_row, diabetes_row]}).to_string(),
+    );
+    let (iris, diabetes) = (iris.json(), diabetes.json());
+    let label = serde_json::json!({"request_id": iris["request_id"], "label": "setosa"});
+    let value = serde_json::json!({"request_id": diabetes["request_id"], "value": 151.5});
+    let label = app.post_json("/feedback", &label.to_string());
+    let value = app.post_json("/feedback", &value.to_string());
+    assert_eq!((label.status, value.status), (201, 201));
+    let infer = serde_json::json!({"inputs": [{"name": "input", "shape": [1, 10], "datatype": "FP64", "data": diabetes_row}]});
+    app.wait_for_rows(4);
+    let mut answers = vec![
+        ("/predict", "post", "200", iris),
+        ("/models/{name}/predict", "post", "200", diabetes),
+        ("/feedback", "post", "201", label.json()),
+        ("/feedback", "post", "201", value.json()),
+        (
+            "/v2/models/{name}/infer",
+            "post",
+            "200",
+            app.post_json("/v2/models/diabetes/infer", &infer.to_string())
+                .json(),
+        ),
+    ];
+    for model in ["iris", "diabetes"] {
+        for path in [
+            "/monitor/performance",
+            "/monitor/drift",
+            "/audit/timeseries",
+            "/audit",
+            "/models/{name}",
+        ] {
+            let url = match path {
+                "/models/{name}" => format!("/models/{model}"),
+                _ => format!("{path}?model={model}"),
+            };
+            let res = app.get(&url);
+            assert_eq!(res.status, 200, "{url}: {}", res.text());
+            answers.push((path, "get", "200", res.json()));
+        }
+    }
+    let answers: Vec<serde_json::Value> = answers
+        .into_iter()
+        .map(|(path, method, status, body)| {
+            serde_json::json!({"path": path, "method": method, "status": status, "body": body})
+        })
+        .collect();
+    let (doc, file) = (
+        app.dir.path().join("openapi.json"),
+        app.dir.path().join("answers.json"),
+    );
+    std::fs::write(&doc, app.get("/openapi.json").body).unwrap();
+    std::fs::write(&file, serde_json::Value::Array(answers).to_string()).unwrap();
+    let out = crate::clients::run_script(
+        &python,
+        "response_schema_check.py",
+        &[doc.to_str().unwrap(), file.to_str().unwrap()],
+    );
+    assert!(out.contains("all answers valid"), "{out}");
 }

@@ -236,10 +236,10 @@ on_both_stores!(fn feedback_by_value_is_stored_and_a_truth_of_the_wrong_kind_ref
     );
 });
 
-// Answers, true values sent as feedback (a tenth first sent wrong, then replaced) and the
-// regression report from rows (a range inside the traffic's minutes), from rollups (no range)
-// and from rollups with edge rows (a range that starts inside a minute), and from the
-// rollups again once rebuilt from the rows: each equals
+// Answers, true values sent as feedback (a tenth first sent wrong, one by 1e9, then
+// replaced) and the regression report from rows (a range inside the traffic's minutes), from
+// rollups (no range) and from rollups with edge rows (a range that starts inside a minute),
+// and from the rollups again once rebuilt from the rows: each equals
 // scikit-learn's metrics on the pairs (`tests/python/regression_metrics_check.py`).
 on_both_stores!(fn regression_performance_equals_scikit_learn_from_rows_and_rollups(app)
     with |s| with_regressor(s), {
@@ -262,7 +262,10 @@ on_both_stores!(fn regression_performance_equals_scikit_learn_from_rows_and_roll
         for (item, answer) in body["prediction"].as_array().unwrap().iter().enumerate() {
             let truth = truths[300 + request * 40 + item];
             if item % 10 == 3 {
-                let wrong = json!({"request_id": id, "item": item, "value": truth + 50.5});
+                // One mistake far larger than every other truth: once replaced, the rollups'
+                // sums must hold the others' figures as they were.
+                let typo = if request == 0 && item == 3 { 1e9 } else { 50.5 };
+                let wrong = json!({"request_id": id, "item": item, "value": truth + typo});
                 assert_eq!(app.post_json("/feedback", &wrong.to_string()).status, 201);
             }
             let right = json!({"request_id": id, "item": item, "value": truth});

@@ -3,7 +3,8 @@
 
 use std::collections::BTreeMap;
 
-use super::keys::{HOUR, kind};
+use super::keys::{HOUR, LOW_PART, kind};
+use crate::stats::Sum;
 
 /// The counts of one minute (or hour), model and version: `kind → key → count`. Counts are
 /// whole numbers but for the `error_sum` kind's sums; all are kept as `f64`, exact for whole
@@ -20,12 +21,25 @@ enum Stored {
 }
 
 impl Counts {
-    /// Adds `n` (the larger of the two for `latency_max`).
+    /// Adds `n` (the larger of the two for `latency_max`; to an `error_sum`, compensated: what
+    /// the addition rounds away goes to the key's low part, [`LOW_PART`]).
     pub fn add(&mut self, kind: &str, key: &str, n: f64) {
         let keys = match self.0.get_mut(kind) {
             Some(keys) => keys,
             None => self.0.entry(kind.to_string()).or_default(),
         };
+        if kind == kind::ERROR_SUM && !key.ends_with(LOW_PART) {
+            let mut sum = Sum {
+                hi: keys.get(key).copied().unwrap_or(0.0),
+                lo: 0.0,
+            };
+            sum.add(n);
+            keys.insert(key.to_string(), sum.hi);
+            if sum.lo != 0.0 {
+                *keys.entry(format!("{key}{LOW_PART}")).or_insert(0.0) += sum.lo;
+            }
+            return;
+        }
         match keys.get_mut(key) {
             Some(v) if kind == kind::LATENCY_MAX => *v = v.max(n),
             Some(v) => *v += n,

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 
 use super::counts::json_text;
 use super::keys::{
-    ERROR_SUM_KEYS, UNSCORED, abs_error_bucket, confidence_bucket, confusion_key, kind,
+    ERROR_SUM_KEYS, LOW_PART, UNSCORED, abs_error_bucket, confidence_bucket, confusion_key, kind,
     latency_bucket, minute_of,
 };
 use crate::audit::baselines::{Baselines, Edges};
@@ -316,7 +316,11 @@ impl Delta {
             if g.errors != ErrorSums::default() {
                 for (key, sum) in ERROR_SUM_KEYS.iter().zip(g.errors.sums) {
                     // `{:?}` is the shortest text that reads back as the same number.
-                    count(kind::ERROR_SUM, key, &format_args!("{sum:?}"));
+                    count(kind::ERROR_SUM, key, &format_args!("{:?}", sum.hi));
+                    if sum.lo != 0.0 {
+                        let lo = format!("{key}{LOW_PART}");
+                        count(kind::ERROR_SUM, &lo, &format_args!("{:?}", sum.lo));
+                    }
                 }
             }
             out.push_str("]]");

@@ -73,6 +73,17 @@ pub const UNSCORED: &str = "unscored";
 /// truth), its absolute value and square, the truth and its square.
 pub const ERROR_SUM_KEYS: [&str; 5] = ["error", "abs_error", "sq_error", "truth", "sq_truth"];
 
+/// The suffix of the key that keeps what a sum's additions rounded away
+/// ([`Sum::lo`](crate::stats::Sum)): `sq_error~lo` beside `sq_error`. The sum is the two
+/// added.
+pub const LOW_PART: &str = "~lo";
+
+/// The place in [`ERROR_SUM_KEYS`] of an `error_sum` key or of its low part.
+pub fn error_sum_index(key: &str) -> Option<usize> {
+    let base = key.strip_suffix(LOW_PART).unwrap_or(key);
+    ERROR_SUM_KEYS.iter().position(|k| *k == base)
+}
+
 /// The key of an `abs_error` count: `""` for an exact answer, else the bucket of the
 /// latency histogram's rule applied to the error, `ceil(ln(e) / ln γ)` (negative below 1),
 /// read back within [`LATENCY_RELATIVE_ERROR`] by [`abs_error_value`].

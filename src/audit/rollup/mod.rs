@@ -20,7 +20,7 @@
 //! | `confusion` | `["predicted","true"]` (JSON) | answered rows whose latest feedback says `true` |
 //! | `confidence` | the served class's probability in hundredths (see [`confidence_bucket`]) | a classifier's answered rows |
 //! | `errors` | `''`; `unscored` | a regressor's answered rows with a true value: in the sums; too large to square |
-//! | `error_sum` | `error`, `abs_error`, `sq_error`, `truth`, `sq_truth` ([`ERROR_SUM_KEYS`]) | sums over those rows (the only counts that are not whole numbers) |
+//! | `error_sum` | `error`, `abs_error`, `sq_error`, `truth`, `sq_truth` ([`ERROR_SUM_KEYS`]), each with its low part ([`LOW_PART`]) | compensated sums over those rows (the only counts that are not whole numbers) |
 //! | `abs_error` | the absolute error's bucket (see [`abs_error_bucket`]), `''` for 0 | those rows |
 //!
 //! `bin` and `output_bin` counts use the bins of the row's own model version ([`Baselines`]); a version the

@@ -8,6 +8,7 @@ use super::keys::{HOUR, kind};
 use super::range::{RollupRange, RollupRow};
 use crate::audit::baselines::Baselines;
 use crate::audit::record::AuditRecord;
+use crate::stats::Sum;
 
 /// A row as read for a [`ReadPlan`]: a `rollup` row (`span` ≥ 1), or a delta not merged yet
 /// (`span` 0, `counts` a [`Delta::to_json`] array).
@@ -110,19 +111,21 @@ pub fn collect(
     range: &RollupRange,
     bucket_minutes: i64,
 ) -> anyhow::Result<Vec<RollupRow>> {
-    let mut sums: HashMap<(i64, String, String, String), f64> = HashMap::new();
+    // Compensated: the `error_sum` kind's sums of a minute come in parts that may cancel.
+    let mut sums: HashMap<(i64, String, String, String), Sum> = HashMap::new();
     for_each(rows, range, bucket_minutes, |e| {
         let slot = sums
             .entry((e.start, e.model.into(), e.kind.into(), e.key.into()))
-            .or_insert(0.0);
-        *slot = if e.kind == kind::LATENCY_MAX {
-            slot.max(e.amount)
+            .or_default();
+        if e.kind == kind::LATENCY_MAX {
+            slot.hi = slot.hi.max(e.amount);
         } else {
-            *slot + e.amount
-        };
+            slot.add(e.amount);
+        }
     })?;
     Ok(sums
         .into_iter()
+        .map(|(k, sum)| (k, sum.value()))
         .filter(|((_, _, kind, _), n)| *n != 0.0 || kind == kind::LATENCY_MAX)
         .map(|((start, model, kind, key), amount)| RollupRow {
             start,

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use super::keys::{ERROR_SUM_KEYS, bucket_value, kind};
+use super::keys::{bucket_value, error_sum_index, kind};
 use super::range::{RollupRange, RollupRow};
 use super::read::{PackedRow, for_each};
 use crate::audit::filter::{Count, LatencySummary, Summary, SummarySource};
@@ -157,6 +157,8 @@ pub struct TimeBucket {
 /// The errors of a bucket's rows with a true value, from the rollups' sums.
 #[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct BucketErrors {
+    /// Rows in the sums (a pair too large to square is left out, as `/monitor/performance`
+    /// counts in `unscored`).
     pub labelled: i64,
     pub mae: f64,
     pub rmse: f64,
@@ -262,8 +264,8 @@ pub fn timeseries(
             kind::OUTPUT_BIN => add_to(&mut a.outputs, e.key, e.count),
             kind::ERRORS if e.key.is_empty() => a.errors.n += e.count,
             kind::ERROR_SUM => {
-                if let Some(i) = ERROR_SUM_KEYS.iter().position(|k| *k == e.key) {
-                    a.errors.sums[i] += e.amount;
+                if let Some(i) = error_sum_index(e.key) {
+                    a.errors.sums[i].add(e.amount);
                 }
             }
             _ => {}

@@ -94,13 +94,16 @@ pub(crate) fn drift_query<DB: Dialect>(
 /// rows of `model` with feedback, in the filter's range.
 pub(crate) fn confusion_query<DB: Dialect>(model: &str, filter: &AuditFilter) -> Builder<DB> {
     let mut qb = Builder::<DB>::new(
-        "select p.label, t.true_label, count(*) from prediction p \
+        "select coalesce(p.label, ''), t.true_label, count(*) from prediction p \
          join ground_truth t on t.request_id = p.request_id and t.item = p.item",
     );
     push_where(&mut qb, filter, "p.");
-    qb.push(" and p.status = 200 and p.model = ");
+    // A truth without a label (a value) is no cell of a confusion; a row without a label (a
+    // regression model's, under a name that changed task) is predicted `''`, as the rollups
+    // count it.
+    qb.push(" and p.status = 200 and t.true_label is not null and p.model = ");
     DB::bind_text(&mut qb, model.to_string());
-    qb.push(" group by p.label, t.true_label");
+    qb.push(" group by coalesce(p.label, ''), t.true_label");
     qb
 }
 

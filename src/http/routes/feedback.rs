@@ -104,8 +104,8 @@ pub async fn post(
         }
     };
     let item = i64::from(fb.item);
-    let (request_id, model_name) = labelled_row(&state, &fb.request_id, item).await?;
-    check_truth(&state, &model_name, &truth)?;
+    let (request_id, model_name, label) = labelled_row(&state, &fb.request_id, item).await?;
+    check_truth(&state, &model_name, label.is_some(), &truth)?;
     let previous = state
         .store
         .insert_feedback(&Feedback {
@@ -147,10 +147,14 @@ fn parse(body: &[u8]) -> Result<FeedbackBody, ApiError> {
     }
 }
 
-/// The server's request id and the model of the answered row `(id, item)`: `id` is the
-/// server's id, else a client's id if exactly one request sent it (several are a 409 listing
-/// them).
-async fn labelled_row(state: &AppState, id: &str, item: i64) -> Result<(String, String), ApiError> {
+/// The server's request id, the model and the label of the answered row `(id, item)` (a
+/// regression model's row has none): `id` is the server's id, else a client's id if exactly
+/// one request sent it (several are a 409 listing them).
+async fn labelled_row(
+    state: &AppState,
+    id: &str,
+    item: i64,
+) -> Result<(String, String, Option<String>), ApiError> {
     let served = |id: String| {
         let store = state.store.clone();
         async move {
@@ -167,18 +171,24 @@ async fn labelled_row(state: &AppState, id: &str, item: i64) -> Result<(String, 
     {
         found = served(server_id).await?;
     }
-    let Some((request_id, ServedRow { model, .. })) = found else {
+    let Some((request_id, ServedRow { model, label })) = found else {
         return Err(ApiError::NotFound(format!(
             "no answered prediction for request {} item {item}",
             quote(id)
         )));
     };
-    Ok((request_id, model.unwrap_or_default()))
+    Ok((request_id, model.unwrap_or_default(), label))
 }
 
-/// `truth` is of the kind the model (still served) that answered gives: a class of a
-/// classifier, a finite number for a regression model.
-fn check_truth(state: &AppState, model_name: &str, truth: &Truth) -> Result<(), ApiError> {
+/// `truth` is of the kind the row was answered with (a class, or a regression model's number:
+/// a model's name may change task between versions, the row says which it answered), and a
+/// class the model (still served) has, or a finite number.
+fn check_truth(
+    state: &AppState,
+    model_name: &str,
+    answered_class: bool,
+    truth: &Truth,
+) -> Result<(), ApiError> {
     let model = state
         .models
         .current()
@@ -194,19 +204,28 @@ fn check_truth(state: &AppState, model_name: &str, truth: &Truth) -> Result<(), 
             message,
         })
     };
-    match (model.artifact.task(), truth) {
-        (Task::Classification, Truth::Label(label)) => check_label(&model, label),
-        (Task::Regression, Truth::Value(v)) if v.is_finite() => Ok(()),
-        (Task::Regression, Truth::Value(_)) => Err(ApiError::Unprocessable {
+    match (answered_class, truth) {
+        (true, Truth::Label(label)) if model.artifact.task() == Task::Classification => {
+            check_label(&model, label)
+        }
+        (true, Truth::Label(_)) => wrong(format!(
+            "that prediction answered a class, and model {} now answers numbers: its classes \
+             are not known to check the label against",
+            model.name()
+        )),
+        (false, Truth::Value(v)) if v.is_finite() => Ok(()),
+        (false, Truth::Value(_)) => Err(ApiError::Unprocessable {
             code: Unprocessable::NonFiniteValue,
             message: "value must be a finite number".to_string(),
         }),
-        (Task::Regression, Truth::Label(_)) => wrong(format!(
-            "model {} is a regression model: send its true number as \"value\", not a \"label\"",
+        (false, Truth::Label(_)) => wrong(format!(
+            "that prediction of model {} answered a number (a regression model): send its true \
+             number as \"value\", not a \"label\"",
             model.name()
         )),
-        (Task::Classification, Truth::Value(_)) => wrong(format!(
-            "model {} is a classifier: send its true class as \"label\" (one of {}), not a \"value\"",
+        (true, Truth::Value(_)) => wrong(format!(
+            "that prediction of model {} answered a class (a classifier): send its true class \
+             as \"label\" (one of {}), not a \"value\"",
             model.name(),
             model.artifact.class_names.join(", ")
         )),
