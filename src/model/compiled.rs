@@ -19,6 +19,10 @@
 //! future smartcore) makes [`Trees::forest`] refuse, and the model then predicts through
 //! smartcore.
 //!
+//! A regression forest is walked the same way: each tree's leaf holds a number, and the answer
+//! is their mean, added in smartcore's order (tree by tree, then divided by the number of
+//! trees), so it is smartcore's answer to the bit.
+//!
 //! A single decision tree stays with smartcore: one tree has no other tree to overlap with,
 //! and smartcore's walk, which stops at the leaf, measured faster for it (`benches/micro.rs`).
 
@@ -44,12 +48,14 @@ struct Node {
 #[derive(Debug, Clone)]
 pub struct Trees {
     nodes: Vec<Node>,
-    /// Each node's output, for the leaves.
+    /// Each node's output, for the leaves: a classifier's output index, a regressor's number.
     outputs: Vec<u32>,
-    /// Each tree's root in `nodes` and its depth (steps from the root to its deepest leaf),
-    /// shallowest first, so the trees walked together need about the same number of steps.
-    roots: Vec<(u32, u32)>,
-    /// The class each output index stands for; the most voted wins.
+    values: Vec<f64>,
+    /// Each tree's root in `nodes`, its depth (steps from the root to its deepest leaf) and
+    /// its place in the forest, shallowest first, so the trees walked together need about
+    /// the same number of steps.
+    roots: Vec<(u32, u32, u32)>,
+    /// The class each output index stands for; the most voted wins (empty for a regressor).
     classes: Vec<u32>,
     n_features: usize,
 }
@@ -57,18 +63,28 @@ pub struct Trees {
 // smartcore's serialized layout, the fields this module reads (serde skips the others).
 #[derive(Deserialize)]
 struct ForestForm {
-    trees: Option<Vec<TreeForm>>,
+    trees: Option<Vec<TreeForm<usize>>>,
     classes: Option<Vec<u32>>,
 }
 
 #[derive(Deserialize)]
-struct TreeForm {
-    nodes: Vec<NodeForm>,
+struct RegressorForm {
+    forest_regressor: Option<RegressorForestForm>,
 }
 
 #[derive(Deserialize)]
-struct NodeForm {
-    output: usize,
+struct RegressorForestForm {
+    trees: Option<Vec<TreeForm<f64>>>,
+}
+
+#[derive(Deserialize)]
+struct TreeForm<O> {
+    nodes: Vec<NodeForm<O>>,
+}
+
+#[derive(Deserialize)]
+struct NodeForm<O> {
+    output: O,
     split_feature: usize,
     split_value: Option<f64>,
     true_child: Option<usize>,
@@ -82,31 +98,70 @@ impl Trees {
         let (Some(trees), Some(classes)) = (form.trees, form.classes) else {
             return Err("the forest is not fitted".into());
         };
-        let mut out = Trees {
-            nodes: Vec::new(),
-            outputs: Vec::new(),
-            roots: Vec::new(),
-            classes,
-            n_features,
-        };
-        for tree in &trees {
-            out.add(tree)?;
+        if classes.is_empty() {
+            return Err("a forest without classes".into());
         }
-        out.check_roots()?;
+        let mut out = Trees::empty(n_features, classes);
+        for tree in &trees {
+            out.add(tree, |out, i, &output| {
+                if output >= out.classes.len() {
+                    return Err(format!("node {i}'s output {output} has no class"));
+                }
+                out.outputs.push(output as u32);
+                Ok(())
+            })?;
+        }
+        out.sort_roots()?;
         Ok(out)
     }
 
-    fn check_roots(&mut self) -> Result<(), String> {
-        if self.roots.is_empty() || self.classes.is_empty() {
-            return Err("no trees or no classes".into());
+    /// A smartcore `RandomForestRegressor`, for rows of `n_features` values.
+    pub fn regression_forest(model: &impl Serialize, n_features: usize) -> Result<Trees, String> {
+        let form: RegressorForm = read_form(model)?;
+        let Some(trees) = form.forest_regressor.and_then(|f| f.trees) else {
+            return Err("the forest is not fitted".into());
+        };
+        let mut out = Trees::empty(n_features, Vec::new());
+        for tree in &trees {
+            out.add(tree, |out, i, &output: &f64| {
+                if !output.is_finite() {
+                    return Err(format!("node {i}'s output is not a number"));
+                }
+                out.values.push(output);
+                Ok(())
+            })?;
         }
-        self.roots.sort_by_key(|&(_, depth)| depth);
+        out.sort_roots()?;
+        Ok(out)
+    }
+
+    fn empty(n_features: usize, classes: Vec<u32>) -> Trees {
+        Trees {
+            nodes: Vec::new(),
+            outputs: Vec::new(),
+            values: Vec::new(),
+            roots: Vec::new(),
+            classes,
+            n_features,
+        }
+    }
+
+    fn sort_roots(&mut self) -> Result<(), String> {
+        if self.roots.is_empty() {
+            return Err("no trees".into());
+        }
+        self.roots.sort_by_key(|&(_, depth, _)| depth);
         Ok(())
     }
 
     /// Appends one tree, checking every index it holds, so the walk can neither leave the
-    /// array nor loop (children come after their parent).
-    fn add(&mut self, tree: &TreeForm) -> Result<(), String> {
+    /// array nor loop (children come after their parent); `output` checks and keeps each
+    /// node's output.
+    fn add<O>(
+        &mut self,
+        tree: &TreeForm<O>,
+        mut output: impl FnMut(&mut Trees, usize, &O) -> Result<(), String>,
+    ) -> Result<(), String> {
         if tree.nodes.is_empty() {
             return Err("a tree has no nodes".into());
         }
@@ -114,10 +169,7 @@ impl Trees {
         let n = tree.nodes.len();
         let index = |i: usize| u32::try_from(base + i).map_err(|_| "too many nodes".to_string());
         for (i, node) in tree.nodes.iter().enumerate() {
-            if node.output >= self.classes.len() {
-                return Err(format!("node {i}'s output {} has no class", node.output));
-            }
-            self.outputs.push(node.output as u32);
+            output(self, i, &node.output)?;
             let compiled = match node.true_child {
                 None => Node {
                     threshold: f64::INFINITY,
@@ -152,7 +204,8 @@ impl Trees {
                 depth[i] = 1 + depth[yes].max(depth[no]);
             }
         }
-        self.roots.push((index(0)?, depth[0]));
+        let place = u32::try_from(self.roots.len()).map_err(|_| "too many trees".to_string())?;
+        self.roots.push((index(0)?, depth[0], place));
         Ok(())
     }
 
@@ -172,22 +225,44 @@ impl Trees {
         let mut votes = vec![0u32; self.classes.len()];
         for row in values.chunks_exact(self.n_features.max(1)) {
             votes.iter_mut().for_each(|v| *v = 0);
-            self.walk(&self.roots, row, |output| votes[output] += 1);
+            self.walk(&self.roots, row, |_, leaf| {
+                votes[self.outputs[leaf] as usize] += 1
+            });
             scores::push_votes(&mut out, &votes, &self.classes, self.roots.len());
         }
         out
     }
 
+    /// A regression forest's answer to each row of `values` (row-major): the mean of its
+    /// trees' leaves, summed in the forest's order as smartcore sums them.
+    pub fn mean_values(&self, values: &[f64]) -> Vec<f64> {
+        let n = self.roots.len();
+        let mut leaves = vec![0.0; n];
+        values
+            .chunks_exact(self.n_features.max(1))
+            .map(|row| {
+                self.walk(&self.roots, row, |place, leaf| {
+                    leaves[place] = self.values[leaf]
+                });
+                let mut sum = 0.0;
+                for v in &leaves {
+                    sum += v;
+                }
+                sum / n as f64
+            })
+            .collect()
+    }
+
     /// Walks `row` down each tree of `roots`, [`LANES`] trees at a time, and hands each
-    /// tree's leaf output to `leaf`.
-    fn walk(&self, roots: &[(u32, u32)], row: &[f64], mut leaf: impl FnMut(usize)) {
+    /// tree's place in the forest and its leaf (an index in `nodes`) to `leaf`.
+    fn walk(&self, roots: &[(u32, u32, u32)], row: &[f64], mut leaf: impl FnMut(usize, usize)) {
         for group in roots.chunks(LANES) {
             let mut at = [0u32; LANES];
-            for (a, &(root, _)) in at.iter_mut().zip(group) {
+            for (a, &(root, _, _)) in at.iter_mut().zip(group) {
                 *a = root;
             }
             // The deepest tree of the group (the last: roots are sorted by depth).
-            let steps = group.last().map_or(0, |&(_, depth)| depth);
+            let steps = group.last().map_or(0, |&(_, depth, _)| depth);
             for _ in 0..steps {
                 for a in at.iter_mut().take(group.len()) {
                     let node = self.nodes[*a as usize];
@@ -195,8 +270,8 @@ impl Trees {
                     *a = if le { node.yes } else { node.no };
                 }
             }
-            for &a in at.iter().take(group.len()) {
-                leaf(self.outputs[a as usize] as usize);
+            for (&a, &(_, _, place)) in at.iter().zip(group) {
+                leaf(place as usize, a as usize);
             }
         }
     }

@@ -244,6 +244,9 @@ impl Model {
             Fitted::Classifier(Classifier::RandomForest(m)) => compiled::Trees::forest(m, width)
                 .ok()
                 .filter(|t| t.classes().iter().all(|&c| (c as usize) < n_classes)),
+            Fitted::Regressor(Regressor::RandomForestRegressor(m)) => {
+                compiled::Trees::regression_forest(m, width).ok()
+            }
             Fitted::Classifier(_) | Fitted::Regressor(_) => None,
         };
         let scorer = match &artifact.model {
@@ -295,9 +298,15 @@ impl Model {
             Fitted::Regressor(m) => m,
             Fitted::Classifier(_) => return self.classify(x, row_major).map(Answers::Classes),
         };
-        let values = regressor
-            .predict(x)
-            .map_err(|e| self.failed(e.to_string()))?;
+        let (rows, cols) = x.shape();
+        let values = match &self.trees {
+            Some(trees) if cols == self.n_features() && row_major.len() == rows * cols => {
+                trees.mean_values(row_major)
+            }
+            _ => regressor
+                .predict(x)
+                .map_err(|e| self.failed(e.to_string()))?,
+        };
         if let Some(row) = values.iter().position(|v| !v.is_finite()) {
             return Err(PredictError {
                 model: self.artifact.name.clone(),
@@ -518,6 +527,13 @@ mod tests {
                 assert_eq!(
                     model.artifact.content_version().unwrap(),
                     model.artifact.version
+                );
+                // A forest walks the compiled trees, held here to smartcore's own walk.
+                assert_eq!(
+                    model.uses_compiled_trees(),
+                    algorithm == Algorithm::RandomForest,
+                    "{}",
+                    model.name()
                 );
                 let (grid, _) = grid(&model, 23);
                 let rows = data.target.rows();
