@@ -49,7 +49,7 @@ with open(path, "w") as f:
             c = random.randrange(3)
             f.write(json.dumps({
                 "request_id": f"bench-{req}", "item": item, "received_at": at,
-                "model": "iris", "model_version": "003652d457e1a873",
+                "model": "iris", "model_version": "8b6c2b6dfd0a44a8",
                 "features": None if rejected else [round(random.gauss(5.8, 0.8), 1), 3.0, round(random.gauss(3.7, 1.7), 1), 1.2],
                 "prediction": None if rejected else c, "label": None if rejected else labels[c],
                 "status": 422 if rejected else 200, "error_code": "invalid_feature" if rejected else None,

@@ -153,6 +153,9 @@ pub async fn recent_counts(
         for (t, m) in total.classes.iter_mut().zip(&minute.classes) {
             *t += m;
         }
+        for (t, m) in total.confidence.iter_mut().zip(&minute.confidence) {
+            *t += m;
+        }
         for (t, m) in total.bins.iter_mut().zip(&minute.bins) {
             for (t, m) in t.iter_mut().zip(m) {
                 *t += m;
@@ -187,6 +190,7 @@ fn empty_counts(model: &Model) -> LiveCounts {
             .map(|f| vec![0; f.bin_edges.len() + 1])
             .collect(),
         classes: vec![0; model.artifact.baseline.answer_proportions().len()],
+        confidence: vec![0; 10],
     }
 }
 
@@ -200,6 +204,10 @@ fn add_count(model: &Model, counts: &mut LiveCounts, kind: &str, key: &str, n: i
                 counts.classes[c] += n;
                 counts.rows += n as usize;
             }
+        }
+        kind::CONFIDENCE => {
+            let hundredth = key.parse::<i64>().unwrap_or(0);
+            counts.confidence[crate::stats::tenth(hundredth)] += n;
         }
         kind::OUTPUT_BIN => {
             if let Some(slot) = key

@@ -45,6 +45,17 @@ pub fn proportions(counts: &[u64]) -> Vec<f64> {
         .collect()
 }
 
+/// The hundredth a probability falls in, `[k/100, (k+1)/100)` (1 in 100 of its own).
+pub fn hundredth(p: f64) -> i64 {
+    ((p * 100.0).floor() as i64).clamp(0, 100)
+}
+
+/// The tenth of a hundredth ([`hundredth`]), `[k/10, (k+1)/10)`, with 1 in the top one: the
+/// bins confidence drift compares.
+pub fn tenth(hundredth: i64) -> usize {
+    (hundredth.clamp(0, 100) / 10).min(9) as usize
+}
+
 /// Linear-interpolated quantile of sorted values (numpy's default method).
 pub fn quantile(sorted: &[f64], q: f64) -> f64 {
     let pos = q * (sorted.len() - 1) as f64;

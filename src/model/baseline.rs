@@ -43,6 +43,38 @@ pub struct Baseline {
     /// feature's statistics: the reference live answers drift from. Absent for a classifier.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output: Option<FeatureStats>,
+    /// A classifier's confidence (the served class's probability) on its held-out rows, what
+    /// live confidence drifts from. Absent for a regressor, and in artifacts trained before
+    /// it was kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confidence: Option<ConfidenceBaseline>,
+}
+
+/// The confidence of a classifier's held-out rows: their share in each tenth
+/// ([`crate::stats::tenth`] of their hundredth) and their mean.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConfidenceBaseline {
+    pub rows: usize,
+    pub tenths: Vec<f64>,
+    pub mean: f64,
+}
+
+impl ConfidenceBaseline {
+    /// From the held-out rows' confidences (none without rows).
+    pub fn of(confidences: &[f64]) -> Option<ConfidenceBaseline> {
+        if confidences.is_empty() {
+            return None;
+        }
+        let mut counts = vec![0u64; 10];
+        for &p in confidences {
+            counts[crate::stats::tenth(crate::stats::hundredth(p))] += 1;
+        }
+        Some(ConfidenceBaseline {
+            rows: confidences.len(),
+            tenths: proportions(&counts),
+            mean: confidences.iter().sum::<f64>() / confidences.len() as f64,
+        })
+    }
 }
 
 impl FeatureStats {
@@ -96,12 +128,19 @@ impl Baseline {
             .collect()
     }
 
-    /// A classifier's baseline: `features` and the proportions of class indices `y`.
-    pub fn of_classes(features: Vec<FeatureStats>, y: &[u32], n_classes: usize) -> Baseline {
+    /// A classifier's baseline: `features`, the proportions of class indices `y` and the
+    /// held-out rows' `confidences`.
+    pub fn of_classes(
+        features: Vec<FeatureStats>,
+        y: &[u32],
+        n_classes: usize,
+        confidences: &[f64],
+    ) -> Baseline {
         Baseline {
             features,
             class_proportions: proportions(&class_counts(y.iter().copied(), n_classes)),
             output: None,
+            confidence: ConfidenceBaseline::of(confidences),
         }
     }
 
@@ -128,6 +167,7 @@ impl Baseline {
             features,
             class_proportions: Vec::new(),
             output: Some(FeatureStats::from_values("prediction", answers)),
+            confidence: None,
         }
     }
 }

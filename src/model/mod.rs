@@ -27,7 +27,7 @@ use sha2::{Digest, Sha256};
 use smartcore::linalg::basic::arrays::Array;
 
 pub use crate::stats::RegressionErrors;
-pub use baseline::{Baseline, FeatureStats};
+pub use baseline::{Baseline, ConfidenceBaseline, FeatureStats};
 pub use estimator::{Algorithm, Classifier, Fitted, Matrix, Regressor, Task};
 pub use scores::{Answers, Probabilities, Scores};
 

@@ -129,10 +129,18 @@ fn classifier(
         .zip(&y_test)
         .filter(|(p, t)| p == t)
         .count();
+    // The held-out rows' confidence, as served: the served class's probability.
+    let scored = super::scores::Scorer::new(&model, n_classes, true)
+        .map_err(anyhow::Error::msg)?
+        .scores(&model, &x_test)
+        .map_err(anyhow::Error::msg)?;
+    let confidences: Vec<f64> = (scored.classes.iter().enumerate())
+        .map(|(i, &c)| scored.probabilities.confidence(i, c))
+        .collect();
     let features = feature_stats(names, &x_train);
     Ok(Trained {
         model: model.into(),
-        baseline: Baseline::of_classes(features, &y_train, n_classes),
+        baseline: Baseline::of_classes(features, &y_train, n_classes, &confidences),
         train_rows: y_train.len(),
         accuracy: Some(correct as f64 / y_test.len().max(1) as f64),
         errors: ErrorSums::default(),

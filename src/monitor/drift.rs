@@ -190,6 +190,29 @@ pub struct DriftReport {
     pub status: Status,
     pub features: Vec<FeatureDrift>,
     pub prediction: PredictionDrift,
+    /// A classifier's confidence against its held-out rows'; absent for a regression model.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub confidence: Option<ConfidenceDrift>,
+}
+
+/// The confidence (the served class's probability) of the answered rows by tenth, against
+/// the held-out rows' at training time (PSI).
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct ConfidenceDrift {
+    /// Answered rows with class probabilities.
+    pub rows: usize,
+    /// Their share in each tenth of confidence, `[0, 0.1)` … `[0.9, 1]`.
+    pub live_proportions: Vec<f64>,
+    /// The held-out rows' shares; `null` for an artifact trained before they were kept
+    /// (`baseline_missing`), which `inferlog train` makes anew.
+    pub baseline_proportions: Option<Vec<f64>>,
+    pub baseline_mean: Option<f64>,
+    pub psi: Option<f64>,
+    /// `null` without a baseline. Not part of the report's `status`: held-out rows number a
+    /// fifth of the training set, and a model is more sure of rows like those it learned
+    /// from, so this verdict is a signal to watch beside the inputs', not one of them.
+    pub status: Option<Status>,
+    pub baseline_missing: bool,
 }
 
 /// What the live rows of a range hold, counted over the baseline's bins and classes.
@@ -200,6 +223,8 @@ pub struct LiveCounts {
     pub bins: Vec<Vec<u64>>,
     /// Rows per class, in class order.
     pub classes: Vec<u64>,
+    /// Answered rows by the tenth of their confidence (classifiers).
+    pub confidence: Vec<u64>,
 }
 
 /// Compares `rows` live input rows (row-major in `values`) and their predicted `classes` (a
@@ -226,6 +251,8 @@ pub fn report(
             .map(|(j, stats)| bin_counts(&stats.bin_edges, (0..rows).map(|i| values[i * cols + j])))
             .collect(),
         classes: class_counts(classes.iter().copied(), baseline.answer_proportions().len()),
+        // The rows read here carry no probabilities: confidence drift counts from the rollups.
+        confidence: vec![0; 10],
     };
     let mut report = report_counts(model, &counts, values, answers, rows, rule, Source::Rows);
     report.truncated = truncated;
@@ -287,6 +314,20 @@ pub fn report_counts(
         prediction.baseline_mean = Some(output.mean);
         prediction.bin_edges = Some(output.bin_edges.clone());
     }
+    let confidence = (!model.artifact.class_names.is_empty()).then(|| {
+        let rows = counts.confidence.iter().sum::<u64>() as usize;
+        let base = baseline.confidence.as_ref();
+        let psi = base.map(|b| psi(&b.tenths, &counts.confidence));
+        ConfidenceDrift {
+            rows,
+            live_proportions: proportions(&counts.confidence),
+            baseline_proportions: base.map(|b| b.tenths.clone()),
+            baseline_mean: base.map(|b| b.mean),
+            psi,
+            status: psi.map(|p| rule.status(p, rows)),
+            baseline_missing: base.is_none(),
+        }
+    });
     let status = features
         .iter()
         .map(|f| f.status)
@@ -312,6 +353,7 @@ pub fn report_counts(
         status,
         features,
         prediction,
+        confidence,
     }
 }
 

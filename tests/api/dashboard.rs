@@ -127,6 +127,10 @@ fn the_dashboard_shows_the_stores_numbers_and_fits_two_screens() {
     let accuracy: f64 = shown("accuracy").unwrap().parse().unwrap();
     assert!((accuracy - performance["accuracy"].as_f64().unwrap()).abs() < 1e-12);
     assert!(dom.contains("data-feature=\"petal_length\""), "drift table");
+    assert!(
+        dom.contains("data-feature=\"confidence\""),
+        "confidence drift in the table"
+    );
     assert!(dom.contains("data-request=\""), "audit records listed");
 
     screenshots(&browser, &app, &url);

@@ -203,3 +203,50 @@ on_both_stores!(fn the_time_series_counts_low_confidence_answers_below_the_thres
     assert_eq!(c["p50"], json!(hundredths[1] as f64 / 100.0), "{c}");
     assert_eq!(c["p10"], json!(hundredths[0] as f64 / 100.0), "{c}");
 });
+
+/// The tenth of a probability's hundredth, as the service bins confidence for drift.
+fn tenth(p: f64) -> usize {
+    (((p * 100.0).floor() as i64).clamp(0, 100) / 10).min(9) as usize
+}
+
+// Confidence drift: the answered rows' confidence by tenth, from the rollups and from edge
+// rows, against the held-out rows' of the shipped model; an artifact without that baseline
+// says so instead of a figure.
+on_both_stores!(fn confidence_drifts_against_the_held_out_rows_and_an_older_artifact_says_it_has_no_baseline(app)
+    with |s| {
+        // The shipped model without its confidence baseline, as artifacts trained before it.
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/iris.json");
+        let mut old: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        old["name"] = json!("iris_old");
+        old["baseline"].as_object_mut().unwrap().remove("confidence");
+        std::fs::write(s.models.join("iris_old.json"), old.to_string()).unwrap();
+    }, {
+    let rows = json!({"features": [
+        [5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3], [5.9, 3.0, 4.2, 1.5], [6.0, 2.2, 5.0, 1.5],
+        [6.3, 2.8, 5.1, 1.5], [4.9, 2.5, 4.5, 1.7], [5.7, 2.8, 4.1, 1.3], [7.7, 2.6, 6.9, 2.3]
+    ]});
+    let body = app.post_predict(&rows.to_string()).json();
+    assert!(app.post_json("/models/iris_old/predict", &rows.to_string()).status == 200);
+    app.wait_for_rows(16);
+    let mut counts = [0usize; 10];
+    for (p, class) in body["probabilities"].as_array().unwrap().iter().zip(body["prediction"].as_array().unwrap()) {
+        counts[tenth(p[class.as_u64().unwrap() as usize].as_f64().unwrap())] += 1;
+    }
+    let shares: Vec<f64> = counts.iter().map(|c| *c as f64 / 8.0).collect();
+    let since = app.rows_of(body["request_id"].as_str().unwrap())[0]["received_at"].clone();
+    for query in [String::new(), format!("&since={}", since.as_str().unwrap())] {
+        let d = app.get(&format!("/monitor/drift?model=iris{query}")).json();
+        let c = &d["confidence"];
+        assert_eq!(c["rows"], 8, "{d}");
+        assert_eq!(c["live_proportions"], json!(shares), "{d}");
+        let baseline: Vec<f64> = serde_json::from_value(c["baseline_proportions"].clone()).unwrap();
+        assert_eq!(baseline.len(), 10);
+        assert!((baseline.iter().sum::<f64>() - 1.0).abs() < 1e-9, "{c}");
+        assert!(c["psi"].as_f64().unwrap() >= 0.0 && c["baseline_missing"] == false, "{c}");
+        assert_eq!(c["status"], "insufficient_data", "8 rows are no verdict: {c}");
+    }
+    let old = app.get("/monitor/drift?model=iris_old").json();
+    let c = &old["confidence"];
+    assert_eq!((c["rows"].clone(), c["baseline_missing"].clone()), (json!(8), json!(true)), "{old}");
+    assert_eq!((c["psi"].clone(), c["status"].clone()), (Value::Null, Value::Null), "{old}");
+});

@@ -107,7 +107,7 @@ pub fn abs_error_value(key: &str) -> f64 {
 /// The key of a `confidence` count: the hundredth the probability falls in, `[k/100,
 /// (k+1)/100)` (1 in 100 of its own).
 pub fn confidence_bucket(p: f64) -> i64 {
-    ((p * 100.0).floor() as i64).clamp(0, 100)
+    crate::stats::hundredth(p)
 }
 
 /// The key of a `confusion` count.
