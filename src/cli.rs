@@ -391,6 +391,27 @@ pub enum AuditAction {
         #[arg(long)]
         progress: bool,
     },
+    /// Remove the audit rows received before a time, and the feedback on them, in batches of
+    /// short transactions (the server may run meanwhile: it waits at most one batch). The
+    /// rollups keep their counts, so summaries, time series and performance over the pruned
+    /// period still answer; a rebuild of the rollups would lose them.
+    Prune {
+        #[command(flatten)]
+        store: StoreArg,
+        /// Rows received before this RFC 3339 time go.
+        #[arg(long, value_parser = parse_time)]
+        before: DateTime<Utc>,
+        /// Count what would go; remove nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Rows per transaction.
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+        batch_rows: u64,
+        /// Show progress on stderr also when it is not a terminal; on a terminal it is shown
+        /// anyway.
+        #[arg(long)]
+        progress: bool,
+    },
     /// Write the rows of a spill file (left by a shutdown while the store was failing) into
     /// the audit database. Rows it holds already are skipped, so a replay may be repeated.
     /// The service replays its own spill file at start-up; this is for a file moved to

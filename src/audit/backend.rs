@@ -19,6 +19,7 @@ use super::record::{
 use super::rollup::{PackedRow, ReadPlan, RollupRange};
 use super::sql::Dialect;
 use super::sql::reads;
+use super::sql::writes::Pruned;
 
 /// What a store can do, so that start-up chooses without asking which backend it has.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -116,6 +117,27 @@ pub(crate) trait Backend: Sync {
         &self,
         done: RowsDone<'_>,
     ) -> impl Future<Output = anyhow::Result<()>> + Send;
+
+    /// Removes, in one short transaction, the oldest `limit` rows received before `before`
+    /// and the feedback on them ([`writes::prune_batch`](super::sql::writes::prune_batch)).
+    fn prune_batch(
+        &self,
+        before: &chrono::DateTime<chrono::Utc>,
+        limit: usize,
+    ) -> impl Future<Output = anyhow::Result<Pruned>> + Send;
+
+    /// What a prune before `before` would remove.
+    fn prunable(
+        &self,
+        before: &chrono::DateTime<chrono::Utc>,
+    ) -> impl Future<Output = Result<Pruned, StoreFault>> + Send {
+        async move {
+            let mut conn = self.bounded_reader().await.map_err(Self::fault)?;
+            super::sql::writes::prunable::<Self::Db>(&mut conn, before)
+                .await
+                .map_err(Self::fault)
+        }
+    }
 
     fn close(&self) -> impl Future<Output = ()> + Send;
 

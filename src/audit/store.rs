@@ -18,6 +18,7 @@ use super::record::{
     AuditRecord, Feedback, FeedbackStored, RequestRef, StoredFeedback, StoredRecord, Truth, Written,
 };
 use super::rollup::{self, EdgeSplit, PackedRow, ReadPlan, RollupRange, RollupRow};
+use super::sql::writes::Pruned;
 use super::sqlite::SqliteStore;
 use super::url::{Backend as Scheme, DatabaseUrl};
 
@@ -243,6 +244,24 @@ impl Store {
     /// Rollup counts of a range, all in one bucket.
     pub async fn rollup_totals(&self, range: &RollupRange) -> Result<Vec<RollupRow>, StoreFault> {
         self.rollups(range, ALL_MINUTES).await
+    }
+
+    /// Removes the oldest `limit` rows received before `before` and their feedback, in one
+    /// short transaction; none left is `Pruned::default()`.
+    pub async fn prune_batch(
+        &self,
+        before: &chrono::DateTime<chrono::Utc>,
+        limit: usize,
+    ) -> Result<Pruned, StoreFault> {
+        on_backend!(self, b => faulted b.prune_batch(before, limit).await)
+    }
+
+    /// What a prune before `before` would remove.
+    pub async fn prunable(
+        &self,
+        before: &chrono::DateTime<chrono::Utc>,
+    ) -> Result<Pruned, StoreFault> {
+        on_backend!(self, b => b.prunable(before).await)
     }
 
     /// Recomputes every rollup from the rows (after rows were changed by hand, or to check),

@@ -31,6 +31,16 @@ pub fn run(args: &AuditCliArgs) -> anyhow::Result<()> {
             models,
             progress,
         }) => return copy(&from.parse()?, &to.parse()?, models, *progress),
+        Some(AuditAction::Prune {
+            store,
+            before,
+            dry_run,
+            batch_rows,
+            progress,
+        }) => {
+            let url = store.database_url.parse()?;
+            return prune(&url, before, *dry_run, *batch_rows as usize, *progress);
+        }
         Some(AuditAction::RebuildRollups {
             store,
             models,
@@ -85,6 +95,62 @@ fn writable_with(models: &Path) -> StoreOptions {
         }
     }
     opts
+}
+
+/// `inferlog audit prune --before TIME`: the rows received before `before` and their
+/// feedback removed, `batch` rows per transaction (or, with `dry_run`, counted).
+fn prune(
+    database_url: &DatabaseUrl,
+    before: &chrono::DateTime<chrono::Utc>,
+    dry_run: bool,
+    batch: usize,
+    asked: bool,
+) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    let shown = crate::audit::format_time(before);
+    let fail = |e: StoreFault| anyhow::anyhow!("{}: {}", e.cause(), e.detail());
+    let (pruned, dry) = super::runtime()?.block_on(async {
+        let opts = if dry_run {
+            StoreOptions::read_only()
+        } else {
+            StoreOptions::writable()
+        };
+        let store = Store::open(database_url, &opts).await?;
+        let result: anyhow::Result<(u64, u64)> = async {
+            let due = store.prunable(before).await.map_err(fail)?;
+            if dry_run {
+                return Ok((due.rows, due.feedback));
+            }
+            let progress = Progress::new("rows removed", Some(due.rows), asked);
+            let (mut rows, mut feedback) = (0, 0);
+            loop {
+                let done = store.prune_batch(before, batch).await.map_err(fail)?;
+                if done.rows == 0 {
+                    break;
+                }
+                rows += done.rows;
+                feedback += done.feedback;
+                progress.update(rows);
+            }
+            progress.finish();
+            Ok((rows, feedback))
+        }
+        .await;
+        store.close().await;
+        anyhow::Ok((result?, dry_run))
+    })?;
+    let (rows, feedback) = pruned;
+    if dry {
+        super::outln!(
+            "would remove {rows} audit rows received before {shown} and {feedback} feedback on them"
+        )?;
+    } else {
+        super::outln!(
+            "removed {rows} audit rows received before {shown} and {feedback} feedback on them in {:.1} s",
+            started.elapsed().as_secs_f64()
+        )?;
+    }
+    Ok(())
 }
 
 /// `inferlog audit rebuild-rollups`: the rollups recomputed from the rows.

@@ -255,6 +255,17 @@ impl Backend for PgStore {
         insert::rebuild_rollups(&self.pool, &self.baselines, done).await
     }
 
+    async fn prune_batch(
+        &self,
+        before: &chrono::DateTime<chrono::Utc>,
+        limit: usize,
+    ) -> anyhow::Result<writes::Pruned> {
+        let mut tx = self.pool.begin().await.context("pruning old rows")?;
+        let pruned = writes::prune_batch::<Postgres>(&mut tx, before, limit).await?;
+        tx.commit().await.context("committing a prune")?;
+        Ok(pruned)
+    }
+
     async fn close(&self) {
         self.pool.close().await;
     }

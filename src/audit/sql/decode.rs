@@ -35,6 +35,7 @@ decoded!(i64, |row| Ok(row.try_get(0)?));
 decoded!(bool, |row| Ok(row.try_get(0)?));
 decoded!(String, |row| Ok(row.try_get(0)?));
 decoded!(Option<String>, |row| Ok(row.try_get(0)?));
+decoded!(Option<i64>, |row| Ok(row.try_get(0)?));
 decoded!((i64, i64), |row| Ok((row.try_get(0)?, row.try_get(1)?)));
 decoded!((i64, String), |row| Ok((row.try_get(0)?, row.try_get(1)?)));
 

@@ -296,3 +296,74 @@ pub(crate) async fn recount_rollups<DB: Dialect>(
     }
     add_to_rollup::<DB>(conn, fold_deltas(deltas.iter().map(String::as_str))?).await
 }
+
+/// What a prune removed, or with `dry_run` would remove.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pruned {
+    pub rows: u64,
+    pub feedback: u64,
+}
+
+/// The rows received before `before` and the feedback on them, counted (for a dry run).
+pub(crate) async fn prunable<DB: Dialect>(
+    conn: &mut DB::Connection,
+    before: &DateTime<Utc>,
+) -> anyhow::Result<Pruned> {
+    let mut qb = Builder::<DB>::new("select count(*) from prediction where received_at < ");
+    DB::bind_time(&mut qb, before);
+    let rows: Vec<i64> = DB::rows(&mut *conn, qb)
+        .await
+        .context("counting old rows")?;
+    let mut qb = Builder::<DB>::new(
+        "select count(*) from feedback f where exists (select 1 from prediction p \
+         where p.request_id = f.request_id and p.item = f.item and p.received_at < ",
+    );
+    DB::bind_time(&mut qb, before);
+    qb.push(")");
+    let feedback: Vec<i64> = DB::rows(&mut *conn, qb)
+        .await
+        .context("counting old feedback")?;
+    Ok(Pruned {
+        rows: rows.first().copied().unwrap_or(0).max(0) as u64,
+        feedback: feedback.first().copied().unwrap_or(0).max(0) as u64,
+    })
+}
+
+/// One batch of a prune, for the caller's transaction: the oldest `limit` rows (by id)
+/// received before `before`, and the feedback on them. The rollups keep their counts: they
+/// never read the rows back.
+pub(crate) async fn prune_batch<DB: Dialect>(
+    conn: &mut DB::Connection,
+    before: &DateTime<Utc>,
+    limit: usize,
+) -> anyhow::Result<Pruned> {
+    let mut qb =
+        Builder::<DB>::new("select max(id) from (select id from prediction where received_at < ");
+    DB::bind_time(&mut qb, before);
+    qb.push(" order by id limit ");
+    DB::bind_int(&mut qb, limit.max(1) as i64);
+    qb.push(") as batch");
+    let last: Vec<Option<i64>> = DB::rows(&mut *conn, qb).await.context("finding old rows")?;
+    let Some(last) = last.into_iter().next().flatten() else {
+        return Ok(Pruned::default());
+    };
+    let mut qb = Builder::<DB>::new(
+        "delete from feedback where exists (select 1 from prediction p \
+         where p.request_id = feedback.request_id and p.item = feedback.item and p.id <= ",
+    );
+    DB::bind_int(&mut qb, last);
+    qb.push(" and p.received_at < ");
+    DB::bind_time(&mut qb, before);
+    qb.push(")");
+    let feedback = DB::execute(&mut *conn, qb)
+        .await
+        .context("removing old feedback")?;
+    let mut qb = Builder::<DB>::new("delete from prediction where id <= ");
+    DB::bind_int(&mut qb, last);
+    qb.push(" and received_at < ");
+    DB::bind_time(&mut qb, before);
+    let rows = DB::execute(&mut *conn, qb)
+        .await
+        .context("removing old rows")?;
+    Ok(Pruned { rows, feedback })
+}

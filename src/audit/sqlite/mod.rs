@@ -221,6 +221,32 @@ impl Backend for SqliteStore {
         guard.finish(rebuilt).await
     }
 
+    /// One prune batch in an immediate transaction on the writing connection: the server's
+    /// writer (in this or another process) waits at most one short batch.
+    async fn prune_batch(
+        &self,
+        before: &chrono::DateTime<chrono::Utc>,
+        limit: usize,
+    ) -> anyhow::Result<writes::Pruned> {
+        self.ensure_current_file().await?;
+        let (conn, _) = self.write()?;
+        let mut guard = conn.lock().await?;
+        let c = guard.conn();
+        insert::begin_immediate(c, self.opts.busy_timeout).await?;
+        let pruned = match writes::prune_batch::<Sqlite>(c, before, limit).await {
+            Ok(p) => sqlx::query("commit")
+                .execute(&mut *c)
+                .await
+                .context("committing a prune")
+                .map(|_| p),
+            Err(e) => {
+                let _ = sqlx::query("rollback").execute(&mut *c).await;
+                Err(e)
+            }
+        };
+        guard.finish(pruned).await
+    }
+
     /// `VACUUM INTO file`: one read transaction, so the copy is consistent however long it
     /// takes, and writers are not held up (unlike the shell's `.backup`, which restarts
     /// whenever the database changes under it).

@@ -5,6 +5,7 @@
 
 mod client_text;
 mod exports;
+mod prune;
 mod reads;
 mod rows;
 mod store_faults;
