@@ -6,7 +6,7 @@
 //! store gives counts and rows, the monitor turns them into figures.
 
 use crate::audit::rollup::{
-    self, EdgeSplit, RollupRange, UNSCORED, abs_error_bucket, abs_error_value, error_sum_index,
+    self, EdgeSplit, RollupRange, UNSCORED, abs_error_bucket, abs_error_value, add_to_error_sums,
     kind,
 };
 use std::sync::Arc;
@@ -291,14 +291,11 @@ async fn errors(
     let (mut sums, mut unscored) = (ErrorSums::default(), 0);
     let mut buckets: Vec<(String, i64)> = Vec::new();
     for r in store.rollup_totals(&whole).await? {
+        if add_to_error_sums(&mut sums, &r.kind, &r.key, r.count, r.amount) {
+            continue;
+        }
         match r.kind.as_str() {
-            kind::ERRORS if r.key.is_empty() => sums.n += r.count,
             kind::ERRORS if r.key == UNSCORED => unscored += r.count,
-            kind::ERROR_SUM => {
-                if let Some(i) = error_sum_index(&r.key) {
-                    sums.sums[i].add(r.amount);
-                }
-            }
             kind::ABS_ERROR => buckets.push((r.key, r.count)),
             _ => {}
         }

@@ -56,6 +56,25 @@ pub fn tenth(hundredth: i64) -> usize {
     (hundredth.clamp(0, 100) / 10).min(9) as usize
 }
 
+/// The key of the bucket holding the ⌈q·n⌉-th of the `n` values counted in `sorted` (buckets
+/// sorted by key, `(key, count)`; a negative count counts as none): the nearest-rank
+/// quantile of a histogram. `None` when it holds nothing.
+pub fn nearest_rank<T: Copy>(sorted: &[(T, i64)], q: f64) -> Option<T> {
+    let n: i64 = sorted.iter().map(|(_, c)| (*c).max(0)).sum();
+    if n == 0 {
+        return None;
+    }
+    let rank = ((q * n as f64).ceil() as i64).clamp(1, n);
+    let mut seen = 0;
+    sorted
+        .iter()
+        .find(|(_, c)| {
+            seen += (*c).max(0);
+            seen >= rank
+        })
+        .map(|(k, _)| *k)
+}
+
 /// Linear-interpolated quantile of sorted values (numpy's default method).
 pub fn quantile(sorted: &[f64], q: f64) -> f64 {
     let pos = q * (sorted.len() - 1) as f64;

@@ -7,7 +7,7 @@
 use serde::Serialize;
 
 pub use super::drift::Source;
-use crate::stats::{ErrorSums, quantile};
+use crate::stats::{ErrorSums, nearest_rank, quantile};
 
 /// What `/monitor/performance` reports: a classifier's scores or a regressor's errors.
 #[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
@@ -94,22 +94,11 @@ pub fn regression_errors_of_sums(
     source: Source,
 ) -> RegressionPerformance {
     histogram.sort_by(|a, b| a.0.total_cmp(&b.0));
-    let n: i64 = histogram.iter().map(|(_, c)| c.max(&0)).sum();
-    let percentiles = (n > 0).then(|| {
-        let [p50, p90, p99] = PERCENTILES.map(|q| {
-            // Nearest rank over the buckets: the bucket that holds the ⌈q·n⌉-th error.
-            let rank = ((q * n as f64).ceil() as i64).max(1);
-            let mut seen = 0;
-            histogram
-                .iter()
-                .find(|(_, c)| {
-                    seen += c.max(&0);
-                    seen >= rank
-                })
-                .map_or(0.0, |(v, _)| *v)
-        });
-        ErrorPercentiles { p50, p90, p99 }
-    });
+    let sorted: &[(f64, i64)] = histogram;
+    let percentiles = match PERCENTILES.map(|q| nearest_rank(sorted, q)) {
+        [Some(p50), Some(p90), Some(p99)] => Some(ErrorPercentiles { p50, p90, p99 }),
+        _ => None,
+    };
     from_sums(model, sums, percentiles, unscored, source)
 }
 

@@ -29,12 +29,13 @@ impl Counts {
             None => self.0.entry(kind.to_string()).or_default(),
         };
         if kind == kind::ERROR_SUM && !key.ends_with(LOW_PART) {
-            let mut sum = Sum {
-                hi: keys.get(key).copied().unwrap_or(0.0),
-                lo: 0.0,
+            let hi = match keys.get_mut(key) {
+                Some(hi) => hi,
+                None => keys.entry(key.to_string()).or_insert(0.0),
             };
+            let mut sum = Sum { hi: *hi, lo: 0.0 };
             sum.add(n);
-            keys.insert(key.to_string(), sum.hi);
+            *hi = sum.hi;
             if sum.lo != 0.0 {
                 *keys.entry(format!("{key}{LOW_PART}")).or_insert(0.0) += sum.lo;
             }

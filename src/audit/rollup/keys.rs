@@ -79,9 +79,29 @@ pub const ERROR_SUM_KEYS: [&str; 5] = ["error", "abs_error", "sq_error", "truth"
 pub const LOW_PART: &str = "~lo";
 
 /// The place in [`ERROR_SUM_KEYS`] of an `error_sum` key or of its low part.
-pub fn error_sum_index(key: &str) -> Option<usize> {
+fn error_sum_index(key: &str) -> Option<usize> {
     let base = key.strip_suffix(LOW_PART).unwrap_or(key);
     ERROR_SUM_KEYS.iter().position(|k| *k == base)
+}
+
+/// Adds a count read back (`count`, or `amount` for a sum) to `sums` if it is one of theirs:
+/// an `errors` count of pairs in the sums, or an `error_sum` (either part); whether it was.
+pub fn add_to_error_sums(
+    sums: &mut crate::stats::ErrorSums,
+    kind: &str,
+    key: &str,
+    count: i64,
+    amount: f64,
+) -> bool {
+    match kind {
+        kind::ERRORS if key.is_empty() => sums.n += count,
+        kind::ERROR_SUM => match error_sum_index(key) {
+            Some(i) => sums.sums[i].add(amount),
+            None => return false,
+        },
+        _ => return false,
+    }
+    true
 }
 
 /// The key of an `abs_error` count: `""` for an exact answer, else the bucket of the

@@ -5,11 +5,11 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use super::keys::{bucket_value, error_sum_index, kind};
+use super::keys::{add_to_error_sums, bucket_value, kind};
 use super::range::{RollupRange, RollupRow};
 use super::read::{PackedRow, for_each};
 use crate::audit::filter::{Count, LatencySummary, Summary, SummarySource};
-use crate::stats::ErrorSums;
+use crate::stats::{ErrorSums, nearest_rank};
 
 /// Nearest-rank percentiles and the largest latency of a histogram.
 #[derive(Debug, Default)]
@@ -54,15 +54,11 @@ impl Histogram {
         if rank == rows && self.max.is_some() {
             return self.max;
         }
-        let mut seen = 0;
-        for &(bucket, n) in &self.buckets {
-            seen += n;
-            if seen >= rank {
-                let v = bucket_value(bucket);
-                return Some(self.max.map_or(v, |m| v.min(m)));
-            }
-        }
-        self.max
+        let Some(bucket) = nearest_rank(&self.buckets, p) else {
+            return self.max;
+        };
+        let v = bucket_value(bucket);
+        Some(self.max.map_or(v, |m| v.min(m)))
     }
 
     pub fn max(&self) -> Option<i64> {
@@ -190,14 +186,7 @@ impl ConfidenceSummary {
             .filter(|(b, _)| (*b + 1) as f64 / 100.0 <= threshold)
             .map(|(_, n)| n)
             .sum();
-        let quantile = |p: f64| {
-            let rank = ((p * rows as f64).ceil() as i64).clamp(1, rows.max(1));
-            let mut seen = 0;
-            buckets.iter().find_map(|&(b, n)| {
-                seen += n;
-                (seen >= rank).then_some(b as f64 / 100.0)
-            })
-        };
+        let quantile = |p: f64| nearest_rank(buckets, p).map(|b| b as f64 / 100.0);
         ConfidenceSummary {
             rows,
             low,
@@ -262,13 +251,9 @@ pub fn timeseries(
             kind::OUTLIER => add_to(&mut a.outliers, e.key, e.count),
             kind::CONFIDENCE => a.confidence.push((e.key.parse().unwrap_or(0), e.count)),
             kind::OUTPUT_BIN => add_to(&mut a.outputs, e.key, e.count),
-            kind::ERRORS if e.key.is_empty() => a.errors.n += e.count,
-            kind::ERROR_SUM => {
-                if let Some(i) = error_sum_index(e.key) {
-                    a.errors.sums[i].add(e.amount);
-                }
+            _ => {
+                add_to_error_sums(&mut a.errors, e.kind, e.key, e.count, e.amount);
             }
-            _ => {}
         }
     })?;
     let mut out = Vec::new();

@@ -297,7 +297,7 @@ pub(crate) async fn recount_rollups<DB: Dialect>(
     add_to_rollup::<DB>(conn, fold_deltas(deltas.iter().map(String::as_str))?).await
 }
 
-/// What a prune removed, or with `dry_run` would remove.
+/// What a prune removed, or would remove ([`prunable`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Pruned {
     pub rows: u64,
